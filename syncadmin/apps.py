@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SyncAdminConfig(AppConfig):
+    name = "syncadmin"
+    verbose_name = "Administration console"
