@@ -221,7 +221,8 @@ LOGGING = {
     },
 }
 
+# The demo administrator's password (empty: generated once and kept in .local/).
+DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="")
+
 # Test hooks: the local EWS simulator's default endpoint (used by seed_demo when none is given).
-EXCHANGE_SIM_DEFAULT_URL = env.str(
-    "EXCHANGE_SIM_URL", default="http://127.0.0.1:8765/EWS/Exchange.asmx"
-)
+EXCHANGE_SIM_DEFAULT_URL = env.str("EXCHANGE_SIM_URL", default="http://127.0.0.1:8765/EWS/Exchange.asmx")

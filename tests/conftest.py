@@ -28,3 +28,12 @@ def ews_schema_dir() -> Path | None:
     raw = os.environ.get("EWS_SCHEMA_DIR") or str(PROJECT_DIR.parent / "shared" / "ews-schema")
     path = Path(raw)
     return path if (path / "messages.xsd").exists() else None
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    # Tests don't run collectstatic; the manifest storage of production would fail to find files.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -1,0 +1,336 @@
+"""The Django admin: the back office for every model."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from synccore.forms import SyncSettingsForm
+from synccore.models import (
+    Activity,
+    Attendee,
+    Company,
+    Conflict,
+    Contact,
+    Country,
+    Employee,
+    Environment,
+    FieldMapping,
+    FolderState,
+    ItemLink,
+    Language,
+    SalesGroup,
+    SyncRun,
+    SyncSettings,
+    SyncUser,
+)
+
+
+class TombstoneAdmin(admin.ModelAdmin):
+    """Deleting a record that has items in mailboxes keeps it as a tombstone (no cascade)."""
+
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        linked = [obj for obj in objs if obj.has_links()]
+        plain = [obj for obj in objs if obj not in linked]
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(plain, request)
+        for obj in linked:
+            to_delete.append(
+                f"{obj} — kept as a tombstone until the synchronizer has removed it from the mailboxes"
+            )
+        if linked:
+            label = self.model._meta.verbose_name_plural
+            model_count[label] = model_count.get(label, 0) + len(linked)
+        return to_delete, model_count, perms_needed, protected
+
+
+class EnvironmentScopedAdmin(admin.ModelAdmin):
+    list_filter = ["environment"]
+    list_select_related = ["environment"]
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "state", "state_changed_at", "description"]
+    list_filter = ["state"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["state", "state_changed_at", "state_reason", "created_at", "updated_at"]
+
+
+@admin.register(SyncSettings)
+class SyncSettingsAdmin(admin.ModelAdmin):
+    form = SyncSettingsForm
+    list_display = [
+        "environment",
+        "backend",
+        "synchronize_contacts",
+        "synchronize_activities",
+        "pull_every",
+        "push_enabled",
+    ]
+    list_filter = ["backend", "synchronize_contacts", "synchronize_activities", "push_enabled"]
+    search_fields = ["environment__name", "ews_url", "service_account"]
+    fieldsets = [
+        (None, {"fields": ["environment"]}),
+        ("COM parameters", {"fields": ["synchronize_contacts", "synchronize_activities"]}),
+        (
+            "Connection",
+            {
+                "fields": [
+                    "backend",
+                    "ews_url",
+                    "autodiscover_email",
+                    "auth_type",
+                    "access_type",
+                    "service_account",
+                    "service_password",
+                    "clear_service_password",
+                    "oauth_tenant_id",
+                    "oauth_client_id",
+                    "oauth_client_secret",
+                    "clear_oauth_client_secret",
+                    "graph_endpoint",
+                    "authority_url",
+                ]
+            },
+        ),
+        ("Schedule and push", {"fields": ["pull_interval", "pull_interval_unit", "push_enabled"]}),
+        (
+            "Contacts",
+            {
+                "fields": [
+                    "categorize_contacts",
+                    "contact_folder_name",
+                    "filter_by_rep",
+                    "filter_by_sales_group",
+                    "filter_by_favorites",
+                    "synchronize_companies",
+                ]
+            },
+        ),
+        (
+            "Calendar",
+            {
+                "fields": [
+                    "calendar_horizon_days",
+                    "reminder_call_minutes",
+                    "reminder_appointment_minutes",
+                    "conflict_policy",
+                    "personal_deletion_policy",
+                    "internal_domains",
+                    "comment_to_external_attendees",
+                ]
+            },
+        ),
+        ("Safety", {"fields": ["safety_limit_percent", "safety_limit_minimum", "batch_size"]}),
+    ]
+
+    readonly_fields = ["environment"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # every environment is created with its settings
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        # Let the form own the secret fields (and their “clear” boxes) instead of the model.
+        kwargs["fields"] = None
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="pull interval")
+    def pull_every(self, obj: SyncSettings) -> str:
+        return f"{obj.pull_interval} {obj.pull_interval_unit}"
+
+
+@admin.register(SyncUser)
+class SyncUserAdmin(EnvironmentScopedAdmin):
+    list_display = [
+        "mailbox_email",
+        "environment",
+        "employee",
+        "contacts_enabled",
+        "calendar_enabled",
+        "active",
+        "health",
+        "last_contact_pass_at",
+        "last_calendar_pass_at",
+    ]
+    list_filter = ["environment", "active", "health", "contacts_enabled", "calendar_enabled"]
+    search_fields = ["mailbox_email", "employee__name", "employee__email"]
+    autocomplete_fields = ["employee"]
+    list_select_related = ["environment", "employee"]
+    readonly_fields = [
+        "case_warning",
+        "health",
+        "last_contact_pass_at",
+        "last_calendar_pass_at",
+        "last_error",
+        "last_error_at",
+        "backoff_until",
+        "deletions_confirmed",
+    ]
+
+    @admin.display(description="address check")
+    def case_warning(self, obj: SyncUser) -> str:
+        return obj.email_case_warning or "—"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if obj.email_case_warning:
+            messages.warning(request, obj.email_case_warning)
+
+
+@admin.register(FieldMapping)
+class FieldMappingAdmin(EnvironmentScopedAdmin):
+    list_display = [
+        "environment",
+        "entity",
+        "crm_field",
+        "exchange_field",
+        "direction",
+        "fixed",
+        "enabled",
+        "position",
+    ]
+    list_filter = ["environment", "entity", "fixed", "enabled"]
+    search_fields = ["crm_field", "exchange_field"]
+    readonly_fields = ["fixed"]
+
+
+class CrmAdmin(TombstoneAdmin, EnvironmentScopedAdmin):
+    readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(Country)
+class CountryAdmin(CrmAdmin):
+    list_display = ["name", "iso_code", "environment", "external_id"]
+    search_fields = ["name", "iso_code", "external_id"]
+
+
+@admin.register(Language)
+class LanguageAdmin(CrmAdmin):
+    list_display = ["name", "iso_code", "environment", "external_id"]
+    search_fields = ["name", "iso_code", "external_id"]
+
+
+@admin.register(Employee)
+class EmployeeAdmin(CrmAdmin):
+    list_display = ["name", "email", "username", "environment", "external_id"]
+    search_fields = ["name", "email", "username", "external_id"]
+
+
+@admin.register(SalesGroup)
+class SalesGroupAdmin(CrmAdmin):
+    list_display = ["name", "environment", "external_id"]
+    search_fields = ["name", "external_id"]
+    filter_horizontal = ["members"]
+
+
+@admin.register(Company)
+class CompanyAdmin(CrmAdmin):
+    list_display = ["name", "division", "country", "synchronize", "environment", "updated_at"]
+    list_filter = ["environment", "synchronize", "country"]
+    search_fields = ["name", "division", "external_id", "email"]
+    autocomplete_fields = ["country"]
+
+
+@admin.register(Contact)
+class ContactAdmin(CrmAdmin):
+    list_display = ["__str__", "company", "email1", "synchronize", "rep", "environment", "updated_at"]
+    list_filter = ["environment", "synchronize", "country", "language", "sales_groups"]
+    search_fields = ["first_name", "last_name", "email1", "email2", "email3", "external_id", "company__name"]
+    autocomplete_fields = ["company", "country", "language", "rep"]
+    filter_horizontal = ["sales_groups", "favorite_of"]
+    list_select_related = ["environment", "company", "rep"]
+
+
+class AttendeeInline(admin.TabularInline):
+    model = Attendee
+    extra = 0
+    autocomplete_fields = ["employee", "contact"]
+    fields = [
+        "type",
+        "employee",
+        "contact",
+        "email",
+        "name",
+        "invite",
+        "meeting_organizer",
+        "synchronized",
+        "sent_to_synchronizer",
+    ]
+
+
+@admin.register(Activity)
+class ActivityAdmin(CrmAdmin):
+    list_display = ["subject", "type", "start", "end", "all_day", "synchronize", "organizer", "environment"]
+    list_filter = ["environment", "type", "synchronize", "created_by_erp", "all_day", "private", "is_stub"]
+    search_fields = ["subject", "external_id", "location", "meeting_uid", "organizer_email"]
+    date_hierarchy = "start"
+    autocomplete_fields = ["organizer"]
+    inlines = [AttendeeInline]
+    readonly_fields = ["created_at", "updated_at", "meeting_uid", "is_stub"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The synchronizer writes these; people only look."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ItemLink)
+class ItemLinkAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "state", "sync_user", "synced_at", "error"]
+    list_filter = ["environment", "kind", "state"]
+    search_fields = ["sync_id", "remote_id", "sync_user__mailbox_email", "last_error"]
+    list_select_related = ["sync_user", "contact", "company", "activity"]
+
+    @admin.display(description="last error")
+    def error(self, obj: ItemLink) -> str:
+        return (
+            format_html('<span title="{}">{}</span>', obj.last_error, obj.last_error[:80])
+            if obj.last_error
+            else ""
+        )
+
+
+@admin.register(FolderState)
+class FolderStateAdmin(ReadOnlyAdmin):
+    list_display = ["sync_user", "kind", "folder_name", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["sync_user__mailbox_email", "folder_name"]
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "environment",
+        "sync_user",
+        "kind",
+        "trigger",
+        "outcome",
+        "created",
+        "updated",
+        "deleted",
+        "skipped",
+        "failed",
+        "conflicts",
+        "requests",
+    ]
+    list_filter = ["environment", "kind", "trigger", "outcome"]
+    search_fields = ["sync_user__mailbox_email", "error"]
+    date_hierarchy = "started_at"
+    list_select_related = ["environment", "sync_user"]
+
+
+@admin.register(Conflict)
+class ConflictAdmin(ReadOnlyAdmin):
+    list_display = ["detected_at", "link", "field", "choice", "resolved_at"]
+    list_filter = ["choice"]
+    search_fields = ["field"]

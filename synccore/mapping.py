@@ -1,0 +1,135 @@
+"""The field-mapping vocabulary: which CRM fields may be mapped to which Exchange fields.
+
+The Exchange field names are the attribute names of the mailbox dataclasses
+(``synccore.mailbox.base.ContactCard`` / ``CalendarEvent``), so the engine can apply a mapping
+row without knowing the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONTACT = "contact"
+COMPANY = "company"
+ACTIVITY = "activity"
+ENTITY_CHOICES = [(CONTACT, "Contact"), (COMPANY, "Company"), (ACTIVITY, "Activity")]
+
+CRM_TO_EXCHANGE = "crm_to_exchange"
+BOTH = "both"
+DIRECTION_CHOICES = [(CRM_TO_EXCHANGE, "CRM → Exchange"), (BOTH, "Both ways")]
+
+CONTACT_EXCHANGE_FIELDS = {
+    "given_name": "First name",
+    "middle_name": "Middle name",
+    "surname": "Last name",
+    "company_name": "Company",
+    "job_title": "Job title",
+    "department": "Department",
+    "email_address_1": "E-mail 1",
+    "email_address_2": "E-mail 2",
+    "email_address_3": "E-mail 3",
+    "business_phone": "Business phone",
+    "business_phone_2": "Business phone 2",
+    "mobile_phone": "Mobile phone",
+    "home_phone": "Home phone",
+    "business_fax": "Business fax",
+    "business_address": "Business address",
+    "notes": "Notes",
+    "business_homepage": "Web page",
+    "office_location": "Office",
+    "assistant_name": "Assistant",
+}
+
+CRM_CONTACT_FIELDS = {
+    "first_name": "First name",
+    "middle_name": "Middle name",
+    "last_name": "Last name",
+    "company_display": "Company (Name - Division)",
+    "job_title": "Job title",
+    "department": "Department",
+    "email1": "E-mail 1",
+    "email2": "E-mail 2",
+    "email3": "E-mail 3",
+    "business_phone": "Business phone",
+    "mobile_phone": "Mobile phone",
+    "home_phone": "Home phone",
+    "fax": "Fax",
+    "business_address": "Business address (with country ISO code)",
+    "comment": "Comment",
+    "website": "Web site",
+}
+
+CRM_COMPANY_FIELDS = {
+    "name": "Name",
+    "company_display": "Name - Division",
+    "email": "E-mail",
+    "phone": "Phone",
+    "fax": "Fax",
+    "business_address": "Address (with country ISO code)",
+    "website": "Web site",
+    "comment": "Comment",
+}
+
+ACTIVITY_EXCHANGE_FIELDS = {
+    "subject": "Subject",
+    "body": "Body",
+    "start": "Start",
+    "end": "End",
+    "location": "Location",
+    "is_private": "Private (sensitivity)",
+    "reminder_minutes": "Reminder",
+}
+
+CRM_ACTIVITY_FIELDS = {
+    "subject": "Description",
+    "comment": "Comment",
+    "start": "Start",
+    "end": "End",
+    "location": "Location",
+    "private": "Private",
+    "reminder_minutes": "Reminder",
+}
+
+CRM_FIELDS = {CONTACT: CRM_CONTACT_FIELDS, COMPANY: CRM_COMPANY_FIELDS, ACTIVITY: CRM_ACTIVITY_FIELDS}
+EXCHANGE_FIELDS = {
+    CONTACT: CONTACT_EXCHANGE_FIELDS,
+    COMPANY: CONTACT_EXCHANGE_FIELDS,
+    ACTIVITY: ACTIVITY_EXCHANGE_FIELDS,
+}
+
+
+@dataclass(frozen=True)
+class DefaultRow:
+    entity: str
+    crm_field: str
+    exchange_field: str
+    fixed: bool  # a fixed row is locked: the sync depends on it (names, times)
+    direction: str = CRM_TO_EXCHANGE
+
+
+DEFAULT_ROWS: tuple[DefaultRow, ...] = (
+    DefaultRow(CONTACT, "first_name", "given_name", True),
+    DefaultRow(CONTACT, "middle_name", "middle_name", True),
+    DefaultRow(CONTACT, "last_name", "surname", True),
+    DefaultRow(CONTACT, "company_display", "company_name", False),
+    DefaultRow(CONTACT, "email1", "email_address_1", False),
+    DefaultRow(CONTACT, "email2", "email_address_2", False),
+    DefaultRow(CONTACT, "email3", "email_address_3", False),
+    DefaultRow(CONTACT, "business_phone", "business_phone", False),
+    DefaultRow(CONTACT, "mobile_phone", "mobile_phone", False),
+    DefaultRow(CONTACT, "job_title", "job_title", False),
+    DefaultRow(CONTACT, "comment", "notes", False),
+    DefaultRow(CONTACT, "business_address", "business_address", False),
+    DefaultRow(COMPANY, "company_display", "company_name", True),
+    DefaultRow(COMPANY, "email", "email_address_1", False),
+    DefaultRow(COMPANY, "phone", "business_phone", False),
+    DefaultRow(COMPANY, "business_address", "business_address", False),
+    DefaultRow(COMPANY, "comment", "notes", False),
+    DefaultRow(ACTIVITY, "subject", "subject", True, BOTH),
+    DefaultRow(ACTIVITY, "comment", "body", False, BOTH),
+    DefaultRow(ACTIVITY, "start", "start", True, BOTH),
+    DefaultRow(ACTIVITY, "end", "end", True, BOTH),
+    DefaultRow(ACTIVITY, "location", "location", False, BOTH),
+    DefaultRow(ACTIVITY, "private", "is_private", False, BOTH),
+    DefaultRow(ACTIVITY, "reminder_minutes", "reminder_minutes", False, CRM_TO_EXCHANGE),
+)

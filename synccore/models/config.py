@@ -1,0 +1,440 @@
+"""The synchronizer's configuration: environments, their settings, sync users, field mappings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from synccore import mapping
+from synccore.fields import EncryptedTextField
+
+
+class SynchronizerState(models.TextChoices):
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    FAILED = "failed", "Failed"
+
+
+class Environment(models.Model):
+    name = models.CharField(max_length=100, unique=True, help_text="e.g. Production, Test")
+    description = models.TextField(blank=True)
+    state = models.CharField(
+        max_length=20, choices=SynchronizerState.choices, default=SynchronizerState.STOPPED, editable=False
+    )
+    state_changed_at = models.DateTimeField(default=timezone.now, editable=False)
+    state_reason = models.TextField(blank=True, editable=False, help_text="Why it failed, when it did.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        creating = self._state.adding
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if creating:
+                # Every environment has its settings and the default mapping rows from birth.
+                SyncSettings.objects.get_or_create(environment=self)
+                FieldMapping.create_defaults(self)
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.state_reason = reason
+        self.state_changed_at = timezone.now()
+        self.save(update_fields=["state", "state_reason", "state_changed_at", "updated_at"])
+
+
+class Backend(models.TextChoices):
+    EWS = "ews", "Exchange Server (EWS)"
+    GRAPH = "graph", "Exchange Online (Microsoft Graph)"
+
+
+class AuthType(models.TextChoices):
+    NTLM = "ntlm", "NTLM"
+    BASIC = "basic", "Basic"
+    OAUTH2 = "oauth2", "OAuth 2.0 (client credentials)"
+
+
+class AccessType(models.TextChoices):
+    IMPERSONATION = "impersonation", "Impersonation"
+    DELEGATE = "delegate", "Delegate"
+
+
+class IntervalUnit(models.TextChoices):
+    MINUTES = "minutes", "minutes"
+    HOURS = "hours", "hours"
+    DAYS = "days", "days"
+
+
+class ConflictPolicy(models.TextChoices):
+    LATER_WINS = "later_wins", "The later change wins"
+    CRM_WINS = "crm_wins", "CRM wins"
+    EXCHANGE_WINS = "exchange_wins", "Exchange wins"
+
+
+class PersonalDeletionPolicy(models.TextChoices):
+    KEEP = "keep", "Keep the CRM activity"
+    DELETE = "delete", "Delete the CRM activity"
+
+
+SECRET_FIELDS = ("service_password", "oauth_client_secret")
+
+
+class SyncSettings(models.Model):
+    """Mirrors “MS Exchange Synchronization Settings” plus the COM parameters."""
+
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="settings")
+
+    # COM parameters
+    synchronize_contacts = models.BooleanField(
+        default=False, help_text="Needs ISO codes on the countries and languages in use."
+    )
+    synchronize_activities = models.BooleanField(default=False)
+
+    # Connection
+    backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.EWS)
+    ews_url = models.URLField(
+        "EWS URL",
+        blank=True,
+        help_text="e.g. https://mail.example.com/EWS/Exchange.asmx (no autodiscover needed).",
+    )
+    autodiscover_email = models.EmailField(
+        "autodiscover e-mail", blank=True, help_text="Used only when no EWS URL is given."
+    )
+    auth_type = models.CharField(max_length=10, choices=AuthType.choices, default=AuthType.NTLM)
+    service_account = models.CharField(max_length=254, blank=True, help_text="DOMAIN\\user or user@domain.")
+    service_password = EncryptedTextField(blank=True)
+    oauth_tenant_id = models.CharField("tenant id", max_length=100, blank=True)
+    oauth_client_id = models.CharField("client id", max_length=100, blank=True)
+    oauth_client_secret = EncryptedTextField("client secret", blank=True)
+    graph_endpoint = models.URLField(
+        "Graph endpoint",
+        blank=True,
+        help_text="Empty: https://graph.microsoft.com/v1.0 (national clouds differ).",
+    )
+    authority_url = models.URLField(
+        "token authority", blank=True, help_text="Empty: https://login.microsoftonline.com/<tenant id>."
+    )
+    access_type = models.CharField(
+        max_length=20, choices=AccessType.choices, default=AccessType.IMPERSONATION
+    )
+
+    # Schedule and push
+    pull_interval = models.PositiveIntegerField(default=15)
+    pull_interval_unit = models.CharField(
+        max_length=10, choices=IntervalUnit.choices, default=IntervalUnit.MINUTES
+    )
+    push_enabled = models.BooleanField("enable push synchronization", default=False)
+
+    # Contacts
+    categorize_contacts = models.BooleanField(
+        "categorization", default=False, help_text="Write contacts into a folder of their own."
+    )
+    contact_folder_name = models.CharField(max_length=100, default="CRM Contacts")
+    filter_by_rep = models.BooleanField(default=False)
+    filter_by_sales_group = models.BooleanField(default=False)
+    filter_by_favorites = models.BooleanField(default=False)
+    synchronize_companies = models.BooleanField(default=False)
+
+    # Calendar
+    calendar_horizon_days = models.PositiveIntegerField(
+        default=90, validators=[MinValueValidator(1), MaxValueValidator(3650)], help_text="How far ahead."
+    )
+    reminder_call_minutes = models.PositiveIntegerField(null=True, blank=True, default=15)
+    reminder_appointment_minutes = models.PositiveIntegerField(null=True, blank=True, default=15)
+    conflict_policy = models.CharField(
+        max_length=20, choices=ConflictPolicy.choices, default=ConflictPolicy.LATER_WINS
+    )
+    personal_deletion_policy = models.CharField(
+        "personal appointment deleted in Exchange",
+        max_length=10,
+        choices=PersonalDeletionPolicy.choices,
+        default=PersonalDeletionPolicy.KEEP,
+    )
+    internal_domains = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The organisation's mail domains, comma-separated (empty: the sync users' domains).",
+    )
+    comment_to_external_attendees = models.BooleanField(
+        "write CRM comments into meetings with external attendees", default=False
+    )
+
+    # Safety
+    safety_limit_percent = models.PositiveSmallIntegerField(
+        "safety limit (%)",
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="A pass that would delete more than this share of a mailbox's synced items stops and asks.",
+    )
+    safety_limit_minimum = models.PositiveIntegerField(
+        "safety limit (items)",
+        default=10,
+        help_text="…and only when it would delete more than this many items.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Items per request.",
+    )
+
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "synchronization settings"
+        verbose_name_plural = "synchronization settings"
+
+    def __str__(self) -> str:
+        return f"Settings of {self.environment}"
+
+    @property
+    def pull_interval_delta(self) -> timedelta:
+        return timedelta(**{self.pull_interval_unit: self.pull_interval})
+
+    def organisation_domains(self) -> set[str]:
+        configured = {d.strip().lower().lstrip("@") for d in self.internal_domains.split(",") if d.strip()}
+        if configured:
+            return configured
+        emails = SyncUser.objects.filter(environment_id=self.environment_id).values_list(
+            "mailbox_email", flat=True
+        )
+        return {e.rsplit("@", 1)[-1].lower() for e in emails if "@" in e}
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if not self.pull_interval:
+            errors.setdefault("pull_interval", []).append("The pull interval must be greater than zero.")
+        if self.categorize_contacts and not self.contact_folder_name.strip():
+            errors.setdefault("contact_folder_name", []).append("Categorization needs a folder name.")
+        if self.synchronize_contacts and self.environment_id:
+            message = missing_iso_codes_message(self.environment)
+            if message:
+                errors.setdefault("synchronize_contacts", []).append(message)
+        if errors:
+            raise ValidationError(errors)
+
+    def connection_problems(self) -> list[str]:
+        """What is missing before the synchronizer can connect (checked at start, not on save)."""
+        problems = []
+        if self.backend == Backend.EWS:
+            if not (self.ews_url or self.autodiscover_email):
+                problems.append("Give the EWS URL or an autodiscover e-mail address.")
+            if self.auth_type in (AuthType.NTLM, AuthType.BASIC):
+                if not self.service_account:
+                    problems.append("Give the service account.")
+                if not self.service_password:
+                    problems.append("Give the service account's password.")
+        if self.backend == Backend.GRAPH or self.auth_type == AuthType.OAUTH2:
+            for field in ("oauth_tenant_id", "oauth_client_id", "oauth_client_secret"):
+                if not getattr(self, field):
+                    problems.append(f"Give the {self._meta.get_field(field).verbose_name}.")
+        if not (self.synchronize_contacts or self.synchronize_activities):
+            problems.append("Turn on contact or activity synchronization (or both).")
+        return problems
+
+
+def missing_iso_codes_message(environment: Environment) -> str:
+    """Name the countries and languages in use that have no ISO code (C1), or ''."""
+    from synccore.models.crm import Company, Contact, Country, Language
+
+    contacts = Contact.objects.filter(environment=environment, synchronize=True)
+    country_ids = set(contacts.exclude(country=None).values_list("country_id", flat=True))
+    country_ids |= set(
+        Company.objects.filter(environment=environment, synchronize=True)
+        .exclude(country=None)
+        .values_list("country_id", flat=True)
+    )
+    language_ids = set(contacts.exclude(language=None).values_list("language_id", flat=True))
+    countries = sorted(Country.objects.filter(pk__in=country_ids, iso_code="").values_list("name", flat=True))
+    languages = sorted(
+        Language.objects.filter(pk__in=language_ids, iso_code="").values_list("name", flat=True)
+    )
+    parts = []
+    if countries:
+        parts.append("countries " + ", ".join(countries))
+    if languages:
+        parts.append("languages " + ", ".join(languages))
+    if not parts:
+        return ""
+    return (
+        "Contact synchronization needs ISO codes on the countries and languages in use; missing on "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+class Health(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    BACKING_OFF = "backing_off", "Backing off"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+    HELD = "held", "Held by the safety limit"
+
+
+class SyncUser(models.Model):
+    """Mirrors “MS Exchange Synchronization Users”, plus the user's live state."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="sync_users")
+    employee = models.ForeignKey(
+        "synccore.Employee",
+        on_delete=models.PROTECT,
+        related_name="sync_users",
+        help_text="The CRM employee.",
+    )
+    mailbox_email = models.EmailField("mailbox e-mail", max_length=254)
+    contacts_enabled = models.BooleanField("synchronize contacts", default=True)
+    calendar_enabled = models.BooleanField("synchronize calendar", default=True)
+    contact_folder_override = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="A contact folder for this user only (empty: the environment's).",
+    )
+    active = models.BooleanField(
+        default=True, help_text="Inactive users are not synchronized; their mailboxes are left as they are."
+    )
+
+    # Live state, written by the synchronizer.
+    health = models.CharField(max_length=20, choices=Health.choices, default=Health.HEALTHY, editable=False)
+    last_contact_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_calendar_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    backoff_until = models.DateTimeField(null=True, blank=True, editable=False)
+    deletions_confirmed = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="An administrator allowed the next pass to delete beyond the safety limit.",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["mailbox_email"]
+        constraints = [
+            models.UniqueConstraint(
+                "environment",
+                Lower("mailbox_email"),
+                name="syncuser_one_per_mailbox",
+                violation_error_message="This mailbox already has a sync user in this environment.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.mailbox_email
+
+    @property
+    def contact_folder_name(self) -> str:
+        return self.contact_folder_override or self.environment.settings.contact_folder_name
+
+    @property
+    def email_case_warning(self) -> str:
+        """A visible warning when the addresses differ only in case (K5), or ''."""
+        employee_email = self.employee.email if self.employee_id else ""
+        if (
+            employee_email
+            and employee_email != self.mailbox_email
+            and employee_email.lower() == self.mailbox_email.lower()
+        ):
+            return (
+                f"The mailbox address “{self.mailbox_email}” differs from the employee's “{employee_email}” "
+                "only in upper/lower case. Exchange treats them as the same address, so synchronization "
+                "works; the reference CRM required exact case."
+            )
+        return ""
+
+    def clean(self) -> None:
+        errors = {}
+        if self.employee_id:
+            employee = self.employee
+            if employee.environment_id != self.environment_id:
+                errors["employee"] = "The employee belongs to another environment."
+            elif not employee.email:
+                errors["employee"] = f"The employee {employee.name} has no e-mail address."
+            elif employee.email.lower() != (self.mailbox_email or "").lower():
+                errors["mailbox_email"] = (
+                    f"The mailbox e-mail must be the employee's address ({employee.email})."
+                )
+        if self.mailbox_email and self.environment_id:
+            clash = SyncUser.objects.filter(
+                environment_id=self.environment_id, mailbox_email__iexact=self.mailbox_email
+            ).exclude(pk=self.pk)
+            if clash.exists():
+                errors["mailbox_email"] = "This mailbox already has a sync user in this environment."
+        if errors:
+            raise ValidationError(errors)
+
+
+class FieldMapping(models.Model):
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="field_mappings")
+    entity = models.CharField(max_length=20, choices=mapping.ENTITY_CHOICES)
+    crm_field = models.CharField("CRM field", max_length=50)
+    exchange_field = models.CharField("Exchange field", max_length=50)
+    direction = models.CharField(
+        max_length=20, choices=mapping.DIRECTION_CHOICES, default=mapping.CRM_TO_EXCHANGE
+    )
+    fixed = models.BooleanField(default=False, editable=False, help_text="Fixed rows cannot be changed.")
+    enabled = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["environment", "entity", "position", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "entity", "exchange_field"],
+                condition=Q(enabled=True),
+                name="fieldmapping_one_source_per_exchange_field",
+                violation_error_message="This Exchange field is already mapped for this entity.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity}: {self.crm_field} → {self.exchange_field}"
+
+    @classmethod
+    def create_defaults(cls, environment: Environment) -> None:
+        existing = set(
+            cls.objects.filter(environment=environment).values_list("entity", "crm_field", "exchange_field")
+        )
+        cls.objects.bulk_create(
+            cls(
+                environment=environment,
+                entity=row.entity,
+                crm_field=row.crm_field,
+                exchange_field=row.exchange_field,
+                direction=row.direction,
+                fixed=row.fixed,
+                position=index,
+            )
+            for index, row in enumerate(mapping.DEFAULT_ROWS)
+            if (row.entity, row.crm_field, row.exchange_field) not in existing
+        )
+
+    def clean(self) -> None:
+        errors = {}
+        if self.crm_field not in mapping.CRM_FIELDS.get(self.entity, {}):
+            errors["crm_field"] = f"“{self.crm_field}” is not a CRM field of a {self.entity}."
+        if self.exchange_field not in mapping.EXCHANGE_FIELDS.get(self.entity, {}):
+            errors["exchange_field"] = f"“{self.exchange_field}” is not an Exchange field of a {self.entity}."
+        if self.pk and self.fixed:
+            original = FieldMapping.objects.get(pk=self.pk)
+            if (original.crm_field, original.exchange_field, original.enabled) != (
+                self.crm_field,
+                self.exchange_field,
+                self.enabled,
+            ):
+                errors["__all__"] = "This row is fixed: the synchronizer depends on it."
+        if errors:
+            raise ValidationError(errors)

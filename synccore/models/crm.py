@@ -1,0 +1,431 @@
+"""The CRM side: companies, contacts, employees, sales groups, master data and activities.
+
+Every CRM record belongs to one environment, has ``updated_at`` and a stable ``external_id``
+(so an outside CRM can upsert it), and is never deleted outright while the synchronizer still
+has items linked to it in a mailbox: it becomes a tombstone (``deleted_at`` set) until a pass
+has removed the remote items, then it is purged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import pycountry
+from dateutil.rrule import rrulestr
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import models, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+def new_external_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TombstoneQuerySet(models.QuerySet):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete the unlinked rows; turn the linked ones into tombstones.
+
+        The admin's bulk delete and the API go through here, so link rows are never cascaded
+        away before the synchronizer has removed the remote items.
+        """
+        total, per_model = 0, {}
+        for record in self:
+            deleted, detail = record.delete()
+            total += deleted
+            for label, count in detail.items():
+                per_model[label] = per_model.get(label, 0) + count
+        return total, per_model
+
+    def live(self) -> TombstoneQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+    def tombstones(self) -> TombstoneQuerySet:
+        return self.filter(deleted_at__isnull=False)
+
+
+class LiveManager(models.Manager.from_queryset(TombstoneQuerySet)):
+    """The default manager: tombstones are invisible to ordinary code."""
+
+    def get_queryset(self) -> TombstoneQuerySet:
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
+AllManager = models.Manager.from_queryset(TombstoneQuerySet)
+
+
+class CrmRecord(models.Model):
+    environment = models.ForeignKey("synccore.Environment", on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(
+        max_length=100, default=new_external_id, help_text="The record's id in the CRM that feeds this one."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when the record was deleted in the CRM while items were still linked in a mailbox.",
+    )
+
+    objects = LiveManager()
+    all_objects = AllManager()
+
+    class Meta:
+        abstract = True
+        base_manager_name = "all_objects"
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.deleted_at is not None
+
+    def has_links(self) -> bool:
+        """Whether the synchronizer still has items of this record in some mailbox."""
+        return False
+
+    def delete(self, using: Any = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
+        if self.has_links():
+            self.deleted_at = timezone.now()
+            type(self).all_objects.filter(pk=self.pk).update(
+                deleted_at=self.deleted_at, updated_at=self.deleted_at
+            )
+            return 0, {}
+        return super().delete(using=using, keep_parents=keep_parents)
+
+    def purge(self) -> None:
+        """Remove a tombstone for good, once its remote items are gone."""
+        with transaction.atomic():
+            super().delete()
+
+
+def _unique_external_id(model: str) -> models.UniqueConstraint:
+    return models.UniqueConstraint(
+        fields=["environment", "external_id"],
+        name=f"{model}_unique_external_id",
+        violation_error_message="A record with this external id already exists in this environment.",
+    )
+
+
+class Country(CrmRecord):
+    name = models.CharField(max_length=100)
+    iso_code = models.CharField(
+        "ISO code",
+        max_length=2,
+        blank=True,
+        help_text="ISO 3166-1 alpha-2, e.g. NL. Needed for contact sync.",
+    )
+
+    class Meta:
+        verbose_name_plural = "countries"
+        ordering = ["name"]
+        constraints = [_unique_external_id("country")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.iso_code or 'no ISO code'})"
+
+    def clean(self) -> None:
+        if self.iso_code:
+            self.iso_code = self.iso_code.upper()
+            if pycountry.countries.get(alpha_2=self.iso_code) is None:
+                raise ValidationError(
+                    {"iso_code": f"“{self.iso_code}” is not an ISO 3166-1 alpha-2 country code."}
+                )
+
+
+class Language(CrmRecord):
+    name = models.CharField(max_length=100)
+    iso_code = models.CharField(
+        "ISO code", max_length=2, blank=True, help_text="ISO 639-1, e.g. nl. Needed for contact sync."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [_unique_external_id("language")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.iso_code or 'no ISO code'})"
+
+    def clean(self) -> None:
+        if self.iso_code:
+            self.iso_code = self.iso_code.lower()
+            if pycountry.languages.get(alpha_2=self.iso_code) is None:
+                raise ValidationError({"iso_code": f"“{self.iso_code}” is not an ISO 639-1 language code."})
+
+
+class Employee(CrmRecord):
+    name = models.CharField(max_length=200)
+    email = models.EmailField("e-mail", max_length=254, blank=True)
+    username = models.CharField(
+        max_length=150, blank=True, help_text="The employee's CRM user; needed to synchronize as a user."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [_unique_external_id("employee")]
+        indexes = [models.Index(Lower("email"), name="employee_email_ci")]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.email else self.name
+
+
+class SalesGroup(CrmRecord):
+    name = models.CharField(max_length=100)
+    members = models.ManyToManyField(Employee, blank=True, related_name="sales_groups")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [_unique_external_id("salesgroup")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AddressFields(models.Model):
+    street = models.CharField(max_length=200, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    state = models.CharField("state or province", max_length=100, blank=True)
+    country = models.ForeignKey(Country, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        abstract = True
+
+
+class Company(CrmRecord, AddressFields):
+    name = models.CharField(max_length=200)
+    division = models.CharField(max_length=100, blank=True)
+    email = models.EmailField("e-mail", max_length=254, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    fax = models.CharField(max_length=50, blank=True)
+    website = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+    synchronize = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name_plural = "companies"
+        ordering = ["name", "division"]
+        constraints = [_unique_external_id("company")]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        """“Name - Division”, as the CRM shows a company."""
+        return f"{self.name} - {self.division}" if self.division else self.name
+
+    def has_links(self) -> bool:
+        return self.links.exists()
+
+
+class Contact(CrmRecord, AddressFields):
+    company = models.ForeignKey(
+        Company, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
+    first_name = models.CharField(max_length=100, blank=True)
+    middle_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    job_title = models.CharField(max_length=100, blank=True)
+    department = models.CharField(max_length=100, blank=True)
+    email1 = models.CharField("e-mail 1", max_length=254, blank=True)
+    email2 = models.CharField("e-mail 2", max_length=254, blank=True)
+    email3 = models.CharField("e-mail 3", max_length=254, blank=True)
+    business_phone = models.CharField(max_length=50, blank=True)
+    mobile_phone = models.CharField(max_length=50, blank=True)
+    home_phone = models.CharField(max_length=50, blank=True)
+    fax = models.CharField(max_length=50, blank=True)
+    website = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+    language = models.ForeignKey(Language, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    synchronize = models.BooleanField(
+        default=True, help_text="Only contacts with Synchronize on go to Exchange."
+    )
+    rep = models.ForeignKey(
+        Employee, null=True, blank=True, on_delete=models.SET_NULL, related_name="represented_contacts"
+    )
+    sales_groups = models.ManyToManyField(SalesGroup, blank=True, related_name="contacts")
+    favorite_of = models.ManyToManyField(Employee, blank=True, related_name="favorite_contacts")
+
+    class Meta:
+        ordering = ["last_name", "first_name"]
+        constraints = [_unique_external_id("contact")]
+
+    def __str__(self) -> str:
+        return self.full_name or f"Contact {self.external_id}"
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.middle_name, self.last_name) if p)
+
+    def has_links(self) -> bool:
+        return self.links.exists()
+
+    def clean(self) -> None:
+        # Bad addresses are reported per item by the synchronizer too; catching them at entry
+        # is kinder to the person typing them.
+        errors = {}
+        for field in ("email1", "email2", "email3"):
+            value = getattr(self, field).strip()
+            if value:
+                try:
+                    validate_email(value)
+                except ValidationError:
+                    errors[field] = f"“{value}” is not a valid e-mail address."
+        if errors:
+            raise ValidationError(errors)
+
+
+class ActivityType(models.TextChoices):
+    CALL = "call", "Call"
+    APPOINTMENT = "appointment", "Appointment"
+    TASK = "task", "Task"
+    EMAIL = "email", "E-mail"
+
+
+SYNCHRONIZED_ACTIVITY_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
+
+
+def validate_time_zone(name: str) -> None:
+    if not name:
+        return
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"“{name}” is not a known IANA time zone (e.g. Europe/Amsterdam).") from exc
+
+
+def time_zone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(available_timezones())]
+
+
+class Activity(CrmRecord):
+    type = models.CharField(max_length=20, choices=ActivityType.choices, default=ActivityType.APPOINTMENT)
+    synchronize = models.BooleanField(default=True)
+    created_by_erp = models.BooleanField(
+        "created by ERP", default=True, help_text="Off for appointments that came from Exchange."
+    )
+    subject = models.CharField("description", max_length=255)
+    comment = models.TextField(blank=True)
+    location = models.CharField(max_length=255, blank=True)
+    start = models.DateTimeField(db_index=True)
+    end = models.DateTimeField()
+    all_day = models.BooleanField(
+        default=False, help_text="All-day: start and end are midnights in the time zone, end exclusive."
+    )
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    private = models.BooleanField(default=False)
+    reminder_minutes = models.PositiveIntegerField(null=True, blank=True)
+    recurrence = models.TextField(
+        blank=True, help_text="An RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=MO;COUNT=10. Empty: a single event."
+    )
+    recurrence_exdates = models.JSONField(
+        default=list, blank=True, help_text="Original starts (ISO 8601) of removed occurrences."
+    )
+    recurrence_exceptions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Modified occurrences: {original_start, start, end, subject, location}.",
+    )
+    organizer = models.ForeignKey(
+        Employee, null=True, blank=True, on_delete=models.SET_NULL, related_name="organized_activities"
+    )
+    organizer_email = models.EmailField(
+        max_length=254, blank=True, help_text="The organizer's address when not an employee."
+    )
+    meeting_uid = models.CharField(
+        "meeting UID", max_length=255, blank=True, help_text="The iCalendar UID of the meeting in Exchange."
+    )
+    is_stub = models.BooleanField(
+        default=False,
+        help_text="A stub for a meeting organized outside the sync users, shared by all invitee mailboxes.",
+    )
+
+    class Meta:
+        verbose_name_plural = "activities"
+        ordering = ["-start"]
+        constraints = [
+            _unique_external_id("activity"),
+            models.UniqueConstraint(
+                fields=["environment", "meeting_uid"],
+                condition=~Q(meeting_uid=""),
+                name="activity_unique_meeting_uid",
+                violation_error_message="An activity for this meeting already exists in this environment.",
+            ),
+            models.CheckConstraint(
+                condition=Q(end__gte=models.F("start")), name="activity_end_not_before_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_type_display()}: {self.subject}"
+
+    @property
+    def is_synchronizable(self) -> bool:
+        return self.synchronize and self.type in SYNCHRONIZED_ACTIVITY_TYPES
+
+    def has_links(self) -> bool:
+        return self.links.exists()
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.start and self.end and self.end < self.start:
+            errors["end"] = "The end is before the start."
+        if self.recurrence:
+            try:
+                rrulestr(self.recurrence, dtstart=self.start or timezone.now())
+            except (ValueError, TypeError) as exc:
+                errors["recurrence"] = f"Not a valid RFC 5545 RRULE: {exc}"
+        if errors:
+            raise ValidationError(errors)
+
+
+class AttendeeType(models.TextChoices):
+    EMPLOYEE = "employee", "Employee"
+    CONTACT = "contact", "Contact"
+    OTHER = "other", "Other"
+
+
+class Attendee(models.Model):
+    activity = models.ForeignKey(Activity, on_delete=models.CASCADE, related_name="attendees")
+    type = models.CharField(max_length=20, choices=AttendeeType.choices, default=AttendeeType.OTHER)
+    employee = models.ForeignKey(Employee, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    email = models.CharField("e-mail", max_length=254, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    invite = models.BooleanField(default=True)
+    meeting_organizer = models.BooleanField(default=False)
+    synchronized = models.BooleanField(
+        default=False, help_text="Present in this attendee's Exchange calendar."
+    )
+    sent_to_synchronizer = models.BooleanField(default=False, help_text="Handed to Exchange.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-meeting_organizer", "name", "email"]
+        constraints = [
+            models.UniqueConstraint(
+                "activity",
+                Lower("email"),
+                condition=~Q(email=""),
+                name="attendee_unique_email_per_activity",
+                violation_error_message="This address is already an attendee of the activity.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email
+
+    def clean(self) -> None:
+        if self.email:
+            try:
+                validate_email(self.email)
+            except ValidationError as exc:
+                raise ValidationError({"email": f"“{self.email}” is not a valid e-mail address."}) from exc
+        if self.type == AttendeeType.EMPLOYEE and not (self.employee_id or self.email):
+            raise ValidationError(
+                {"employee": "An attendee of type Employee needs the employee or an address."}
+            )
