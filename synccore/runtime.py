@@ -216,3 +216,11 @@ def _queue_depth() -> int:
 
 def _workers() -> list[dict[str, Any]]:
     return []
+
+
+def notify_crm_change(environment_id: int, activity_ids: list[int]) -> None:
+    """A CRM-side change to synchronized activities (K14): call after the transaction commits.
+
+    With push on and the synchronizer running this enqueues a targeted calendar sync; until the
+    runtime's push lands it is a no-op, and the next pull pass picks the change up.
+    """
