@@ -1,0 +1,380 @@
+"""Translation between EWS item/folder XML and the store's plain property values.
+
+The element order and XSD type of every property come from `schema_order.ORDER` (Microsoft's
+types.xsd), so what we emit validates and what we parse lands under Exchange's own names.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lxml import etree
+
+from exchange_sim.ews.schema_order import ORDER
+from exchange_sim.ews.xmlutil import Element, format_datetime, local, parse_datetime, sub, t
+from exchange_sim.store import ExtendedKey, Folder, Item, html_to_text
+
+TYPES: dict[str, dict[str, str]] = {kind: dict(order) for kind, order in ORDER.items()}
+
+INT_TYPES = {"xs:int", "xs:long", "t:ReminderMinutesBeforeStartType"}
+DICT_TYPES = {"t:EmailAddressDictionaryType", "t:PhoneNumberDictionaryType", "t:ImAddressDictionaryType"}
+INDEXED_ELEMENTS = {
+    "EmailAddress": "EmailAddresses",
+    "PhoneNumber": "PhoneNumbers",
+    "ImAddress": "ImAddresses",
+    "PhysicalAddress": "PhysicalAddresses",
+}
+MAILBOX_ORDER = ("Name", "EmailAddress", "RoutingType", "MailboxType")
+ADDRESS_ORDER = ("Street", "City", "State", "CountryOrRegion", "PostalCode")
+PATTERN_ORDER = ("Interval", "DaysOfWeek", "FirstDayOfWeek", "DayOfWeekIndex", "DayOfMonth", "Month")
+# Properties the server computes; clients may not set them.
+READ_ONLY = {"ItemId", "ParentFolderId", "DateTimeCreated", "LastModifiedTime", "Size", "HasAttachments"}
+FOLDER_TAGS = {"IPF.Contact": "ContactsFolder", "IPF.Appointment": "CalendarFolder", "IPF.Task": "TasksFolder"}
+
+
+@dataclass(frozen=True)
+class FieldPath:
+    """What a FieldURI / IndexedFieldURI / ExtendedFieldURI points at."""
+
+    element: str | None = None
+    index: str | None = None
+    sub: str | None = None
+    extended: ExtendedKey | None = None
+
+
+@dataclass
+class Shape:
+    base: str = "AllProperties"
+    additional: list[FieldPath] = field(default_factory=list)
+    body_type: str = "Best"
+
+    def elements(self) -> set[str]:
+        return {p.element for p in self.additional if p.element}
+
+    def extended(self) -> list[ExtendedKey]:
+        return [p.extended for p in self.additional if p.extended]
+
+
+def xsd_type(kind: str, name: str) -> str | None:
+    return TYPES.get(kind, TYPES["Item"]).get(name)
+
+
+# ---- paths and shapes ------------------------------------------------------------------------------
+def parse_path(elem: Element) -> FieldPath:
+    name = local(elem)
+    if name == "ExtendedFieldURI":
+        return FieldPath(extended=parse_extended_key(elem))
+    uri = elem.get("FieldURI", "")
+    parts = uri.split(":")
+    if name == "IndexedFieldURI":
+        base = INDEXED_ELEMENTS.get(parts[1], parts[1])
+        return FieldPath(element=base, index=elem.get("FieldIndex"), sub=parts[2] if len(parts) > 2 else None)
+    return FieldPath(element=parts[-1] if len(parts) > 1 else uri)
+
+
+def parse_extended_key(elem: Element) -> ExtendedKey:
+    return ExtendedKey.create(
+        elem.get("PropertyType", "String"),
+        property_set_id=elem.get("PropertySetId"),
+        distinguished_set=elem.get("DistinguishedPropertySetId"),
+        name=elem.get("PropertyName"),
+        prop_id=elem.get("PropertyId"),
+        tag=elem.get("PropertyTag"),
+    )
+
+
+def parse_shape(elem: Element | None) -> Shape:
+    if elem is None:
+        return Shape(base="IdOnly")
+    shape = Shape(base=elem.findtext(t("BaseShape")) or "IdOnly")
+    shape.body_type = elem.findtext(t("BodyType")) or "Best"
+    props = elem.find(t("AdditionalProperties"))
+    if props is not None:
+        shape.additional = [parse_path(p) for p in props]
+    return shape
+
+
+def render_extended_key(parent: Element, key: ExtendedKey) -> Element:
+    attrs: dict[str, str] = {}
+    if key.distinguished_set:
+        attrs["DistinguishedPropertySetId"] = key.distinguished_set
+    if key.property_set_id:
+        attrs["PropertySetId"] = key.property_set_id
+    if key.tag is not None:
+        attrs["PropertyTag"] = hex(key.tag)
+    if key.name is not None:
+        attrs["PropertyName"] = key.name
+    if key.prop_id is not None:
+        attrs["PropertyId"] = str(key.prop_id)
+    attrs["PropertyType"] = key.prop_type
+    return sub(parent, t("ExtendedFieldURI"), **attrs)
+
+
+# ---- values ----------------------------------------------------------------------------------------
+def parse_value(elem: Element, typ: str | None) -> Any:
+    text = elem.text or ""
+    if typ == "xs:boolean":
+        return text.strip().lower() in {"true", "1"}
+    if typ in INT_TYPES:
+        return int(text.strip())
+    if typ == "xs:dateTime":
+        return parse_datetime(text)
+    if typ == "t:ArrayOfStringsType":
+        return [c.text or "" for c in elem]
+    if typ == "t:BodyType":
+        return {"type": elem.get("BodyType", "Text"), "content": text}
+    if typ in DICT_TYPES:
+        return {entry.get("Key"): (entry.text or "") for entry in elem}
+    if typ == "t:PhysicalAddressDictionaryType":
+        return {entry.get("Key"): {local(c): c.text or "" for c in entry} for entry in elem}
+    if typ == "t:SingleRecipientType":
+        mailbox = elem.find(t("Mailbox"))
+        return parse_mailbox(mailbox) if mailbox is not None else {}
+    if typ == "t:ArrayOfRecipientsType":
+        return [parse_mailbox(mb) for mb in elem]
+    if typ == "t:NonEmptyArrayOfAttendeesType":
+        return [parse_attendee(a) for a in elem]
+    if typ == "t:TimeZoneDefinitionType":
+        return elem.get("Id")
+    if typ == "t:RecurrenceType":
+        return parse_recurrence(elem)
+    if typ and (typ.startswith("xs:") or (typ.endswith("Type") and len(elem) == 0 and not elem.attrib)):
+        return text
+    return {"$xml": etree.tostring(elem, encoding="unicode")}
+
+
+def parse_mailbox(elem: Element) -> dict[str, str]:
+    return {local(c): c.text or "" for c in elem if local(c) in MAILBOX_ORDER}
+
+
+def parse_attendee(elem: Element) -> dict[str, Any]:
+    attendee: dict[str, Any] = {"Mailbox": parse_mailbox(elem.find(t("Mailbox")))}
+    response = elem.findtext(t("ResponseType"))
+    if response:
+        attendee["ResponseType"] = response
+    when = elem.findtext(t("LastResponseTime"))
+    if when:
+        attendee["LastResponseTime"] = parse_datetime(when)
+    return attendee
+
+
+def parse_recurrence(elem: Element) -> dict[str, Any]:
+    pattern, rng = elem[0], elem[1]
+    return {
+        "pattern": {"type": local(pattern), **{local(c): c.text or "" for c in pattern}},
+        "range": {"type": local(rng), **{local(c): c.text or "" for c in rng}},
+    }
+
+
+def render_value(parent: Element, name: str, value: Any, typ: str | None) -> None:
+    if isinstance(value, dict) and "$xml" in value:
+        parent.append(etree.fromstring(value["$xml"]))
+        return
+    tag = t(name)
+    if typ == "xs:boolean":
+        sub(parent, tag, "true" if value else "false")
+    elif isinstance(value, datetime):
+        sub(parent, tag, format_datetime(value))
+    elif typ == "t:ArrayOfStringsType":
+        container = sub(parent, tag)
+        for text in value:
+            sub(container, t("String"), text)
+    elif typ == "t:BodyType":
+        sub(parent, tag, value.get("content", ""), BodyType=value.get("type", "HTML"))
+    elif typ in DICT_TYPES:
+        container = sub(parent, tag)
+        for key, text in value.items():
+            sub(container, t("Entry"), text, Key=key)
+    elif typ == "t:PhysicalAddressDictionaryType":
+        container = sub(parent, tag)
+        for key, parts in value.items():
+            entry = sub(container, t("Entry"), Key=key)
+            for part in ADDRESS_ORDER:
+                if parts.get(part) is not None:
+                    sub(entry, t(part), parts[part])
+    elif typ == "t:SingleRecipientType":
+        render_mailbox(sub(parent, tag), value)
+    elif typ == "t:ArrayOfRecipientsType":
+        container = sub(parent, tag)
+        for mailbox in value:
+            render_mailbox(container, mailbox)
+    elif typ == "t:NonEmptyArrayOfAttendeesType":
+        if value:
+            render_attendees(sub(parent, tag), value)
+    elif typ == "t:TimeZoneDefinitionType":
+        sub(parent, tag, Id=value)
+    elif typ == "t:RecurrenceType":
+        render_recurrence(sub(parent, tag), value)
+    else:
+        sub(parent, tag, str(value))
+
+
+def render_mailbox(parent: Element, mailbox: dict[str, str]) -> None:
+    elem = sub(parent, t("Mailbox"))
+    for part in MAILBOX_ORDER:
+        if mailbox.get(part):
+            sub(elem, t(part), mailbox[part])
+
+
+def render_attendees(parent: Element, attendees: list[dict[str, Any]]) -> None:
+    for attendee in attendees:
+        elem = sub(parent, t("Attendee"))
+        render_mailbox(elem, attendee.get("Mailbox", {}))
+        if attendee.get("ResponseType"):
+            sub(elem, t("ResponseType"), attendee["ResponseType"])
+        if attendee.get("LastResponseTime"):
+            sub(elem, t("LastResponseTime"), format_datetime(attendee["LastResponseTime"]))
+
+
+def render_recurrence(parent: Element, value: dict[str, Any]) -> None:
+    pattern = sub(parent, t(value["pattern"]["type"]))
+    for part in PATTERN_ORDER:
+        if value["pattern"].get(part) not in (None, ""):
+            sub(pattern, t(part), str(value["pattern"][part]))
+    rng = value["range"]
+    range_elem = sub(parent, t(rng["type"]))
+    for part in ("StartDate", "NumberOfOccurrences", "EndDate"):
+        if rng.get(part) not in (None, ""):
+            sub(range_elem, t(part), str(rng[part]))
+
+
+# ---- items -----------------------------------------------------------------------------------------
+def parse_item(elem: Element) -> tuple[str, dict[str, Any], dict[ExtendedKey, Any]]:
+    """A t:Contact / t:CalendarItem / ... element into (kind, props, extended)."""
+    kind = local(elem)
+    props: dict[str, Any] = {}
+    extended: dict[ExtendedKey, Any] = {}
+    for child in elem:
+        name = local(child)
+        if name == "ExtendedProperty":
+            key, value = parse_extended_property(child)
+            extended[key] = value
+        elif name not in READ_ONLY:
+            props[name] = parse_value(child, xsd_type(kind, name))
+    return kind, props, extended
+
+
+def parse_extended_property(elem: Element) -> tuple[ExtendedKey, Any]:
+    key = parse_extended_key(elem.find(t("ExtendedFieldURI")))
+    values = elem.find(t("Values"))
+    if values is not None:
+        return key, [v.text or "" for v in values]
+    return key, elem.findtext(t("Value")) or ""
+
+
+def wanted_elements(item: Item, shape: Shape) -> set[str]:
+    wanted = shape.elements() | {"ItemId"}
+    if shape.base in {"Default", "AllProperties"}:
+        wanted |= set(item.props) | {"ParentFolderId", "DateTimeCreated", "LastModifiedTime", "Size"}
+    return wanted
+
+
+def item_values(item: Item, computed: dict[str, Any] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = dict(item.props)
+    values["DateTimeCreated"] = item.created
+    values["LastModifiedTime"] = item.modified
+    values["Size"] = 512 + len(str(item.props))
+    values["HasAttachments"] = False
+    values.update(computed or {})
+    return values
+
+
+def render_item(
+    parent: Element, item: Item, shape: Shape, computed: dict[str, Any] | None = None, tag: str | None = None
+) -> Element:
+    kind = tag or item.kind
+    elem = sub(parent, t(kind))
+    values = item_values(item, computed)
+    wanted = wanted_elements(item, shape) | set(computed or {}) & shape.elements()
+    if shape.base in {"Default", "AllProperties"}:
+        wanted |= set(computed or {})
+    for name, typ in ORDER.get(kind, ORDER["Item"]):
+        if name == "ItemId":
+            sub(elem, t("ItemId"), Id=item.id, ChangeKey=item.changekey)
+        elif name == "ParentFolderId" and "ParentFolderId" in wanted:
+            sub(elem, t("ParentFolderId"), Id=item.folder_id, ChangeKey="AQAAAA==")
+        elif name == "ExtendedProperty":
+            render_extended_values(elem, item, shape.extended())
+        elif name in wanted and values.get(name) is not None:
+            value = values[name]
+            if name == "Body" and shape.body_type == "Text":
+                value = {"type": "Text", "content": html_to_text(value.get("content", ""))}
+            render_value(elem, name, value, typ)
+    return elem
+
+
+def render_extended_values(parent: Element, item: Item, keys: Iterable[ExtendedKey]) -> None:
+    for key in keys:
+        value = item.extended.get(key)
+        if value is None:
+            continue
+        prop = sub(parent, t("ExtendedProperty"))
+        render_extended_key(prop, key)
+        if isinstance(value, list):
+            values = sub(prop, t("Values"))
+            for v in value:
+                sub(values, t("Value"), v)
+        else:
+            sub(prop, t("Value"), str(value))
+
+
+def item_ref(parent: Element, item: Item) -> Element:
+    elem = sub(parent, t(item.kind))
+    sub(elem, t("ItemId"), Id=item.id, ChangeKey=item.changekey)
+    return elem
+
+
+# ---- updates ---------------------------------------------------------------------------------------
+def merge_indexed(props: dict[str, Any], path: FieldPath, new: dict[str, Any] | None) -> None:
+    """Apply one IndexedFieldURI set (new given) or delete (new None) to a dict-valued property."""
+    current = copy.deepcopy(props.get(path.element) or {})
+    if path.element == "PhysicalAddresses":
+        entry = dict(current.get(path.index) or {})
+        if new is None:
+            if path.sub:
+                entry.pop(path.sub, None)
+            else:
+                entry = {}
+        else:
+            entry.update((new or {}).get(path.index, {}))
+        if entry:
+            current[path.index] = entry
+        else:
+            current.pop(path.index, None)
+    elif new is None:
+        current.pop(path.index, None)
+    else:
+        current.update({k: v for k, v in new.items() if k == path.index} or new)
+    if current:
+        props[path.element] = current
+    else:
+        props.pop(path.element, None)
+
+
+# ---- folders ---------------------------------------------------------------------------------------
+def folder_tag(folder: Folder) -> str:
+    return FOLDER_TAGS.get(folder.folder_class or "", "Folder")
+
+
+def render_folder(parent: Element, folder: Folder, counts: tuple[int, int], full: bool = True) -> Element:
+    tag = folder_tag(folder)
+    elem = sub(parent, t(tag))
+    sub(elem, t("FolderId"), Id=folder.id, ChangeKey=folder.changekey)
+    if not full:
+        return elem
+    if folder.parent_id:
+        sub(elem, t("ParentFolderId"), Id=folder.parent_id, ChangeKey="AQAAAA==")
+    if folder.folder_class:
+        sub(elem, t("FolderClass"), folder.folder_class)
+    sub(elem, t("DisplayName"), folder.display_name)
+    sub(elem, t("TotalCount"), str(counts[0]))
+    sub(elem, t("ChildFolderCount"), str(counts[1]))
+    if folder.distinguished:
+        sub(elem, t("DistinguishedFolderId"), folder.distinguished)
+    if tag in {"Folder", "TasksFolder"}:
+        sub(elem, t("UnreadCount"), "0")
+    return elem

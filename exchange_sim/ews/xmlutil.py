@@ -1,0 +1,69 @@
+"""XML names and small builders for EWS SOAP messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from lxml import etree
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+E = "http://schemas.microsoft.com/exchange/services/2006/errors"
+NSMAP = {"s": SOAP, "m": M, "t": T}
+
+Element = etree._Element
+
+
+def m(name: str) -> str:
+    return f"{{{M}}}{name}"
+
+
+def t(name: str) -> str:
+    return f"{{{T}}}{name}"
+
+
+def local(elem: Element) -> str:
+    return etree.QName(elem).localname
+
+
+def sub(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:
+    child = etree.SubElement(parent, tag, {k: v for k, v in attrs.items() if v is not None})
+    if text is not None:
+        child.text = text
+    return child
+
+
+def child(parent: Element, tag: str) -> Element | None:
+    return parent.find(tag)
+
+
+def text_of(parent: Element, tag: str, default: str | None = None) -> str | None:
+    found = parent.find(tag)
+    if found is None:
+        return default
+    return found.text or ""
+
+
+def format_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_datetime(text: str) -> datetime:
+    """xs:dateTime as clients send it ('Z', an offset, or naive meaning UTC), or a bare xs:date."""
+    raw = text.strip()
+    if raw.endswith("Z"):
+        raw = raw[:-1] + "+00:00"
+    if len(raw) == 10:
+        day = date.fromisoformat(raw)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    value = datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_bytes(elem: Element) -> bytes:
+    return etree.tostring(elem, xml_declaration=True, encoding="utf-8")

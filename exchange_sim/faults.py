@@ -1,0 +1,189 @@
+"""Fault switches, request counters and the request log.
+
+Faults are armed for a number of requests (``times=None`` means until cleared), optionally only for
+one operation or one mailbox, and can be flipped while the server runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# kind -> what a real server does (and the exchangelib exception that results)
+FAULT_KINDS = {
+    "server_busy": "SOAP fault ErrorServerBusy with BackOffMilliseconds -> ErrorServerBusy",
+    "http_503": "HTTP 503 Service Unavailable -> TransportError (or retried by a patient retry policy)",
+    "unauthorized": "HTTP 401 although credentials are right -> UnauthorizedError",
+    "drop_connection": "the TCP connection is closed without an answer -> TransportError/ConnectionError",
+    "invalid_sync_state": "SyncFolderItems answers ErrorInvalidSyncStateData -> ErrorInvalidSyncStateData",
+    "mailbox_move": "ErrorMailboxMoveInProgress in the response message -> ErrorMailboxMoveInProgress",
+    "exceeded_connections": "ErrorExceededConnectionCount SOAP fault -> ErrorExceededConnectionCount",
+}
+
+
+@dataclass
+class Fault:
+    kind: str
+    times: int | None = 1
+    operation: str | None = None
+    mailbox: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def matches(self, kind: str, operation: str | None, mailbox: str | None) -> bool:
+        if self.kind != kind:
+            return False
+        if self.operation and operation and self.operation != operation:
+            return False
+        if self.operation and not operation:
+            return False
+        return not (self.mailbox and (not mailbox or mailbox.lower() != self.mailbox.lower()))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "times": self.times, "operation": self.operation, "mailbox": self.mailbox, **self.params}
+
+
+class Faults:
+    """Thread-safe fault switches.
+
+    >>> sim.faults.server_busy(times=2, back_off_ms=500, operation="CreateItem")
+    >>> sim.faults.latency_ms = 20
+    >>> sim.faults.max_connections_per_account = 2
+    >>> sim.faults.clear()
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: list[Fault] = []
+        self.latency_ms = 0
+        self.max_connections_per_account: int | None = None
+
+    def arm(self, kind: str, times: int | None = 1, operation: str | None = None, mailbox: str | None = None, **params: Any) -> Fault:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"Unknown fault {kind}; known: {', '.join(FAULT_KINDS)}")
+        fault = Fault(kind=kind, times=times, operation=operation, mailbox=mailbox, params=params)
+        with self._lock:
+            self._armed.append(fault)
+        return fault
+
+    def server_busy(self, times: int | None = 1, back_off_ms: int = 1000, operation: str | None = None, mailbox: str | None = None) -> Fault:
+        return self.arm("server_busy", times, operation, mailbox, back_off_ms=back_off_ms)
+
+    def http_503(self, times: int | None = 1, operation: str | None = None, retry_after: int | None = None) -> Fault:
+        return self.arm("http_503", times, operation, retry_after=retry_after)
+
+    def unauthorized(self, times: int | None = 1, operation: str | None = None) -> Fault:
+        return self.arm("unauthorized", times, operation)
+
+    def drop_connection(self, times: int | None = 1, operation: str | None = None) -> Fault:
+        return self.arm("drop_connection", times, operation)
+
+    def invalid_sync_state(self, times: int | None = 1, mailbox: str | None = None) -> Fault:
+        return self.arm("invalid_sync_state", times, "SyncFolderItems", mailbox)
+
+    def mailbox_move(self, mailbox: str | None = None, times: int | None = 1, operation: str | None = None) -> Fault:
+        return self.arm("mailbox_move", times, operation, mailbox)
+
+    def take(self, kind: str, operation: str | None = None, mailbox: str | None = None) -> Fault | None:
+        """Consume one shot of an armed fault of this kind matching the request, if any."""
+        with self._lock:
+            for fault in self._armed:
+                if fault.matches(kind, operation, mailbox):
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self._armed.remove(fault)
+                    return fault
+        return None
+
+    def clear(self, kind: str | None = None) -> None:
+        with self._lock:
+            self._armed = [f for f in self._armed if kind is not None and f.kind != kind]
+            if kind is None:
+                self.latency_ms = 0
+                self.max_connections_per_account = None
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "latency_ms": self.latency_ms,
+                "max_connections_per_account": self.max_connections_per_account,
+                "armed": [f.describe() for f in self._armed],
+                "kinds": FAULT_KINDS,
+            }
+
+
+class Counters:
+    """Requests per EWS operation (and per mailbox), counted as they arrive.
+
+    >>> sim.counters["CreateItem"]      # 0 when never called
+    >>> sim.counters.total()
+    >>> sim.counters.reset()
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_op: Counter[str] = Counter()
+        self._by_mailbox: Counter[tuple[str, str]] = Counter()
+
+    def count(self, operation: str, mailbox: str | None = None) -> None:
+        with self._lock:
+            self._by_op[operation] += 1
+            if mailbox:
+                self._by_mailbox[(mailbox.lower(), operation)] += 1
+
+    def __getitem__(self, operation: str) -> int:
+        with self._lock:
+            return self._by_op[operation]
+
+    def for_mailbox(self, mailbox: str, operation: str | None = None) -> int:
+        with self._lock:
+            return sum(n for (mb, op), n in self._by_mailbox.items() if mb == mailbox.lower() and operation in (None, op))
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._by_op.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._by_op)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._by_op.clear()
+            self._by_mailbox.clear()
+
+
+@dataclass
+class LoggedRequest:
+    operation: str
+    mailbox: str | None
+    status: int
+    request: str
+    response: str
+
+
+class RequestLog:
+    """Optional log of requests and responses (off by default; it holds whole messages)."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self.enabled = False
+        self.limit = limit
+        self._entries: list[LoggedRequest] = []
+
+    def add(self, entry: LoggedRequest) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._entries.append(entry)
+            del self._entries[: -self.limit]
+
+    def entries(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

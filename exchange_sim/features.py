@@ -1,0 +1,17 @@
+"""Wires the optional layers (calendar, meetings, notifications) into a Simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def install(simulator: Any) -> None:
+    from exchange_sim import calendar, meetings
+
+    calendar.install(simulator)
+    meetings.install(simulator)
+    try:
+        from exchange_sim import notifications
+    except ImportError:  # notifications are optional while being built
+        return
+    notifications.install(simulator)

@@ -1,0 +1,69 @@
+"""Validation of SOAP Header and Body children against Microsoft's messages.xsd / types.xsd.
+
+There is no SOAP envelope schema in the folder, so each EWS child is validated on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+from exchange_sim.ews.xmlutil import SOAP, M, T
+
+_CACHE: dict[str, etree.XMLSchema] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def default_schema_dir() -> Path | None:
+    """EWS_SCHEMA_DIR, else ../shared/ews-schema next to the project, if it holds messages.xsd."""
+    raw = os.environ.get("EWS_SCHEMA_DIR")
+    candidates = [Path(raw)] if raw else []
+    candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "ews-schema")
+    for path in candidates:
+        if (path / "messages.xsd").exists():
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class Violation:
+    direction: str  # request | response
+    operation: str
+    element: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.operation} <{self.element}>: {self.message}"
+
+
+class SchemaValidator:
+    def __init__(self, schema_dir: Path) -> None:
+        key = str(schema_dir.resolve())
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = etree.XMLSchema(etree.parse(str(schema_dir / "messages.xsd")))
+            self._schema = _CACHE[key]
+        self._lock = threading.Lock()  # libxml2 schema objects are not safe to share across threads
+
+    def validate(self, envelope: etree._Element, direction: str, operation: str) -> list[Violation]:
+        found: list[Violation] = []
+        for part in ("Header", "Body"):
+            container = envelope.find(f"{{{SOAP}}}{part}")
+            if container is None:
+                continue
+            for child in container:
+                if not isinstance(child.tag, str) or etree.QName(child).namespace not in {M, T}:
+                    continue
+                doc = etree.ElementTree(copy.deepcopy(child))
+                with self._lock:
+                    ok = self._schema.validate(doc)
+                    errors = list(self._schema.error_log)
+                if not ok:
+                    message = "; ".join(f"line {e.line}: {e.message}" for e in errors[:3])
+                    found.append(Violation(direction, operation, etree.QName(child).localname, message))
+        return found

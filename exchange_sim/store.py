@@ -1,0 +1,738 @@
+"""The mailbox store: one organisation of mailboxes with Exchange semantics.
+
+Everything a client can observe about Exchange lives here, independent of any wire protocol:
+ids and change keys (a new change key per write, a new id on a move), distinguished folders,
+text bodies stored as HTML, a change journal from which sync states and notifications are cut,
+and (see `calendar.py` / `meetings.py`) recurrence and meeting delivery. The EWS front end
+(`exchange_sim.ews`) is a thin translation of XML to calls on this class, and a Graph front end
+can be put over the same store later.
+
+Property names are the EWS element names (``GivenName``, ``EmailAddresses``, ``Start``...),
+because those are Exchange's own names for the MAPI properties. Values are plain Python:
+str, bool, int, aware UTC datetimes, lists, and dicts for the indexed fields::
+
+    EmailAddresses   {"EmailAddress1": "ann@example.com"}
+    PhoneNumbers     {"BusinessPhone": "+49 30 1234"}
+    PhysicalAddresses {"Business": {"Street": "...", "City": "...", "PostalCode": "..."}}
+    Body             {"type": "HTML", "content": "<html>..."}
+    Organizer        {"Name": "Ann", "EmailAddress": "ann@contoso.example"}
+    RequiredAttendees [{"Mailbox": {...}, "ResponseType": "Accept"}]
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import html
+import itertools
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from exchange_sim.clock import Clock
+
+# Folders every mailbox has: (distinguished id, parent distinguished id, display name, folder class).
+DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = (
+    ("root", None, "Root", None),
+    ("msgfolderroot", "root", "Top of Information Store", None),
+    ("inbox", "msgfolderroot", "Inbox", "IPF.Note"),
+    ("calendar", "msgfolderroot", "Calendar", "IPF.Appointment"),
+    ("contacts", "msgfolderroot", "Contacts", "IPF.Contact"),
+    ("tasks", "msgfolderroot", "Tasks", "IPF.Task"),
+    ("deleteditems", "msgfolderroot", "Deleted Items", "IPF.Note"),
+    ("drafts", "msgfolderroot", "Drafts", "IPF.Note"),
+    ("sentitems", "msgfolderroot", "Sent Items", "IPF.Note"),
+    ("outbox", "msgfolderroot", "Outbox", "IPF.Note"),
+    ("junkemail", "msgfolderroot", "Junk Email", "IPF.Note"),
+    ("notes", "msgfolderroot", "Notes", "IPF.StickyNote"),
+    ("journal", "msgfolderroot", "Journal", "IPF.Journal"),
+    ("recoverableitemsroot", "root", "Recoverable Items", None),
+    ("recoverableitemsdeletions", "recoverableitemsroot", "Deletions", None),
+)
+
+# The item kinds the store knows, keyed by the EWS element name, with their default item class.
+ITEM_CLASSES = {
+    "Contact": "IPM.Contact",
+    "CalendarItem": "IPM.Appointment",
+    "Message": "IPM.Note",
+    "Task": "IPM.Task",
+    "Item": "IPM",
+}
+
+
+class StoreError(Exception):
+    """A failure with an Exchange ResponseCode; front ends translate the code to their protocol."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message or code
+
+
+@dataclass(frozen=True)
+class ExtendedKey:
+    """Identifies an extended (MAPI) property the way EWS's ExtendedFieldURI does."""
+
+    prop_type: str
+    property_set_id: str | None = None  # GUID, lower case
+    distinguished_set: str | None = None  # e.g. "PublicStrings"
+    name: str | None = None
+    prop_id: int | None = None
+    tag: int | None = None
+
+    @classmethod
+    def create(
+        cls,
+        prop_type: str,
+        *,
+        property_set_id: str | None = None,
+        distinguished_set: str | None = None,
+        name: str | None = None,
+        prop_id: int | str | None = None,
+        tag: int | str | None = None,
+    ) -> ExtendedKey:
+        return cls(
+            prop_type=prop_type,
+            property_set_id=property_set_id.lower() if property_set_id else None,
+            distinguished_set=distinguished_set,
+            name=name,
+            prop_id=_as_int(prop_id),
+            tag=_as_int(tag),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _as_int(value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value, 16) if value.lower().startswith("0x") else int(value)
+
+
+@dataclass
+class Folder:
+    id: str
+    changekey: str
+    mailbox: str
+    parent_id: str | None
+    display_name: str
+    folder_class: str | None
+    distinguished: str | None = None
+
+
+@dataclass
+class Item:
+    id: str
+    changekey: str
+    mailbox: str
+    folder_id: str
+    kind: str  # EWS element name: Contact, CalendarItem, Message, Task, Item
+    props: dict[str, Any]
+    extended: dict[ExtendedKey, Any] = field(default_factory=dict)
+    created: datetime | None = None
+    modified: datetime | None = None
+    created_seq: int = 0
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.props.get(name, default)
+
+    def extended_value(self, name: str | None = None, *, property_set_id: str | None = None, **kw: Any) -> Any:
+        """The value of the extended property matching the given key parts (type not needed)."""
+        for key, value in self.extended.items():
+            if name is not None and key.name != name:
+                continue
+            if property_set_id and key.property_set_id != property_set_id.lower():
+                continue
+            if all(getattr(key, k) == v for k, v in kw.items()):
+                return value
+        return None
+
+    @property
+    def subject(self) -> str | None:
+        return self.props.get("Subject")
+
+    @property
+    def body_html(self) -> str:
+        return (self.props.get("Body") or {}).get("content", "")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One journal entry. A move is a delete of the old id plus a create of the new one."""
+
+    seq: int
+    mailbox: str
+    op: str  # created | modified | deleted
+    is_folder: bool
+    id: str
+    folder_id: str | None  # the (parent) folder the change happened in
+    moved_from: str | None = None  # for a create caused by a move: the old id
+    old_folder_id: str | None = None
+    when: datetime | None = None
+
+
+@dataclass
+class Mailbox:
+    address: str
+    display_name: str
+    time_zone: str = "UTC"  # IANA id
+    distinguished: dict[str, str] = field(default_factory=dict)
+
+
+def text_to_html(text: str) -> str:
+    """Exchange stores plain-text bodies as HTML; clients get HTML back, not their bytes."""
+    lines = html.escape(text).split("\n")
+    inner = "<br>\r\n".join(lines)
+    return (
+        '<html>\r\n<head>\r\n<meta http-equiv="Content-Type" content="text/html; charset=utf-8">\r\n'
+        f'</head>\r\n<body>\r\n<div style="font-family: Calibri, sans-serif">{inner}</div>\r\n</body>\r\n</html>\r\n'
+    )
+
+
+def html_to_text(markup: str) -> str:
+    text = re.sub(r"(?is)<(head|style|script)\b.*?</\1>", "", markup)
+    text = re.sub(r"(?i)<br\s*/?>", "\n", text)
+    text = re.sub(r"(?i)</(p|div)>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    return html.unescape(text).replace("\r", "").strip("\n")
+
+
+class Store:
+    """Thread-safe in-memory mailbox store. All public methods return copies, never live objects."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self._lock = threading.RLock()
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._folders: dict[str, Folder] = {}
+        self._items: dict[str, Item] = {}
+        self._journal: list[Change] = []
+        self._seq = 0
+        self._ck = itertools.count(1)
+        self._listeners: list[Callable[[Change], None]] = []
+        self._hooks: dict[str, list[Callable[..., None]]] = {}
+        self.secret = uuid.uuid4().hex  # signs sync states, so a corrupt one is detected
+
+    # ---- ids -----------------------------------------------------------------------------------
+    def _new_id(self, prefix: bytes) -> str:
+        return base64.b64encode(prefix + uuid.uuid4().bytes).decode()
+
+    def _new_changekey(self) -> str:
+        return base64.b64encode(b"CK\x00\x00" + next(self._ck).to_bytes(8, "big")).decode()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _record(self, **kw: Any) -> Change:
+        change = Change(seq=self._next_seq(), when=self.clock.now(), **kw)
+        self._journal.append(change)
+        for listener in list(self._listeners):
+            listener(change)
+        return change
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        """Called (under the store lock) for every journal entry; notifications use it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Change], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def add_hook(self, name: str, hook: Callable[..., None]) -> None:
+        """Extension points for calendar/meeting behaviour: after_create, after_update, before_delete."""
+        self._hooks.setdefault(name, []).append(hook)
+
+    def _run_hooks(self, name: str, *args: Any) -> None:
+        for hook in self._hooks.get(name, []):
+            hook(*args)
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    # ---- mailboxes -------------------------------------------------------------------------------
+    def add_mailbox(self, address: str, display_name: str | None = None, time_zone: str = "UTC") -> Mailbox:
+        with self._lock:
+            key = address.lower()
+            if key in self._mailboxes:
+                return copy.deepcopy(self._mailboxes[key])
+            name = display_name or address.split("@")[0].replace(".", " ").title()
+            mailbox = Mailbox(address=address, display_name=name, time_zone=time_zone)
+            self._mailboxes[key] = mailbox
+            for dist, parent, folder_name, folder_class in DISTINGUISHED_FOLDERS:
+                parent_id = mailbox.distinguished[parent] if parent else None
+                folder = Folder(
+                    id=self._new_id(b"FL"),
+                    changekey=self._new_changekey(),
+                    mailbox=mailbox.address,
+                    parent_id=parent_id,
+                    display_name=folder_name,
+                    folder_class=folder_class,
+                    distinguished=dist,
+                )
+                self._folders[folder.id] = folder
+                mailbox.distinguished[dist] = folder.id
+            return copy.deepcopy(mailbox)
+
+    def has_mailbox(self, address: str) -> bool:
+        return address.lower() in self._mailboxes
+
+    def mailbox(self, address: str) -> Mailbox:
+        with self._lock:
+            return copy.deepcopy(self._mailbox(address))
+
+    def mailboxes(self) -> list[Mailbox]:
+        with self._lock:
+            return [copy.deepcopy(m) for m in self._mailboxes.values()]
+
+    def _mailbox(self, address: str) -> Mailbox:
+        try:
+            return self._mailboxes[address.lower()]
+        except KeyError:
+            raise StoreError("ErrorNonExistentMailbox", f"No mailbox with address {address}") from None
+
+    # ---- folders ---------------------------------------------------------------------------------
+    def distinguished_folder(self, address: str, name: str) -> Folder:
+        with self._lock:
+            mailbox = self._mailbox(address)
+            try:
+                return copy.deepcopy(self._folders[mailbox.distinguished[name]])
+            except KeyError:
+                raise StoreError("ErrorFolderNotFound", f"No distinguished folder {name}") from None
+
+    def folder(self, folder_id: str) -> Folder:
+        with self._lock:
+            return copy.deepcopy(self._folder(folder_id))
+
+    def _folder(self, folder_id: str) -> Folder:
+        try:
+            return self._folders[folder_id]
+        except KeyError:
+            raise StoreError("ErrorFolderNotFound", "The specified folder could not be found in the store.") from None
+
+    def resolve_folder(self, address: str, ref: str) -> Folder:
+        """A folder by id, distinguished name, or path below msgfolderroot such as ``contacts/CRM``."""
+        with self._lock:
+            if ref in self._folders:
+                return copy.deepcopy(self._folders[ref])
+            first, *rest = ref.strip("/").split("/")
+            mailbox = self._mailbox(address)
+            if first in mailbox.distinguished:
+                current = self._folders[mailbox.distinguished[first]]
+            else:
+                current, rest = self._folders[mailbox.distinguished["msgfolderroot"]], [first, *rest]
+            for name in rest:
+                match = [f for f in self._children(current.id) if f.display_name.lower() == name.lower()]
+                if not match:
+                    raise StoreError("ErrorFolderNotFound", f"No folder {ref} in {address}")
+                current = match[0]
+            return copy.deepcopy(current)
+
+    def _children(self, folder_id: str) -> list[Folder]:
+        return [f for f in self._folders.values() if f.parent_id == folder_id]
+
+    def child_folders(self, folder_id: str, deep: bool = False) -> list[Folder]:
+        with self._lock:
+            self._folder(folder_id)
+            result: list[Folder] = []
+            stack = [folder_id]
+            while stack:
+                children = self._children(stack.pop(0))
+                result.extend(children)
+                if deep:
+                    stack.extend(f.id for f in children)
+            return copy.deepcopy(result)
+
+    def folder_counts(self, folder_id: str) -> tuple[int, int]:
+        """(total items, child folders)."""
+        with self._lock:
+            items = sum(1 for i in self._items.values() if i.folder_id == folder_id)
+            return items, len(self._children(folder_id))
+
+    def create_folder(
+        self, parent_id: str, display_name: str, folder_class: str | None = None
+    ) -> Folder:
+        with self._lock:
+            parent = self._folder(parent_id)
+            if any(f.display_name.lower() == display_name.lower() for f in self._children(parent_id)):
+                raise StoreError("ErrorFolderExists", f"A folder named {display_name} already exists")
+            folder = Folder(
+                id=self._new_id(b"FL"),
+                changekey=self._new_changekey(),
+                mailbox=parent.mailbox,
+                parent_id=parent_id,
+                display_name=display_name,
+                folder_class=folder_class if folder_class is not None else parent.folder_class,
+            )
+            self._folders[folder.id] = folder
+            self._record(mailbox=folder.mailbox, op="created", is_folder=True, id=folder.id, folder_id=parent_id)
+            return copy.deepcopy(folder)
+
+    def rename_folder(self, folder_id: str, display_name: str) -> Folder:
+        with self._lock:
+            folder = self._folder(folder_id)
+            folder.display_name = display_name
+            folder.changekey = self._new_changekey()
+            self._record(mailbox=folder.mailbox, op="modified", is_folder=True, id=folder.id, folder_id=folder.parent_id)
+            return copy.deepcopy(folder)
+
+    def delete_folder(self, folder_id: str) -> None:
+        with self._lock:
+            folder = self._folder(folder_id)
+            if folder.distinguished:
+                raise StoreError("ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted")
+            for child in self._children(folder_id):
+                self.delete_folder(child.id)
+            for item in [i for i in self._items.values() if i.folder_id == folder_id]:
+                self._remove_item(item)
+            del self._folders[folder_id]
+            self._record(mailbox=folder.mailbox, op="deleted", is_folder=True, id=folder_id, folder_id=folder.parent_id)
+
+    # ---- items -----------------------------------------------------------------------------------
+    def item(self, item_id: str) -> Item:
+        with self._lock:
+            return copy.deepcopy(self._item(item_id))
+
+    def _item(self, item_id: str) -> Item:
+        try:
+            return self._items[item_id]
+        except KeyError:
+            raise StoreError("ErrorItemNotFound", "The specified object was not found in the store.") from None
+
+    def items(self, folder_id: str, kind: str | None = None) -> list[Item]:
+        with self._lock:
+            self._folder(folder_id)
+            found = [i for i in self._items.values() if i.folder_id == folder_id and (kind is None or i.kind == kind)]
+            return copy.deepcopy(found)
+
+    def all_items(self, address: str, kind: str | None = None) -> list[Item]:
+        with self._lock:
+            mailbox = self._mailbox(address)
+            found = [
+                i
+                for i in self._items.values()
+                if i.mailbox == mailbox.address and (kind is None or i.kind == kind)
+            ]
+            return copy.deepcopy(found)
+
+    def create_item(
+        self,
+        folder_id: str,
+        kind: str,
+        props: dict[str, Any],
+        extended: dict[ExtendedKey, Any] | None = None,
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> Item:
+        """Create an item. `context` carries protocol-level intent (e.g. send_meeting_invitations)."""
+        with self._lock:
+            folder = self._folder(folder_id)
+            now = self.clock.now()
+            item = Item(
+                id=self._new_id(b"IT"),
+                changekey=self._new_changekey(),
+                mailbox=folder.mailbox,
+                folder_id=folder.id,
+                kind=kind,
+                props=self._normalize(kind, dict(props)),
+                extended=dict(extended or {}),
+                created=now,
+                modified=now,
+            )
+            item.props.setdefault("ItemClass", ITEM_CLASSES.get(kind, "IPM"))
+            self._complete_defaults(item)
+            self._items[item.id] = item
+            change = self._record(mailbox=item.mailbox, op="created", is_folder=False, id=item.id, folder_id=folder.id)
+            item.created_seq = change.seq
+            self._run_hooks("after_create", item, context or {})
+            return copy.deepcopy(item)
+
+    def update_item(
+        self,
+        item_id: str,
+        set_props: dict[str, Any] | None = None,
+        delete_props: Iterable[str] = (),
+        set_extended: dict[ExtendedKey, Any] | None = None,
+        delete_extended: Iterable[ExtendedKey] = (),
+        *,
+        changekey: str | None = None,
+        conflict_resolution: str = "AutoResolve",
+        context: dict[str, Any] | None = None,
+        merge: Callable[[Item], None] | None = None,
+    ) -> Item:
+        """Write fields; a stale change key fails unless AlwaysOverwrite (EWS ConflictResolution)."""
+        with self._lock:
+            item = self._item(item_id)
+            if changekey and changekey != item.changekey and conflict_resolution != "AlwaysOverwrite":
+                raise StoreError(
+                    "ErrorIrresolvableConflict",
+                    "The send or update operation could not be performed because the change key passed in the "
+                    "request does not match the current change key for the item.",
+                )
+            before = copy.deepcopy(item)
+            for name in delete_props:
+                item.props.pop(name, None)
+            if set_props:
+                item.props.update(self._normalize(item.kind, dict(set_props)))
+            if merge:
+                merge(item)
+            for key in delete_extended:
+                item.extended.pop(key, None)
+            item.extended.update(set_extended or {})
+            self._complete_defaults(item)
+            self._touch(item)
+            self._run_hooks("after_update", before, item, context or {})
+            return copy.deepcopy(item)
+
+    def _touch(self, item: Item) -> None:
+        """Every write moves the change key and the last-modified time, and is journalled."""
+        item.changekey = self._new_changekey()
+        item.modified = self.clock.now()
+        self._record(mailbox=item.mailbox, op="modified", is_folder=False, id=item.id, folder_id=item.folder_id)
+
+    def touch_item(self, item_id: str) -> Item:
+        """A server-side rewrite without a user edit (Exchange does this; change key moves)."""
+        with self._lock:
+            item = self._item(item_id)
+            self._touch(item)
+            return copy.deepcopy(item)
+
+    def delete_item(self, item_id: str, mode: str = "HardDelete", *, context: dict[str, Any] | None = None) -> None:
+        """HardDelete / SoftDelete remove the item; MoveToDeletedItems moves it (new id)."""
+        with self._lock:
+            item = self._item(item_id)
+            self._run_hooks("before_delete", item, context or {})
+            if mode == "MoveToDeletedItems":
+                deleted = self._mailbox(item.mailbox).distinguished["deleteditems"]
+                if item.folder_id != deleted:
+                    self._move(item, deleted)
+                    return
+            self._remove_item(item)
+
+    def _remove_item(self, item: Item) -> None:
+        del self._items[item.id]
+        self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=item.id, folder_id=item.folder_id)
+
+    def move_item(self, item_id: str, to_folder_id: str) -> Item:
+        """Moving gives the item a new id in the target folder, as Exchange does."""
+        with self._lock:
+            item = self._item(item_id)
+            target = self._folder(to_folder_id)
+            if target.mailbox.lower() != item.mailbox.lower():
+                raise StoreError("ErrorInvalidOperation", "Items cannot be moved between mailboxes here")
+            return copy.deepcopy(self._move(item, target.id))
+
+    def _move(self, item: Item, to_folder_id: str) -> Item:
+        old_id, old_folder = item.id, item.folder_id
+        del self._items[old_id]
+        self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=old_id, folder_id=old_folder)
+        item.id = self._new_id(b"IT")
+        item.folder_id = to_folder_id
+        item.changekey = self._new_changekey()
+        self._items[item.id] = item
+        change = self._record(
+            mailbox=item.mailbox,
+            op="created",
+            is_folder=False,
+            id=item.id,
+            folder_id=to_folder_id,
+            moved_from=old_id,
+            old_folder_id=old_folder,
+        )
+        item.created_seq = change.seq
+        return item
+
+    def copy_item(self, item_id: str, to_folder_id: str) -> Item:
+        with self._lock:
+            source = self._item(item_id)
+            return self.create_item(to_folder_id, source.kind, copy.deepcopy(source.props), dict(source.extended))
+
+    # ---- Exchange's own rewrites -----------------------------------------------------------------
+    def _normalize(self, kind: str, props: dict[str, Any]) -> dict[str, Any]:
+        body = props.get("Body")
+        if isinstance(body, str):
+            body = {"type": "Text", "content": body}
+        if isinstance(body, dict) and body.get("type", "Text") != "HTML":
+            body = {"type": "HTML", "content": text_to_html(body.get("content") or "")}
+        if body is not None:
+            props["Body"] = body
+        for name in ("EmailAddresses", "PhoneNumbers", "ImAddresses", "PhysicalAddresses"):
+            if name in props and not props[name]:
+                del props[name]
+        return props
+
+    def _complete_defaults(self, item: Item) -> None:
+        props = item.props
+        if item.kind == "Contact":
+            given, surname = props.get("GivenName"), props.get("Surname")
+            full = " ".join(p for p in (given, props.get("MiddleName"), surname) if p)
+            if not props.get("DisplayName") and (full or props.get("CompanyName")):
+                props["DisplayName"] = full or props["CompanyName"]
+            if not props.get("FileAs"):
+                file_as = ", ".join(p for p in (surname, given) if p) or props.get("CompanyName")
+                if file_as:
+                    props["FileAs"] = file_as
+            if props.get("DisplayName") and not props.get("Subject"):
+                props["Subject"] = props["DisplayName"]
+        self._run_hooks("complete_defaults", item)
+
+    # ---- sync states -----------------------------------------------------------------------------
+    def encode_sync_state(self, folder_id: str, seq: int) -> str:
+        payload = json.dumps({"f": folder_id, "s": seq}, separators=(",", ":"))
+        sig = hashlib.sha256((self.secret + payload).encode()).hexdigest()[:16]
+        return base64.b64encode(f"{payload}|{sig}".encode()).decode()
+
+    def decode_sync_state(self, folder_id: str, state: str | None) -> int:
+        if not state:
+            return 0
+        try:
+            raw = base64.b64decode(state, validate=True).decode()
+            payload, sig = raw.rsplit("|", 1)
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise StoreError("ErrorInvalidSyncStateData", "Synchronization state data is corrupt or otherwise invalid.") from None
+        valid_sig = hashlib.sha256((self.secret + payload).encode()).hexdigest()[:16]
+        if sig != valid_sig or data.get("f") != folder_id or not isinstance(data.get("s"), int):
+            raise StoreError("ErrorInvalidSyncStateData", "Synchronization state data is corrupt or otherwise invalid.")
+        return data["s"]
+
+    def sync_folder_items(
+        self, folder_id: str, state: str | None, max_changes: int, ignore: Iterable[str] = ()
+    ) -> tuple[list[tuple[str, Item | str]], str, bool]:
+        """Changes in a folder since a sync state, oldest first.
+
+        Returns ([(op, item_or_id)], new_state, includes_last) with op Create / Update / Delete; a Delete
+        carries the id. Changes are ordered by their first journal entry after the state, and the new
+        state stops there, so a later page can repeat an Update but never misses a Create.
+        """
+        with self._lock:
+            self._folder(folder_id)
+            since = self.decode_sync_state(folder_id, state)
+            ignored = set(ignore)
+            first_seen: dict[str, int] = {}
+            for change in self._journal:
+                if change.seq <= since or change.is_folder or change.folder_id != folder_id:
+                    continue
+                first_seen.setdefault(change.id, change.seq)
+            ordered = sorted(first_seen.items(), key=lambda pair: pair[1])
+            result: list[tuple[str, Item | str]] = []
+            new_seq = self._seq
+            includes_last = True
+            for index, (item_id, first_seq) in enumerate(ordered):
+                op = self._net_change(item_id, since, folder_id)
+                if op is None or item_id in ignored:
+                    continue
+                result.append((op, copy.deepcopy(self._items[item_id]) if op != "Delete" else item_id))
+                if len(result) >= max_changes and index + 1 < len(ordered):
+                    new_seq, includes_last = first_seq, False
+                    break
+            return result, self.encode_sync_state(folder_id, new_seq), includes_last
+
+    def _net_change(self, item_id: str, since: int, folder_id: str) -> str | None:
+        live = self._items.get(item_id)
+        here = live is not None and live.folder_id == folder_id
+        if not here:
+            # created after the state and gone again: the client never saw it
+            created_after = any(
+                c.id == item_id and c.op == "created" and c.seq > since and c.folder_id == folder_id
+                for c in self._journal
+            )
+            return None if created_after else "Delete"
+        return "Create" if live.created_seq > since else "Update"
+
+    def journal(self, since: int = 0) -> list[Change]:
+        with self._lock:
+            return [c for c in self._journal if c.seq > since]
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "secret": self.secret,
+                "seq": self._seq,
+                "mailboxes": [m.__dict__ for m in self._mailboxes.values()],
+                "folders": [f.__dict__ for f in self._folders.values()],
+                "items": [_item_to_json(i) for i in self._items.values()],
+                "journal": [{**c.__dict__, "when": c.when.isoformat() if c.when else None} for c in self._journal],
+            }
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.secret = data["secret"]
+            self._seq = data["seq"]
+            self._mailboxes = {m["address"].lower(): Mailbox(**m) for m in data["mailboxes"]}
+            self._folders = {f["id"]: Folder(**f) for f in data["folders"]}
+            self._items = {i["id"]: _item_from_json(i) for i in data["items"]}
+            self._journal = [
+                Change(**{**c, "when": datetime.fromisoformat(c["when"]) if c["when"] else None})
+                for c in data["journal"]
+            ]
+            self._ck = itertools.count(self._seq + 10_000_000)
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh)
+
+    def load(self, path: str) -> None:
+        with open(path, encoding="utf-8") as fh:
+            self.load_json(json.load(fh))
+
+    def iter_items(self) -> Iterator[Item]:
+        with self._lock:
+            yield from copy.deepcopy(list(self._items.values()))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {"$td": value.total_seconds()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$dt"}:
+            return datetime.fromisoformat(value["$dt"])
+        if set(value) == {"$td"}:
+            return timedelta(seconds=value["$td"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _item_to_json(item: Item) -> dict[str, Any]:
+    data = {k: v for k, v in item.__dict__.items() if k not in {"props", "extended"}}
+    data["props"] = _encode(item.props)
+    data["extended"] = [[k.as_dict(), _encode(v)] for k, v in item.extended.items()]
+    data["created"] = _encode(item.created)
+    data["modified"] = _encode(item.modified)
+    return data
+
+
+def _item_from_json(data: dict[str, Any]) -> Item:
+    data = dict(data)
+    data["props"] = _decode(data["props"])
+    data["extended"] = {ExtendedKey(**k): _decode(v) for k, v in data["extended"]}
+    data["created"] = _decode(data["created"])
+    data["modified"] = _decode(data["modified"])
+    return Item(**data)

@@ -1,0 +1,146 @@
+"""The user-side API: act like a person in Outlook on one mailbox.
+
+Everything goes through the same store the EWS front end serves, so a synchronizer sees these
+actions as foreign changes (new change keys, sync-state entries, notifications).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from exchange_sim.store import ExtendedKey, Folder, Item, Store
+
+ItemRef = Item | str | Any  # a store Item, an id, or anything with an .id (e.g. an exchangelib item)
+
+
+def _id(ref: ItemRef) -> str:
+    return ref if isinstance(ref, str) else ref.id
+
+
+class MailboxUser:
+    """``sim.user("alice@contoso.example")``. Property names are EWS element names (see store docs).
+
+    Folders are given as a distinguished name (``"contacts"``), a path (``"contacts/CRM"``) or an id.
+    """
+
+    def __init__(self, store: Store, address: str) -> None:
+        self.store = store
+        self.address = store.mailbox(address).address
+
+    def __repr__(self) -> str:
+        return f"<MailboxUser {self.address}>"
+
+    # ---- folders ---------------------------------------------------------------------------------
+    def folder(self, ref: str = "contacts") -> Folder:
+        return self.store.resolve_folder(self.address, ref)
+
+    def folders(self, ref: str = "msgfolderroot", deep: bool = True) -> list[Folder]:
+        return self.store.child_folders(self.folder(ref).id, deep=deep)
+
+    def create_folder(self, name: str, parent: str = "contacts", folder_class: str | None = None) -> Folder:
+        return self.store.create_folder(self.folder(parent).id, name, folder_class)
+
+    def delete_folder(self, ref: str) -> None:
+        self.store.delete_folder(self.folder(ref).id)
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def items(self, folder: str = "contacts", kind: str | None = None) -> list[Item]:
+        return sorted(self.store.items(self.folder(folder).id, kind), key=lambda i: i.created_seq)
+
+    def contacts(self, folder: str = "contacts") -> list[Item]:
+        return self.items(folder, "Contact")
+
+    def all_contacts(self) -> list[Item]:
+        """Contacts in every folder of the mailbox."""
+        return self.store.all_items(self.address, "Contact")
+
+    def get(self, ref: ItemRef) -> Item:
+        return self.store.item(_id(ref))
+
+    def find(self, folder: str = "contacts", **equals: Any) -> list[Item]:
+        """Items whose properties equal the given values, e.g. ``find(Surname="Doe")``."""
+        return [i for i in self.items(folder) if all(i.props.get(k) == v for k, v in equals.items())]
+
+    def find_by_extended(self, name: str, value: Any, folder: str | None = None) -> list[Item]:
+        items = self.items(folder) if folder else self.store.all_items(self.address)
+        return [i for i in items if any(k.name == name and v == value for k, v in i.extended.items())]
+
+    # ---- writing ---------------------------------------------------------------------------------
+    def create_contact(self, folder: str = "contacts", extended: dict[ExtendedKey, Any] | None = None, **props: Any) -> Item:
+        """``create_contact(GivenName="Ann", Surname="Lee", EmailAddresses={"EmailAddress1": "ann@x.example"})``"""
+        return self.store.create_item(self.folder(folder).id, "Contact", props, extended)
+
+    def create_item(self, kind: str, folder: str, extended: dict[ExtendedKey, Any] | None = None, **props: Any) -> Item:
+        return self.store.create_item(self.folder(folder).id, kind, props, extended)
+
+    def edit(self, ref: ItemRef, **props: Any) -> Item:
+        """Set properties; a value of None removes the property (as clearing a field in Outlook)."""
+        removed = [k for k, v in props.items() if v is None]
+        kept = {k: v for k, v in props.items() if v is not None}
+        return self.store.update_item(_id(ref), set_props=kept, delete_props=removed, context={"by_user": True})
+
+    def set_extended(self, ref: ItemRef, key: ExtendedKey, value: Any) -> Item:
+        return self.store.update_item(_id(ref), set_extended={key: value})
+
+    def delete(self, ref: ItemRef, hard: bool = False) -> None:
+        """Delete as Outlook does: to Deleted Items (new id there), or hard."""
+        self.store.delete_item(_id(ref), "HardDelete" if hard else "MoveToDeletedItems", context={"by_user": True})
+
+    def move(self, ref: ItemRef, folder: str) -> Item:
+        return self.store.move_item(_id(ref), self.folder(folder).id)
+
+    # ---- calendar (see calendar.py / meetings.py for the semantics) --------------------------------
+    def create_event(
+        self,
+        subject: str,
+        start: datetime,
+        end: datetime,
+        folder: str = "calendar",
+        *,
+        time_zone: str | None = None,
+        send: bool = True,
+        extended: dict[ExtendedKey, Any] | None = None,
+        **props: Any,
+    ) -> Item:
+        """An appointment, or a meeting when RequiredAttendees/OptionalAttendees are given.
+
+        ``time_zone`` is a Windows zone id (default: the mailbox's zone). With ``send`` the invitations
+        go out as with SendToAllAndSaveCopy.
+        """
+        from exchange_sim.calendar import windows_zone_for
+
+        zone = time_zone or windows_zone_for(self.store.mailbox(self.address).time_zone)
+        values = {"Subject": subject, "Start": start, "End": end, "StartTimeZone": zone, "EndTimeZone": zone, **props}
+        context = {"send_invitations": "SendToAllAndSaveCopy" if send else "SendToNone", "by_user": True}
+        return self.store.create_item(self.folder(folder).id, "CalendarItem", values, extended, context=context)
+
+    def events(self, folder: str = "calendar") -> list[Item]:
+        return self.items(folder, "CalendarItem")
+
+    def find_event(self, uid: str) -> Item | None:
+        return next((i for i in self.store.all_items(self.address, "CalendarItem") if i.props.get("UID") == uid), None)
+
+    def view(self, start: datetime, end: datetime, folder: str = "calendar") -> list[Item]:
+        """Occurrences between start and end, recurring series expanded (like Outlook's calendar view)."""
+        from exchange_sim.calendar import expand_view
+
+        return expand_view(self.store, self.folder(folder).id, start, end)
+
+    def accept(self, ref: ItemRef, send: bool = True) -> Item:
+        return self.respond(ref, "Accept", send)
+
+    def decline(self, ref: ItemRef, send: bool = True) -> Item:
+        return self.respond(ref, "Decline", send)
+
+    def tentative(self, ref: ItemRef, send: bool = True) -> Item:
+        return self.respond(ref, "Tentative", send)
+
+    def respond(self, ref: ItemRef, response: str, send: bool = True) -> Item:
+        from exchange_sim.meetings import respond
+
+        return respond(self.store, _id(ref), response, send)
+
+    def dismiss_reminder(self, ref: ItemRef) -> Item:
+        """Exchange rewrites the item (change key moves) although nothing the user sees changed."""
+        return self.store.update_item(_id(ref), set_props={"ReminderIsSet": False}, context={"by_user": True})

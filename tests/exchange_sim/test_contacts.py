@@ -1,0 +1,165 @@
+"""Contacts through exchangelib: fields, indexed fields, extended properties, ChangeKeys, moves."""
+
+from __future__ import annotations
+
+import pytest
+from exchangelib import Contact, ExtendedProperty, HTMLBody
+from exchangelib.errors import ErrorIrresolvableConflict, ErrorItemNotFound
+from exchangelib.folders import Contacts
+from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
+
+from exchange_sim import ExtendedKey, Simulator
+
+from .conftest import SYNC_ID_SET
+
+
+class CrmSyncId(ExtendedProperty):
+    property_set_id = SYNC_ID_SET
+    property_name = "CrmSyncId"
+    property_type = "String"
+
+
+@pytest.fixture(autouse=True)
+def _sync_id_field():
+    Contact.register("crm_sync_id", CrmSyncId)
+    yield
+    Contact.deregister("crm_sync_id")
+
+
+def make_contact(account, **kwargs) -> Contact:
+    defaults = dict(given_name="Ann", surname="Lee", display_name="Ann Lee")
+    return Contact(folder=account.contacts, account=account, **{**defaults, **kwargs})
+
+
+def test_it_round_trips_indexed_fields_and_the_sync_id(account):
+    contact = make_contact(
+        account,
+        company_name="Fabrikam",
+        job_title="Buyer",
+        email_addresses=[EmailAddress(label="EmailAddress1", email="ann@fabrikam.example")],
+        phone_numbers=[PhoneNumber(label="BusinessPhone", phone_number="+49 30 1"), PhoneNumber(label="MobilePhone", phone_number="+49 170 2")],
+        physical_addresses=[PhysicalAddress(label="Business", street="Main 1", city="Berlin", zipcode="10115", country="DE")],
+        crm_sync_id="crm-42",
+    )
+    contact.save()
+    fetched = account.contacts.get(id=contact.id)
+    assert fetched.company_name == "Fabrikam"
+    assert fetched.email_addresses == [EmailAddress(label="EmailAddress1", email="ann@fabrikam.example")]
+    assert {p.label: p.phone_number for p in fetched.phone_numbers} == {"BusinessPhone": "+49 30 1", "MobilePhone": "+49 170 2"}
+    assert fetched.physical_addresses[0].city == "Berlin"
+    assert fetched.physical_addresses[0].zipcode == "10115"
+    assert fetched.crm_sync_id == "crm-42"
+
+
+def test_it_stores_the_sync_id_as_a_named_string_property_in_its_set(account, exchange_sim: Simulator):
+    make_contact(account, crm_sync_id="crm-7").save()
+    stored = exchange_sim.user("alice@contoso.example").contacts()[0]
+    key = ExtendedKey.create("String", property_set_id=SYNC_ID_SET, name="CrmSyncId")
+    assert stored.extended == {key: "crm-7"}
+    assert stored.extended_value("CrmSyncId") == "crm-7"
+
+
+def test_it_finds_a_contact_by_its_sync_id(account):
+    make_contact(account, crm_sync_id="a").save()
+    make_contact(account, given_name="Bo", display_name="Bo Lee", crm_sync_id="b").save()
+    assert [c.given_name for c in account.contacts.filter(crm_sync_id="b")] == ["Bo"]
+    assert account.contacts.filter(crm_sync_id="missing").count() == 0
+
+
+def test_it_returns_a_text_body_as_html(account):
+    contact = make_contact(account, body="line one\nline <two>")
+    contact.save()
+    body = account.contacts.get(id=contact.id).body
+    assert isinstance(body, HTMLBody)
+    assert "line one<br>" in body
+    assert "&lt;two&gt;" in body
+
+
+def test_it_gives_each_write_a_new_change_key_and_keeps_the_id(account):
+    contact = make_contact(account)
+    contact.save()
+    first = contact.changekey
+    contact.job_title = "CEO"
+    contact.save(update_fields=["job_title"])
+    assert contact.changekey != first
+    fetched = account.contacts.get(id=contact.id)
+    assert (fetched.id, fetched.changekey, fetched.job_title) == (contact.id, contact.changekey, "CEO")
+
+
+def test_it_updates_and_deletes_single_indexed_entries(account, exchange_sim: Simulator):
+    contact = make_contact(account, phone_numbers=[PhoneNumber(label="BusinessPhone", phone_number="1")])
+    contact.save()
+    contact.phone_numbers = [PhoneNumber(label="MobilePhone", phone_number="2")]
+    contact.physical_addresses = [PhysicalAddress(label="Home", street="Elm 3")]
+    contact.save(update_fields=["phone_numbers", "physical_addresses"])
+    stored = exchange_sim.user("alice@contoso.example").get(contact.id)
+    assert stored.props["PhoneNumbers"] == {"MobilePhone": "2"}
+    assert stored.props["PhysicalAddresses"] == {"Home": {"Street": "Elm 3"}}
+
+
+def test_it_clears_a_field_with_delete_item_field(account, exchange_sim: Simulator):
+    contact = make_contact(account, job_title="Buyer", crm_sync_id="x")
+    contact.save()
+    contact.job_title = None
+    contact.crm_sync_id = None
+    contact.save(update_fields=["job_title", "crm_sync_id"])
+    stored = exchange_sim.user("alice@contoso.example").get(contact.id)
+    assert "JobTitle" not in stored.props
+    assert stored.extended == {}
+
+
+def test_it_refuses_a_stale_change_key(account, exchange_sim: Simulator):
+    contact = make_contact(account)
+    contact.save()
+    exchange_sim.user("alice@contoso.example").edit(contact.id, JobTitle="edited in Outlook")
+    contact.job_title = "from the CRM"
+    with pytest.raises(ErrorIrresolvableConflict):
+        contact.save(update_fields=["job_title"])
+
+
+def test_it_overwrites_a_stale_change_key_with_always_overwrite(account, exchange_sim: Simulator):
+    contact = make_contact(account)
+    contact.save()
+    exchange_sim.user("alice@contoso.example").edit(contact.id, JobTitle="edited in Outlook")
+    contact.job_title = "from the CRM"
+    account.bulk_update([(contact, ["job_title"])], conflict_resolution="AlwaysOverwrite")
+    assert exchange_sim.user("alice@contoso.example").get(contact.id).props["JobTitle"] == "from the CRM"
+
+
+def test_a_move_gives_the_contact_a_new_id(account, exchange_sim: Simulator):
+    target = Contacts(parent=account.contacts, name="CRM")
+    target.save()
+    contact = make_contact(account)
+    contact.save()
+    old_id = contact.id
+    contact.move(target)
+    assert contact.id != old_id
+    with pytest.raises(ErrorItemNotFound):
+        account.contacts.get(id=old_id)
+    assert [c.id for c in target.all()] == [contact.id]
+
+
+def test_outlook_side_edits_are_visible_to_the_client(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    made = alice.create_contact(GivenName="Pat", Surname="Doe", EmailAddresses={"EmailAddress1": "pat@x.example"})
+    assert made.props["DisplayName"] == "Pat Doe"
+    alice.edit(made, Surname="Smith", EmailAddresses=None)
+    fetched = account.contacts.get(id=made.id)
+    assert (fetched.surname, fetched.email_addresses) == ("Smith", None)
+    alice.delete(made)
+    assert account.contacts.all().count() == 0
+    assert [c.props["GivenName"] for c in alice.items("deleteditems")] == ["Pat"]
+
+
+def test_find_item_pages_and_sorts(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    for name in ["Cy", "Al", "Bo", "Di", "Ed"]:
+        alice.create_contact(GivenName=name, Surname="X")
+    names = [c.given_name for c in account.contacts.all().order_by("given_name")]
+    assert names == ["Al", "Bo", "Cy", "Di", "Ed"]
+    paged = account.contacts.all().order_by("-given_name")
+    paged.page_size = 2
+    assert [c.given_name for c in paged] == ["Ed", "Di", "Cy", "Bo", "Al"]
+    assert exchange_sim.counters["FindItem"] >= 4
+    assert [c.given_name for c in account.contacts.filter(given_name__startswith="B")] == ["Bo"]
+    assert [c.given_name for c in account.contacts.filter(given_name__istartswith="d")] == ["Di"]

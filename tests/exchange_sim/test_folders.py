@@ -1,0 +1,59 @@
+"""Folders: distinguished ids, FindFolder, CreateFolder, DeleteFolder, exchangelib's folder walk."""
+
+from __future__ import annotations
+
+import pytest
+from exchangelib import Q
+from exchangelib.errors import ErrorFolderExists
+from exchangelib.folders import Calendar, Contacts, DeletedItems, FolderCollection, Inbox, Tasks
+
+from exchange_sim import Simulator
+
+
+def test_it_serves_the_distinguished_folders(account):
+    assert isinstance(account.contacts, Contacts)
+    assert account.contacts.name == "Contacts"
+    assert isinstance(account.calendar, Calendar)
+    assert isinstance(account.inbox, Inbox)
+    assert isinstance(account.tasks, Tasks)
+    assert isinstance(account.trash, DeletedItems)
+    assert account.root.id
+    assert account.msg_folder_root.name == "Top of Information Store"
+
+
+def test_it_creates_and_finds_a_child_contacts_folder(account, exchange_sim: Simulator):
+    folder = Contacts(parent=account.contacts, name="CRM")
+    folder.save()
+    assert [f.name for f in account.contacts.children] == ["CRM"]
+    assert (account.contacts / "CRM").id == folder.id
+    assert exchange_sim.user("alice@contoso.example").folder("contacts/CRM").id == folder.id
+
+
+def test_it_walks_the_whole_tree_with_a_deep_find_folder(account, exchange_sim: Simulator):
+    exchange_sim.user("alice@contoso.example").create_folder("Deep", parent="contacts")
+    names = {f.name for f in account.root.walk()}
+    assert {"Contacts", "Calendar", "Inbox", "Deep"} <= names
+
+
+def test_it_refuses_a_second_folder_with_the_same_name(account):
+    Contacts(parent=account.contacts, name="CRM").save()
+    with pytest.raises(ErrorFolderExists):
+        Contacts(parent=account.contacts, name="crm").save()
+
+
+def test_it_deletes_a_folder_with_its_items(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    folder = Contacts(parent=account.contacts, name="Old")
+    folder.save()
+    alice.create_contact("contacts/Old", GivenName="Gone")
+    folder.delete()
+    assert [f.name for f in alice.folders("contacts")] == []
+    assert alice.all_contacts() == []
+
+
+def test_it_filters_find_folder_by_display_name(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    alice.create_folder("A")
+    alice.create_folder("B")
+    found = FolderCollection(account=account, folders=[account.contacts]).find_folders(q=Q(name="B"))
+    assert [f.name for f in found] == ["B"]
