@@ -1,4 +1,73 @@
-"""exchange_sim: a loopback Exchange simulator (API documented below once complete)."""
+"""exchange_sim: a loopback Exchange that the real exchangelib client works against over HTTP.
+
+Layout
+------
+``store.py``        the mailbox store with Exchange semantics (ids, change keys, folders, journal, sync states)
+``calendar.py``     recurrence expansion, occurrences/exceptions, Windows time zones
+``meetings.py``     invitations, updates, cancellations and responses between simulator mailboxes
+``notifications.py`` pull and streaming subscriptions fed from the store's journal
+``user.py``         `MailboxUser`: act like a person in Outlook
+``ews/``            the EWS SOAP front end: ``codec`` (XML <-> store values), ``operations``, ``restriction``
+``server.py``       HTTP/1.1 keep-alive server, auth, faults, SOAP envelopes; ``control.py`` the /_sim/ API
+``simulator.py``    `Simulator`, tying the above together; ``faults.py`` switches, counters, request log
+``schema.py``       validation against messages.xsd/types.xsd; ``demo.py`` the demo organisation
+``__main__.py``     ``python -m exchange_sim --port 0 ...`` prints ``EWS endpoint: http://HOST:PORT/EWS/Exchange.asmx``
+
+It imports nothing of the product, and no product module imports it.
+
+In tests (fixtures in tests/fixtures/exchange_sim.py)
+-----------------------------------------------------
+``exchange_sim`` is a started `Simulator` with the five demo mailboxes (alice, bob, carol, dave, erin
+@contoso.example, empty), Basic auth and the service account ``svc@contoso.example`` / ``demo-password``
+that may impersonate every mailbox. ``exchange_sim_factory(auth="ntlm", demo=True, mailboxes=[...],
+latency_ms=..)`` builds others. A test fails at teardown if any request or response broke the EWS schema.
+
+    sim = exchange_sim
+    sim.url                       # "http://127.0.0.1:PORT/EWS/Exchange.asmx"
+    sim.credentials               # ("svc@contoso.example", "demo-password")
+    sim.users                     # name -> UserAccount(name, password, mailbox, service_account)
+    sim.add_mailbox("zoe@contoso.example", "Zoe", "Europe/Berlin", password="zoe-pw")
+    sim.store                     # the Store (Exchange-level API, returns copies)
+
+Acting as a person in Outlook (`MailboxUser`; folders by distinguished name, path or id)::
+
+    alice = sim.user("alice@contoso.example")
+    c = alice.create_contact(GivenName="Ann", Surname="Lee",
+                             EmailAddresses={"EmailAddress1": "ann@x.example"},
+                             PhoneNumbers={"BusinessPhone": "+49 30 1"},
+                             PhysicalAddresses={"Business": {"Street": "Main 1", "City": "Berlin"}})
+    alice.edit(c, JobTitle="CEO", PhoneNumbers=None)   # None clears a field; change key moves
+    alice.delete(c)                 # to Deleted Items (new id), alice.delete(c, hard=True) removes
+    alice.move(c, "contacts/CRM")   # new id, as Exchange
+    alice.create_folder("CRM", parent="contacts")
+    alice.contacts("contacts/CRM")  # list[Item]; alice.all_contacts() across folders
+    alice.find(Surname="Lee"); alice.find_by_extended("CrmSyncId", "crm-42")
+    item.props["GivenName"]; item.extended_value("CrmSyncId"); item.id; item.changekey; item.body_html
+    alice.create_event("Review", start, end, RequiredAttendees=[{"Mailbox": {"EmailAddress": "bob@contoso.example"}}])
+    alice.view(start, end)          # calendar view with recurring series expanded
+    bob.accept(item) / decline / tentative / dismiss_reminder(item)
+
+Item refs may be a store `Item`, an id string, or anything with ``.id`` (an exchangelib item).
+Property names are EWS element names; values are str/bool/int, aware datetimes, lists and dicts.
+
+Counters, faults, clock::
+
+    sim.counters["CreateItem"]; sim.counters.total(); sim.counters.snapshot(); sim.counters.reset()
+    sim.counters.for_mailbox("alice@contoso.example", "UpdateItem")   # by X-AnchorMailbox
+    sim.faults.server_busy(times=2, back_off_ms=500, operation="CreateItem")   # -> ErrorServerBusy
+    sim.faults.http_503(times=1)          # -> ErrorServerBusy (exchangelib turns 503 into it)
+    sim.faults.unauthorized(times=3)      # 401 burst -> UnauthorizedError
+    sim.faults.drop_connection(times=1)   # hang up -> ErrorTimeoutExpired / ErrorServerBusy
+    sim.faults.invalid_sync_state(times=1)            # -> ErrorInvalidSyncStateData
+    sim.faults.mailbox_move("bob@contoso.example")    # -> ErrorMailboxMoveInProgress
+    sim.faults.max_connections_per_account = 1        # -> ErrorExceededConnectionCount beyond it
+    sim.faults.latency_ms = 20; sim.faults.clear()
+    sim.clock.set(datetime(2027, 3, 28, tzinfo=UTC), frozen=True); sim.clock.advance(timedelta(days=1))
+    sim.request_log.enabled = True; sim.request_log.entries()
+    sim.schema_violations         # list of schema.Violation
+
+The same is offered over HTTP under ``/_sim/`` on the EWS port (see `control`).
+"""
 
 from exchange_sim.simulator import Simulator, UserAccount
 from exchange_sim.store import ExtendedKey, Item, Store, StoreError

@@ -1,0 +1,57 @@
+"""Basic and no auth, impersonation rights, delegate access and unknown mailboxes."""
+
+from __future__ import annotations
+
+import pytest
+from exchangelib.errors import (
+    ErrorAccessDenied,
+    ErrorImpersonateUserDenied,
+    ErrorNonExistentMailbox,
+    UnauthorizedError,
+)
+
+from .conftest import connect
+
+
+def test_the_service_account_impersonates_every_mailbox(exchange_sim):
+    for address in ["alice@contoso.example", "erin@contoso.example"]:
+        assert connect(exchange_sim, address).contacts.name == "Contacts"
+
+
+def test_a_wrong_password_is_a_401(exchange_sim):
+    with pytest.raises(UnauthorizedError):
+        connect(exchange_sim, credentials=("svc@contoso.example", "wrong")).contacts.all().count()
+
+
+def test_an_ordinary_user_may_not_impersonate(exchange_sim):
+    account = connect(exchange_sim, "bob@contoso.example", credentials=("alice@contoso.example", "alice-password"))
+    with pytest.raises(ErrorImpersonateUserDenied):
+        account.contacts.all().count()
+
+
+def test_an_ordinary_user_reaches_their_own_mailbox_as_delegate(exchange_sim):
+    exchange_sim.user("alice@contoso.example").create_contact(GivenName="Mine")
+    account = connect(exchange_sim, credentials=("alice@contoso.example", "alice-password"), impersonation=False)
+    assert [c.given_name for c in account.contacts.all()] == ["Mine"]
+
+
+def test_an_ordinary_user_is_denied_another_mailbox_as_delegate(exchange_sim):
+    account = connect(
+        exchange_sim, "bob@contoso.example", credentials=("alice@contoso.example", "alice-password"), impersonation=False
+    )
+    with pytest.raises(ErrorAccessDenied):
+        account.contacts.all().count()
+
+
+def test_an_unknown_address_is_error_non_existent_mailbox(exchange_sim):
+    with pytest.raises(ErrorNonExistentMailbox):
+        connect(exchange_sim, "nobody@contoso.example").contacts.all().count()
+
+
+def test_the_service_account_may_also_act_as_delegate(exchange_sim):
+    assert connect(exchange_sim, "carol@contoso.example", impersonation=False).contacts.all().count() == 0
+
+
+def test_no_auth_mode_accepts_anonymous_requests(exchange_sim_factory):
+    sim = exchange_sim_factory(auth="none")
+    assert connect(sim, credentials=("anyone", "anything")).contacts.all().count() == 0

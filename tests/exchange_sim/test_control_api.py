@@ -1,0 +1,60 @@
+"""The /_sim/ HTTP control API: user-side actions, faults, clock, counters, log."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from exchangelib.errors import ErrorServerBusy
+
+from exchange_sim import Simulator
+
+
+def call(sim: Simulator, path: str, data: dict | None = None) -> object:
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(f"{sim.base_url}/_sim/{path}", data=body, method="POST" if body else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_it_creates_edits_and_deletes_a_contact_like_a_user(exchange_sim: Simulator, account):
+    made = call(exchange_sim, "mailboxes/alice@contoso.example/contacts", {"props": {"GivenName": "Via", "Surname": "Http"}})
+    assert account.contacts.get(id=made["id"]).display_name == "Via Http"
+    edited = call(exchange_sim, f"items/{made['id']}/edit", {"props": {"JobTitle": "CTO"}})
+    assert edited["changekey"] != made["changekey"]
+    listed = call(exchange_sim, "mailboxes/alice@contoso.example/items?folder=contacts")
+    assert [i["props"]["JobTitle"] for i in listed] == ["CTO"]
+    call(exchange_sim, f"items/{made['id']}/delete", {"hard": True})
+    assert account.contacts.all().count() == 0
+
+
+def test_it_arms_and_clears_faults(exchange_sim: Simulator, account):
+    account.contacts  # noqa: B018
+    call(exchange_sim, "faults", {"kind": "server_busy", "times": 1, "back_off_ms": 10})
+    with pytest.raises(ErrorServerBusy):
+        account.contacts.all().count()
+    call(exchange_sim, "faults", {"kind": "server_busy", "times": None})
+    assert len(call(exchange_sim, "faults")["armed"]) == 1
+    call(exchange_sim, "faults/clear", {})
+    assert call(exchange_sim, "faults")["armed"] == []
+
+
+def test_it_sets_and_moves_the_clock(exchange_sim: Simulator):
+    call(exchange_sim, "clock", {"set": "2027-03-28T00:30:00+00:00", "frozen": True})
+    assert exchange_sim.clock.now() == datetime(2027, 3, 28, 0, 30, tzinfo=UTC)
+    state = call(exchange_sim, "clock", {"advance_seconds": 3600})
+    assert state["now"] == "2027-03-28T01:30:00+00:00"
+    call(exchange_sim, "clock", {"reset": True})
+    assert abs((exchange_sim.clock.now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_it_reports_counters_and_the_request_log(exchange_sim: Simulator, account):
+    call(exchange_sim, "log", {"enabled": True})
+    account.contacts.all().count()
+    counters = call(exchange_sim, "counters")
+    assert counters["FindItem"] == 1
+    log = call(exchange_sim, "log")
+    assert [e["operation"] for e in log][-1] == "FindItem"
+    assert call(exchange_sim, "counters/reset", {}) == {}
