@@ -1,0 +1,141 @@
+"""Shapes of the CRM integration objects (pinned by the issue); synccore.crmio translates them.
+
+Every field but ``external_id`` is optional on upsert: an update changes only the fields given,
+a create takes the model's defaults for the others. Responses are produced by crmio.export.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from synccore import crmio
+from synccore.models import ActivityType, AttendeeType
+
+
+def _text(max_length: int | None = None, **kwargs) -> serializers.CharField:
+    return serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=max_length, **kwargs
+    )
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class MomentField(serializers.CharField):
+    """ISO 8601 date-time with offset; a date (YYYY-MM-DD, end exclusive) for all-day activities."""
+
+
+class CrmRecordSerializer(serializers.Serializer):
+    external_id = serializers.CharField(max_length=100)
+    updated_at = serializers.DateTimeField(read_only=True)
+    deleted = serializers.BooleanField(
+        read_only=True, help_text="A tombstone: deleted in the CRM, still being removed from mailboxes."
+    )
+
+    def to_representation(self, instance):
+        return crmio.export(instance)
+
+
+class CompanySerializer(CrmRecordSerializer):
+    name = _text(200)
+    division = _text(100)
+    country = _text(2, help_text="ISO 3166-1 alpha-2")
+    synchronize = serializers.BooleanField(required=False)
+    email = _text(254)
+    phone = _text(50)
+    fax = _text(50)
+    website = _text(200)
+    street = _text(200)
+    postal_code = _text(20)
+    city = _text(100)
+    state = _text(100)
+    comment = _text()
+
+
+class ContactSerializer(CrmRecordSerializer):
+    first_name = _text(100)
+    middle_name = _text(100)
+    last_name = _text(100)
+    company_external_id = _text(100)
+    job_title = _text(100)
+    department = _text(100)
+    emails = serializers.ListField(
+        child=serializers.CharField(max_length=254, allow_blank=True), required=False, max_length=3
+    )
+    business_phone = _text(50)
+    mobile_phone = _text(50)
+    home_phone = _text(50)
+    fax = _text(50)
+    website = _text(200)
+    street = _text(200)
+    postal_code = _text(20)
+    city = _text(100)
+    state = _text(100)
+    comment = _text()
+    country = _text(2, help_text="ISO 3166-1 alpha-2")
+    language = _text(2, help_text="ISO 639-1")
+    synchronize = serializers.BooleanField(required=False)
+    rep_email = _text(254)
+    sales_groups = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    favorite_of = serializers.ListField(child=serializers.CharField(max_length=254), required=False)
+
+
+class EmployeeSerializer(CrmRecordSerializer):
+    name = _text(200)
+    email = _text(254)
+    username = _text(150)
+
+
+class AttendeeSerializer(serializers.Serializer):
+    email = serializers.CharField(max_length=254, allow_blank=True)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    type = serializers.ChoiceField(choices=AttendeeType.values, required=False)
+    invite = serializers.BooleanField(required=False)
+    synchronized = serializers.BooleanField(required=False)
+    sent_to_synchronizer = serializers.BooleanField(required=False)
+
+
+class OccurrenceExceptionSerializer(serializers.Serializer):
+    original_start = serializers.CharField()
+    start = serializers.CharField(required=False)
+    end = serializers.CharField(required=False)
+    subject = serializers.CharField(required=False, allow_blank=True)
+    location = serializers.CharField(required=False, allow_blank=True)
+
+
+class ActivitySerializer(CrmRecordSerializer):
+    type = serializers.ChoiceField(choices=ActivityType.values, required=False)
+    subject = _text(255)
+    start = MomentField(required=False)
+    end = MomentField(required=False)
+    all_day = serializers.BooleanField(required=False)
+    time_zone = _text(64, help_text="IANA, e.g. Europe/Amsterdam")
+    location = _text(255)
+    comment = _text()
+    private = serializers.BooleanField(required=False)
+    synchronize = serializers.BooleanField(required=False)
+    created_by_erp = serializers.BooleanField(required=False)
+    organizer_email = _text(254)
+    recurrence = _text(help_text="null, or an RFC 5545 RRULE such as FREQ=WEEKLY;COUNT=5")
+    exdates = serializers.ListField(child=serializers.CharField(), required=False)
+    exceptions = OccurrenceExceptionSerializer(many=True, required=False)
+    reminder_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=40320)
+    attendees = AttendeeSerializer(many=True, required=False)
+
+
+SERIALIZERS = {
+    "companies": CompanySerializer,
+    "contacts": ContactSerializer,
+    "employees": EmployeeSerializer,
+    "activities": ActivitySerializer,
+}
+
+
+class UpsertResultSerializer(serializers.Serializer):
+    external_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["created", "updated", "error"])
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class BulkUpsertResponseSerializer(serializers.Serializer):
+    results = UpsertResultSerializer(many=True)

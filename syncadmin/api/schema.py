@@ -1,0 +1,35 @@
+"""OpenAPI: every operation documents its error answers, not only its success."""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+ErrorSerializer = inline_serializer("Error", fields={"detail": serializers.CharField()})
+
+VALIDATION_ERROR = {
+    "type": "object",
+    "description": "Field-level messages: each field (or non_field_errors) maps to a list of messages.",
+    "additionalProperties": True,
+}
+
+
+class SyncAutoSchema(AutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        errors = {
+            "400": (VALIDATION_ERROR, "Bad input: field-level messages."),
+            "401": (ErrorSerializer, "No or invalid credentials."),
+            "403": (ErrorSerializer, "Your role does not allow this."),
+        }
+        if "{" in self.path:
+            errors["404"] = (ErrorSerializer, "No such object.")
+        for code, (schema, description) in errors.items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(response=schema, description=description), code
+                )
+        return responses

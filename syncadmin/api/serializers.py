@@ -1,0 +1,317 @@
+"""The API's shapes. Translation rules for CRM data live in synccore.crmio, not here."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
+from rest_framework import serializers
+
+from synccore import mapping
+from synccore.models import Conflict, Employee, Environment, FieldMapping, SyncRun, SyncSettings, SyncUser
+from synccore.models.config import SECRET_FIELDS
+
+
+def _full_clean(instance, exclude=("environment",)) -> None:
+    """Model rules (cross-field checks, constraints) as field-level 400s."""
+    try:
+        instance.full_clean(exclude=list(exclude))
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(
+            {("non_field_errors" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
+        ) from exc
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    since = serializers.DateTimeField(source="state_changed_at", read_only=True)
+    reason = serializers.CharField(source="state_reason", read_only=True)
+
+    class Meta:
+        model = Environment
+        fields = ["id", "name", "description", "state", "since", "reason", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+# --- status (the runtime's dict, described for the schema) ------------------------------------------
+
+
+class RunSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    trigger = serializers.CharField()
+    outcome = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+    progress = serializers.DictField(child=serializers.IntegerField())
+    error = serializers.CharField(allow_blank=True)
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    deleted = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    conflicts = serializers.IntegerField()
+    requests = serializers.IntegerField()
+
+
+class KindStatusSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    last_pass = RunSummarySerializer(allow_null=True)
+    next_due = serializers.DateTimeField(allow_null=True)
+
+
+class UserStatusSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    active = serializers.BooleanField()
+    health = serializers.CharField()
+    last_error = serializers.CharField(allow_blank=True)
+    contacts = KindStatusSerializer()
+    calendar = KindStatusSerializer()
+
+
+class StatusSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=["stopped", "starting", "running", "stopping", "failed"])
+    since = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    queue_depth = serializers.IntegerField()
+    workers = serializers.ListField(child=serializers.DictField())
+    users = UserStatusSerializer(many=True)
+
+
+class SyncNowSerializer(serializers.Serializer):
+    user = serializers.EmailField(required=False, allow_null=True, default=None)
+    kind = serializers.ChoiceField(choices=["all", "contacts", "calendar"], default="all")
+    full = serializers.BooleanField(default=False)
+
+
+class ConnectionReportSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    tried = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(allow_blank=True)
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+class SyncSettingsSerializer(serializers.ModelSerializer):
+    """Secrets are write-only: omitted keeps them, null clears them, ``<name>_set`` reads back."""
+
+    service_password = serializers.CharField(
+        write_only=True, required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
+    oauth_client_secret = serializers.CharField(
+        write_only=True, required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
+    service_password_set = serializers.SerializerMethodField()
+    oauth_client_secret_set = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SyncSettings
+        exclude = ["id", "environment"]
+        read_only_fields = ["updated_at"]
+
+    def get_service_password_set(self, obj) -> bool:
+        return bool(obj.service_password)
+
+    def get_oauth_client_secret_set(self, obj) -> bool:
+        return bool(obj.oauth_client_secret)
+
+    def update(self, instance, validated_data):
+        for name in SECRET_FIELDS:
+            if name in validated_data and validated_data[name] is None:
+                validated_data[name] = ""
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        _full_clean(instance)
+        instance.save()
+        return instance
+
+
+# --- sync users ----------------------------------------------------------------------------------------
+
+
+class SyncUserSerializer(serializers.ModelSerializer):
+    employee_external_id = serializers.CharField(
+        required=False,
+        write_only=False,
+        help_text="The CRM employee; when omitted, the employee with the mailbox's address (any case).",
+    )
+    employee_name = serializers.CharField(source="employee.name", read_only=True)
+    email_case_warning = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = SyncUser
+        fields = [
+            "id",
+            "mailbox_email",
+            "employee_external_id",
+            "employee_name",
+            "contacts_enabled",
+            "calendar_enabled",
+            "contact_folder_override",
+            "active",
+            "health",
+            "last_contact_pass_at",
+            "last_calendar_pass_at",
+            "last_error",
+            "last_error_at",
+            "backoff_until",
+            "deletions_confirmed",
+            "email_case_warning",
+        ]
+        read_only_fields = [
+            "health",
+            "last_contact_pass_at",
+            "last_calendar_pass_at",
+            "last_error",
+            "last_error_at",
+            "backoff_until",
+            "deletions_confirmed",
+        ]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["employee_external_id"] = instance.employee.external_id
+        return data
+
+    def validate(self, attrs):
+        environment = self.context["environment"]
+        external_id = attrs.pop("employee_external_id", None)
+        email = attrs.get("mailbox_email") or (self.instance.mailbox_email if self.instance else "")
+        if external_id:
+            employee = Employee.objects.filter(environment=environment, external_id=external_id).first()
+            if employee is None:
+                raise serializers.ValidationError(
+                    {"employee_external_id": [f"No employee with external id “{external_id}”."]}
+                )
+            attrs["employee"] = employee
+        elif self.instance is None or "mailbox_email" in attrs:
+            employee = Employee.objects.filter(environment=environment, email__iexact=email).first()
+            if employee is None:
+                raise serializers.ValidationError(
+                    {"mailbox_email": [f"No employee of {environment.name} has the address {email}."]}
+                )
+            attrs["employee"] = employee
+        candidate = self.instance or SyncUser(environment=environment)
+        for name, value in attrs.items():
+            setattr(candidate, name, value)
+        candidate.environment = environment
+        _full_clean(candidate, exclude=())
+        return attrs
+
+    def create(self, validated_data):
+        return SyncUser.objects.create(environment=self.context["environment"], **validated_data)
+
+
+# --- field mappings ------------------------------------------------------------------------------------
+
+
+class FieldMappingSerializer(serializers.ModelSerializer):
+    crm_field = serializers.CharField(
+        max_length=50, help_text="A CRM field of the entity (see synccore.mapping)."
+    )
+    exchange_field = serializers.CharField(max_length=50, help_text="An Exchange field of the entity.")
+
+    class Meta:
+        model = FieldMapping
+        fields = ["id", "entity", "crm_field", "exchange_field", "direction", "enabled", "position", "fixed"]
+        read_only_fields = ["fixed"]
+
+    def validate(self, attrs):
+        environment = self.context["environment"]
+        candidate = FieldMapping(environment=environment)
+        if self.instance is not None:
+            candidate = FieldMapping.objects.get(pk=self.instance.pk)
+        for name, value in attrs.items():
+            setattr(candidate, name, value)
+        _full_clean(candidate, exclude=())
+        return attrs
+
+    def create(self, validated_data):
+        return FieldMapping.objects.create(environment=self.context["environment"], **validated_data)
+
+
+class MappingVocabularySerializer(serializers.Serializer):
+    entity = serializers.ChoiceField(choices=[e for e, _ in mapping.ENTITY_CHOICES])
+
+
+# --- runs and conflicts ----------------------------------------------------------------------------------
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    user = serializers.SerializerMethodField()
+    duration_s = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = SyncRun
+        fields = [
+            "id",
+            "user",
+            "kind",
+            "trigger",
+            "full",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "outcome",
+            "created",
+            "updated",
+            "deleted",
+            "skipped",
+            "failed",
+            "conflicts",
+            "requests",
+            "progress_done",
+            "progress_total",
+            "error",
+            "worker",
+        ]
+        read_only_fields = fields
+
+    def get_user(self, obj) -> str | None:
+        return obj.sync_user.mailbox_email if obj.sync_user_id else None
+
+
+class ConflictSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="link.sync_user.mailbox_email", read_only=True)
+    item = serializers.SerializerMethodField()
+    kind = serializers.CharField(source="link.kind", read_only=True)
+    crm_value = serializers.JSONField(read_only=True, allow_null=True)
+    exchange_value = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Conflict
+        fields = [
+            "id",
+            "user",
+            "kind",
+            "item",
+            "field",
+            "crm_value",
+            "exchange_value",
+            "choice",
+            "detected_at",
+            "resolved_at",
+            "resolved_by",
+        ]
+        read_only_fields = fields
+
+    def get_item(self, obj) -> str:
+        record = obj.link.crm_record
+        return str(record) if record is not None else ""
+
+
+class ResolveConflictSerializer(serializers.Serializer):
+    keep = serializers.ChoiceField(choices=["crm", "exchange"], help_text="Which side's value to keep.")
+
+
+def conflicts_of(environment: Environment):
+    return Conflict.objects.filter(link__environment=environment).select_related(
+        "link__sync_user", "link__contact", "link__company", "link__activity"
+    )
+
+
+def unresolved(queryset, resolved: bool | None):
+    if resolved is None:
+        return queryset
+    return queryset.filter(~Q(resolved_at=None) if resolved else Q(resolved_at=None))

@@ -1,0 +1,99 @@
+"""Administrator actions on the synchronizer's live state, shared by the console and the API.
+
+Each takes ids and does one thing; the passes they lead to are enqueued through the runtime.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from synccore import runtime
+from synccore.models import Conflict, ConflictChoice, Health, ItemLink, LinkState, SyncKind, SyncUser
+from synccore.models.state import Outcome
+
+# Link states an administrator is shown in “items needing attention”.
+ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD)
+ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD)
+_KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "activity": SyncKind.CALENDAR}
+
+
+def re_enable_user(sync_user_id: int) -> SyncUser:
+    """Put a user marked unhealthy (a permanent error) back into the schedule (S3)."""
+    with transaction.atomic():
+        user = SyncUser.objects.select_for_update().get(pk=sync_user_id)
+        user.health = Health.HEALTHY
+        user.last_error = ""
+        user.backoff_until = None
+        user.active = True
+        user.save(update_fields=["health", "last_error", "backoff_until", "active", "updated_at"])
+    return user
+
+
+def confirm_deletions(sync_user_id: int) -> SyncUser:
+    """Allow the next pass to delete beyond the safety limit, and run it (§5)."""
+    with transaction.atomic():
+        user = SyncUser.objects.select_for_update().get(pk=sync_user_id)
+        user.deletions_confirmed = True
+        if user.health == Health.HELD:
+            user.health = Health.HEALTHY
+        user.save(update_fields=["deletions_confirmed", "health", "updated_at"])
+    if user.active:
+        runtime.sync_now(user.environment_id, user_email=user.mailbox_email)
+    return user
+
+
+def retry_item(link_id: int) -> ItemLink:
+    """Retry a failed or skipped item now: a pass for its user and kind (held items: confirm)."""
+    link = ItemLink.objects.select_related("sync_user").get(pk=link_id)
+    if link.state == LinkState.HELD:
+        confirm_deletions(link.sync_user_id)
+    else:
+        runtime.sync_now(
+            link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value
+        )
+    return link
+
+
+def resolve_conflict(conflict_id: int, keep: str, resolved_by: str) -> Conflict:
+    """Keep the CRM or the Exchange value of a conflicting field (K8).
+
+    The kept value is written to the CRM record; the next calendar pass sees the CRM side differ
+    from the last agreed snapshot and writes it to Exchange, as for any CRM edit.
+    """
+    keep = ConflictChoice(keep)
+    with transaction.atomic():
+        conflict = Conflict.objects.select_for_update().select_related("link").get(pk=conflict_id)
+        record = conflict.link.crm_record
+        value = conflict.crm_value if keep == ConflictChoice.CRM else conflict.exchange_value
+        if record is not None and _is_plain_field(record, conflict.field):
+            field = record._meta.get_field(conflict.field)
+            setattr(record, field.attname, field.to_python(value))
+            record.save()
+        conflict.choice = keep
+        conflict.resolved_at = timezone.now()
+        conflict.resolved_by = resolved_by
+        conflict.save(update_fields=["choice", "resolved_at", "resolved_by"])
+    if conflict.link.activity_id:
+        environment_id, activity_id = conflict.link.environment_id, conflict.link.activity_id
+        transaction.on_commit(lambda: runtime.notify_crm_change(environment_id, [activity_id]))
+    return conflict
+
+
+def _is_plain_field(record, name: str) -> bool:
+    try:
+        field = record._meta.get_field(name)
+    except Exception:  # FieldDoesNotExist: the conflict names an Exchange-only field
+        return False
+    return field.concrete and not field.is_relation and field.editable
+
+
+def running_progress(environment_id: int) -> dict[int, tuple[int, int]]:
+    """Progress (done, total) of the passes running now, per sync user id (S4)."""
+    from synccore.models import SyncRun
+
+    progress: dict[int, tuple[int, int]] = {}
+    for run in SyncRun.objects.filter(environment_id=environment_id, outcome=Outcome.RUNNING):
+        done, total = progress.get(run.sync_user_id, (0, 0))
+        progress[run.sync_user_id] = (done + run.progress_done, total + run.progress_total)
+    return progress
