@@ -1,17 +1,382 @@
-"""Calendar semantics: recurrence expansion, occurrences and exceptions, Windows time zones."""
+"""Calendar semantics: recurrence expansion, occurrences and exceptions, Windows time zones.
+
+A recurring master keeps its pattern in ``Recurrence`` and, in hidden properties, its modified
+occurrences (``_exceptions``: original start ISO -> overridden properties) and deleted occurrences
+(``_deleted``: original start ISOs). Occurrences are not stored: they are expanded on demand in the
+series' start time zone, so a 10:00 Berlin weekly meeting stays at 10:00 local across DST.
+"""
 
 from __future__ import annotations
 
+import copy
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil import rrule
+
+from exchange_sim.store import Item, Store, StoreError
+
+# Windows time zone id -> IANA, for the zones the product and demo use (CLDR windowsZones, territory 001).
+WINDOWS_TO_IANA: dict[str, str] = {
+    "UTC": "UTC",
+    "GMT Standard Time": "Europe/London",
+    "Greenwich Standard Time": "Atlantic/Reykjavik",
+    "W. Europe Standard Time": "Europe/Berlin",
+    "Romance Standard Time": "Europe/Paris",
+    "Central Europe Standard Time": "Europe/Budapest",
+    "Central European Standard Time": "Europe/Warsaw",
+    "E. Europe Standard Time": "Europe/Chisinau",
+    "FLE Standard Time": "Europe/Kiev",
+    "GTB Standard Time": "Europe/Bucharest",
+    "Turkey Standard Time": "Europe/Istanbul",
+    "Russian Standard Time": "Europe/Moscow",
+    "Israel Standard Time": "Asia/Jerusalem",
+    "South Africa Standard Time": "Africa/Johannesburg",
+    "Arabian Standard Time": "Asia/Dubai",
+    "India Standard Time": "Asia/Calcutta",
+    "China Standard Time": "Asia/Shanghai",
+    "Singapore Standard Time": "Asia/Singapore",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "Korea Standard Time": "Asia/Seoul",
+    "AUS Eastern Standard Time": "Australia/Sydney",
+    "New Zealand Standard Time": "Pacific/Auckland",
+    "Eastern Standard Time": "America/New_York",
+    "Central Standard Time": "America/Chicago",
+    "Mountain Standard Time": "America/Denver",
+    "US Mountain Standard Time": "America/Phoenix",
+    "Pacific Standard Time": "America/Los_Angeles",
+    "Alaskan Standard Time": "America/Anchorage",
+    "Hawaiian Standard Time": "Pacific/Honolulu",
+    "Atlantic Standard Time": "America/Halifax",
+    "E. South America Standard Time": "America/Sao_Paulo",
+}
+IANA_TO_WINDOWS: dict[str, str] = {v: k for k, v in WINDOWS_TO_IANA.items()}
+IANA_TO_WINDOWS.update({"Etc/UTC": "UTC", "Europe/Kyiv": "FLE Standard Time", "Asia/Kolkata": "India Standard Time"})
+
+WEEKDAYS = {"Monday": 0, "Tuesday": 1, "Wednesday": 2, "Thursday": 3, "Friday": 4, "Saturday": 5, "Sunday": 6}
+MONTHS = {
+    name: index
+    for index, name in enumerate(
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
+        start=1,
+    )
+}
+WEEK_INDEX = {"First": 1, "Second": 2, "Third": 3, "Fourth": 4, "Last": -1}
+SERIES_LIMIT = 1000  # occurrences expanded at most for a series without end (as far as a view reaches)
 
 
 def windows_zone_for(iana: str) -> str:
-    return "UTC" if iana == "UTC" else iana
+    return IANA_TO_WINDOWS.get(iana, "UTC")
 
 
-def expand_view(store: Any, folder_id: str, start: Any, end: Any) -> list[Any]:
-    return store.items(folder_id, "CalendarItem")
+def zone_for(windows_id: str | None) -> ZoneInfo:
+    """The IANA zone of a Windows id; an IANA id is accepted too, anything unknown is UTC."""
+    if not windows_id:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(WINDOWS_TO_IANA.get(windows_id, windows_id))
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def iso_key(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def occurrence_id(master_id: str, original_start: datetime) -> str:
+    return f"{master_id}.OC{iso_key(original_start)}"
+
+
+def split_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
+    master, sep, stamp = item_id.rpartition(".OC")
+    if not sep:
+        return None
+    try:
+        return master, datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Occurrence:
+    index: int  # 1-based position in the pattern (deleted ones count)
+    original_start: datetime
+    start: datetime
+    end: datetime
+    overrides: dict[str, Any] | None  # the exception's properties, None for a plain occurrence
+    deleted: bool
+
+
+def _rule(master: Item, count_limit: int | None = None) -> rrule.rrule:
+    recurrence = master.props["Recurrence"]
+    pattern, rng = recurrence["pattern"], recurrence["range"]
+    zone = zone_for(master.props.get("StartTimeZone"))
+    local_start = master.props["Start"].astimezone(zone)
+    first_day = date.fromisoformat(rng["StartDate"][:10]) if rng.get("StartDate") else local_start.date()
+    dtstart = datetime.combine(first_day, local_start.time().replace(tzinfo=None))
+    kind = pattern["type"]
+    interval = int(pattern.get("Interval") or 1)
+    kwargs: dict[str, Any] = {"dtstart": dtstart, "interval": interval}
+    if kind == "DailyRecurrence":
+        freq = rrule.DAILY
+    elif kind == "WeeklyRecurrence":
+        freq = rrule.WEEKLY
+        kwargs["byweekday"] = [WEEKDAYS[d] for d in str(pattern.get("DaysOfWeek", "")).split() if d in WEEKDAYS]
+        kwargs["wkst"] = WEEKDAYS.get(pattern.get("FirstDayOfWeek", "Monday"), 0)
+    elif kind == "AbsoluteMonthlyRecurrence":
+        freq = rrule.MONTHLY
+        kwargs["bymonthday"] = int(pattern["DayOfMonth"])
+    elif kind == "RelativeMonthlyRecurrence":
+        freq = rrule.MONTHLY
+        kwargs.update(_relative(pattern))
+    elif kind == "AbsoluteYearlyRecurrence":
+        freq = rrule.YEARLY
+        kwargs.update(bymonth=MONTHS[pattern["Month"]], bymonthday=int(pattern["DayOfMonth"]), interval=1)
+    elif kind == "RelativeYearlyRecurrence":
+        freq = rrule.YEARLY
+        kwargs.update(_relative(pattern), bymonth=MONTHS[pattern["Month"]], interval=1)
+    else:
+        raise StoreError("ErrorInvalidRecurrence", f"Unsupported recurrence pattern {kind}")
+    if rng["type"] == "NumberedRecurrence":
+        kwargs["count"] = int(rng["NumberOfOccurrences"])
+    elif rng["type"] == "EndDateRecurrence":
+        kwargs["until"] = datetime.combine(date.fromisoformat(rng["EndDate"][:10]), datetime.max.time())
+    elif count_limit:
+        kwargs["count"] = count_limit
+    return rrule.rrule(freq, **kwargs)
+
+
+def _relative(pattern: dict[str, Any]) -> dict[str, Any]:
+    which = WEEK_INDEX[pattern.get("DayOfWeekIndex", "First")]
+    days = str(pattern.get("DaysOfWeek", "Day"))
+    if days == "Day":
+        return {"bymonthday": which}
+    if days in {"Weekday", "WeekendDay"}:
+        chosen = [0, 1, 2, 3, 4] if days == "Weekday" else [5, 6]
+        return {"byweekday": chosen, "bysetpos": which}
+    return {"byweekday": rrule.weekday(WEEKDAYS[days], which)}
+
+
+def occurrences(master: Item, until: datetime | None = None) -> list[Occurrence]:
+    """The series' occurrences in order, up to `until` (UTC) for a series without end."""
+    zone = zone_for(master.props.get("StartTimeZone"))
+    duration = master.props["End"] - master.props["Start"]
+    exceptions: dict[str, dict[str, Any]] = master.props.get("_exceptions") or {}
+    deleted = set(master.props.get("_deleted") or [])
+    result: list[Occurrence] = []
+    for index, naive in enumerate(_rule(master, SERIES_LIMIT), start=1):
+        original = naive.replace(tzinfo=zone).astimezone(UTC)
+        if until is not None and original > until:
+            break
+        key = iso_key(original)
+        override = exceptions.get(key)
+        start = override.get("Start", original) if override else original
+        end = override.get("End", original + duration) if override else original + duration
+        result.append(Occurrence(index, original, start, end, override, key in deleted))
+    return result
+
+
+def occurrence_item(master: Item, occ: Occurrence) -> Item:
+    """A transient Item for one occurrence, as EWS shows it (own id, master's UID, Type Occurrence/Exception)."""
+    props = {k: copy.deepcopy(v) for k, v in master.props.items() if k not in {"Recurrence", "_exceptions", "_deleted"}}
+    props.update(copy.deepcopy(occ.overrides or {}))
+    props["Start"], props["End"] = occ.start, occ.end
+    props["_occurrence_of"] = master.id
+    props["_original_start"] = occ.original_start
+    props["_index"] = occ.index
+    changekey = (occ.overrides or {}).get("_changekey", master.changekey)
+    return Item(
+        id=occurrence_id(master.id, occ.original_start),
+        changekey=changekey,
+        mailbox=master.mailbox,
+        folder_id=master.folder_id,
+        kind="CalendarItem",
+        props=props,
+        extended=copy.deepcopy(master.extended),
+        created=master.created,
+        modified=master.modified,
+        created_seq=master.created_seq,
+    )
+
+
+def expand_view(store: Store, folder_id: str, start: datetime, end: datetime) -> list[Item]:
+    """Items overlapping [start, end): singles as they are, series as their occurrences/exceptions."""
+    result: list[Item] = []
+    for item in store.items(folder_id, "CalendarItem"):
+        if item.props.get("Recurrence") and item.props.get("Start"):
+            for occ in occurrences(item, until=end):
+                if not occ.deleted and occ.start < end and occ.end > start:
+                    result.append(occurrence_item(item, occ))
+        elif item.props.get("Start") and item.props.get("End") and item.props["Start"] < end and item.props["End"] > start:
+            result.append(item)
+    return sorted(result, key=lambda i: (i.props["Start"], i.props.get("Subject") or ""))
+
+
+def find_occurrence(store: Store, master_id: str, *, index: int | None = None, original: datetime | None = None) -> Item:
+    master = store.item(master_id)
+    if not master.props.get("Recurrence"):
+        raise StoreError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange", "The item is not a recurring master.")
+    until = original + timedelta(seconds=1) if original else None
+    for occ in occurrences(master, until=until if index is None else None):
+        if (index is not None and occ.index == index) or (original is not None and occ.original_start == original):
+            if occ.deleted:
+                raise StoreError("ErrorCalendarOccurrenceIsDeletedFromRecurrence", "The occurrence was deleted.")
+            return occurrence_item(master, occ)
+        if index is not None and occ.index > index:
+            break
+    raise StoreError(
+        "ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange", "The occurrence index is out of the recurrence range."
+    )
+
+
+def modify_occurrence(store: Store, occurrence: Item, changes: dict[str, Any], context: dict[str, Any] | None = None) -> Item:
+    """Turn an occurrence into an exception (or change an exception); the master's change key moves too."""
+    master_id = occurrence.props["_occurrence_of"]
+    key = iso_key(occurrence.props["_original_start"])
+
+    def apply(master: Item) -> None:
+        exceptions = dict(master.props.get("_exceptions") or {})
+        override = dict(exceptions.get(key) or {})
+        override.update({k: v for k, v in changes.items() if k not in {"Recurrence", "UID"}})
+        override["_changekey"] = store.new_changekey()
+        exceptions[key] = override
+        master.props["_exceptions"] = exceptions
+
+    store.update_item(master_id, merge=apply, context={**(context or {}), "occurrence": key})
+    return find_occurrence(store, master_id, original=occurrence.props["_original_start"])
+
+
+def delete_occurrence(store: Store, occurrence: Item, context: dict[str, Any] | None = None) -> None:
+    master_id = occurrence.props["_occurrence_of"]
+    key = iso_key(occurrence.props["_original_start"])
+
+    def apply(master: Item) -> None:
+        master.props["_deleted"] = sorted({*(master.props.get("_deleted") or []), key})
+        exceptions = dict(master.props.get("_exceptions") or {})
+        exceptions.pop(key, None)
+        master.props["_exceptions"] = exceptions
+
+    store.update_item(master_id, merge=apply, context={**(context or {}), "occurrence": key})
+
+
+# ---- store hooks -------------------------------------------------------------------------------------
+def complete_calendar_defaults(store: Store, item: Item) -> None:
+    if item.kind != "CalendarItem":
+        return
+    props = item.props
+    props.setdefault("UID", "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper())
+    props.setdefault("LegacyFreeBusyStatus", "Busy")
+    props.setdefault("IsAllDayEvent", False)
+    props.setdefault("Sensitivity", "Normal")
+    if not props.get("Organizer"):
+        owner = store.mailbox(item.mailbox)
+        props["Organizer"] = {"Name": owner.display_name, "EmailAddress": owner.address, "RoutingType": "SMTP", "MailboxType": "Mailbox"}
+    if props.get("Start") and not props.get("StartTimeZone"):
+        props["StartTimeZone"] = windows_zone_for(store.mailbox(item.mailbox).time_zone)
+    if props.get("End") and not props.get("EndTimeZone"):
+        props["EndTimeZone"] = props.get("StartTimeZone")
+    if props.get("IsAllDayEvent") and props.get("Start") and props.get("End"):
+        _snap_all_day(props)
+
+
+def _snap_all_day(props: dict[str, Any]) -> None:
+    """Exchange pushes all-day starts back and ends forward to local midnight."""
+    zone = zone_for(props.get("StartTimeZone"))
+    start = props["Start"].astimezone(zone)
+    end = props["End"].astimezone(zone)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    end_midnight = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if end_midnight < end:
+        end_midnight += timedelta(days=1)
+    end_midnight = max(end_midnight, midnight + timedelta(days=1))
+    props["Start"] = midnight.astimezone(UTC)
+    props["End"] = end_midnight.astimezone(UTC)
+
+
+def computed_calendar(store: Store, item: Item) -> dict[str, Any]:
+    """Values Exchange computes for a calendar item (type, first/last/modified/deleted occurrences...)."""
+    props = item.props
+    values: dict[str, Any] = {}
+    if props.get("_occurrence_of"):
+        values["CalendarItemType"] = "Exception" if _is_exception(store, item) else "Occurrence"
+        values["IsRecurring"] = True
+        values["OriginalStart"] = props["_original_start"]
+        values["RecurrenceId"] = props["_original_start"]
+    elif props.get("Recurrence"):
+        values["CalendarItemType"] = "RecurringMaster"
+        values["IsRecurring"] = True
+        values.update(_series_info(item))
+    else:
+        values["CalendarItemType"] = "Single"
+        values["IsRecurring"] = False
+    values["IsMeeting"] = bool(props.get("IsMeeting") or props.get("RequiredAttendees") or props.get("OptionalAttendees"))
+    values["MyResponseType"] = props.get("MyResponseType") or "Organizer"
+    if props.get("Start") and props.get("ReminderIsSet", True):
+        values["ReminderDueBy"] = props["Start"] - timedelta(minutes=int(props.get("ReminderMinutesBeforeStart") or 15))
+    if props.get("Start") and props.get("End"):
+        values["Duration"] = _iso_duration(props["End"] - props["Start"])
+    values["DateTimeStamp"] = item.modified
+    values["IsOrganizer"] = values["MyResponseType"] == "Organizer"
+    return values
+
+
+def _is_exception(store: Store, item: Item) -> bool:
+    return bool(item.props.get("_changekey"))  # only exceptions carry their own change key
+
+
+def _series_info(master: Item) -> dict[str, Any]:
+    from exchange_sim.ews.xmlutil import format_datetime
+
+    occs = occurrences(master)
+    live = [o for o in occs if not o.deleted]
+    info: dict[str, Any] = {}
+
+    def occurrence_xml(tag: str, occ: Occurrence) -> str:
+        return (
+            f'<t:{tag} xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">'
+            f'<t:ItemId Id="{occurrence_id(master.id, occ.original_start)}" ChangeKey="{master.changekey}"/>'
+            f"<t:Start>{format_datetime(occ.start)}</t:Start><t:End>{format_datetime(occ.end)}</t:End>"
+            f"<t:OriginalStart>{format_datetime(occ.original_start)}</t:OriginalStart></t:{tag}>"
+        )
+
+    if live:
+        info["FirstOccurrence"] = {"$xml": occurrence_xml("FirstOccurrence", live[0])}
+        if master.props["Recurrence"]["range"]["type"] != "NoEndRecurrence":
+            info["LastOccurrence"] = {"$xml": occurrence_xml("LastOccurrence", live[-1])}
+    modified = [o for o in occs if o.overrides and not o.deleted]
+    if modified:
+        inner = "".join(occurrence_xml("Occurrence", o) for o in modified)
+        info["ModifiedOccurrences"] = {
+            "$xml": f'<t:ModifiedOccurrences xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">{inner}</t:ModifiedOccurrences>'
+        }
+    deleted = [o for o in occs if o.deleted]
+    if deleted:
+        inner = "".join(
+            f"<t:DeletedOccurrence><t:Start>{format_datetime(o.original_start)}</t:Start></t:DeletedOccurrence>" for o in deleted
+        )
+        info["DeletedOccurrences"] = {
+            "$xml": f'<t:DeletedOccurrences xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">{inner}</t:DeletedOccurrences>'
+        }
+    return info
+
+
+def _iso_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    time_part = "".join(f"{v}{u}" for v, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if v)
+    if not days and not time_part:
+        return "PT0S"
+    return "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
 
 
 def install(simulator: Any) -> None:
-    return None
+    from exchange_sim.ews import calendar_ops
+
+    store: Store = simulator.store
+    store.add_hook("complete_defaults", lambda item: complete_calendar_defaults(store, item))
+    calendar_ops.install(simulator)

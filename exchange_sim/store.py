@@ -218,6 +218,7 @@ class Store:
         self._ck = itertools.count(1)
         self._listeners: list[Callable[[Change], None]] = []
         self._hooks: dict[str, list[Callable[..., None]]] = {}
+        self.extensions: dict[str, Any] = {}  # behaviour layered on the store (meetings, subscriptions)
         self.secret = uuid.uuid4().hex  # signs sync states, so a corrupt one is detected
 
     # ---- ids -----------------------------------------------------------------------------------
@@ -226,6 +227,9 @@ class Store:
 
     def _new_changekey(self) -> str:
         return base64.b64encode(b"CK\x00\x00" + next(self._ck).to_bytes(8, "big")).decode()
+
+    def new_changekey(self) -> str:
+        return self._new_changekey()
 
     def _next_seq(self) -> int:
         self._seq += 1

@@ -97,6 +97,8 @@ class Responder:
 
 Handler = Callable[[RequestContext, Element], Element]
 OPERATIONS: dict[str, Handler] = {}
+# CreateItem children that are response objects (AcceptItem, CancelCalendarItem...), not new items.
+RESPONSE_OBJECTS: dict[str, Callable[[RequestContext, Element, dict[str, Any]], Item | None]] = {}
 # Kind-specific computed values for rendering (calendar adds CalendarItemType, IsRecurring...).
 COMPUTED: dict[str, Callable[[Store, Item], dict[str, Any]]] = {}
 
@@ -227,6 +229,12 @@ def create_item(ctx: RequestContext, req: Element) -> Element:
     saved = req.find(m("SavedItemFolderId"))
     for elem in req.find(m("Items")):
         try:
+            if local(elem) in RESPONSE_OBJECTS:
+                result = RESPONSE_OBJECTS[local(elem)](ctx, elem, flags)
+                items = sub(out.success(), m("Items"))
+                if result is not None:
+                    codec.item_ref(items, result)
+                continue
             kind, props, extended = parse_item(elem)
             if saved is not None:
                 folder = ctx.folder(saved[0])
