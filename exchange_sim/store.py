@@ -174,6 +174,7 @@ class Change:
     id: str
     folder_id: str | None  # the (parent) folder the change happened in
     moved_from: str | None = None  # for a create caused by a move: the old id
+    moved_to: str | None = None  # for the delete half of a move: the new id
     old_folder_id: str | None = None
     when: datetime | None = None
 
@@ -542,9 +543,10 @@ class Store:
 
     def _move(self, item: Item, to_folder_id: str) -> Item:
         old_id, old_folder = item.id, item.folder_id
+        new_id = self._new_id(b"IT")
         del self._items[old_id]
-        self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=old_id, folder_id=old_folder)
-        item.id = self._new_id(b"IT")
+        self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=old_id, folder_id=old_folder, moved_to=new_id)
+        item.id = new_id
         item.folder_id = to_folder_id
         item.changekey = self._new_changekey()
         self._items[item.id] = item

@@ -1,0 +1,195 @@
+"""Subscriptions fed from the store's change journal (protocol-neutral; EWS pull and streaming use them).
+
+An event is Created / Modified / Deleted / Moved / NewMail for an item or a folder, with a watermark
+(the journal sequence number) so a pull client can resume where it left off.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from exchange_sim.store import Change, Store, StoreError
+
+EVENT_TYPES = ("CopiedEvent", "CreatedEvent", "DeletedEvent", "ModifiedEvent", "MovedEvent", "NewMailEvent", "FreeBusyChangedEvent")
+
+
+def encode_watermark(seq: int) -> str:
+    return base64.b64encode(f"WM:{seq}".encode()).decode()
+
+
+def decode_watermark(watermark: str | None) -> int | None:
+    if not watermark:
+        return None
+    try:
+        text = base64.b64decode(watermark, validate=True).decode()
+        if text.startswith("WM:"):
+            return int(text[3:])
+    except ValueError:
+        pass
+    raise StoreError("ErrorInvalidWatermark", "The watermark is invalid.")
+
+
+@dataclass
+class Event:
+    kind: str  # CreatedEvent, ModifiedEvent, DeletedEvent, MovedEvent, NewMailEvent
+    seq: int
+    when: datetime
+    is_folder: bool
+    id: str
+    changekey: str | None
+    parent_folder_id: str | None
+    old_id: str | None = None
+    old_parent_folder_id: str | None = None
+
+    @property
+    def watermark(self) -> str:
+        return encode_watermark(self.seq)
+
+
+@dataclass
+class Subscription:
+    id: str
+    mailbox: str
+    kind: str  # pull | streaming
+    folder_ids: set[str] | None  # None: all folders
+    event_types: set[str]
+    events: list[Event] = field(default_factory=list)
+    last_seq: int = 0
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def wants(self, event: Event) -> bool:
+        if event.kind not in self.event_types:
+            return False
+        if self.folder_ids is None:
+            return True
+        return event.parent_folder_id in self.folder_ids or event.old_parent_folder_id in self.folder_ids
+
+
+class Subscriptions:
+    """``sim.subscriptions``: the live subscriptions of a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._subs: dict[str, Subscription] = {}
+        store.add_listener(self._on_change)
+
+    def subscribe(self, mailbox: str, kind: str, folder_ids: set[str] | None, event_types: list[str], watermark: str | None = None) -> Subscription:
+        since = decode_watermark(watermark)
+        sub = Subscription(
+            id=base64.b64encode(b"SUB" + uuid.uuid4().bytes).decode(),
+            mailbox=mailbox,
+            kind=kind,
+            folder_ids=folder_ids,
+            event_types=set(event_types),
+            last_seq=self.store.seq if since is None else since,
+        )
+        if since is not None:
+            for change in self.store.journal(since):
+                self._deliver(sub, change)
+        with self._lock:
+            self._subs[sub.id] = sub
+        return sub
+
+    def get(self, subscription_id: str, mailbox: str | None = None) -> Subscription:
+        with self._lock:
+            sub = self._subs.get(subscription_id)
+        if sub is None or (mailbox and sub.mailbox.lower() != mailbox.lower()):
+            raise StoreError("ErrorSubscriptionNotFound", "The specified subscription was not found.")
+        return sub
+
+    def unsubscribe(self, subscription_id: str, mailbox: str | None = None) -> None:
+        sub = self.get(subscription_id, mailbox)
+        with self._lock:
+            self._subs.pop(sub.id, None)
+        with sub.cond:
+            sub.cond.notify_all()
+
+    def all(self) -> list[Subscription]:
+        with self._lock:
+            return list(self._subs.values())
+
+    def pull(self, subscription_id: str, watermark: str | None, mailbox: str | None = None, limit: int = 50) -> tuple[list[Event], str, bool]:
+        """Events after the watermark: (events, previous watermark, more events)."""
+        sub = self.get(subscription_id, mailbox)
+        since = decode_watermark(watermark)
+        with sub.cond:
+            if since is not None:
+                sub.events = [e for e in sub.events if e.seq > since]
+            batch, rest = sub.events[:limit], sub.events[limit:]
+            sub.events = rest
+            previous = watermark or encode_watermark(sub.last_seq)
+            return batch, previous, bool(rest)
+
+    def wait(self, sub: Subscription, timeout: float) -> list[Event]:
+        """Block until events arrive (or timeout); hands them over and forgets them (streaming)."""
+        with sub.cond:
+            if not sub.events:
+                sub.cond.wait(timeout)
+            batch, sub.events = sub.events, []
+            return batch
+
+    def current_watermark(self) -> str:
+        return encode_watermark(self.store.seq)
+
+    # ---- from the journal ------------------------------------------------------------------------
+    def _on_change(self, change: Change) -> None:
+        for sub in self.all():
+            if sub.mailbox.lower() == change.mailbox.lower():
+                self._deliver(sub, change)
+
+    def _deliver(self, sub: Subscription, change: Change) -> None:
+        for event in self._events_for(change):
+            if sub.wants(event):
+                with sub.cond:
+                    sub.events.append(event)
+                    sub.last_seq = event.seq
+                    sub.cond.notify_all()
+
+    def _events_for(self, change: Change) -> list[Event]:
+        if change.moved_to:
+            return []  # the delete half of a move: reported as one MovedEvent with the create half
+        changekey = self._changekey(change)
+        base = dict(seq=change.seq, when=change.when, is_folder=change.is_folder, id=change.id, changekey=changekey, parent_folder_id=change.folder_id)
+        if change.op == "created" and change.moved_from:
+            return [Event("MovedEvent", old_id=change.moved_from, old_parent_folder_id=change.old_folder_id, **base)]
+        kind = {"created": "CreatedEvent", "modified": "ModifiedEvent", "deleted": "DeletedEvent"}[change.op]
+        events = [Event(kind, **base)]
+        if kind == "CreatedEvent" and not change.is_folder and self._is_inbox(change):
+            events.append(Event("NewMailEvent", **base))
+        return events
+
+    def _changekey(self, change: Change) -> str | None:
+        if change.op == "deleted":
+            return None
+        try:
+            obj: Any = self.store.folder(change.id) if change.is_folder else self.store.item(change.id)
+        except StoreError:
+            return None
+        return obj.changekey
+
+    def _is_inbox(self, change: Change) -> bool:
+        try:
+            return self.store.distinguished_folder(change.mailbox, "inbox").id == change.folder_id
+        except StoreError:
+            return False
+
+
+def subscriptions_for(store: Store) -> Subscriptions:
+    found = store.extensions.get("subscriptions")
+    if found is None:
+        found = Subscriptions(store)
+        store.extensions["subscriptions"] = found
+    return found
+
+
+def install(simulator: Any) -> None:
+    from exchange_sim.ews import notification_ops
+
+    simulator.subscriptions = subscriptions_for(simulator.store)
+    notification_ops.install(simulator)

@@ -1,0 +1,126 @@
+"""Pull and streaming subscriptions reporting created / modified / deleted events."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+
+import pytest
+from exchangelib.errors import ErrorSubscriptionNotFound
+from exchangelib.properties import CreatedEvent, DeletedEvent, ModifiedEvent, MovedEvent, StatusEvent
+
+from exchange_sim import Simulator
+
+from .conftest import connect
+
+
+def pull(folder, subscription_id, watermark):
+    notifications = list(folder.get_events(subscription_id, watermark))
+    events = [e for n in notifications for e in n.events]
+    return events, (events[-1].watermark if events else watermark)
+
+
+def test_a_pull_subscription_reports_created_modified_and_deleted(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    subscription_id, watermark = account.contacts.subscribe_to_pull()
+    made = alice.create_contact(GivenName="Pat")
+    alice.edit(made, Surname="Doe")
+    events, watermark = pull(account.contacts, subscription_id, watermark)
+    assert [(type(e), e.item_id.id) for e in events] == [(CreatedEvent, made.id), (ModifiedEvent, made.id)]
+    alice.delete(made, hard=True)
+    events, watermark = pull(account.contacts, subscription_id, watermark)
+    assert [(type(e), e.item_id.id) for e in events] == [(DeletedEvent, made.id)]
+    events, _ = pull(account.contacts, subscription_id, watermark)
+    assert events == [] or all(isinstance(e, StatusEvent) for e in events)
+
+
+def test_a_move_is_one_moved_event_with_old_and_new_ids(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    made = alice.create_contact(GivenName="Pat")
+    subscription_id, watermark = account.contacts.subscribe_to_pull()
+    moved = alice.move(made, "deleteditems")
+    events, _ = pull(account.contacts, subscription_id, watermark)
+    assert [(type(e), e.old_item_id.id, e.item_id.id) for e in events] == [(MovedEvent, made.id, moved.id)]
+
+
+def test_a_subscription_sees_only_its_folders(account, exchange_sim: Simulator):
+    subscription_id, watermark = account.calendar.subscribe_to_pull()
+    exchange_sim.user("alice@contoso.example").create_contact(GivenName="Elsewhere")
+    exchange_sim.user("bob@contoso.example").create_event("Not mine", *_hour())
+    assert [e for e in pull(account.calendar, subscription_id, watermark)[0] if not isinstance(e, StatusEvent)] == []
+
+
+def test_after_unsubscribe_the_subscription_is_gone(account):
+    subscription_id, watermark = account.contacts.subscribe_to_pull()
+    account.contacts.unsubscribe(subscription_id)
+    with pytest.raises(ErrorSubscriptionNotFound):
+        pull(account.contacts, subscription_id, watermark)
+
+
+def test_a_streaming_subscription_reports_changes_until_the_connection_closes(exchange_sim: Simulator):
+    exchange_sim.streaming.seconds_per_minute = 1.5  # ConnectionTimeout=1 lasts 1.5 s here
+    alice = exchange_sim.user("alice@contoso.example")
+    made = alice.create_contact(GivenName="Pat")
+    subscriber = connect(exchange_sim)
+    subscription_id = subscriber.contacts.subscribe_to_streaming()
+    # the listener gets its own connection pool: a blocking stream would stall max_connections=1
+    listener = connect(exchange_sim, max_connections=1)
+
+    def edit_later() -> None:
+        time.sleep(0.3)
+        alice.edit(made, Surname="Doe")
+        alice.create_contact(GivenName="New")
+        alice.delete(made, hard=True)
+
+    threading.Thread(target=edit_later).start()
+    seen = []
+    for notification in listener.contacts.get_streaming_events(subscription_id, connection_timeout=1):
+        seen.extend(type(e).__name__ for e in notification.events)
+    assert seen == ["ModifiedEvent", "CreatedEvent", "DeletedEvent"] or sorted(seen) == sorted(
+        ["ModifiedEvent", "CreatedEvent", "DeletedEvent"]
+    )
+
+
+def test_a_client_hanging_up_mid_stream_does_not_hurt_the_server(exchange_sim: Simulator, account):
+    exchange_sim.streaming.seconds_per_minute = 30
+    subscription_id = account.contacts.subscribe_to_streaming()
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" '
+        'xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">'
+        '<s:Header><t:RequestServerVersion Version="Exchange2016"/>'
+        "<t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>alice@contoso.example</t:PrimarySmtpAddress>"
+        "</t:ConnectingSID></t:ExchangeImpersonation></s:Header>"
+        f"<s:Body><m:GetStreamingEvents><m:SubscriptionIds><t:SubscriptionId>{subscription_id}</t:SubscriptionId>"
+        "</m:SubscriptionIds><m:ConnectionTimeout>1</m:ConnectionTimeout></m:GetStreamingEvents></s:Body></s:Envelope>"
+    )
+    auth = base64.b64encode(b"svc@contoso.example:demo-password").decode()
+    payload = body.encode()
+    request = (
+        f"POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Type: text/xml\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    with socket.create_connection(("127.0.0.1", exchange_sim.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"ConnectionStatus" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+    # the socket is closed here: the client hung up mid-stream
+    exchange_sim.user("alice@contoso.example").create_contact(GivenName="After")
+    deadline = time.monotonic() + 5
+    while exchange_sim.streaming.open_streams and time.monotonic() < deadline:
+        exchange_sim.user("alice@contoso.example").create_contact(GivenName="Poke")
+        time.sleep(0.1)
+    assert exchange_sim.streaming.open_streams == 0
+    assert account.contacts.all().count() >= 2
+
+
+def _hour():
+    import datetime as dt
+
+    start = dt.datetime(2027, 1, 4, 9, tzinfo=dt.UTC)
+    return start, start + dt.timedelta(hours=1)
