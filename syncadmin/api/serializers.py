@@ -109,6 +109,7 @@ class SyncSettingsSerializer(serializers.ModelSerializer):
         model = SyncSettings
         exclude = ["id", "environment"]
         read_only_fields = ["updated_at"]
+        extra_kwargs = {"pull_interval": {"min_value": 1}}
 
     def get_service_password_set(self, obj) -> bool:
         return bool(obj.service_password)
