@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from exchangelib import NTLM
 from exchangelib.errors import (
     ErrorAccessDenied,
     ErrorImpersonateUserDenied,
@@ -55,3 +56,22 @@ def test_the_service_account_may_also_act_as_delegate(exchange_sim):
 def test_no_auth_mode_accepts_anonymous_requests(exchange_sim_factory):
     sim = exchange_sim_factory(auth="none")
     assert connect(sim, credentials=("anyone", "anything")).contacts.all().count() == 0
+
+
+def test_ntlm_authenticates_once_per_connection(exchange_sim_factory):
+    sim = exchange_sim_factory(auth="ntlm")
+    account = connect(sim, auth_type=NTLM, max_connections=1)
+    assert account.contacts.all().count() == 0
+    assert account.contacts.all().count() == 0
+
+
+def test_ntlm_accepts_the_domain_form_of_the_user(exchange_sim_factory):
+    sim = exchange_sim_factory(auth="ntlm")
+    account = connect(sim, credentials=("CONTOSO\\svc", "demo-password"), auth_type=NTLM)
+    assert account.contacts.name == "Contacts"
+
+
+def test_ntlm_refuses_a_wrong_password(exchange_sim_factory):
+    sim = exchange_sim_factory(auth="ntlm")
+    with pytest.raises(UnauthorizedError):
+        connect(sim, credentials=("svc@contoso.example", "wrong"), auth_type=NTLM).contacts.all().count()
