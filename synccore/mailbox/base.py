@@ -1,0 +1,320 @@
+"""The mailbox backend interface, in the sync engine's own terms.
+
+The engine talks to a mailbox only through ``MailboxBackend``: plain dataclasses in, plain
+dataclasses out, one error family (``MailboxError``) that says whether a failure is permanent
+(bad credentials, no such mailbox, access denied) or transient (throttled, busy, down) with a
+suggested wait. Implementations: ``ews.py`` (exchangelib) and ``graph.py`` (Microsoft Graph).
+Nothing here knows the ORM or the sync rules.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+# The product's own property set: the sync id is written into every item as a named
+# extended property of this set, so a lost link can be found again.
+PROPERTY_SET_ID = "6a1f1f7e-3c52-4d43-9a55-8f3c5b0d2a11"
+SYNC_ID_PROPERTY = "CrmSyncId"
+
+
+# --- Errors -----------------------------------------------------------------------------------
+
+
+class MailboxError(Exception):
+    """A failure talking to a mailbox. ``permanent`` decides: retry later, or ask a person."""
+
+    permanent: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
+
+
+class PermanentMailboxError(MailboxError):
+    permanent = True
+
+
+class TransientMailboxError(MailboxError):
+    permanent = False
+
+
+class AuthenticationFailed(PermanentMailboxError):
+    pass
+
+
+class MailboxNotFound(PermanentMailboxError):
+    pass
+
+
+class AccessDenied(PermanentMailboxError):
+    pass
+
+
+class Throttled(TransientMailboxError):
+    pass
+
+
+class InvalidSyncToken(MailboxError):
+    """The folder sync token is corrupt or expired: reconcile through the link rows."""
+
+
+class ItemError(MailboxError):
+    """One item of a batch failed; the rest of the batch may have succeeded."""
+
+
+class ItemNotFound(ItemError):
+    permanent = True
+
+
+class StaleChangeKey(ItemError):
+    """The item changed since it was read (ErrorIrresolvableConflict / HTTP 412)."""
+
+
+class InvalidItem(ItemError):
+    """The server refused the item's data (too long, malformed): bad input, not a retry."""
+
+    permanent = True
+
+
+# --- Values -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """Where an item is and which version of it we know."""
+
+    item_id: str
+    change_key: str = ""
+    folder_id: str = ""
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one item of a batch write, in input order."""
+
+    ref: RemoteRef | None = None
+    error: MailboxError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class PostalAddress:
+    street: str = ""
+    city: str = ""
+    state: str = ""
+    postal_code: str = ""
+    country: str = ""  # the ISO 3166 code, as the reference CRM writes it
+
+    def is_empty(self) -> bool:
+        return not any((self.street, self.city, self.state, self.postal_code, self.country))
+
+
+@dataclass
+class ContactCard:
+    """A contact as the engine writes it. Field names are the field-mapping vocabulary."""
+
+    MAPPED: ClassVar[tuple[str, ...]] = (
+        "given_name",
+        "middle_name",
+        "surname",
+        "company_name",
+        "job_title",
+        "department",
+        "email_address_1",
+        "email_address_2",
+        "email_address_3",
+        "business_phone",
+        "business_phone_2",
+        "mobile_phone",
+        "home_phone",
+        "business_fax",
+        "business_address",
+        "notes",
+        "business_homepage",
+        "office_location",
+        "assistant_name",
+    )
+
+    given_name: str = ""
+    middle_name: str = ""
+    surname: str = ""
+    company_name: str = ""
+    job_title: str = ""
+    department: str = ""
+    email_address_1: str = ""
+    email_address_2: str = ""
+    email_address_3: str = ""
+    business_phone: str = ""
+    business_phone_2: str = ""
+    mobile_phone: str = ""
+    home_phone: str = ""
+    business_fax: str = ""
+    business_address: PostalAddress = field(default_factory=PostalAddress)
+    notes: str = ""
+    business_homepage: str = ""
+    office_location: str = ""
+    assistant_name: str = ""
+    # Derived, always written: how Outlook shows and sorts the card.
+    display_name: str = ""
+    file_as: str = ""
+    sync_id: str = ""
+    ref: RemoteRef | None = None
+
+    def mapped_values(self) -> dict[str, Any]:
+        """The values the engine compares and hashes (JSON-friendly)."""
+        values = {}
+        for name in (*self.MAPPED, "display_name", "file_as"):
+            value = getattr(self, name)
+            values[name] = _plain(value)
+        return values
+
+
+@dataclass(frozen=True)
+class Attendee:
+    email: str
+    name: str = ""
+    required: bool = True
+    response: str = ""  # Unknown / Organizer / Tentative / Accept / Decline / NoResponseReceived
+
+
+@dataclass
+class Occurrence:
+    """A modified occurrence of a series: its original start and what differs."""
+
+    original_start: datetime
+    start: datetime
+    end: datetime
+    subject: str | None = None
+    location: str | None = None
+
+
+@dataclass
+class CalendarEvent:
+    """A calendar item as the engine sees it. Times are aware datetimes (UTC); all-day events
+    carry dates in ``start_date`` / ``end_date`` (end exclusive) as well."""
+
+    subject: str = ""
+    body: str = ""
+    location: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+    is_all_day: bool = False
+    start_date: date | None = None
+    end_date: date | None = None
+    time_zone: str = "UTC"  # IANA
+    is_private: bool = False
+    reminder_minutes: int | None = None
+    organizer: str = ""
+    attendees: list[Attendee] = field(default_factory=list)
+    uid: str = ""
+    is_meeting: bool = False
+    is_cancelled: bool = False
+    my_response: str = ""
+    recurrence: str = ""  # RFC 5545 RRULE; empty for a single event
+    deleted_occurrences: list[datetime] = field(default_factory=list)
+    modified_occurrences: list[Occurrence] = field(default_factory=list)
+    sync_id: str = ""
+    ref: RemoteRef | None = None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PostalAddress):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+@dataclass
+class ChangePage:
+    """What changed in a folder since a token. ``changed`` holds refs of created or updated items,
+    ``deleted`` the ids of removed ones; ``token`` is the state to pass next time."""
+
+    changed: list[RemoteRef] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    token: str = ""
+
+
+@dataclass
+class ConnectionConfig:
+    """Everything a backend needs, taken from the environment's settings by the engine."""
+
+    backend: str  # "ews" | "graph"
+    ews_url: str = ""
+    autodiscover_email: str = ""
+    auth_type: str = "basic"  # ntlm | basic | oauth2
+    username: str = ""
+    password: str = ""
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    graph_endpoint: str = ""
+    authority_url: str = ""
+    ca_bundle: str = ""
+    impersonation: bool = True
+    batch_size: int = 100
+    max_wait_s: float = 120.0  # longest retry wait; stays under the task timeout
+    timeout_s: float = 60.0
+
+
+# --- The interface ----------------------------------------------------------------------------
+
+
+class MailboxBackend(abc.ABC):
+    """One connection to an Exchange organisation, used for one or more mailboxes."""
+
+    #: Requests sent so far by this backend (for run records and request-count tests).
+    requests: int = 0
+
+    @abc.abstractmethod
+    def check(self, mailbox: str) -> list[str]:
+        """Reach the mailbox; return what was tried. Raises MailboxError when it cannot."""
+
+    @abc.abstractmethod
+    def ensure_contact_folder(self, mailbox: str, name: str) -> str:
+        """The id of the contact folder ``name`` (created if missing); '' names the default one."""
+
+    @abc.abstractmethod
+    def contact_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        """Every change in the folder since ``token`` ('' = from the start), all pages.
+
+        Raises InvalidSyncToken when the token is not accepted."""
+
+    @abc.abstractmethod
+    def list_synced_items(self, mailbox: str, folder_id: str) -> dict[str, RemoteRef]:
+        """Every item in the folder that carries a sync id of ours: sync id → ref."""
+
+    @abc.abstractmethod
+    def find_by_sync_ids(
+        self, mailbox: str, folder_ids: Sequence[str], sync_ids: Sequence[str]
+    ) -> dict[str, RemoteRef]:
+        """Items carrying these sync ids (a create whose link was lost): sync id → ref."""
+
+    @abc.abstractmethod
+    def create_contacts(self, mailbox: str, folder_id: str, cards: Sequence[ContactCard]) -> list[ItemResult]:
+        """Create the cards (with their sync ids) in batches; one result per card, in order."""
+
+    @abc.abstractmethod
+    def update_contacts(
+        self, mailbox: str, updates: Sequence[tuple[RemoteRef, ContactCard, Iterable[str]]]
+    ) -> list[ItemResult]:
+        """Write only the named fields of each card onto the referenced item."""
+
+    @abc.abstractmethod
+    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+        """Move items to a folder; the results carry the new refs (a move changes the id)."""
+
+    @abc.abstractmethod
+    def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
+        """Delete items; an item that is already gone counts as deleted."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,578 @@
+"""Exchange Server on premises through EWS: the only module that imports exchangelib.
+
+Choices that matter (see DESIGN §7):
+- an explicit service endpoint and server version: no autodiscover or version-probe round trips;
+- folder objects are built from stored ids, so a pass in a fresh process does not walk the
+  folder tree;
+- every bulk call inspects its per-item results (exchangelib returns errors in the list);
+- updates send only the named fields (a full ``save()`` rewrites times and empties fields);
+- requests are counted by an HTTP adapter, per thread, for run records and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import requests
+import requests.adapters
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    OAUTH2,
+    Account,
+    Build,
+    Configuration,
+    Contact,
+    Credentials,
+    ExtendedProperty,
+    FaultTolerance,
+    Folder,
+    Identity,
+    OAuth2Credentials,
+    Q,
+    Version,
+)
+from exchangelib import errors as ews_errors
+from exchangelib.folders import SHALLOW, Contacts, FolderCollection, Root
+from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
+from exchangelib.properties import DistinguishedFolderId, Mailbox
+from exchangelib.protocol import BaseProtocol
+from exchangelib.services import CreateFolder
+
+from synccore.mailbox import base
+from synccore.mailbox.base import (
+    ChangePage,
+    ConnectionConfig,
+    ContactCard,
+    ItemResult,
+    MailboxBackend,
+    MailboxError,
+    RemoteRef,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_BUILD = Build(15, 1, 2507, 6)  # Exchange 2016 CU; every supported server speaks its schema
+SYNC_PAGE = 512  # the largest MaxChangesReturned EWS allows
+FIND_PAGE = 1000  # the largest IndexedPageItemView EWS allows
+
+
+# --- Request counting -------------------------------------------------------------------------
+
+_counter = threading.local()
+
+
+def requests_sent() -> int:
+    """Requests sent by this thread so far (every HTTP request, retries included)."""
+    return getattr(_counter, "value", 0)
+
+
+class CountingAdapter(requests.adapters.HTTPAdapter):
+    def send(self, *args, **kwargs):
+        _counter.value = requests_sent() + 1
+        return super().send(*args, **kwargs)
+
+
+BaseProtocol.HTTP_ADAPTER_CLS = CountingAdapter
+
+
+# --- Retry policy ---------------------------------------------------------------------------
+
+
+class SyncRetryPolicy(FaultTolerance):
+    """exchangelib's FaultTolerance, except that a 401 is not retried for minutes.
+
+    FaultTolerance treats every 401 as throttling (some EWS servers answer 401 under load) and
+    retries until max_wait, so a wrong password would stall every pass. Here a short burst of
+    401s is retried after a second; the third 401 within half a minute is a credentials error.
+    """
+
+    UNAUTHORIZED_LIMIT = 3
+    UNAUTHORIZED_WINDOW_S = 30.0
+
+    def __init__(self, max_wait: float) -> None:
+        super().__init__(max_wait=max_wait)
+        self._recent_401s: list[float] = []
+
+    def raise_response_errors(self, response):
+        if response.status_code == 401:
+            now = time.monotonic()
+            self._recent_401s = [t for t in self._recent_401s if now - t < self.UNAUTHORIZED_WINDOW_S] + [now]
+            if len(self._recent_401s) >= self.UNAUTHORIZED_LIMIT:
+                raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
+            raise ews_errors.ErrorServerBusy("HTTP 401, retried once more", back_off=1)
+        return super().raise_response_errors(response)
+
+
+# --- The sync id property ---------------------------------------------------------------------
+
+
+class SyncIdProperty(ExtendedProperty):
+    property_set_id = base.PROPERTY_SET_ID
+    property_name = base.SYNC_ID_PROPERTY
+    property_type = "String"
+
+
+SYNC_ID_FIELD = "synccore_sync_id"  # distinct from names tests may register
+if SYNC_ID_FIELD not in {f.name for f in Contact.FIELDS}:
+    Contact.register(SYNC_ID_FIELD, SyncIdProperty)
+
+
+# --- Errors -----------------------------------------------------------------------------------
+
+_PERMANENT_ITEM_ERRORS = (
+    ews_errors.ErrorInvalidPropertyRequest,
+    ews_errors.ErrorInvalidPropertySet,
+    ews_errors.ErrorInvalidValueForProperty,
+    ews_errors.ErrorPropertyUpdate,
+    ews_errors.ErrorSchemaValidation,
+    ews_errors.ErrorInvalidRequest,
+    ews_errors.ErrorCorruptData,
+)
+_NOT_FOUND = (ews_errors.ErrorItemNotFound, ews_errors.ErrorFolderNotFound)
+
+
+def translate(exc: Exception) -> MailboxError:
+    """Map an exchangelib / transport exception to the backend error family."""
+    if isinstance(exc, MailboxError):
+        return exc
+    name = type(exc).__name__
+    message = f"{name}: {exc}" if str(exc) else name
+    if isinstance(exc, ews_errors.UnauthorizedError):
+        return base.AuthenticationFailed(
+            f"Exchange refused the service account's credentials ({message}).", code=name
+        )
+    if isinstance(exc, ews_errors.ErrorNonExistentMailbox):
+        return base.MailboxNotFound(f"Exchange has no such mailbox ({message}).", code=name)
+    if isinstance(exc, ews_errors.ErrorImpersonateUserDenied | ews_errors.ErrorAccessDenied):
+        return base.AccessDenied(
+            f"The service account may not open this mailbox; check the impersonation or delegate rights ({message}).",
+            code=name,
+        )
+    if isinstance(exc, ews_errors.ErrorInvalidSyncStateData):
+        return base.InvalidSyncToken(message, code=name)
+    if isinstance(exc, ews_errors.ErrorServerBusy):
+        wait = (exc.back_off or 0) or None
+        return base.Throttled(f"Exchange is busy ({message}).", retry_after=wait, code=name)
+    if isinstance(exc, ews_errors.ErrorIrresolvableConflict):
+        return base.StaleChangeKey(message, code=name)
+    if isinstance(exc, _NOT_FOUND):
+        return base.ItemNotFound(message, code=name)
+    if isinstance(exc, _PERMANENT_ITEM_ERRORS) or name.startswith("ErrorPropertyValueTooLong"):
+        return base.InvalidItem(message, code=name)
+    if isinstance(exc, ValueError | TypeError):
+        # exchangelib validates values before sending (e.g. a malformed address or URI).
+        return base.InvalidItem(message, code=name)
+    if isinstance(
+        exc,
+        ews_errors.RateLimitError
+        | ews_errors.ErrorTimeoutExpired
+        | ews_errors.TransportError
+        | ews_errors.ErrorInternalServerTransientError
+        | ews_errors.ErrorMailboxMoveInProgress
+        | ews_errors.ErrorMailboxStoreUnavailable
+        | ews_errors.ErrorExceededConnectionCount
+        | ews_errors.ErrorTooManyObjectsOpened
+        | ews_errors.CASError
+        | requests.RequestException
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return base.TransientMailboxError(f"Exchange is not answering normally ({message}).", code=name)
+    if isinstance(exc, ews_errors.ResponseMessageError | ews_errors.EWSError):
+        return base.TransientMailboxError(message, code=name)
+    raise exc
+
+
+def _item_result(value: Any, folder_id: str = "") -> ItemResult:
+    if isinstance(value, Exception):
+        return ItemResult(error=translate(value))
+    if isinstance(value, tuple):
+        item_id, change_key = value
+    else:
+        item_id, change_key = value.id, value.changekey
+    return ItemResult(ref=RemoteRef(item_id, change_key or "", folder_id))
+
+
+# --- Translation of contact cards -------------------------------------------------------------
+
+_PHONE_LABELS = {
+    "business_phone": "BusinessPhone",
+    "business_phone_2": "BusinessPhone2",
+    "mobile_phone": "MobilePhone",
+    "home_phone": "HomePhone",
+    "business_fax": "BusinessFax",
+}
+_EMAIL_LABELS = {
+    "email_address_1": "EmailAddress1",
+    "email_address_2": "EmailAddress2",
+    "email_address_3": "EmailAddress3",
+}
+_SIMPLE_FIELDS = {
+    "given_name": "given_name",
+    "middle_name": "middle_name",
+    "surname": "surname",
+    "company_name": "company_name",
+    "job_title": "job_title",
+    "department": "department",
+    "business_homepage": "business_homepage",
+    "office_location": "office",
+    "assistant_name": "assistant_name",
+    "display_name": "display_name",
+    "file_as": "file_as",
+    "notes": "body",
+}
+
+
+def _ews_fields(card_fields: Iterable[str]) -> list[str]:
+    """exchangelib field names for card fields (indexed fields are written whole)."""
+    names: list[str] = []
+    for name in card_fields:
+        if name in _PHONE_LABELS:
+            target = "phone_numbers"
+        elif name in _EMAIL_LABELS:
+            target = "email_addresses"
+        elif name == "business_address":
+            target = "physical_addresses"
+        else:
+            target = _SIMPLE_FIELDS[name]
+        if target not in names:
+            names.append(target)
+    return names
+
+
+def _to_contact(card: ContactCard, account: Account, folder: Folder | None = None) -> Contact:
+    address = card.business_address
+    contact = Contact(
+        account=account,
+        folder=folder,
+        email_addresses=[
+            EmailAddress(label=label, email=getattr(card, name))
+            for name, label in _EMAIL_LABELS.items()
+            if getattr(card, name)
+        ]
+        or None,
+        phone_numbers=[
+            PhoneNumber(label=label, phone_number=getattr(card, name))
+            for name, label in _PHONE_LABELS.items()
+            if getattr(card, name)
+        ]
+        or None,
+        physical_addresses=None
+        if address.is_empty()
+        else [
+            PhysicalAddress(
+                label="Business",
+                street=address.street or None,
+                city=address.city or None,
+                state=address.state or None,
+                zipcode=address.postal_code or None,
+                country=address.country or None,
+            )
+        ],
+        **{ews: (getattr(card, name) or None) for name, ews in _SIMPLE_FIELDS.items()},
+    )
+    if not contact.display_name:
+        contact.display_name = card.file_as or "(no name)"
+    if card.sync_id:
+        setattr(contact, SYNC_ID_FIELD, card.sync_id)
+    if card.ref:
+        contact.id, contact.changekey = card.ref.item_id, card.ref.change_key or None
+    return contact
+
+
+# --- The backend ------------------------------------------------------------------------------
+
+
+class EwsBackend(MailboxBackend):
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self._configuration = Configuration(
+            service_endpoint=config.ews_url or None,
+            server=None,
+            credentials=self._credentials(config),
+            auth_type=self._auth_type(config),
+            version=Version(build=SERVER_BUILD),
+            retry_policy=SyncRetryPolicy(max_wait=config.max_wait_s),
+            max_connections=4,
+        )
+        self._accounts: dict[str, Account] = {}
+        self._requests_at_start = requests_sent()
+
+    @property
+    def requests(self) -> int:  # type: ignore[override]
+        return requests_sent() - self._requests_at_start
+
+    @staticmethod
+    def _auth_type(config: ConnectionConfig) -> str:
+        return {"ntlm": NTLM, "basic": BASIC, "oauth2": OAUTH2}[config.auth_type]
+
+    @staticmethod
+    def _credentials(config: ConnectionConfig):
+        if config.auth_type == "oauth2":
+            return OAuth2Credentials(
+                client_id=config.client_id, client_secret=config.client_secret, tenant_id=config.tenant_id
+            )
+        return Credentials(username=config.username, password=config.password)
+
+    def account(self, mailbox: str) -> Account:
+        key = mailbox.lower()
+        if key not in self._accounts:
+            if not self.config.ews_url:
+                raise base.PermanentMailboxError(
+                    "No EWS URL is configured (autodiscover is not used by this product)."
+                )
+            configuration = self._configuration
+            if self.config.auth_type == "oauth2":
+                # OAuth with impersonation names the mailbox in the token request's identity.
+                configuration = Configuration(
+                    service_endpoint=self.config.ews_url,
+                    credentials=OAuth2Credentials(
+                        client_id=self.config.client_id,
+                        client_secret=self.config.client_secret,
+                        tenant_id=self.config.tenant_id,
+                        identity=Identity(primary_smtp_address=mailbox),
+                    ),
+                    auth_type=OAUTH2,
+                    version=Version(build=SERVER_BUILD),
+                    retry_policy=SyncRetryPolicy(max_wait=self.config.max_wait_s),
+                    max_connections=4,
+                )
+            self._accounts[key] = Account(
+                primary_smtp_address=mailbox,
+                config=configuration,
+                autodiscover=False,
+                access_type=IMPERSONATION if self.config.impersonation else DELEGATE,
+                default_timezone=None,
+            )
+        return self._accounts[key]
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # translated into the one error family
+            raise translate(exc) from exc
+
+    # Folders -------------------------------------------------------------------------------
+
+    def _root(self, account: Account) -> Root:
+        # A root object without a GetFolder round trip: only its account is used.
+        return Root(
+            account=account,
+            _distinguished_id=DistinguishedFolderId(
+                id=Root.DISTINGUISHED_FOLDER_ID, mailbox=Mailbox(email_address=account.primary_smtp_address)
+            ),
+        )
+
+    def _folder(self, account: Account, folder_id: str) -> Folder:
+        return Folder(root=self._root(account), id=folder_id)
+
+    def check(self, mailbox: str) -> list[str]:
+        account = self.account(mailbox)
+        tried = [
+            f"EWS {self.config.ews_url} as {self.config.username or self.config.client_id} ({self.config.auth_type})"
+        ]
+        self._call(Contacts.get_distinguished, self._root(account))
+        tried.append(f"opened the contacts folder of {mailbox}")
+        return tried
+
+    def ensure_contact_folder(self, mailbox: str, name: str) -> str:
+        account = self.account(mailbox)
+        contacts = self._call(Contacts.get_distinguished, self._root(account))
+        if not name:
+            return contacts.id
+        found = self._call(self._find_child, contacts, name)
+        if found:
+            return found[0].id
+        new = Folder(parent=contacts, name=name, folder_class="IPF.Contact")
+        created = self._call(
+            lambda: list(CreateFolder(account=account).call(parent_folder=contacts, folders=[new]))
+        )
+        result = created[0]
+        if isinstance(result, Exception):
+            raise translate(result)
+        return result.id
+
+    @staticmethod
+    def _find_child(parent: Folder, name: str) -> list[Folder]:
+        # FindFolder on the one parent: `parent / name` would walk the whole folder tree.
+        collection = FolderCollection(account=parent.account, folders=[parent])
+        return [
+            f
+            for f in collection.find_folders(q=Q(name=name), depth=SHALLOW)
+            if not isinstance(f, Exception) and (f.name or "").lower() == name.lower()
+        ]
+
+    # Reading -------------------------------------------------------------------------------
+
+    def contact_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        folder = self._folder(self.account(mailbox), folder_id)
+        page = ChangePage()
+
+        def consume() -> None:
+            for change_type, item in folder.sync_items(
+                sync_state=token or None, only_fields=[], max_changes_returned=SYNC_PAGE
+            ):
+                if change_type == "delete":
+                    page.deleted.append(item.id)
+                elif change_type in ("create", "update"):
+                    page.changed.append(RemoteRef(item.id, item.changekey or "", folder_id))
+
+        self._call(consume)
+        page.token = folder.item_sync_state or ""
+        return page
+
+    def list_synced_items(self, mailbox: str, folder_id: str) -> dict[str, RemoteRef]:
+        folder = self._folder(self.account(mailbox), folder_id)
+        query = folder.all().only("id", "changekey", SYNC_ID_FIELD)
+        query.page_size = FIND_PAGE
+        found: dict[str, RemoteRef] = {}
+
+        def consume() -> None:
+            for item in query:
+                if isinstance(item, Exception):
+                    raise item
+                sync_id = getattr(item, SYNC_ID_FIELD, None)
+                if sync_id:
+                    found.setdefault(sync_id, RemoteRef(item.id, item.changekey or "", folder_id))
+
+        self._call(consume)
+        return found
+
+    def find_by_sync_ids(
+        self, mailbox: str, folder_ids: Sequence[str], sync_ids: Sequence[str]
+    ) -> dict[str, RemoteRef]:
+        account = self.account(mailbox)
+        found: dict[str, RemoteRef] = {}
+        wanted = list(dict.fromkeys(sync_ids))
+        for folder_id in dict.fromkeys(folder_ids):
+            folder = self._folder(account, folder_id)
+            for start in range(0, len(wanted), 50):
+                chunk = [s for s in wanted[start : start + 50] if s not in found]
+                if not chunk:
+                    continue
+                query = folder.filter(**{f"{SYNC_ID_FIELD}__in": chunk}).only(
+                    "id", "changekey", SYNC_ID_FIELD
+                )
+
+                def consume(query=query, folder_id=folder_id) -> None:
+                    for item in query:
+                        if isinstance(item, Exception):
+                            raise item
+                        found.setdefault(
+                            getattr(item, SYNC_ID_FIELD), RemoteRef(item.id, item.changekey or "", folder_id)
+                        )
+
+                self._call(consume)
+        return found
+
+    # Writing -------------------------------------------------------------------------------
+
+    def create_contacts(self, mailbox: str, folder_id: str, cards: Sequence[ContactCard]) -> list[ItemResult]:
+        if not cards:
+            return []
+        account = self.account(mailbox)
+        folder = self._folder(account, folder_id)
+        items: list[Contact | Exception] = []
+        for card in cards:
+            try:
+                items.append(_to_contact(card, account, folder))
+            except (ValueError, TypeError) as exc:
+                items.append(exc)
+        valid = [item for item in items if not isinstance(item, Exception)]
+        results = iter(
+            self._call(account.bulk_create, folder=folder, items=valid, chunk_size=self.config.batch_size)
+        )
+        return [
+            ItemResult(error=translate(item))
+            if isinstance(item, Exception)
+            else _item_result(next(results), folder_id)
+            for item in items
+        ]
+
+    def update_contacts(
+        self, mailbox: str, updates: Sequence[tuple[RemoteRef, ContactCard, Iterable[str]]]
+    ) -> list[ItemResult]:
+        if not updates:
+            return []
+        account = self.account(mailbox)
+        prepared: list[tuple[Contact, list[str]] | Exception] = []
+        for ref, card, names in updates:
+            try:
+                contact = _to_contact(card, account)
+                contact.id, contact.changekey = ref.item_id, ref.change_key or None
+                fieldnames = _ews_fields(names)
+                if card.sync_id:
+                    fieldnames.append(SYNC_ID_FIELD)
+                prepared.append((contact, fieldnames))
+            except (ValueError, TypeError) as exc:
+                prepared.append(exc)
+        valid = [p for p in prepared if not isinstance(p, Exception)]
+        # AlwaysOverwrite: the CRM is the source for contacts (C6), whatever Outlook did since.
+        results = iter(
+            self._call(
+                account.bulk_update,
+                items=valid,
+                conflict_resolution="AlwaysOverwrite",
+                chunk_size=self.config.batch_size,
+            )
+        )
+        out = []
+        for (ref, _, _), p in zip(updates, prepared, strict=True):
+            out.append(
+                ItemResult(error=translate(p))
+                if isinstance(p, Exception)
+                else _item_result(next(results), ref.folder_id)
+            )
+        return out
+
+    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+        if not refs:
+            return []
+        account = self.account(mailbox)
+        folder = self._folder(account, folder_id)
+        results = self._call(
+            account.bulk_move,
+            ids=[(r.item_id, r.change_key or None) for r in refs],
+            to_folder=folder,
+            chunk_size=self.config.batch_size,
+        )
+        return [_item_result(r, folder_id) for r in results]
+
+    def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
+        if not refs:
+            return []
+        account = self.account(mailbox)
+        results = self._call(
+            account.bulk_delete,
+            ids=[(r.item_id, None) for r in refs],
+            delete_type="MoveToDeletedItems",
+            chunk_size=self.config.batch_size,
+        )
+        out = []
+        for ref, result in zip(refs, results, strict=True):
+            if result is True:
+                out.append(ItemResult(ref=ref))
+            elif isinstance(result, Exception):
+                error = translate(result)
+                # Already gone is what we wanted.
+                out.append(
+                    ItemResult(ref=ref) if isinstance(error, base.ItemNotFound) else ItemResult(error=error)
+                )
+            else:
+                out.append(ItemResult(ref=ref))
+        return out
+
+    def close(self) -> None:
+        for account in self._accounts.values():
+            try:
+                account.protocol.close()
+            except Exception:  # closing is best effort
+                log.debug("closing an EWS protocol failed", exc_info=True)
+        self._accounts.clear()

@@ -1,0 +1,51 @@
+"""sync_now: run synchronization passes in the foreground (pinned interface)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from synccore.sync.service import UnknownTarget, run_passes
+
+
+class Command(BaseCommand):
+    help = "Run contact and/or calendar passes now, in the foreground; ends with one line of JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--environment", required=True, help="The environment's name")
+        parser.add_argument("--user", help="Only this sync user's mailbox (e-mail address)")
+        parser.add_argument("--kind", choices=["contacts", "calendar", "all"], default="all")
+        parser.add_argument("--full", action="store_true", help="Re-write every item (sync all)")
+
+    def handle(self, *args, **options) -> None:
+        show_progress = sys.stderr.isatty()
+        try:
+            summary = run_passes(
+                options["environment"],
+                user_email=options["user"],
+                kind=options["kind"],
+                full=options["full"],
+                on_progress=self._progress if show_progress else None,
+            )
+        except UnknownTarget as exc:
+            # Exit status 2 for bad arguments, like argparse's own errors.
+            raise CommandError(str(exc), returncode=2) from exc
+        if show_progress:
+            sys.stderr.write("\n")
+        for run in summary.runs:
+            if run.error:
+                self.stderr.write(
+                    f"{run.sync_user.mailbox_email} {run.kind}: {run.get_outcome_display()}: {run.error}"
+                )
+        self.stdout.write(json.dumps(summary.as_dict()))
+        if summary.aborted:
+            sys.exit(1)
+
+    @staticmethod
+    def _progress(label: str, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        sys.stderr.write(f"\r{label:<40} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()

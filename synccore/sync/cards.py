@@ -1,0 +1,152 @@
+"""CRM contacts and companies → contact cards, through the environment's field mapping (C8)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from synccore import mapping
+from synccore.mailbox.base import ContactCard, PostalAddress
+from synccore.models import Company, Contact, Environment, FieldMapping
+
+# Exchange's limits on contact properties (longer values are refused by the server).
+TEXT_LIMIT = 255
+EMAIL_LIMIT = 254
+NOTES_LIMIT = 32_000
+EMAIL_FIELDS = ("email_address_1", "email_address_2", "email_address_3")
+
+
+class BadInput(ValueError):
+    """An item the synchronizer cannot write as it is; the message says why, for people."""
+
+
+def _address(record: Contact | Company) -> PostalAddress:
+    return PostalAddress(
+        street=record.street.strip(),
+        city=record.city.strip(),
+        state=record.state.strip(),
+        postal_code=record.postal_code.strip(),
+        country=record.country.iso_code if record.country_id and record.country else "",
+    )
+
+
+CONTACT_VALUES: dict[str, Callable[[Contact], Any]] = {
+    "first_name": lambda c: c.first_name,
+    "middle_name": lambda c: c.middle_name,
+    "last_name": lambda c: c.last_name,
+    "company_display": lambda c: c.company.display_name if c.company_id and c.company else "",
+    "job_title": lambda c: c.job_title,
+    "department": lambda c: c.department,
+    "email1": lambda c: c.email1,
+    "email2": lambda c: c.email2,
+    "email3": lambda c: c.email3,
+    "business_phone": lambda c: c.business_phone,
+    "mobile_phone": lambda c: c.mobile_phone,
+    "home_phone": lambda c: c.home_phone,
+    "fax": lambda c: c.fax,
+    "business_address": _address,
+    "comment": lambda c: c.comment,
+    "website": lambda c: c.website,
+}
+
+COMPANY_VALUES: dict[str, Callable[[Company], Any]] = {
+    "name": lambda c: c.name,
+    "company_display": lambda c: c.display_name,
+    "email": lambda c: c.email,
+    "phone": lambda c: c.phone,
+    "fax": lambda c: c.fax,
+    "business_address": _address,
+    "website": lambda c: c.website,
+    "comment": lambda c: c.comment,
+}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """The enabled rows of one entity: Exchange field → CRM field."""
+
+    rows: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def load(cls, environment: Environment) -> dict[str, Mapping]:
+        rows: dict[str, list[tuple[str, str]]] = {mapping.CONTACT: [], mapping.COMPANY: []}
+        for entity, crm_field, exchange_field in FieldMapping.objects.filter(
+            environment=environment, enabled=True, entity__in=rows
+        ).values_list("entity", "crm_field", "exchange_field"):
+            rows[entity].append((exchange_field, crm_field))
+        return {entity: cls(tuple(sorted(pairs))) for entity, pairs in rows.items()}
+
+
+def _clean(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def contact_card(contact: Contact, rows: Mapping) -> ContactCard:
+    card = ContactCard()
+    for exchange_field, crm_field in rows.rows:
+        setattr(card, exchange_field, _clean(CONTACT_VALUES[crm_field](contact)))
+    full_name = " ".join(p for p in (card.given_name, card.middle_name, card.surname) if p)
+    card.display_name = full_name or card.company_name
+    card.file_as = ", ".join(
+        p for p in (card.surname, " ".join(x for x in (card.given_name, card.middle_name) if x)) if p
+    )
+    return card
+
+
+def company_card(company: Company, rows: Mapping) -> ContactCard:
+    card = ContactCard()
+    for exchange_field, crm_field in rows.rows:
+        setattr(card, exchange_field, _clean(COMPANY_VALUES[crm_field](company)))
+    card.display_name = card.file_as = company.display_name.strip()
+    return card
+
+
+def validate_card(card: ContactCard, *, is_company: bool) -> None:
+    """Raise BadInput with a readable reason for data Exchange would refuse or we should not write."""
+    if is_company:
+        if not card.display_name:
+            raise BadInput("The company has no name.")
+    elif not card.surname:
+        raise BadInput("The contact has no last name.")
+    for name in EMAIL_FIELDS:
+        value = getattr(card, name)
+        if not value:
+            continue
+        if len(value) > EMAIL_LIMIT:
+            raise BadInput(f"{_label(name)} is longer than {EMAIL_LIMIT} characters.")
+        try:
+            validate_email(value)
+        except ValidationError:
+            raise BadInput(f"{_label(name)} “{value}” is not a valid e-mail address.") from None
+    for name, value in card.mapped_values().items():
+        limit = NOTES_LIMIT if name == "notes" else TEXT_LIMIT
+        if isinstance(value, str) and len(value) > limit:
+            raise BadInput(
+                f"{_label(name)} is longer than Exchange allows ({len(value)} > {limit} characters)."
+            )
+        if isinstance(value, dict):
+            for part, text in value.items():
+                if len(text) > TEXT_LIMIT:
+                    raise BadInput(f"The business address {part} is longer than {TEXT_LIMIT} characters.")
+
+
+def _label(name: str) -> str:
+    return mapping.CONTACT_EXCHANGE_FIELDS.get(name, name.replace("_", " ").capitalize())
+
+
+def card_hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def changed_fields(values: dict[str, Any], snapshot: dict[str, Any]) -> list[str]:
+    """Fields whose value differs from the last agreed snapshot (C8: only those are written)."""
+    return [name for name, value in values.items() if snapshot.get(name, _MISSING) != value]
+
+
+_MISSING = object()

@@ -1,0 +1,89 @@
+"""Run records and user health: what every pass does before and after its work (S2, S3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
+
+from synccore.mailbox.base import MailboxError
+from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+
+BACKOFF_FIRST_S = 60.0
+BACKOFF_MAX_S = 3600.0
+
+
+class PassAborted(Exception):
+    """The pass stopped before its end (the synchronizer is stopping, or the lease was lost)."""
+
+
+@dataclass
+class PassContext:
+    """What a pass is told by whoever runs it."""
+
+    trigger: str = "manual"
+    full: bool = False
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+    on_progress: Callable[[int, int], None] | None = None
+
+    def checkpoint(self) -> None:
+        """Called between write batches: an item boundary where a pass may stop cleanly."""
+        if self.should_stop():
+            raise PassAborted("The synchronizer is stopping.")
+
+
+def start_run(user: SyncUser, kind: SyncKind, ctx: PassContext) -> SyncRun:
+    return SyncRun.objects.create(
+        environment_id=user.environment_id, sync_user=user, kind=kind, trigger=ctx.trigger, full=ctx.full
+    )
+
+
+def finish_run(run: SyncRun, user: SyncUser, *, requests: int, held: bool = False) -> SyncRun:
+    run.finished_at = timezone.now()
+    run.requests = requests
+    if held:
+        run.outcome = Outcome.HELD
+    else:
+        run.outcome = Outcome.PARTIAL if (run.failed or run.skipped) else Outcome.SUCCESS
+    run.save()
+    last_pass_field = "last_contact_pass_at" if run.kind == SyncKind.CONTACTS else "last_calendar_pass_at"
+    setattr(user, last_pass_field, run.finished_at)
+    fields = [last_pass_field, "updated_at"]
+    if held:
+        user.health = Health.HELD
+        fields.append("health")
+    elif user.health in (Health.BACKING_OFF, Health.HELD):
+        user.health, user.backoff_until = Health.HEALTHY, None
+        fields += ["health", "backoff_until"]
+    user.save(update_fields=fields)
+    return run
+
+
+def fail_run(run: SyncRun, user: SyncUser, error: Exception, *, requests: int) -> SyncRun:
+    """A whole pass failed: record why and set the user's health (S3)."""
+    run.finished_at = timezone.now()
+    run.requests = requests
+    run.error = str(error)
+    run.outcome = Outcome.ABORTED if isinstance(error, PassAborted) else Outcome.FAILED
+    run.save()
+    if isinstance(error, PassAborted):
+        return run
+    user.last_error, user.last_error_at = str(error), run.finished_at
+    if isinstance(error, MailboxError) and not error.permanent:
+        user.health = Health.BACKING_OFF
+        user.backoff_until = run.finished_at + timedelta(seconds=_backoff_seconds(user, error))
+    else:
+        user.health = Health.UNHEALTHY
+    user.save(update_fields=["last_error", "last_error_at", "health", "backoff_until", "updated_at"])
+    return run
+
+
+def _backoff_seconds(user: SyncUser, error: MailboxError) -> float:
+    """Exponential per user, honouring the server's own back-off."""
+    failures = (
+        SyncRun.objects.filter(sync_user=user, outcome=Outcome.FAILED).order_by("-started_at")[:6].count()
+    )
+    wait = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, failures - 1))
+    return max(wait, error.retry_after or 0)

@@ -1,0 +1,99 @@
+"""Run passes for an environment or one user, in the foreground (sync_now, tests, benches)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from synccore.models import Environment, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.sync.runs import PassContext
+
+COUNTS = ("created", "updated", "deleted", "skipped", "failed", "conflicts", "requests")
+
+
+class UnknownTarget(LookupError):
+    """An environment or user that does not exist (bad arguments)."""
+
+
+@dataclass
+class Summary:
+    environment: str
+    users: int = 0
+    aborted: int = 0
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    runs: list[SyncRun] = field(default_factory=list)
+
+    def add(self, run: SyncRun) -> None:
+        self.users += 1
+        self.runs.append(run)
+        if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
+            self.aborted += 1
+        for name in COUNTS:
+            self.totals[name] += getattr(run, name)
+
+    def as_dict(self) -> dict:
+        return {"environment": self.environment, "users": self.users, **self.totals, "aborted": self.aborted}
+
+
+def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun] | None:
+    if kind == SyncKind.CONTACTS:
+        from synccore.sync.contacts import run_contact_pass
+
+        return run_contact_pass
+    try:
+        from synccore.sync.calendar import run_calendar_pass
+    except ImportError:  # calendar synchronization not installed in this build
+        return None
+    return run_calendar_pass
+
+
+def kind_enabled(user: SyncUser, kind: str) -> bool:
+    sync_settings = user.environment.settings
+    if kind == SyncKind.CONTACTS:
+        return sync_settings.synchronize_contacts and user.contacts_enabled
+    return sync_settings.synchronize_activities and user.calendar_enabled
+
+
+def target_users(environment_name: str, user_email: str | None) -> tuple[Environment, list[SyncUser]]:
+    environment = Environment.objects.filter(name=environment_name).select_related("settings").first()
+    if environment is None:
+        raise UnknownTarget(f"There is no environment named “{environment_name}”.")
+    users = SyncUser.objects.filter(environment=environment).select_related(
+        "environment__settings", "employee"
+    )
+    if user_email:
+        users = users.filter(mailbox_email__iexact=user_email)
+        if not users:
+            raise UnknownTarget(f"{user_email} is not a sync user of {environment_name}.")
+        if not users[0].active:
+            raise UnknownTarget(f"{user_email} is inactive: its synchronization is stopped.")
+    else:
+        users = users.filter(active=True)
+    return environment, list(users)
+
+
+def run_passes(
+    environment_name: str,
+    *,
+    user_email: str | None = None,
+    kind: str = "all",
+    full: bool = False,
+    trigger: str = "command",
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> Summary:
+    environment, users = target_users(environment_name, user_email)
+    kinds = [SyncKind.CONTACTS, SyncKind.CALENDAR] if kind == "all" else [SyncKind(kind)]
+    summary = Summary(environment.name)
+    for user in users:
+        for one_kind in kinds:
+            runner = pass_runner(one_kind)
+            if runner is None or not kind_enabled(user, one_kind):
+                continue
+            progress = None
+            if on_progress:
+
+                def progress(done: int, total: int, email=user.mailbox_email, k=one_kind) -> None:
+                    on_progress(f"{email} {k}", done, total)
+
+            summary.add(runner(user.pk, PassContext(trigger=trigger, full=full, on_progress=progress)))
+    return summary
