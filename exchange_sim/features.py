@@ -7,7 +7,9 @@ from typing import Any
 
 def install(simulator: Any) -> None:
     from exchange_sim import calendar, meetings
+    from exchange_sim.ews import directory_ops
 
+    directory_ops.install(simulator)
     calendar.install(simulator)
     meetings.install(simulator)
     try:

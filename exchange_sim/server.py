@@ -120,7 +120,8 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             envelope = etree.fromstring(body)
             header = envelope.find(f"{{{SOAP}}}Header")
             request = envelope.find(f"{{{SOAP}}}Body")[0]
-            operation = local(request)
+            # GetUserOofSettingsRequest & co. name their body element after the request, not the operation
+            operation = local(request).removesuffix("Request")
         except (etree.XMLSyntaxError, TypeError, IndexError):
             self.send_bytes(400, b"Bad SOAP request", "text/plain")
             return
@@ -164,7 +165,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
                     return None, None
                 handler = OPERATIONS.get(operation)
                 if handler is None:
-                    return 200, not_implemented(operation)
+                    return not_implemented(operation)
                 with sim.store.lock:
                     ctx.extras.update(sim.request_extras(ctx, operation))
                     return 200, handler(ctx, request)
@@ -241,11 +242,28 @@ def fault_element(code: str, message: str, back_off_ms: int | None = None) -> An
     return fault
 
 
-def not_implemented(operation: str) -> Any:
+# Operations whose answer is one response message rather than a list (from messages.xsd, Exchange 2016).
+SINGLE_MESSAGE_OPERATIONS = frozenset(
+    ["AddDelegate", "AddDistributionGroupToImList", "AddImContactToGroup", "AddImGroup", "AddNewImContactToGroup", "AddNewTelUriContactToGroup", "AddTag", "CreateMeetingInstance", "DeleteMeetingInstance", "DeleteSearchSuggestion", "DisableApp", "DisconnectPhoneCall", "EndSearchSession", "ExecuteSearch", "FindAvailableMeetingTimes", "FindConversation", "FindMeetingTimeCandidates", "FindMessageTrackingReport", "FindPeople", "FindTags", "GetAppManifests", "GetAppMarketplaceUrl", "GetDelegate", "GetDiscoverySearchConfiguration", "GetHoldOnMailboxes", "GetImItemList", "GetImItems", "GetInboxRules", "GetLastPrivateCatalogUpdate", "GetMailTips", "GetMeetingInstance", "GetMessageTrackingReport", "GetNonIndexableItemDetails", "GetNonIndexableItemStatistics", "GetOMEConfiguration", "GetOMEMessageStatus", "GetPasswordExpirationDate", "GetPhoneCallInformation", "GetPrivateCatalogAddIns", "GetReminders", "GetRoomLists", "GetRooms", "GetSearchSuggestions", "GetSearchableMailboxes", "GetServiceConfiguration", "GetSharingFolder", "GetSharingMetadata", "GetUserPhoto", "GetUserRetentionPolicyTags", "HideTag", "InstallApp", "PerformInstantSearch", "PerformReminderAction", "PlayOnPhone", "RefreshSharingFolder", "RegisterConsent", "RemoveContactFromImList", "RemoveDelegate", "RemoveDistributionGroupFromImList", "RemoveImContactFromGroup", "RemoveImGroup", "SetHoldOnMailboxes", "SetImGroup", "SetImListMigrationCompleted", "SetOMEConfiguration", "SetOMEMessageStatus", "SetTeamMailbox", "StartSearchSession", "UninstallApp", "UnpinTeamMailbox", "UpdateDelegate", "UpdateExtensionUsage", "UpdateInboxRules", "UpdateMeetingInstance"]
+)
+# Answers with their own shapes: for these the refusal is a SOAP fault carrying the same code.
+FAULT_ONLY_OPERATIONS = frozenset({"GetUserAvailability", "GetUserOofSettings", "SetUserOofSettings"})
+
+
+def not_implemented(operation: str) -> tuple[int, Any]:
     """Unimplemented operations answer ErrorInvalidOperation (a version error would make clients retry)."""
+    text = f"The simulator does not implement {operation}."
+    if operation in FAULT_ONLY_OPERATIONS:
+        return 500, fault_element("ErrorInvalidOperation", text)
+    if operation in SINGLE_MESSAGE_OPERATIONS:
+        root = etree.Element(m(f"{operation}Response"), {"ResponseClass": "Error"}, nsmap={"m": NSMAP["m"], "t": NSMAP["t"]})
+        etree.SubElement(root, m("MessageText")).text = text
+        etree.SubElement(root, m("ResponseCode")).text = "ErrorInvalidOperation"
+        etree.SubElement(root, m("DescriptiveLinkKey")).text = "0"
+        return 200, root
     out = Responder(operation)
-    out.error(StoreError("ErrorInvalidOperation", f"The simulator does not implement {operation}."))
-    return out.root
+    out.error(StoreError("ErrorInvalidOperation", text))
+    return 200, out.root
 
 
 class Concurrency:
