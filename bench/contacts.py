@@ -1,0 +1,182 @@
+"""Contact sync benchmark: initial sync of N contacts into one mailbox, then an idle pass,
+against exchange_sim running as its own process with simulated latency, compared with a naive
+baseline in the same run (one request per contact).
+
+    .venv/bin/python bench/contacts.py [--contacts 5000] [--small 1000] [--latency-ms 20]
+
+Each measured pass runs in a fresh process, so its peak RSS is the synchronizer's own. The last
+line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
+naive_wall_s, wall_ratio, idle_requests, peak_rss_mb, peak_rss_mb_small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, str]:
+    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
+    for mailbox in mailboxes:
+        args += ["--mailbox", mailbox]
+    proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        match = re.match(r"EWS endpoint: (\S+)", line)
+        if match:
+            return proc, match[1]
+    raise SystemExit("exchange_sim did not print its endpoint")
+
+
+def worker(mode: str, **params: str) -> dict:
+    env = {**os.environ, "BENCH_PARAMS": json.dumps(params)}
+    out = subprocess.run(
+        [PYTHON, __file__, "--worker", mode], cwd=PROJECT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"worker {mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- Worker side (a fresh process per measurement) ---------------------------------------------
+
+
+def _django() -> None:
+    sys.path.insert(0, str(PROJECT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syncadmin.settings")
+    import django
+
+    django.setup()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(mode: str) -> None:
+    params = json.loads(os.environ["BENCH_PARAMS"])
+    _django()
+    from django.core.management import call_command
+
+    if mode == "setup":
+        call_command("migrate", verbosity=0)
+        print(json.dumps(setup(params)))
+    elif mode == "sync":
+        from synccore.models import SyncUser
+        from synccore.sync.contacts import run_contact_pass
+
+        user = SyncUser.objects.get(mailbox_email=params["mailbox"])
+        started = time.perf_counter()
+        run = run_contact_pass(user.pk)
+        wall = time.perf_counter() - started
+        print(json.dumps({"wall_s": wall, "requests": run.requests, "created": run.created, "outcome": run.outcome,
+                          "error": run.error, "peak_rss_mb": _peak_rss_mb()}))
+    elif mode == "naive":
+        print(json.dumps(naive(params)))
+
+
+def setup(params: dict) -> dict:
+    from synccore.models import Contact, Environment, SyncUser
+    from tests.fixtures import factories as f
+
+    env = Environment.objects.create(name="Bench")
+    s = env.settings
+    s.ews_url, s.auth_type, s.service_account, s.service_password = params["url"], "basic", "svc@contoso.example", "demo-password"
+    s.synchronize_contacts, s.batch_size = True, 100
+    s.save()
+    counts = {}
+    for mailbox, count in ((params["big"], int(params["contacts"])), (params["small"], int(params["small_count"]))):
+        employee = f.employee(env, mailbox)
+        SyncUser.objects.create(environment=env, employee=employee, mailbox_email=mailbox)
+        counts[mailbox] = count
+    # Each user sees only its own contacts (filter by rep), so the two runs are independent.
+    s.filter_by_rep = True
+    s.save()
+    for mailbox, count in counts.items():
+        rep = SyncUser.objects.get(mailbox_email=mailbox).employee
+        Contact.objects.bulk_create(
+            Contact(environment=env, first_name="Bench", last_name=f"Contact {i:05d}", email1=f"c{i}@example.com",
+                    business_phone="+31 20 555 0000", job_title="Buyer", rep=rep)
+            for i in range(count)
+        )
+    return {"ok": True}
+
+
+def naive(params: dict) -> dict:
+    """One request per contact: the same backend, batch size 1, every contact written each run."""
+    from synccore.mailbox.base import ConnectionConfig, ContactCard
+    from synccore.mailbox.ews import EwsBackend
+
+    config = ConnectionConfig(backend="ews", ews_url=params["url"], auth_type="basic",
+                              username="svc@contoso.example", password="demo-password", batch_size=1)
+    backend = EwsBackend(config)
+    mailbox = params["mailbox"]
+    folder = backend.ensure_contact_folder(mailbox, "")
+    started = time.perf_counter()
+    for i in range(int(params["count"])):
+        card = ContactCard(given_name="Bench", surname=f"Contact {i:05d}", email_address_1=f"c{i}@example.com",
+                           business_phone="+31 20 555 0000", job_title="Buyer", display_name=f"Bench Contact {i:05d}")
+        backend.create_contacts(mailbox, folder, [card])
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "requests": backend.requests}
+
+
+# --- Driver -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=5000)
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker)
+        return
+
+    big, small, naive_box = "big@contoso.example", "small@contoso.example", "naive@contoso.example"
+    sim, url = start_simulator(args.latency_ms, [big, small, naive_box])
+    workdir = tempfile.mkdtemp(prefix="bench-contacts-")
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
+    try:
+        worker("setup", url=url, big=big, small=small, contacts=str(args.contacts), small_count=str(args.small))
+        small_run = worker("sync", mailbox=small)
+        initial = worker("sync", mailbox=big)
+        idle = worker("sync", mailbox=big)
+        naive_run = worker("naive", url=url, mailbox=naive_box, count=str(args.contacts))
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    print(f"initial pass: {initial['created']} contacts, {initial['requests']} requests, {initial['wall_s']:.1f} s")
+    print(f"idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
+    print(f"naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    result = {
+        "contacts": args.contacts,
+        "latency_ms": args.latency_ms,
+        "requests": initial["requests"],
+        "naive_requests": naive_run["requests"],
+        "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),
+        "wall_s": round(initial["wall_s"], 2),
+        "naive_wall_s": round(naive_run["wall_s"], 2),
+        "wall_ratio": round(naive_run["wall_s"] / max(initial["wall_s"], 1e-9), 1),
+        "idle_requests": idle["requests"],
+        "idle_wall_s": round(idle["wall_s"], 3),
+        "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+        "peak_rss_mb_small": round(small_run["peak_rss_mb"], 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
