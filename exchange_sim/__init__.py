@@ -66,7 +66,22 @@ Counters, faults, clock::
     sim.request_log.enabled = True; sim.request_log.entries()
     sim.schema_violations         # list of schema.Violation
 
+Meetings, notifications, auth::
+
+    sim.meetings.delivery_delay = 2.0         # seconds before invitee copies appear (default 0)
+    sim.subscriptions.all()                   # live pull/streaming subscriptions
+    sim.streaming.seconds_per_minute = 1      # GetStreamingEvents ConnectionTimeout=1 lasts 1 s in tests
+    sim.streaming.heartbeat = 30              # seconds between ConnectionStatus OK keep-alives
+    exchange_sim_factory(auth="ntlm")         # NTLM (pyspnego acceptor, one handshake per TCP connection);
+                                              # users log in as "svc@contoso.example" or "CONTOSO\\svc"
+
+exchangelib note: with max_connections=1 a blocking ``get_streaming_events`` holds the only connection
+of that Account's protocol; give the listener its own Account/Configuration.
+
 The same is offered over HTTP under ``/_sim/`` on the EWS port (see `control`).
+
+Not implemented (answered with ErrorInvalidOperation): attachments, mail sending, tasks beyond plain
+items, push subscriptions, public folders, and every other EWS operation not listed in `ews.operations`.
 """
 
 from exchange_sim.simulator import Simulator, UserAccount

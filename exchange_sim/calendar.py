@@ -205,13 +205,15 @@ def occurrence_item(master: Item, occ: Occurrence) -> Item:
 def expand_view(store: Store, folder_id: str, start: datetime, end: datetime) -> list[Item]:
     """Items overlapping [start, end): singles as they are, series as their occurrences/exceptions."""
     result: list[Item] = []
-    for item in store.items(folder_id, "CalendarItem"):
+    with store.lock:
+        items = list(store.live_items(folder_id, "CalendarItem"))
+    for item in items:
         if item.props.get("Recurrence") and item.props.get("Start"):
             for occ in occurrences(item, until=end):
                 if not occ.deleted and occ.start < end and occ.end > start:
                     result.append(occurrence_item(item, occ))
         elif item.props.get("Start") and item.props.get("End") and item.props["Start"] < end and item.props["End"] > start:
-            result.append(item)
+            result.append(copy.deepcopy(item))
     return sorted(result, key=lambda i: (i.props["Start"], i.props.get("Subject") or ""))
 
 

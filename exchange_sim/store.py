@@ -424,6 +424,11 @@ class Store:
             found = [i for i in self._items.values() if i.folder_id == folder_id and (kind is None or i.kind == kind)]
             return copy.deepcopy(found)
 
+    def live_items(self, folder_id: str, kind: str | None = None) -> list[Item]:
+        """Items without copying, for front ends that read under `store.lock` and copy only what they return."""
+        self._folder(folder_id)
+        return [i for i in self._items.values() if i.folder_id == folder_id and (kind is None or i.kind == kind)]
+
     def all_items(self, address: str, kind: str | None = None) -> list[Item]:
         with self._lock:
             mailbox = self._mailbox(address)

@@ -15,7 +15,7 @@ from typing import Any
 from lxml import etree
 
 from exchange_sim.ews.schema_order import ORDER
-from exchange_sim.ews.xmlutil import Element, format_datetime, local, parse_datetime, sub, t
+from exchange_sim.ews.xmlutil import Element, T, format_datetime, local, parse_datetime, sub, t
 from exchange_sim.store import ExtendedKey, Folder, Item, html_to_text
 
 TYPES: dict[str, dict[str, str]] = {kind: dict(order) for kind, order in ORDER.items()}
@@ -320,6 +320,17 @@ def render_extended_values(parent: Element, item: Item, keys: Iterable[ExtendedK
                 sub(values, t("Value"), v)
         else:
             sub(prop, t("Value"), str(value))
+
+
+def complete_name(item: Item) -> dict[str, Any]:
+    """Exchange's computed CompleteName of a contact."""
+    parts = [("FirstName", "GivenName"), ("MiddleName", "MiddleName"), ("LastName", "Surname"), ("Suffix", "Generation"),
+             ("Initials", "Initials"), ("FullName", "DisplayName"), ("Nickname", "Nickname")]
+    elem = etree.Element(t("CompleteName"), nsmap={"t": T})
+    for tag, prop in parts:
+        if item.props.get(prop):
+            sub(elem, t(tag), str(item.props[prop]))
+    return {"$xml": etree.tostring(elem, encoding="unicode")}
 
 
 def item_ref(parent: Element, item: Item) -> Element:

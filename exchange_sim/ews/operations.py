@@ -100,7 +100,9 @@ OPERATIONS: dict[str, Handler] = {}
 # CreateItem children that are response objects (AcceptItem, CancelCalendarItem...), not new items.
 RESPONSE_OBJECTS: dict[str, Callable[[RequestContext, Element, dict[str, Any]], Item | None]] = {}
 # Kind-specific computed values for rendering (calendar adds CalendarItemType, IsRecurring...).
-COMPUTED: dict[str, Callable[[Store, Item], dict[str, Any]]] = {}
+COMPUTED: dict[str, Callable[[Store, Item], dict[str, Any]]] = {
+    "Contact": lambda store, item: {"CompleteName": codec.complete_name(item)},
+}
 
 
 def operation(name: str) -> Callable[[Handler], Handler]:
@@ -444,7 +446,7 @@ def find_item(ctx: RequestContext, req: Element) -> Element:
                 items = expand(ctx, folder, calendar_view)
                 view = None
             else:
-                items = ctx.store.items(folder.id)
+                items = ctx.store.live_items(folder.id)  # handlers run under the store lock
                 view = req.find(m("IndexedPageItemView"))
             if predicate is not None:
                 items = [i for i in items if predicate(i)]
