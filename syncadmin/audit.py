@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from syncadmin.models import AuditEntry
 from synccore.models.config import SECRET_FIELDS
 
 MASK = "••••••"
+_SECRET = "\x00secret:"
 
 
 def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:
@@ -21,7 +23,8 @@ def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dic
         field = instance._meta.get_field(name)
         value = getattr(instance, field.attname)
         if name in SECRET_FIELDS:
-            value = MASK if value else ""
+            # A digest tells a replaced secret from an unchanged one; ``diff`` never shows it.
+            value = f"{_SECRET}{hashlib.sha256(value.encode()).hexdigest()}" if value else ""
         elif not isinstance(value, str | int | float | bool | type(None) | list | dict):
             value = str(value)
         values[name] = value
@@ -33,9 +36,15 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
         if old != new:
-            # A replaced secret shows as changed without showing either value.
-            changes[name] = [MASK if name in SECRET_FIELDS and old else old, MASK if new == MASK else new]
+            changes[name] = [_masked(old), _masked(new)]
     return changes
+
+
+def _masked(value: Any) -> Any:
+    """A secret shows as set / not set, never its value."""
+    if isinstance(value, str) and value.startswith(_SECRET):
+        return MASK
+    return value
 
 
 def record(

@@ -7,7 +7,9 @@ folder, the django-q2 ORM broker, the database cache, and locally generated secr
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -135,6 +137,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
+    # The test database lives in a file, not in memory: runtime tests start a real qcluster
+    # process, which must open the same database. One file per test process.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(Path(tempfile.gettempdir()) / f"crm-sync-test-{os.getpid()}.sqlite3")
+    )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -160,9 +167,9 @@ AUTH_PASSWORD_VALIDATORS = [
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 # The session age is an idle timeout: every request renews it, so only inactivity logs out.
 SESSION_SAVE_EVERY_REQUEST = True
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:overview"
+LOGOUT_REDIRECT_URL = "console:login"
 AUTHENTICATION_BACKENDS = [
     # Refuses logins for locked-out users/addresses (django-axes), then the ordinary check.
     "syncadmin.auth_backends.LockoutBackend",

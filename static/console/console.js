@@ -1,0 +1,144 @@
+// The console's small script: confirmations, status refresh without reload, Test connection.
+"use strict";
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+  return input ? input.value : "";
+}
+
+function formatTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  // Same layout as the server's Y-m-d H:i:s, in the browser's time zone.
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function summarize(status) {
+  const users = status.users.filter((u) => u.active !== false);
+  const passes = [];
+  const due = [];
+  for (const u of users) {
+    for (const kind of ["contacts", "calendar"]) {
+      const last = u[kind].last_pass;
+      if (last) passes.push(last.finished_at || last.started_at);
+      if (u[kind].next_due) due.push(u[kind].next_due);
+    }
+  }
+  const byTime = (a, b) => new Date(a) - new Date(b);
+  passes.sort(byTime);
+  due.sort(byTime);
+  return {
+    healthy: users.filter((u) => u.health === "healthy").length,
+    unhealthy: users.filter((u) => u.health !== "healthy").length,
+    last_pass: passes.length ? passes[passes.length - 1] : null,
+    next_pass: due.length ? due[0] : null,
+  };
+}
+
+function setField(scope, name, text) {
+  const el = scope.querySelector(`[data-field="${name}"]`);
+  if (el) el.textContent = text;
+  return el;
+}
+
+function applyStatus(scope, status) {
+  const badge = setField(scope, "state", status.state);
+  if (badge) badge.className = `badge state-${status.state}`;
+  setField(scope, "reason", status.reason || "");
+  setField(scope, "since", formatTime(status.since));
+  setField(scope, "queue_depth", String(status.queue_depth));
+  const figures = summarize(status);
+  setField(scope, "healthy", String(figures.healthy));
+  setField(scope, "unhealthy", String(figures.unhealthy));
+  setField(scope, "last_pass", formatTime(figures.last_pass));
+  setField(scope, "next_pass", formatTime(figures.next_pass));
+  const start = scope.querySelector('[data-role="start"]');
+  const stop = scope.querySelector('[data-role="stop"]');
+  if (start) start.hidden = !["stopped", "failed"].includes(status.state);
+  if (stop) stop.hidden = !["running", "starting", "failed"].includes(status.state);
+  for (const u of status.users) applyUser(u);
+}
+
+function applyUser(u) {
+  const row = document.querySelector(`tr[data-user="${CSS.escape(u.email)}"]`);
+  if (!row) return;
+  const health = setField(row, "health", u.health);
+  if (health) health.className = `badge health-${u.health}`;
+  for (const kind of ["contacts", "calendar"]) {
+    const last = u[kind].last_pass;
+    setField(row, `${kind}_last`, last && last.finished_at ? formatTime(last.finished_at) : "—");
+  }
+  // A pass in flight shows its progress (Sync now / Sync all).
+  let done = 0, total = 0, running = false;
+  for (const kind of ["contacts", "calendar"]) {
+    const last = u[kind].last_pass;
+    if (last && last.outcome === "running") {
+      running = true;
+      done += last.progress.done;
+      total += last.progress.total;
+    }
+  }
+  const bar = row.querySelector('[data-field="progress"]');
+  if (bar) {
+    bar.hidden = !running;
+    bar.value = total ? Math.round((100 * done) / total) : 0;
+  }
+}
+
+async function refresh(scope) {
+  try {
+    const response = await fetch(scope.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.ok) applyStatus(scope, await response.json());
+  } catch (err) {
+    // Offline or the server restarting: keep the last known values, try again next tick.
+  }
+}
+
+function startRefreshing() {
+  const scopes = document.querySelectorAll("[data-status-url]");
+  if (!scopes.length) return;
+  const tick = () => scopes.forEach(refresh);
+  setInterval(tick, 3000);
+}
+
+async function testConnection(form) {
+  const out = document.querySelector('[data-field="connection-report"]');
+  out.textContent = "Testing…";
+  const response = await fetch(form.dataset.testConnection, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+  });
+  const report = await response.json();
+  out.replaceChildren();
+  const head = document.createElement("p");
+  head.className = report.ok ? "ok" : "error";
+  head.textContent = response.ok ? (report.ok ? "Connection OK." : `Connection failed: ${report.error}`) : report.detail;
+  out.append(head);
+  if (report.tried && report.tried.length) {
+    const list = document.createElement("ul");
+    for (const step of report.tried) {
+      const item = document.createElement("li");
+      item.textContent = step;
+      list.append(item);
+    }
+    out.append(document.createTextNode("Tried:"), list);
+  }
+}
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  if (form.dataset.testConnection) {
+    event.preventDefault();
+    testConnection(form);
+  }
+});
+
+document.addEventListener("DOMContentLoaded", startRefreshing);

@@ -1,0 +1,124 @@
+"""Console forms. The settings form reuses synccore's write-only-secrets form."""
+
+from __future__ import annotations
+
+from django import forms
+
+from synccore import mapping
+from synccore.forms import SyncSettingsForm
+from synccore.models import Employee, FieldMapping, SyncSettings, SyncUser
+
+FILTER_FIELDS = ["filter_by_rep", "filter_by_sales_group", "filter_by_favorites", "synchronize_companies"]
+
+# The settings page's groups, in the order of the reference "MS Exchange Synchronization Settings".
+SETTINGS_GROUPS = [
+    (
+        "Connection",
+        [
+            "synchronize_contacts",
+            "synchronize_activities",
+            "backend",
+            "ews_url",
+            "autodiscover_email",
+            "auth_type",
+            "access_type",
+            "service_account",
+            "service_password",
+            "clear_service_password",
+            "oauth_tenant_id",
+            "oauth_client_id",
+            "oauth_client_secret",
+            "clear_oauth_client_secret",
+            "graph_endpoint",
+            "authority_url",
+        ],
+    ),
+    ("Contacts", ["categorize_contacts", "contact_folder_name"]),
+    (
+        "Calendar",
+        [
+            "calendar_horizon_days",
+            "reminder_call_minutes",
+            "reminder_appointment_minutes",
+            "conflict_policy",
+            "personal_deletion_policy",
+            "internal_domains",
+            "comment_to_external_attendees",
+        ],
+    ),
+    ("Schedule and push", ["pull_interval", "pull_interval_unit", "push_enabled"]),
+    ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
+]
+
+
+class ConsoleSettingsForm(SyncSettingsForm):
+    class Meta(SyncSettingsForm.Meta):
+        fields = [name for name in SyncSettingsForm.Meta.fields if name not in FILTER_FIELDS]
+
+    def groups(self):
+        """(title, [bound fields]) in display order."""
+        return [
+            (title, [self[name] for name in names if name in self.fields]) for title, names in SETTINGS_GROUPS
+        ]
+
+
+class FiltersForm(forms.ModelForm):
+    class Meta:
+        model = SyncSettings
+        fields = FILTER_FIELDS
+
+
+class SyncUserForm(forms.ModelForm):
+    class Meta:
+        model = SyncUser
+        fields = [
+            "employee",
+            "mailbox_email",
+            "contacts_enabled",
+            "calendar_enabled",
+            "contact_folder_override",
+            "active",
+        ]
+
+    def __init__(self, *args, environment, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.environment = environment
+        self.fields["employee"].queryset = Employee.objects.filter(environment=environment).exclude(email="")
+        self.fields["employee"].help_text = "The mailbox e-mail must be this employee's address (any case)."
+
+
+class FieldMappingForm(forms.ModelForm):
+    """An editable row: a choice of the entity's CRM and Exchange fields."""
+
+    class Meta:
+        model = FieldMapping
+        fields = ["entity", "crm_field", "exchange_field", "direction", "enabled"]
+
+    def __init__(self, *args, environment, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.environment = environment
+        entity = self.data.get(self.add_prefix("entity")) or self.instance.entity or mapping.CONTACT
+        self.fields["crm_field"] = forms.ChoiceField(
+            label="CRM field", choices=_choices(mapping.CRM_FIELDS, entity)
+        )
+        self.fields["exchange_field"] = forms.ChoiceField(
+            label="Exchange field", choices=_choices(mapping.EXCHANGE_FIELDS, entity)
+        )
+        if self.instance.pk:
+            self.fields["entity"].disabled = True
+
+
+def _choices(vocabulary: dict[str, dict[str, str]], entity: str) -> list[tuple[str, str]]:
+    return sorted(vocabulary.get(entity, {}).items(), key=lambda item: item[1])
+
+
+class SyncNowForm(forms.Form):
+    user = forms.EmailField(required=False)
+    kind = forms.ChoiceField(
+        choices=[("all", "all"), ("contacts", "contacts"), ("calendar", "calendar")], initial="all"
+    )
+    full = forms.BooleanField(required=False)
+
+
+class ResolveForm(forms.Form):
+    keep = forms.ChoiceField(choices=[("crm", "CRM"), ("exchange", "Exchange")])

@@ -1,0 +1,26 @@
+"""The overview's figures, from the runtime status dict (the page's JavaScript does the same)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+HEALTHY = {"healthy"}
+
+
+def summarize(status: dict[str, Any]) -> dict[str, Any]:
+    users = [u for u in status["users"] if u.get("active", True)]
+    passes = [
+        u[kind]["last_pass"]["finished_at"] or u[kind]["last_pass"]["started_at"]
+        for u in users
+        for kind in ("contacts", "calendar")
+        if u[kind]["last_pass"]
+    ]
+    due = [u[kind]["next_due"] for u in users for kind in ("contacts", "calendar") if u[kind]["next_due"]]
+    return {
+        "healthy": sum(1 for u in users if u["health"] in HEALTHY),
+        "unhealthy": sum(1 for u in users if u["health"] not in HEALTHY),
+        "last_pass": parse_datetime(max(passes)) if passes else None,
+        "next_pass": parse_datetime(min(due)) if due else None,
+    }

@@ -1,0 +1,394 @@
+"""Console views: take ids, call one service function, render or redirect.
+
+Every view is guarded by ``role_required``; the templates only hide what the role may not do.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from syncadmin import audit
+from syncadmin.console import forms
+from syncadmin.console.access import role_required
+from syncadmin.console.charts import line_chart
+from syncadmin.console.summary import summarize
+from syncadmin.models import AuditAction, AuditEntry
+from syncadmin.roles import ADMINISTRATOR, OPERATOR, VIEWER, has_role
+from synccore import operations, runtime
+from synccore.models import Conflict, Environment, FieldMapping, ItemLink, SyncRun, SyncUser
+from synccore.runtime import RuntimeServiceError
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    pass
+
+
+def _rights(request: HttpRequest) -> dict[str, bool]:
+    return {
+        "can_operate": has_role(request.user, OPERATOR),
+        "can_administer": has_role(request.user, ADMINISTRATOR),
+    }
+
+
+def _environment_url(environment_id: int, section: str = "") -> str:
+    url = reverse("console:environment", args=[environment_id])
+    return f"{url}#{section}" if section else url
+
+
+# --- overview ----------------------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def overview(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for environment in Environment.objects.all():
+        status = runtime.status(environment.pk)
+        rows.append({"environment": environment, "status": status, **summarize(status)})
+    return render(request, "console/overview.html", {"rows": rows, **_rights(request)})
+
+
+# --- the synchronizer: start, stop, sync now, test connection -----------------------------------
+
+
+def _operate(request: HttpRequest, environment_id: int, action: str, call, done: str, changes=None):
+    environment = get_object_or_404(Environment, pk=environment_id)
+    try:
+        audit.audited(request.user, action, environment, call, changes=changes)
+    except RuntimeServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done.format(name=environment.name))
+    return redirect(request.POST.get("next") or _environment_url(environment.pk))
+
+
+@require_POST
+@role_required(OPERATOR)
+def start(request: HttpRequest, pk: int) -> HttpResponse:
+    return _operate(
+        request, pk, AuditAction.START, lambda: runtime.start(pk), "The synchronizer of {name} started."
+    )
+
+
+@require_POST
+@role_required(OPERATOR)
+def stop(request: HttpRequest, pk: int) -> HttpResponse:
+    return _operate(
+        request, pk, AuditAction.STOP, lambda: runtime.stop(pk), "The synchronizer of {name} stopped."
+    )
+
+
+@require_POST
+@role_required(OPERATOR)
+def sync_now(request: HttpRequest, pk: int) -> HttpResponse:
+    form = forms.SyncNowForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Sync now: " + "; ".join(m for ms in form.errors.values() for m in ms))
+        return redirect(_environment_url(pk, "users"))
+    options = form.cleaned_data
+    user = options["user"] or None
+    label = "Sync all" if options["full"] else "Sync now"
+    return _operate(
+        request,
+        pk,
+        AuditAction.SYNC_NOW,
+        lambda: runtime.sync_now(pk, user_email=user, kind=options["kind"], full=options["full"]),
+        f"{label} queued for {user or 'every active user'} of {{name}}.",
+        changes={"user": user, "kind": options["kind"], "full": options["full"]},
+    )
+
+
+@require_POST
+@role_required(OPERATOR)
+def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
+    environment = get_object_or_404(Environment, pk=pk)
+    report = runtime.test_connection(environment.pk)
+    tried = "; ".join(report.tried)
+    if report.ok:
+        messages.success(request, f"Connection OK. Tried: {tried}")
+    else:
+        messages.error(request, f"Connection failed: {report.error} Tried: {tried}")
+    return redirect(_environment_url(pk, "settings"))
+
+
+# --- the environment page ------------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def environment(request: HttpRequest, pk: int) -> HttpResponse:
+    env = get_object_or_404(Environment.objects.select_related("settings"), pk=pk)
+    return _render_environment(request, env)
+
+
+def _render_environment(
+    request,
+    env: Environment,
+    *,
+    settings_form=None,
+    filters_form=None,
+    user_form=None,
+    mapping_form=None,
+    status: int = 200,
+) -> HttpResponse:
+    status_body = runtime.status(env.pk)
+    users = list(SyncUser.objects.filter(environment=env).select_related("employee"))
+    by_email = {u["email"]: u for u in status_body["users"]}
+    progress = operations.running_progress(env.pk)
+    user_rows = [
+        {"user": user, "status": by_email.get(user.mailbox_email), "progress": progress.get(user.pk)}
+        for user in users
+    ]
+    mappings = FieldMapping.objects.filter(environment=env)
+    context = {
+        "env": env,
+        "status": status_body,
+        **summarize(status_body),
+        "settings_form": settings_form or forms.ConsoleSettingsForm(instance=env.settings),
+        "filters_form": filters_form or forms.FiltersForm(instance=env.settings),
+        "user_form": user_form or forms.SyncUserForm(environment=env),
+        "user_rows": user_rows,
+        "mapping_rows": [
+            (row, forms.FieldMappingForm(instance=row, environment=env, prefix=f"m{row.pk}"))
+            for row in mappings
+        ],
+        "mapping_form": mapping_form or forms.FieldMappingForm(environment=env, prefix="new"),
+        **_history(env),
+        "conflicts": Conflict.objects.filter(link__environment=env)
+        .select_related("link__sync_user", "link__activity", "link__contact", "link__company")
+        .order_by("resolved_at", "-detected_at")[:100],
+        "attention_items": ItemLink.objects.filter(
+            environment=env, state__in=operations.ATTENTION_LINK_STATES
+        )
+        .select_related("sync_user", "contact", "company", "activity")
+        .order_by("-updated_at")[:200],
+        "attention_users": [u for u in users if u.health in operations.ATTENTION_HEALTH],
+        "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
+        **_rights(request),
+    }
+    if not context["can_administer"]:
+        # Read-only for viewers and operators (the POST views refuse them as well).
+        for form in (context["settings_form"], context["filters_form"]):
+            for field in form.fields.values():
+                field.disabled = True
+    return render(request, "console/environment.html", context, status=status)
+
+
+def _history(env: Environment) -> dict:
+    runs = list(
+        SyncRun.objects.filter(environment=env).select_related("sync_user").order_by("-started_at")[:100]
+    )
+    oldest_first = list(reversed(runs))
+    times = [r.started_at for r in oldest_first]
+    return {
+        "runs": runs[:50],
+        "items_chart": line_chart(
+            "Items per pass",
+            times,
+            {
+                name: [getattr(r, name) for r in oldest_first]
+                for name in ("created", "updated", "deleted", "failed")
+            },
+        ),
+        "requests_chart": line_chart(
+            "Requests per pass", times, {"requests": [r.requests for r in oldest_first]}
+        ),
+    }
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    env = get_object_or_404(Environment.objects.select_related("settings"), pk=pk)
+    filters = request.POST.get("section") == "filters"
+    form_class = forms.FiltersForm if filters else forms.ConsoleSettingsForm
+    before = audit.snapshot(env.settings)
+    form = form_class(request.POST, instance=env.settings)
+    if not form.is_valid():
+        messages.error(request, "The settings were not saved: see the messages below.")
+        key = "filters_form" if filters else "settings_form"
+        return _render_environment(request, env, **{key: form})
+    saved = form.save()
+    audit.record(
+        request.user,
+        AuditAction.SETTINGS_CHANGED,
+        environment=env,
+        target=str(saved),
+        changes=audit.diff(before, audit.snapshot(saved)),
+    )
+    messages.success(request, "Filters saved." if filters else "Settings saved.")
+    return redirect(_environment_url(pk, "filters" if filters else "settings"))
+
+
+# --- sync users -----------------------------------------------------------------------------------
+
+
+@role_required(ADMINISTRATOR)
+def user_form(request: HttpRequest, pk: int, user_id: int | None = None) -> HttpResponse:
+    env = get_object_or_404(Environment, pk=pk)
+    user = get_object_or_404(SyncUser, pk=user_id, environment=env) if user_id else None
+    before = audit.snapshot(user) if user else {}
+    form = forms.SyncUserForm(request.POST or None, instance=user, environment=env)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        action = AuditAction.USER_CHANGED if user else AuditAction.USER_ADDED
+        audit.record(
+            request.user,
+            action,
+            environment=env,
+            target=saved.mailbox_email,
+            changes=audit.diff(before, audit.snapshot(saved)),
+        )
+        messages.success(request, f"Sync user {saved.mailbox_email} saved.")
+        return redirect(_environment_url(pk, "users"))
+    return render(request, "console/user_form.html", {"env": env, "form": form, "sync_user": user})
+
+
+USER_ACTIONS = {
+    "deactivate": (AuditAction.USER_CHANGED, "deactivated"),
+    "activate": (AuditAction.USER_CHANGED, "activated"),
+    "re-enable": (AuditAction.USER_RE_ENABLED, "re-enabled"),
+    "confirm-deletions": (AuditAction.DELETIONS_CONFIRMED, "allowed to delete beyond the safety limit"),
+}
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> HttpResponse:
+    user = get_object_or_404(SyncUser, pk=user_id, environment_id=pk)
+    if action not in USER_ACTIONS:
+        return HttpResponse(status=404)
+    audit_action, done = USER_ACTIONS[action]
+    calls = {
+        "deactivate": lambda: _set_active(user, False),
+        "activate": lambda: _set_active(user, True),
+        "re-enable": lambda: operations.re_enable_user(user.pk),
+        "confirm-deletions": lambda: operations.confirm_deletions(user.pk),
+    }
+    audit.audited(
+        request.user,
+        audit_action,
+        user.environment,
+        calls[action],
+        target=user.mailbox_email,
+        changes={"action": action},
+    )
+    messages.success(request, f"{user.mailbox_email} {done}.")
+    return redirect(request.POST.get("next") or _environment_url(pk, "users"))
+
+
+def _set_active(user: SyncUser, active: bool) -> None:
+    # Deactivating stops synchronization and leaves the mailbox as it is (C7).
+    SyncUser.objects.filter(pk=user.pk).update(active=active)
+
+
+# --- field mappings -------------------------------------------------------------------------------
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def mapping_save(request: HttpRequest, pk: int, mapping_id: int | None = None) -> HttpResponse:
+    env = get_object_or_404(Environment, pk=pk)
+    row = get_object_or_404(FieldMapping, pk=mapping_id, environment=env) if mapping_id else None
+    before = audit.snapshot(row) if row else {}
+    form = forms.FieldMappingForm(
+        request.POST, instance=row, environment=env, prefix=f"m{row.pk}" if row else "new"
+    )
+    if not form.is_valid():
+        errors = "; ".join(m for ms in form.errors.values() for m in ms)
+        messages.error(request, f"The mapping was not saved: {errors}")
+        return _render_environment(request, env, mapping_form=None if row else form)
+    saved = form.save()
+    audit.record(
+        request.user,
+        AuditAction.MAPPING_CHANGED,
+        environment=env,
+        target=str(saved),
+        changes=audit.diff(before, audit.snapshot(saved)),
+    )
+    messages.success(request, f"Mapping saved: {saved}.")
+    return redirect(_environment_url(pk, "mapping"))
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def mapping_delete(request: HttpRequest, pk: int, mapping_id: int) -> HttpResponse:
+    row = get_object_or_404(FieldMapping, pk=mapping_id, environment_id=pk)
+    if row.fixed:
+        messages.error(request, "This row is fixed: the synchronizer depends on it.")
+    else:
+        audit.record(
+            request.user,
+            AuditAction.MAPPING_CHANGED,
+            environment=row.environment,
+            target=str(row),
+            changes={"removed": audit.snapshot(row)},
+        )
+        row.delete()
+        messages.success(request, f"Mapping removed: {row}.")
+    return redirect(_environment_url(pk, "mapping"))
+
+
+# --- conflicts and items needing attention -----------------------------------------------------------
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def resolve_conflict(request: HttpRequest, pk: int, conflict_id: int) -> HttpResponse:
+    conflict = get_object_or_404(Conflict, pk=conflict_id, link__environment_id=pk)
+    form = forms.ResolveForm(request.POST)
+    if form.is_valid():
+        resolved = operations.resolve_conflict(
+            conflict.pk, form.cleaned_data["keep"], request.user.get_username()
+        )
+        audit.record(
+            request.user,
+            AuditAction.CONFLICT_RESOLVED,
+            environment=conflict.link.environment,
+            target=f"{resolved.field} of {resolved.link}",
+            changes={"keep": resolved.choice},
+        )
+        messages.success(request, f"Conflict on {resolved.field} resolved: {resolved.get_choice_display()}.")
+    return redirect(_environment_url(pk, "conflicts"))
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def retry_item(request: HttpRequest, pk: int, link_id: int) -> HttpResponse:
+    link = get_object_or_404(ItemLink, pk=link_id, environment_id=pk)
+    try:
+        audit.audited(
+            request.user,
+            AuditAction.ITEMS_RETRIED,
+            link.environment,
+            lambda: operations.retry_item(link.pk),
+            target=str(link),
+        )
+    except RuntimeServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Retry queued for {link}.")
+    return redirect(_environment_url(pk, "attention"))
+
+
+# --- audit log -----------------------------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.select_related("environment")
+    query = request.GET.get("q", "").strip()
+    if query:
+        entries = entries.filter(
+            Q(username__icontains=query) | Q(target__icontains=query) | Q(action__icontains=query)
+        )
+    return render(request, "console/audit.html", {"entries": entries[:500], "q": query})
