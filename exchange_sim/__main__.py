@@ -22,6 +22,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", choices=("none", "basic", "ntlm"), default="basic")
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--state", metavar="FILE", help="JSON snapshot loaded at start and written at exit")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:TIMES]",
+        help="arm a fault at start, e.g. server_busy:3 or http_503 (TIMES 0 = until cleared via /_sim/faults/clear)",
+    )
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -46,6 +53,10 @@ def build(args: argparse.Namespace) -> Simulator:
     else:
         add_demo_mailboxes(sim)
         seed_demo_content(sim)
+    for spec in args.fault:
+        kind, _, times = spec.partition(":")
+        count = int(times) if times else 1
+        sim.faults.arm(kind, count or None)
     return sim
 
 

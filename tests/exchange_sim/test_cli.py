@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+import pytest
 from exchangelib import Contact
+from exchangelib.errors import ErrorServerBusy
 
 from tests.conftest import PROJECT_DIR
 
@@ -66,3 +68,11 @@ def test_a_state_file_keeps_the_store_between_runs(tmp_path):
     assert state.exists()
     with running("--state", str(state)) as sim:
         assert [c.given_name for c in connect(sim, "x@fabrikam.example").contacts.all()] == ["Kept"]
+
+
+def test_faults_can_be_armed_at_start():
+    with running("--mailbox", "x@fabrikam.example", "--fault", "server_busy:1") as sim:
+        account = connect(sim, "x@fabrikam.example")
+        with pytest.raises(ErrorServerBusy):
+            account.contacts.all().count()
+        assert account.contacts.all().count() == 0
