@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from exchange_sim.ews.operations import OPERATIONS, RequestContext, Responder, SoapFault
-from exchange_sim.ews.xmlutil import NSMAP, SOAP, E, T, local, m, t
+from exchange_sim.ews.xmlutil import NSMAP, REQUEST_ZONE, SOAP, E, T, local, m, t
 from exchange_sim.faults import LoggedRequest
 from exchange_sim.store import StoreError
 
@@ -168,7 +168,11 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
                     return not_implemented(operation)
                 with sim.store.lock:
                     ctx.extras.update(sim.request_extras(ctx, operation))
-                    return 200, handler(ctx, request)
+                    token = REQUEST_ZONE.set(request_zone(header))
+                    try:
+                        return 200, handler(ctx, request)
+                    finally:
+                        REQUEST_ZONE.reset(token)
         except SoapFault as exc:
             return 500, fault_element(exc.code, exc.message, exc.back_off_ms)
         except StoreError as exc:
@@ -225,6 +229,16 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         body = etree.SubElement(envelope, f"{{{SOAP}}}Body")
         body.append(content)
         return envelope
+
+
+def request_zone(header: Any) -> Any:
+    """The zone named by TimeZoneContext (Windows or IANA id), else UTC."""
+    from exchange_sim.calendar import zone_for
+
+    if header is None:
+        return zone_for(None)
+    definition = header.find(f"{t('TimeZoneContext')}/{t('TimeZoneDefinition')}")
+    return zone_for(definition.get("Id") if definition is not None else None)
 
 
 def fault_element(code: str, message: str, back_off_ms: int | None = None) -> Any:

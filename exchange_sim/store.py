@@ -635,16 +635,19 @@ class Store:
             since = self.decode_sync_state(folder_id, state)
             ignored = set(ignore)
             first_seen: dict[str, int] = {}
+            created_after: set[str] = set()
             for change in self._journal:
                 if change.seq <= since or change.is_folder or change.folder_id != folder_id:
                     continue
                 first_seen.setdefault(change.id, change.seq)
+                if change.op == "created":
+                    created_after.add(change.id)
             ordered = sorted(first_seen.items(), key=lambda pair: pair[1])
             result: list[tuple[str, Item | str]] = []
             new_seq = self._seq
             includes_last = True
             for index, (item_id, first_seq) in enumerate(ordered):
-                op = self._net_change(item_id, since, folder_id)
+                op = self._net_change(item_id, since, folder_id, item_id in created_after)
                 if op is None or item_id in ignored:
                     continue
                 result.append((op, copy.deepcopy(self._items[item_id]) if op != "Delete" else item_id))
@@ -653,15 +656,10 @@ class Store:
                     break
             return result, self.encode_sync_state(folder_id, new_seq), includes_last
 
-    def _net_change(self, item_id: str, since: int, folder_id: str) -> str | None:
+    def _net_change(self, item_id: str, since: int, folder_id: str, created_after: bool) -> str | None:
         live = self._items.get(item_id)
-        here = live is not None and live.folder_id == folder_id
-        if not here:
+        if live is None or live.folder_id != folder_id:
             # created after the state and gone again: the client never saw it
-            created_after = any(
-                c.id == item_id and c.op == "created" and c.seq > since and c.folder_id == folder_id
-                for c in self._journal
-            )
             return None if created_after else "Delete"
         return "Create" if live.created_seq > since else "Update"
 

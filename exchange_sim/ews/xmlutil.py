@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from contextvars import ContextVar
+from datetime import UTC, date, datetime, tzinfo
 
 from lxml import etree
+
+# The zone of the request's TimeZoneContext header: naive times in the request are in it.
+REQUEST_ZONE: ContextVar[tzinfo] = ContextVar("request_zone", default=UTC)
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -52,16 +56,16 @@ def format_datetime(value: datetime) -> str:
 
 
 def parse_datetime(text: str) -> datetime:
-    """xs:dateTime as clients send it ('Z', an offset, or naive meaning UTC), or a bare xs:date."""
+    """xs:dateTime as clients send it ('Z', an offset, or naive in the TimeZoneContext zone), or an xs:date."""
     raw = text.strip()
     if raw.endswith("Z"):
         raw = raw[:-1] + "+00:00"
     if len(raw) == 10:
         day = date.fromisoformat(raw)
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return datetime(day.year, day.month, day.day, tzinfo=REQUEST_ZONE.get()).astimezone(UTC)
     value = datetime.fromisoformat(raw)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=REQUEST_ZONE.get())
     return value.astimezone(UTC)
 
 

@@ -19,11 +19,11 @@ ENVELOPE = (
 )
 
 
-def post(sim: Simulator, body: str) -> tuple[int, bytes]:
+def post(sim: Simulator, body: str, envelope: str = ENVELOPE) -> tuple[int, bytes]:
     auth = base64.b64encode(b"svc@contoso.example:demo-password").decode()
     request = urllib.request.Request(
         sim.url,
-        data=ENVELOPE.format(body=body).encode(),
+        data=envelope.format(body=body).encode(),
         headers={"Authorization": f"Basic {auth}", "Content-Type": "text/xml", "X-AnchorMailbox": "alice@contoso.example"},
     )
     try:
@@ -63,3 +63,19 @@ def test_a_valid_exchange_passes(exchange_sim: Simulator, account):
     require(ews_schema_dir() is not None, "EWS schema folder (EWS_SCHEMA_DIR)")
     account.contacts.all().count()
     assert exchange_sim.schema_violations == []
+
+
+def test_naive_times_are_read_in_the_time_zone_context(exchange_sim: Simulator):
+    envelope = ENVELOPE.replace(
+        "</s:Header>",
+        '<t:TimeZoneContext><t:TimeZoneDefinition Id="W. Europe Standard Time"/></t:TimeZoneContext></s:Header>',
+    )
+    body = (
+        '<m:CreateItem MessageDisposition="SaveOnly" SendMeetingInvitations="SendToNone"><m:Items><t:CalendarItem>'
+        "<t:Subject>Naive</t:Subject><t:Start>2027-07-01T10:00:00</t:Start><t:End>2027-07-01T11:00:00</t:End>"
+        "</t:CalendarItem></m:Items></m:CreateItem>"
+    )
+    status, _ = post(exchange_sim, body, envelope)
+    assert status == 200
+    [event] = exchange_sim.user("alice@contoso.example").events()
+    assert event.props["Start"].hour == 8  # 10:00 Berlin summer time is 08:00 UTC
