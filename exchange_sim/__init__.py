@@ -46,6 +46,8 @@ Acting as a person in Outlook (`MailboxUser`; folders by distinguished name, pat
     alice.create_event("Review", start, end, RequiredAttendees=[{"Mailbox": {"EmailAddress": "bob@contoso.example"}}])
     alice.view(start, end)          # calendar view with recurring series expanded
     bob.accept(item) / decline / tentative / dismiss_reminder(item)
+    carol.receive_meeting("Supplier call", start, end, "ext@fabrikam.example", uid="EXT-1")  # external organizer
+    alice.touch(item)               # Exchange's own rewrite: only the change key moves
 
 Item refs may be a store `Item`, an id string, or anything with ``.id`` (an exchangelib item).
 Property names are EWS element names; values are str/bool/int, aware datetimes, lists and dicts.

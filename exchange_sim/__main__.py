@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--state", metavar="FILE", help="JSON snapshot loaded at start and written at exit")
     parser.add_argument(
+        "--users",
+        metavar="FILE",
+        help='JSON list of {"name", "password", "mailbox", "service_account"} who may log in',
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -53,6 +58,8 @@ def build(args: argparse.Namespace) -> Simulator:
     else:
         add_demo_mailboxes(sim)
         seed_demo_content(sim)
+    if args.users:
+        sim.load_users(args.users)
     for spec in args.fault:
         kind, _, times = spec.partition(":")
         count = int(times) if times else 1

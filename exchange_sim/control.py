@@ -8,7 +8,7 @@
     POST /_sim/connections                     {"max_per_account": 2}  (null lifts the limit)
     GET  /_sim/clock                           POST /_sim/clock {"set": ISO, "frozen": false} | {"advance_seconds": N}
                                                | {"reset": true}
-    GET  /_sim/mailboxes                       addresses
+    GET  /_sim/mailboxes                       addresses; POST {"address", "display_name", "time_zone", "password"}
     GET  /_sim/mailboxes/<address>/items?folder=contacts
     POST /_sim/mailboxes/<address>/contacts    {"folder": "contacts", "props": {...}}
     POST /_sim/mailboxes/<address>/events      {"subject", "start", "end", "time_zone", "send", "props": {...}}
@@ -136,6 +136,9 @@ class ControlApi:
         return 200, clock.describe()
 
     def _mailboxes(self, method: str, parts: list[str], query: dict[str, str], data: dict[str, Any]) -> tuple[int, Any]:
+        if not parts and method == "POST":
+            self.sim.add_mailbox(data["address"], data.get("display_name"), data.get("time_zone", "UTC"), data.get("password"))
+            return 201, {"address": data["address"]}
         if not parts:
             return 200, list(self.sim.mailboxes())
         user = self.sim.user(parts[0])

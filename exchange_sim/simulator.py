@@ -130,6 +130,14 @@ class Simulator:
         self.users[name.lower()] = account
         return account
 
+    def load_users(self, path: str) -> None:
+        """A users file: JSON list of {"name", "password", "mailbox"?, "service_account"?}."""
+        import json
+
+        with open(path, encoding="utf-8") as fh:
+            for entry in json.load(fh):
+                self.add_user(entry["name"], entry["password"], entry.get("mailbox"), bool(entry.get("service_account")))
+
     def add_mailbox(self, address: str, display_name: str | None = None, time_zone: str = "UTC", password: str | None = None) -> MailboxUser:
         """A mailbox; with a password its owner can also log in (delegate access to their own mailbox)."""
         self.store.add_mailbox(address, display_name, time_zone)

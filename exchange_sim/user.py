@@ -115,6 +115,46 @@ class MailboxUser:
         context = {"send_invitations": "SendToAllAndSaveCopy" if send else "SendToNone", "by_user": True}
         return self.store.create_item(self.folder(folder).id, "CalendarItem", values, extended, context=context)
 
+    def receive_meeting(
+        self,
+        subject: str,
+        start: datetime,
+        end: datetime,
+        organizer: str,
+        *,
+        uid: str | None = None,
+        organizer_name: str | None = None,
+        **props: Any,
+    ) -> Item:
+        """An invitation from someone outside the simulator, as it lands in this calendar.
+
+        Pass the same ``uid`` to several mailboxes to model one external meeting with many invitees.
+        """
+        from exchange_sim.calendar import windows_zone_for
+
+        zone = windows_zone_for(self.store.mailbox(self.address).time_zone)
+        values = {
+            "Subject": subject,
+            "Start": start,
+            "End": end,
+            "StartTimeZone": zone,
+            "EndTimeZone": zone,
+            "Organizer": {"Name": organizer_name or organizer, "EmailAddress": organizer, "RoutingType": "SMTP"},
+            "IsMeeting": True,
+            "MyResponseType": "NoResponseReceived",
+            "LegacyFreeBusyStatus": "Tentative",
+            "IsResponseRequested": True,
+            "RequiredAttendees": [{"Mailbox": {"EmailAddress": self.address}, "ResponseType": "Unknown"}],
+            **props,
+        }
+        if uid:
+            values["UID"] = uid
+        return self.store.create_item(self.folder("calendar").id, "CalendarItem", values, context={"delivery": True})
+
+    def touch(self, ref: ItemRef) -> Item:
+        """Exchange rewrote the item on its own (a calendar assistant pass): only the change key moves."""
+        return self.store.touch_item(_id(ref))
+
     def events(self, folder: str = "calendar") -> list[Item]:
         return self.items(folder, "CalendarItem")
 

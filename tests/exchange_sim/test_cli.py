@@ -76,3 +76,11 @@ def test_faults_can_be_armed_at_start():
         with pytest.raises(ErrorServerBusy):
             account.contacts.all().count()
         assert account.contacts.all().count() == 0
+
+
+def test_a_users_file_adds_accounts(tmp_path):
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps([{"name": "ops@fabrikam.example", "password": "pw", "service_account": True}]))
+    with running("--mailbox", "x@fabrikam.example", "--users", str(users)) as sim:
+        sim.credentials = ("ops@fabrikam.example", "pw")
+        assert connect(sim, "x@fabrikam.example").contacts.all().count() == 0

@@ -58,3 +58,9 @@ def test_it_reports_counters_and_the_request_log(exchange_sim: Simulator, accoun
     log = call(exchange_sim, "log")
     assert [e["operation"] for e in log][-1] == "FindItem"
     assert call(exchange_sim, "counters/reset", {}) == {}
+
+
+def test_it_adds_a_mailbox_that_can_log_in(exchange_sim: Simulator, connect_to):
+    call(exchange_sim, "mailboxes", {"address": "zoe@contoso.example", "password": "zoe-pw", "time_zone": "Europe/Berlin"})
+    own = connect_to(exchange_sim, "zoe@contoso.example", credentials=("zoe@contoso.example", "zoe-pw"), impersonation=False)
+    assert own.contacts.all().count() == 0

@@ -129,3 +129,20 @@ def test_delivery_can_be_delayed(account, exchange_sim: Simulator):
     while not exchange_sim.user("bob@contoso.example").events() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(exchange_sim.user("bob@contoso.example").events()) == 1
+
+
+def test_an_external_invitation_lands_in_several_calendars_with_one_uid(exchange_sim: Simulator, account):
+    start = dt.datetime(2027, 5, 6, 9, tzinfo=dt.UTC)
+    for address in ["alice@contoso.example", "bob@contoso.example"]:
+        exchange_sim.user(address).receive_meeting("Supplier call", start, start + dt.timedelta(hours=1), "ext@fabrikam.example", uid="EXT-1")
+    [copy] = list(account.calendar.all())
+    assert (copy.uid, copy.organizer.email_address, copy.my_response_type) == ("EXT-1", "ext@fabrikam.example", "NoResponseReceived")
+    assert exchange_sim.user("bob@contoso.example").find_event("EXT-1") is not None
+
+
+def test_a_server_side_rewrite_moves_only_the_change_key(exchange_sim: Simulator, account):
+    alice = exchange_sim.user("alice@contoso.example")
+    made = alice.create_event("Quiet", dt.datetime(2027, 5, 6, 9, tzinfo=dt.UTC), dt.datetime(2027, 5, 6, 10, tzinfo=dt.UTC))
+    touched = alice.touch(made)
+    assert touched.changekey != made.changekey
+    assert touched.props == made.props
