@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from syncadmin import audit
@@ -41,6 +42,14 @@ def _rights(request: HttpRequest) -> dict[str, bool]:
     }
 
 
+def _next_or(request: HttpRequest, default: str) -> str:
+    """Where a form asked to go back to, when it is on this site; else the default."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return default
+
+
 def _environment_url(environment_id: int, section: str = "") -> str:
     url = reverse("console:environment", args=[environment_id])
     return f"{url}#{section}" if section else url
@@ -55,7 +64,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     for environment in Environment.objects.all():
         status = runtime.status(environment.pk)
         rows.append({"environment": environment, "status": status, **summarize(status)})
-    return render(request, "console/overview.html", {"rows": rows, **_rights(request)})
+    return render(request, "console/overview.html", {"rows": rows, "back_url": request.path, **_rights(request)})
 
 
 # --- the synchronizer: start, stop, sync now, test connection -----------------------------------
@@ -69,7 +78,7 @@ def _operate(request: HttpRequest, environment_id: int, action: str, call, done:
         messages.error(request, str(exc))
     else:
         messages.success(request, done.format(name=environment.name))
-    return redirect(request.POST.get("next") or _environment_url(environment.pk))
+    return redirect(_next_or(request, _environment_url(environment.pk)))
 
 
 @require_POST
@@ -151,6 +160,7 @@ def _render_environment(
     mappings = FieldMapping.objects.filter(environment=env)
     context = {
         "env": env,
+        "back_url": _environment_url(env.pk),
         "status": status_body,
         **summarize(status_body),
         "settings_form": settings_form or forms.ConsoleSettingsForm(instance=env.settings),
@@ -283,7 +293,7 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
         changes={"action": action},
     )
     messages.success(request, f"{user.mailbox_email} {done}.")
-    return redirect(request.POST.get("next") or _environment_url(pk, "users"))
+    return redirect(_next_or(request, _environment_url(pk, "users")))
 
 
 def _set_active(user: SyncUser, active: bool) -> None:
