@@ -56,6 +56,7 @@ Counters, faults, clock::
 
     sim.counters["CreateItem"]; sim.counters.total(); sim.counters.snapshot(); sim.counters.reset()
     sim.counters.for_mailbox("alice@contoso.example", "UpdateItem")   # by X-AnchorMailbox
+    sim.counters.connections      # TCP connections accepted (keep-alive); auth handshake legs are not requests
     sim.faults.server_busy(times=2, back_off_ms=500, operation="CreateItem")   # -> ErrorServerBusy
     sim.faults.http_503(times=1)          # -> ErrorServerBusy (exchangelib turns 503 into it)
     sim.faults.unauthorized(times=3)      # 401 burst -> UnauthorizedError

@@ -127,6 +127,12 @@ class Counters:
         self._by_op: Counter[str] = Counter()
         self._by_mailbox: Counter[tuple[str, str]] = Counter()
 
+    connections = 0  # TCP connections accepted (keep-alive keeps this low)
+
+    def connection_opened(self) -> None:
+        with self._lock:
+            self.connections += 1
+
     def count(self, operation: str, mailbox: str | None = None) -> None:
         with self._lock:
             self._by_op[operation] += 1
@@ -153,6 +159,7 @@ class Counters:
         with self._lock:
             self._by_op.clear()
             self._by_mailbox.clear()
+            self.connections = 0
 
 
 @dataclass

@@ -63,6 +63,10 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
     def sim(self) -> Simulator:
         return self.server.simulator
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.simulator.counters.connection_opened()
+
     # ---- HTTP plumbing ---------------------------------------------------------------------------
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -125,20 +129,25 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         except (etree.XMLSyntaxError, TypeError, IndexError):
             self.send_bytes(400, b"Bad SOAP request", "text/plain")
             return
-        sim.counters.count(operation, self.headers.get("X-AnchorMailbox"))
+        anchor = self.headers.get("X-AnchorMailbox")
+        # Counted: every request that reaches the server, except the legs of an auth handshake.
         if sim.faults.take("drop_connection", operation):
+            sim.counters.count(operation, anchor)
             raise _Dropped
         if sim.faults.take("unauthorized", operation):
+            sim.counters.count(operation, anchor)
             self.send_bytes(401, b"", "text/plain", {"WWW-Authenticate": 'Basic realm="exchange_sim"'})
             return
         fault = sim.faults.take("http_503", operation)
         if fault:
+            sim.counters.count(operation, anchor)
             extra = {"Retry-After": str(fault.params["retry_after"])} if fault.params.get("retry_after") else {}
             self.send_bytes(503, b"Service Unavailable", "text/html", extra)
             return
         user = sim.auth.authenticate(self)
         if user is False:
             return  # the authenticator already answered (401 or an NTLM challenge)
+        sim.counters.count(operation, anchor)
         if sim.faults.latency_ms:
             time.sleep(sim.faults.latency_ms / 1000)
         violations = sim.validate(envelope, "request", operation)

@@ -413,7 +413,8 @@ def _page(objs: list[Any], view: Element | None) -> tuple[list[Any], int | None,
     """Apply an IndexedPage*View: (page, next offset or None, includes last)."""
     if view is None:
         return objs, None, True
-    size = int(view.get("MaxEntriesReturned") or len(objs) or 1)
+    # Exchange's default throttling policy (EWSFindCountLimit) caps a page at 1000 entries
+    size = min(int(view.get("MaxEntriesReturned") or 1000), 1000)
     offset = int(view.get("Offset", "0"))
     if view.get("BasePoint", "Beginning") == "End":
         start = max(len(objs) - offset - size, 0)

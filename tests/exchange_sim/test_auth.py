@@ -75,3 +75,20 @@ def test_ntlm_refuses_a_wrong_password(exchange_sim_factory):
     sim = exchange_sim_factory(auth="ntlm")
     with pytest.raises(UnauthorizedError):
         connect(sim, credentials=("svc@contoso.example", "wrong"), auth_type=NTLM).contacts.all().count()
+
+
+def test_requests_share_one_keep_alive_connection(exchange_sim):
+    account = connect(exchange_sim, max_connections=1)
+    for _ in range(5):
+        account.contacts.all().count()
+    assert exchange_sim.counters["FindItem"] == 5
+    assert exchange_sim.counters.connections == 1
+
+
+def test_ntlm_handshakes_once_for_many_requests_on_a_connection(exchange_sim_factory):
+    sim = exchange_sim_factory(auth="ntlm")
+    account = connect(sim, auth_type=NTLM, max_connections=1)
+    for _ in range(3):
+        account.contacts.all().count()
+    assert sim.counters.connections == 1
+    assert sim.counters["FindItem"] == 3  # handshake legs are not counted as requests
