@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
-from exchange_sim.store import Item, Store
+from exchange_sim.store import Item, Store, StoreError
 
 SEND_TO_ALL = {"SendToAllAndSaveCopy", "SendOnlyToAll", "SendToChangedAndSaveCopy", "SendOnlyToChanged"}
 SHARED_PROPS = (
@@ -118,7 +118,7 @@ class Meetings:
         """Create or update the invitee copies of a meeting (the organizer's copy is the source)."""
         try:
             source = self.store.item(organizer_item_id)
-        except Exception:  # deleted before a delayed delivery ran
+        except StoreError:  # deleted before a delayed delivery ran
             return
         shared = {k: copy.deepcopy(source.props[k]) for k in SHARED_PROPS if k in source.props}
         shared.setdefault("Organizer", self._mailbox_of(source.mailbox))

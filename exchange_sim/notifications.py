@@ -10,7 +10,7 @@ import base64
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from exchange_sim.store import Change, Store, StoreError
@@ -60,6 +60,8 @@ class Subscription:
     event_types: set[str]
     events: list[Event] = field(default_factory=list)
     last_seq: int = 0
+    timeout_minutes: int | None = None  # pull: expires when not polled for this long (simulated clock)
+    last_poll: datetime | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def wants(self, event: Event) -> bool:
@@ -79,7 +81,15 @@ class Subscriptions:
         self._subs: dict[str, Subscription] = {}
         store.add_listener(self._on_change)
 
-    def subscribe(self, mailbox: str, kind: str, folder_ids: set[str] | None, event_types: list[str], watermark: str | None = None) -> Subscription:
+    def subscribe(
+        self,
+        mailbox: str,
+        kind: str,
+        folder_ids: set[str] | None,
+        event_types: list[str],
+        watermark: str | None = None,
+        timeout_minutes: int | None = None,
+    ) -> Subscription:
         since = decode_watermark(watermark)
         sub = Subscription(
             id=base64.b64encode(b"SUB" + uuid.uuid4().bytes).decode(),
@@ -88,6 +98,8 @@ class Subscriptions:
             folder_ids=folder_ids,
             event_types=set(event_types),
             last_seq=self.store.seq if since is None else since,
+            timeout_minutes=timeout_minutes,
+            last_poll=self.store.clock.now(),
         )
         if since is not None:
             for change in self.store.journal(since):
@@ -117,6 +129,12 @@ class Subscriptions:
     def pull(self, subscription_id: str, watermark: str | None, mailbox: str | None = None, limit: int = 50) -> tuple[list[Event], str, bool]:
         """Events after the watermark: (events, previous watermark, more events)."""
         sub = self.get(subscription_id, mailbox)
+        now = self.store.clock.now()
+        if sub.timeout_minutes and sub.last_poll and now - sub.last_poll > timedelta(minutes=sub.timeout_minutes):
+            with self._lock:
+                self._subs.pop(sub.id, None)
+            raise StoreError("ErrorExpiredSubscription", "The subscription has expired.")
+        sub.last_poll = now
         since = decode_watermark(watermark)
         with sub.cond:
             if since is not None:

@@ -522,14 +522,16 @@ class Store:
             return copy.deepcopy(item)
 
     def delete_item(self, item_id: str, mode: str = "HardDelete", *, context: dict[str, Any] | None = None) -> None:
-        """HardDelete / SoftDelete remove the item; MoveToDeletedItems moves it (new id)."""
+        """HardDelete removes the item; SoftDelete moves it to Recoverable Items, MoveToDeletedItems to
+        Deleted Items (both give it a new id there)."""
         with self._lock:
             item = self._item(item_id)
             self._run_hooks("before_delete", item, context or {})
-            if mode == "MoveToDeletedItems":
-                deleted = self._mailbox(item.mailbox).distinguished["deleteditems"]
-                if item.folder_id != deleted:
-                    self._move(item, deleted)
+            target = {"MoveToDeletedItems": "deleteditems", "SoftDelete": "recoverableitemsdeletions"}.get(mode)
+            if target:
+                folder_id = self._mailbox(item.mailbox).distinguished[target]
+                if item.folder_id != folder_id:
+                    self._move(item, folder_id)
                     return
             self._remove_item(item)
 

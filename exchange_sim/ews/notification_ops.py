@@ -60,7 +60,10 @@ def subscribe(ctx: RequestContext, req: Element) -> Element:
             folders = {ctx.folder(ref).id for ref in folder_ids} if folder_ids is not None else set()
         event_types = [e.text or "" for e in request.find(t("EventTypes"))]
         watermark = request.findtext(t("Watermark"))
-        subscription = _subscriptions(ctx).subscribe(ctx.target, kind, folders, event_types, watermark)
+        timeout = request.findtext(t("Timeout"))
+        subscription = _subscriptions(ctx).subscribe(
+            ctx.target, kind, folders, event_types, watermark, int(timeout) if timeout else None
+        )
         msg = out.success()
         sub(msg, m("SubscriptionId"), subscription.id)
         if kind == "pull":

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
-from exchangelib import Contact
+from exchangelib import NTLM, Contact
 from exchangelib.errors import ErrorServerBusy
 
 from tests.conftest import PROJECT_DIR
@@ -84,3 +84,8 @@ def test_a_users_file_adds_accounts(tmp_path):
     with running("--mailbox", "x@fabrikam.example", "--users", str(users)) as sim:
         sim.credentials = ("ops@fabrikam.example", "pw")
         assert connect(sim, "x@fabrikam.example").contacts.all().count() == 0
+
+
+def test_it_serves_ntlm_when_asked():
+    with running("--auth", "ntlm") as sim:
+        assert connect(sim, "bob@contoso.example", auth_type=NTLM).contacts.all().count() == 2

@@ -163,3 +163,12 @@ def test_find_item_pages_and_sorts(account, exchange_sim: Simulator):
     assert exchange_sim.counters["FindItem"] >= 4
     assert [c.given_name for c in account.contacts.filter(given_name__startswith="B")] == ["Bo"]
     assert [c.given_name for c in account.contacts.filter(given_name__istartswith="d")] == ["Di"]
+
+
+def test_a_soft_delete_moves_the_item_out_of_sight(account, exchange_sim: Simulator):
+    contact = make_contact(account)
+    contact.save()
+    contact.soft_delete()
+    alice = exchange_sim.user("alice@contoso.example")
+    assert alice.contacts() == [] and alice.items("deleteditems") == []
+    assert [c.props["GivenName"] for c in alice.items("recoverableitemsdeletions")] == ["Ann"]

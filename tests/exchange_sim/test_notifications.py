@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import socket
 import threading
 import time
@@ -124,3 +125,14 @@ def _hour():
 
     start = dt.datetime(2027, 1, 4, 9, tzinfo=dt.UTC)
     return start, start + dt.timedelta(hours=1)
+
+
+def test_a_pull_subscription_expires_when_not_polled_within_its_timeout(account, exchange_sim: Simulator):
+    from exchangelib.errors import ErrorExpiredSubscription
+
+    subscription_id, watermark = account.contacts.subscribe_to_pull(timeout=5)
+    exchange_sim.clock.advance(dt.timedelta(minutes=4))
+    pull(account.contacts, subscription_id, watermark)
+    exchange_sim.clock.advance(dt.timedelta(minutes=6))
+    with pytest.raises(ErrorExpiredSubscription):
+        pull(account.contacts, subscription_id, watermark)
