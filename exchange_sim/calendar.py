@@ -303,7 +303,8 @@ def computed_calendar(store: Store, item: Item) -> dict[str, Any]:
     props = item.props
     values: dict[str, Any] = {}
     if props.get("_occurrence_of"):
-        values["CalendarItemType"] = "Exception" if _is_exception(store, item) else "Occurrence"
+        # only exceptions carry their own change key
+        values["CalendarItemType"] = "Exception" if props.get("_changekey") else "Occurrence"
         values["IsRecurring"] = True
         values["OriginalStart"] = props["_original_start"]
         values["RecurrenceId"] = props["_original_start"]
@@ -323,10 +324,6 @@ def computed_calendar(store: Store, item: Item) -> dict[str, Any]:
     values["DateTimeStamp"] = item.modified
     values["IsOrganizer"] = values["MyResponseType"] == "Organizer"
     return values
-
-
-def _is_exception(store: Store, item: Item) -> bool:
-    return bool(item.props.get("_changekey"))  # only exceptions carry their own change key
 
 
 def _series_info(master: Item) -> dict[str, Any]:

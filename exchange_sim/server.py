@@ -151,7 +151,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         if sim.faults.latency_ms:
             time.sleep(sim.faults.latency_ms / 1000)
         violations = sim.validate(envelope, "request", operation)
-        status, response_root = self._answer(envelope, header, request, operation, user, bool(violations))
+        status, response_root = self._answer(header, request, operation, user, bool(violations))
         if status is None:
             return  # streamed by the notifications layer
         out_envelope = self._envelope(response_root, status == 200 or response_root.tag != f"{{{SOAP}}}Fault")
@@ -160,7 +160,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         sim.request_log.add(LoggedRequest(operation, self.headers.get("X-AnchorMailbox"), status, body.decode("utf-8", "replace"), payload.decode()))
         self.send_bytes(status, payload)
 
-    def _answer(self, envelope: Any, header: Any, request: Any, operation: str, user: Any, invalid: bool) -> tuple[int | None, Any]:
+    def _answer(self, header: Any, request: Any, operation: str, user: Any, invalid: bool) -> tuple[int | None, Any]:
         sim = self.sim
         if invalid:
             return 500, fault_element("ErrorSchemaValidation", "The request failed schema validation.")
@@ -186,6 +186,10 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             return 500, fault_element(exc.code, exc.message, exc.back_off_ms)
         except StoreError as exc:
             return 500, fault_element(exc.code, exc.message)
+        except Exception as exc:  # a simulator bug: answer like Exchange does, and let the test fail
+            log.exception("internal error in %s", operation)
+            sim.internal_errors.append(f"{operation}: {type(exc).__name__}: {exc}")
+            return 500, fault_element("ErrorInternalServerError", f"An internal server error occurred: {exc}")
 
     def _raise_armed_faults(self, operation: str, mailbox: str) -> None:
         faults = self.sim.faults

@@ -96,6 +96,7 @@ class Simulator:
         self.request_log = RequestLog()
         self.concurrency = Concurrency(self)
         self.schema_violations: list[Violation] = []
+        self.internal_errors: list[str] = []  # unexpected exceptions while answering (simulator bugs)
         self.validator = self._make_validator(schema_dir)
         self.state_file = state_file
         self.streaming: Any = None

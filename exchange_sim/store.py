@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exchange_sim.clock import Clock
@@ -576,6 +576,7 @@ class Store:
 
     # ---- Exchange's own rewrites -----------------------------------------------------------------
     def _normalize(self, kind: str, props: dict[str, Any]) -> dict[str, Any]:
+        props = {k: _plain(v) for k, v in props.items()}
         body = props.get("Body")
         if isinstance(body, str):
             body = {"type": "Text", "content": body}
@@ -705,6 +706,19 @@ class Store:
     def iter_items(self) -> Iterator[Item]:
         with self._lock:
             yield from copy.deepcopy(list(self._items.values()))
+
+
+def _plain(value: Any) -> Any:
+    """Datetimes as plain aware UTC datetimes (callers may pass subclasses such as exchangelib's)."""
+    if isinstance(value, datetime):
+        offset = value.utcoffset() or timedelta(0)
+        naive = datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
+        return (naive - offset).replace(tzinfo=UTC)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _encode(value: Any) -> Any:

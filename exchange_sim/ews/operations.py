@@ -425,6 +425,22 @@ def _page(objs: list[Any], view: Element | None) -> tuple[list[Any], int | None,
     return page, next_offset, next_offset >= len(objs)
 
 
+def _candidate_items(ctx: RequestContext, folder: Folder, calendar_view: Element | None) -> list[Item]:
+    """A folder's items, or with a CalendarView its occurrences in the window (already in start order)."""
+    if calendar_view is None:
+        return sorted(ctx.store.live_items(folder.id), key=lambda i: i.created_seq)  # under the store lock
+    expand = ctx.extras.get("calendar_view")
+    if expand is None:
+        raise StoreError("ErrorInvalidOperation", "CalendarView is not available")
+    return expand(ctx, folder, calendar_view)
+
+
+def _calendar_page(items: list[Item], calendar_view: Element) -> tuple[list[Item], int | None, bool]:
+    limit = calendar_view.get("MaxEntriesReturned")
+    page = items[: int(limit)] if limit else items
+    return page, None, len(page) == len(items)
+
+
 @operation("FindItem")
 def find_item(ctx: RequestContext, req: Element) -> Element:
     out = Responder("FindItem")
@@ -439,23 +455,15 @@ def find_item(ctx: RequestContext, req: Element) -> Element:
     calendar_view = req.find(m("CalendarView"))
     for ref in req.find(m("ParentFolderIds")):
         try:
-            folder = ctx.folder(ref)
-            if calendar_view is not None:
-                expand = ctx.extras.get("calendar_view")
-                if expand is None:
-                    raise StoreError("ErrorInvalidOperation", "CalendarView is not available")
-                items = expand(ctx, folder, calendar_view)
-                view = None
-            else:
-                items = ctx.store.live_items(folder.id)  # handlers run under the store lock
-                view = req.find(m("IndexedPageItemView"))
+            items = _candidate_items(ctx, ctx.folder(ref), calendar_view)
             if predicate is not None:
                 items = [i for i in items if predicate(i)]
-            items = apply_sort(items, orders, extra) if orders else sorted(items, key=lambda i: i.created_seq)
-            page, offset, last = _page(items, view)
-            if calendar_view is not None and calendar_view.get("MaxEntriesReturned"):
-                page = items[: int(calendar_view.get("MaxEntriesReturned"))]
-                last = len(page) == len(items)
+            if orders:
+                items = apply_sort(items, orders, extra)
+            if calendar_view is not None:
+                page, offset, last = _calendar_page(items, calendar_view)
+            else:
+                page, offset, last = _page(items, req.find(m("IndexedPageItemView")))
             msg = out.success()
             root = sub(msg, m("RootFolder"), TotalItemsInView=str(len(items)), IncludesLastItemInRange=_bool(last))
             if offset is not None:

@@ -132,7 +132,7 @@ def _contains(elem: Element, path: FieldPath, extra: Callable[[Any], dict[str, A
     return check
 
 
-def sort_key_funcs(elem: Element | None, computed: Callable[[Any], dict[str, Any]] | None = None) -> list[tuple[FieldPath, bool]]:
+def sort_key_funcs(elem: Element | None) -> list[tuple[FieldPath, bool]]:
     if elem is None:
         return []
     return [(parse_path(order[0]), order.get("Order", "Ascending") == "Descending") for order in elem]

@@ -198,3 +198,11 @@ def test_the_windows_zone_table_agrees_with_cldr_as_exchangelib_ships_it():
         expected = MS_TIMEZONE_TO_IANA_MAP[windows_id]
         assert ZoneInfo(iana).utcoffset(dt.datetime(2027, 1, 15)) == ZoneInfo(expected).utcoffset(dt.datetime(2027, 1, 15))
         assert ZoneInfo(iana).utcoffset(dt.datetime(2027, 7, 15)) == ZoneInfo(expected).utcoffset(dt.datetime(2027, 7, 15))
+
+
+def test_a_calendar_view_lists_singles_and_occurrences_in_start_order(account, exchange_sim: Simulator):
+    weekly_series(account, berlin(2027, 3, 15, 10, 0), count=2)
+    alice = exchange_sim.user("alice@contoso.example")
+    alice.create_event("Between", berlin(2027, 3, 17, 8, 0), berlin(2027, 3, 17, 9, 0))
+    view = account.calendar.view(start=berlin(2027, 3, 1), end=berlin(2027, 4, 1))
+    assert [v.subject for v in view] == ["Jour fixe", "Between", "Jour fixe"]
