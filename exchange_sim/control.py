@@ -5,6 +5,7 @@
     GET  /_sim/faults                          armed faults; POST /_sim/faults {"kind": "server_busy", "times": 2,
                                                "operation": "CreateItem", "back_off_ms": 500}; POST /_sim/faults/clear
     POST /_sim/latency                         {"ms": 50}
+    POST /_sim/meetings                        {"delivery_delay": 2.5}  (seconds before invitee copies appear)
     POST /_sim/connections                     {"max_per_account": 2}  (null lifts the limit)
     GET  /_sim/clock                           POST /_sim/clock {"set": ISO, "frozen": false} | {"advance_seconds": N}
                                                | {"reset": true}
@@ -95,6 +96,9 @@ class ControlApi:
             limit = data.get("max_per_account")
             sim.faults.max_connections_per_account = int(limit) if limit is not None else None
             return 200, sim.faults.describe()
+        if head == "meetings" and method == "POST":
+            sim.meetings.delivery_delay = float(data.get("delivery_delay", 0))
+            return 200, {"delivery_delay": sim.meetings.delivery_delay}
         if head == "clock":
             return self._clock(method, data)
         if head == "mailboxes":

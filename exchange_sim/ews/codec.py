@@ -279,6 +279,8 @@ def item_values(item: Item, computed: dict[str, Any] | None = None) -> dict[str,
     values["LastModifiedTime"] = item.modified
     values["Size"] = 512 + len(str(item.props))
     values["HasAttachments"] = False
+    if item.props.get("Body"):
+        values["TextBody"] = {"type": "Text", "content": html_to_text(item.props["Body"].get("content", ""))}
     values.update(computed or {})
     return values
 

@@ -172,3 +172,11 @@ def test_a_soft_delete_moves_the_item_out_of_sight(account, exchange_sim: Simula
     alice = exchange_sim.user("alice@contoso.example")
     assert alice.contacts() == [] and alice.items("deleteditems") == []
     assert [c.props["GivenName"] for c in alice.items("recoverableitemsdeletions")] == ["Ann"]
+
+
+def test_it_offers_the_body_as_text_too(account):
+    contact = make_contact(account, body=HTMLBody("<html><body><p>Hello <b>there</b></p></body></html>"))
+    contact.save()
+    fetched = account.contacts.all().only("text_body", "body").get(id=contact.id)
+    assert fetched.text_body.strip() == "Hello there"
+    assert "<b>there</b>" in fetched.body
