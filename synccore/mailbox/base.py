@@ -223,6 +223,22 @@ class CalendarEvent:
     modified_occurrences: list[Occurrence] = field(default_factory=list)
     sync_id: str = ""
     ref: RemoteRef | None = None
+    last_modified: datetime | None = None
+
+
+EVENT_FIELDS = (
+    "subject",
+    "body",
+    "location",
+    "start",
+    "end",
+    "is_all_day",
+    "time_zone",
+    "is_private",
+    "reminder_minutes",
+    "attendees",
+    "recurrence",
+)
 
 
 def _plain(value: Any) -> Any:
@@ -315,6 +331,47 @@ class MailboxBackend(abc.ABC):
     @abc.abstractmethod
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         """Delete items; an item that is already gone counts as deleted."""
+
+    # Calendar ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ensure_calendar_folder(self, mailbox: str) -> str:
+        """The id of the mailbox's default calendar."""
+
+    @abc.abstractmethod
+    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        """Every calendar item (single or series master) changed since ``token``, all pages."""
+
+    @abc.abstractmethod
+    def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
+        """Items (singles and series masters) starting in [start, end): the slice of the horizon
+        that came into the window since the last pass (K15)."""
+
+    @abc.abstractmethod
+    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+        """Read events whole, in input order; an item that is gone gives ItemNotFound."""
+
+    @abc.abstractmethod
+    def create_events(
+        self, mailbox: str, folder_id: str, events: Sequence[CalendarEvent], *, send_invitations: bool
+    ) -> list[ItemResult]:
+        """Create events (with their sync ids); invitations go out only when asked (K3)."""
+
+    @abc.abstractmethod
+    def update_events(
+        self,
+        mailbox: str,
+        updates: Sequence[tuple[RemoteRef, CalendarEvent, Iterable[str]]],
+        *,
+        send_updates: bool,
+    ) -> list[ItemResult]:
+        """Write only the named fields; meeting updates go out only when asked."""
+
+    @abc.abstractmethod
+    def delete_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool
+    ) -> list[ItemResult]:
+        """Delete (the organizer's copy: cancel) events; already gone counts as deleted."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

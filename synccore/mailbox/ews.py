@@ -14,8 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zoneinfo
 from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 import requests.adapters
@@ -27,9 +30,13 @@ from exchangelib import (
     OAUTH2,
     Account,
     Build,
+    CalendarItem,
     Configuration,
     Contact,
     Credentials,
+    EWSDate,
+    EWSDateTime,
+    EWSTimeZone,
     ExtendedProperty,
     FaultTolerance,
     Folder,
@@ -39,14 +46,27 @@ from exchangelib import (
     Version,
 )
 from exchangelib import errors as ews_errors
-from exchangelib.folders import SHALLOW, Contacts, FolderCollection, Root
+from exchangelib.folders import SHALLOW, Calendar, Contacts, FolderCollection, Root
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
+from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY, SEND_TO_NONE
+from exchangelib.properties import Attendee as EwsAttendee
 from exchangelib.properties import DistinguishedFolderId, Mailbox
 from exchangelib.protocol import BaseProtocol
+from exchangelib.recurrence import (
+    AbsoluteMonthlyPattern,
+    AbsoluteYearlyPattern,
+    DailyPattern,
+    EndDatePattern,
+    NoEndPattern,
+    NumberedPattern,
+    Recurrence,
+    WeeklyPattern,
+)
 from exchangelib.services import CreateFolder
 
 from synccore.mailbox import base
 from synccore.mailbox.base import (
+    CalendarEvent,
     ChangePage,
     ConnectionConfig,
     ContactCard,
@@ -287,10 +307,350 @@ def _to_contact(card: ContactCard, account: Account, folder: Folder | None = Non
     return contact
 
 
+# --- Calendar ---------------------------------------------------------------------------------
+
+if SYNC_ID_FIELD not in {f.name for f in CalendarItem.FIELDS}:
+    CalendarItem.register(SYNC_ID_FIELD, SyncIdProperty)
+
+_WEEKDAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]  # ISO order: 1 = Monday, as EWS numbers them
+
+
+def _rrule_parts(rrule: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in rrule.upper().removeprefix("RRULE:").split(";") if "=" in part)
+
+
+def rrule_to_recurrence(rrule: str, first: date) -> Recurrence:
+    """An RFC 5545 RRULE → an EWS recurrence; raises ValueError for what EWS cannot represent."""
+    parts = _rrule_parts(rrule)
+    freq, interval = parts.get("FREQ"), int(parts.get("INTERVAL", "1"))
+    unsupported = set(parts) - {
+        "FREQ",
+        "INTERVAL",
+        "COUNT",
+        "UNTIL",
+        "BYDAY",
+        "BYMONTHDAY",
+        "BYMONTH",
+        "WKST",
+    }
+    if unsupported:
+        raise ValueError(f"Exchange cannot represent {', '.join(sorted(unsupported))} in a recurrence")
+    days = [d for d in parts.get("BYDAY", "").split(",") if d]
+    if freq == "DAILY":
+        pattern = DailyPattern(interval=interval)
+    elif freq == "WEEKLY":
+        weekdays = [_WEEKDAYS.index(d) + 1 for d in days] or [first.isoweekday()]
+        pattern = WeeklyPattern(interval=interval, weekdays=weekdays, first_day_of_week=1)
+    elif freq == "MONTHLY" and not days:
+        pattern = AbsoluteMonthlyPattern(
+            interval=interval, day_of_month=int(parts.get("BYMONTHDAY", first.day))
+        )
+    elif freq == "YEARLY" and not days:
+        pattern = AbsoluteYearlyPattern(
+            day_of_month=int(parts.get("BYMONTHDAY", first.day)), month=int(parts.get("BYMONTH", first.month))
+        )
+    else:
+        raise ValueError(f"Exchange cannot represent the recurrence {rrule}")
+    if "COUNT" in parts:
+        boundary = NumberedPattern(start=first, number=int(parts["COUNT"]))
+    elif "UNTIL" in parts:
+        until = parts["UNTIL"]
+        boundary = EndDatePattern(start=first, end=date(int(until[:4]), int(until[4:6]), int(until[6:8])))
+    else:
+        boundary = NoEndPattern(start=first)
+    return Recurrence(pattern=pattern, boundary=boundary)
+
+
+def recurrence_to_rrule(recurrence: Recurrence) -> str:
+    pattern, boundary = recurrence.pattern, recurrence.boundary
+    if isinstance(pattern, DailyPattern):
+        parts = ["FREQ=DAILY"]
+    elif isinstance(pattern, WeeklyPattern):
+        days = ",".join(_WEEKDAYS[int(d) - 1] for d in sorted(int(d) for d in pattern.weekdays))
+        parts = ["FREQ=WEEKLY", f"BYDAY={days}"]
+    elif isinstance(pattern, AbsoluteMonthlyPattern):
+        parts = ["FREQ=MONTHLY", f"BYMONTHDAY={pattern.day_of_month}"]
+    elif isinstance(pattern, AbsoluteYearlyPattern):
+        parts = ["FREQ=YEARLY", f"BYMONTH={int(pattern.month)}", f"BYMONTHDAY={pattern.day_of_month}"]
+    else:
+        return f"X-EWS-PATTERN={type(pattern).__name__}"
+    interval = getattr(pattern, "interval", 1) or 1
+    if interval != 1:
+        parts.append(f"INTERVAL={interval}")
+    if isinstance(boundary, NumberedPattern):
+        parts.append(f"COUNT={boundary.number}")
+    elif isinstance(boundary, EndDatePattern):
+        parts.append(f"UNTIL={boundary.end:%Y%m%d}")
+    return ";".join(parts)
+
+
+def _tz(name: str) -> EWSTimeZone:
+    try:
+        return EWSTimeZone(name or "UTC")
+    except Exception as exc:  # exchangelib raises its own UnknownTimeZone
+        raise base.InvalidItem(
+            f"Unknown time zone “{name}”: the event is not written rather than shifted."
+        ) from exc
+
+
+def _to_calendar_item(event: CalendarEvent, account: Account, folder: Folder | None = None) -> CalendarItem:
+    tz = _tz(event.time_zone)
+    item = CalendarItem(account=account, folder=folder)
+    item.subject = event.subject or None
+    item.body = event.body or None
+    item.location = event.location or None
+    item.sensitivity = "Private" if event.is_private else "Normal"
+    item.is_all_day = event.is_all_day
+    if event.is_all_day:
+        # exchangelib writes an all-day end date inclusively; ours is exclusive.
+        item.start = EWSDate.from_date(event.start_date)
+        item.end = EWSDate.from_date(event.end_date - timedelta(days=1))
+    else:
+        item.start = EWSDateTime.from_datetime(event.start).astimezone(tz)
+        item.end = EWSDateTime.from_datetime(event.end).astimezone(tz)
+    item._start_timezone = item._end_timezone = tz
+    item.reminder_is_set = event.reminder_minutes is not None
+    item.reminder_minutes_before_start = event.reminder_minutes or 0
+    attendees = [
+        EwsAttendee(mailbox=Mailbox(email_address=a.email, name=a.name or None), response_type="Unknown")
+        for a in event.attendees
+        if a.required
+    ]
+    optional = [
+        EwsAttendee(mailbox=Mailbox(email_address=a.email, name=a.name or None), response_type="Unknown")
+        for a in event.attendees
+        if not a.required
+    ]
+    item.required_attendees = attendees or None
+    item.optional_attendees = optional or None
+    if event.recurrence:
+        first = event.start_date if event.is_all_day else event.start.astimezone(tz).date()
+        try:
+            item.recurrence = rrule_to_recurrence(event.recurrence, first)
+        except ValueError as exc:
+            raise base.InvalidItem(str(exc)) from exc
+    if event.uid and not event.ref:
+        item.uid = event.uid
+    if event.sync_id:
+        setattr(item, SYNC_ID_FIELD, event.sync_id)
+    if event.ref:
+        item.id, item.changekey = event.ref.item_id, event.ref.change_key or None
+    return item
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A plain aware UTC datetime (the engine never sees exchangelib's own classes)."""
+    return None if value is None else datetime.fromtimestamp(value.timestamp(), UTC)
+
+
+def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
+    tz_name = item._start_timezone.key if getattr(item, "_start_timezone", None) else "UTC"
+    event = CalendarEvent(
+        subject=item.subject or "",
+        body=str(item.body or ""),
+        location=item.location or "",
+        is_all_day=bool(item.is_all_day),
+        time_zone=tz_name,
+        is_private=item.sensitivity in ("Private", "Confidential"),
+        reminder_minutes=item.reminder_minutes_before_start if item.reminder_is_set else None,
+        organizer=(item.organizer.email_address or "").lower() if item.organizer else "",
+        uid=item.uid or "",
+        is_meeting=bool(item.is_meeting),
+        is_cancelled=bool(item.is_cancelled),
+        my_response=item.my_response_type or "",
+        sync_id=getattr(item, SYNC_ID_FIELD, None) or "",
+        ref=RemoteRef(item.id, item.changekey or "", folder_id),
+        last_modified=_utc(item.last_modified_time),
+    )
+    if item.is_all_day:
+        event.start_date, event.end_date = item.start, item.end + timedelta(days=1)
+        zone = ZoneInfo(tz_name) if tz_name in _IANA_ZONES else UTC
+        event.start = datetime.combine(event.start_date, datetime.min.time(), zone).astimezone(UTC)
+        event.end = datetime.combine(event.end_date, datetime.min.time(), zone).astimezone(UTC)
+    else:
+        event.start, event.end = _utc(item.start), _utc(item.end)
+    for attendee, required in [(a, True) for a in item.required_attendees or []] + [
+        (a, False) for a in item.optional_attendees or []
+    ]:
+        if attendee.mailbox and attendee.mailbox.email_address:
+            event.attendees.append(
+                base.Attendee(
+                    email=attendee.mailbox.email_address.lower(),
+                    name=attendee.mailbox.name or "",
+                    required=required,
+                    response=attendee.response_type or "",
+                )
+            )
+    if item.recurrence:
+        event.recurrence = recurrence_to_rrule(item.recurrence)
+        event.deleted_occurrences = [_utc(d.start) for d in item.deleted_occurrences or []]
+        event.modified_occurrences = [
+            base.Occurrence(
+                original_start=_utc(o.original_start),
+                start=_utc(o.start),
+                end=_utc(o.end),
+            )
+            for o in item.modified_occurrences or []
+        ]
+    return event
+
+
+_EVENT_FIELDS = {
+    "subject": ["subject"],
+    "body": ["body"],
+    "location": ["location"],
+    "start": ["start", "_start_timezone", "is_all_day"],
+    "end": ["end", "_end_timezone", "is_all_day"],
+    "is_all_day": ["is_all_day", "start", "end"],
+    "time_zone": ["start", "end", "_start_timezone", "_end_timezone"],
+    "is_private": ["sensitivity"],
+    "reminder_minutes": ["reminder_is_set", "reminder_minutes_before_start"],
+    "attendees": ["required_attendees", "optional_attendees"],
+    "recurrence": ["recurrence"],
+}
+_IANA_ZONES = frozenset(zoneinfo.available_timezones())
+
+
+def _event_fieldnames(names: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for field_name in _EVENT_FIELDS[name]:
+            if field_name not in out:
+                out.append(field_name)
+    return out
+
+
+class _EwsCalendar:
+    """The calendar half of EwsBackend (mixed in below)."""
+
+    def ensure_calendar_folder(self, mailbox: str) -> str:
+        account = self.account(mailbox)
+        return self._call(Calendar.get_distinguished, self._root(account)).id
+
+    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        return self.contact_changes(mailbox, folder_id, token)
+
+    def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
+        folder = self._folder(self.account(mailbox), folder_id)
+        query = folder.filter(
+            start__gte=EWSDateTime.from_datetime(start.astimezone(UTC)),
+            start__lt=EWSDateTime.from_datetime(end.astimezone(UTC)),
+        ).only("id", "changekey")
+        query.page_size = FIND_PAGE
+        return self._call(
+            lambda: [
+                RemoteRef(i.id, i.changekey or "", folder_id) for i in query if not isinstance(i, Exception)
+            ]
+        )
+
+    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+        if not refs:
+            return []
+        account = self.account(mailbox)
+        items = self._call(
+            lambda: list(
+                account.fetch(ids=[(r.item_id, None) for r in refs], chunk_size=self.config.batch_size)
+            )
+        )
+        out: list[CalendarEvent | MailboxError] = []
+        for ref, item in zip(refs, items, strict=True):
+            if isinstance(item, Exception):
+                out.append(translate(item))
+            else:
+                out.append(_from_calendar_item(item, ref.folder_id))
+        return out
+
+    def create_events(
+        self, mailbox: str, folder_id: str, events: Sequence[CalendarEvent], *, send_invitations: bool
+    ) -> list[ItemResult]:
+        if not events:
+            return []
+        account = self.account(mailbox)
+        folder = self._folder(account, folder_id)
+        prepared: list[CalendarItem | MailboxError] = []
+        for event in events:
+            try:
+                prepared.append(_to_calendar_item(event, account, folder))
+            except MailboxError as exc:
+                prepared.append(exc)
+        valid = [p for p in prepared if not isinstance(p, MailboxError)]
+        send = SEND_TO_ALL_AND_SAVE_COPY if send_invitations else SEND_TO_NONE
+        results = iter(
+            self._call(
+                account.bulk_create,
+                folder=folder,
+                items=valid,
+                send_meeting_invitations=send,
+                chunk_size=self.config.batch_size,
+            )
+        )
+        return [
+            ItemResult(error=p) if isinstance(p, MailboxError) else _item_result(next(results), folder_id)
+            for p in prepared
+        ]
+
+    def update_events(
+        self,
+        mailbox: str,
+        updates: Sequence[tuple[RemoteRef, CalendarEvent, Iterable[str]]],
+        *,
+        send_updates: bool,
+    ) -> list[ItemResult]:
+        if not updates:
+            return []
+        account = self.account(mailbox)
+        prepared: list[tuple[CalendarItem, list[str]] | MailboxError] = []
+        for ref, event, names in updates:
+            try:
+                item = _to_calendar_item(event, account)
+                item.id, item.changekey = ref.item_id, ref.change_key or None
+                prepared.append((item, _event_fieldnames(names)))
+            except MailboxError as exc:
+                prepared.append(exc)
+        valid = [p for p in prepared if not isinstance(p, MailboxError)]
+        send = SEND_TO_ALL_AND_SAVE_COPY if send_updates else SEND_TO_NONE
+        results = iter(
+            self._call(
+                account.bulk_update,
+                items=valid,
+                conflict_resolution="AlwaysOverwrite",
+                send_meeting_invitations_or_cancellations=send,
+                chunk_size=self.config.batch_size,
+            )
+        )
+        return [
+            ItemResult(error=p) if isinstance(p, MailboxError) else _item_result(next(results), ref.folder_id)
+            for (ref, _, _), p in zip(updates, prepared, strict=True)
+        ]
+
+    def delete_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool
+    ) -> list[ItemResult]:
+        if not refs:
+            return []
+        account = self.account(mailbox)
+        results = self._call(
+            account.bulk_delete,
+            ids=[(r.item_id, None) for r in refs],
+            delete_type="MoveToDeletedItems",
+            send_meeting_cancellations=SEND_TO_ALL_AND_SAVE_COPY if send_cancellations else SEND_TO_NONE,
+            chunk_size=self.config.batch_size,
+        )
+        out = []
+        for ref, result in zip(refs, results, strict=True):
+            error = translate(result) if isinstance(result, Exception) else None
+            out.append(
+                ItemResult(ref=ref)
+                if error is None or isinstance(error, base.ItemNotFound)
+                else ItemResult(error=error)
+            )
+        return out
+
+
 # --- The backend ------------------------------------------------------------------------------
 
 
-class EwsBackend(MailboxBackend):
+class EwsBackend(_EwsCalendar, MailboxBackend):
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
         self._configuration = Configuration(

@@ -1,0 +1,789 @@
+"""One calendar pass for one sync user, both directions (rules K1–K16, DESIGN §4 and §5).
+
+Per pass: read what changed in the mailbox's calendar since the folder token (plus the slice of
+the horizon that came into the window since yesterday, K15), select the CRM activities this
+mailbox carries (K1, K3), then decide per item with the decision table: create, adopt, import,
+ignore an invitee copy, make the stub, push, pull, three-way merge, delete or cancel.
+
+A link's snapshot holds the normal form (``events.py``) last agreed on both sides; a side has
+changed only where its normal form differs from the snapshot, so moved change keys, HTML
+bodies and our own writes never come back as changes (K8: no ping-pong).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from synccore import mapping
+from synccore.mailbox.base import (
+    Attendee as EventAttendee,
+)
+from synccore.mailbox.base import (
+    CalendarEvent,
+    InvalidItem,
+    InvalidSyncToken,
+    ItemNotFound,
+    MailboxBackend,
+    MailboxError,
+    RemoteRef,
+)
+from synccore.models import (
+    Activity,
+    ActivityType,
+    Attendee,
+    AttendeeType,
+    Conflict,
+    ConflictChoice,
+    ConflictPolicy,
+    Contact,
+    Employee,
+    FolderState,
+    ItemLink,
+    LinkState,
+    PersonalDeletionPolicy,
+    SyncKind,
+    SyncRun,
+    SyncUser,
+)
+from synccore.sync import events as ev
+from synccore.sync.connection import open_backend
+from synccore.sync.runs import PassContext, fail_run, finish_run, start_run
+
+log = logging.getLogger(__name__)
+
+CALENDAR_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
+LINK_FIELDS = [
+    "remote_id",
+    "remote_change_key",
+    "remote_folder_id",
+    "crm_hash",
+    "remote_hash",
+    "snapshot",
+    "state",
+    "last_error",
+    "last_error_at",
+    "synced_at",
+    "updated_at",
+]
+
+
+class CalendarSyncDisabled(Exception):
+    pass
+
+
+@dataclass
+class Target:
+    """How one activity is written into this user's mailbox (K3)."""
+
+    invitations: bool  # the user organizes: attendees are written and Exchange sends invitations
+    attendees: list[EventAttendee] = field(default_factory=list)
+    with_comment: bool = True
+
+
+def _attendee_emails(target: Target) -> list[str] | None:
+    return sorted({a.email for a in target.attendees}) if target.invitations else None
+
+
+class CalendarPass:
+    def __init__(self, user: SyncUser, backend: MailboxBackend, ctx: PassContext, run: SyncRun) -> None:
+        self.user = user
+        self.env = user.environment
+        self.settings = self.env.settings
+        self.backend = backend
+        self.ctx = ctx
+        self.run = run
+        self.mailbox = user.mailbox_email
+        self.me = user.mailbox_email.lower()
+        self.now = timezone.now()
+        horizon_day = self.now.astimezone(UTC).date() + timedelta(
+            days=self.settings.calendar_horizon_days + 1
+        )
+        # The horizon moves once a day, so each day's new slice is read once (K15).
+        self.horizon_end = datetime.combine(horizon_day, time.min, UTC)
+        self.sync_users = {
+            u.mailbox_email.lower(): u
+            for u in SyncUser.objects.filter(
+                environment=self.env, active=True, calendar_enabled=True
+            ).select_related("employee")
+        }
+        self.domains = self.settings.organisation_domains()
+
+    # --- CRM side ---------------------------------------------------------------------------
+
+    def organizer_of(self, activity: Activity) -> str:
+        if activity.organizer_id and activity.organizer and activity.organizer.email:
+            return activity.organizer.email.lower()
+        if activity.organizer_email:
+            return activity.organizer_email.lower()
+        for attendee in activity.attendees.all():
+            if attendee.meeting_organizer and attendee.email:
+                return attendee.email.lower()
+        return ""
+
+    def target_for_me(self, activity: Activity) -> Target | None:
+        """K3: the organizer's mailbox with invitations, or each invited sync user's own copy."""
+        if activity.is_stub or not activity.synchronize or activity.type not in CALENDAR_TYPES:
+            return None
+        organizer = self.organizer_of(activity)
+        invited = [
+            a for a in activity.attendees.all() if a.invite and a.email and a.email.lower() != organizer
+        ]
+        if organizer in self.sync_users:
+            if organizer != self.me:
+                return None
+            attendees = [EventAttendee(email=a.email.lower(), name=a.name) for a in invited]
+            external = any(a.email.split("@")[-1] not in self.domains for a in attendees)
+            with_comment = not external or self.settings.comment_to_external_attendees
+            return Target(invitations=True, attendees=attendees, with_comment=with_comment)
+        if any(a.email.lower() == self.me for a in invited):
+            return Target(invitations=False)
+        return None
+
+    def my_activities(self) -> dict[int, tuple[Activity, Target]]:
+        mine = (
+            Q(organizer__email__iexact=self.me)
+            | Q(organizer_email__iexact=self.me)
+            | Q(attendees__email__iexact=self.me)
+        )
+        candidates = (
+            Activity.objects.filter(
+                environment=self.env, type__in=CALENDAR_TYPES, synchronize=True, is_stub=False
+            )
+            .filter(pk__in=Activity.objects.filter(mine).values("pk"))
+            .select_related("organizer")
+            .prefetch_related("attendees")
+        )
+        out = {}
+        for activity in candidates:
+            target = self.target_for_me(activity)
+            if target is not None:
+                out[activity.pk] = (activity, target)
+        return out
+
+    def activity_in_window(self, activity: Activity) -> bool:
+        return ev.in_window(activity.start, activity.end, activity.recurrence, self.now, self.horizon_end)
+
+    def crm_values(self, activity: Activity, target: Target) -> dict[str, Any]:
+        return ev.activity_values(activity, _attendee_emails(target), target.with_comment)
+
+    # --- Exchange side ----------------------------------------------------------------------
+
+    def event_in_window(self, event: CalendarEvent) -> bool:
+        return ev.in_window(event.start, event.end, event.recurrence, self.now, self.horizon_end)
+
+    def remote_values(self, event: CalendarEvent, target: Target) -> dict[str, Any]:
+        return ev.event_values(event, target.invitations, target.with_comment, self.me)
+
+    def read_changes(
+        self, state: FolderState, links_by_remote: dict[str, ItemLink]
+    ) -> tuple[list[RemoteRef], set[str]]:
+        """Changed refs worth reading (not our own writes) and ids deleted, since the token."""
+        try:
+            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token)
+        except InvalidSyncToken:
+            log.warning("calendar sync token of %s rejected; reading the folder again", self.mailbox)
+            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, "")
+            known = {ref.item_id for ref in page.changed}
+            state.sync_token = page.token
+            gone = {link.remote_id for link in links_by_remote.values() if link.remote_id not in known}
+            return list(page.changed), gone
+        state.sync_token = page.token
+        changed = [
+            ref
+            for ref in page.changed
+            if ref.item_id not in links_by_remote
+            or links_by_remote[ref.item_id].remote_change_key != ref.change_key
+        ]
+        return changed, set(page.deleted)
+
+    # --- The pass ---------------------------------------------------------------------------
+
+    def execute(self) -> bool:
+        state, _ = FolderState.objects.get_or_create(
+            sync_user=self.user, kind=SyncKind.CALENDAR, folder_name=""
+        )
+        if not state.remote_folder_id:
+            state.remote_folder_id = self.backend.ensure_calendar_folder(self.mailbox)
+            state.sync_token, state.window_end = "", None
+        self.folder_id = state.remote_folder_id
+        links = list(
+            ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY)
+            .select_related("activity__organizer")
+            .prefetch_related("activity__attendees")
+        )
+        links_by_remote = {link.remote_id: link for link in links if link.remote_id}
+        links_by_activity = {link.activity_id: link for link in links}
+
+        changed_refs, deleted_ids = self.read_changes(state, links_by_remote)
+        if state.window_end and state.window_end < self.horizon_end:
+            fresh = self.backend.calendar_slice(
+                self.mailbox, state.remote_folder_id, state.window_end, self.horizon_end
+            )
+            seen = {ref.item_id for ref in changed_refs}
+            changed_refs += [
+                ref for ref in fresh if ref.item_id not in seen and ref.item_id not in links_by_remote
+            ]
+        state.window_end = self.horizon_end
+
+        remote: dict[str, CalendarEvent] = {}
+        for start in range(0, len(changed_refs), max(1, self.settings.batch_size)):
+            batch = changed_refs[start : start + self.settings.batch_size]
+            for ref, event in zip(batch, self.backend.get_events(self.mailbox, batch), strict=True):
+                if isinstance(event, ItemNotFound):
+                    deleted_ids.add(ref.item_id)
+                elif isinstance(event, MailboxError):
+                    log.warning("could not read %s in %s: %s", ref.item_id, self.mailbox, event)
+                else:
+                    remote[ref.item_id] = event
+
+        self.wrote = False
+        mine = self.my_activities()
+        held = self.plan_and_write(
+            state, links, links_by_remote, links_by_activity, mine, remote, deleted_ids
+        )
+        if self.wrote:
+            self.absorb_own_writes(state)
+        state.save()
+        return not held
+
+    def plan_and_write(
+        self, state, links, links_by_remote, links_by_activity, mine, remote, deleted_ids
+    ) -> bool:
+        deletes: list[tuple[ItemLink, bool]] = []
+        handled_links: set[int] = set()
+
+        # Exchange → CRM for items we know nothing of (K6, K7), and adoption by sync id.
+        pending_by_sync_id = {str(link.sync_id): link for link in links if not link.remote_id}
+        for item_id, event in remote.items():
+            if item_id in links_by_remote:
+                continue
+            link = pending_by_sync_id.get(event.sync_id) if event.sync_id else None
+            if link is not None:  # a create whose link was lost in a crash: adopt it
+                link.remote_id, link.remote_change_key, link.remote_folder_id = (
+                    event.ref.item_id,
+                    event.ref.change_key,
+                    event.ref.folder_id,
+                )
+                links_by_remote[item_id] = link
+                continue
+            if not self.event_in_window(event):
+                continue
+            self.foreign_event(event, links_by_activity)
+
+        # Linked items: the decision table.
+        for link in links:
+            self.ctx.checkpoint()
+            activity = link.activity
+            entry = mine.get(link.activity_id)
+            handled_links.add(link.pk)
+            if activity.is_stub:
+                self.stub_copy(link, remote.get(link.remote_id), link.remote_id in deleted_ids)
+                continue
+            if link.state == LinkState.DELETED_REMOTE:
+                continue  # kept under the deletion policy; not re-created (K16)
+            if not link.remote_id:
+                if entry and self.activity_in_window(activity):
+                    self.create(activity, entry[1], link)
+                continue
+            event = remote.get(link.remote_id)
+            gone = link.remote_id in deleted_ids
+            if entry is None or activity.is_tombstone:
+                if not self.activity_in_window(activity) and not activity.is_tombstone:
+                    continue  # K2: the past is never touched
+                if (
+                    event is not None
+                    and activity.is_tombstone
+                    and self.changed_remotely(link, event, activity)
+                ):
+                    self.restore(activity)  # an edit beats a delete
+                    continue
+                if gone:
+                    link.delete()
+                    continue
+                organizer_copy = bool(link.snapshot.get("attendees"))
+                deletes.append((link, organizer_copy))
+                continue
+            target = entry[1]
+            if not self.activity_in_window(activity) and (event is None or not self.event_in_window(event)):
+                continue  # K2
+            if gone:
+                self.deleted_in_exchange(link, activity, target)
+                continue
+            self.compare(link, activity, target, event)
+
+        # CRM → Exchange for activities of mine without a link (K3).
+        for activity_id, (activity, target) in mine.items():
+            if activity_id in links_by_activity or not self.activity_in_window(activity):
+                continue
+            self.create(activity, target, None)
+
+        return self.write_deletes(deletes, links)
+
+    # --- Decisions --------------------------------------------------------------------------
+
+    def changed_remotely(self, link: ItemLink, event: CalendarEvent, activity: Activity) -> bool:
+        target = Target(invitations="attendees" in link.snapshot, with_comment="comment" in link.snapshot)
+        values = self.remote_values(event, target)
+        return any(values.get(k) != v for k, v in link.snapshot.items())
+
+    def compare(
+        self, link: ItemLink, activity: Activity, target: Target, event: CalendarEvent | None
+    ) -> None:
+        crm = self.crm_values(activity, target)
+        snapshot = link.snapshot or {}
+        crm_changed = {k for k, v in crm.items() if snapshot.get(k, _MISSING) != v}
+        if event is None and not crm_changed:
+            return  # nothing moved on either side
+        ex = self.remote_values(event, target) if event is not None else {}
+        ex_changed = {k for k, v in ex.items() if snapshot.get(k, _MISSING) != v and k in crm}
+        if event is not None and not ex_changed and not crm_changed:
+            self.agree(link, crm, event.ref)  # a change key that moved without a real edit
+            ItemLink.objects.filter(pk=link.pk).update(
+                remote_change_key=event.ref.change_key, updated_at=self.now
+            )
+            return
+        push = set(crm_changed - ex_changed)
+        pull = set(ex_changed - crm_changed)
+        for name in crm_changed & ex_changed:
+            if crm[name] == ex[name]:
+                continue
+            choice = self.resolve(activity, event)
+            (push if choice == ConflictChoice.CRM else pull).add(name)
+            Conflict.objects.create(
+                link=link,
+                run=self.run,
+                field=name,
+                crm_value=crm[name],
+                exchange_value=ex[name],
+                choice=choice,
+            )
+            self.run.conflicts += 1
+        merged = dict(snapshot)
+        merged.update({k: crm[k] for k in crm if k not in pull})
+        merged.update({k: ex[k] for k in pull})
+        if pull:
+            self.pull(activity, event, pull, target)
+        if push:
+            self.push(link, activity, target, push, event)
+        else:
+            self.agree(
+                link,
+                merged,
+                event.ref
+                if event
+                else RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id),
+            )
+            link.save()
+
+    def resolve(self, activity: Activity, event: CalendarEvent) -> str:
+        policy = self.settings.conflict_policy
+        if policy == ConflictPolicy.CRM_WINS:
+            return ConflictChoice.CRM
+        if policy == ConflictPolicy.EXCHANGE_WINS:
+            return ConflictChoice.EXCHANGE
+        remote_time = event.last_modified or self.now
+        return ConflictChoice.CRM if activity.updated_at >= remote_time else ConflictChoice.EXCHANGE
+
+    def agree(self, link: ItemLink, values: dict[str, Any], ref: RemoteRef) -> None:
+        link.snapshot = values
+        link.remote_id, link.remote_change_key = ref.item_id, ref.change_key
+        link.remote_folder_id = ref.folder_id or link.remote_folder_id
+        link.state, link.last_error, link.last_error_at, link.synced_at = LinkState.SYNCED, "", None, self.now
+
+    def event_for(self, activity: Activity, target: Target, body_now: str = "") -> CalendarEvent:
+        return ev.event_from_activity(
+            activity,
+            attendees=target.attendees if target.invitations else [],
+            comment=ev.body_text(activity.comment) if target.with_comment else None,
+            body_now=body_now,
+            reminder=ev.default_reminder(activity, self.settings),
+        )
+
+    def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
+        if link is None:
+            link = ItemLink.objects.create(
+                environment=self.env,
+                sync_user=self.user,
+                kind=mapping.ACTIVITY,
+                activity=activity,
+                state=LinkState.PENDING,
+            )
+        event = self.event_for(activity, target)
+        event.sync_id = str(link.sync_id)
+        if target.invitations:
+            # The meeting's UID is ours to choose: invitee copies carry it, so every user's pass
+            # can tell which CRM activity a copy belongs to (K4, K7).
+            if not activity.meeting_uid:
+                activity.meeting_uid = f"crm-{link.sync_id}"
+                Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=activity.meeting_uid)
+            event.uid = activity.meeting_uid
+        result = self.backend.create_events(
+            self.mailbox, self.folder_id, [event], send_invitations=target.invitations
+        )[0]
+        self.wrote = True
+        if not result.ok:
+            self.item_failed(link, result.error)
+            return
+        self.agree(link, self.crm_values(activity, target), result.ref)
+        link.save()
+        self.run.created += 1
+        self.flag_attendees(activity, target)
+
+    def push(
+        self, link: ItemLink, activity: Activity, target: Target, names: set[str], event: CalendarEvent | None
+    ) -> None:
+        ref = RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id)
+        if event is None and "comment" in names:
+            # The body is shared: read what Outlook wrote outside the markers before rewriting it.
+            current = self.backend.get_events(self.mailbox, [ref])[0]
+            event = current if isinstance(current, CalendarEvent) else None
+        body_now = event.body if event is not None else ""
+        new = self.event_for(activity, target, body_now)
+        new.sync_id = str(link.sync_id)
+        fields = set()
+        for name in names:
+            fields |= {
+                "comment": {"body"},
+                "all_day": {"is_all_day", "start", "end"},
+                "private": {"is_private"},
+            }.get(name, {name})
+        if "start" in fields or "end" in fields:
+            fields |= {"start", "end", "time_zone"}
+        send = (
+            target.invitations
+            and bool(names & ev.ATTENDEE_VISIBLE)
+            and bool(target.attendees or "attendees" in names)
+        )
+        result = self.backend.update_events(self.mailbox, [(ref, new, sorted(fields))], send_updates=send)[0]
+        self.wrote = True
+        if not result.ok:
+            if isinstance(result.error, ItemNotFound):
+                link.remote_id = ""
+                self.create(activity, target, link)
+                return
+            self.item_failed(link, result.error)
+            return
+        merged = dict(link.snapshot)
+        merged.update(self.crm_values(activity, target))
+        self.agree(link, merged, result.ref)
+        link.save()
+        self.run.updated += 1
+
+    def pull(self, activity: Activity, event: CalendarEvent, names: set[str], target: Target) -> None:
+        """Exchange → CRM for the named fields (K8)."""
+        values = self.remote_values(event, target)
+        fields = []
+        if "subject" in names:
+            activity.subject = values["subject"][:255] or activity.subject
+            fields.append("subject")
+        if "location" in names:
+            activity.location = values["location"][:255]
+            fields.append("location")
+        if "comment" in names:
+            activity.comment = values["comment"]
+            fields.append("comment")
+        if "private" in names:
+            activity.private = values["private"]
+            fields.append("private")
+        if names & {"start", "end", "all_day"}:
+            activity.start, activity.end, activity.all_day = event.start, event.end, event.is_all_day
+            if event.time_zone:
+                activity.time_zone = event.time_zone
+            fields += ["start", "end", "all_day", "time_zone"]
+        if "recurrence" in names:
+            activity.recurrence = event.recurrence
+            fields.append("recurrence")
+        if fields:
+            activity.save(update_fields=[*fields, "updated_at"])
+        if "attendees" in names:
+            self.pull_attendees(activity, event)
+        self.run.updated += 1
+
+    def pull_attendees(self, activity: Activity, event: CalendarEvent) -> None:
+        wanted = {a.email.lower(): a for a in event.attendees if a.email.lower() != self.me}
+        existing = {a.email.lower(): a for a in activity.attendees.all() if not a.meeting_organizer}
+        Attendee.objects.filter(
+            pk__in=[a.pk for e, a in existing.items() if e not in wanted and a.invite]
+        ).delete()
+        for email, attendee in wanted.items():
+            if email not in existing:
+                self.new_attendee(activity, attendee)
+
+    def new_attendee(self, activity: Activity, attendee: EventAttendee, organizer: bool = False) -> None:
+        """K6: typed Employee / Contact / Other by address; synchronized on, not sent."""
+        email = attendee.email.lower()
+        employee = Employee.objects.filter(environment=self.env, email__iexact=email).first()
+        contact = None
+        if employee is None:
+            contact = Contact.objects.filter(
+                Q(email1__iexact=email) | Q(email2__iexact=email) | Q(email3__iexact=email),
+                environment=self.env,
+            ).first()
+        kind = AttendeeType.EMPLOYEE if employee else AttendeeType.CONTACT if contact else AttendeeType.OTHER
+        Attendee.objects.get_or_create(
+            activity=activity,
+            email=attendee.email,
+            defaults={
+                "type": kind,
+                "employee": employee,
+                "contact": contact,
+                "name": attendee.name
+                or (employee.name if employee else contact.full_name if contact else ""),
+                "invite": True,
+                "meeting_organizer": organizer,
+                "synchronized": True,
+                "sent_to_synchronizer": False,
+            },
+        )
+
+    def flag_attendees(self, activity: Activity, target: Target) -> None:
+        """K4, each attendee row on its own so passes of different users never overwrite each other."""
+        if target.invitations:
+            emails = [a.email for a in target.attendees]
+            Attendee.objects.filter(activity=activity, email__in=emails).exclude(
+                email__iexact=self.me
+            ).update(sent_to_synchronizer=True, updated_at=self.now)
+        Attendee.objects.filter(activity=activity, email__iexact=self.me).update(
+            synchronized=True, sent_to_synchronizer=True, updated_at=self.now
+        )
+
+    def deleted_in_exchange(self, link: ItemLink, activity: Activity, target: Target) -> None:
+        """K9: a meeting deleted in Exchange deletes the activity; a personal one follows the policy.
+        An edit beats a delete: a CRM change since the last agreement re-creates the event."""
+        crm = self.crm_values(activity, target)
+        if any(link.snapshot.get(k, _MISSING) != v for k, v in crm.items()):
+            link.remote_id = ""
+            self.create(activity, target, link)
+            return
+        is_meeting = bool(link.snapshot.get("attendees"))
+        if is_meeting or self.settings.personal_deletion_policy == PersonalDeletionPolicy.DELETE:
+            link.delete()
+            activity.delete()
+            self.run.deleted += 1
+            return
+        link.state, link.remote_id = LinkState.DELETED_REMOTE, ""
+        link.save()
+
+    def restore(self, activity: Activity) -> None:
+        type(activity).all_objects.filter(pk=activity.pk).update(deleted_at=None, updated_at=self.now)
+        activity.deleted_at = None
+
+    # --- Foreign events (K6, K7, K16) -------------------------------------------------------
+
+    def foreign_event(self, event: CalendarEvent, links_by_activity: dict[int, ItemLink]) -> None:
+        organizer = event.organizer.lower()
+        if event.is_cancelled:
+            if organizer and organizer not in self.sync_users:
+                self.organizer_cancelled(event)
+            return
+        if not organizer or organizer == self.me or not event.is_meeting:
+            self.import_event(event)
+            return
+        if organizer in self.sync_users:
+            # K7: the organizer's copy is the one synced; K4: this attendee now has it.
+            Attendee.objects.filter(
+                activity__environment=self.env, activity__meeting_uid=event.uid, email__iexact=self.me
+            ).update(synchronized=True, updated_at=self.now)
+            return
+        self.stub_for(event)
+
+    def import_event(self, event: CalendarEvent) -> None:
+        """K6: an event unknown to the CRM becomes an Appointment activity."""
+        with transaction.atomic():
+            activity = Activity.objects.create(
+                environment=self.env,
+                type=ActivityType.APPOINTMENT,
+                synchronize=True,
+                created_by_erp=False,
+                subject=(event.subject or "(no subject)")[:255],
+                comment=ev.remote_comment(event),
+                location=event.location[:255],
+                start=event.start,
+                end=event.end,
+                all_day=event.is_all_day,
+                time_zone=event.time_zone or "UTC",
+                private=event.is_private,
+                reminder_minutes=event.reminder_minutes,
+                recurrence=event.recurrence,
+                organizer=self.user.employee,
+                organizer_email=self.mailbox,
+                meeting_uid=event.uid if event.is_meeting else "",
+            )
+            self.new_attendee(
+                activity, EventAttendee(email=self.mailbox, name=self.user.employee.name), organizer=True
+            )
+            for attendee in event.attendees:
+                if attendee.email.lower() != self.me:
+                    self.new_attendee(activity, attendee)
+            target = Target(
+                invitations=True, attendees=[a for a in event.attendees if a.email.lower() != self.me]
+            )
+            link = ItemLink(
+                environment=self.env, sync_user=self.user, kind=mapping.ACTIVITY, activity=activity
+            )
+            self.agree(link, self.remote_values(event, target), event.ref)
+            link.save()
+        self.run.created += 1
+
+    def stub_for(self, event: CalendarEvent) -> None:
+        """K7/K16: one stub per environment and meeting UID, however many invitees hold it."""
+        defaults = {
+            "type": ActivityType.APPOINTMENT,
+            "created_by_erp": False,
+            "synchronize": True,
+            "is_stub": True,
+            "subject": (event.subject or "(no subject)")[:255],
+            "location": event.location[:255],
+            "start": event.start,
+            "end": event.end,
+            "all_day": event.is_all_day,
+            "time_zone": event.time_zone or "UTC",
+            "private": event.is_private,
+            "organizer_email": event.organizer,
+            "recurrence": event.recurrence,
+        }
+        try:
+            with transaction.atomic():
+                stub, created = Activity.objects.get_or_create(
+                    environment=self.env, meeting_uid=event.uid, defaults=defaults
+                )
+        except IntegrityError:  # another user's pass made it at the same moment
+            stub, created = Activity.objects.get(environment=self.env, meeting_uid=event.uid), False
+        if created:
+            self.run.created += 1
+            self.new_attendee(stub, EventAttendee(email=event.organizer), organizer=True)
+            for attendee in event.attendees:
+                self.new_attendee(stub, attendee)
+        Attendee.objects.filter(activity=stub, email__iexact=self.me).update(
+            synchronized=True, updated_at=self.now
+        )
+        link, _ = ItemLink.objects.get_or_create(
+            sync_user=self.user, activity=stub, defaults={"environment": self.env, "kind": mapping.ACTIVITY}
+        )
+        self.agree(link, self.remote_values(event, Target(invitations=False)), event.ref)
+        link.save()
+
+    def stub_copy(self, link: ItemLink, event: CalendarEvent | None, gone: bool) -> None:
+        if gone:
+            link.delete()  # an invitee's deletion of its copy; the stub stays (K16)
+            return
+        if event is None:
+            return
+        if event.is_cancelled:
+            self.organizer_cancelled(event)
+            return
+        target = Target(invitations=False)
+        values = self.remote_values(event, target)
+        changed = {k for k, v in values.items() if link.snapshot.get(k, _MISSING) != v}
+        if changed:
+            self.pull(link.activity, event, changed, target)
+        self.agree(link, values, event.ref)
+        link.save()
+
+    def organizer_cancelled(self, event: CalendarEvent) -> None:
+        stub = Activity.objects.filter(environment=self.env, meeting_uid=event.uid, is_stub=True).first()
+        if stub is None:
+            return
+        ItemLink.objects.filter(activity=stub).delete()
+        stub.delete()
+        self.run.deleted += 1
+
+    # --- Deletions with the safety limit ----------------------------------------------------
+
+    def write_deletes(self, deletes: list[tuple[ItemLink, bool]], links: list[ItemLink]) -> bool:
+        if not deletes:
+            return False
+        synced = sum(1 for link in links if link.remote_id)
+        share = len(deletes) * 100 / max(synced, 1)
+        if (
+            len(deletes) > self.settings.safety_limit_minimum
+            and share > self.settings.safety_limit_percent
+            and not self.user.deletions_confirmed
+        ):
+            self.run.error = (
+                f"Held: this pass would delete or cancel {len(deletes)} of {synced} synchronized events "
+                f"({share:.0f} %), more than the safety limit. An administrator must confirm the deletions."
+            )
+            return True
+        for cancel in (True, False):
+            batch = [link for link, organizer_copy in deletes if organizer_copy == cancel]
+            if not batch:
+                continue
+            refs = [RemoteRef(link.remote_id, link.remote_change_key) for link in batch]
+            results = self.backend.delete_events(self.mailbox, refs, send_cancellations=cancel)
+            self.wrote = True
+            for link, result in zip(batch, results, strict=True):
+                if result.ok:
+                    link.delete()
+                    self.run.deleted += 1
+                else:
+                    self.item_failed(link, result.error)
+        if self.user.deletions_confirmed:
+            self.user.deletions_confirmed = False
+            self.user.save(update_fields=["deletions_confirmed", "updated_at"])
+        return False
+
+    def item_failed(self, link: ItemLink, error: MailboxError) -> None:
+        link.state = LinkState.SKIPPED if isinstance(error, InvalidItem) else LinkState.FAILED
+        link.last_error, link.last_error_at = str(error), self.now
+        link.save()
+        if isinstance(error, InvalidItem):
+            self.run.skipped += 1
+        else:
+            self.run.failed += 1
+
+    def absorb_own_writes(self, state: FolderState) -> None:
+        """Advance the token past our own writes; a foreign edit meanwhile stays visible because
+        its change key differs from the one we recorded."""
+        known = dict(
+            ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY)
+            .exclude(remote_id="")
+            .values_list("remote_id", "remote_change_key")
+        )
+        try:
+            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token)
+        except InvalidSyncToken:
+            return
+        foreign = [
+            ref for ref in page.changed if ref.item_id not in known or known[ref.item_id] != ref.change_key
+        ]
+        if not foreign and not page.deleted:
+            state.sync_token = page.token
+
+
+_MISSING = object()
+
+
+def run_calendar_pass(
+    user_id: int, ctx: PassContext | None = None, backend: MailboxBackend | None = None
+) -> SyncRun:
+    """One calendar pass for one sync user. Never raises for mailbox trouble: the run says it."""
+    ctx = ctx or PassContext()
+    user = SyncUser.objects.select_related("environment__settings", "employee").get(pk=user_id)
+    if not user.environment.settings.synchronize_activities:
+        raise CalendarSyncDisabled(f"Activity synchronization is off in {user.environment.name}.")
+    if not (user.active and user.calendar_enabled):
+        raise CalendarSyncDisabled(
+            f"{user.mailbox_email} does not synchronize its calendar (inactive or turned off)."
+        )
+    run = start_run(user, SyncKind.CALENDAR, ctx)
+    own_backend = backend is None
+    backend = backend or open_backend(user.environment.settings)
+    before = backend.requests
+    try:
+        allowed = CalendarPass(user, backend, ctx, run).execute()
+    except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
+        if not isinstance(exc, MailboxError):
+            log.exception("calendar pass for %s failed", user.mailbox_email)
+        return fail_run(run, user, exc, requests=backend.requests - before)
+    finally:
+        if own_backend:
+            backend.close()
+    return finish_run(run, user, requests=backend.requests - before, held=not allowed)

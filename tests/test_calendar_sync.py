@@ -1,0 +1,307 @@
+"""Two-way calendar synchronization (rules K1–K16), against exchange_sim with real exchangelib,
+using the simulator's user-side API to act as people in Outlook."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from synccore.models import Activity, Attendee, Conflict, ItemLink, LinkState, Outcome
+from synccore.sync.calendar import CalendarSyncDisabled, run_calendar_pass
+from tests.fixtures import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def start():
+    return timezone.now().replace(second=0, microsecond=0) + timedelta(days=2)
+
+
+def meeting(crm, start, *, organizer=None, invite=("bob@contoso.example",), **fields):
+    organizer = organizer or crm.alice.employee
+    activity = f.activity(crm.env, start=start, organizer=organizer, **fields)
+    Attendee.objects.create(activity=activity, email=organizer.email, type="employee", meeting_organizer=True)
+    for email in invite:
+        Attendee.objects.create(activity=activity, email=email, type="employee", invite=True)
+    return activity
+
+
+def calendar_pass(crm, user=None):
+    return run_calendar_pass((user or crm.alice).pk)
+
+
+def subjects(mailbox) -> list[str]:
+    return sorted(e.props.get("Subject") for e in mailbox.events())
+
+
+class TestCrmToExchange:
+    def test_k1_only_synchronized_calls_and_appointments_are_written(self, crm, start):
+        f.activity(crm.env, subject="Call", type="call", start=start, organizer=crm.alice.employee)
+        f.activity(crm.env, subject="Meeting", start=start, organizer=crm.alice.employee)
+        f.activity(crm.env, subject="Task", type="task", start=start, organizer=crm.alice.employee)
+        f.activity(crm.env, subject="Off", start=start, organizer=crm.alice.employee, synchronize=False)
+        calendar_pass(crm)
+        assert subjects(crm.mailbox()) == ["Call", "Meeting"]
+
+    def test_k1_no_calendar_pass_while_activity_sync_is_off(self, crm):
+        crm.configure(synchronize_activities=False)
+        with pytest.raises(CalendarSyncDisabled):
+            calendar_pass(crm)
+
+    def test_k2_the_past_is_never_created(self, crm):
+        past = timezone.now() - timedelta(days=3)
+        f.activity(crm.env, subject="Yesterday", start=past, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        assert crm.mailbox().events() == []
+
+    def test_k3_a_meeting_is_written_once_to_the_organizers_mailbox_and_exchange_invites(self, crm, start):
+        meeting(crm, start, subject="Review")
+        assert calendar_pass(crm).created == 1
+        (organizer_copy,) = crm.mailbox().events()
+        assert organizer_copy.props["IsMeeting"]
+        (invitee_copy,) = crm.mailbox(crm.bob).events()
+        assert invitee_copy.props["UID"] == organizer_copy.props["UID"]
+        assert calendar_pass(crm, crm.bob).created == 0
+        assert Activity.objects.count() == 1
+
+    def test_k3_without_a_sync_user_organizer_each_invited_sync_user_gets_a_copy_and_no_invitation(
+        self, crm, start
+    ):
+        outsider = f.employee(crm.env, "frank@contoso.example")
+        meeting(
+            crm,
+            start,
+            organizer=outsider,
+            invite=("alice@contoso.example", "bob@contoso.example"),
+            subject="Fair",
+        )
+        calendar_pass(crm)
+        calendar_pass(crm, crm.bob)
+        for user in (crm.alice, crm.bob):
+            (copy,) = crm.mailbox(user).events()
+            assert copy.props["Subject"] == "Fair" and not copy.props.get("IsMeeting")
+        assert (
+            crm.sim.user("frank@contoso.example").events() == []
+            if "frank@contoso.example" in crm.sim.mailboxes()
+            else True
+        )
+
+    def test_k4_attendee_flags_follow_the_invitation_and_the_attendees_calendar(self, crm, start):
+        activity = meeting(crm, start)
+        calendar_pass(crm)
+        bob = Attendee.objects.get(activity=activity, email="bob@contoso.example")
+        assert (bob.sent_to_synchronizer, bob.synchronized) == (True, False)
+        calendar_pass(crm, crm.bob)
+        bob.refresh_from_db()
+        assert bob.synchronized
+
+    def test_k5_the_organizer_is_matched_ignoring_case(self, crm, start):
+        crm.alice.employee.email = "Alice@Contoso.example"
+        crm.alice.employee.save()
+        meeting(crm, start, subject="Case")
+        calendar_pass(crm)
+        assert subjects(crm.mailbox()) == ["Case"]
+
+    def test_k13_new_events_get_the_default_reminder_of_their_type(self, crm, start):
+        crm.configure(reminder_call_minutes=5, reminder_appointment_minutes=30)
+        f.activity(crm.env, subject="Call", type="call", start=start, organizer=crm.alice.employee)
+        f.activity(crm.env, subject="Visit", start=start, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        reminders = {
+            e.props["Subject"]: e.props.get("ReminderMinutesBeforeStart") for e in crm.mailbox().events()
+        }
+        assert reminders == {"Call": 5, "Visit": 30}
+
+    def test_k11_private_activities_are_private_events(self, crm, start):
+        f.activity(crm.env, subject="Doctor", start=start, organizer=crm.alice.employee, private=True)
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        assert event.props["Sensitivity"] == "Private"
+
+
+class TestExchangeToCrm:
+    def test_k6_an_outlook_event_becomes_an_appointment_with_typed_attendees(self, crm, start):
+        f.contact(crm.env, last_name="Jansen", email1="anna@fabrikam.example")
+        crm.mailbox().create_event(
+            "Lunch",
+            start,
+            start + timedelta(hours=1),
+            RequiredAttendees=[
+                {"Mailbox": {"EmailAddress": "bob@contoso.example"}},
+                {"Mailbox": {"EmailAddress": "anna@fabrikam.example"}},
+                {"Mailbox": {"EmailAddress": "someone@else.example"}},
+            ],
+        )
+        assert calendar_pass(crm).created == 1
+        activity = Activity.objects.get(subject="Lunch")
+        assert (activity.type, activity.created_by_erp, activity.synchronize) == ("appointment", False, True)
+        types = {a.email.lower(): a.type for a in activity.attendees.all()}
+        assert types == {
+            "alice@contoso.example": "employee",
+            "bob@contoso.example": "employee",
+            "anna@fabrikam.example": "contact",
+            "someone@else.example": "other",
+        }
+        assert all(
+            a.synchronized and not a.sent_to_synchronizer
+            for a in activity.attendees.exclude(meeting_organizer=True)
+        )
+
+    def test_k7_the_invitee_copy_of_a_sync_users_meeting_is_ignored(self, crm, start):
+        crm.mailbox(crm.bob).create_event(
+            "Bob's meeting",
+            start,
+            start + timedelta(hours=1),
+            RequiredAttendees=[{"Mailbox": {"EmailAddress": "alice@contoso.example"}}],
+        )
+        calendar_pass(crm)  # alice holds an invitee copy organized by bob, a sync user
+        assert not Activity.objects.exists()
+        calendar_pass(crm, crm.bob)
+        assert Activity.objects.get().subject == "Bob's meeting"
+
+    def test_k7_k16_an_outside_organizers_meeting_becomes_one_stub_for_all_invitees(self, crm, start):
+        crm.sim.add_mailbox("olga@partner.example", "Olga", password="olga-pw")
+        olga = crm.sim.user("olga@partner.example")
+        olga.create_event(
+            "Partner sync",
+            start,
+            start + timedelta(hours=1),
+            RequiredAttendees=[
+                {"Mailbox": {"EmailAddress": a}} for a in ("alice@contoso.example", "bob@contoso.example")
+            ],
+        )
+        calendar_pass(crm)
+        calendar_pass(crm, crm.bob)
+        stub = Activity.objects.get()
+        assert stub.is_stub and stub.subject == "Partner sync"
+        assert ItemLink.objects.filter(activity=stub).count() == 2
+        crm.mailbox(crm.bob).delete(crm.mailbox(crm.bob).events()[0], hard=True)
+        calendar_pass(crm, crm.bob)
+        assert Activity.objects.filter(pk=stub.pk).exists()  # an invitee's deletion is not a cancellation
+
+
+class TestBothWays:
+    def test_k8_a_crm_change_is_pushed_and_a_second_pass_changes_nothing(self, crm, start):
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        calendar_pass(crm)
+        activity.location = "Room 2"
+        activity.save()
+        assert calendar_pass(crm).updated == 1
+        assert crm.mailbox().events()[0].props["Location"] == "Room 2"
+        crm.sim.counters.reset()
+        run = calendar_pass(crm)
+        assert (run.created, run.updated, run.deleted) == (0, 0, 0)
+        assert crm.sim.counters.total() <= 2
+
+    def test_k8_an_outlook_change_is_pulled_into_the_crm(self, crm, start):
+        activity = meeting(crm, start, subject="Review")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Subject="Review (moved)", Location="Online")
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert (activity.subject, activity.location) == ("Review (moved)", "Online")
+        assert calendar_pass(crm).updated == 0  # no ping-pong
+
+    def test_k8_a_moved_change_key_alone_is_not_a_change(self, crm, start):
+        meeting(crm, start, subject="Review")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().dismiss_reminder(event)
+        run = calendar_pass(crm)
+        assert (run.updated, run.conflicts) == (0, 0)
+
+    def test_k8_fields_changed_on_one_side_each_merge_and_both_sides_follow_the_policy(self, crm, start):
+        crm.configure(conflict_policy="crm_wins")
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Location="Outlook room", Subject="Outlook subject")
+        activity.subject = "CRM subject"
+        activity.save()
+        run = calendar_pass(crm)
+        activity.refresh_from_db()
+        remote = crm.mailbox().events()[0]
+        assert activity.location == "Outlook room" and remote.props["Location"] == "Outlook room"
+        assert activity.subject == "CRM subject" and remote.props["Subject"] == "CRM subject"
+        assert run.conflicts == 1
+        conflict = Conflict.objects.get()
+        assert (conflict.field, conflict.crm_value, conflict.exchange_value, conflict.choice) == (
+            "subject",
+            "CRM subject",
+            "Outlook subject",
+            "crm",
+        )
+
+    def test_k12_outlook_text_outside_the_markers_survives_and_never_overwrites_the_comment(self, crm, start):
+        activity = meeting(crm, start, subject="Review", comment="Bring the contract")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Body="Dial-in: 12345\n\n[/]Bring the contract[\\]")
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert activity.comment == "Bring the contract"
+        activity.comment = "Bring the signed contract"
+        activity.save()
+        calendar_pass(crm)
+        body = crm.mailbox().events()[0].body_html
+        assert "Dial-in: 12345" in body and "Bring the signed contract" in body
+
+    def test_k12_the_comment_is_left_out_for_meetings_with_outside_attendees(self, crm, start):
+        meeting(
+            crm, start, subject="Deal", comment="Our lowest price is 90", invite=("buyer@fabrikam.example",)
+        )
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        assert "lowest price" not in (event.body_html or "")
+
+
+class TestDeletions:
+    def test_k9_deleting_a_crm_meeting_cancels_it_for_the_attendees(self, crm, start):
+        activity = meeting(crm, start, subject="Review")
+        calendar_pass(crm)
+        activity.delete()
+        assert calendar_pass(crm).deleted == 1
+        assert crm.mailbox().events() == []
+        (copy,) = crm.mailbox(crm.bob).events()
+        assert copy.props.get("IsCancelled")
+        assert not Activity.all_objects.filter(pk=activity.pk, deleted_at__isnull=True).exists()
+
+    def test_k9_a_meeting_deleted_in_exchange_deletes_the_crm_activity(self, crm, start):
+        activity = meeting(crm, start, subject="Review")
+        calendar_pass(crm)
+        crm.mailbox().delete(crm.mailbox().events()[0], hard=True)
+        calendar_pass(crm)
+        assert not Activity.objects.filter(pk=activity.pk).exists()
+
+    def test_k9_a_personal_appointment_deleted_in_exchange_is_kept_and_not_re_created(self, crm, start):
+        activity = f.activity(crm.env, subject="Focus time", start=start, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        crm.mailbox().delete(crm.mailbox().events()[0], hard=True)
+        calendar_pass(crm)
+        assert Activity.objects.filter(pk=activity.pk).exists()
+        assert ItemLink.objects.get(activity=activity).state == LinkState.DELETED_REMOTE
+        calendar_pass(crm)
+        assert crm.mailbox().events() == []
+
+    def test_k9_un_synchronizing_an_activity_removes_its_event(self, crm, start):
+        activity = f.activity(crm.env, subject="Visit", start=start, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        activity.synchronize = False
+        activity.save()
+        assert calendar_pass(crm).deleted == 1
+        assert crm.mailbox().events() == []
+
+
+class TestCost:
+    def test_an_idle_calendar_pass_costs_at_most_2_ews_requests(self, crm, start):
+        for i in range(5):
+            meeting(crm, start + timedelta(hours=i), subject=f"M{i}")
+        crm.mailbox().create_event("Own", start, start + timedelta(hours=1))
+        assert calendar_pass(crm).outcome == Outcome.SUCCESS
+        crm.sim.counters.reset()
+        run = calendar_pass(crm)
+        assert run.requests <= 2 and crm.sim.counters.total() <= 2
