@@ -24,6 +24,7 @@ from synccore.models.crm import (
     Language,
     SalesGroup,
 )
+from synccore.models.runtime import UserLease
 from synccore.models.state import (
     Conflict,
     ConflictChoice,
@@ -68,4 +69,5 @@ __all__ = [
     "SyncUser",
     "SynchronizerState",
     "Trigger",
+    "UserLease",
 ]

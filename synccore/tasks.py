@@ -1,0 +1,17 @@
+"""django-q2 task entry points: take ids, call one runtime function, return (thin edges)."""
+
+from __future__ import annotations
+
+from synccore import runtime
+
+
+def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
+    return runtime.tick(environment_id, chain_schedule_id)
+
+
+def run_pass(user_id: int, kind: str, trigger: str = "schedule", full: bool = False) -> str:
+    return runtime.run_pass(user_id, kind, trigger, full)
+
+
+def prune() -> dict[str, int]:
+    return runtime.prune()
