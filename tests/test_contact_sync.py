@@ -408,3 +408,33 @@ class TestCost:
         # Both sizes fit in one bulk statement (SQLite splits bulk writes at 999 parameters),
         # so any per-contact query would show as a difference of 25.
         assert queries_for_new(5) == queries_for_new(30)
+
+
+class TestAuthentication:
+    @pytest.mark.parametrize("auth", ["ntlm", "basic"])
+    def test_a_pass_works_with_each_service_account_auth_type(self, exchange_sim_factory, auth):
+        sim = exchange_sim_factory(auth=auth)
+        env = f.environment(
+            f"Auth {auth}",
+            ews_url=sim.url,
+            auth_type=auth,
+            service_account=sim.credentials[0],
+            service_password=sim.credentials[1],
+            synchronize_contacts=True,
+        )
+        user = f.sync_user(env, "carol@contoso.example")
+        f.contact(env, last_name="Secure")
+        run = contact_sync.run_contact_pass(user.pk)
+        assert run.outcome == Outcome.SUCCESS and run.created == 1
+
+    def test_impersonating_a_mailbox_the_service_account_may_not_open_is_a_readable_permanent_error(
+        self, crm
+    ):
+        crm.sim.add_user("helpdesk@contoso.example", "helpdesk-pw")  # an account without impersonation rights
+        crm.configure(service_account="helpdesk@contoso.example", service_password="helpdesk-pw")
+        make_contacts(crm, 1)
+        run = crm.contacts_pass()
+        user = crm.alice
+        user.refresh_from_db()
+        assert run.outcome == Outcome.FAILED and user.health == Health.UNHEALTHY
+        assert "impersonation" in user.last_error
