@@ -45,6 +45,9 @@ Acting as a person in Outlook (`MailboxUser`; folders by distinguished name, pat
     item.props["GivenName"]; item.extended_value("CrmSyncId"); item.id; item.changekey; item.body_html
     alice.create_event("Review", start, end, RequiredAttendees=[{"Mailbox": {"EmailAddress": "bob@contoso.example"}}])
     alice.view(start, end)          # calendar view with recurring series expanded
+    occ = alice.occurrence(series, 2); alice.edit(occ, Start=..., End=...)   # now an exception
+    alice.delete(alice.occurrence(series, 3))                                # a deleted occurrence
+    alice.edit(meeting, Location="B")  # organizer edits go out to attendees (send=False: they don't)
     bob.accept(item) / decline / tentative / dismiss_reminder(item)
     carol.receive_meeting("Supplier call", start, end, "ext@fabrikam.example", uid="EXT-1")  # external organizer
     alice.touch(item)               # Exchange's own rewrite: only the change key moves

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule
 
-from exchange_sim.store import Item, Store, StoreError
+from exchange_sim.store import Item, Store, StoreError, plain
 
 # Windows time zone id -> IANA, for the zones the product and demo use (CLDR windowsZones, territory 001).
 WINDOWS_TO_IANA: dict[str, str] = {
@@ -238,6 +238,7 @@ def modify_occurrence(store: Store, occurrence: Item, changes: dict[str, Any], c
     """Turn an occurrence into an exception (or change an exception); the master's change key moves too."""
     master_id = occurrence.props["_occurrence_of"]
     key = iso_key(occurrence.props["_original_start"])
+    changes = plain(changes)
 
     def apply(master: Item) -> None:
         exceptions = dict(master.props.get("_exceptions") or {})

@@ -576,7 +576,7 @@ class Store:
 
     # ---- Exchange's own rewrites -----------------------------------------------------------------
     def _normalize(self, kind: str, props: dict[str, Any]) -> dict[str, Any]:
-        props = {k: _plain(v) for k, v in props.items()}
+        props = {k: plain(v) for k, v in props.items()}
         body = props.get("Body")
         if isinstance(body, str):
             body = {"type": "Text", "content": body}
@@ -708,16 +708,16 @@ class Store:
             yield from copy.deepcopy(list(self._items.values()))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Datetimes as plain aware UTC datetimes (callers may pass subclasses such as exchangelib's)."""
     if isinstance(value, datetime):
         offset = value.utcoffset() or timedelta(0)
         naive = datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
         return (naive - offset).replace(tzinfo=UTC)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

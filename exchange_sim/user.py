@@ -74,18 +74,48 @@ class MailboxUser:
     def create_item(self, kind: str, folder: str, extended: dict[ExtendedKey, Any] | None = None, **props: Any) -> Item:
         return self.store.create_item(self.folder(folder).id, kind, props, extended)
 
-    def edit(self, ref: ItemRef, **props: Any) -> Item:
-        """Set properties; a value of None removes the property (as clearing a field in Outlook)."""
+    def edit(self, ref: ItemRef, *, send: bool = True, **props: Any) -> Item:
+        """Set properties; a value of None removes the property (as clearing a field in Outlook).
+
+        An occurrence (from `view`, or `occurrence(series, n)`) becomes an exception of its series.
+        An organizer's meeting change goes out to the attendees unless ``send=False``.
+        """
+        context = {"by_user": True, "send_invitations": "SendToAllAndSaveCopy" if send else "SendToNone"}
+        occurrence = self._occurrence(_id(ref))
+        if occurrence is not None:
+            from exchange_sim.calendar import modify_occurrence
+
+            return modify_occurrence(self.store, occurrence, props, context=context)
         removed = [k for k, v in props.items() if v is None]
         kept = {k: v for k, v in props.items() if v is not None}
-        return self.store.update_item(_id(ref), set_props=kept, delete_props=removed, context={"by_user": True})
+        return self.store.update_item(_id(ref), set_props=kept, delete_props=removed, context=context)
+
+    def occurrence(self, series: ItemRef, index: int) -> Item:
+        """The n-th (1-based) occurrence of a recurring series, as Outlook opens it."""
+        from exchange_sim.calendar import find_occurrence
+
+        return find_occurrence(self.store, _id(series), index=index)
+
+    def _occurrence(self, item_id: str) -> Item | None:
+        from exchange_sim.calendar import find_occurrence, split_occurrence_id
+
+        split = split_occurrence_id(item_id)
+        return find_occurrence(self.store, split[0], original=split[1]) if split else None
 
     def set_extended(self, ref: ItemRef, key: ExtendedKey, value: Any) -> Item:
         return self.store.update_item(_id(ref), set_extended={key: value})
 
-    def delete(self, ref: ItemRef, hard: bool = False) -> None:
-        """Delete as Outlook does: to Deleted Items (new id there), or hard."""
-        self.store.delete_item(_id(ref), "HardDelete" if hard else "MoveToDeletedItems", context={"by_user": True})
+    def delete(self, ref: ItemRef, hard: bool = False, send: bool = True) -> None:
+        """Delete as Outlook does: to Deleted Items (new id there), or hard. An occurrence is removed from
+        its series; an organizer's meeting sends cancellations unless ``send=False``."""
+        context = {"by_user": True, "send_invitations": "SendToAllAndSaveCopy" if send else "SendToNone"}
+        occurrence = self._occurrence(_id(ref))
+        if occurrence is not None:
+            from exchange_sim.calendar import delete_occurrence
+
+            delete_occurrence(self.store, occurrence, context=context)
+            return
+        self.store.delete_item(_id(ref), "HardDelete" if hard else "MoveToDeletedItems", context=context)
 
     def move(self, ref: ItemRef, folder: str) -> Item:
         return self.store.move_item(_id(ref), self.folder(folder).id)

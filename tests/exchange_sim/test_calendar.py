@@ -206,3 +206,18 @@ def test_a_calendar_view_lists_singles_and_occurrences_in_start_order(account, e
     alice.create_event("Between", berlin(2027, 3, 17, 8, 0), berlin(2027, 3, 17, 9, 0))
     view = account.calendar.view(start=berlin(2027, 3, 1), end=berlin(2027, 4, 1))
     assert [v.subject for v in view] == ["Jour fixe", "Between", "Jour fixe"]
+
+
+def test_a_user_moves_and_deletes_occurrences_like_in_outlook(account, exchange_sim: Simulator):
+    master = weekly_series(account, berlin(2027, 3, 15, 10, 0), count=4)
+    alice = exchange_sim.user("alice@contoso.example")
+    second = alice.occurrence(master.id, 2)
+    alice.edit(second, Start=berlin(2027, 3, 23, 15, 0), End=berlin(2027, 3, 23, 16, 0), Location="Moved")
+    alice.delete(alice.occurrence(master.id, 3))
+    view = list(account.calendar.view(start=berlin(2027, 3, 1), end=berlin(2027, 5, 1)))
+    assert [(v.type, v.start.astimezone(BERLIN).day, v.location) for v in view] == [
+        ("Occurrence", 15, None),
+        ("Exception", 23, "Moved"),
+        ("Occurrence", 5, None),
+    ]
+    assert account.calendar.get(id=master.id).changekey != master.changekey
