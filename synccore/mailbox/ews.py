@@ -936,3 +936,61 @@ class EwsBackend(_EwsCalendar, MailboxBackend):
             except Exception:  # closing is best effort
                 log.debug("closing an EWS protocol failed", exc_info=True)
         self._accounts.clear()
+
+
+# --- Push: streaming notifications (K14; used by the push listener process only) ---------------
+
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 200
+
+
+def stream_calendar_changes(
+    backend: EwsBackend,
+    mailboxes: Sequence[str],
+    *,
+    on_subscribed=None,
+    should_stop=lambda: False,
+    connection_timeout_minutes: int = 1,
+):
+    """Yield the address of each mailbox whose calendar changed, for as long as the stream lives.
+
+    One streaming subscription per mailbox, all read over one connection (at most 200, Exchange's
+    limit). ``on_subscribed`` is called once the subscriptions exist: streaming cannot replay what
+    happened before, so the caller runs its catch-up then. Raises ``MailboxError`` when the stream
+    breaks; the caller backs off and calls again (a new gap, a new catch-up). Give the listener a
+    backend of its own: a blocking stream holds one of its connections for minutes.
+    """
+    from exchangelib.properties import StatusEvent
+
+    if len(mailboxes) > MAX_SUBSCRIPTIONS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection")
+    subscriptions: dict[str, str] = {}
+    try:
+        for mailbox in mailboxes:
+            calendar = backend.account(mailbox).calendar
+            subscriptions[backend._call(calendar.subscribe_to_streaming)] = mailbox
+        if not subscriptions:
+            return
+        if on_subscribed:
+            on_subscribed()
+        reader = backend.account(mailboxes[0]).calendar
+        while not should_stop():
+            notifications = reader.get_streaming_events(
+                list(subscriptions), connection_timeout=connection_timeout_minutes
+            )
+            for notification in notifications:
+                if any(not isinstance(event, StatusEvent) for event in notification.events):
+                    mailbox = subscriptions.get(notification.subscription_id)
+                    if mailbox:
+                        yield mailbox
+                if should_stop():
+                    return
+    except MailboxError:
+        raise
+    except Exception as exc:
+        raise translate(exc) from exc
+    finally:
+        for subscription_id, mailbox in subscriptions.items():
+            try:
+                backend.account(mailbox).calendar.unsubscribe(subscription_id)
+            except Exception:  # the server drops unread subscriptions on its own
+                log.debug("unsubscribing %s failed", mailbox, exc_info=True)
