@@ -42,4 +42,8 @@ def exception_handler(exc, context):
             {"detail": "Other records still refer to this one; remove those first."},
             status=status.HTTP_409_CONFLICT,
         )
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, list):
+        # Always field-level: a bare list of messages belongs to no field.
+        response.data = {"non_field_errors": response.data}
+    return response

@@ -16,6 +16,10 @@ VALIDATION_ERROR = {
 
 
 class SyncAutoSchema(AutoSchema):
+    def _get_parameters(self):
+        # Class-wide path parameters (the nested {id}) apply only where the path has them.
+        return [p for p in super()._get_parameters() if p["in"] != "path" or f"{{{p['name']}}}" in self.path]
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         if direction != "response":

@@ -24,6 +24,7 @@ from synccore import operations, runtime
 from synccore.models import Environment, FieldMapping, SyncRun, SyncUser
 
 ENVIRONMENT_PARAM = OpenApiParameter("environment_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
+ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
 CONFLICT_409 = OpenApiResponse(
     ErrorSerializer, description="Illegal transition (e.g. stopping a stopped one)."
 )
@@ -131,7 +132,7 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
 # --- sync users --------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["users"], parameters=[ENVIRONMENT_PARAM])
+@extend_schema(tags=["users"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
 class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     serializer_class = s.SyncUserSerializer
     lookup_value_regex = "[0-9]+"
@@ -171,7 +172,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
 # --- field mappings ----------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["field mappings"], parameters=[ENVIRONMENT_PARAM])
+@extend_schema(tags=["field mappings"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
 @extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT_409}))
 class FieldMappingViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     serializer_class = s.FieldMappingSerializer
@@ -230,7 +231,7 @@ class RunFilters(serializers.Serializer):
     started_before = serializers.DateTimeField(required=False)
 
 
-@extend_schema(tags=["runs"], parameters=[ENVIRONMENT_PARAM])
+@extend_schema(tags=["runs"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
 @extend_schema_view(list=extend_schema(parameters=RUN_FILTERS))
 class SyncRunViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.SyncRunSerializer
@@ -256,7 +257,7 @@ class SyncRunViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
         return runs.order_by("-started_at", "-pk")
 
 
-@extend_schema(tags=["conflicts"], parameters=[ENVIRONMENT_PARAM])
+@extend_schema(tags=["conflicts"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
 @extend_schema_view(
     list=extend_schema(
         parameters=[
@@ -272,7 +273,10 @@ class ConflictViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         conflicts = s.conflicts_of(self.environment)
         if self.action == "list" and "resolved" in self.request.query_params:
-            flag = serializers.BooleanField().run_validation(self.request.query_params["resolved"])
+            try:
+                flag = serializers.BooleanField().run_validation(self.request.query_params["resolved"])
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"resolved": exc.detail}) from exc
             conflicts = s.unresolved(conflicts, flag)
         return conflicts.order_by("-detected_at", "-pk")
 

@@ -64,7 +64,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     for environment in Environment.objects.all():
         status = runtime.status(environment.pk)
         rows.append({"environment": environment, "status": status, **summarize(status)})
-    return render(request, "console/overview.html", {"rows": rows, "back_url": request.path, **_rights(request)})
+    return render(
+        request, "console/overview.html", {"rows": rows, "back_url": request.path, **_rights(request)}
+    )
 
 
 # --- the synchronizer: start, stop, sync now, test connection -----------------------------------
