@@ -197,6 +197,18 @@ def text_to_html(text: str) -> str:
     )
 
 
+def normalize_html(markup: str) -> str:
+    """Exchange rewrites HTML bodies too: a full document with a charset meta element."""
+    meta = '<meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
+    if "<html" not in markup.lower():
+        return f"<html>\r\n<head>\r\n{meta}\r\n</head>\r\n<body>\r\n{markup}\r\n</body>\r\n</html>\r\n"
+    if "http-equiv" not in markup.lower():
+        if re.search(r"(?i)<head[^>]*>", markup):
+            return re.sub(r"(?i)(<head[^>]*>)", lambda mt: f"{mt.group(1)}\r\n{meta}", markup, count=1)
+        return re.sub(r"(?i)(<html[^>]*>)", lambda mt: f"{mt.group(1)}\r\n<head>\r\n{meta}\r\n</head>", markup, count=1)
+    return markup
+
+
 def html_to_text(markup: str) -> str:
     text = re.sub(r"(?is)<(head|style|script)\b.*?</\1>", "", markup)
     text = re.sub(r"(?i)<br\s*/?>", "\n", text)
@@ -582,6 +594,8 @@ class Store:
             body = {"type": "Text", "content": body}
         if isinstance(body, dict) and body.get("type", "Text") != "HTML":
             body = {"type": "HTML", "content": text_to_html(body.get("content") or "")}
+        elif isinstance(body, dict):
+            body = {"type": "HTML", "content": normalize_html(body.get("content") or "")}
         if body is not None:
             props["Body"] = body
         for name in ("EmailAddresses", "PhoneNumbers", "ImAddresses", "PhysicalAddresses"):

@@ -180,3 +180,44 @@ def test_it_offers_the_body_as_text_too(account):
     fetched = account.contacts.all().only("text_body", "body").get(id=contact.id)
     assert fetched.text_body.strip() == "Hello there"
     assert "<b>there</b>" in fetched.body
+
+
+class PublicScore(ExtendedProperty):
+    distinguished_property_set_id = "PublicStrings"
+    property_name = "CrmScore"
+    property_type = "Integer"
+
+
+class TaggedNote(ExtendedProperty):
+    property_tag = 0x6701
+    property_type = "String"
+
+
+class Labels(ExtendedProperty):
+    property_set_id = SYNC_ID_SET
+    property_name = "CrmLabels"
+    property_type = "StringArray"
+
+
+@pytest.mark.parametrize(
+    ("field", "cls", "value"),
+    [("crm_score", PublicScore, 42), ("tagged_note", TaggedNote, "hello"), ("crm_labels", Labels, ["a", "b"])],
+)
+def test_it_keeps_extended_properties_of_every_kind(account, field, cls, value):
+    Contact.register(field, cls)
+    try:
+        contact = make_contact(account, **{field: value})
+        contact.save()
+        assert getattr(account.contacts.get(id=contact.id), field) == value
+        if not isinstance(value, list):
+            assert [c.id for c in account.contacts.filter(**{field: value})] == [contact.id]
+    finally:
+        Contact.deregister(field)
+
+
+def test_html_bodies_are_rewritten_into_a_full_document(account):
+    contact = make_contact(account, body=HTMLBody("<p>Hi</p>"))
+    contact.save()
+    body = account.contacts.get(id=contact.id).body
+    assert body != "<p>Hi</p>"
+    assert "<p>Hi</p>" in body and "charset=utf-8" in body
