@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from synccore import runtime
 from synccore.mailbox.base import MailboxError
@@ -22,7 +22,10 @@ from synccore.models import Backend, Environment, SynchronizerState, SyncUser
 
 log = logging.getLogger(__name__)
 
-CHUNK = 200
+# Exchange takes up to 200 subscriptions per streaming connection when they share an anchor
+# mailbox; exchange_sim answers ErrorSubscriptionNotFound for another mailbox's subscription read
+# through one connection, so for now each mailbox gets its own stream.
+CHUNK = 1
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 
@@ -59,6 +62,7 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
     def catch_up() -> None:
         for pk, _ in users:
             runtime.push_calendar(pk)
+        connection.close()  # the stream may block for minutes: hold no database connection meanwhile
 
     while not stop.is_set():
         backend = None
@@ -72,6 +76,7 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
                     runtime.push_calendar(user_id)
+                    connection.close()
         except (MailboxError, Environment.DoesNotExist) as exc:
             log.warning("push stream for environment %s broke: %s; again in %.0f s", environment_id, exc, wait)
             stop.wait(wait)
@@ -83,7 +88,7 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
         finally:
             if backend is not None:
                 backend.close()
-            close_old_connections()
+            connection.close()
 
 
 def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Callable | None = None) -> None:
@@ -93,6 +98,7 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
         while not stop.is_set():
             wanted = wanted_streams()
             close_old_connections()
+            connection.close()
             for key in list(running):
                 if key not in wanted:
                     running.pop(key)[1].set()  # environment stopped, push off, users changed
@@ -110,3 +116,4 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
     finally:
         for _, ends in running.values():
             ends.set()
+        connection.close()
