@@ -906,28 +906,7 @@ class EwsBackend(_EwsCalendar, MailboxBackend):
         return [_item_result(r, folder_id) for r in results]
 
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
-        if not refs:
-            return []
-        account = self.account(mailbox)
-        results = self._call(
-            account.bulk_delete,
-            ids=[(r.item_id, None) for r in refs],
-            delete_type="MoveToDeletedItems",
-            chunk_size=self.config.batch_size,
-        )
-        out = []
-        for ref, result in zip(refs, results, strict=True):
-            if result is True:
-                out.append(ItemResult(ref=ref))
-            elif isinstance(result, Exception):
-                error = translate(result)
-                # Already gone is what we wanted.
-                out.append(
-                    ItemResult(ref=ref) if isinstance(error, base.ItemNotFound) else ItemResult(error=error)
-                )
-            else:
-                out.append(ItemResult(ref=ref))
-        return out
+        return self.delete_events(mailbox, refs, send_cancellations=False)
 
     def close(self) -> None:
         for account in self._accounts.values():

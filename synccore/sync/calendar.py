@@ -53,8 +53,7 @@ from synccore.models import (
     SyncUser,
 )
 from synccore.sync import events as ev
-from synccore.sync.connection import open_backend
-from synccore.sync.runs import PassContext, fail_run, finish_run, start_run
+from synccore.sync.runs import PassContext, execute_pass
 
 log = logging.getLogger(__name__)
 
@@ -773,17 +772,6 @@ def run_calendar_pass(
         raise CalendarSyncDisabled(
             f"{user.mailbox_email} does not synchronize its calendar (inactive or turned off)."
         )
-    run = start_run(user, SyncKind.CALENDAR, ctx)
-    own_backend = backend is None
-    backend = backend or open_backend(user.environment.settings)
-    before = backend.requests
-    try:
-        allowed = CalendarPass(user, backend, ctx, run).execute()
-    except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
-        if not isinstance(exc, MailboxError):
-            log.exception("calendar pass for %s failed", user.mailbox_email)
-        return fail_run(run, user, exc, requests=backend.requests - before)
-    finally:
-        if own_backend:
-            backend.close()
-    return finish_run(run, user, requests=backend.requests - before, held=not allowed)
+    return execute_pass(
+        user, SyncKind.CALENDAR, ctx, backend, lambda run, b: CalendarPass(user, b, ctx, run).execute()
+    )

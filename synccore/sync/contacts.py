@@ -46,7 +46,7 @@ from synccore.models import (
 )
 from synccore.sync import cards
 from synccore.sync.connection import open_backend
-from synccore.sync.runs import PassContext, fail_run, finish_run, start_run
+from synccore.sync.runs import PassContext, execute_pass
 
 log = logging.getLogger(__name__)
 
@@ -597,20 +597,9 @@ def run_contact_pass(
         raise ContactSyncDisabled(
             f"{user.mailbox_email} does not synchronize contacts (inactive or turned off)."
         )
-    run = start_run(user, SyncKind.CONTACTS, ctx)
-    own_backend = backend is None
-    backend = backend or open_backend(sync_settings)
-    requests_before = backend.requests
-    try:
-        allowed = ContactPass(user, backend, ctx, run).execute()
-    except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
-        if not isinstance(exc, MailboxError):
-            log.exception("contact pass for %s failed", user.mailbox_email)
-        return fail_run(run, user, exc, requests=backend.requests - requests_before)
-    finally:
-        if own_backend:
-            backend.close()
-    return finish_run(run, user, requests=backend.requests - requests_before, held=not allowed)
+    return execute_pass(
+        user, SyncKind.CONTACTS, ctx, backend, lambda run, b: ContactPass(user, b, ctx, run).execute()
+    )
 
 
 def confirm_deletions(user_id: int) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.utils import timezone
 
-from synccore.mailbox.base import MailboxError
+from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+
+log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 60.0
 BACKOFF_MAX_S = 3600.0
@@ -87,3 +90,31 @@ def _backoff_seconds(user: SyncUser, error: MailboxError) -> float:
     )
     wait = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, failures - 1))
     return max(wait, error.retry_after or 0)
+
+
+def execute_pass(
+    user: SyncUser,
+    kind: SyncKind,
+    ctx: PassContext,
+    backend: MailboxBackend | None,
+    work: Callable[[SyncRun, MailboxBackend], bool],
+) -> SyncRun:
+    """Run one pass's work with its run record; never raises for mailbox trouble (S3).
+
+    ``work`` returns False when the safety limit held deletions back."""
+    from synccore.sync.connection import open_backend
+
+    run = start_run(user, kind, ctx)
+    own_backend = backend is None
+    backend = backend or open_backend(user.environment.settings)
+    before = backend.requests
+    try:
+        allowed = work(run, backend)
+    except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
+        if not isinstance(exc, MailboxError):
+            log.exception("%s pass for %s failed", kind, user.mailbox_email)
+        return fail_run(run, user, exc, requests=backend.requests - before)
+    finally:
+        if own_backend:
+            backend.close()
+    return finish_run(run, user, requests=backend.requests - before, held=not allowed)
