@@ -25,9 +25,11 @@ demo: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo
 
+# One command: web server, one qcluster, the push listener and exchange_sim (Procfile), all
+# stopped together on Ctrl-C. SQLite allows only one cluster: keep `worker` at one process.
 run: demo
 	@echo "Console: http://$(HOST):$(PORT)/"
-	$(PY) manage.py runserver --insecure --noreload $(HOST):$(PORT)
+	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
