@@ -92,3 +92,12 @@ def test_ntlm_handshakes_once_for_many_requests_on_a_connection(exchange_sim_fac
         account.contacts.all().count()
     assert sim.counters.connections == 1
     assert sim.counters["FindItem"] == 3  # handshake legs are not counted as requests
+
+
+def test_a_client_without_a_configured_version_learns_it_from_the_server(exchange_sim):
+    from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials
+
+    config = Configuration(service_endpoint=exchange_sim.url, credentials=Credentials(*exchange_sim.credentials), auth_type=BASIC)
+    account = Account("alice@contoso.example", config=config, autodiscover=False, access_type=IMPERSONATION)
+    assert (account.version.build.major_version, account.version.build.minor_version) == (15, 1)
+    assert account.version.api_version == "Exchange2016"
