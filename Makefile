@@ -29,7 +29,7 @@ demo: migrate
 # stopped together on Ctrl-C. SQLite allows only one cluster: keep `worker` at one process.
 run: demo
 	@echo "Console: http://$(HOST):$(PORT)/"
-	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
+	WEB_HOST=$(HOST) WEB_PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
