@@ -299,6 +299,16 @@ def _snap_all_day(props: dict[str, Any]) -> None:
     props["End"] = end_midnight.astimezone(UTC)
 
 
+def reset_exceptions_on_pattern_change(before: Item, item: Item, context: dict[str, Any]) -> None:
+    """Like Exchange, changing a series' pattern or its time drops its modified and deleted occurrences."""
+    if item.kind != "CalendarItem" or context.get("occurrence") or not item.props.get("Recurrence"):
+        return
+    changed = any(before.props.get(k) != item.props.get(k) for k in ("Recurrence", "Start", "End", "StartTimeZone"))
+    if changed:
+        item.props.pop("_exceptions", None)
+        item.props.pop("_deleted", None)
+
+
 def computed_calendar(store: Store, item: Item) -> dict[str, Any]:
     """Values Exchange computes for a calendar item (type, first/last/modified/deleted occurrences...)."""
     props = item.props
@@ -379,4 +389,5 @@ def install(simulator: Any) -> None:
 
     store: Store = simulator.store
     store.add_hook("complete_defaults", lambda item: complete_calendar_defaults(store, item))
+    store.add_hook("after_update", reset_exceptions_on_pattern_change)
     calendar_ops.install(simulator)

@@ -221,3 +221,16 @@ def test_a_user_moves_and_deletes_occurrences_like_in_outlook(account, exchange_
         ("Occurrence", 5, None),
     ]
     assert account.calendar.get(id=master.id).changekey != master.changekey
+
+
+def test_changing_the_pattern_drops_the_exceptions(account, exchange_sim: Simulator):
+    master = weekly_series(account, berlin(2027, 3, 15, 10, 0), count=4)
+    alice = exchange_sim.user("alice@contoso.example")
+    alice.delete(alice.occurrence(master.id, 2))
+    master = account.calendar.get(id=master.id)
+    assert len(master.deleted_occurrences) == 1
+    master.recurrence = Recurrence(pattern=WeeklyPattern(interval=2, weekdays=[1]), start=master.start.date(), number=2)
+    master.save(update_fields=["recurrence"])
+    master = account.calendar.get(id=master.id)
+    assert master.deleted_occurrences is None
+    assert [v.start.astimezone(BERLIN).day for v in account.calendar.view(start=berlin(2027, 3, 1), end=berlin(2027, 5, 1))] == [15, 29]
