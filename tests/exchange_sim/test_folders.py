@@ -57,3 +57,22 @@ def test_it_filters_find_folder_by_display_name(account, exchange_sim: Simulator
     alice.create_folder("B")
     found = FolderCollection(account=account, folders=[account.contacts]).find_folders(q=Q(name="B"))
     assert [f.name for f in found] == ["B"]
+
+
+def test_it_renames_a_folder_and_keeps_its_id(account, exchange_sim: Simulator):
+    folder = Contacts(parent=account.contacts, name="Old name")
+    folder.save()
+    folder.name = "New name"
+    folder.save()
+    assert exchange_sim.user("alice@contoso.example").folder("contacts/New name").id == folder.id
+
+
+def test_a_copy_is_a_new_item_with_the_same_content(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    made = alice.create_contact(GivenName="Twin")
+    target = alice.create_folder("Copies")
+    item = account.contacts.get(id=made.id)
+    copied_id = item.copy(account.contacts / "Copies")
+    [copy] = alice.contacts("contacts/Copies")
+    assert copy.props["GivenName"] == "Twin" and copy.id != made.id and copy.folder_id == target.id
+    assert copied_id is None or copied_id[0] == copy.id
