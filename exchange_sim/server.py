@@ -47,7 +47,21 @@ class EwsHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
         self.simulator = simulator
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, EwsRequestHandler)
+
+    def track(self, sock: socket.socket, is_open: bool) -> None:
+        with self._open_lock:
+            (self._open.add if is_open else self._open.discard)(sock)
+
+    def close_connections(self) -> None:
+        """Hang up idle keep-alive connections, so a stopped simulator really stops answering."""
+        with self._open_lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class EwsRequestHandler(BaseHTTPRequestHandler):
@@ -65,7 +79,13 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.server.track(self.connection, True)
         self.server.simulator.counters.connection_opened()
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     # ---- HTTP plumbing ---------------------------------------------------------------------------
     def _read_body(self) -> bytes:

@@ -99,7 +99,9 @@ class Simulator:
         self.internal_errors: list[str] = []  # unexpected exceptions while answering (simulator bugs)
         self.validator = self._make_validator(schema_dir)
         self.state_file = state_file
-        self.streaming: Any = None
+        self.streaming: Any = None  # notifications.StreamingServer, installed below
+        self.meetings: Any = None  # meetings.Meetings
+        self.subscriptions: Any = None  # notifications.Subscriptions
         self._extras: list[Callable[[Any, str], dict[str, Any]]] = []
         self._server: EwsHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -184,7 +186,10 @@ class Simulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
             self._server = None
+        if self.meetings is not None:
+            self.meetings.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

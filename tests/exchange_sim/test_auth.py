@@ -101,3 +101,12 @@ def test_a_client_without_a_configured_version_learns_it_from_the_server(exchang
     account = Account("alice@contoso.example", config=config, autodiscover=False, access_type=IMPERSONATION)
     assert (account.version.build.major_version, account.version.build.minor_version) == (15, 1)
     assert account.version.api_version == "Exchange2016"
+
+
+def test_a_stopped_simulator_hangs_up_its_keep_alive_connections(exchange_sim_factory):
+    sim = exchange_sim_factory()
+    account = connect(sim, max_connections=1)
+    assert account.contacts.all().count() == 0
+    sim.stop()
+    with pytest.raises(Exception):  # noqa: B017 - any transport error will do; what matters is no answer
+        account.contacts.all().count()
