@@ -7,7 +7,10 @@ Layout
 ``meetings.py``     invitations, updates, cancellations and responses between simulator mailboxes
 ``notifications.py`` pull and streaming subscriptions fed from the store's journal
 ``user.py``         `MailboxUser`: act like a person in Outlook
-``ews/``            the EWS SOAP front end: ``codec`` (XML <-> store values), ``operations``, ``restriction``
+``ews/``            the EWS SOAP front end: ``codec`` (XML <-> store values), ``operations`` (folders, items,
+                    FindItem, SyncFolderItems), ``calendar_ops`` (occurrence ids, CalendarView, meeting
+                    responses), ``notification_ops`` (Subscribe, GetEvents, GetStreamingEvents),
+                    ``directory_ops`` (ConvertId, ResolveNames), ``restriction``, ``schema_order``
 ``server.py``       HTTP/1.1 keep-alive server, auth, faults, SOAP envelopes; ``control.py`` the /_sim/ API
 ``simulator.py``    `Simulator`, tying the above together; ``faults.py`` switches, counters, request log
 ``schema.py``       validation against messages.xsd/types.xsd; ``demo.py`` the demo organisation
@@ -54,6 +57,11 @@ Acting as a person in Outlook (`MailboxUser`; folders by distinguished name, pat
 
 Item refs may be a store `Item`, an id string, or anything with ``.id`` (an exchangelib item).
 Property names are EWS element names; values are str/bool/int, aware datetimes, lists and dicts.
+Extended properties: ``ExtendedKey.create("String", property_set_id=GUID, name="CrmSyncId")`` as key of
+``item.extended`` / ``alice.set_extended(item, key, value)``.
+
+Outside pytest: ``with Simulator() as sim: sim.add_mailbox(...)`` or ``exchange_sim.demo.demo_simulator()``
+(the seeded demo organisation, not yet started).
 
 Counters, faults, clock::
 
@@ -71,6 +79,7 @@ Counters, faults, clock::
     sim.clock.set(datetime(2027, 3, 28, tzinfo=UTC), frozen=True); sim.clock.advance(timedelta(days=1))
     sim.request_log.enabled = True; sim.request_log.entries()
     sim.schema_violations         # list of schema.Violation
+    sim.internal_errors           # exceptions the simulator raised while answering (the fixture fails on both)
 
 Meetings, notifications, auth::
 
@@ -86,8 +95,11 @@ of that Account's protocol; give the listener its own Account/Configuration.
 
 The same is offered over HTTP under ``/_sim/`` on the EWS port (see `control`).
 
-Not implemented (answered with ErrorInvalidOperation): attachments, mail sending, tasks beyond plain
-items, push subscriptions, public folders, and every other EWS operation not listed in `ews.operations`.
+EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
+AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,
+MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, Subscribe (pull,
+streaming), Unsubscribe, GetEvents, GetStreamingEvents, ConvertId, ResolveNames. Everything else
+(attachments, sending mail, push subscriptions, SyncFolderHierarchy, ...) answers ErrorInvalidOperation.
 """
 
 from exchange_sim.simulator import Simulator, UserAccount
