@@ -15,7 +15,7 @@ from lxml import etree
 
 from exchange_sim.ews.xmlutil import SOAP, M, T
 
-_CACHE: dict[str, etree.XMLSchema] = {}
+_CACHE: dict[str, tuple[etree.XMLSchema, threading.Lock]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -46,9 +46,9 @@ class SchemaValidator:
         key = str(schema_dir.resolve())
         with _CACHE_LOCK:
             if key not in _CACHE:
-                _CACHE[key] = etree.XMLSchema(etree.parse(str(schema_dir / "messages.xsd")))
-            self._schema = _CACHE[key]
-        self._lock = threading.Lock()  # libxml2 schema objects are not safe to share across threads
+                # one lock per schema object: libxml2 schema validation is not safe across threads
+                _CACHE[key] = (etree.XMLSchema(etree.parse(str(schema_dir / "messages.xsd"))), threading.Lock())
+            self._schema, self._lock = _CACHE[key]
 
     def validate(self, envelope: etree._Element, direction: str, operation: str) -> list[Violation]:
         found: list[Violation] = []
