@@ -1,5 +1,5 @@
 """Push (K14): the listener's streaming subscriptions and CRM-side changes enqueue targeted
-calendar passes. The end-to-end test waits for the calendar pass (marked below)."""
+calendar passes, and those passes carry the change across within seconds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import transaction
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from synccore import push, runtime
-from synccore.models import SynchronizerState
-from synccore.sync.service import pass_runner
+from synccore.models import Activity, SynchronizerState
+from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -38,7 +39,6 @@ def wait_for(predicate, timeout: float = 30):
 
 @pytest.fixture
 def listener(crm, monkeypatch):
-    # Calendar passes land with the calendar issue; the mechanics do not depend on them.
     monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
@@ -71,9 +71,37 @@ def test_the_listener_holds_streams_only_for_running_environments_with_push_on(c
     assert push.wanted_streams() == {}
 
 
-@pytest.mark.skipif(
-    pass_runner("calendar") is None, reason="needs the calendar pass (synccore/sync/calendar.py)"
-)
-def test_an_outlook_change_reaches_the_crm_without_waiting_for_the_pull_interval():
-    pytest.skip("ready to enable with the calendar pass: start a cluster + listener, change in Outlook, "
-                "assert the CRM activity appears before the pull interval elapses")
+def run_queued_passes() -> None:
+    """Do what a worker does with the queued passes (the cluster tests prove workers do)."""
+    from synccore import tasks
+
+    for row in OrmQ.objects.order_by("id"):
+        task = SignedPackage.loads(row.payload)
+        if task["func"] == "synccore.tasks.run_pass":
+            tasks.run_pass(*task["args"], **task.get("kwargs", {}))
+        row.delete()
+
+
+def test_an_outlook_change_reaches_the_crm_without_waiting_for_the_pull_interval(crm, listener):
+    crm.configure(pull_interval=1, pull_interval_unit="days")
+    wait_for(lambda: {args[0] for args in push_passes()} == {crm.alice.pk, crm.bob.pk})  # catch-up
+    run_queued_passes()
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    crm.mailbox().create_event("Pushed lunch", start, start + timedelta(hours=1))
+    wait_for(lambda: push_passes())
+    run_queued_passes()
+    assert Activity.objects.filter(subject="Pushed lunch", created_by_erp=False).exists()
+
+
+def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm, monkeypatch):
+    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
+    crm.env.set_state(SynchronizerState.RUNNING)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    with transaction.atomic():
+        activity = f.activity(crm.env, subject="Pushed visit", start=start, organizer=crm.alice.employee)
+        runtime.notify_crm_change(crm.env.pk, [activity.pk])
+        assert not push_passes()  # nothing before the commit: a worker must see the change
+    assert {args[:3] for args in push_passes()} == {(crm.alice.pk, "calendar", "push")}
+    run_queued_passes()
+    assert [e.props["Subject"] for e in crm.mailbox().events()] == ["Pushed visit"]
