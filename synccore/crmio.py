@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 from dateutil.rrule import rrulestr
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import DataError, IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -95,8 +95,8 @@ def after_cursor(records: models.QuerySet, cursor: str) -> models.QuerySet:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, pk = raw.rsplit("|", 1)
-        updated_at, pk = datetime.fromisoformat(stamp), int(pk)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        updated_at, pk = to_utc(datetime.fromisoformat(stamp)), int(pk)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise ValueError("Not a cursor this API gave out.") from exc
     return records.filter(Q(updated_at__gt=updated_at) | Q(updated_at=updated_at, pk__gt=pk))
 
@@ -240,7 +240,7 @@ def upsert(environment: Environment, entity: str, item: dict[str, Any]) -> Upser
         return UpsertResult(external_id, "error", exc.errors)
     except ValidationError as exc:
         return UpsertResult(external_id, "error", _api_errors(entity, exc))
-    except IntegrityError:
+    except (IntegrityError, DataError):
         return UpsertResult(
             external_id, "error", {"non_field_errors": ["The record clashes with another one."]}
         )
@@ -525,7 +525,24 @@ def _aware(value: str, name: str, errors: Errors) -> datetime | None:
     if timezone.is_naive(moment):
         errors.setdefault(name, []).append("Give the UTC offset (e.g. 2026-05-04T09:00:00+02:00).")
         return None
-    return moment
+    try:
+        return to_utc(moment)
+    except ValueError:
+        errors.setdefault(name, []).append("This moment is out of range.")
+        return None
+
+
+def to_utc(moment: datetime) -> datetime:
+    """In UTC: databases refuse some offsets ISO 8601 allows (PostgreSQL: beyond ±15:59).
+
+    ValueError when the moment is out of range once converted (year 1 or 9999 at the edge).
+    """
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range") from exc
 
 
 def _iso_moment(value: Any, name: str, errors: Errors) -> str:

@@ -20,27 +20,14 @@ _KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "ac
 
 def re_enable_user(sync_user_id: int) -> SyncUser:
     """Put a user marked unhealthy (a permanent error) back into the schedule (S3)."""
-    with transaction.atomic():
-        user = SyncUser.objects.select_for_update().get(pk=sync_user_id)
-        user.health = Health.HEALTHY
-        user.last_error = ""
-        user.backoff_until = None
-        user.active = True
-        user.save(update_fields=["health", "last_error", "backoff_until", "active", "updated_at"])
-    return user
+    runtime.reenable(sync_user_id)
+    return SyncUser.objects.get(pk=sync_user_id)
 
 
 def confirm_deletions(sync_user_id: int) -> SyncUser:
     """Allow the next pass to delete beyond the safety limit, and run it (§5)."""
-    with transaction.atomic():
-        user = SyncUser.objects.select_for_update().get(pk=sync_user_id)
-        user.deletions_confirmed = True
-        if user.health == Health.HELD:
-            user.health = Health.HEALTHY
-        user.save(update_fields=["deletions_confirmed", "health", "updated_at"])
-    if user.active:
-        runtime.sync_now(user.environment_id, user_email=user.mailbox_email)
-    return user
+    runtime.confirm_deletions(sync_user_id)
+    return SyncUser.objects.get(pk=sync_user_id)
 
 
 def retry_item(link_id: int) -> ItemLink:

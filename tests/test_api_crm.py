@@ -114,7 +114,7 @@ def test_activities_round_trip_with_recurrence_and_attendees(
     body = admin_api.get(url(env, "activities", "A-1/")).json()
     assert body["start"] == "2026-12-01T09:00:00+01:00"
     assert body["recurrence"] == "FREQ=WEEKLY;COUNT=5"
-    assert body["exdates"] == ["2026-12-08T09:00:00+01:00"]
+    assert body["exdates"] == ["2026-12-08T08:00:00+00:00"]  # kept as instants, in UTC
     assert [(a["email"], a["type"]) for a in body["attendees"]] == [
         ("BOB@contoso.example", "employee"),
         ("guest@fabrikam.example", "other"),
@@ -224,3 +224,22 @@ def test_a_body_that_is_not_a_list_answers_400(admin_api, env):
 def test_an_operator_cannot_write_crm_data(operator_api, env):
     response = operator_api.post(url(env, "companies", "bulk-upsert/"), [], format="json")
     assert response.status_code == 403
+
+
+def test_any_iso_offset_is_accepted_and_stored_in_utc(admin_api, env):
+    # PostgreSQL refuses offsets beyond ±15:59, which ISO 8601 allows; times are kept in UTC.
+    response = admin_api.get(url(env, "employees"), {"updated_since": "2026-05-24T09:53:20-16:08"})
+    assert response.status_code == 200
+    item = {
+        **MEETING,
+        "external_id": "A-TZ",
+        "start": "2026-12-01T09:00:00-16:30",
+        "end": "2026-12-01T10:00:00-16:30",
+    }
+    item.pop("recurrence")
+    assert upsert(admin_api, env, "activities", [item])[0]["status"] == "created"
+    assert Activity.objects.get(external_id="A-TZ").start.isoformat() == "2026-12-02T01:30:00+00:00"
+    assert (
+        admin_api.get(url(env, "employees"), {"updated_since": "0001-01-01T00:00:00+05:00"}).status_code
+        == 400
+    )

@@ -153,7 +153,10 @@ def test_adds_deactivates_and_re_enables_sync_users(client, demo):
     client.post(f"/environments/{demo.pk}/users/{user.pk}/deactivate/")
     user.refresh_from_db()
     assert not user.active
-    SyncUser.objects.filter(pk=user.pk).update(health="unhealthy")
+    client.post(f"/environments/{demo.pk}/users/{user.pk}/activate/")
+    SyncUser.objects.filter(pk=user.pk).update(health="unhealthy", last_error="The mailbox does not exist.")
+    page = client.get(f"/environments/{demo.pk}/").content.decode()
+    assert "The mailbox does not exist." in page and "Re-enable" in page
     client.post(f"/environments/{demo.pk}/users/{user.pk}/re-enable/")
     user.refresh_from_db()
     assert (user.health, user.active) == ("healthy", True)

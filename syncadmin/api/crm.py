@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from django.http import Http404
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -178,13 +175,11 @@ class CrmViewSet(EnvironmentScoped, viewsets.GenericViewSet):
 def _since(raw: str):
     try:
         moment = parse_datetime(raw)
+        if moment is not None:
+            return crmio.to_utc(moment)
     except ValueError:
-        moment = None
-    if moment is None:
-        raise ValidationError(
-            {"updated_since": ["Give an ISO 8601 date and time, e.g. 2026-05-04T09:00:00Z."]}
-        )
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+        pass
+    raise ValidationError({"updated_since": ["Give an ISO 8601 date and time, e.g. 2026-05-04T09:00:00Z."]})
 
 
 def _flatten(errors) -> dict[str, list[str]]:
