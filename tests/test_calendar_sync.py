@@ -305,3 +305,39 @@ class TestCost:
         crm.sim.counters.reset()
         run = calendar_pass(crm)
         assert run.requests <= 2 and crm.sim.counters.total() <= 2
+
+
+class TestRecurrence:
+    def test_k10_a_crm_series_is_written_as_an_exchange_series_and_stays_quiet(self, crm, start):
+        f.activity(
+            crm.env,
+            subject="Weekly",
+            start=start,
+            organizer=crm.alice.employee,
+            recurrence="FREQ=WEEKLY;COUNT=5",
+        )
+        calendar_pass(crm)
+        (series,) = crm.mailbox().events()
+        assert series.props.get("Recurrence")
+        assert len(crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=6))) == 5
+        run = calendar_pass(crm)
+        assert (run.updated, run.conflicts) == (0, 0)
+
+    def test_k10_an_outlook_series_is_imported_with_its_pattern(self, crm, start):
+        crm.mailbox().create_event(
+            "Standup",
+            start,
+            start + timedelta(minutes=15),
+            Recurrence={
+                "pattern": {"type": "DailyRecurrence", "Interval": 1},
+                "range": {
+                    "type": "NumberedRecurrence",
+                    "StartDate": start.date().isoformat(),
+                    "NumberOfOccurrences": 3,
+                },
+            },
+        )
+        calendar_pass(crm)
+        activity = Activity.objects.get(subject="Standup")
+        assert "FREQ=DAILY" in activity.recurrence and "COUNT=3" in activity.recurrence
+        assert calendar_pass(crm).updated == 0
