@@ -14,7 +14,7 @@
     POST /_sim/mailboxes/<address>/contacts    {"folder": "contacts", "props": {...}}
     POST /_sim/mailboxes/<address>/events      {"subject", "start", "end", "time_zone", "send", "props": {...}}
     POST /_sim/mailboxes/<address>/folders     {"name": "CRM", "parent": "contacts"}
-    POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes)
+    POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes); <id> URL-encoded (ids hold '/')
     POST /_sim/items/<id>/delete               {"hard": false}
     POST /_sim/items/<id>/move                 {"folder": "contacts/Old"}
     POST /_sim/items/<id>/accept | decline | tentative | dismiss_reminder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 
@@ -22,11 +23,12 @@ def call(sim: Simulator, path: str, data: dict | None = None) -> object:
 def test_it_creates_edits_and_deletes_a_contact_like_a_user(exchange_sim: Simulator, account):
     made = call(exchange_sim, "mailboxes/alice@contoso.example/contacts", {"props": {"GivenName": "Via", "Surname": "Http"}})
     assert account.contacts.get(id=made["id"]).display_name == "Via Http"
-    edited = call(exchange_sim, f"items/{made['id']}/edit", {"props": {"JobTitle": "CTO"}})
+    item_path = "items/" + urllib.parse.quote(made["id"], safe="")  # ids are base64: '/' must be escaped
+    edited = call(exchange_sim, f"{item_path}/edit", {"props": {"JobTitle": "CTO"}})
     assert edited["changekey"] != made["changekey"]
     listed = call(exchange_sim, "mailboxes/alice@contoso.example/items?folder=contacts")
     assert [i["props"]["JobTitle"] for i in listed] == ["CTO"]
-    call(exchange_sim, f"items/{made['id']}/delete", {"hard": True})
+    call(exchange_sim, f"{item_path}/delete", {"hard": True})
     assert account.contacts.all().count() == 0
 
 
