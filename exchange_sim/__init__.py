@@ -75,6 +75,7 @@ Counters, faults, clock::
     sim.faults.invalid_sync_state(times=1)            # -> ErrorInvalidSyncStateData
     sim.faults.mailbox_move("bob@contoso.example")    # -> ErrorMailboxMoveInProgress
     sim.faults.max_connections_per_account = 1        # -> ErrorExceededConnectionCount beyond it
+    sim.faults.budget(requests=50, per_seconds=60)     # throttling on the simulator clock -> ErrorServerBusy
     sim.faults.latency_ms = 20; sim.faults.clear()
     sim.clock.set(datetime(2027, 3, 28, tzinfo=UTC), frozen=True); sim.clock.advance(timedelta(days=1))
     sim.request_log.enabled = True; sim.request_log.entries()

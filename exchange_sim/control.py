@@ -7,6 +7,7 @@
     POST /_sim/latency                         {"ms": 50}
     POST /_sim/meetings                        {"delivery_delay": 2.5}  (seconds before invitee copies appear)
     POST /_sim/connections                     {"max_per_account": 2}  (null lifts the limit)
+    POST /_sim/budget                          {"requests": 50, "per_seconds": 60}  (throttling; null lifts it)
     GET  /_sim/clock                           POST /_sim/clock {"set": ISO, "frozen": false} | {"advance_seconds": N}
                                                | {"reset": true}
     GET  /_sim/mailboxes                       addresses; POST {"address", "display_name", "time_zone", "password"}
@@ -91,6 +92,9 @@ class ControlApi:
             return self._faults(method, parts, data)
         if head == "latency" and method == "POST":
             sim.faults.latency_ms = int(data.get("ms", 0))
+            return 200, sim.faults.describe()
+        if head == "budget" and method == "POST":
+            sim.faults.budget(data.get("requests"), float(data.get("per_seconds", 60)))
             return 200, sim.faults.describe()
         if head == "connections" and method == "POST":
             limit = data.get("max_per_account")

@@ -7,8 +7,10 @@ one operation or one mailbox, and can be flipped while the server runs.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # kind -> what a real server does (and the exchangelib exception that results)
@@ -50,14 +52,44 @@ class Faults:
     >>> sim.faults.server_busy(times=2, back_off_ms=500, operation="CreateItem")
     >>> sim.faults.latency_ms = 20
     >>> sim.faults.max_connections_per_account = 2
+    >>> sim.faults.budget(requests=50, per_seconds=60)   # EWS throttling: ErrorServerBusy beyond it
     >>> sim.faults.clear()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], datetime] | None = None) -> None:
         self._lock = threading.Lock()
         self._armed: list[Fault] = []
         self.latency_ms = 0
         self.max_connections_per_account: int | None = None
+        self._now = now or (lambda: datetime.now(UTC))
+        self._budget: tuple[int, float] | None = None
+        self._spent: dict[str, deque[datetime]] = {}
+
+    def budget(self, requests: int | None, per_seconds: float = 60.0) -> None:
+        """A throttling budget per account, counted on the simulator clock (None lifts it).
+
+        Like Exchange's throttling policy, a request beyond the budget gets ErrorServerBusy with a
+        BackOffMilliseconds of the time until the oldest request leaves the window.
+        """
+        with self._lock:
+            self._budget = (requests, per_seconds) if requests is not None else None
+            self._spent.clear()
+
+    def spend(self, account: str) -> int | None:
+        """Record one request; the back-off in ms when the account is over its budget, else None."""
+        with self._lock:
+            if self._budget is None:
+                return None
+            limit, seconds = self._budget
+            now = self._now()
+            window = timedelta(seconds=seconds)
+            spent = self._spent.setdefault(account.lower(), deque())
+            while spent and now - spent[0] >= window:
+                spent.popleft()
+            if len(spent) >= limit:
+                return max(int((spent[0] + window - now).total_seconds() * 1000), 1)
+            spent.append(now)
+            return None
 
     def arm(self, kind: str, times: int | None = 1, operation: str | None = None, mailbox: str | None = None, **params: Any) -> Fault:
         if kind not in FAULT_KINDS:
@@ -103,12 +135,14 @@ class Faults:
             if kind is None:
                 self.latency_ms = 0
                 self.max_connections_per_account = None
+                self._budget = None
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "latency_ms": self.latency_ms,
                 "max_connections_per_account": self.max_connections_per_account,
+                "budget": {"requests": self._budget[0], "per_seconds": self._budget[1]} if self._budget else None,
                 "armed": [f.describe() for f in self._armed],
                 "kinds": FAULT_KINDS,
             }

@@ -192,6 +192,9 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             account_key = (user.name if user else ctx.target).lower()
             with sim.concurrency.slot(account_key):
                 self._raise_armed_faults(operation, ctx.target)
+                back_off = sim.faults.spend(account_key)
+                if back_off is not None:
+                    raise SoapFault("ErrorServerBusy", FAULT_TEXT["ErrorServerBusy"], back_off)
                 if operation == "GetStreamingEvents" and sim.streaming is not None:
                     sim.streaming.serve(self, ctx, request)
                     return None, None

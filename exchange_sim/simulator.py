@@ -90,7 +90,7 @@ class Simulator:
         if service_account:
             self.add_user(service_account[0], service_account[1], mailbox=None, service_account=True)
         self.auth = Auth(self, auth)
-        self.faults = Faults()
+        self.faults = Faults(now=self.store.clock.now)
         self.faults.latency_ms = latency_ms
         self.counters = Counters()
         self.request_log = RequestLog()

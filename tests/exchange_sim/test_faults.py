@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from exchangelib.errors import (
     ErrorExceededConnectionCount,
@@ -93,3 +95,16 @@ def test_counters_count_per_operation_and_mailbox(exchange_sim, account):
     assert exchange_sim.counters.total() >= 2
     exchange_sim.counters.reset()
     assert exchange_sim.counters.snapshot() == {}
+
+
+def test_a_throttling_budget_answers_server_busy_until_the_window_moves(exchange_sim, account):
+    exchange_sim.clock.set(datetime.datetime(2027, 1, 4, 9, tzinfo=datetime.UTC), frozen=True)
+    account.contacts  # noqa: B018
+    exchange_sim.faults.budget(requests=2, per_seconds=60)
+    count(account)
+    count(account)
+    with pytest.raises(ErrorServerBusy) as raised:
+        count(account)
+    assert 0 < raised.value.back_off <= 60
+    exchange_sim.clock.advance(datetime.timedelta(seconds=61))
+    assert count(account) == 0
