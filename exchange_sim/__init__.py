@@ -98,9 +98,9 @@ The same is offered over HTTP under ``/_sim/`` on the EWS port (see `control`).
 
 EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
 AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,
-MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, Subscribe (pull,
+MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, SyncFolderHierarchy, Subscribe (pull,
 streaming), Unsubscribe, GetEvents, GetStreamingEvents, ConvertId, ResolveNames. Everything else
-(attachments, sending mail, push subscriptions, SyncFolderHierarchy, ...) answers ErrorInvalidOperation.
+(attachments, sending mail, push subscriptions, MoveFolder, ...) answers ErrorInvalidOperation.
 """
 
 from exchange_sim.simulator import Simulator, UserAccount

@@ -680,6 +680,35 @@ class Store:
             return None if created_after else "Delete"
         return "Create" if live.created_seq > since else "Update"
 
+    def sync_folder_hierarchy(self, root_id: str, state: str | None) -> tuple[list[tuple[str, Folder | str]], str]:
+        """Folder changes below a folder since a state (Create / Update / Delete), all in one page."""
+        with self._lock:
+            root = self._folder(root_id)
+            key = f"hierarchy:{root.id}"
+            since = self.decode_sync_state(key, state)
+            below = {f.id for f in self.child_folders(root.id, deep=True)}
+            if since == 0:
+                changes: list[tuple[str, Folder | str]] = [("Create", self.folder(f)) for f in sorted(below)]
+                return changes, self.encode_sync_state(key, self._seq)
+            known = below | {root.id}
+            ops: dict[str, tuple[str, int]] = {}
+            for change in self._journal:
+                if change.seq <= since or not change.is_folder:
+                    continue
+                if change.folder_id in known or change.id in known:
+                    known.add(change.id)
+                    first = ops.get(change.id, (change.op, change.seq))
+                    ops[change.id] = (first[0], change.seq) if change.op != "deleted" else ("deleted", change.seq)
+            result: list[tuple[str, Folder | str]] = []
+            created_after = {c.id for c in self._journal if c.seq > since and c.is_folder and c.op == "created"}
+            for folder_id, (op, _) in sorted(ops.items(), key=lambda pair: pair[1][1]):
+                if op == "deleted" or folder_id not in self._folders:
+                    if folder_id not in created_after:  # the client never saw a folder that came and went
+                        result.append(("Delete", folder_id))
+                else:
+                    result.append(("Create" if op == "created" else "Update", self.folder(folder_id)))
+            return result, self.encode_sync_state(key, self._seq)
+
     def journal(self, since: int = 0) -> list[Change]:
         with self._lock:
             return [c for c in self._journal if c.seq > since]

@@ -504,3 +504,30 @@ def sync_folder_items(ctx: RequestContext, req: Element) -> Element:
         msg = out.error(err, "SyncState")
         sub(msg, m("IncludesLastItemInRange"), "true")
     return out.root
+
+
+@operation("SyncFolderHierarchy")
+def sync_folder_hierarchy(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("SyncFolderHierarchy")
+    try:
+        sync_folder = req.find(m("SyncFolderId"))
+        if sync_folder is not None:
+            root = ctx.folder(sync_folder[0])
+        else:
+            ctx.check_mailbox(ctx.target)
+            root = ctx.store.distinguished_folder(ctx.target, "root")
+        changes, state = ctx.store.sync_folder_hierarchy(root.id, req.findtext(m("SyncState")))
+        msg = out.success()
+        sub(msg, m("SyncState"), state)
+        sub(msg, m("IncludesLastFolderInRange"), "true")
+        container = sub(msg, m("Changes"))
+        for op, obj in changes:
+            change = sub(container, t(op))
+            if isinstance(obj, str):
+                sub(change, t("FolderId"), Id=obj, ChangeKey="AAAAAA==")
+            else:
+                render_folder(change, obj, ctx.store.folder_counts(obj.id))
+    except StoreError as err:
+        msg = out.error(err, "SyncState")
+        sub(msg, m("IncludesLastFolderInRange"), "true")
+    return out.root

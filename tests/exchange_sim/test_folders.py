@@ -76,3 +76,22 @@ def test_a_copy_is_a_new_item_with_the_same_content(account, exchange_sim: Simul
     [copy] = alice.contacts("contacts/Copies")
     assert copy.props["GivenName"] == "Twin" and copy.id != made.id and copy.folder_id == target.id
     assert copied_id is None or copied_id[0] == copy.id
+
+
+def test_sync_folder_hierarchy_reports_folders_created_renamed_and_deleted(account, exchange_sim: Simulator):
+    alice = exchange_sim.user("alice@contoso.example")
+    first = list(account.contacts.sync_hierarchy())
+    assert first == []
+    state = account.contacts.folder_sync_state
+    alice.create_folder("Kept")
+    alice.create_folder("Brief")
+    alice.delete_folder("contacts/Brief")  # came and went: never reported
+    changes = list(account.contacts.sync_hierarchy(sync_state=state))
+    assert [(kind, f.name) for kind, f in changes] == [("create", "Kept")]
+    state = account.contacts.folder_sync_state
+    kept = alice.folder("contacts/Kept")
+    exchange_sim.store.rename_folder(kept.id, "Renamed")
+    assert [(k, f.name) for k, f in account.contacts.sync_hierarchy(sync_state=state)] == [("update", "Renamed")]
+    state = account.contacts.folder_sync_state
+    alice.delete_folder("contacts/Renamed")
+    assert [(k, f.id) for k, f in account.contacts.sync_hierarchy(sync_state=state)] == [("delete", kept.id)]
