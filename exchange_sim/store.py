@@ -339,6 +339,7 @@ class Store:
         try:
             return self._folders[folder_id]
         except KeyError:
+            _check_well_formed(folder_id)
             raise StoreError("ErrorFolderNotFound", "The specified folder could not be found in the store.") from None
 
     def resolve_folder(self, address: str, ref: str) -> Folder:
@@ -428,6 +429,7 @@ class Store:
         try:
             return self._items[item_id]
         except KeyError:
+            _check_well_formed(item_id)
             raise StoreError("ErrorItemNotFound", "The specified object was not found in the store.") from None
 
     def items(self, folder_id: str, kind: str | None = None) -> list[Item]:
@@ -749,6 +751,16 @@ class Store:
     def iter_items(self) -> Iterator[Item]:
         with self._lock:
             yield from copy.deepcopy(list(self._items.values()))
+
+
+def _check_well_formed(object_id: str) -> None:
+    """Exchange tells a malformed id (ErrorInvalidIdMalformed) from one that no longer exists."""
+    try:
+        base64.b64decode(object_id, validate=True)
+    except ValueError:
+        raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.") from None
+    if len(object_id) < 8:
+        raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.")
 
 
 def plain(value: Any) -> Any:

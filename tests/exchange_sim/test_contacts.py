@@ -221,3 +221,14 @@ def test_html_bodies_are_rewritten_into_a_full_document(account):
     body = account.contacts.get(id=contact.id).body
     assert body != "<p>Hi</p>"
     assert "<p>Hi</p>" in body and "charset=utf-8" in body
+
+
+def test_a_malformed_id_is_told_apart_from_a_vanished_one(account, exchange_sim: Simulator):
+    from exchangelib.errors import ErrorInvalidIdMalformed
+
+    made = exchange_sim.user("alice@contoso.example").create_contact(GivenName="Gone")
+    exchange_sim.user("alice@contoso.example").delete(made, hard=True)
+    with pytest.raises(ErrorItemNotFound):
+        account.contacts.get(id=made.id)
+    with pytest.raises(ErrorInvalidIdMalformed):
+        account.contacts.get(id="not an id!")
