@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "syncadmin.middleware.IdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
@@ -165,8 +166,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
-# The session age is an idle timeout: every request renews it, so only inactivity logs out.
-SESSION_SAVE_EVERY_REQUEST = True
+# SESSION_COOKIE_AGE bounds a session in all; SESSION_IDLE_MINUTES of inactivity also end it
+# (the console's own status refreshes do not count as activity).
+SESSION_IDLE_SECONDS = env.int("SESSION_IDLE_MINUTES", default=60) * 60
 LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:overview"
 LOGOUT_REDIRECT_URL = "console:login"

@@ -36,6 +36,28 @@ def test_repeated_failures_lock_the_login_even_for_the_right_password(client):
     assert client.get("/").status_code == 302
 
 
-def test_the_session_is_an_idle_timeout():
-    assert settings.SESSION_SAVE_EVERY_REQUEST is True
-    assert settings.SESSION_COOKIE_AGE > 0
+def test_a_session_ends_after_the_idle_timeout_and_status_refreshes_do_not_extend_it(client, monkeypatch):
+    import syncadmin.middleware as middleware
+
+    user = user_with_role("viewer")
+    client.post("/login/", {"username": user.username, "password": "pw-Secret-123"})
+    clock = [1_000_000.0]
+    monkeypatch.setattr(middleware.time, "time", lambda: clock[0])
+    assert client.get("/").status_code == 200  # activity: the idle clock starts now
+    clock[0] += settings.SESSION_IDLE_SECONDS - 5
+    assert client.get("/api/v1/environments/", HTTP_X_CONSOLE_POLL="1").status_code == 200
+    clock[0] += 10  # idle for longer than the timeout, the poll notwithstanding
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_activity_keeps_the_session(client, monkeypatch):
+    import syncadmin.middleware as middleware
+
+    user = user_with_role("viewer")
+    client.post("/login/", {"username": user.username, "password": "pw-Secret-123"})
+    clock = [1_000_000.0]
+    monkeypatch.setattr(middleware.time, "time", lambda: clock[0])
+    for _ in range(3):
+        assert client.get("/").status_code == 200
+        clock[0] += settings.SESSION_IDLE_SECONDS - 5

@@ -90,7 +90,10 @@ function applyUser(u) {
 
 async function refresh(scope) {
   try {
-    const response = await fetch(scope.dataset.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const response = await fetch(scope.dataset.statusUrl, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json", "X-Console-Poll": "1" },
+    });
     if (response.ok) applyStatus(scope, await response.json());
   } catch (err) {
     // Offline or the server restarting: keep the last known values, try again next tick.
