@@ -221,6 +221,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "SyncKindEnum": "synccore.models.state.SyncKind",
+        "EntityEnum": "synccore.mapping.ENTITY_CHOICES",
+    },
 }
 
 # --- Internationalisation --------------------------------------------------------------------

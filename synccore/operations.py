@@ -84,3 +84,17 @@ def running_progress(environment_id: int) -> dict[int, tuple[int, int]]:
         done, total = progress.get(run.sync_user_id, (0, 0))
         progress[run.sync_user_id] = (done + run.progress_done, total + run.progress_total)
     return progress
+
+
+class UserStillActive(runtime.RuntimeServiceError):
+    """Removing synchronized items from an active user's mailbox would be undone by the next pass."""
+
+
+def remove_synchronized_items(sync_user_id: int) -> int:
+    """C7: clean a deactivated user's mailbox of the contacts this product wrote; how many."""
+    from synccore.sync.contacts import remove_synchronized_items as remove
+
+    user = SyncUser.objects.get(pk=sync_user_id)
+    if user.active:
+        raise UserStillActive(f"Deactivate {user.mailbox_email} first: its next pass would write them again.")
+    return remove(user.pk, confirm=True)

@@ -200,3 +200,31 @@ def _settings_data(env, **overrides):
             data[name] = value
     data.update(overrides)
     return data
+
+
+def test_removing_synchronized_items_is_refused_while_the_user_is_active(client, demo):
+    login(client, "administrator")
+    alice = SyncUser.objects.get(environment=demo, mailbox_email="alice@contoso.example")
+    response = client.post(
+        f"/environments/{demo.pk}/users/{alice.pk}/remove-synchronized-items/", follow=True
+    )
+    assert "Deactivate alice@contoso.example first" in response.content.decode()
+    assert AuditEntry.objects.get().outcome.startswith("Deactivate")
+
+
+def test_adds_a_company_mapping_row_with_the_company_vocabulary(client, demo):
+    login(client, "administrator")
+    page = client.get(f"/environments/{demo.pk}/").content.decode()
+    assert 'id="mapping-vocabulary"' in page
+    response = client.post(
+        f"/environments/{demo.pk}/mappings/add/",
+        {
+            "new-entity": "company",
+            "new-crm_field": "website",
+            "new-exchange_field": "business_homepage",
+            "new-direction": "crm_to_exchange",
+            "new-enabled": "on",
+        },
+    )
+    assert response.status_code == 302
+    assert FieldMapping.objects.filter(environment=demo, entity="company", crm_field="website").exists()

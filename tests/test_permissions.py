@@ -43,6 +43,11 @@ MATRIX = [
     ("delete", "/api/v1/environments/{environment_pk}/users/{id}/", A, None),
     ("post", "/api/v1/environments/{environment_pk}/users/{id}/re-enable/", A, None),
     ("post", "/api/v1/environments/{environment_pk}/users/{id}/confirm-deletions/", A, None),
+    ("post", "/api/v1/environments/{environment_pk}/users/{id}/remove-synchronized-items/", A, None),
+    ("get", "/api/v1/environments/{environment_pk}/attention/", V, None),
+    ("get", "/api/v1/environments/{environment_pk}/attention/{id}/", V, None),
+    ("post", "/api/v1/environments/{environment_pk}/attention/{id}/retry/", A, None),
+    ("get", "/api/v1/audit/", V, None),
     ("get", "/api/v1/environments/{environment_pk}/field-mappings/", V, None),
     (
         "post",
@@ -89,7 +94,9 @@ def world(monkeypatch):
     factories.employee(env, "carol@contoso.example")
     run = SyncRun.objects.create(environment=env, sync_user=alice, kind="calendar")
     activity = factories.activity(env, external_id="X-1")
-    link = ItemLink.objects.create(environment=env, sync_user=alice, kind="activity", activity=activity)
+    link = ItemLink.objects.create(
+        environment=env, sync_user=alice, kind="activity", activity=activity, state="failed"
+    )
     conflict = Conflict.objects.create(
         link=link, field="subject", crm_value="a", exchange_value="b", choice="crm"
     )
@@ -104,6 +111,7 @@ def world(monkeypatch):
         "run_id": run.pk,
         "conflict_id": conflict.pk,
         "mapping_id": mapping.pk,
+        "link_id": link.pk,
     }
 
 
@@ -114,6 +122,7 @@ def _path(template: str, ids: dict) -> str:
         ("/runs/{id}/", "run_id"),
         ("/conflicts/{id}/", "conflict_id"),
         ("/field-mappings/{id}/", "mapping_id"),
+        ("/attention/{id}/", "link_id"),
     ):
         path = path.replace(segment, segment.replace("{id}", str(ids[key])))
     return path.replace("{id}", str(ids["id"]))

@@ -145,3 +145,18 @@ document.addEventListener("submit", (event) => {
 });
 
 document.addEventListener("DOMContentLoaded", startRefreshing);
+
+// Field mapping: the CRM and Exchange choices follow the entity chosen for a new row.
+function fillSelect(select, choices) {
+  select.replaceChildren(...choices.map(([value, label]) => new Option(label, value)));
+}
+
+document.addEventListener("change", (event) => {
+  const form = event.target.closest("[data-mapping-editor]");
+  if (!form || !event.target.name.endsWith("entity")) return;
+  const vocabulary = JSON.parse(document.getElementById("mapping-vocabulary").textContent);
+  const choices = vocabulary[event.target.value];
+  if (!choices) return;
+  fillSelect(form.querySelector("select[name$=crm_field]"), choices.crm);
+  fillSelect(form.querySelector("select[name$=exchange_field]"), choices.exchange);
+});

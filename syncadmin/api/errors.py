@@ -13,6 +13,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from synccore.mailbox.base import MailboxError
+from synccore.operations import UserStillActive
 from synccore.runtime import IllegalTransition, StartFailed, UnknownUser
 
 
@@ -30,13 +32,16 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
-    elif isinstance(exc, IllegalTransition):
+    elif isinstance(exc, IllegalTransition | UserStillActive):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     elif isinstance(exc, StartFailed):
         # The environment is now "failed" with this reason; the request itself was well-formed.
         return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     elif isinstance(exc, UnknownUser):
         exc = exceptions.ValidationError({"user": [str(exc)]})
+    elif isinstance(exc, MailboxError):
+        # Exchange answered with an error (or not at all): the gateway failed, not this server.
+        return Response({"detail": f"Exchange: {exc}"}, status=status.HTTP_502_BAD_GATEWAY)
     elif isinstance(exc, ProtectedError):
         return Response(
             {"detail": "Other records still refer to this one; remove those first."},

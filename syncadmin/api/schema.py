@@ -29,8 +29,9 @@ class SyncAutoSchema(AutoSchema):
             "401": (ErrorSerializer, "No or invalid credentials."),
             "403": (ErrorSerializer, "Your role does not allow this."),
         }
-        if "{" in self.path:
-            errors["404"] = (ErrorSerializer, "No such object.")
+        if "{" in self.path or self._get_paginator() is not None:
+            # Unknown ids, and pages past the end of a paginated list.
+            errors["404"] = (ErrorSerializer, "No such object (or page).")
         for code, (schema, description) in errors.items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(

@@ -6,8 +6,18 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from rest_framework import serializers
 
+from syncadmin.models import AuditEntry
 from synccore import mapping
-from synccore.models import Conflict, Employee, Environment, FieldMapping, SyncRun, SyncSettings, SyncUser
+from synccore.models import (
+    Conflict,
+    Employee,
+    Environment,
+    FieldMapping,
+    ItemLink,
+    SyncRun,
+    SyncSettings,
+    SyncUser,
+)
 from synccore.models.config import SECRET_FIELDS
 
 
@@ -300,6 +310,51 @@ class ConflictSerializer(serializers.ModelSerializer):
     def get_item(self, obj) -> str:
         record = obj.link.crm_record
         return str(record) if record is not None else ""
+
+
+class AttentionItemSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="sync_user.mailbox_email", read_only=True)
+    item = serializers.SerializerMethodField()
+    external_id = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ItemLink
+        fields = [
+            "id",
+            "user",
+            "kind",
+            "item",
+            "external_id",
+            "state",
+            "last_error",
+            "last_error_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_item(self, obj) -> str:
+        record = obj.crm_record
+        return str(record) if record is not None else ""
+
+    def get_external_id(self, obj) -> str:
+        record = obj.crm_record
+        return record.external_id if record is not None else ""
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    environment = serializers.CharField(
+        source="environment.name", read_only=True, allow_null=True, default=None
+    )
+    changes = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "at", "username", "environment", "action", "target", "changes", "via", "outcome"]
+        read_only_fields = fields
+
+
+class RemovedItemsSerializer(serializers.Serializer):
+    removed = serializers.IntegerField(help_text="Contacts removed from the mailbox.")
 
 
 class ResolveConflictSerializer(serializers.Serializer):

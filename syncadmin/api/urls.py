@@ -15,6 +15,8 @@ router.register(f"{ENV}/users", views.SyncUserViewSet, basename="sync-user")
 router.register(f"{ENV}/field-mappings", views.FieldMappingViewSet, basename="field-mapping")
 router.register(f"{ENV}/runs", views.SyncRunViewSet, basename="run")
 router.register(f"{ENV}/conflicts", views.ConflictViewSet, basename="conflict")
+router.register(f"{ENV}/attention", views.AttentionViewSet, basename="attention")
+router.register("audit", views.AuditViewSet, basename="audit")
 for entity in ("companies", "contacts", "employees", "activities"):
     router.register(f"{ENV}/crm/{entity}", crm.crm_viewset(entity), basename=f"crm-{entity}")
 

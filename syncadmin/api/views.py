@@ -10,7 +10,7 @@ from functools import cached_property
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import generics, serializers, status, viewsets
+from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -18,10 +18,10 @@ from rest_framework.response import Response
 from syncadmin import audit
 from syncadmin.api import serializers as s
 from syncadmin.api.schema import ErrorSerializer
-from syncadmin.models import AuditAction
+from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import OPERATOR
 from synccore import operations, runtime
-from synccore.models import Environment, FieldMapping, SyncRun, SyncUser
+from synccore.models import Environment, FieldMapping, Health, ItemLink, SyncRun, SyncUser
 
 ENVIRONMENT_PARAM = OpenApiParameter("environment_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -133,12 +133,25 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
 
 
 @extend_schema(tags=["users"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("health", OpenApiTypes.STR, enum=["healthy", "backing_off", "unhealthy", "held"])
+        ]
+    )
+)
 class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     serializer_class = s.SyncUserSerializer
     lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
-        return SyncUser.objects.filter(environment=self.environment).select_related("employee")
+        users = SyncUser.objects.filter(environment=self.environment).select_related("employee")
+        if self.action == "list" and "health" in self.request.query_params:
+            health = self.request.query_params["health"]
+            if health not in Health.values:
+                raise serializers.ValidationError({"health": [f"One of {', '.join(Health.values)}."]})
+            users = users.filter(health=health)
+        return users
 
     def perform_create(self, serializer):
         user = serializer.save()
@@ -160,6 +173,28 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
         user = operations.re_enable_user(self.get_object().pk)
         self.audit(AuditAction.USER_RE_ENABLED, user.mailbox_email)
         return Response(self.get_serializer(user).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.RemovedItemsSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The user is still active."),
+            502: OpenApiResponse(ErrorSerializer, description="Exchange refused or did not answer."),
+        },
+        description="C7: remove the contacts this product wrote from a deactivated user's mailbox.",
+    )
+    @action(detail=True, methods=["post"], url_path="remove-synchronized-items")
+    def remove_synchronized_items(self, request, environment_pk=None, pk=None):
+        user = self.get_object()
+        removed = audit.audited(
+            request.user,
+            AuditAction.ITEMS_REMOVED,
+            self.environment,
+            lambda: operations.remove_synchronized_items(user.pk),
+            target=user.mailbox_email,
+            via="api",
+        )
+        return Response({"removed": removed})
 
     @extend_schema(request=None, responses=s.SyncUserSerializer)
     @action(detail=True, methods=["post"], url_path="confirm-deletions")
@@ -292,3 +327,71 @@ class ConflictViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
             AuditAction.CONFLICT_RESOLVED, f"{conflict.field} of {conflict.link}", {"keep": conflict.choice}
         )
         return Response(self.get_serializer(conflict).data)
+
+
+# --- items needing attention, and the audit log ------------------------------------------------------
+
+
+@extend_schema(tags=["attention"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[OpenApiParameter("state", OpenApiTypes.STR, enum=["failed", "skipped", "held"])],
+        description="Items that failed, were skipped for bad input, or are held by the safety limit.",
+    )
+)
+class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.AttentionItemSerializer
+    pagination_class = Pages
+    lookup_value_regex = "[0-9]+"
+
+    def get_queryset(self):
+        links = ItemLink.objects.filter(
+            environment=self.environment, state__in=operations.ATTENTION_LINK_STATES
+        ).select_related("sync_user", "contact", "company", "activity")
+        state = self.request.query_params.get("state") if self.action == "list" else None
+        if state is not None:
+            if state not in operations.ATTENTION_LINK_STATES:
+                raise serializers.ValidationError({"state": ["One of failed, skipped, held."]})
+            links = links.filter(state=state)
+        return links.order_by("-updated_at", "-pk")
+
+    @extend_schema(request=None, responses={202: s.StatusSerializer, 409: CONFLICT_409})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, environment_pk=None, pk=None):
+        """Retry the item's user and kind now (a held item: confirm the deletions)."""
+        link = self.get_object()
+        audit.audited(
+            request.user,
+            AuditAction.ITEMS_RETRIED,
+            self.environment,
+            lambda: operations.retry_item(link.pk),
+            target=str(link),
+            via="api",
+        )
+        return Response(runtime.status(self.environment.pk), status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(
+    tags=["audit"],
+    parameters=[
+        OpenApiParameter("environment", OpenApiTypes.INT),
+        OpenApiParameter("action", OpenApiTypes.STR, enum=list(AuditAction.values)),
+        OpenApiParameter("username", OpenApiTypes.STR),
+    ],
+)
+class AuditViewSet(viewsets.GenericViewSet, mixins.ListModelMixin):
+    serializer_class = s.AuditEntrySerializer
+    pagination_class = Pages
+
+    def get_queryset(self):
+        entries = AuditEntry.objects.select_related("environment")
+        params = self.request.query_params
+        if "environment" in params:
+            if not params["environment"].isdigit():
+                raise serializers.ValidationError({"environment": ["An environment id."]})
+            entries = entries.filter(environment_id=int(params["environment"]))
+        if "action" in params:
+            entries = entries.filter(action=params["action"])
+        if "username" in params:
+            entries = entries.filter(username=params["username"])
+        return entries

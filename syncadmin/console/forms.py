@@ -108,6 +108,17 @@ class FieldMappingForm(forms.ModelForm):
             self.fields["entity"].disabled = True
 
 
+def mapping_vocabulary() -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Per entity, the CRM and Exchange field choices (the editor swaps them with the entity)."""
+    return {
+        entity: {
+            "crm": _choices(mapping.CRM_FIELDS, entity),
+            "exchange": _choices(mapping.EXCHANGE_FIELDS, entity),
+        }
+        for entity, _ in mapping.ENTITY_CHOICES
+    }
+
+
 def _choices(vocabulary: dict[str, dict[str, str]], entity: str) -> list[tuple[str, str]]:
     return sorted(vocabulary.get(entity, {}).items(), key=lambda item: item[1])
 

@@ -22,6 +22,7 @@ from syncadmin.console.summary import summarize
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import ADMINISTRATOR, OPERATOR, VIEWER, has_role
 from synccore import operations, runtime
+from synccore.mailbox.base import MailboxError
 from synccore.models import Conflict, Environment, FieldMapping, ItemLink, SyncRun, SyncUser
 from synccore.runtime import RuntimeServiceError
 
@@ -174,6 +175,7 @@ def _render_environment(
             for row in mappings
         ],
         "mapping_form": mapping_form or forms.FieldMappingForm(environment=env, prefix="new"),
+        "mapping_vocabulary": forms.mapping_vocabulary(),
         **_history(env),
         "conflicts": Conflict.objects.filter(link__environment=env)
         .select_related("link__sync_user", "link__activity", "link__contact", "link__company")
@@ -270,6 +272,7 @@ USER_ACTIONS = {
     "activate": (AuditAction.USER_CHANGED, "activated"),
     "re-enable": (AuditAction.USER_RE_ENABLED, "re-enabled"),
     "confirm-deletions": (AuditAction.DELETIONS_CONFIRMED, "allowed to delete beyond the safety limit"),
+    "remove-synchronized-items": (AuditAction.ITEMS_REMOVED, "cleaned of the synchronized contacts"),
 }
 
 
@@ -285,16 +288,21 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
         "activate": lambda: _set_active(user, True),
         "re-enable": lambda: operations.re_enable_user(user.pk),
         "confirm-deletions": lambda: operations.confirm_deletions(user.pk),
+        "remove-synchronized-items": lambda: operations.remove_synchronized_items(user.pk),
     }
-    audit.audited(
-        request.user,
-        audit_action,
-        user.environment,
-        calls[action],
-        target=user.mailbox_email,
-        changes={"action": action},
-    )
-    messages.success(request, f"{user.mailbox_email} {done}.")
+    try:
+        audit.audited(
+            request.user,
+            audit_action,
+            user.environment,
+            calls[action],
+            target=user.mailbox_email,
+            changes={"action": action},
+        )
+    except (RuntimeServiceError, MailboxError) as exc:
+        messages.error(request, f"{user.mailbox_email}: {exc}")
+    else:
+        messages.success(request, f"{user.mailbox_email} {done}.")
     return redirect(_next_or(request, _environment_url(pk, "users")))
 
 
