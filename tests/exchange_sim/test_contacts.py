@@ -232,3 +232,22 @@ def test_a_malformed_id_is_told_apart_from_a_vanished_one(account, exchange_sim:
         account.contacts.get(id=made.id)
     with pytest.raises(ErrorInvalidIdMalformed):
         account.contacts.get(id="not an id!")
+
+
+def test_find_item_understands_and_or_not_exists_and_ranges(account, exchange_sim: Simulator):
+    from exchangelib import Q
+
+    alice = exchange_sim.user("alice@contoso.example")
+    alice.create_contact(GivenName="Al", Surname="Archer", JobTitle="Buyer", CompanyName="Fabrikam")
+    alice.create_contact(GivenName="Bo", Surname="Baker", CompanyName="Northwind")
+    alice.create_contact(GivenName="Cy", Surname="Carter", JobTitle="CEO", CompanyName="Fabrikam Ltd")
+
+    def names(query) -> list[str]:
+        return sorted(c.given_name for c in query)
+
+    assert names(account.contacts.filter(Q(surname="Archer") | Q(surname="Carter"))) == ["Al", "Cy"]
+    assert names(account.contacts.filter(~Q(company_name="Northwind"))) == ["Al", "Cy"]
+    assert names(account.contacts.filter(job_title__exists=True)) == ["Al", "Cy"]
+    assert names(account.contacts.filter(company_name__icontains="fabrikam", job_title="CEO")) == ["Cy"]
+    assert names(account.contacts.filter(surname__gte="B", surname__lt="C")) == ["Bo"]
+    assert names(account.contacts.filter(surname__in=["Baker", "Nobody"])) == ["Bo"]
