@@ -371,4 +371,4 @@ def json_response(handler: BaseHTTPRequestHandler, status: int, data: Any) -> No
     handler.send_bytes(status, body, "application/json")
 
 
-__all__ = ["EWS_PATH", "NSMAP", "EwsHTTPServer", "basic_credentials", "fault_element", "json_response", "m"]
+__all__ = ["EWS_PATH", "EwsHTTPServer", "basic_credentials", "fault_element", "json_response"]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from exchange_sim.ews.codec import FieldPath, parse_path, xsd_type
+from exchange_sim.ews.codec import FieldPath, parse_path
 from exchange_sim.ews.xmlutil import Element, local, parse_datetime, t
 from exchange_sim.store import Folder, Item
 
@@ -148,4 +148,4 @@ def apply_sort(objs: list[Any], orders: list[tuple[FieldPath, bool]], computed: 
     return objs
 
 
-__all__ = ["apply_sort", "compile_restriction", "sort_key_funcs", "value_of", "xsd_type"]
+__all__ = ["apply_sort", "compile_restriction", "sort_key_funcs", "value_of"]
