@@ -136,6 +136,27 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     ).not_to_have_text("—")
     page.screenshot(path=str(DOCS / "screenshot-environment.png"))
 
+    # Test connection reports what it tried (through the API, with the session and its CSRF token).
+    page.click('[data-action="test-connection"]')
+    report = page.locator('[data-field="connection-report"]')
+    expect(report).to_contain_text("Connection OK.")
+    expect(report).to_contain_text("EWS GetFolder on the simulator (stubbed)")
+
+    # A pass in flight shows its progress without a reload.
+    alice = SyncUser.objects.get(environment=env, mailbox_email="alice@contoso.example")
+    SyncRun.objects.create(
+        environment=env,
+        sync_user=alice,
+        kind="calendar",
+        trigger="full",
+        outcome="running",
+        progress_done=3,
+        progress_total=10,
+    )
+    progress = page.locator('tr[data-user="alice@contoso.example"] [data-field="progress"]')
+    expect(progress).to_be_visible(timeout=15_000)
+    expect(progress).to_have_attribute("value", "30")
+
     # Edit a field mapping: job title goes to the Exchange "Office" field instead.
     mapping_row = page.locator('tr[data-mapping="contact:job_title"]')
     mapping_row.locator("select[name$=exchange_field]").select_option("office_location")

@@ -228,3 +228,11 @@ def test_adds_a_company_mapping_row_with_the_company_vocabulary(client, demo):
     )
     assert response.status_code == 302
     assert FieldMapping.objects.filter(environment=demo, entity="company", crm_field="website").exists()
+
+
+def test_test_connection_without_javascript_reports_what_it_tried(client, demo, connection_refused):
+    login(client, "operator")
+    response = client.post(f"/environments/{demo.pk}/test-connection/", follow=True)
+    page = response.content.decode()
+    assert "Connection failed: Connection refused" in page
+    assert "POST http://127.0.0.1:9/EWS/Exchange.asmx" in page
