@@ -243,3 +243,9 @@ def test_any_iso_offset_is_accepted_and_stored_in_utc(admin_api, env):
         admin_api.get(url(env, "employees"), {"updated_since": "0001-01-01T00:00:00+05:00"}).status_code
         == 400
     )
+
+
+def test_a_bulk_of_more_than_a_thousand_answers_400(admin_api, env):
+    items = [{"external_id": f"E-{i}", "name": "x"} for i in range(1001)]
+    response = admin_api.post(url(env, "employees", "bulk-upsert/"), items, format="json")
+    assert response.status_code == 400

@@ -162,3 +162,64 @@ def test_the_matrix_covers_every_endpoint_of_the_schema():
         if method in {"get", "post", "put", "patch", "delete"}
     }
     assert documented == {(method, template) for method, template, _, _ in MATRIX}
+
+
+# --- the console: the same roles on every page and action ------------------------------------------
+
+# (url name, method, least role, kwargs beyond the environment's pk)
+CONSOLE = [
+    ("overview", "get", V, {}),
+    ("audit", "get", V, {}),
+    ("environment", "get", V, {}),
+    ("start", "post", OP, {}),
+    ("stop", "post", OP, {}),
+    ("sync-now", "post", OP, {}),
+    ("test-connection", "post", OP, {}),
+    ("settings", "post", A, {}),
+    ("user-add", "get", A, {}),
+    ("user-add", "post", A, {}),
+    ("user-edit", "get", A, {"user_id": "user_id"}),
+    ("user-edit", "post", A, {"user_id": "user_id"}),
+    ("user-action", "post", A, {"user_id": "user_id", "action": "re-enable"}),
+    ("mapping-add", "post", A, {}),
+    ("mapping-save", "post", A, {"mapping_id": "mapping_id"}),
+    ("mapping-delete", "post", A, {"mapping_id": "mapping_id"}),
+    ("resolve", "post", A, {"conflict_id": "conflict_id"}),
+    ("retry", "post", A, {"link_id": "link_id"}),
+]
+
+
+def _console_url(name: str, kwargs: dict, ids: dict) -> str:
+    from django.urls import reverse
+
+    if name in ("overview", "audit"):
+        return reverse(f"console:{name}")
+    values = {key: ids.get(value, value) for key, value in kwargs.items()}
+    return reverse(f"console:{name}", kwargs={"pk": ids["environment_pk"], **values})
+
+
+@pytest.mark.parametrize("role", list(ROLES), ids=lambda r: str(r or "anonymous"))
+@pytest.mark.parametrize(
+    ("name", "method", "least", "kwargs"), CONSOLE, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_each_console_page_and_action_answers_by_role(client, world, role, name, method, least, kwargs):
+    if role == "superuser":
+        client.force_login(user_with_role(None, superuser=True))
+    elif role is not None:
+        client.force_login(user_with_role(None if role == "nobody" else role))
+    response = getattr(client, method)(_console_url(name, kwargs, world))
+    sent_to_login = response.status_code == 302 and response["Location"].startswith("/login/")
+    if ROLES[role] >= ORDER.index(least):
+        assert response.status_code != 403 and not sent_to_login, response.status_code
+    elif role is None:
+        assert sent_to_login
+    else:
+        assert response.status_code == 403
+    assert response.status_code < 500
+
+
+def test_the_console_matrix_covers_every_console_url():
+    from syncadmin.console.urls import urlpatterns
+
+    guarded = {p.name for p in urlpatterns} - {"login", "logout"}
+    assert guarded == {name for name, _, _, _ in CONSOLE}

@@ -85,7 +85,8 @@ CRM_FILTERS = [
     OpenApiParameter("updated_since", OpenApiTypes.DATETIME, description="Inclusive."),
     OpenApiParameter("include_deleted", OpenApiTypes.BOOL, description="Also tombstones (deleted: true)."),
 ]
-UPSERTED = OpenApiResponse(description="Updated.")
+# One request's items are written one savepoint each; bigger batches belong in several requests.
+MAX_BULK = 1000
 
 
 class CrmViewSet(EnvironmentScoped, viewsets.GenericViewSet):
@@ -146,6 +147,8 @@ class CrmViewSet(EnvironmentScoped, viewsets.GenericViewSet):
 
     @action(detail=False, methods=["post"], url_path="bulk-upsert")
     def bulk_upsert(self, request, *args, **kwargs):
+        if isinstance(request.data, list) and len(request.data) > MAX_BULK:
+            raise ValidationError({"non_field_errors": [f"Send at most {MAX_BULK} objects per request."]})
         if not isinstance(request.data, list):
             raise ValidationError(
                 {"non_field_errors": ["Send a JSON list of objects, each with its external_id."]}
@@ -222,7 +225,8 @@ def crm_viewset(entity: str) -> type[CrmViewSet]:
         bulk_upsert=extend_schema(
             request=serializer(many=True),
             responses={200: cs.BulkUpsertResponseSerializer},
-            description="Create or update by external_id; answers per item created / updated / error.",
+            description="Create or update by external_id (at most 1000 per request); answers per item "
+            "created / updated / error.",
         ),
     )
     view = type(f"Crm{entity.title()}ViewSet", (CrmViewSet,), {"entity": entity})
