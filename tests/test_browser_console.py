@@ -120,6 +120,9 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     # The overview follows the state without a reload (another operator stops and restarts it).
     runtime.stop(env.pk)
     expect(row.locator('[data-field="state"]')).to_have_text("stopped", timeout=15_000)
+    # Refreshed times read like the server's (its time zone, Y-m-d H:i:s).
+    since = Environment.objects.get(pk=env.pk).state_changed_at
+    expect(row.locator('[data-field="since"]')).to_have_text(since.strftime("%Y-%m-%d %H:%M:%S"))
     expect(row.locator('[data-action="start"]')).to_be_visible()
     runtime.start(env.pk)
     expect(row.locator('[data-field="state"]')).to_have_text("running", timeout=15_000)

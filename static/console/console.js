@@ -10,10 +10,16 @@ function csrfToken() {
 
 function formatTime(iso) {
   if (!iso) return "—";
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  // Same layout as the server's Y-m-d H:i:s, in the browser's time zone.
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  // The server's time zone and its Y-m-d H:i:s layout, so refreshed and rendered times agree.
+  const options = {
+    timeZone: document.body.dataset.timeZone || "UTC",
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  };
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat("en-GB", options).formatToParts(new Date(iso)).map((p) => [p.type, p.value]),
+  );
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
 }
 
 function summarize(status) {

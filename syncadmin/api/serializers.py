@@ -7,7 +7,6 @@ from django.db.models import Q
 from rest_framework import serializers
 
 from syncadmin.models import AuditEntry
-from synccore import mapping
 from synccore.models import (
     Conflict,
     Employee,
@@ -144,7 +143,6 @@ class SyncSettingsSerializer(serializers.ModelSerializer):
 class SyncUserSerializer(serializers.ModelSerializer):
     employee_external_id = serializers.CharField(
         required=False,
-        write_only=False,
         help_text="The CRM employee; when omitted, the employee with the mailbox's address (any case).",
     )
     employee_name = serializers.CharField(source="employee.name", read_only=True)
@@ -240,10 +238,6 @@ class FieldMappingSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data):
         return FieldMapping.objects.create(environment=self.context["environment"], **validated_data)
-
-
-class MappingVocabularySerializer(serializers.Serializer):
-    entity = serializers.ChoiceField(choices=[e for e, _ in mapping.ENTITY_CHOICES])
 
 
 # --- runs and conflicts ----------------------------------------------------------------------------------
