@@ -30,7 +30,7 @@ def test_the_printed_token_authenticates_as_that_user():
 def test_a_revoked_token_no_longer_works():
     user = user_with_role("viewer")
     token = create_token(user.username)
-    AuthToken.objects.filter(user=user).delete()
+    call_command("revoke_api_tokens", user.username, stdout=StringIO())
     response = client_for(None).get("/api/v1/environments/", HTTP_AUTHORIZATION=f"Token {token}")
     assert response.status_code == 401
 
