@@ -100,7 +100,8 @@ async function refresh(scope) {
       credentials: "same-origin",
       headers: { Accept: "application/json", "X-Console-Poll": "1" },
     });
-    if (response.ok) applyStatus(scope, await response.json());
+    if (response.status === 401) window.location.reload(); // the session ended: back to the login page
+    else if (response.ok) applyStatus(scope, await response.json());
   } catch (err) {
     // Offline or the server restarting: keep the last known values, try again next tick.
   }
