@@ -4,6 +4,8 @@ and every answer (status code, content type, body) matches the schema.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -56,7 +58,7 @@ def token(db, monkeypatch, keep_connection):
 
 @schema.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "15")),
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
