@@ -183,6 +183,12 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     env.refresh_from_db()
     assert env.state == "stopped"
 
+    # The audit log names who started, changed and stopped it.
+    page.click("text=Audit log")
+    log = page.locator("table.grid tbody")
+    for action in ("Start", "Stop", "Field mapping changed"):
+        expect(log.locator("tr", has_text=action).first).to_contain_text(username)
+
 
 def test_a_viewer_sees_no_start_button_and_cannot_post_start(browser, live_server, demo):
     from playwright.sync_api import expect
