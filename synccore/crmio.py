@@ -20,7 +20,8 @@ import pycountry
 from dateutil.rrule import rrulestr
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, models, transaction
-from django.db.models import Q
+from django.db.models import F, Max, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -82,23 +83,38 @@ def queryset(environment: Environment, entity: str, *, include_deleted: bool = F
         records = records.select_related("country")
     elif entity == "activities":
         records = records.select_related("organizer").prefetch_related("attendees")
-    return records
+    return records.annotate(changed_at=_changed_at(entity))
+
+
+def _changed_at(entity: str):
+    """When a record last changed as the API shows it: an activity also changes with its attendees.
+
+    The synchronizer updates attendee rows on their own (K4: "synchronized" on once in Exchange);
+    a client reading changes since a moment must see those too, and page in that order.
+    """
+    if entity != "activities":
+        return F("updated_at")
+    return Greatest("updated_at", Coalesce(Max("attendees__updated_at"), "updated_at"))
+
+
+def changed_at(record: models.Model) -> datetime:
+    return getattr(record, "changed_at", None) or record.updated_at
 
 
 def encode_cursor(record: models.Model) -> str:
-    raw = f"{record.updated_at.isoformat()}|{record.pk}"
+    raw = f"{changed_at(record).isoformat()}|{record.pk}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def after_cursor(records: models.QuerySet, cursor: str) -> models.QuerySet:
-    """Records after the cursor in (updated_at, id) order; ValueError for a bad cursor."""
+    """Records after the cursor in (changed_at, id) order; ValueError for a bad cursor."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, pk = raw.rsplit("|", 1)
         updated_at, pk = to_utc(datetime.fromisoformat(stamp)), int(pk)
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise ValueError("Not a cursor this API gave out.") from exc
-    return records.filter(Q(updated_at__gt=updated_at) | Q(updated_at=updated_at, pk__gt=pk))
+    return records.filter(Q(changed_at__gt=updated_at) | Q(changed_at=updated_at, pk__gt=pk))
 
 
 def export(record: models.Model) -> dict[str, Any]:
@@ -108,7 +124,7 @@ def export(record: models.Model) -> dict[str, Any]:
 def _common(record) -> dict[str, Any]:
     return {
         "external_id": record.external_id,
-        "updated_at": record.updated_at.isoformat(),
+        "updated_at": changed_at(record).isoformat(),
         "deleted": record.deleted_at is not None,
     }
 

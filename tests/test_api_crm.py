@@ -249,3 +249,23 @@ def test_a_bulk_of_more_than_a_thousand_answers_400(admin_api, env):
     items = [{"external_id": f"E-{i}", "name": "x"} for i in range(1001)]
     response = admin_api.post(url(env, "employees", "bulk-upsert/"), items, format="json")
     assert response.status_code == 400
+
+
+def test_an_attendee_change_made_by_the_synchronizer_shows_as_a_change_of_the_activity(admin_api, env):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from synccore.models import Attendee
+
+    upsert(admin_api, env, "activities", [{**MEETING, "external_id": "A-ATT"}])
+    before = admin_api.get(url(env, "activities", "A-ATT/")).json()["updated_at"]
+    later = timezone.now() + timedelta(seconds=5)
+    # The calendar pass marks an attendee synchronized (K4), touching only the attendee row.
+    Attendee.objects.filter(activity__external_id="A-ATT", email__iexact="bob@contoso.example").update(
+        synchronized=True, updated_at=later
+    )
+    since = admin_api.get(url(env, "activities"), {"updated_since": later.isoformat()}).json()["results"]
+    assert [a["external_id"] for a in since] == ["A-ATT"]
+    assert since[0]["updated_at"] > before
+    assert [a["synchronized"] for a in since[0]["attendees"] if a["email"] == "BOB@contoso.example"] == [True]

@@ -20,7 +20,7 @@ from synccore import crmio
 
 
 class UpdatedAtCursor(BasePagination):
-    """Keyset pagination on (updated_at, id): stable while records change between pages."""
+    """Keyset pagination on (changed_at, id): stable while records change between pages."""
 
     page_size = 100
     max_page_size = 1000
@@ -28,7 +28,7 @@ class UpdatedAtCursor(BasePagination):
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         size = self._page_size(request)
-        records = queryset.order_by("updated_at", "pk")
+        records = queryset.order_by("changed_at", "pk")
         cursor = request.query_params.get("cursor")
         if cursor:
             try:
@@ -118,7 +118,7 @@ class CrmViewSet(EnvironmentScoped, viewsets.GenericViewSet):
         if "external_id" in request.query_params:
             records = records.filter(external_id=request.query_params["external_id"])
         if "updated_since" in request.query_params:
-            records = records.filter(updated_at__gte=_since(request.query_params["updated_since"]))
+            records = records.filter(changed_at__gte=_since(request.query_params["updated_since"]))
         page = self.paginate_queryset(records)
         return self.get_paginated_response([crmio.export(r) for r in page])
 
