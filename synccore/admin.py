@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from synccore.forms import SyncSettingsForm
+from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import (
     Activity,
     Attendee,
@@ -70,59 +70,8 @@ class SyncSettingsAdmin(admin.ModelAdmin):
     ]
     list_filter = ["backend", "synchronize_contacts", "synchronize_activities", "push_enabled"]
     search_fields = ["environment__name", "ews_url", "service_account"]
-    fieldsets = [
-        (None, {"fields": ["environment"]}),
-        ("COM parameters", {"fields": ["synchronize_contacts", "synchronize_activities"]}),
-        (
-            "Connection",
-            {
-                "fields": [
-                    "backend",
-                    "ews_url",
-                    "autodiscover_email",
-                    "auth_type",
-                    "access_type",
-                    "service_account",
-                    "service_password",
-                    "clear_service_password",
-                    "oauth_tenant_id",
-                    "oauth_client_id",
-                    "oauth_client_secret",
-                    "clear_oauth_client_secret",
-                    "graph_endpoint",
-                    "authority_url",
-                ]
-            },
-        ),
-        ("Schedule and push", {"fields": ["pull_interval", "pull_interval_unit", "push_enabled"]}),
-        (
-            "Contacts",
-            {
-                "fields": [
-                    "categorize_contacts",
-                    "contact_folder_name",
-                    "filter_by_rep",
-                    "filter_by_sales_group",
-                    "filter_by_favorites",
-                    "synchronize_companies",
-                ]
-            },
-        ),
-        (
-            "Calendar",
-            {
-                "fields": [
-                    "calendar_horizon_days",
-                    "reminder_call_minutes",
-                    "reminder_appointment_minutes",
-                    "conflict_policy",
-                    "personal_deletion_policy",
-                    "internal_domains",
-                    "comment_to_external_attendees",
-                ]
-            },
-        ),
-        ("Safety", {"fields": ["safety_limit_percent", "safety_limit_minimum", "batch_size"]}),
+    fieldsets = [(None, {"fields": ["environment"]})] + [
+        (title, {"fields": names}) for title, names in SETTINGS_GROUPS
     ]
 
     readonly_fields = ["environment"]

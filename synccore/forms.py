@@ -7,6 +7,56 @@ from django import forms
 from synccore.models import SyncSettings
 from synccore.models.config import SECRET_FIELDS
 
+# The settings' groups, in the order of the reference "MS Exchange Synchronization Settings"
+# (plus the COM parameters); the admin's fieldsets and the console's settings page both use them.
+SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
+    ("COM parameters", ["synchronize_contacts", "synchronize_activities"]),
+    (
+        "Connection",
+        [
+            "backend",
+            "ews_url",
+            "autodiscover_email",
+            "auth_type",
+            "access_type",
+            "service_account",
+            "service_password",
+            "clear_service_password",
+            "oauth_tenant_id",
+            "oauth_client_id",
+            "oauth_client_secret",
+            "clear_oauth_client_secret",
+            "graph_endpoint",
+            "authority_url",
+        ],
+    ),
+    ("Schedule and push", ["pull_interval", "pull_interval_unit", "push_enabled"]),
+    (
+        "Contacts",
+        [
+            "categorize_contacts",
+            "contact_folder_name",
+            "filter_by_rep",
+            "filter_by_sales_group",
+            "filter_by_favorites",
+            "synchronize_companies",
+        ],
+    ),
+    (
+        "Calendar",
+        [
+            "calendar_horizon_days",
+            "reminder_call_minutes",
+            "reminder_appointment_minutes",
+            "conflict_policy",
+            "personal_deletion_policy",
+            "internal_domains",
+            "comment_to_external_attendees",
+        ],
+    ),
+    ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
+]
+
 
 class WriteOnlySecretsMixin:
     """Secrets are never rendered back: empty keeps the stored value, “clear” removes it."""

@@ -5,50 +5,10 @@ from __future__ import annotations
 from django import forms
 
 from synccore import mapping
-from synccore.forms import SyncSettingsForm
+from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import Employee, FieldMapping, SyncSettings, SyncUser
 
 FILTER_FIELDS = ["filter_by_rep", "filter_by_sales_group", "filter_by_favorites", "synchronize_companies"]
-
-# The settings page's groups, in the order of the reference "MS Exchange Synchronization Settings".
-SETTINGS_GROUPS = [
-    (
-        "Connection",
-        [
-            "synchronize_contacts",
-            "synchronize_activities",
-            "backend",
-            "ews_url",
-            "autodiscover_email",
-            "auth_type",
-            "access_type",
-            "service_account",
-            "service_password",
-            "clear_service_password",
-            "oauth_tenant_id",
-            "oauth_client_id",
-            "oauth_client_secret",
-            "clear_oauth_client_secret",
-            "graph_endpoint",
-            "authority_url",
-        ],
-    ),
-    ("Contacts", ["categorize_contacts", "contact_folder_name"]),
-    (
-        "Calendar",
-        [
-            "calendar_horizon_days",
-            "reminder_call_minutes",
-            "reminder_appointment_minutes",
-            "conflict_policy",
-            "personal_deletion_policy",
-            "internal_domains",
-            "comment_to_external_attendees",
-        ],
-    ),
-    ("Schedule and push", ["pull_interval", "pull_interval_unit", "push_enabled"]),
-    ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
-]
 
 
 class ConsoleSettingsForm(SyncSettingsForm):
@@ -57,9 +17,10 @@ class ConsoleSettingsForm(SyncSettingsForm):
 
     def groups(self):
         """(title, [bound fields]) in display order."""
-        return [
+        groups = [
             (title, [self[name] for name in names if name in self.fields]) for title, names in SETTINGS_GROUPS
         ]
+        return [(title, fields) for title, fields in groups if fields]
 
 
 class FiltersForm(forms.ModelForm):
