@@ -34,6 +34,7 @@ from synccore.models import (
     Trigger,
     UserLease,
 )
+from synccore.models.crm import purge_tombstones
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +524,8 @@ def _workers() -> list[dict[str, Any]]:
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
-    """Delete run rows, task results and audit entries older than SYNC_RETENTION_DAYS."""
+    """Delete run rows, task results, audit entries and unlinked tombstones older than
+    SYNC_RETENTION_DAYS."""
     from django.apps import apps
     from django_q.models import Task
 
@@ -531,6 +533,7 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     removed = {
         "runs": SyncRun.objects.filter(finished_at__lt=cutoff).delete()[0],
         "tasks": Task.objects.filter(stopped__lt=cutoff).delete()[0],
+        "tombstones": purge_tombstones(cutoff),
     }
     # The audit log belongs to the console; prune it without importing the console.
     if apps.is_installed("syncadmin"):

@@ -29,7 +29,11 @@ class CrmRecordSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     updated_at = serializers.DateTimeField(read_only=True)
     deleted = serializers.BooleanField(
-        read_only=True, help_text="A tombstone: deleted in the CRM, still being removed from mailboxes."
+        read_only=True,
+        help_text=(
+            "A tombstone: deleted in the CRM and still being removed from mailboxes, or deleted by the "
+            "synchronizer (deleted in Exchange). Listed with include_deleted until the retention age."
+        ),
     )
 
     def to_representation(self, instance):

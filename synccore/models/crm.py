@@ -9,6 +9,7 @@ has removed the remote items, then it is purged.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -69,7 +70,10 @@ class CrmRecord(models.Model):
         null=True,
         blank=True,
         editable=False,
-        help_text="Set when the record was deleted in the CRM while items were still linked in a mailbox.",
+        help_text=(
+            "Set when the record was deleted in the CRM while items were still linked in a mailbox, "
+            "or deleted by the synchronizer because it was deleted in Exchange."
+        ),
     )
 
     objects = LiveManager()
@@ -95,6 +99,14 @@ class CrmRecord(models.Model):
             )
             return 0, {}
         return super().delete(using=using, keep_parents=keep_parents)
+
+    def retire(self) -> None:
+        """Deleted by the synchronizer (K9: deleted in Exchange). Kept as a tombstone so an outside
+        CRM reading changes with ``include_deleted`` learns of it; ``purge_retired`` removes it
+        after the retention age."""
+        now = timezone.now()
+        type(self).all_objects.filter(pk=self.pk).update(deleted_at=now, updated_at=now)
+        self.deleted_at = self.updated_at = now
 
     def purge(self) -> None:
         """Remove a tombstone for good, once its remote items are gone."""
@@ -351,7 +363,8 @@ class Activity(CrmRecord):
             _unique_external_id("activity"),
             models.UniqueConstraint(
                 fields=["environment", "meeting_uid"],
-                condition=~Q(meeting_uid=""),
+                # a retired stub keeps its UID for the deletion feed; a new one may take it
+                condition=~Q(meeting_uid="") & Q(deleted_at__isnull=True),
                 name="activity_unique_meeting_uid",
                 violation_error_message="An activity for this meeting already exists in this environment.",
             ),
@@ -429,3 +442,14 @@ class Attendee(models.Model):
             raise ValidationError(
                 {"employee": "An attendee of type Employee needs the employee or an address."}
             )
+
+
+def purge_tombstones(before: datetime) -> int:
+    """Tombstones no mailbox holds any more, older than ``before``: removed for good. Until then
+    the API lists them (``include_deleted``), so an outside CRM learns of deletions."""
+    purged = 0
+    for model in (Company, Contact, Activity):
+        for record in model.all_objects.filter(deleted_at__lt=before, links__isnull=True):
+            record.purge()
+            purged += 1
+    return purged

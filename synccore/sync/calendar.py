@@ -508,12 +508,15 @@ class CalendarPass:
     def pull_attendees(self, activity: Activity, event: CalendarEvent) -> None:
         wanted = {a.email.lower(): a for a in event.attendees if a.email.lower() != self.me}
         existing = {a.email.lower(): a for a in activity.attendees.all() if not a.meeting_organizer}
-        Attendee.objects.filter(
+        removed, _ = Attendee.objects.filter(
             pk__in=[a.pk for e, a in existing.items() if e not in wanted and a.invite]
         ).delete()
-        for email, attendee in wanted.items():
-            if email not in existing:
-                self.new_attendee(activity, attendee)
+        added = [attendee for email, attendee in wanted.items() if email not in existing]
+        for attendee in added:
+            self.new_attendee(activity, attendee)
+        if removed or added:
+            # the attendee set is part of the activity: an outside CRM reading changes must see it
+            type(activity).all_objects.filter(pk=activity.pk).update(updated_at=self.now)
 
     def new_attendee(self, activity: Activity, attendee: EventAttendee, organizer: bool = False) -> None:
         """K6: typed Employee / Contact / Other by address; synchronized on, not sent."""
@@ -564,7 +567,7 @@ class CalendarPass:
         is_meeting = bool(link.snapshot.get("attendees"))
         if is_meeting or self.settings.personal_deletion_policy == PersonalDeletionPolicy.DELETE:
             link.delete()
-            activity.delete()
+            activity.retire()  # a tombstone: the outside CRM reads the deletion
             self.run.deleted += 1
             return
         link.state, link.remote_id = LinkState.DELETED_REMOTE, ""
@@ -691,7 +694,7 @@ class CalendarPass:
         if stub is None:
             return
         ItemLink.objects.filter(activity=stub).delete()
-        stub.delete()
+        stub.retire()
         self.run.deleted += 1
 
     # --- Deletions with the safety limit ----------------------------------------------------
