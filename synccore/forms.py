@@ -28,6 +28,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "clear_oauth_client_secret",
             "graph_endpoint",
             "authority_url",
+            "ca_bundle",
         ],
     ),
     ("Schedule and push", ["pull_interval", "pull_interval_unit", "push_enabled"]),

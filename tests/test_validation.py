@@ -154,6 +154,14 @@ class TestSettings:
         problems = " ".join(env.settings.connection_problems())
         assert "EWS URL" in problems and "service account" in problems
 
+    def test_graph_needs_the_app_registration_and_a_ca_bundle_that_exists(self, tmp_path):
+        env = f.environment(backend="graph", ca_bundle=str(tmp_path / "missing.pem"))
+        problems = " ".join(env.settings.connection_problems())
+        assert "tenant id" in problems and "client id" in problems and "client secret" in problems
+        assert "missing.pem is not a readable file" in problems and "EWS URL" not in problems
+        (tmp_path / "missing.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        assert "CA bundle" not in " ".join(env.settings.connection_problems())
+
     def test_organisation_domains_default_to_the_sync_users_domains(self):
         env = f.environment()
         f.sync_user(env, "alice@Contoso.example")

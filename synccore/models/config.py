@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -127,6 +128,15 @@ class SyncSettings(models.Model):
     authority_url = models.URLField(
         "token authority", blank=True, help_text="Empty: https://login.microsoftonline.com/<tenant id>."
     )
+    ca_bundle = models.CharField(
+        "CA bundle",
+        max_length=500,
+        blank=True,
+        help_text=(
+            "Path of a PEM file with the certificate authorities to trust for Graph and the token "
+            "authority (a private CA or a TLS-inspecting proxy). Empty: the system's trust store."
+        ),
+    )
     access_type = models.CharField(
         max_length=20, choices=AccessType.choices, default=AccessType.IMPERSONATION
     )
@@ -240,6 +250,8 @@ class SyncSettings(models.Model):
             for field in ("oauth_tenant_id", "oauth_client_id", "oauth_client_secret"):
                 if not getattr(self, field):
                     problems.append(f"Give the {self._meta.get_field(field).verbose_name}.")
+        if self.backend == Backend.GRAPH and self.ca_bundle and not Path(self.ca_bundle).is_file():
+            problems.append(f"The CA bundle {self.ca_bundle} is not a readable file on this server.")
         if not (self.synchronize_contacts or self.synchronize_activities):
             problems.append("Turn on contact or activity synchronization (or both).")
         return problems

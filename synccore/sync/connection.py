@@ -21,6 +21,7 @@ def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
         client_secret=sync_settings.oauth_client_secret,
         graph_endpoint=sync_settings.graph_endpoint,
         authority_url=sync_settings.authority_url,
+        ca_bundle=sync_settings.ca_bundle,
         impersonation=sync_settings.access_type == AccessType.IMPERSONATION,
         batch_size=sync_settings.batch_size,
         # The longest retry wait stays well under the task timeout, so a pass ends on its own.
