@@ -183,6 +183,8 @@ def occurrence_item(master: Item, occ: Occurrence) -> Item:
     """A transient Item for one occurrence, as EWS shows it (own id, master's UID, Type Occurrence/Exception)."""
     props = {k: copy.deepcopy(v) for k, v in master.props.items() if k not in {"Recurrence", "_exceptions", "_deleted"}}
     props.update(copy.deepcopy(occ.overrides or {}))
+    for name in [k for k, v in props.items() if v is None]:
+        del props[name]  # cleared on this occurrence only
     props["Start"], props["End"] = occ.start, occ.end
     props["_occurrence_of"] = master.id
     props["_original_start"] = occ.original_start
@@ -300,10 +302,13 @@ def _snap_all_day(props: dict[str, Any]) -> None:
 
 
 def reset_exceptions_on_pattern_change(before: Item, item: Item, context: dict[str, Any]) -> None:
-    """Like Exchange, changing a series' pattern or its time drops its modified and deleted occurrences."""
+    """Like Exchange, changing a series' pattern or its time drops its modified and deleted occurrences,
+    and so does writing its Recurrence again (Exchange rebuilds the pattern whenever it is set; that is
+    how a client brings a deleted occurrence back)."""
     if item.kind != "CalendarItem" or context.get("occurrence") or not item.props.get("Recurrence"):
         return
     changed = any(before.props.get(k) != item.props.get(k) for k in ("Recurrence", "Start", "End", "StartTimeZone"))
+    changed = changed or "Recurrence" in context.get("written", ())
     if changed:
         item.props.pop("_exceptions", None)
         item.props.pop("_deleted", None)

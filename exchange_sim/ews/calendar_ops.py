@@ -45,6 +45,8 @@ def update_occurrence(
     if kwargs["merge"]:
         kwargs["merge"](occurrence)
     changes = {k: v for k, v in occurrence.props.items() if before.get(k) != v}
+    # A cleared field is part of the exception too (e.g. no location for this one meeting).
+    changes.update({k: None for k in kwargs["delete_props"] if before.get(k) is not None})
     return calendar.modify_occurrence(ctx.store, occurrence, changes, context=flags)
 
 

@@ -347,8 +347,10 @@ def update_item(ctx: RequestContext, req: Element) -> Element:
             if updater and item.props.get("_occurrence_of"):
                 updated = updater(ctx, item, changekey, resolution, kwargs, flags)
             else:
+                # "written": the properties the request sets (a rewritten Recurrence drops exceptions).
+                written = {**flags, "written": frozenset(kwargs["set_props"])}
                 updated = ctx.store.update_item(
-                    item.id, changekey=changekey, conflict_resolution=resolution, context=flags, **kwargs
+                    item.id, changekey=changekey, conflict_resolution=resolution, context=written, **kwargs
                 )
             msg = out.success()
             codec.item_ref(sub(msg, m("Items")), updated)

@@ -10,10 +10,13 @@ Nothing here knows the ORM or the sync rules.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrule, rrulestr
 
 # The product's own property set: the sync id is written into every item as a named
 # extended property of this set, so a lost link can be found again.
@@ -187,13 +190,82 @@ class Attendee:
 
 @dataclass
 class Occurrence:
-    """A modified occurrence of a series: its original start and what differs."""
+    """A modified occurrence of a series: its original start and what differs.
+
+    ``subject`` / ``location`` None: as the series."""
 
     original_start: datetime
     start: datetime
     end: datetime
     subject: str | None = None
     location: str | None = None
+
+
+# Fields of ``update_events`` that write single occurrences of a series rather than the series.
+OCCURRENCE_FIELDS = ("deleted_occurrences", "modified_occurrences")
+# Series fields whose writing makes Exchange drop every modified and deleted occurrence.
+PATTERN_FIELDS = ("recurrence", "start", "end", "is_all_day", "time_zone")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A recurrence (RFC 5545 RRULE) anchored at its first start and expanded in the wall-clock
+    time of its zone, as Exchange expands a series: a weekly 10:00 Berlin meeting stays at 10:00
+    local across DST. ``UNTIL`` counts whole local days (Exchange's end date). Raises ValueError
+    for a rule it cannot read and ``ZoneInfoNotFoundError`` for an unknown zone."""
+
+    recurrence: str
+    start: datetime
+    time_zone: str = "UTC"
+
+    def _rule(self) -> tuple[rrule, ZoneInfo]:
+        zone = ZoneInfo(self.time_zone or "UTC")
+        local = self.start.astimezone(zone).replace(tzinfo=None)
+        parts = []
+        for part in self.recurrence.upper().removeprefix("RRULE:").split(";"):
+            if part.startswith("UNTIL="):
+                part = "UNTIL=" + _local_until(part[6:], zone)
+            if part:
+                parts.append(part)
+        return rrulestr(";".join(parts), dtstart=local), zone
+
+    def starts(self, after: datetime | None = None) -> Iterator[datetime]:
+        """Original starts (aware, UTC) in order, from ``after`` on (inclusive)."""
+        rule, zone = self._rule()
+        floor = after.astimezone(zone).replace(tzinfo=None) if after else None
+        for local in rule.xafter(floor, inc=True) if floor else rule:
+            yield local.replace(tzinfo=zone).astimezone(UTC)
+
+    def index_of(self, original_start: datetime) -> int | None:
+        """The 1-based position of an original start in the pattern (EWS InstanceIndex), or None."""
+        rule, zone = self._rule()
+        wanted = original_start.astimezone(zone).replace(tzinfo=None)
+        for index, local in enumerate(rule, start=1):
+            if local == wanted:
+                return index
+            if local > wanted:
+                return None
+        return None
+
+
+def _local_until(value: str, zone: ZoneInfo) -> str:
+    """An UNTIL value as a naive local time: a date means the whole of that day."""
+    if len(value) == 8:
+        return f"{value}T235959"
+    if value.endswith("Z"):
+        moment = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).astimezone(zone)
+        return moment.strftime("%Y%m%dT%H%M%S")
+    return value
+
+
+def until_date(value: str, time_zone: str) -> date:
+    """The local day an UNTIL value ends on (how Exchange stores a series' end)."""
+    if len(value) == 8:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+    if value.endswith("Z"):
+        moment = moment.replace(tzinfo=UTC).astimezone(ZoneInfo(time_zone or "UTC"))
+    return moment.date()
 
 
 @dataclass
@@ -365,7 +437,19 @@ class MailboxBackend(abc.ABC):
         *,
         send_updates: bool,
     ) -> list[ItemResult]:
-        """Write only the named fields; meeting updates go out only when asked."""
+        """Write only the named fields; meeting updates go out only when asked.
+
+        Two names write single occurrences of a series instead of the series (K10):
+        ``deleted_occurrences`` deletes each occurrence listed in ``event.deleted_occurrences``
+        (by original start; one already deleted counts as deleted), and ``modified_occurrences``
+        gives each occurrence listed in ``event.modified_occurrences`` its start, end, subject
+        and location (None: the series' own). Occurrences not listed are left as they are. The
+        series' own fields are written first: writing ``recurrence`` (or the series' times) makes
+        Exchange drop every exception, so an update that rewrites the pattern lists again the
+        exceptions to keep — that is also the only way to bring a deleted occurrence back.
+        ``event.recurrence``, ``start`` and ``time_zone`` must describe the series as it is
+        written (they locate the occurrences). The result's change key is empty when the last
+        write was to an occurrence (the series' key moved; the next read tells the new one)."""
 
     @abc.abstractmethod
     def delete_events(

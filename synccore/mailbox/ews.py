@@ -50,7 +50,7 @@ from exchangelib.folders import SHALLOW, Calendar, Contacts, FolderCollection, R
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY, SEND_TO_NONE
 from exchangelib.properties import Attendee as EwsAttendee
-from exchangelib.properties import DistinguishedFolderId, Mailbox
+from exchangelib.properties import DistinguishedFolderId, Mailbox, OccurrenceItemId
 from exchangelib.protocol import BaseProtocol
 from exchangelib.recurrence import (
     AbsoluteMonthlyPattern,
@@ -444,6 +444,13 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
+    if item.start is not None and getattr(item, "_start_timezone", None) is None:
+        # exchangelib could not map the item's Windows zone: its times would be read as UTC
+        # and shift across DST, so the item is reported instead (K10).
+        raise base.InvalidItem(
+            f"“{item.subject or '(no subject)'}” uses a time zone this product does not know; "
+            "it is not synchronized rather than shifted."
+        )
     tz_name = item._start_timezone.key if getattr(item, "_start_timezone", None) else "UTC"
     event = CalendarEvent(
         subject=item.subject or "",
@@ -493,6 +500,11 @@ def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
             for o in item.modified_occurrences or []
         ]
     return event
+
+
+def _exception_ids(item: CalendarItem) -> list[str]:
+    """Item ids of a series' modified occurrences (their subject and location are read apart)."""
+    return [o.id for o in item.modified_occurrences or [] if o.id] if item.recurrence else []
 
 
 _EVENT_FIELDS = {
@@ -553,12 +565,44 @@ class _EwsCalendar:
             )
         )
         out: list[CalendarEvent | MailboxError] = []
+        exceptions: list[tuple[base.Occurrence, str, CalendarEvent]] = []
         for ref, item in zip(refs, items, strict=True):
             if isinstance(item, Exception):
                 out.append(translate(item))
-            else:
-                out.append(_from_calendar_item(item, ref.folder_id))
+                continue
+            try:
+                event = _from_calendar_item(item, ref.folder_id)
+            except MailboxError as exc:
+                out.append(exc)
+                continue
+            out.append(event)
+            ids = _exception_ids(item)
+            exceptions += [
+                (occurrence, occurrence_id, event)
+                for occurrence, occurrence_id in zip(event.modified_occurrences, ids, strict=False)
+            ]
+        if exceptions:
+            self._read_exceptions(account, exceptions)
         return out
+
+    def _read_exceptions(self, account: Account, exceptions: list[tuple[base.Occurrence, str, CalendarEvent]]) -> None:
+        """Subject and location of modified occurrences, in one more request per batch (a master
+        lists only their times)."""
+        found = self._call(
+            lambda: list(
+                account.fetch(
+                    ids=[(occurrence_id, None) for _, occurrence_id, _ in exceptions],
+                    only_fields=["subject", "location"],
+                    chunk_size=self.config.batch_size,
+                )
+            )
+        )
+        for (occurrence, _, event), item in zip(exceptions, found, strict=True):
+            if isinstance(item, Exception):
+                continue
+            subject, location = (item.subject or "").strip(), (item.location or "").strip()
+            occurrence.subject = subject if subject != event.subject.strip() else None
+            occurrence.location = location if location != event.location.strip() else None
 
     def create_events(
         self, mailbox: str, folder_id: str, events: Sequence[CalendarEvent], *, send_invitations: bool
@@ -599,29 +643,115 @@ class _EwsCalendar:
         if not updates:
             return []
         account = self.account(mailbox)
-        prepared: list[tuple[CalendarItem, list[str]] | MailboxError] = []
-        for ref, event, names in updates:
+        send = SEND_TO_ALL_AND_SAVE_COPY if send_updates else SEND_TO_NONE
+        results: list[ItemResult | None] = [None] * len(updates)
+        plain: list[tuple[int, RemoteRef, CalendarItem, list[str]]] = []
+        for index, (ref, event, names) in enumerate(updates):
+            names = set(names)
             try:
                 item = _to_calendar_item(event, account)
                 item.id, item.changekey = ref.item_id, ref.change_key or None
-                prepared.append((item, _event_fieldnames(names)))
             except MailboxError as exc:
-                prepared.append(exc)
-        valid = [p for p in prepared if not isinstance(p, MailboxError)]
-        send = SEND_TO_ALL_AND_SAVE_COPY if send_updates else SEND_TO_NONE
-        results = iter(
-            self._call(
+                results[index] = ItemResult(error=exc)
+                continue
+            if names & set(base.OCCURRENCE_FIELDS) and event.recurrence:
+                results[index] = self._update_series(account, ref, event, item, names, send)
+            else:
+                plain.append((index, ref, item, _event_fieldnames(names - set(base.OCCURRENCE_FIELDS))))
+        if plain:
+            written = self._call(
                 account.bulk_update,
-                items=valid,
+                items=[(item, fieldnames) for _, _, item, fieldnames in plain],
                 conflict_resolution="AlwaysOverwrite",
                 send_meeting_invitations_or_cancellations=send,
                 chunk_size=self.config.batch_size,
             )
-        )
-        return [
-            ItemResult(error=p) if isinstance(p, MailboxError) else _item_result(next(results), ref.folder_id)
-            for (ref, _, _), p in zip(updates, prepared, strict=True)
-        ]
+            for (index, ref, _, _), result in zip(plain, written, strict=True):
+                results[index] = _item_result(result, ref.folder_id)
+        return [r if r is not None else ItemResult(error=base.InvalidItem("not written")) for r in results]
+
+    def _update_series(
+        self,
+        account: Account,
+        ref: RemoteRef,
+        event: CalendarEvent,
+        item: CalendarItem,
+        names: set[str],
+        send: str,
+    ) -> ItemResult:
+        """A series with occurrence writes (K10): the series' own fields first (a new pattern
+        drops every exception), then the deleted occurrences, then the modified ones — each
+        occurrence addressed by its InstanceIndex, which the pattern gives without a request."""
+        series = base.Series(event.recurrence, event.start, event.time_zone)
+        master_fields = _event_fieldnames(names - set(base.OCCURRENCE_FIELDS))
+        change_key = ""
+        try:
+            if master_fields:
+                (written,) = self._call(
+                    account.bulk_update,
+                    items=[(item, master_fields)],
+                    conflict_resolution="AlwaysOverwrite",
+                    send_meeting_invitations_or_cancellations=send,
+                )
+                result = _item_result(written, ref.folder_id)
+                if not result.ok:
+                    return result
+                change_key = result.ref.change_key
+            deletes = event.deleted_occurrences if "deleted_occurrences" in names else []
+            if deletes:
+                ids = [self._occurrence_id(ref, series, original) for original in deletes]
+                for outcome in self._call(
+                    account.bulk_delete,
+                    ids=ids,
+                    delete_type="MoveToDeletedItems",
+                    send_meeting_cancellations=send,
+                ):
+                    if isinstance(outcome, Exception) and not isinstance(
+                        outcome, ews_errors.ErrorCalendarOccurrenceIsDeletedFromRecurrence
+                    ):
+                        return ItemResult(error=translate(outcome))
+                change_key = ""
+            modified = event.modified_occurrences if "modified_occurrences" in names else []
+            if modified:
+                changes = [self._occurrence_change(account, ref, series, event, o) for o in modified]
+                for outcome in self._call(
+                    account.bulk_update,
+                    items=changes,
+                    conflict_resolution="AlwaysOverwrite",
+                    send_meeting_invitations_or_cancellations=send,
+                ):
+                    if isinstance(outcome, Exception):
+                        return ItemResult(error=translate(outcome))
+                change_key = ""
+        except MailboxError as exc:
+            if isinstance(exc, base.ItemError):
+                return ItemResult(error=exc)
+            raise
+        return ItemResult(ref=RemoteRef(ref.item_id, change_key, ref.folder_id))
+
+    @staticmethod
+    def _occurrence_id(ref: RemoteRef, series: base.Series, original: datetime) -> OccurrenceItemId:
+        index = series.index_of(original)
+        if index is None:
+            raise base.InvalidItem(f"{original.isoformat()} is not an occurrence of the series")
+        return OccurrenceItemId(id=ref.item_id, instance_index=index)
+
+    def _occurrence_change(
+        self,
+        account: Account,
+        ref: RemoteRef,
+        series: base.Series,
+        event: CalendarEvent,
+        occurrence: base.Occurrence,
+    ) -> tuple[CalendarItem, list[str]]:
+        tz = _tz(event.time_zone)
+        item = CalendarItem(account=account, _id=self._occurrence_id(ref, series, occurrence.original_start))
+        item.start = EWSDateTime.from_datetime(occurrence.start).astimezone(tz)
+        item.end = EWSDateTime.from_datetime(occurrence.end).astimezone(tz)
+        item._start_timezone = item._end_timezone = tz
+        item.subject = occurrence.subject if occurrence.subject is not None else event.subject or None
+        item.location = occurrence.location if occurrence.location is not None else event.location or None
+        return item, ["start", "end", "subject", "location"]
 
     def delete_events(
         self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool

@@ -23,16 +23,19 @@ from django.utils import timezone
 
 from synccore import mapping
 from synccore.mailbox.base import (
-    Attendee as EventAttendee,
-)
-from synccore.mailbox.base import (
+    PATTERN_FIELDS,
     CalendarEvent,
     InvalidItem,
     InvalidSyncToken,
     ItemNotFound,
+    ItemResult,
     MailboxBackend,
     MailboxError,
+    Occurrence,
     RemoteRef,
+)
+from synccore.mailbox.base import (
+    Attendee as EventAttendee,
 )
 from synccore.models import (
     Activity,
@@ -167,7 +170,9 @@ class CalendarPass:
         return out
 
     def activity_in_window(self, activity: Activity) -> bool:
-        return ev.in_window(activity.start, activity.end, activity.recurrence, self.now, self.horizon_end)
+        return ev.in_window(
+            activity.start, activity.end, activity.recurrence, self.now, self.horizon_end, activity.time_zone
+        )
 
     def crm_values(self, activity: Activity, target: Target) -> dict[str, Any]:
         return ev.activity_values(activity, _attendee_emails(target), target.with_comment)
@@ -175,7 +180,9 @@ class CalendarPass:
     # --- Exchange side ----------------------------------------------------------------------
 
     def event_in_window(self, event: CalendarEvent) -> bool:
-        return ev.in_window(event.start, event.end, event.recurrence, self.now, self.horizon_end)
+        return ev.in_window(
+            event.start, event.end, event.recurrence, self.now, self.horizon_end, event.time_zone
+        )
 
     def remote_values(self, event: CalendarEvent, target: Target) -> dict[str, Any]:
         return ev.event_values(event, target.invitations, target.with_comment, self.me)
@@ -237,6 +244,8 @@ class CalendarPass:
             for ref, event in zip(batch, self.backend.get_events(self.mailbox, batch), strict=True):
                 if isinstance(event, ItemNotFound):
                     deleted_ids.add(ref.item_id)
+                elif isinstance(event, InvalidItem):
+                    self.unreadable(links_by_remote.get(ref.item_id), event)
                 elif isinstance(event, MailboxError):
                     log.warning("could not read %s in %s: %s", ref.item_id, self.mailbox, event)
                 else:
@@ -251,6 +260,18 @@ class CalendarPass:
             self.absorb_own_writes(state)
         state.save()
         return not held
+
+    def unreadable(self, link: ItemLink | None, error: InvalidItem) -> None:
+        """An Exchange item the product cannot read faithfully (e.g. an unknown time zone): an
+        item error on its link, or on the run for an item not linked yet; never a shifted copy."""
+        if link is not None:
+            self.item_failed(link, error)
+            return
+        log.warning("skipped an event of %s: %s", self.mailbox, error)
+        self.run.skipped += 1
+        note = f"Skipped: {error}"
+        if note not in self.run.error:
+            self.run.error = f"{self.run.error}\n{note}".strip()
 
     def plan_and_write(
         self, state, links, links_by_remote, links_by_activity, mine, remote, deleted_ids
@@ -279,43 +300,11 @@ class CalendarPass:
         # Linked items: the decision table.
         for link in links:
             self.ctx.checkpoint()
-            activity = link.activity
-            entry = mine.get(link.activity_id)
             handled_links.add(link.pk)
-            if activity.is_stub:
-                self.stub_copy(link, remote.get(link.remote_id), link.remote_id in deleted_ids)
-                continue
-            if link.state == LinkState.DELETED_REMOTE:
-                continue  # kept under the deletion policy; not re-created (K16)
-            if not link.remote_id:
-                if entry and self.activity_in_window(activity):
-                    self.create(activity, entry[1], link)
-                continue
-            event = remote.get(link.remote_id)
-            gone = link.remote_id in deleted_ids
-            if entry is None or activity.is_tombstone:
-                if not self.activity_in_window(activity) and not activity.is_tombstone:
-                    continue  # K2: the past is never touched
-                if (
-                    event is not None
-                    and activity.is_tombstone
-                    and self.changed_remotely(link, event, activity)
-                ):
-                    self.restore(activity)  # an edit beats a delete
-                    continue
-                if gone:
-                    link.delete()
-                    continue
-                organizer_copy = bool(link.snapshot.get("attendees"))
-                deletes.append((link, organizer_copy))
-                continue
-            target = entry[1]
-            if not self.activity_in_window(activity) and (event is None or not self.event_in_window(event)):
-                continue  # K2
-            if gone:
-                self.deleted_in_exchange(link, activity, target)
-                continue
-            self.compare(link, activity, target, event)
+            try:
+                self.decide(link, mine.get(link.activity_id), remote, deleted_ids, deletes)
+            except InvalidItem as exc:  # bad input on this item (e.g. an unknown time zone)
+                self.item_failed(link, exc)
 
         # CRM → Exchange for activities of mine without a link (K3).
         for activity_id, (activity, target) in mine.items():
@@ -325,23 +314,80 @@ class CalendarPass:
 
         return self.write_deletes(deletes, links)
 
+    def decide(
+        self,
+        link: ItemLink,
+        entry: tuple[Activity, Target] | None,
+        remote: dict[str, CalendarEvent],
+        deleted_ids: set[str],
+        deletes: list[tuple[ItemLink, bool]],
+    ) -> None:
+        """One linked item through the decision table."""
+        activity = link.activity
+        if activity.is_stub:
+            self.stub_copy(link, remote.get(link.remote_id), link.remote_id in deleted_ids)
+            return
+        if link.state == LinkState.DELETED_REMOTE:
+            return  # kept under the deletion policy; not re-created (K16)
+        if not link.remote_id:
+            if entry and self.activity_in_window(activity):
+                self.create(activity, entry[1], link)
+            return
+        event = remote.get(link.remote_id)
+        gone = link.remote_id in deleted_ids
+        if entry is None or activity.is_tombstone:
+            if not self.activity_in_window(activity) and not activity.is_tombstone:
+                return  # K2: the past is never touched
+            if (
+                event is not None
+                and activity.is_tombstone
+                and self.changed_remotely(link, event, activity)
+            ):
+                self.restore(activity)  # an edit beats a delete
+                return
+            if gone:
+                link.delete()
+                return
+            organizer_copy = bool(link.snapshot.get("attendees"))
+            deletes.append((link, organizer_copy))
+            return
+        target = entry[1]
+        if not self.activity_in_window(activity) and (event is None or not self.event_in_window(event)):
+            return  # K2
+        if gone:
+            self.deleted_in_exchange(link, activity, target)
+            return
+        self.compare(link, activity, target, event)
+
     # --- Decisions --------------------------------------------------------------------------
+
+    def differs(self, name: str, old: Any, new: Any, values: dict[str, Any]) -> bool:
+        """Whether a field moved from ``old`` (the snapshot) to ``new``; for a series' exceptions
+        only the occurrences not yet over count (K2)."""
+        if name != "occurrences":
+            return old != new
+        duration = ev.duration_of(values)
+        old = {} if old is _MISSING else old
+        return ev.future(old, self.now, duration) != ev.future(new, self.now, duration)
+
+    def changed_fields(self, snapshot: dict[str, Any], values: dict[str, Any]) -> set[str]:
+        return {k for k, v in values.items() if self.differs(k, snapshot.get(k, _MISSING), v, values)}
 
     def changed_remotely(self, link: ItemLink, event: CalendarEvent, activity: Activity) -> bool:
         target = Target(invitations="attendees" in link.snapshot, with_comment="comment" in link.snapshot)
         values = self.remote_values(event, target)
-        return any(values.get(k) != v for k, v in link.snapshot.items())
+        return any(self.differs(k, v, values.get(k), values) for k, v in link.snapshot.items())
 
     def compare(
         self, link: ItemLink, activity: Activity, target: Target, event: CalendarEvent | None
     ) -> None:
         crm = self.crm_values(activity, target)
         snapshot = link.snapshot or {}
-        crm_changed = {k for k, v in crm.items() if snapshot.get(k, _MISSING) != v}
+        crm_changed = self.changed_fields(snapshot, crm)
         if event is None and not crm_changed:
             return  # nothing moved on either side
         ex = self.remote_values(event, target) if event is not None else {}
-        ex_changed = {k for k, v in ex.items() if snapshot.get(k, _MISSING) != v and k in crm}
+        ex_changed = {k for k in self.changed_fields(snapshot, ex) if k in crm}
         if event is not None and not ex_changed and not crm_changed:
             self.agree(link, crm, event.ref)  # a change key that moved without a real edit
             ItemLink.objects.filter(pk=link.pk).update(
@@ -350,25 +396,25 @@ class CalendarPass:
             return
         push = set(crm_changed - ex_changed)
         pull = set(ex_changed - crm_changed)
+        occurrences = ex.get("occurrences")
         for name in crm_changed & ex_changed:
+            if name == "occurrences":
+                occurrences = self.merge_occurrences(link, activity, target, event, snapshot, crm, ex)
+                if self.differs(name, crm[name], occurrences, crm):
+                    pull.add(name)
+                if self.differs(name, ex[name], occurrences, ex):
+                    push.add(name)
+                continue
             if crm[name] == ex[name]:
                 continue
             choice = self.resolve(activity, event)
             (push if choice == ConflictChoice.CRM else pull).add(name)
-            Conflict.objects.create(
-                link=link,
-                run=self.run,
-                field=name,
-                crm_value=crm[name],
-                exchange_value=ex[name],
-                choice=choice,
-            )
-            self.run.conflicts += 1
+            self.conflict(link, name, crm[name], ex[name], choice)
         merged = dict(snapshot)
         merged.update({k: crm[k] for k in crm if k not in pull})
         merged.update({k: ex[k] for k in pull})
         if pull:
-            self.pull(activity, event, pull, target)
+            self.pull(activity, event, pull, target, occurrences)
         if push:
             self.push(link, activity, target, push, event)
         else:
@@ -380,6 +426,55 @@ class CalendarPass:
                 else RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id),
             )
             link.save()
+
+    def conflict(self, link: ItemLink, name: str, crm_value: Any, exchange_value: Any, choice: str) -> None:
+        Conflict.objects.create(
+            link=link,
+            run=self.run,
+            field=name,
+            crm_value=crm_value,
+            exchange_value=exchange_value,
+            choice=choice,
+        )
+        self.run.conflicts += 1
+
+    def merge_occurrences(
+        self,
+        link: ItemLink,
+        activity: Activity,
+        target: Target,
+        event: CalendarEvent,
+        snapshot: dict[str, Any],
+        crm: dict[str, Any],
+        ex: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Both sides changed a series' exceptions: merged occurrence by occurrence (K8, K10). An
+        occurrence changed on both sides follows the conflict policy, except that an edit beats a
+        delete — unless the delete is the organizer's cancellation of a meeting occurrence."""
+        duration = ev.duration_of(crm)
+        old = ev.future(snapshot.get("occurrences") or {}, self.now, duration)
+        ours = ev.future(crm["occurrences"], self.now, duration)
+        theirs = ev.future(ex["occurrences"], self.now, duration)
+        organizer_meeting = target.invitations and bool(target.attendees)
+        merged: dict[str, Any] = {}
+        for key in sorted({*old, *ours, *theirs}):
+            before, mine, other = old.get(key), ours.get(key), theirs.get(key)
+            if mine in (before, other):
+                value = other
+            elif other == before:
+                value = mine
+            else:
+                if ev.DELETED in (mine, other) and None not in (mine, other):
+                    cancelled = other == ev.DELETED and organizer_meeting
+                    value = ev.DELETED if cancelled else (mine if other == ev.DELETED else other)
+                    choice = ConflictChoice.EXCHANGE if value == other else ConflictChoice.CRM
+                else:
+                    choice = self.resolve(activity, event)
+                    value = mine if choice == ConflictChoice.CRM else other
+                self.conflict(link, f"occurrences {key}", mine, other, choice)
+            if value is not None:
+                merged[key] = value
+        return merged
 
     def resolve(self, activity: Activity, event: CalendarEvent) -> str:
         policy = self.settings.conflict_policy
@@ -414,7 +509,12 @@ class CalendarPass:
                 activity=activity,
                 state=LinkState.PENDING,
             )
-        event = self.event_for(activity, target)
+        try:
+            event = self.event_for(activity, target)
+            crm = self.crm_values(activity, target)
+        except InvalidItem as exc:
+            self.item_failed(link, exc)
+            return
         event.sync_id = str(link.sync_id)
         if target.invitations:
             # The meeting's UID is ours to choose: invitee copies carry it, so every user's pass
@@ -430,13 +530,24 @@ class CalendarPass:
         if not result.ok:
             self.item_failed(link, result.error)
             return
-        self.agree(link, self.crm_values(activity, target), result.ref)
+        # A new series has no exceptions yet: they are written next, as an update (K10).
+        written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
+        self.agree(link, written, result.ref)
         link.save()
         self.run.created += 1
         self.flag_attendees(activity, target)
+        if self.differs("occurrences", {}, crm.get("occurrences", {}), crm):
+            self.push(link, activity, target, {"occurrences"}, None, counted=False)
 
     def push(
-        self, link: ItemLink, activity: Activity, target: Target, names: set[str], event: CalendarEvent | None
+        self,
+        link: ItemLink,
+        activity: Activity,
+        target: Target,
+        names: set[str],
+        event: CalendarEvent | None,
+        *,
+        counted: bool = True,
     ) -> None:
         ref = RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id)
         if event is None and "comment" in names:
@@ -446,8 +557,9 @@ class CalendarPass:
         body_now = event.body if event is not None else ""
         new = self.event_for(activity, target, body_now)
         new.sync_id = str(link.sync_id)
+        crm = self.crm_values(activity, target)
         fields = set()
-        for name in names:
+        for name in names - {"occurrences"}:
             fields |= {
                 "comment": {"body"},
                 "all_day": {"is_all_day", "start", "end"},
@@ -455,13 +567,25 @@ class CalendarPass:
             }.get(name, {name})
         if "start" in fields or "end" in fields:
             fields |= {"start", "end", "time_zone"}
+        if new.recurrence:
+            held = (
+                self.remote_values(event, target).get("occurrences")
+                if event is not None
+                else link.snapshot.get("occurrences")
+            )
+            fields |= self.occurrence_writes(new, crm, held or {}, fields)
         send = (
             target.invitations
             and bool(names & ev.ATTENDEE_VISIBLE)
             and bool(target.attendees or "attendees" in names)
         )
-        result = self.backend.update_events(self.mailbox, [(ref, new, sorted(fields))], send_updates=send)[0]
-        self.wrote = True
+        if fields:
+            result = self.backend.update_events(
+                self.mailbox, [(ref, new, sorted(fields))], send_updates=send
+            )[0]
+            self.wrote = True
+        else:
+            result = ItemResult(ref=ref)
         if not result.ok:
             if isinstance(result.error, ItemNotFound):
                 link.remote_id = ""
@@ -470,13 +594,53 @@ class CalendarPass:
             self.item_failed(link, result.error)
             return
         merged = dict(link.snapshot)
-        merged.update(self.crm_values(activity, target))
+        merged.update(crm)
         self.agree(link, merged, result.ref)
         link.save()
-        self.run.updated += 1
+        if counted:
+            self.run.updated += 1
 
-    def pull(self, activity: Activity, event: CalendarEvent, names: set[str], target: Target) -> None:
-        """Exchange → CRM for the named fields (K8)."""
+    def occurrence_writes(
+        self, new: CalendarEvent, crm: dict[str, Any], held: dict[str, Any], fields: set[str]
+    ) -> set[str]:
+        """Fill ``new``'s occurrence lists with what Exchange must be told so that the series'
+        present and future exceptions become the CRM's (K10); return the fields to write.
+
+        Exchange cannot bring a deleted occurrence back, and writing the pattern drops every
+        exception: then the pattern is written again with the whole list."""
+        duration = ev.duration_of(crm)
+        wanted = ev.future(crm.get("occurrences") or {}, self.now, duration)
+        held = ev.future(held, self.now, duration)
+        restore = any(v == ev.DELETED and wanted.get(k) != ev.DELETED for k, v in held.items())
+        if restore or fields & set(PATTERN_FIELDS):
+            fields = {"recurrence"}
+            held = {}
+        else:
+            fields = set()
+        deletes = [k for k, v in wanted.items() if v == ev.DELETED and held.get(k) != ev.DELETED]
+        changes = [k for k, v in wanted.items() if v != ev.DELETED and held.get(k) != v]
+        back = [k for k, v in held.items() if v != ev.DELETED and k not in wanted]
+        new.deleted_occurrences = [ev.moment(k) for k in deletes]
+        new.modified_occurrences = [
+            Occurrence(ev.moment(k), ev.moment(wanted[k][0]), ev.moment(wanted[k][1]), *wanted[k][2:])
+            for k in changes
+        ] + [Occurrence(ev.moment(k), ev.moment(k), ev.moment(k) + duration) for k in back]
+        if deletes:
+            fields.add("deleted_occurrences")
+        if changes or back:
+            fields.add("modified_occurrences")
+        return fields
+
+    def pull(
+        self,
+        activity: Activity,
+        event: CalendarEvent,
+        names: set[str],
+        target: Target,
+        occurrences: dict[str, Any] | None = None,
+    ) -> None:
+        """Exchange → CRM for the named fields (K8); ``occurrences``: the exceptions to keep
+        when both sides changed some (merged), else Exchange's."""
         values = self.remote_values(event, target)
         fields = []
         if "subject" in names:
@@ -499,11 +663,38 @@ class CalendarPass:
         if "recurrence" in names:
             activity.recurrence = event.recurrence
             fields.append("recurrence")
+        if "occurrences" in names:
+            wanted = occurrences if occurrences is not None else values.get("occurrences", {})
+            self.set_occurrences(activity, wanted, ev.duration_of(values))
+            fields += ["recurrence_exdates", "recurrence_exceptions"]
         if fields:
             activity.save(update_fields=[*fields, "updated_at"])
         if "attendees" in names:
             self.pull_attendees(activity, event)
         self.run.updated += 1
+
+    def set_occurrences(self, activity: Activity, wanted: dict[str, Any], duration: timedelta) -> None:
+        """The CRM's exceptions become ``wanted`` for occurrences not yet over; those that are
+        over stay as the CRM has them (K2)."""
+        exdates = []
+        for raw in activity.recurrence_exdates or []:
+            try:
+                if ev.is_over(ev._utc(ev.moment(raw)), ev.DELETED, self.now, duration):
+                    exdates.append(raw)
+            except (TypeError, ValueError):
+                continue
+        exceptions = []
+        for raw in activity.recurrence_exceptions or []:
+            try:
+                original = ev.moment(raw["original_start"])
+                end = ev.moment(raw["end"]) if raw.get("end") else original + duration
+                if ev.is_over(ev._utc(original), [None, ev._utc(end)], self.now, duration):
+                    exceptions.append(raw)
+            except (TypeError, ValueError, KeyError):
+                continue
+        future_exdates, future_exceptions = ev.crm_lists(ev.future(wanted, self.now, duration))
+        activity.recurrence_exdates = exdates + future_exdates
+        activity.recurrence_exceptions = exceptions + future_exceptions
 
     def pull_attendees(self, activity: Activity, event: CalendarEvent) -> None:
         wanted = {a.email.lower(): a for a in event.attendees if a.email.lower() != self.me}
@@ -560,7 +751,7 @@ class CalendarPass:
         """K9: a meeting deleted in Exchange deletes the activity; a personal one follows the policy.
         An edit beats a delete: a CRM change since the last agreement re-creates the event."""
         crm = self.crm_values(activity, target)
-        if any(link.snapshot.get(k, _MISSING) != v for k, v in crm.items()):
+        if self.changed_fields(link.snapshot, crm):
             link.remote_id = ""
             self.create(activity, target, link)
             return
@@ -614,6 +805,7 @@ class CalendarPass:
                 private=event.is_private,
                 reminder_minutes=event.reminder_minutes,
                 recurrence=event.recurrence,
+                **self.exception_lists(event),
                 organizer=self.user.employee,
                 organizer_email=self.mailbox,
                 meeting_uid=event.uid if event.is_meeting else "",
@@ -634,6 +826,12 @@ class CalendarPass:
             link.save()
         self.run.created += 1
 
+    def exception_lists(self, event: CalendarEvent) -> dict[str, list]:
+        """A new activity's removed and modified occurrences, as Exchange has them (K10)."""
+        values = self.remote_values(event, Target(invitations=False))
+        exdates, exceptions = ev.crm_lists(values.get("occurrences") or {})
+        return {"recurrence_exdates": exdates, "recurrence_exceptions": exceptions}
+
     def stub_for(self, event: CalendarEvent) -> None:
         """K7/K16: one stub per environment and meeting UID, however many invitees hold it."""
         defaults = {
@@ -650,6 +848,7 @@ class CalendarPass:
             "private": event.is_private,
             "organizer_email": event.organizer,
             "recurrence": event.recurrence,
+            **self.exception_lists(event),
         }
         try:
             with transaction.atomic():

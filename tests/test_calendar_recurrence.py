@@ -1,0 +1,257 @@
+"""Recurring series with their exceptions, both ways (K10), against exchange_sim with real
+exchangelib: people move and delete occurrences in Outlook, and the CRM removes and changes
+occurrences of its activities; each side ends up with the other's exceptions, and a pass after
+a pass changes nothing (no ping-pong)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from synccore.models import Activity, Attendee, Conflict
+from synccore.sync.calendar import run_calendar_pass
+from tests.fixtures import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def start():
+    # A Monday 09:00 UTC more than a day ahead: whole weeks keep their weekday.
+    day = timezone.now().astimezone(UTC).date() + timedelta(days=2)
+    day += timedelta(days=(7 - day.weekday()) % 7)
+    return datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC)
+
+
+def series(crm, start, *, count=5, organizer=None, invite=(), **fields):
+    organizer = organizer or crm.alice.employee
+    activity = f.activity(
+        crm.env,
+        subject="Jour fixe",
+        start=start,
+        end=start + timedelta(hours=1),
+        organizer=organizer,
+        recurrence=f"FREQ=WEEKLY;COUNT={count}",
+        **fields,
+    )
+    if invite:
+        Attendee.objects.create(activity=activity, email=organizer.email, type="employee", meeting_organizer=True)
+        for email in invite:
+            Attendee.objects.create(activity=activity, email=email, type="employee", invite=True)
+    return activity
+
+
+def calendar_pass(crm, user=None):
+    return run_calendar_pass((user or crm.alice).pk)
+
+
+def quiet(crm, user=None) -> None:
+    """A pass after a pass: nothing written on either side, at most two requests."""
+    crm.sim.counters.reset()
+    run = calendar_pass(crm, user)
+    assert (run.created, run.updated, run.deleted, run.conflicts) == (0, 0, 0, 0)
+    assert crm.sim.counters["UpdateItem"] == crm.sim.counters["DeleteItem"] == 0
+    assert crm.sim.counters["CreateItem"] == 0
+    second = calendar_pass(crm, user)
+    assert (second.created, second.updated, second.deleted) == (0, 0, 0)
+    assert second.requests <= 2
+
+
+def starts(mailbox, start, weeks=6) -> list[datetime]:
+    return [o.props["Start"] for o in mailbox.view(start - timedelta(hours=1), start + timedelta(weeks=weeks))]
+
+
+def week(start, n, hours=0):
+    return start + timedelta(weeks=n, hours=hours)
+
+
+class TestOutlookToCrm:
+    def test_k10_an_occurrence_moved_in_outlook_becomes_a_crm_exception(self, crm, start):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        (master,) = alice.events()
+        alice.edit(alice.occurrence(master, 2), Start=week(start, 1, 3), End=week(start, 1, 4), Location="Room 7")
+        assert calendar_pass(crm).updated == 1
+        activity.refresh_from_db()
+        (exception,) = activity.recurrence_exceptions
+        assert datetime.fromisoformat(exception["original_start"]) == week(start, 1)
+        assert datetime.fromisoformat(exception["start"]) == week(start, 1, 3)
+        assert exception["location"] == "Room 7" and "subject" not in exception
+        quiet(crm)
+
+    def test_k10_an_occurrence_deleted_in_outlook_is_removed_in_the_crm(self, crm, start):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        alice.delete(alice.occurrence(alice.events()[0], 3))
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert [datetime.fromisoformat(d) for d in activity.recurrence_exdates] == [week(start, 2)]
+        assert len(starts(alice, start)) == 4
+        quiet(crm)
+
+    def test_k10_an_outlook_series_with_exceptions_is_imported_with_them(self, crm, start):
+        alice = crm.mailbox()
+        master = alice.create_event(
+            "Standup",
+            start,
+            start + timedelta(minutes=15),
+            time_zone="UTC",
+            Recurrence={
+                "pattern": {"type": "DailyRecurrence", "Interval": 1},
+                "range": {"type": "NumberedRecurrence", "StartDate": start.date().isoformat(), "NumberOfOccurrences": 4},
+            },
+        )
+        alice.delete(alice.occurrence(master, 2))
+        alice.edit(alice.occurrence(master, 3), Subject="Standup (long)", End=start + timedelta(days=2, minutes=45))
+        calendar_pass(crm)
+        activity = Activity.objects.get(subject="Standup")
+        assert [datetime.fromisoformat(d) for d in activity.recurrence_exdates] == [start + timedelta(days=1)]
+        (exception,) = activity.recurrence_exceptions
+        assert exception["subject"] == "Standup (long)"
+        assert datetime.fromisoformat(exception["end"]) == start + timedelta(days=2, minutes=45)
+        quiet(crm)
+
+
+class TestCrmToOutlook:
+    def test_k10_a_removed_crm_occurrence_is_deleted_from_the_exchange_series(self, crm, start):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        activity.recurrence_exdates = [week(start, 1).isoformat()]
+        activity.save()
+        assert calendar_pass(crm).updated == 1
+        assert week(start, 1) not in starts(crm.mailbox(), start)
+        assert len(starts(crm.mailbox(), start)) == 4
+        quiet(crm)
+
+    def test_k10_a_modified_crm_occurrence_is_written_to_that_occurrence_only(self, crm, start):
+        activity = series(crm, start, location="Room 1")
+        calendar_pass(crm)
+        activity.recurrence_exceptions = [
+            {
+                "original_start": week(start, 2).isoformat(),
+                "start": week(start, 2, 5).isoformat(),
+                "end": week(start, 2, 6).isoformat(),
+                "location": "Online",
+            }
+        ]
+        activity.save()
+        calendar_pass(crm)
+        view = crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=6))
+        assert [(o.props["Start"], o.props.get("Location")) for o in view] == [
+            (start, "Room 1"),
+            (week(start, 1), "Room 1"),
+            (week(start, 2, 5), "Online"),
+            (week(start, 3), "Room 1"),
+            (week(start, 4), "Room 1"),
+        ]
+        quiet(crm)
+
+    def test_k10_a_new_crm_series_is_written_with_its_exceptions(self, crm, start):
+        series(
+            crm,
+            start,
+            recurrence_exdates=[week(start, 3).isoformat()],
+            recurrence_exceptions=[{"original_start": week(start, 1).isoformat(), "subject": "Jour fixe (extra)"}],
+        )
+        assert calendar_pass(crm).created == 1
+        view = crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=6))
+        assert [(o.props["Start"], o.props["Subject"]) for o in view] == [
+            (start, "Jour fixe"),
+            (week(start, 1), "Jour fixe (extra)"),
+            (week(start, 2), "Jour fixe"),
+            (week(start, 4), "Jour fixe"),
+        ]
+        quiet(crm)
+
+    def test_k10_an_occurrence_brought_back_in_the_crm_returns_and_the_other_exceptions_stay(
+        self, crm, start
+    ):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        master = alice.events()[0]
+        alice.delete(alice.occurrence(master, 2))
+        alice.edit(alice.occurrence(master, 4), Location="Moved room")
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert len(activity.recurrence_exdates) == 1 and len(activity.recurrence_exceptions) == 1
+        activity.recurrence_exdates = []
+        activity.save()
+        calendar_pass(crm)
+        view = alice.view(start - timedelta(hours=1), start + timedelta(weeks=6))
+        assert [o.props["Start"] for o in view] == [week(start, n) for n in range(5)]
+        assert [o.props.get("Location") for o in view][3] == "Moved room"
+        quiet(crm)
+
+    def test_k10_a_meeting_occurrence_removed_in_the_crm_is_cancelled_for_the_attendees_only_once(
+        self, crm, start
+    ):
+        activity = series(crm, start, invite=("bob@contoso.example",))
+        calendar_pass(crm)
+        calendar_pass(crm, crm.bob)
+        activity.recurrence_exdates = [week(start, 1).isoformat()]
+        activity.save()
+        calendar_pass(crm)
+        assert week(start, 1) not in starts(crm.mailbox(crm.bob), start)
+        assert len(starts(crm.mailbox(crm.bob), start)) == 4
+        quiet(crm)
+        quiet(crm, crm.bob)
+        assert Activity.objects.count() == 1
+
+
+class TestBothSides:
+    def test_k8_k10_different_occurrences_changed_on_each_side_both_survive(self, crm, start):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        alice.delete(alice.occurrence(alice.events()[0], 2))
+        activity.recurrence_exceptions = [
+            {"original_start": week(start, 3).isoformat(), "location": "CRM room"}
+        ]
+        activity.save()
+        run = calendar_pass(crm)
+        assert run.conflicts == 0
+        activity.refresh_from_db()
+        assert [datetime.fromisoformat(d) for d in activity.recurrence_exdates] == [week(start, 1)]
+        view = alice.view(start - timedelta(hours=1), start + timedelta(weeks=6))
+        assert [(o.props["Start"], o.props.get("Location")) for o in view] == [
+            (start, None),
+            (week(start, 2), None),
+            (week(start, 3), "CRM room"),
+            (week(start, 4), None),
+        ]
+        quiet(crm)
+
+    def test_k8_k10_an_occurrence_edited_in_the_crm_and_deleted_in_outlook_comes_back_edited(
+        self, crm, start
+    ):
+        activity = series(crm, start)
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        alice.delete(alice.occurrence(alice.events()[0], 2))
+        activity.recurrence_exceptions = [{"original_start": week(start, 1).isoformat(), "location": "Kept"}]
+        activity.save()
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert activity.recurrence_exdates == []
+        view = alice.view(start - timedelta(hours=1), start + timedelta(weeks=6))
+        assert [o.props.get("Location") for o in view] == [None, "Kept", None, None, None]
+        assert Conflict.objects.get().field.startswith("occurrences ")
+        quiet(crm)
+
+    def test_k8_k10_the_organizers_cancellation_of_a_meeting_occurrence_beats_a_crm_edit(self, crm, start):
+        activity = series(crm, start, invite=("bob@contoso.example",))
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        alice.delete(alice.occurrence(alice.events()[0], 2))
+        activity.recurrence_exceptions = [{"original_start": week(start, 1).isoformat(), "location": "Lost"}]
+        activity.save()
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert [datetime.fromisoformat(d) for d in activity.recurrence_exdates] == [week(start, 1)]
+        assert activity.recurrence_exceptions == []
+        quiet(crm)
