@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.exchange_sim", "tests.fixtures.crm"]
+pytest_plugins = ["tests.fixtures.exchange_sim", "tests.fixtures.crm", "tests.fixtures.clock"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

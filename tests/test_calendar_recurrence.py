@@ -255,3 +255,102 @@ class TestBothSides:
         assert [datetime.fromisoformat(d) for d in activity.recurrence_exdates] == [week(start, 1)]
         assert activity.recurrence_exceptions == []
         quiet(crm)
+
+
+class TestSeriesThatBeganInThePast:
+    """K15: changing a series that began in the past changes only its present and future
+    occurrences. As Outlook does it, the old Exchange series is ended at its last occurrence that
+    is over and a new series carries the rest; the CRM activity stays one activity."""
+
+    @pytest.fixture
+    def begun(self, crm, clock):
+        """A weekly series of six, written; then an hour before the third: two occurrences over."""
+        first = clock.now().replace(hour=9, minute=0) + timedelta(days=1)
+        activity = series(crm, first, count=6, location="Room 1")
+        calendar_pass(crm)
+        clock.set(week(first, 2, -1), frozen=True)
+        return activity, first
+
+    def view(self, crm, first, user=None):
+        return [
+            (o.props["Start"], o.props.get("Location"), o.props.get("Subject"))
+            for o in crm.mailbox(user).view(first - timedelta(hours=1), first + timedelta(weeks=8))
+        ]
+
+    def test_k15_a_changed_location_reaches_only_the_present_and_future_occurrences(self, crm, begun):
+        activity, first = begun
+        activity.location = "Room 2"
+        activity.save()
+        calendar_pass(crm)
+        assert self.view(crm, first) == [
+            (week(first, 0), "Room 1", "Jour fixe"),
+            (week(first, 1), "Room 1", "Jour fixe"),
+            *[(week(first, n), "Room 2", "Jour fixe") for n in range(2, 6)],
+        ]
+        assert len(crm.mailbox().events()) == 2  # the old series, ended, and the new one
+        assert Activity.objects.count() == 1
+        quiet(crm)
+
+    def test_k15_a_new_time_moves_only_the_coming_meetings_and_the_past_keeps_its_exceptions(
+        self, crm, clock
+    ):
+        first = clock.now().replace(hour=9, minute=0) + timedelta(days=1)
+        activity = series(crm, first, count=6, invite=("bob@contoso.example",))
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        alice.edit(alice.occurrence(alice.events()[0], 1), Start=week(first, 0, -1), End=week(first, 0))
+        calendar_pass(crm)
+        clock.set(week(first, 2, -1), frozen=True)
+        activity.refresh_from_db()
+        activity.start, activity.end = week(first, 0, 2), week(first, 0, 3)
+        activity.save()
+        calendar_pass(crm)
+        expected = [
+            week(first, 0, -1),  # moved in Outlook before it took place: stays moved
+            week(first, 1),
+            *[week(first, n, 2) for n in range(2, 6)],
+        ]
+        assert [start for start, _, _ in self.view(crm, first)] == expected
+        calendar_pass(crm, crm.bob)
+        assert [start for start, _, _ in self.view(crm, first, crm.bob)] == expected
+        assert Activity.objects.count() == 1
+        quiet(crm)
+        quiet(crm, crm.bob)
+
+    def test_k15_an_occurrence_change_of_a_series_that_began_in_the_past_stays_in_place(self, crm, begun):
+        activity, first = begun
+        activity.recurrence_exdates = [week(first, 4).isoformat()]
+        activity.save()
+        calendar_pass(crm)
+        assert len(crm.mailbox().events()) == 1
+        assert [start for start, _, _ in self.view(crm, first)] == [week(first, n) for n in (0, 1, 2, 3, 5)]
+        quiet(crm)
+
+    def test_k2_k15_deleting_a_series_that_began_in_the_past_ends_it_there(self, crm, begun):
+        activity, first = begun
+        activity.delete()
+        assert calendar_pass(crm).deleted == 1
+        assert [start for start, _, _ in self.view(crm, first)] == [week(first, 0), week(first, 1)]
+        quiet(crm)
+
+    def test_k2_a_crm_series_that_began_in_the_past_is_written_from_its_present_occurrence(self, crm, clock):
+        first = clock.now().replace(hour=9, minute=0) - timedelta(weeks=2)
+        clock.set(week(first, 3, -1), frozen=True)
+        series(crm, first, count=6)
+        assert calendar_pass(crm).created == 1
+        assert [start for start, _, _ in self.view(crm, first)] == [week(first, n) for n in range(3, 6)]
+        quiet(crm)
+
+    def test_k15_outlook_moving_the_new_series_gives_the_crm_its_shape(self, crm, begun):
+        activity, first = begun
+        activity.location = "Room 2"
+        activity.save()
+        calendar_pass(crm)
+        alice = crm.mailbox()
+        new = next(e for e in alice.events() if e.props.get("Location") == "Room 2")
+        alice.edit(new, Start=week(first, 2, 1), End=week(first, 2, 2))
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert activity.start == week(first, 2, 1)
+        assert "COUNT=4" in activity.recurrence
+        quiet(crm)

@@ -53,6 +53,17 @@ class ItemLink(models.Model):
         max_length=64, blank=True, help_text="Hash of the mapped Exchange fields last seen."
     )
     snapshot = models.JSONField(default=dict, blank=True, help_text="The mapped field values last agreed on.")
+    series_from = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A CRM series that began in the past and was changed since: the linked Exchange "
+        "series holds its occurrences from this original start on (K15).",
+    )
+    retired_remote_id = models.TextField(
+        blank=True,
+        help_text="The Exchange series this link left behind when the CRM changed a series that began "
+        "in the past, while ending it there is still to be done (K15).",
+    )
     state = models.CharField(max_length=20, choices=LinkState.choices, default=LinkState.PENDING)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)

@@ -13,9 +13,11 @@ bodies and our own writes never come back as changes (K8: no ping-pong).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -33,6 +35,7 @@ from synccore.mailbox.base import (
     MailboxError,
     Occurrence,
     RemoteRef,
+    Series,
 )
 from synccore.mailbox.base import (
     Attendee as EventAttendee,
@@ -61,6 +64,8 @@ from synccore.sync.runs import PassContext, execute_pass
 log = logging.getLogger(__name__)
 
 CALENDAR_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
+# Normal-form fields that give a series its shape (Exchange drops exceptions when they change).
+SHAPE = {"start", "end", "all_day", "recurrence", "occurrences"}
 LINK_FIELDS = [
     "remote_id",
     "remote_change_key",
@@ -174,8 +179,9 @@ class CalendarPass:
             activity.start, activity.end, activity.recurrence, self.now, self.horizon_end, activity.time_zone
         )
 
-    def crm_values(self, activity: Activity, target: Target) -> dict[str, Any]:
-        return ev.activity_values(activity, _attendee_emails(target), target.with_comment)
+    def crm_values(self, activity: Activity, target: Target, link: ItemLink | None = None) -> dict[str, Any]:
+        series_from = link.series_from if link is not None else None
+        return ev.activity_values(activity, _attendee_emails(target), target.with_comment, series_from)
 
     # --- Exchange side ----------------------------------------------------------------------
 
@@ -324,6 +330,8 @@ class CalendarPass:
     ) -> None:
         """One linked item through the decision table."""
         activity = link.activity
+        if link.retired_remote_id and not self.end_retired(link):
+            return
         if activity.is_stub:
             self.stub_copy(link, remote.get(link.remote_id), link.remote_id in deleted_ids)
             return
@@ -381,7 +389,7 @@ class CalendarPass:
     def compare(
         self, link: ItemLink, activity: Activity, target: Target, event: CalendarEvent | None
     ) -> None:
-        crm = self.crm_values(activity, target)
+        crm = self.crm_values(activity, target, link)
         snapshot = link.snapshot or {}
         crm_changed = self.changed_fields(snapshot, crm)
         if event is None and not crm_changed:
@@ -410,6 +418,11 @@ class CalendarPass:
             choice = self.resolve(activity, event)
             (push if choice == ConflictChoice.CRM else pull).add(name)
             self.conflict(link, name, crm[name], ex[name], choice)
+        if link.series_from and pull & SHAPE:
+            # The CRM takes the Exchange series' shape whole: it no longer holds only a part of it.
+            pull |= SHAPE & set(ex)
+            push -= pull
+            link.series_from = None
         merged = dict(snapshot)
         merged.update({k: crm[k] for k in crm if k not in pull})
         merged.update({k: ex[k] for k in pull})
@@ -491,13 +504,16 @@ class CalendarPass:
         link.remote_folder_id = ref.folder_id or link.remote_folder_id
         link.state, link.last_error, link.last_error_at, link.synced_at = LinkState.SYNCED, "", None, self.now
 
-    def event_for(self, activity: Activity, target: Target, body_now: str = "") -> CalendarEvent:
+    def event_for(
+        self, activity: Activity, target: Target, body_now: str = "", link: ItemLink | None = None
+    ) -> CalendarEvent:
         return ev.event_from_activity(
             activity,
             attendees=target.attendees if target.invitations else [],
             comment=ev.body_text(activity.comment) if target.with_comment else None,
             body_now=body_now,
             reminder=ev.default_reminder(activity, self.settings),
+            series_from=link.series_from if link is not None else None,
         )
 
     def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
@@ -508,10 +524,14 @@ class CalendarPass:
                 kind=mapping.ACTIVITY,
                 activity=activity,
                 state=LinkState.PENDING,
+                # K2: a series that began in the past is written from its present occurrence on.
+                series_from=self.first_present_occurrence(activity)
+                if activity.recurrence.strip() and activity.end <= self.now
+                else None,
             )
         try:
-            event = self.event_for(activity, target)
-            crm = self.crm_values(activity, target)
+            event = self.event_for(activity, target, link=link)
+            crm = self.crm_values(activity, target, link)
         except InvalidItem as exc:
             self.item_failed(link, exc)
             return
@@ -555,9 +575,9 @@ class CalendarPass:
             current = self.backend.get_events(self.mailbox, [ref])[0]
             event = current if isinstance(current, CalendarEvent) else None
         body_now = event.body if event is not None else ""
-        new = self.event_for(activity, target, body_now)
+        new = self.event_for(activity, target, body_now, link)
         new.sync_id = str(link.sync_id)
-        crm = self.crm_values(activity, target)
+        crm = self.crm_values(activity, target, link)
         fields = set()
         for name in names - {"occurrences"}:
             fields |= {
@@ -567,13 +587,14 @@ class CalendarPass:
             }.get(name, {name})
         if "start" in fields or "end" in fields:
             fields |= {"start", "end", "time_zone"}
+        held = self.remote_values(event, target) if event is not None else link.snapshot
         if new.recurrence:
-            held = (
-                self.remote_values(event, target).get("occurrences")
-                if event is not None
-                else link.snapshot.get("occurrences")
-            )
-            fields |= self.occurrence_writes(new, crm, held or {}, fields)
+            fields |= self.occurrence_writes(new, crm, held.get("occurrences") or {}, fields)
+        series_wide = bool(names - {"occurrences"}) or "recurrence" in fields
+        if series_wide and (held.get("recurrence") or new.recurrence) and self.began_in_past(held):
+            # K15: written in place, the change would reach occurrences that are over.
+            self.split(link, activity, target)
+            return
         send = (
             target.invitations
             and bool(names & ev.ATTENDEE_VISIBLE)
@@ -630,6 +651,96 @@ class CalendarPass:
         if changes or back:
             fields.add("modified_occurrences")
         return fields
+
+    # --- A series that began in the past (K15) ----------------------------------------------
+
+    def began_in_past(self, values: dict[str, Any]) -> bool:
+        """Whether the Exchange item these values describe has a first occurrence that is over."""
+        try:
+            return bool(values.get("end")) and ev.moment(values["end"]) <= self.now
+        except (TypeError, ValueError):
+            return False
+
+    def split(self, link: ItemLink, activity: Activity, target: Target) -> None:
+        """K15: the CRM changed a series whose Exchange copy began in the past. As Outlook does,
+        the old series is ended at its last occurrence that is over (its past stays as it was)
+        and a new series carries the present and future occurrences. The link moves to the new
+        series, under a new sync id (the old series keeps the old one) and a new meeting UID."""
+        with transaction.atomic():
+            link.retired_remote_id = link.remote_id
+            link.remote_id = link.remote_change_key = ""
+            link.sync_id = uuid.uuid4()
+            link.series_from = self.first_present_occurrence(activity)
+            link.state = LinkState.PENDING
+            link.save()
+            if target.invitations:
+                activity.meeting_uid = ""
+                Activity.all_objects.filter(pk=activity.pk).update(meeting_uid="")
+        if not self.end_retired(link):
+            return
+        if link.series_from is None or not self.activity_in_window(activity):
+            link.delete()  # nothing of the series is left to come
+            return
+        self.create(activity, target, link)
+
+    def first_present_occurrence(self, activity: Activity) -> datetime | None:
+        duration = activity.end - activity.start
+        if not activity.recurrence.strip():
+            return activity.start if activity.end > self.now else None
+        try:
+            series = Series(activity.recurrence, activity.start, activity.time_zone)
+            return next(series.starts(after=self.now - duration + timedelta(seconds=1)), None)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def end_retired(self, link: ItemLink) -> bool:
+        """End the series a split left behind; False when that has to wait for another pass."""
+        ref = RemoteRef(link.retired_remote_id, "", link.remote_folder_id)
+        found = self.backend.get_events(self.mailbox, [ref])[0]
+        if isinstance(found, CalendarEvent):
+            result = self.end_series(ref, found)
+            if not result.ok and not isinstance(result.error, ItemNotFound):
+                self.item_failed(link, result.error)
+                return False
+        elif not isinstance(found, ItemNotFound):
+            self.item_failed(link, found)
+            return False
+        link.retired_remote_id = ""
+        ItemLink.objects.filter(pk=link.pk).update(retired_remote_id="", updated_at=self.now)
+        return True
+
+    def end_series(self, ref: RemoteRef, event: CalendarEvent) -> ItemResult:
+        """End an Exchange series at its last occurrence that is over, keeping the exceptions of
+        its past (Exchange drops them when the end moves, so they are written again). A series
+        with nothing over is deleted instead. Attendees of the organizer's meeting are told."""
+        send = event.is_meeting and event.organizer.lower() in ("", self.me)
+        duration = event.end - event.start
+        last = None
+        try:
+            for original in Series(event.recurrence, event.start, event.time_zone).starts():
+                if original + duration > self.now:
+                    break
+                last = original
+        except (ValueError, TypeError, KeyError):
+            last = None
+        self.wrote = True
+        if last is None:
+            return self.backend.delete_events(self.mailbox, [ref], send_cancellations=send)[0]
+        parts = dict(
+            p.split("=", 1) for p in ev.canonical_rrule(event.recurrence, event.start, event.time_zone).split(";")
+        )
+        parts.pop("COUNT", None)
+        local_day = last.astimezone(ZoneInfo(event.time_zone or "UTC")).date()
+        parts["UNTIL"] = f"{local_day:%Y%m%d}"
+        event.recurrence = ";".join(f"{k}={v}" for k, v in sorted(parts.items()))
+        event.deleted_occurrences = [d for d in event.deleted_occurrences if d <= last]
+        event.modified_occurrences = [o for o in event.modified_occurrences if o.original_start <= last]
+        names = ["recurrence"]
+        if event.deleted_occurrences:
+            names.append("deleted_occurrences")
+        if event.modified_occurrences:
+            names.append("modified_occurrences")
+        return self.backend.update_events(self.mailbox, [(ref, event, names)], send_updates=send)[0]
 
     def pull(
         self,
@@ -750,7 +861,7 @@ class CalendarPass:
     def deleted_in_exchange(self, link: ItemLink, activity: Activity, target: Target) -> None:
         """K9: a meeting deleted in Exchange deletes the activity; a personal one follows the policy.
         An edit beats a delete: a CRM change since the last agreement re-creates the event."""
-        crm = self.crm_values(activity, target)
+        crm = self.crm_values(activity, target, link)
         if self.changed_fields(link.snapshot, crm):
             link.remote_id = ""
             self.create(activity, target, link)
@@ -913,8 +1024,19 @@ class CalendarPass:
                 f"({share:.0f} %), more than the safety limit. An administrator must confirm the deletions."
             )
             return True
+        ended = [link for link, _ in deletes if link.snapshot.get("recurrence") and self.began_in_past(link.snapshot)]
+        for link in ended:
+            # K2/K15: a series that began in the past is ended there, not deleted with its past.
+            ref = RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id)
+            found = self.backend.get_events(self.mailbox, [ref])[0]
+            result = self.end_series(ref, found) if isinstance(found, CalendarEvent) else ItemResult(error=found)
+            if result.ok or isinstance(result.error, ItemNotFound):
+                link.delete()
+                self.run.deleted += 1
+            else:
+                self.item_failed(link, result.error)
         for cancel in (True, False):
-            batch = [link for link, organizer_copy in deletes if organizer_copy == cancel]
+            batch = [link for link, organizer_copy in deletes if organizer_copy == cancel and link not in ended]
             if not batch:
                 continue
             refs = [RemoteRef(link.remote_id, link.remote_change_key) for link in batch]
