@@ -344,7 +344,9 @@ class CalendarPass:
         event = remote.get(link.remote_id)
         gone = link.remote_id in deleted_ids
         if entry is None or activity.is_tombstone:
-            if not self.activity_in_window(activity) and not activity.is_tombstone:
+            if not self.activity_in_window(activity):
+                if activity.is_tombstone:
+                    link.delete()  # K2: its event is over and stays; the tombstone may be purged
                 return  # K2: the past is never touched
             if (
                 event is not None
