@@ -85,9 +85,20 @@ Counters, faults, clock::
 Meetings, notifications, auth::
 
     sim.meetings.delivery_delay = 2.0         # seconds before invitee copies appear (default 0)
-    sim.subscriptions.all()                   # live pull/streaming subscriptions
+    sim.subscriptions.all()                   # live pull/streaming subscriptions (.owner, .server, .mailbox)
+    sim.subscriptions.mailbox_servers = 4     # spread mailboxes over 4 Mailbox servers: affinity matters
     sim.streaming.seconds_per_minute = 1      # GetStreamingEvents ConnectionTimeout=1 lasts 1 s in tests
     sim.streaming.heartbeat = 30              # seconds between ConnectionStatus OK keep-alives
+    sim.streaming.open_stream_sizes()         # subscriptions per open stream, e.g. [50, 200]
+    sim.streaming.streams_served              # GetStreamingEvents requests that opened a stream
+    sim.streaming.drop_all()                  # hang up every open stream mid-way (network failure)
+
+A subscription belongs to the account that created it: one GetStreamingEvents may read up to 200
+subscriptions of that account, whichever mailboxes they watch (more: ErrorInvalidArgument; another
+account's: ErrorSubscriptionAccessDenied; unknown or on another Mailbox server:
+ErrorSubscriptionNotFound; the failing ids in ErrorSubscriptionIds). A Subscribe with
+X-PreferServerAffinity: true answers Set-Cookie X-BackEndOverrideCookie; requests carrying it (as a
+cookie or a header) with X-PreferServerAffinity reach that cookie's server, others X-AnchorMailbox's.
     exchange_sim_factory(auth="ntlm")         # NTLM (pyspnego acceptor, one handshake per TCP connection);
                                               # users log in as "svc@contoso.example" or "CONTOSO\\svc"
 

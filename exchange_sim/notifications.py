@@ -2,6 +2,12 @@
 
 An event is Created / Modified / Deleted / Moved / NewMail for an item or a folder, with a watermark
 (the journal sequence number) so a pull client can resume where it left off.
+
+Like Exchange, a subscription belongs to the account that created it (a service account that
+impersonates many mailboxes owns all their subscriptions, so it may read them together on one
+streaming connection), and it lives on one Mailbox server. With ``mailbox_servers`` > 1 the
+mailboxes are spread over several servers and a client must keep affinity (X-AnchorMailbox,
+X-PreferServerAffinity, the X-BackEndOverrideCookie) for a group's subscriptions to meet on one.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +69,10 @@ class Subscription:
     last_seq: int = 0
     timeout_minutes: int | None = None  # pull: expires when not polled for this long (simulated clock)
     last_poll: datetime | None = None
+    owner: str = ""  # the authenticated account that created it ("" without auth), lower case
+    server: str = "MBX1"  # the Mailbox server it lives on
     cond: threading.Condition = field(default_factory=threading.Condition)
+    waiters: set[threading.Event] = field(default_factory=set)  # open streams reading it
 
     def wants(self, event: Event) -> bool:
         if event.kind not in self.event_types:
@@ -75,11 +85,31 @@ class Subscription:
 class Subscriptions:
     """``sim.subscriptions``: the live subscriptions of a store."""
 
+    SERVER_DOMAIN = "mbx.exchange-sim.example"
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._subs: dict[str, Subscription] = {}
+        self.mailbox_servers = 1  # >1: mailboxes spread over that many Mailbox servers
         store.add_listener(self._on_change)
+
+    # ---- Mailbox servers (affinity) --------------------------------------------------------------
+    def server_of(self, mailbox: str) -> str:
+        """The Mailbox server holding a mailbox (stable: a hash of the address)."""
+        count = max(int(self.mailbox_servers), 1)
+        return f"MBX{zlib.crc32(mailbox.lower().encode()) % count + 1}"
+
+    def affinity_cookie(self, server: str) -> str:
+        """The X-BackEndOverrideCookie value that routes to ``server`` (Exchange: FQDN~number)."""
+        return f"{server}.{self.SERVER_DOMAIN}~{zlib.crc32(server.encode())}"
+
+    def server_from_cookie(self, cookie: str | None) -> str | None:
+        if not cookie or "~" not in cookie:
+            return None
+        server = cookie.split("~", 1)[0].split(".", 1)[0]
+        valid = {f"MBX{n}" for n in range(1, max(int(self.mailbox_servers), 1) + 1)}
+        return server if server in valid and cookie == self.affinity_cookie(server) else None
 
     def subscribe(
         self,
@@ -89,6 +119,9 @@ class Subscriptions:
         event_types: list[str],
         watermark: str | None = None,
         timeout_minutes: int | None = None,
+        *,
+        owner: str = "",
+        server: str | None = None,
     ) -> Subscription:
         since = decode_watermark(watermark)
         sub = Subscription(
@@ -100,6 +133,8 @@ class Subscriptions:
             last_seq=self.store.seq if since is None else since,
             timeout_minutes=timeout_minutes,
             last_poll=self.store.clock.now(),
+            owner=owner.lower(),
+            server=server or self.server_of(mailbox),
         )
         if since is not None:
             for change in self.store.journal(since):
@@ -108,27 +143,49 @@ class Subscriptions:
             self._subs[sub.id] = sub
         return sub
 
-    def get(self, subscription_id: str, mailbox: str | None = None) -> Subscription:
+    def get(
+        self,
+        subscription_id: str,
+        mailbox: str | None = None,
+        *,
+        owner: str | None = None,
+        server: str | None = None,
+    ) -> Subscription:
+        """The subscription, as a request that reached ``server`` as ``owner`` may see it.
+
+        Unknown, or living on another Mailbox server (no affinity): ErrorSubscriptionNotFound.
+        Created by another account: ErrorSubscriptionAccessDenied (only the owner may read it).
+        """
         with self._lock:
             sub = self._subs.get(subscription_id)
-        if sub is None or (mailbox and sub.mailbox.lower() != mailbox.lower()):
+        if (
+            sub is None
+            or (mailbox and sub.mailbox.lower() != mailbox.lower())
+            or (server is not None and sub.server != server)
+        ):
             raise StoreError("ErrorSubscriptionNotFound", "The specified subscription was not found.")
+        if owner is not None and sub.owner != owner.lower():
+            raise StoreError(
+                "ErrorSubscriptionAccessDenied", "Access is denied. Only the subscription owner may access the subscription."
+            )
         return sub
 
-    def unsubscribe(self, subscription_id: str, mailbox: str | None = None) -> None:
-        sub = self.get(subscription_id, mailbox)
+    def unsubscribe(self, subscription_id: str, mailbox: str | None = None, **access: Any) -> None:
+        sub = self.get(subscription_id, mailbox, **access)
         with self._lock:
             self._subs.pop(sub.id, None)
         with sub.cond:
             sub.cond.notify_all()
+            for waiter in sub.waiters:
+                waiter.set()
 
     def all(self) -> list[Subscription]:
         with self._lock:
             return list(self._subs.values())
 
-    def pull(self, subscription_id: str, watermark: str | None, mailbox: str | None = None, limit: int = 50) -> tuple[list[Event], str, bool]:
+    def pull(self, subscription_id: str, watermark: str | None, mailbox: str | None = None, limit: int = 50, **access: Any) -> tuple[list[Event], str, bool]:
         """Events after the watermark: (events, previous watermark, more events)."""
-        sub = self.get(subscription_id, mailbox)
+        sub = self.get(subscription_id, mailbox, **access)
         now = self.store.clock.now()
         if sub.timeout_minutes and sub.last_poll and now - sub.last_poll > timedelta(minutes=sub.timeout_minutes):
             with self._lock:
@@ -152,6 +209,18 @@ class Subscriptions:
             batch, sub.events = sub.events, []
             return batch
 
+    def take(self, sub: Subscription) -> list[Event]:
+        """The events waiting on a subscription, handed over and forgotten (streaming)."""
+        with sub.cond:
+            batch, sub.events = sub.events, []
+            return batch
+
+    def watch(self, subs: list[Subscription], waiter: threading.Event, on: bool = True) -> None:
+        """A stream reading ``subs`` is woken through ``waiter`` when any of them gets events."""
+        for sub in subs:
+            with sub.cond:
+                (sub.waiters.add if on else sub.waiters.discard)(waiter)
+
     def current_watermark(self) -> str:
         return encode_watermark(self.store.seq)
 
@@ -168,6 +237,8 @@ class Subscriptions:
                     sub.events.append(event)
                     sub.last_seq = event.seq
                     sub.cond.notify_all()
+                    for waiter in sub.waiters:
+                        waiter.set()
 
     def _events_for(self, change: Change) -> list[Event]:
         if change.moved_to:

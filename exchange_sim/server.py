@@ -174,6 +174,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         if sim.faults.latency_ms:
             time.sleep(sim.faults.latency_ms / 1000)
         violations = sim.validate(envelope, "request", operation)
+        self.response_headers: dict[str, str] = {}
         status, response_root = self._answer(header, request, operation, user, bool(violations))
         if status is None:
             return  # streamed by the notifications layer
@@ -181,7 +182,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         sim.validate(out_envelope, "response", operation)
         payload = etree.tostring(out_envelope, xml_declaration=True, encoding="utf-8")
         sim.request_log.add(LoggedRequest(operation, self.headers.get("X-AnchorMailbox"), status, body.decode("utf-8", "replace"), payload.decode()))
-        self.send_bytes(status, payload)
+        self.send_bytes(status, payload, headers=self.response_headers)
 
     def _answer(self, header: Any, request: Any, operation: str, user: Any, invalid: bool) -> tuple[int | None, Any]:
         sim = self.sim
@@ -189,6 +190,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             return 500, fault_element("ErrorSchemaValidation", "The request failed schema validation.")
         try:
             ctx = self._context(header, user)
+            self.response_headers = ctx.response_headers
             account_key = (user.name if user else ctx.target).lower()
             with sim.concurrency.slot(account_key):
                 self._raise_armed_faults(operation, ctx.target)
@@ -258,6 +260,7 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             is_service_account=is_service,
             version=version,
             simulator=sim,
+            headers=self.headers,
         )
 
     def _envelope(self, content: Any, with_version: bool = True) -> Any:

@@ -1,9 +1,12 @@
 """The push listener (K14): streaming subscriptions on the running environments' calendars.
 
-`run_listener` keeps one thread per (environment, ≤200 calendar users): each holds the streaming
-subscriptions of its mailboxes through the mailbox backend and enqueues a targeted calendar pass
-for the mailbox that changed. After every (re)connection it enqueues a catch-up pass for each of
-its mailboxes, because a stream cannot replay what happened while it was down. A broken stream
+`run_listener` keeps one streaming connection per group of at most 200 calendar users of an
+environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
+owns them all). Groups are cut from the users in address order, so each group's first mailbox
+is its anchor (Microsoft's affinity recipe, see `mailbox.ews.stream_calendar_changes`). Each group
+runs in a thread with connections of its own, and enqueues a targeted calendar pass for the
+mailbox that changed. After every (re)connection it enqueues a catch-up pass for each of its
+mailboxes, because a stream cannot replay what happened while it was down. A broken stream
 reconnects with exponential back-off. Environments that stop, or turn push off, lose their
 threads at the next poll.
 """
@@ -22,10 +25,8 @@ from synccore.models import Backend, Environment, SynchronizerState, SyncUser
 
 log = logging.getLogger(__name__)
 
-# Exchange takes up to 200 subscriptions per streaming connection when they share an anchor
-# mailbox; exchange_sim answers ErrorSubscriptionNotFound for another mailbox's subscription read
-# through one connection, so for now each mailbox gets its own stream.
-CHUNK = 1
+# Subscription ids per GetStreamingEvents request: Exchange's limit.
+GROUP_SIZE = 200
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 
@@ -40,45 +41,50 @@ def wanted_streams() -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]
         settings__backend=Backend.EWS,
     )
     for env in envs:
-        users = list(
-            SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True)
-            .order_by("pk")
-            .values_list("pk", "mailbox_email")
+        users = sorted(
+            SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True).values_list(
+                "pk", "mailbox_email"
+            ),
+            key=lambda user: (user[1].lower(), user[0]),
         )
-        for start in range(0, len(users), CHUNK):
-            chunk = users[start : start + CHUNK]
-            streams[(env.pk, tuple(pk for pk, _ in chunk))] = chunk
+        for start in range(0, len(users), GROUP_SIZE):
+            group = users[start : start + GROUP_SIZE]
+            streams[(env.pk, tuple(pk for pk, _ in group))] = group
     return streams
 
 
 def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Event) -> None:
     """Hold one stream until `stop` is set: enqueue passes, reconnect with back-off."""
     from synccore.mailbox.ews import stream_calendar_changes
-    from synccore.sync.connection import open_backend
+    from synccore.sync.connection import connection_config
 
     by_mailbox = {email.lower(): pk for pk, email in users}
     wait = BACKOFF_FIRST_S
 
     def catch_up() -> None:
+        nonlocal wait
+        wait = BACKOFF_FIRST_S  # subscribed again: the next break starts a fresh back-off
         for pk, _ in users:
             runtime.push_calendar(pk)
         connection.close()  # the stream may block for minutes: hold no database connection meanwhile
 
     while not stop.is_set():
-        backend = None
         try:
             env = Environment.objects.select_related("settings").get(pk=environment_id)
-            backend = open_backend(env.settings)  # its own connections, never the workers'
+            config = connection_config(env.settings)
+            connection.close()
+            # The stream has connections of its own, never the workers' nor another group's.
             for mailbox in stream_calendar_changes(
-                backend, [email for _, email in users], on_subscribed=catch_up, should_stop=stop.is_set
+                config, [email for _, email in users], on_subscribed=catch_up, should_stop=stop.is_set
             ):
-                wait = BACKOFF_FIRST_S  # the stream works again
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
                     runtime.push_calendar(user_id)
                     connection.close()
         except (MailboxError, Environment.DoesNotExist) as exc:
-            log.warning("push stream for environment %s broke: %s; again in %.0f s", environment_id, exc, wait)
+            log.warning(
+                "push stream for environment %s broke: %s; again in %.0f s", environment_id, exc, wait
+            )
             stop.wait(wait)
             wait = min(BACKOFF_MAX_S, wait * 2)
         except Exception:
@@ -86,8 +92,6 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
             stop.wait(wait)
             wait = min(BACKOFF_MAX_S, wait * 2)
         finally:
-            if backend is not None:
-                backend.close()
             connection.close()
 
 
@@ -106,7 +110,10 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
                 if key not in running:
                     ends = threading.Event()
                     thread = threading.Thread(
-                        target=listen, args=(key[0], users, ends), name=f"push-{key[0]}", daemon=True
+                        target=listen,
+                        args=(key[0], users, ends),
+                        name=f"push-{key[0]}-{users[0][1]}",
+                        daemon=True,
                     )
                     thread.start()
                     running[key] = (thread, ends)

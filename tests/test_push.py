@@ -42,12 +42,14 @@ def listener(crm, monkeypatch):
     monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
+    crm.sim.streaming.seconds_per_minute = 2  # a stream notices the listener's stop within 2 s
     stop = threading.Event()
     thread = threading.Thread(target=push.run_listener, args=(stop,), kwargs={"poll_s": 0.5}, daemon=True)
     thread.start()
     yield
     stop.set()
     thread.join(timeout=30)
+    wait_for(lambda: crm.sim.streaming.open_streams == 0)
 
 
 def test_the_listener_catches_up_on_connect_and_enqueues_a_pass_for_the_mailbox_that_changed(crm, listener):
@@ -105,3 +107,81 @@ def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm
     assert {args[:3] for args in push_passes()} == {(crm.alice.pk, "calendar", "push")}
     run_queued_passes()
     assert [e.props["Subject"] for e in crm.mailbox().events()] == ["Pushed visit"]
+
+
+# --- Shared streaming connections: groups of at most 200 subscriptions ---------------------------
+
+
+@pytest.fixture
+def big_org(exchange_sim_factory, monkeypatch):
+    """250 calendar users with push on, in a running environment, on a simulator of their own."""
+    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    emails = [f"user{i:03d}@contoso.example" for i in range(250)]
+    sim = exchange_sim_factory(mailboxes=emails)
+    sim.streaming.seconds_per_minute = 2  # a stream notices the listener's stop within 2 s
+    env = f.environment(
+        "Push at scale",
+        ews_url=sim.url,
+        auth_type="basic",
+        service_account=sim.credentials[0],
+        service_password=sim.credentials[1],
+        synchronize_activities=True,
+        push_enabled=True,
+        pull_interval=1,
+        pull_interval_unit="days",
+    )
+    users = {email: f.sync_user(env, email) for email in emails}
+    env.set_state(SynchronizerState.RUNNING)
+    stop = threading.Event()
+    thread = threading.Thread(target=push.run_listener, args=(stop,), kwargs={"poll_s": 0.5}, daemon=True)
+    thread.start()
+    yield sim, users
+    stop.set()
+    thread.join(timeout=30)
+    wait_for(lambda: sim.streaming.open_streams == 0)
+
+
+def caught_up(users) -> bool:
+    return {args[0] for args in push_passes()} == {user.pk for user in users.values()}
+
+
+def test_250_push_users_share_two_streaming_connections_and_a_change_in_each_group_reaches_the_crm(big_org):
+    sim, users = big_org
+    wait_for(lambda: sim.streaming.open_stream_sizes() == [50, 200])
+    assert len(sim.subscriptions.all()) == 250
+    assert sim.streaming.streams_served == 2
+    wait_for(lambda: caught_up(users))  # after connecting: a catch-up pass for every mailbox
+    OrmQ.objects.all().delete()
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    first_group, second_group = "user007@contoso.example", "user231@contoso.example"
+    for email in (first_group, second_group):
+        sim.user(email).create_event(f"Pushed for {email}", start, start + timedelta(hours=1))
+    wanted = {users[first_group].pk, users[second_group].pk}
+    wait_for(lambda: {args[0] for args in push_passes()} == wanted)
+    run_queued_passes()
+    for email in (first_group, second_group):
+        assert Activity.objects.filter(subject=f"Pushed for {email}").exists()
+
+
+def test_a_dropped_streaming_connection_reconnects_and_catches_up(big_org):
+    sim, users = big_org
+    wait_for(lambda: sim.streaming.open_stream_sizes() == [50, 200])
+    wait_for(lambda: caught_up(users))
+    OrmQ.objects.all().delete()
+    old_subscriptions = {s.id for s in sim.subscriptions.all()}
+
+    assert sim.streaming.drop_all() == 2  # the network fails under both connections
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    sim.user("user123@contoso.example").create_event("During the gap", start, start + timedelta(hours=1))
+
+    # Both groups reconnect with new subscriptions, and catch up every mailbox: the gap's change is
+    # not replayed by the stream, the catch-up pass of its mailbox finds it.
+    wait_for(lambda: sim.streaming.streams_served >= 4 and sim.streaming.open_stream_sizes() == [50, 200])
+    wait_for(lambda: caught_up(users))
+    assert not old_subscriptions & {s.id for s in sim.subscriptions.all()}
+    for row in OrmQ.objects.all():
+        if SignedPackage.loads(row.payload)["args"][0] != users["user123@contoso.example"].pk:
+            row.delete()
+    run_queued_passes()
+    assert Activity.objects.filter(subject="During the gap").exists()

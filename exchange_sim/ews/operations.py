@@ -48,6 +48,8 @@ class RequestContext:
     version: str = "Exchange2016"
     simulator: Any = None  # the Simulator, for features beyond the store (subscriptions, id conversion)
     extras: dict[str, Any] = field(default_factory=dict)
+    headers: Any = None  # the HTTP request headers (affinity headers and cookies for notifications)
+    response_headers: dict[str, str] = field(default_factory=dict)  # extra HTTP headers of the answer
 
     def check_mailbox(self, address: str) -> str:
         if not self.store.has_mailbox(address):

@@ -51,7 +51,7 @@ from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAd
 from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY, SEND_TO_NONE
 from exchangelib.properties import Attendee as EwsAttendee
 from exchangelib.properties import DistinguishedFolderId, Mailbox, OccurrenceItemId
-from exchangelib.protocol import BaseProtocol
+from exchangelib.protocol import BaseProtocol, Protocol
 from exchangelib.recurrence import (
     AbsoluteMonthlyPattern,
     AbsoluteYearlyPattern,
@@ -781,8 +781,16 @@ class _EwsCalendar:
 
 
 class EwsBackend(_EwsCalendar, MailboxBackend):
-    def __init__(self, config: ConnectionConfig) -> None:
+    def __init__(self, config: ConnectionConfig, *, own_pool: bool = False) -> None:
+        """``own_pool``: connections of this backend's own, not shared with the rest of the process.
+
+        exchangelib keeps one protocol (one pool of HTTP sessions) per endpoint and credentials for
+        the whole process. A streaming connection blocks one of those sessions for minutes, so
+        each push connection asks for a pool of its own.
+        """
         self.config = config
+        self._own_pool = own_pool
+        self._own_protocols: dict[int, Protocol] = {}
         self._configuration = Configuration(
             service_endpoint=config.ews_url or None,
             server=None,
@@ -834,14 +842,26 @@ class EwsBackend(_EwsCalendar, MailboxBackend):
                     retry_policy=SyncRetryPolicy(max_wait=self.config.max_wait_s),
                     max_connections=4,
                 )
-            self._accounts[key] = Account(
+            account = Account(
                 primary_smtp_address=mailbox,
                 config=configuration,
                 autodiscover=False,
                 access_type=IMPERSONATION if self.config.impersonation else DELEGATE,
                 default_timezone=None,
             )
+            if self._own_pool:
+                account.protocol = self._own_protocol(configuration)
+            self._accounts[key] = account
         return self._accounts[key]
+
+    def _own_protocol(self, configuration: Configuration) -> Protocol:
+        found = self._own_protocols.get(id(configuration))
+        if found is None:
+            # Calling the class through `type` skips exchangelib's process-wide protocol cache
+            # (its metaclass); the protocol and its session pool belong to this backend alone.
+            found = type.__call__(Protocol, config=configuration)
+            self._own_protocols[id(configuration)] = found
+        return found
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -1045,15 +1065,16 @@ class EwsBackend(_EwsCalendar, MailboxBackend):
             except Exception:  # closing is best effort
                 log.debug("closing an EWS protocol failed", exc_info=True)
         self._accounts.clear()
+        self._own_protocols.clear()
 
 
 # --- Push: streaming notifications (K14; used by the push listener process only) ---------------
 
-MAX_SUBSCRIPTIONS_PER_CONNECTION = 200
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 200  # Exchange's limit of subscription ids per GetStreamingEvents
 
 
 def stream_calendar_changes(
-    backend: EwsBackend,
+    config: ConnectionConfig,
     mailboxes: Sequence[str],
     *,
     on_subscribed=None,
@@ -1062,37 +1083,55 @@ def stream_calendar_changes(
 ):
     """Yield the address of each mailbox whose calendar changed, for as long as the stream lives.
 
-    One streaming subscription per mailbox, all read over one connection (at most 200, Exchange's
-    limit). ``on_subscribed`` is called once the subscriptions exist: streaming cannot replay what
-    happened before, so the caller runs its catch-up then. Raises ``MailboxError`` when the stream
-    breaks; the caller backs off and calls again (a new gap, a new catch-up). Give the listener a
-    backend of its own: a blocking stream holds one of its connections for minutes.
+    One streaming subscription per mailbox, all read over one connection of its own (at most 200,
+    Exchange's limit), the way Microsoft describes keeping affinity for a group of subscriptions:
+    the group's anchor is its alphabetically first mailbox; the anchor subscribes first and the
+    X-BackEndOverrideCookie of that answer goes with every other subscription of the group and with
+    the GetStreamingEvents request, which impersonates the anchor. So the group's subscriptions
+    live on one Mailbox server and one request reads them all.
+
+    ``on_subscribed`` is called once the subscriptions exist: streaming cannot replay what happened
+    before, so the caller runs its catch-up then. Raises ``MailboxError`` when the stream breaks
+    (a stream that ends without the server closing it counts as broken); the caller backs off and
+    calls again (a new gap, a new catch-up).
     """
     from exchangelib.properties import StatusEvent
+    from exchangelib.services import GetStreamingEvents
 
     if len(mailboxes) > MAX_SUBSCRIPTIONS_PER_CONNECTION:
         raise ValueError(f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection")
+    if not mailboxes:
+        return
+    backend = EwsBackend(config, own_pool=True)
+    ordered = sorted(mailboxes, key=str.lower)
+    anchor = backend.account(ordered[0])
     subscriptions: dict[str, str] = {}
     try:
-        for mailbox in mailboxes:
-            calendar = backend.account(mailbox).calendar
-            subscriptions[backend._call(calendar.subscribe_to_streaming)] = mailbox
-        if not subscriptions:
-            return
+        for mailbox in ordered:
+            account = backend.account(mailbox)
+            if account is not anchor:
+                account.affinity_cookie = anchor.affinity_cookie
+            subscriptions[backend._call(account.calendar.subscribe_to_streaming)] = mailbox
         if on_subscribed:
             on_subscribed()
-        reader = backend.account(mailboxes[0]).calendar
         while not should_stop():
-            notifications = reader.get_streaming_events(
-                list(subscriptions), connection_timeout=connection_timeout_minutes
-            )
-            for notification in notifications:
-                if any(not isinstance(event, StatusEvent) for event in notification.events):
-                    mailbox = subscriptions.get(notification.subscription_id)
-                    if mailbox:
-                        yield mailbox
-                if should_stop():
-                    return
+            reader = GetStreamingEvents(account=anchor)
+            try:
+                for notification in reader.call(list(subscriptions), connection_timeout_minutes):
+                    if any(not isinstance(event, StatusEvent) for event in notification.events):
+                        mailbox = subscriptions.get(notification.subscription_id)
+                        if mailbox:
+                            yield mailbox
+                    if should_stop():
+                        return
+            finally:
+                # Hang up now, not when the garbage collector gets to it: the server streams on
+                # for as long as the connection is open.
+                reader.stop_streaming()
+            if reader.connection_status != GetStreamingEvents.CLOSED:
+                raise base.TransientMailboxError(
+                    "The streaming connection ended before the server closed it."
+                )
     except MailboxError:
         raise
     except Exception as exc:
@@ -1103,3 +1142,4 @@ def stream_calendar_changes(
                 backend.account(mailbox).calendar.unsubscribe(subscription_id)
             except Exception:  # the server drops unread subscriptions on its own
                 log.debug("unsubscribing %s failed", mailbox, exc_info=True)
+        backend.close()

@@ -11,6 +11,7 @@ import time
 import pytest
 from exchangelib.errors import ErrorSubscriptionNotFound
 from exchangelib.properties import CreatedEvent, DeletedEvent, ModifiedEvent, MovedEvent, StatusEvent
+from lxml import etree
 
 from exchange_sim import Simulator
 
@@ -134,3 +135,122 @@ def test_a_pull_subscription_expires_when_not_polled_within_its_timeout(account,
     exchange_sim.clock.advance(dt.timedelta(minutes=6))
     with pytest.raises(ErrorExpiredSubscription):
         pull(account.contacts, subscription_id, watermark)
+
+
+# --- Several mailboxes on one streaming connection (the push listener's groups) ----------------
+
+
+def _stream_ids(account, subscription_ids, *, until: int) -> list[str]:
+    """Mailbox-changing notifications on one connection, by subscription id, until `until` arrived."""
+    seen = []
+    for notification in account.calendar.get_streaming_events(subscription_ids, connection_timeout=1):
+        if any(not isinstance(e, StatusEvent) for e in notification.events):
+            seen.append(notification.subscription_id)
+        if len(seen) >= until:
+            break
+    return seen
+
+
+def test_one_stream_carries_the_subscriptions_of_several_mailboxes_created_by_the_same_account(
+    exchange_sim: Simulator,
+):
+    exchange_sim.streaming.seconds_per_minute = 5
+    mailboxes = ["alice@contoso.example", "bob@contoso.example", "carol@contoso.example"]
+    accounts = [connect(exchange_sim, mailbox) for mailbox in mailboxes]
+    ids = {account.calendar.subscribe_to_streaming(): account.primary_smtp_address for account in accounts}
+    reader = connect(exchange_sim, mailboxes[0], max_connections=1)  # impersonating the group's anchor
+
+    def change_later() -> None:
+        time.sleep(0.3)
+        exchange_sim.user("bob@contoso.example").create_event("Bob's", *_hour())
+        exchange_sim.user("carol@contoso.example").create_event("Carol's", *_hour())
+
+    threading.Thread(target=change_later).start()
+    seen = _stream_ids(reader, list(ids), until=2)
+    assert sorted(ids[i] for i in seen) == ["bob@contoso.example", "carol@contoso.example"]
+
+
+def test_a_stream_refuses_another_accounts_subscription_with_access_denied(exchange_sim: Simulator):
+    from exchangelib.errors import ErrorSubscriptionAccessDenied
+
+    exchange_sim.add_user("svc2@contoso.example", "other-password", service_account=True)
+    mine = connect(exchange_sim).calendar.subscribe_to_streaming()
+    theirs = (
+        connect(exchange_sim, "bob@contoso.example", credentials=("svc2@contoso.example", "other-password"))
+        .calendar.subscribe_to_streaming()
+    )
+    with pytest.raises(ErrorSubscriptionAccessDenied):
+        list(connect(exchange_sim).calendar.get_streaming_events([mine, theirs], connection_timeout=1))
+    # The answer names the subscriptions that failed, and only those.
+    answer = etree.fromstring(_raw_streaming_answer(exchange_sim, [mine, theirs]).split(b"\r\n")[1])
+    named = [e.text for e in answer.findall(".//{*}ErrorSubscriptionIds/{*}SubscriptionId")]
+    assert named == [theirs]
+
+
+def _raw_streaming_answer(sim: Simulator, subscription_ids: list[str]) -> bytes:
+    """The first chunk of a GetStreamingEvents answer, read off the socket (status line, headers, chunk)."""
+    ids = "".join(f"<t:SubscriptionId>{i}</t:SubscriptionId>" for i in subscription_ids)
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" '
+        'xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">'
+        '<s:Header><t:RequestServerVersion Version="Exchange2016"/></s:Header>'
+        f"<s:Body><m:GetStreamingEvents><m:SubscriptionIds>{ids}</m:SubscriptionIds>"
+        "<m:ConnectionTimeout>1</m:ConnectionTimeout></m:GetStreamingEvents></s:Body></s:Envelope>"
+    ).encode()
+    auth = base64.b64encode(":".join(sim.credentials).encode()).decode()
+    request = (
+        f"POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+        f"X-AnchorMailbox: alice@contoso.example\r\nContent-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"</s:Envelope>" not in received:
+            received += sock.recv(65536)
+    return received.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_stream_refuses_more_than_200_subscriptions(exchange_sim: Simulator, account):
+    from exchangelib.errors import ErrorInvalidArgument
+
+    ids = [account.calendar.subscribe_to_streaming()] * 201
+    with pytest.raises(ErrorInvalidArgument, match="at most 200"):
+        list(account.calendar.get_streaming_events(ids, connection_timeout=1))
+    assert exchange_sim.streaming.open_streams == 0
+
+
+def test_with_several_mailbox_servers_a_group_keeps_affinity_through_the_anchors_cookie(exchange_sim: Simulator):
+    subs = exchange_sim.subscriptions
+    subs.mailbox_servers = 4
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    anchor, other = next(
+        (f"{a}@contoso.example", f"{b}@contoso.example")
+        for a in names
+        for b in names
+        if subs.server_of(f"{a}@contoso.example") != subs.server_of(f"{b}@contoso.example")
+    )
+    # Without affinity each subscription lives on its own mailbox's server: one stream cannot read both.
+    lone = connect(exchange_sim, other)
+    stray = lone.calendar.subscribe_to_streaming()
+    lone.protocol.close()  # fresh sessions: no cookie carried over from that answer
+    reader = connect(exchange_sim, anchor)
+    reader.affinity_cookie = None
+    anchored = reader.calendar.subscribe_to_streaming()
+    with pytest.raises(ErrorSubscriptionNotFound):
+        list(reader.calendar.get_streaming_events([anchored, stray], connection_timeout=1))
+    assert subs.get(anchored).server != subs.get(stray).server
+
+    # The documented way: the anchor subscribes first; its cookie routes the others to its server.
+    exchange_sim.streaming.seconds_per_minute = 5
+    reader.protocol.close()
+    reader.affinity_cookie = None
+    first = reader.calendar.subscribe_to_streaming()
+    assert reader.affinity_cookie, "the subscription answer carries X-BackEndOverrideCookie"
+    member = connect(exchange_sim, other)
+    member.affinity_cookie = reader.affinity_cookie
+    second = member.calendar.subscribe_to_streaming()
+    assert subs.get(first).server == subs.get(second).server == subs.server_of(anchor)
+    threading.Timer(0.3, lambda: exchange_sim.user(other).create_event("Routed", *_hour())).start()
+    assert _stream_ids(reader, [first, second], until=1) == [second]
