@@ -14,7 +14,11 @@ Layout
 ``server.py``       HTTP/1.1 keep-alive server, auth, faults, SOAP envelopes; ``control.py`` the /_sim/ API
 ``simulator.py``    `Simulator`, tying the above together; ``faults.py`` switches, counters, request log
 ``schema.py``       validation against messages.xsd/types.xsd; ``demo.py`` the demo organisation
-``__main__.py``     ``python -m exchange_sim --port 0 ...`` prints ``EWS endpoint: http://HOST:PORT/EWS/Exchange.asmx``
+``graph/``          the Microsoft Graph v1.0 front end over the same store, served over TLS (see "Graph" below)
+``__main__.py``     ``python -m exchange_sim --port 0 ...`` prints ``EWS endpoint: http://HOST:PORT/EWS/Exchange.asmx``,
+                    ``Graph endpoint: https://HOST:PORT/v1.0``, ``Token endpoint: https://HOST:PORT/contoso/oauth2/v2.0/token``
+                    and ``CA bundle: PATH``; ``--app CLIENT_ID:SECRET[:MAILBOX,...]`` (repeatable, default the demo
+                    app ``demo-client`` / ``demo-secret``), ``--graph-port``, ``--tls-dir DIR``, ``--no-graph``
 
 It imports nothing of the product, and no product module imports it.
 
@@ -106,6 +110,29 @@ exchangelib note: with max_connections=1 a blocking ``get_streaming_events`` hol
 of that Account's protocol; give the listener its own Account/Configuration.
 
 The same is offered over HTTP under ``/_sim/`` on the EWS port (see `control`).
+
+Graph
+-----
+Every started Simulator also serves Microsoft Graph v1.0 over HTTPS on a second port, with a test CA made
+once per process (trustme). One organisation, two doors: what is written over EWS is read over Graph and
+the other way round (property names differ, the store is the same; the sync id written over EWS as
+``ExtendedKey.create("String", property_set_id=GUID, name="CrmSyncId")`` is the Graph extended property
+``String {GUID} Name CrmSyncId``)::
+
+    sim.graph_url                 # "https://127.0.0.1:PORT/v1.0"
+    sim.token_url                 # "https://127.0.0.1:PORT/contoso/oauth2/v2.0/token" (client credentials)
+    sim.authority                 # "https://127.0.0.1:PORT/contoso": msal's authority (instance_discovery=False)
+    sim.ca_bundle                 # PEM file of the test CA (httpx/msal verify=...)
+    sim.graph_app, sim.tenant     # ("demo-client", "demo-secret"), "contoso" (GUID and contoso.onmicrosoft.com too)
+    sim.graph.add_app("crm", "pw", mailboxes=["alice@contoso.example"])   # an application access policy: 403 elsewhere
+    sim.graph.add_app("dir", "pw", roles=("User.Read.All", "Contacts.ReadWrite"))  # default roles: Contacts/Calendars.ReadWrite
+    sim.graph.expire_tokens()     # or sim.clock.advance(timedelta(hours=1)): 401 InvalidAuthenticationToken
+    sim.counters.for_mailbox("alice@contoso.example", protocol="graph")   # Graph requests are "graph.<resource>.<action>"
+    Simulator(graph=False)        # EWS only
+
+Errors are Graph's ``{"error": {"code", "message", "innerError"}}``. The EWS faults apply to Graph requests
+too (``http_503`` -> 503 with Retry-After, ``drop_connection``, ``unauthorized`` -> 401, ``latency_ms``).
+Deviations from real Graph are listed in `exchange_sim.graph`.
 
 EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
 AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,

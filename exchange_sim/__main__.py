@@ -1,5 +1,10 @@
 """python -m exchange_sim [--host 127.0.0.1] [--port 8765] [--mailbox ADDRESS ...]
-[--service-account USER:PASSWORD] [--auth none|basic|ntlm] [--latency-ms N] [--state FILE]"""
+[--service-account USER:PASSWORD] [--auth none|basic|ntlm] [--latency-ms N] [--state FILE]
+[--graph-port N] [--app CLIENT_ID:SECRET[:MAILBOX,...] ...] [--tls-dir DIR] [--no-graph]
+
+Prints ``EWS endpoint: http://HOST:PORT/EWS/Exchange.asmx``, then (unless --no-graph)
+``Graph endpoint: https://HOST:PORT/v1.0``, ``Token endpoint: https://HOST:PORT/contoso/oauth2/v2.0/token``
+and ``CA bundle: PATH``."""
 
 from __future__ import annotations
 
@@ -34,12 +39,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KIND[:TIMES]",
         help="arm a fault at start, e.g. server_busy:3 or http_503 (TIMES 0 = until cleared via /_sim/faults/clear)",
     )
+    parser.add_argument(
+        "--graph-port",
+        type=int,
+        default=None,
+        help="HTTPS port of Graph and the token endpoint (default: --port + 1, or a free port with --port 0)",
+    )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID:SECRET[:MAILBOX,...]",
+        help="repeatable Graph app registration (optionally restricted to some mailboxes); "
+        "default: demo-client:demo-secret with access to every mailbox",
+    )
+    parser.add_argument("--tls-dir", metavar="DIR", help="keep the test CA here (reused by later runs)")
+    parser.add_argument("--no-graph", action="store_true", help="serve EWS only")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
+def parse_app(spec: str) -> tuple[str, str, list[str] | None]:
+    client_id, _, rest = spec.partition(":")
+    secret, _, mailboxes = rest.partition(":")
+    if not client_id or not secret:
+        raise SystemExit(f"--app wants CLIENT_ID:SECRET[:MAILBOX,...], got {spec!r}")
+    return client_id, secret, [m for m in mailboxes.split(",") if m] if mailboxes else None
+
+
 def build(args: argparse.Namespace) -> Simulator:
     user, _, password = args.service_account.partition(":")
+    graph_port = args.graph_port if args.graph_port is not None else (args.port + 1 if args.port else 0)
     sim = Simulator(
         auth=args.auth,
         service_account=(user, password),
@@ -47,6 +77,10 @@ def build(args: argparse.Namespace) -> Simulator:
         port=args.port,
         latency_ms=args.latency_ms,
         state_file=args.state,
+        graph=not args.no_graph,
+        graph_port=graph_port,
+        apps=[parse_app(spec) for spec in args.app] or None,
+        tls_dir=args.tls_dir,
     )
     if args.state and os.path.exists(args.state):
         sim.store.load(args.state)
@@ -74,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the process like Ctrl-C, so the --state snapshot is written
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     sim.bind()
+    if sim.graph is not None:
+        sim.graph.start()  # in its own thread; EWS is served in this one
     print(f"EWS endpoint: {sim.url}", flush=True)
+    if sim.graph is not None:
+        print(f"Graph endpoint: {sim.graph_url}", flush=True)
+        print(f"Token endpoint: {sim.token_url}", flush=True)
+        print(f"CA bundle: {sim.ca_bundle}", flush=True)
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

@@ -22,6 +22,12 @@
     GET  /_sim/log                             POST /_sim/log {"enabled": true} | {"clear": true}
     GET  /_sim/violations                      schema violations seen so far
     POST /_sim/save                            write the --state file now
+    GET  /_sim/graph                           Graph endpoints, apps, throttling; POST /_sim/graph/expire_tokens,
+                                               /_sim/graph/invalidate_delta_tokens, /_sim/graph/apps {"client_id",
+                                               "secret", "mailboxes", "roles"}, /_sim/graph/throttling {"concurrency",
+                                               "retry_after", "requests", "per_seconds"}; /_sim/graph/subscriptions
+                                               (GET list; POST .../<id>/lifecycle {"event": "missed"})
+The control API is served on the EWS port and on the Graph (TLS) port alike.
 """
 
 from __future__ import annotations
@@ -105,6 +111,8 @@ class ControlApi:
             return 200, {"delivery_delay": sim.meetings.delivery_delay}
         if head == "clock":
             return self._clock(method, data)
+        if head == "graph" and sim.graph is not None:
+            return sim.graph.control(method, parts[1:], data)
         if head == "mailboxes":
             return self._mailboxes(method, parts[1:], query, data)
         if head == "items" and len(parts) >= 3 and method == "POST":

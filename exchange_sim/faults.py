@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ FAULT_KINDS = {
     "invalid_sync_state": "SyncFolderItems answers ErrorInvalidSyncStateData -> ErrorInvalidSyncStateData",
     "mailbox_move": "ErrorMailboxMoveInProgress in the response message -> ErrorMailboxMoveInProgress",
     "exceeded_connections": "ErrorExceededConnectionCount SOAP fault -> ErrorExceededConnectionCount",
+    "throttled": "Graph only: HTTP 429 ApplicationThrottled with Retry-After (EWS ignores it)",
 }
 
 
@@ -33,8 +34,10 @@ class Fault:
     mailbox: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
-    def matches(self, kind: str, operation: str | None, mailbox: str | None) -> bool:
+    def matches(self, kind: str, operation: str | None, mailbox: str | None, exact: bool = False) -> bool:
         if self.kind != kind:
+            return False
+        if exact and self.operation != operation:
             return False
         if self.operation and operation and self.operation != operation:
             return False
@@ -117,11 +120,18 @@ class Faults:
     def mailbox_move(self, mailbox: str | None = None, times: int | None = 1, operation: str | None = None) -> Fault:
         return self.arm("mailbox_move", times, operation, mailbox)
 
-    def take(self, kind: str, operation: str | None = None, mailbox: str | None = None) -> Fault | None:
-        """Consume one shot of an armed fault of this kind matching the request, if any."""
+    def throttled(self, times: int | None = 1, retry_after: int = 1, operation: str | None = None, mailbox: str | None = None) -> Fault:
+        """Graph answers 429 ApplicationThrottled with this Retry-After (seconds)."""
+        return self.arm("throttled", times, operation, mailbox, retry_after=retry_after)
+
+    def take(self, kind: str, operation: str | None = None, mailbox: str | None = None, *, exact: bool = False) -> Fault | None:
+        """Consume one shot of an armed fault of this kind matching the request, if any.
+
+        ``exact``: only a fault armed for exactly this operation (Graph's token endpoint and $batch
+        sub-requests are not hit by faults armed for "any request")."""
         with self._lock:
             for fault in self._armed:
-                if fault.matches(kind, operation, mailbox):
+                if fault.matches(kind, operation, mailbox, exact):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -148,11 +158,24 @@ class Faults:
             }
 
 
+GRAPH_PREFIX = "graph."
+
+
+def _protocol_of(operation: str) -> str:
+    return "graph" if operation.startswith(GRAPH_PREFIX) else "ews"
+
+
 class Counters:
-    """Requests per EWS operation (and per mailbox), counted as they arrive.
+    """Requests per operation (and per mailbox), counted as they arrive.
+
+    EWS operations are counted by name (``CreateItem``); Graph requests as ``graph.<resource>.<action>``
+    (``graph.contacts.create``, ``graph.$batch``, ``graph.token``). A ``$batch`` is one request, counted
+    once for each mailbox its sub-requests address; its sub-requests are counted apart.
 
     >>> sim.counters["CreateItem"]      # 0 when never called
-    >>> sim.counters.total()
+    >>> sim.counters.total(); sim.counters.total(protocol="graph")
+    >>> sim.counters.for_mailbox("alice@contoso.example", protocol="graph")
+    >>> sim.counters.sub_requests("graph.contacts.create")
     >>> sim.counters.reset()
     """
 
@@ -160,6 +183,7 @@ class Counters:
         self._lock = threading.Lock()
         self._by_op: Counter[str] = Counter()
         self._by_mailbox: Counter[tuple[str, str]] = Counter()
+        self._sub: Counter[tuple[str, str]] = Counter()
 
     connections = 0  # TCP connections accepted (keep-alive keeps this low)
 
@@ -173,17 +197,41 @@ class Counters:
             if mailbox:
                 self._by_mailbox[(mailbox.lower(), operation)] += 1
 
+    def count_request(self, operation: str, mailboxes: Iterable[str]) -> None:
+        """One request that touched several mailboxes (a Graph $batch): once in total, once per mailbox."""
+        with self._lock:
+            self._by_op[operation] += 1
+            for mailbox in {m.lower() for m in mailboxes if m}:
+                self._by_mailbox[(mailbox, operation)] += 1
+
+    def count_sub_request(self, operation: str, mailbox: str | None) -> None:
+        with self._lock:
+            self._sub[((mailbox or "").lower(), operation)] += 1
+
     def __getitem__(self, operation: str) -> int:
         with self._lock:
             return self._by_op[operation]
 
-    def for_mailbox(self, mailbox: str, operation: str | None = None) -> int:
+    def for_mailbox(self, mailbox: str, operation: str | None = None, protocol: str | None = None) -> int:
         with self._lock:
-            return sum(n for (mb, op), n in self._by_mailbox.items() if mb == mailbox.lower() and operation in (None, op))
+            return sum(
+                n
+                for (mb, op), n in self._by_mailbox.items()
+                if mb == mailbox.lower() and operation in (None, op) and protocol in (None, _protocol_of(op))
+            )
 
-    def total(self) -> int:
+    def total(self, protocol: str | None = None) -> int:
         with self._lock:
-            return sum(self._by_op.values())
+            return sum(n for op, n in self._by_op.items() if protocol in (None, _protocol_of(op)))
+
+    def sub_requests(self, operation: str | None = None, mailbox: str | None = None) -> int:
+        """Graph $batch sub-requests, by operation and/or mailbox."""
+        with self._lock:
+            return sum(
+                n
+                for (mb, op), n in self._sub.items()
+                if operation in (None, op) and (mailbox is None or mb == mailbox.lower())
+            )
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -193,6 +241,7 @@ class Counters:
         with self._lock:
             self._by_op.clear()
             self._by_mailbox.clear()
+            self._sub.clear()
             self.connections = 0
 
 
@@ -203,6 +252,7 @@ class LoggedRequest:
     status: int
     request: str
     response: str
+    protocol: str = "ews"
 
 
 class RequestLog:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exchange_sim.clock import Clock
 from exchange_sim.faults import Counters, Faults, RequestLog
@@ -15,6 +15,9 @@ from exchange_sim.schema import SchemaValidator, Violation, default_schema_dir
 from exchange_sim.server import EWS_PATH, Concurrency, EwsHTTPServer, basic_credentials
 from exchange_sim.store import Store
 from exchange_sim.user import MailboxUser
+
+if TYPE_CHECKING:
+    from exchange_sim.graph.frontend import GraphFrontEnd
 
 log = logging.getLogger("exchange_sim")
 
@@ -83,6 +86,11 @@ class Simulator:
         schema_dir: Path | str | bool | None = None,
         latency_ms: int = 0,
         state_file: str | None = None,
+        graph: bool = True,
+        graph_port: int = 0,
+        tenant: str = "contoso",
+        apps: list[tuple[str, str]] | list[tuple[str, str, list[str] | None]] | None = None,
+        tls_dir: str | None = None,
     ) -> None:
         self.store = store or Store()
         self.host, self.port = host, port
@@ -104,11 +112,18 @@ class Simulator:
         self.subscriptions: Any = None  # notifications.Subscriptions
         self._extras: list[Callable[[Any, str], dict[str, Any]]] = []
         self._server: EwsHTTPServer | None = None
+        self._serving = False
         self._thread: threading.Thread | None = None
         from exchange_sim.control import ControlApi
 
         self.control = ControlApi(self)
         self._install_features()
+        # The Graph front end over the same store, served over TLS (None with graph=False).
+        self.graph: GraphFrontEnd | None = None
+        if graph:
+            from exchange_sim.graph.frontend import GraphFrontEnd
+
+            self.graph = GraphFrontEnd(self, port=graph_port, tenant=tenant, apps=apps, tls_dir=tls_dir)
 
     def _install_features(self) -> None:
         """Optional layers (calendar, meetings, notifications) register themselves here."""
@@ -166,25 +181,41 @@ class Simulator:
 
     # ---- serving ---------------------------------------------------------------------------------
     def start(self) -> Simulator:
-        """Bind and serve in a background thread."""
+        """Bind and serve (EWS over HTTP, Graph over HTTPS) in background threads."""
         self.bind()
-        self._thread = threading.Thread(target=self.serve_forever, name="exchange_sim", daemon=True)
+        if self.graph is not None:
+            self.graph.start()
+        self._serving = True  # before the thread runs: a stop() right after start() must wait for its loop
+        self._thread = threading.Thread(target=self._serve_ews, name="exchange_sim", daemon=True)
         self._thread.start()
         return self
 
     def bind(self) -> None:
         self._server = EwsHTTPServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
+        if self.graph is not None:
+            self.graph.bind()
 
     def serve_forever(self) -> None:
+        """Serve until interrupted: Graph in a background thread, EWS in this one (after `bind`)."""
+        if self.graph is not None and not self.graph.serving:
+            self.graph.start()
+        self._serve_ews()
+
+    def _serve_ews(self) -> None:
         assert self._server is not None
+        self._serving = True
         self._server.serve_forever(poll_interval=0.1)
 
     def stop(self) -> None:
         if self.streaming is not None:
             self.streaming.close_all()
+        if self.graph is not None:
+            self.graph.stop()
         if self._server is not None:
-            self._server.shutdown()
+            if self._serving:  # shutdown() waits for a serve loop, which an early Ctrl-C may have prevented
+                self._server.shutdown()
+            self._serving = False
             self._server.server_close()
             self._server.close_connections()
             self._server = None
@@ -212,6 +243,42 @@ class Simulator:
         return f"{self.base_url}{EWS_PATH}"
 
     endpoint = url
+
+    # ---- Graph -------------------------------------------------------------------------------------
+    def _graph(self) -> GraphFrontEnd:
+        if self.graph is None:
+            raise RuntimeError("this simulator serves no Graph (graph=False)")
+        return self.graph
+
+    @property
+    def graph_url(self) -> str:
+        """https://127.0.0.1:PORT/v1.0"""
+        return self._graph().url
+
+    @property
+    def token_url(self) -> str:
+        """https://127.0.0.1:PORT/contoso/oauth2/v2.0/token"""
+        return self._graph().token_url
+
+    @property
+    def authority(self) -> str:
+        """The token URL without /oauth2/v2.0/token: what msal takes as authority."""
+        return self._graph().authority
+
+    @property
+    def ca_bundle(self) -> str:
+        """Path of the PEM file with the test CA that signed the TLS certificate."""
+        return self._graph().ca_bundle
+
+    @property
+    def tenant(self) -> str:
+        return self._graph().tenant
+
+    @property
+    def graph_app(self) -> tuple[str, str]:
+        """(client id, secret) of the first registered app: the demo app unless --app was given."""
+        app = next(iter(self._graph().directory.apps.values()))
+        return app.client_id, app.secret
 
     # ---- hooks for the request path ---------------------------------------------------------------
     def add_request_extras(self, provider: Callable[[Any, str], dict[str, Any]]) -> None:

@@ -1,0 +1,18 @@
+"""The Graph front end: Microsoft Graph v1.0 (and Entra ID's token endpoint) over the same store as EWS.
+
+``frontend``  `GraphFrontEnd` (``sim.graph``): apps, tokens, throttling, delta tokens, subscriptions, TLS
+``server``    the TLS listener: /v1.0, /{tenant}/oauth2/v2.0/token, openid-configuration, /_sim/
+``api``       routing and the per-mailbox pipeline; ``batch`` $batch; ``odata`` query options and $filter
+``auth``      tenant, app registrations, client-credentials tokens; ``tls`` the test CA (trustme)
+``ids``       REST / immutable / occurrence ids; ``throttle`` 429s with Retry-After; ``errors`` error bodies
+
+See the package docstring of `exchange_sim` for the API tests use.
+
+Deviations from Microsoft Graph (deliberate)
+--------------------------------------------
+* One tenant (``contoso``); tokens are HS256 JWTs signed by the simulator (clients must treat them as opaque,
+  as Microsoft asks); there is no /common or /organizations authority and no instance discovery endpoint
+  (msal needs ``instance_discovery=False`` or ``validate_authority=False``).
+* HTTP/1.1 only (ALPN offers no h2); the certificate is for 127.0.0.1, localhost and the bound host.
+* Users are the simulator's mailboxes; a user's id is a GUID derived from the address.
+"""
