@@ -134,6 +134,21 @@ Errors are Graph's ``{"error": {"code", "message", "innerError"}}``. The EWS fau
 too (``http_503`` -> 503 with Retry-After, ``drop_connection``, ``unauthorized`` -> 401, ``latency_ms``).
 Deviations from real Graph are listed in `exchange_sim.graph`.
 
+Served under /v1.0 (``{user}`` is an address or the user's id): ``users/{user}/contactFolders`` (+ ``/{id}``,
+``/{id}/childFolders``; the default folder is ``contactFolders/contacts``), ``users/{user}/contacts`` and
+``contactFolders/{id}/contacts`` (create, read, PATCH, DELETE to Deleted Items, ``permanentDelete``),
+``contactFolders/{id}/contacts/delta``, ``$batch``; OData ``$select``, ``$filter`` (incl.
+``singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq '...')``), ``$expand=
+singleValueExtendedProperties($filter=id eq '...')``, ``$top``/``$skip``/``$orderby``, ``@odata.nextLink``;
+headers ``If-Match`` (412 on a stale change key), ``Prefer: IdType="ImmutableId"``, ``odata.maxpagesize``::
+
+    sim.graph.throttling.concurrency = 4                      # per app and mailbox; off by default -> 429
+    sim.graph.throttling.budget(requests=100, per_seconds=600)  # on the simulator clock -> 429 + Retry-After
+    sim.faults.throttled(times=2, retry_after=3, operation="graph.contacts.create", mailbox=...)  # forced 429
+    sim.faults.arm("invalid_sync_state", operation="graph.contacts.delta")   # next delta with a token: 410
+    sim.graph.invalidate_delta_tokens()                       # every delta/skip token: 410 SyncStateNotFound
+    sim.counters.sub_requests("graph.contacts.create", "alice@contoso.example")   # $batch sub-requests
+
 EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
 AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,
 MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, SyncFolderHierarchy, Subscribe (pull,

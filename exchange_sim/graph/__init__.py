@@ -14,5 +14,13 @@ Deviations from Microsoft Graph (deliberate)
   as Microsoft asks); there is no /common or /organizations authority and no instance discovery endpoint
   (msal needs ``instance_discovery=False`` or ``validate_authority=False``).
 * HTTP/1.1 only (ALPN offers no h2); the certificate is for 127.0.0.1, localhost and the bound host.
-* Users are the simulator's mailboxes; a user's id is a GUID derived from the address.
+* Users are the simulator's mailboxes; a user's id is a GUID derived from the address; reading users needs
+  the app role User.Read.All (the demo app has Contacts.ReadWrite and Calendars.ReadWrite only).
+* ``contactFolders/contacts`` names the default Contacts folder (clients do use it; Microsoft documents
+  well-known names for mail folders only). ``users/{id}/contacts/delta`` is the default folder's delta.
+* Delta page size: ``Prefer: odata.maxpagesize`` up to 200, default ``sim.graph.page_size`` (10); contacts
+  delta supports $select only, as documented. Lists page with $top (at most 1000) / $skip, default 10.
+* $batch sub-requests run one after the other (dependency order), answers come in request order.
+* Extended property values are kept as strings; multi-value extended properties are not served.
+* A contact's ``title`` and ``yomiCompanyName`` have no EWS element: they are kept for Graph only.
 """

@@ -148,21 +148,27 @@ def split_path(path: str) -> list[str]:
 
 
 def match(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
-    """The first route for this path; literal segments win over {parameters} by registration order."""
+    """The route for this path: the one with the most literal segments (``contacts/delta`` beats ``contacts/{id}``)."""
+    best: tuple[int, Route, dict[str, str]] | None = None
     found_path = False
     for candidate in ROUTES:
         if len(candidate.parts) != len(segments):
             continue
         params: dict[str, str] = {}
+        literals = 0
         for part, segment in zip(candidate.parts, segments, strict=True):
             if part.startswith("{"):
                 params[part[1:-1]] = segment
             elif part.lower() != segment.lower():
                 break
+            else:
+                literals += 1
         else:
             found_path = True
-            if candidate.method == method:
-                return candidate, params
+            if candidate.method == method and (best is None or literals > best[0]):
+                best = (literals, candidate, params)
+    if best is not None:
+        return best[1], best[2]
     if found_path:
         raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
     return None

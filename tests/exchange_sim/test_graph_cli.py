@@ -43,11 +43,11 @@ def test_it_prints_the_graph_token_and_ca_lines_and_serves_the_demo_app():
         assert Path(endpoints["CA bundle"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
         access = token(endpoints).json()["access_token"]
         answer = httpx.get(
-            f"{endpoints['Graph endpoint']}/users/erin@contoso.example/contactFolders",
+            f"{endpoints['Graph endpoint']}/users/erin@contoso.example/contacts",
             headers={"Authorization": f"Bearer {access}"},
             verify=ssl.create_default_context(cafile=endpoints["CA bundle"]),
         )
-        assert answer.status_code == 200 and answer.json()["value"] == []
+        assert answer.status_code == 200 and len(answer.json()["value"]) == 2  # the seeded demo contacts
 
 
 def test_apps_given_on_the_command_line_replace_the_demo_app():

@@ -1,0 +1,31 @@
+"""Date/time formats Graph uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from exchange_sim.graph.errors import GraphError
+
+
+def utc_text(when: datetime | None) -> str | None:
+    """createdDateTime & co.: ``2027-03-28T10:00:00Z``."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local_text(when: datetime) -> str:
+    """dateTimeTimeZone.dateTime: wall clock time with seven fraction digits, no offset."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond:06d}0"
+
+
+def parse_datetime(value: Any, name: str) -> datetime:
+    """An ISO 8601 instant; without an offset it is UTC."""
+    if not isinstance(value, str):
+        raise GraphError(400, "RequestBodyRead", f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset' ({name}).")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise GraphError(400, "RequestBodyRead", f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset' ({name}).") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
