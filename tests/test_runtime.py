@@ -68,6 +68,7 @@ class TestFanOut:
     def _contacts_only(self, crm):
         crm.configure(synchronize_activities=False)  # counts below are per contact pass
 
+    @pytest.mark.backends("ews", "graph")  # start tests the connection through either backend
     def test_start_enqueues_the_first_passes_at_once_and_schedules_a_tick(self, crm):
         runtime.start(crm.env.pk)
         assert sorted(passes()) == sorted(

@@ -102,6 +102,9 @@ class ItemResult:
 
     ref: RemoteRef | None = None
     error: MailboxError | None = None
+    # The meeting UID the server gave a created event when it chooses it itself (Graph's
+    # iCalUId is read-only); empty when the UID asked for was kept (EWS).
+    uid: str = ""
 
     @property
     def ok(self) -> bool:
@@ -351,6 +354,7 @@ class ConnectionConfig:
     batch_size: int = 100
     max_wait_s: float = 120.0  # longest retry wait; stays under the task timeout
     timeout_s: float = 60.0
+    calendar_horizon_days: int = 90  # the calendar window ahead (Graph's calendarView is bounded)
 
 
 # --- The interface ----------------------------------------------------------------------------

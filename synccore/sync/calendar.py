@@ -552,6 +552,10 @@ class CalendarPass:
         if not result.ok:
             self.item_failed(link, result.error)
             return
+        if target.invitations and result.uid and result.uid != activity.meeting_uid:
+            # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
+            activity.meeting_uid = result.uid
+            Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
         # A new series has no exceptions yet: they are written next, as an update (K10).
         written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
         self.agree(link, written, result.ref)

@@ -24,6 +24,7 @@ def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
         ca_bundle=sync_settings.ca_bundle,
         impersonation=sync_settings.access_type == AccessType.IMPERSONATION,
         batch_size=sync_settings.batch_size,
+        calendar_horizon_days=sync_settings.calendar_horizon_days,
         # The longest retry wait stays well under the task timeout, so a pass ends on its own.
         max_wait_s=min(120.0, django_settings.Q_TIMEOUT / 4),
     )
