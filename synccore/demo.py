@@ -43,6 +43,35 @@ DEMO_USERS = [
 ]
 OTHER_EMPLOYEES = [("frank", "Frank Fischer"), ("grace", "Grace Green")]
 SERVICE_ACCOUNT = ("svc@contoso.example", "demo-password")
+# The demo organisation's app registration for Microsoft Graph (exchange_sim registers it).
+GRAPH_APP = ("demo-client", "demo-secret")
+TOKEN_PATH = "/oauth2/v2.0/token"
+
+
+@dataclass(frozen=True)
+class GraphTarget:
+    """Where the demo reaches Microsoft Graph: the endpoint, the token URL, an optional CA bundle."""
+
+    graph_url: str
+    token_url: str
+    ca_bundle: str = ""
+
+    @property
+    def authority(self) -> str:
+        """The token URL without /oauth2/v2.0/token (what msal takes as authority)."""
+        return self.token_url.rstrip("/").removesuffix(TOKEN_PATH)
+
+    @property
+    def tenant(self) -> str:
+        return self.authority.rsplit("/", 1)[-1]
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.graph_url.startswith("https://"):
+            found.append("--graph-url must be an https URL (e.g. https://127.0.0.1:8766/v1.0)")
+        if not (self.token_url.startswith("https://") and self.token_url.rstrip("/").endswith(TOKEN_PATH)):
+            found.append(f"--token-url must be an https URL ending in {TOKEN_PATH}")
+        return found
 ADMIN_USERNAME = "admin"
 
 COUNTRIES = [
@@ -195,6 +224,7 @@ def seed_demo(
     contacts: int = 50,
     activities: int = 20,
     ews_url: str = "",
+    graph: GraphTarget | None = None,
     now: datetime | None = None,
 ) -> DemoResult:
     rng = random.Random(20261121)
@@ -202,7 +232,7 @@ def seed_demo(
     environment, _ = Environment.objects.get_or_create(
         name=environment_name, defaults={"description": "Demo CRM data against the local Exchange simulator."}
     )
-    _configure_settings(environment, ews_url or settings.EXCHANGE_SIM_DEFAULT_URL)
+    _configure_settings(environment, ews_url or settings.EXCHANGE_SIM_DEFAULT_URL, graph)
 
     countries = {
         code: _upsert(Country, environment, f"country-{code}", name=name, iso_code=code)
@@ -288,12 +318,19 @@ def seed_demo(
     return DemoResult(environment, users, contacts, activities, username, password)
 
 
-def _configure_settings(environment: Environment, ews_url: str) -> None:
+def _configure_settings(environment: Environment, ews_url: str, graph: GraphTarget | None = None) -> None:
     s = environment.settings
     s.backend = Backend.EWS
     s.ews_url = ews_url
     s.auth_type = AuthType.BASIC
     s.service_account, s.service_password = SERVICE_ACCOUNT
+    if graph is not None:
+        s.backend = Backend.GRAPH
+        s.graph_endpoint = graph.graph_url
+        s.authority_url = graph.authority
+        s.ca_bundle = graph.ca_bundle
+        s.oauth_tenant_id = graph.tenant
+        s.oauth_client_id, s.oauth_client_secret = GRAPH_APP
     s.synchronize_contacts = True
     s.synchronize_activities = True
     s.pull_interval = 5

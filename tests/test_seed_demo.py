@@ -70,3 +70,45 @@ def test_the_demo_has_meetings_all_day_recurring_past_and_future_activities():
 def test_negative_counts_are_refused():
     with pytest.raises(CommandError, match="--contacts"):
         seed("--contacts", "-1")
+
+
+def test_backend_graph_points_the_demo_at_a_graph_endpoint_with_the_demo_app(exchange_sim):
+    from synccore.mailbox import graph
+    from synccore.models import Backend
+    from synccore.sync.contacts import run_contact_pass
+
+    output = seed(
+        "--users", "2", "--contacts", "3", "--activities", "0",
+        "--backend", "graph",
+        "--graph-url", exchange_sim.graph_url,
+        "--token-url", exchange_sim.token_url,
+        "--ca-bundle", exchange_sim.ca_bundle,
+    )  # fmt: skip
+    assert f"Exchange: Microsoft Graph {exchange_sim.graph_url}" in output
+    settings = Environment.objects.get(name="Demo").settings
+    assert settings.backend == Backend.GRAPH
+    assert settings.authority_url == exchange_sim.authority  # the token URL without /oauth2/v2.0/token
+    assert (settings.oauth_tenant_id, settings.oauth_client_id, settings.oauth_client_secret) == (
+        "contoso",
+        "demo-client",
+        "demo-secret",
+    )
+    assert settings.connection_problems() == []
+    graph.forget_process_state()
+    alice = SyncUser.objects.get(environment__name="Demo", mailbox_email="alice@contoso.example")
+    run = run_contact_pass(alice.pk)
+    assert run.outcome == "success" and run.created >= 3, run.error
+    assert len(exchange_sim.user("alice@contoso.example").contacts()) == run.created
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "graph", "--token-url", "https://h/contoso/oauth2/v2.0/token"], "--graph-url"),
+        (["--backend", "graph", "--graph-url", "https://h/v1.0", "--token-url", "https://h/x"], "--token-url"),
+        (["--graph-url", "https://h/v1.0"], "--backend graph"),
+    ],
+)
+def test_backend_graph_needs_both_urls(args, message):
+    with pytest.raises(CommandError, match=message):
+        seed(*args)
