@@ -4,10 +4,16 @@ $batch. The rules themselves run over both backends in the contact and calendar 
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import pytest
 
 from synccore.mailbox import base, graph
+from synccore.models import Contact, Health, Outcome
+from synccore.sync import contacts as contact_sync
 from synccore.sync.connection import check_connection, connection_config
+from tests.fixtures import factories as f
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +69,134 @@ class TestTokens:
         crm_graph.sim.graph.expire_tokens()
         assert backend_for(crm_graph).check(ALICE)
         assert crm_graph.sim.counters["graph.token"] == 2
+
+
+def make_contacts(crm, count: int, **fields):
+    return [f.contact(crm.env, first_name="Ann", last_name=f"Lee {i:04d}", **fields) for i in range(count)]
+
+
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The backend's waits for the server, recorded and skipped: its clock jumps instead (the
+    simulator's faults are counted, not timed)."""
+    recorded: list[float] = []
+    skipped = [0.0]
+
+    def sleep(seconds: float) -> None:
+        recorded.append(round(seconds, 1))
+        skipped[0] += seconds
+
+    monkeypatch.setattr(graph, "_sleep", sleep)
+    monkeypatch.setattr(graph, "_monotonic", lambda: time.monotonic() + skipped[0])
+    return recorded
+
+
+class TestTokensInPasses:
+    def test_a_token_that_expired_between_passes_is_refreshed_and_the_pass_completes(self, crm_graph):
+        make_contacts(crm_graph, 2)
+        assert crm_graph.contacts_pass().outcome == Outcome.SUCCESS
+        crm_graph.sim.graph.expire_tokens()  # msal still holds it; Graph answers 401
+        f.contact(crm_graph.env, last_name="After expiry")
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.created == 1
+        assert crm_graph.sim.counters["graph.token"] == 2
+
+
+class TestThrottling:
+    def test_429_with_retry_after_is_waited_out_and_the_pass_completes(self, crm_graph, waits):
+        make_contacts(crm_graph, 5)
+        crm_graph.sim.faults.throttled(times=2, retry_after=3, operation="graph.contacts.create")
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.created == 5
+        assert waits == [3.0]  # the two throttled creates of the $batch wait once, together
+        assert crm_graph.sim.counters.sub_requests("graph.contacts.create") == 5 + 2
+        assert len(crm_graph.mailbox().contacts()) == 5
+
+    def test_a_retry_after_beyond_the_longest_wait_backs_the_user_off_for_that_long(self, crm_graph, waits):
+        make_contacts(crm_graph, 2)
+        crm_graph.sim.faults.throttled(times=1, retry_after=900, operation="graph.contacts.create")
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.FAILED and "throttling" in run.error
+        assert waits == []
+        crm_graph.alice.refresh_from_db()
+        assert crm_graph.alice.health == Health.BACKING_OFF
+        assert crm_graph.alice.backoff_until >= run.finished_at + timedelta(seconds=899)
+
+    def test_retry_after_is_honoured_per_mailbox_by_the_next_pass_too(self, crm_graph, waits):
+        make_contacts(crm_graph, 1)
+        crm_graph.sim.faults.throttled(times=1, retry_after=900, operation="graph.contacts.create")
+        crm_graph.contacts_pass()  # alice is told to wait 900 s
+        crm_graph.sim.counters.reset()
+        again = crm_graph.contacts_pass()
+        assert again.outcome == Outcome.FAILED and again.requests == 0  # not asked before its time
+        assert crm_graph.sim.counters.for_mailbox(ALICE) == 0
+        assert crm_graph.contacts_pass(crm_graph.bob).outcome == Outcome.SUCCESS  # bob was not throttled
+
+
+class TestSyncTokens:
+    def test_410_gone_leads_to_a_full_reconcile_with_no_duplicates(self, crm_graph):
+        make_contacts(crm_graph, 4, job_title="Buyer")
+        crm_graph.contacts_pass()
+        first, *_ = crm_graph.mailbox().contacts()
+        crm_graph.mailbox().edit(first, JobTitle="Edited in Outlook")
+        crm_graph.sim.graph.invalidate_delta_tokens()
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and (run.created, run.deleted) == (0, 0)
+        assert len(crm_graph.mailbox().contacts()) == 4
+        assert crm_graph.mailbox().get(first.id).props["JobTitle"] == "Buyer"  # the edit was seen
+        assert crm_graph.contacts_pass().updated == 0  # and the new token holds
+
+
+class TestChangeKeys:
+    def test_a_412_on_a_partial_update_re_writes_the_contact_onto_the_current_version(
+        self, crm_graph, monkeypatch
+    ):
+        (contact,) = make_contacts(crm_graph, 1, job_title="Buyer")
+        crm_graph.contacts_pass()
+        (item,) = crm_graph.mailbox().contacts()
+        contact.job_title = "CFO"
+        contact.save()
+        original = contact_sync.ContactPass.write_updates
+
+        def outlook_edits_first(self, updates):
+            # An Outlook edit after the pass read the folder's changes, before it writes.
+            crm_graph.mailbox().edit(item, GivenName="Changed in Outlook")
+            return original(self, updates)
+
+        monkeypatch.setattr(contact_sync.ContactPass, "write_updates", outlook_edits_first)
+        crm_graph.sim.request_log.enabled = True
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.updated == 1
+        batches = [e for e in crm_graph.sim.request_log.entries() if e.operation == "graph.$batch"]
+        assert any('"status": 412' in e.response for e in batches)  # the stale If-Match was refused
+        props = crm_graph.mailbox().get(item.id).props
+        assert (props["JobTitle"], props["GivenName"]) == ("CFO", "Ann")  # C6: the CRM wins whole
+
+
+class TestBatches:
+    def test_a_batch_with_an_item_gone_meanwhile_updates_the_others_and_re_creates_it(
+        self, crm_graph, monkeypatch
+    ):
+        contacts = make_contacts(crm_graph, 3, job_title="Buyer")
+        crm_graph.contacts_pass()
+        Contact.objects.filter(pk__in=[c.pk for c in contacts]).update(job_title="CEO")
+        gone = next(i for i in crm_graph.mailbox().contacts() if i.props["Surname"] == "Lee 0001")
+        original = contact_sync.ContactPass.write_updates
+
+        def outlook_deletes_first(self, updates):
+            crm_graph.mailbox().delete(gone, hard=True)
+            return original(self, updates)
+
+        monkeypatch.setattr(contact_sync.ContactPass, "write_updates", outlook_deletes_first)
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and (run.updated, run.created) == (2, 1)
+        items = crm_graph.mailbox().contacts()
+        assert sorted(i.props["Surname"] for i in items) == ["Lee 0000", "Lee 0001", "Lee 0002"]
+        assert {i.props["JobTitle"] for i in items} == {"CEO"}
+
+    def test_writes_go_20_to_a_batch_whatever_the_batch_size(self, crm_graph):
+        crm_graph.configure(batch_size=50)
+        make_contacts(crm_graph, 45)
+        run = crm_graph.contacts_pass()
+        assert run.created == 45
+        assert crm_graph.sim.counters["graph.$batch"] == 3  # 20 + 20 + 5

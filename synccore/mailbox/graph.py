@@ -191,15 +191,19 @@ class _Patience:
     deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        self.deadline = clock.monotonic() + self.max_wait_s
+        self.deadline = _monotonic() + self.max_wait_s
 
     def allows(self, seconds: float) -> bool:
-        return clock.monotonic() + seconds <= self.deadline
+        return _monotonic() + seconds <= self.deadline
 
 
 def _sleep(seconds: float) -> None:
-    """Waiting for the server (a module function, so tests can see the waits)."""
+    """Waiting for the server (module functions, so tests can see the waits and skip them)."""
     clock.sleep(seconds)
+
+
+def _monotonic() -> float:
+    return clock.monotonic()
 
 
 # --- Errors -----------------------------------------------------------------------------------
@@ -830,7 +834,7 @@ class GraphBackend(MailboxBackend):
 
     def _unauthorized(self, answer: Answer, patience: _Patience) -> None:
         """A 401: drop the token and go on (a fresh one is fetched), unless it is a burst."""
-        now = clock.monotonic()
+        now = _monotonic()
         self._recent_401s = [t for t in self._recent_401s if now - t < UNAUTHORIZED_WINDOW_S] + [now]
         self._drop_token()
         if len(self._recent_401s) >= UNAUTHORIZED_LIMIT:
@@ -859,7 +863,7 @@ class GraphBackend(MailboxBackend):
         """Honour a Retry-After this mailbox was given (by this pass or another in the process)."""
         with _resume_lock:
             resume = _resume_at.get(self._throttle_key(mailbox), 0.0)
-        wait = resume - clock.monotonic()
+        wait = resume - _monotonic()
         if wait <= 0:
             return
         if not patience.allows(wait):
@@ -873,7 +877,7 @@ class GraphBackend(MailboxBackend):
     def _throttled(self, mailbox: str, seconds: float) -> None:
         with _resume_lock:
             key = self._throttle_key(mailbox)
-            _resume_at[key] = max(_resume_at.get(key, 0.0), clock.monotonic() + seconds)
+            _resume_at[key] = max(_resume_at.get(key, 0.0), _monotonic() + seconds)
 
     # The wire --------------------------------------------------------------------------------
 
