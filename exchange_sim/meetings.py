@@ -139,6 +139,8 @@ class Meetings:
             else:
                 self.store.update_item(existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True})
         for address in cancel_for:
+            if not self.store.has_mailbox(address):
+                continue  # someone outside the simulator: nothing to cancel here
             existing = self.copy_in(address, shared.get("UID", ""))
             if existing is not None:
                 self._mark_cancelled(existing)

@@ -72,6 +72,16 @@ def test_removing_an_attendee_sends_them_a_cancellation(account, exchange_sim: S
     assert exchange_sim.user("bob@contoso.example").events()[0].props.get("IsCancelled") is not True
 
 
+def test_removing_an_attendee_outside_the_simulator_cancels_nothing_and_fails_nothing(
+    account, exchange_sim: Simulator
+):
+    item = meeting(account, "bob@contoso.example", "someone@fabrikam.example")
+    item.required_attendees = ["bob@contoso.example"]
+    item.save(update_fields=["required_attendees"], send_meeting_invitations=SEND_TO_ALL_AND_SAVE_COPY)
+    assert exchange_sim.user("bob@contoso.example").events()[0].props.get("IsCancelled") is not True
+    assert exchange_sim.internal_errors == []
+
+
 def test_deleting_with_cancellations_cancels_the_invitee_copies(account, exchange_sim: Simulator):
     item = meeting(account, "bob@contoso.example")
     item.delete(send_meeting_cancellations=SEND_TO_ALL_AND_SAVE_COPY)
