@@ -285,6 +285,17 @@ class TestDeletions:
         calendar_pass(crm)
         assert crm.mailbox().events() == []
 
+    def test_k9_an_outlook_edit_beats_a_crm_delete_and_arrives_with_the_activity(self, crm, start):
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        calendar_pass(crm)
+        activity.delete()
+        crm.mailbox().edit(crm.mailbox().events()[0], Location="Room 9")
+        calendar_pass(crm)
+        activity = Activity.objects.get(pk=activity.pk)
+        assert activity.location == "Room 9"
+        assert [e.props["Location"] for e in crm.mailbox().events()] == ["Room 9"]
+        assert calendar_pass(crm).updated == 0
+
     def test_k9_un_synchronizing_an_activity_removes_its_event(self, crm, start):
         activity = f.activity(crm.env, subject="Visit", start=start, organizer=crm.alice.employee)
         calendar_pass(crm)

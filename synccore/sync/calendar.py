@@ -353,7 +353,10 @@ class CalendarPass:
                 and activity.is_tombstone
                 and self.changed_remotely(link, event, activity)
             ):
-                self.restore(activity)  # an edit beats a delete
+                self.restore(activity)  # an edit beats a delete: the activity is back, with the edit
+                target = self.target_for_me(activity)
+                if target is not None:
+                    self.compare(link, activity, target, event)
                 return
             if gone:
                 link.delete()
