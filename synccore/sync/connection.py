@@ -31,8 +31,12 @@ def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
 
 
 def open_backend(sync_settings: SyncSettings) -> MailboxBackend:
-    config = connection_config(sync_settings)
-    if sync_settings.backend == Backend.GRAPH:
+    return backend_for(connection_config(sync_settings))
+
+
+def backend_for(config: ConnectionConfig) -> MailboxBackend:
+    """The backend a connection config names (tests and benches adjust the config first)."""
+    if config.backend == Backend.GRAPH:
         from synccore.mailbox.graph import GraphBackend
 
         return GraphBackend(config)
