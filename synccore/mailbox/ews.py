@@ -12,6 +12,7 @@ Choices that matter (see DESIGN §7):
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import zoneinfo
@@ -470,9 +471,10 @@ def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
         last_modified=_utc(item.last_modified_time),
     )
     if item.is_all_day:
-        event.start_date, event.end_date = item.start, item.end + timedelta(days=1)
         zone = ZoneInfo(tz_name) if tz_name in _IANA_ZONES else UTC
+        event.start_date = item.start
         event.start = datetime.combine(event.start_date, datetime.min.time(), zone).astimezone(UTC)
+        event.end_date = _all_day_end(event.start, item, zone)
         event.end = datetime.combine(event.end_date, datetime.min.time(), zone).astimezone(UTC)
     else:
         event.start, event.end = _utc(item.start), _utc(item.end)
@@ -500,6 +502,21 @@ def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
             for o in item.modified_occurrences or []
         ]
     return event
+
+
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def _all_day_end(start: datetime, item: CalendarItem, zone) -> date:
+    """The (exclusive) end day of an all-day item. exchangelib turns the end into a date by taking
+    24 hours off the end in UTC, which lands a day early when the last day is 23 hours long (the
+    spring DST change): the start plus the item's Duration is exact."""
+    match = _DURATION.match(item.duration or "")
+    if not match:
+        return item.end + timedelta(days=1)
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    end = (start + timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)).astimezone(zone)
+    return end.date() if end.time() == datetime.min.time() else end.date() + timedelta(days=1)
 
 
 def _exception_ids(item: CalendarItem) -> list[str]:
