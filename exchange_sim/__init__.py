@@ -149,6 +149,15 @@ headers ``If-Match`` (412 on a stale change key), ``Prefer: IdType="ImmutableId"
     sim.graph.invalidate_delta_tokens()                       # every delta/skip token: 410 SyncStateNotFound
     sim.counters.sub_requests("graph.contacts.create", "alice@contoso.example")   # $batch sub-requests
 
+Calendar: ``users/{user}/calendars``, ``/calendar``, ``events`` (also under ``calendar/`` and ``calendars/{id}/``):
+create, read, PATCH (an occurrence id makes an exception), DELETE, ``permanentDelete``, ``cancel``, ``accept`` /
+``tentativelyAccept`` / ``decline``, ``events/{id}/instances``, ``calendarView`` and ``calendarView/delta``
+(startDateTime/endDateTime baked into the token; occurrences and exceptions, never masters; ``@removed`` for
+what left the window, and for events changed outside it, as Graph documents). Creating or updating a meeting
+through Graph always sends (invitee copies appear as with EWS SendToAllAndSaveCopy; ``sim.meetings.delivery_delay``
+applies); deleting or cancelling the organizer's copy sends cancellations. ``transactionId`` makes a create
+idempotent; ``Prefer: outlook.timezone`` sets the zone of answers (Windows or IANA names, else UTC).
+
 EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
 AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,
 MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, SyncFolderHierarchy, Subscribe (pull,

@@ -23,4 +23,11 @@ Deviations from Microsoft Graph (deliberate)
 * $batch sub-requests run one after the other (dependency order), answers come in request order.
 * Extended property values are kept as strings; multi-value extended properties are not served.
 * A contact's ``title`` and ``yomiCompanyName`` have no EWS element: they are kept for Graph only.
+* All-day events are answered as floating days: their midnights in whatever ``outlook.timezone`` was asked for.
+* An occurrence's change key is its series master's until it becomes an exception, so a change to the master
+  brings every occurrence of the window into the next calendarView delta round.
+* calendarView delta rounds are kept in memory (at most 5000 rounds): a restarted simulator answers 410 to old
+  tokens. The sub-request ``dependsOn`` failure answer is 424 with code ``FailedDependency``.
+* ``cancel``/``accept``/``decline`` answer 202 at once; invitee copies and responses are delivered by the
+  meetings layer (immediately unless ``sim.meetings.delivery_delay`` is set).
 """
