@@ -158,6 +158,22 @@ through Graph always sends (invitee copies appear as with EWS SendToAllAndSaveCo
 applies); deleting or cancelling the organizer's copy sends cancellations. ``transactionId`` makes a create
 idempotent; ``Prefer: outlook.timezone`` sets the zone of answers (Windows or IANA names, else UTC).
 
+Change notifications: ``POST /v1.0/subscriptions`` (resources ``users/{user}/contacts``,
+``users/{user}/contactFolders/{id}/contacts``, ``users/{user}/events``, ``users/{user}/calendar/events``,
+``users/{user}/calendars/{id}/events``) first POSTs ``?validationToken=...`` to the notificationUrl (and the
+lifecycleNotificationUrl) and wants it echoed as 200 text/plain, else 400 ValidationError; then every change of
+the store (from Graph, EWS, Outlook or meeting delivery) is POSTed there with ``clientState``,
+``subscriptionId``, ``changeType``, ``resource`` and ``resourceData``. Plain http is allowed for loopback URLs.
+Expiry on the simulator clock (at most 10080 minutes ahead), renewal by PATCH, DELETE, ``reauthorize``::
+
+    sim.graph.subscriptions.all(); sim.graph.subscriptions.wait_idle()      # everything notified so far
+    sim.graph.subscriptions.lifecycle(sub_id, "reauthorizationRequired")    # or "missed", "subscriptionRemoved"
+    sim.graph.subscriptions.retry_delays = [0.1]   # a failing webhook: retries, then dropped -> "missed"
+    sim.graph.subscriptions.validation_timeout = 10.0; sim.graph.subscriptions.delivery_timeout = 3.0
+
+The fixture `webhook_receiver` (tests/fixtures/exchange_sim.py) is a loopback webhook that answers the handshake
+and records what arrives (``.url``, ``.lifecycle_url``, ``.wait_for(n)``, ``.validation = "wrong"``).
+
 EWS operations: GetFolder, FindFolder, CreateFolder, UpdateFolder (rename), DeleteFolder, CreateItem (incl.
 AcceptItem / TentativelyAcceptItem / DeclineItem / CancelCalendarItem), GetItem, UpdateItem, DeleteItem,
 MoveItem, CopyItem, FindItem (IndexedPageItemView, CalendarView), SyncFolderItems, SyncFolderHierarchy, Subscribe (pull,

@@ -1,6 +1,9 @@
 """The Graph front end: Microsoft Graph v1.0 (and Entra ID's token endpoint) over the same store as EWS.
 
 ``frontend``  `GraphFrontEnd` (``sim.graph``): apps, tokens, throttling, delta tokens, subscriptions, TLS
+``contacts``  contact folders and contacts; ``events`` calendars and events; ``extended`` extended properties
+``delta``     contacts delta and the tokens; ``calendar_delta`` calendarView/delta; ``subscriptions`` webhooks
+``zones``     time zone names; ``values`` date formats
 ``server``    the TLS listener: /v1.0, /{tenant}/oauth2/v2.0/token, openid-configuration, /_sim/
 ``api``       routing and the per-mailbox pipeline; ``batch`` $batch; ``odata`` query options and $filter
 ``auth``      tenant, app registrations, client-credentials tokens; ``tls`` the test CA (trustme)
@@ -28,6 +31,11 @@ Deviations from Microsoft Graph (deliberate)
   brings every occurrence of the window into the next calendarView delta round.
 * calendarView delta rounds are kept in memory (at most 5000 rounds): a restarted simulator answers 410 to old
   tokens. The sub-request ``dependsOn`` failure answer is 424 with code ``FailedDependency``.
+* Subscriptions: basic notifications only (no ``includeResourceData``); ``users/{id}/contacts`` watches every
+  contact folder (as ``messages`` watches every mail folder); a move is a ``deleted`` plus a ``created``.
+  Notifications go out one batch per URL as changes happen; retries follow ``retry_delays`` (seconds, real
+  time), not Graph's four hours. A ``reauthorizationRequired`` sent by the hook does not pause notifications.
+  Subscriptions live in memory (not in the ``--state`` file).
 * ``cancel``/``accept``/``decline`` answer 202 at once; invitee copies and responses are delivered by the
   meetings layer (immediately unless ``sim.meetings.delivery_delay`` is set).
 """
