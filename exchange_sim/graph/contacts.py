@@ -23,7 +23,7 @@ from exchange_sim.graph.api import (
 )
 from exchange_sim.graph.errors import GraphError, bad_request
 from exchange_sim.graph.ids import folder_graph_id, store_id_from_rest
-from exchange_sim.graph.odata import apply_select, check_select, compile_filter, parse_expand
+from exchange_sim.graph.odata import apply_select, check_select, compile_filter, filter_roots, parse_expand
 from exchange_sim.graph.values import parse_datetime, utc_text
 from exchange_sim.store import Folder, Item, StoreError, html_to_text
 
@@ -336,11 +336,15 @@ def _list(request: GraphRequest, folder: Folder, context: str) -> GraphResponse:
     check_select(request.query.select, CONTACT_PROPS, "contact")
     expand = parse_expand(request.query.expand)
     predicate = compile_filter(request.query.filter)
+    only_extended = filter_roots(request.query.filter) <= {"singleValueExtendedProperties"}
     items = sorted(request.store.live_items(folder.id, "Contact"), key=lambda i: i.created_seq)
     out = []
     for item in items:
-        if predicate is not None and not predicate(contact_json(request, item, all_extended=True)):
-            continue
+        if predicate is not None:
+            # a lookup by sync id reads the extended properties only: skip rendering the rest
+            seen = {"singleValueExtendedProperties": extended.render(item, None)} if only_extended else contact_json(request, item, all_extended=True)
+            if not predicate(seen):
+                continue
         out.append(apply_select(contact_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
     return collection(request, out, context, page_size=request.front.page_size)
 

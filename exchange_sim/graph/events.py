@@ -30,7 +30,7 @@ from exchange_sim.graph.api import (
 from exchange_sim.graph.contacts import body_text, unknown_property
 from exchange_sim.graph.errors import GraphError, bad_request
 from exchange_sim.graph.ids import folder_graph_id, store_id_from_rest
-from exchange_sim.graph.odata import apply_select, check_select, compile_filter, parse_expand
+from exchange_sim.graph.odata import apply_select, check_select, compile_filter, filter_roots, parse_expand
 from exchange_sim.graph.values import local_text, parse_datetime, utc_text
 from exchange_sim.graph.zones import iana_for, store_zone_id, windows_name, zone
 from exchange_sim.store import Folder, Item, StoreError
@@ -524,10 +524,13 @@ def render_list(request: GraphRequest, items: list[Item], context: str) -> Graph
     check_select(request.query.select, EVENT_PROPS, "event")
     expand = parse_expand(request.query.expand)
     predicate = compile_filter(request.query.filter)
+    only_extended = filter_roots(request.query.filter) <= {"singleValueExtendedProperties"}
     out = []
     for item in items:
-        if predicate is not None and not predicate(event_json(request, item, all_extended=True)):
-            continue
+        if predicate is not None:
+            seen = {"singleValueExtendedProperties": extended.render(item, None)} if only_extended else event_json(request, item, all_extended=True)
+            if not predicate(seen):
+                continue
         out.append(apply_select(event_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
     return collection(request, out, context, page_size=request.front.page_size)
 

@@ -178,6 +178,33 @@ def parse_filter(text: str) -> ast._Node:
         raise bad_request(f"Invalid filter clause: {exc}") from None
 
 
+def filter_roots(text: str | None) -> set[str]:
+    """The entity properties a $filter reads (so a caller can render only those)."""
+    if not text:
+        return set()
+    roots: set[str] = set()
+
+    def walk(node: Any, scope: frozenset[str]) -> None:
+        if isinstance(node, ast.Identifier):
+            if node.name not in scope:
+                roots.add(node.name)
+        elif isinstance(node, ast.CollectionLambda):
+            walk(node.owner, scope)
+            if node.lambda_ is not None:
+                walk(node.lambda_.expression, scope | {node.lambda_.identifier.name})
+        elif isinstance(node, ast.Call):
+            for arg in node.args:
+                walk(arg, scope)
+        elif isinstance(node, ast._Node):
+            for value in node.__dict__.values():
+                for child in value if isinstance(value, list) else [value]:
+                    if isinstance(child, ast._Node):
+                        walk(child, scope)
+
+    walk(parse_filter(text), frozenset())
+    return roots
+
+
 def compile_filter(text: str | None) -> Callable[[dict[str, Any]], bool] | None:
     if not text:
         return None

@@ -197,3 +197,38 @@ def test_an_event_made_in_outlook_is_read_over_graph(exchange_sim, graph):
     )
     found = graph.get(f"{A}/events").json()["value"]
     assert [(e["subject"], e["sensitivity"], e["showAs"]) for e in found] == [("From Outlook", "private", "oof")]
+
+
+def test_what_graph_writes_reads_back_over_ews_within_the_schema(exchange_sim, graph):
+    from .conftest import connect
+
+    weekly = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]}, "range": {"type": "endDate", "startDate": "2027-03-02", "endDate": "2027-03-30"}}
+    create(
+        graph,
+        event(
+            "Full",
+            "2027-03-02T10:00:00",
+            "2027-03-02T11:00:00",
+            body={"contentType": "html", "content": "<p>Hi</p>"},
+            attendees=attendees(BOB),
+            recurrence=weekly,
+            sensitivity="private",
+            showAs="tentative",
+            importance="high",
+            isReminderOn=True,
+            reminderMinutesBeforeStart=30,
+            categories=["CRM"],
+            singleValueExtendedProperties=[{"id": SYNC_ID, "value": "act-9"}],
+        ),
+    )
+    graph.post(
+        f"{A}/contacts",
+        json={"givenName": "Ann", "surname": "Lee", "birthday": "1980-05-17T00:00:00Z", "emailAddresses": [{"address": "a@x.example", "name": "Ann"}], "homeAddress": {"city": "Paris"}, "children": ["Kim"]},
+    )
+    account = connect(exchange_sim)
+    [item] = list(account.calendar.all())
+    assert (item.subject, item.sensitivity, item.legacy_free_busy_status, item.importance) == ("Full", "Private", "Tentative", "High")
+    assert item.reminder_minutes_before_start == 30 and item.categories == ["CRM"] and item.recurrence is not None
+    [contact] = list(account.contacts.all())
+    assert contact.birthday is not None and contact.physical_addresses[0].city == "Paris"
+    assert exchange_sim.schema_violations == []
