@@ -26,6 +26,7 @@ from tests.fixtures.api import user_with_role
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+# The screenshots in docs/ are refreshed on purpose (UPDATE_DOCS_SCREENSHOTS=1), not by every run.
 DOCS = PROJECT_DIR / "docs"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -98,8 +99,10 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     page.wait_for_url(base_url + "/")
 
 
-def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, live_server, demo):
+def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, live_server, demo, tmp_path):
     from playwright.sync_api import expect
+
+    shots = DOCS if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" else tmp_path
 
     env, username, password = demo
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -126,9 +129,8 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     expect(row.locator('[data-action="start"]')).to_be_visible()
     runtime.start(env.pk)
     expect(row.locator('[data-field="state"]')).to_have_text("running", timeout=15_000)
-    DOCS.mkdir(exist_ok=True)
     page.set_viewport_size({"width": 1440, "height": 400})
-    page.screenshot(path=str(DOCS / "screenshot-overview.png"))
+    page.screenshot(path=str(shots / "screenshot-overview.png"))
     page.set_viewport_size({"width": 1440, "height": 1000})
 
     expect(row.locator('[data-action="start"]')).to_be_hidden()
@@ -137,7 +139,7 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     expect(
         page.locator('tr[data-user="alice@contoso.example"] [data-field="contacts_last"]')
     ).not_to_have_text("—")
-    page.screenshot(path=str(DOCS / "screenshot-environment.png"))
+    page.screenshot(path=str(shots / "screenshot-environment.png"))
 
     # Test connection reports what it tried (through the API, with the session and its CSRF token).
     page.click('[data-action="test-connection"]')
