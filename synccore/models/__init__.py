@@ -24,7 +24,7 @@ from synccore.models.crm import (
     Language,
     SalesGroup,
 )
-from synccore.models.runtime import UserLease
+from synccore.models.runtime import GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
     Conflict,
     ConflictChoice,
@@ -55,6 +55,7 @@ __all__ = [
     "Environment",
     "FieldMapping",
     "FolderState",
+    "GraphSubscription",
     "Health",
     "IntervalUnit",
     "ItemLink",
@@ -62,6 +63,7 @@ __all__ = [
     "LinkState",
     "Outcome",
     "PersonalDeletionPolicy",
+    "PushSubscriptionState",
     "SalesGroup",
     "SyncKind",
     "SyncRun",

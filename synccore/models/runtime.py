@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from synccore.models.state import SyncKind
+
 
 class UserLease(models.Model):
     """One row per sync user: who may sync this mailbox now, and what is queued for it.
@@ -27,3 +29,55 @@ class UserLease(models.Model):
 
     def __str__(self) -> str:
         return f"lease of {self.sync_user_id}: {self.holder or 'free'}"
+
+
+class PushSubscriptionState(models.TextChoices):
+    CREATING = "creating", "Being created"
+    ACTIVE = "active", "Active"
+    FAILED = "failed", "Failed (pull only)"
+
+
+class GraphSubscription(models.Model):
+    """A Microsoft Graph change-notification subscription held for one sync user and kind (K14).
+
+    One row per (sync user, kind), inserted before the subscription is asked for, so two workers
+    never subscribe the same mailbox twice. The clientState Graph echoes with every notification is
+    random per subscription and kept only as a SHA-256 hash: enough to check a notification, of no
+    use to anyone reading the database. A row in state "failed" leaves its user on pull only and
+    says why; the next maintenance run tries again.
+    """
+
+    environment = models.ForeignKey(
+        "synccore.Environment", on_delete=models.CASCADE, related_name="graph_subscriptions"
+    )
+    sync_user = models.ForeignKey(
+        "synccore.SyncUser", on_delete=models.CASCADE, related_name="graph_subscriptions"
+    )
+    kind = models.CharField(max_length=10, choices=SyncKind.choices)
+    subscription_id = models.CharField(
+        max_length=200, blank=True, help_text="Graph's id of the subscription (empty until created)."
+    )
+    resource = models.CharField(max_length=400)
+    client_state_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the clientState.")
+    state = models.CharField(
+        max_length=10, choices=PushSubscriptionState.choices, default=PushSubscriptionState.CREATING
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sync_user", "kind"], name="one_graph_subscription_per_user_kind"
+            ),
+            models.UniqueConstraint(
+                fields=["subscription_id"],
+                condition=~models.Q(subscription_id=""),
+                name="graph_subscription_id_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} subscription of {self.sync_user_id}: {self.state}"
