@@ -1704,6 +1704,66 @@ class GraphBackend(MailboxBackend):
                 results[i] = outcome
         return [r for r in results if r is not None]
 
+    # --- Change-notification subscriptions (push over Graph, K14; used by synccore/graph_push.py) ---
+    # A subscription belongs to the application, not to a mailbox; its requests are still
+    # throttled as the mailbox it watches. Creating one makes Graph call the notification URL
+    # (the validation handshake) before it answers, so it may take up to ten seconds more.
+
+    @classmethod
+    def events_resource(cls, mailbox: str) -> str:
+        """The subscription resource for a mailbox's calendar events (every calendar of it)."""
+        return cls.user(mailbox).lstrip("/") + "/events"
+
+    def create_subscription(
+        self,
+        mailbox: str,
+        resource: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> Subscription:
+        """Subscribe to created / updated / deleted items of a resource; raises MailboxError
+        (an unreachable notification URL is an InvalidItem with Graph's ValidationError)."""
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "resource": resource,
+            "expirationDateTime": _iso_z(expires_at),
+            "clientState": client_state,
+            "latestSupportedTlsVersion": "v1_2",
+        }
+        answer = self._send(mailbox, "POST", "/subscriptions", body=body, idempotent=False)
+        if not answer.ok:
+            raise answer.error()
+        return _subscription(answer.body, expires_at)
+
+    def renew_subscription(self, mailbox: str, subscription_id: str, expires_at: datetime) -> Subscription:
+        """Move a subscription's expiry (PATCH); ItemNotFound when Graph no longer has it."""
+        answer = self._send(
+            mailbox,
+            "PATCH",
+            f"/subscriptions/{quote(subscription_id, safe='')}",
+            body={"expirationDateTime": _iso_z(expires_at)},
+        )
+        if not answer.ok:
+            raise answer.error()
+        return _subscription(answer.body, expires_at)
+
+    def reauthorize_subscription(self, mailbox: str, subscription_id: str) -> None:
+        """Answer a reauthorizationRequired lifecycle notification."""
+        answer = self._send(mailbox, "POST", f"/subscriptions/{quote(subscription_id, safe='')}/reauthorize")
+        if not answer.ok:
+            raise answer.error()
+
+    def delete_subscription(self, mailbox: str, subscription_id: str) -> None:
+        """Remove a subscription; one Graph no longer has is removed already."""
+        answer = self._send(mailbox, "DELETE", f"/subscriptions/{quote(subscription_id, safe='')}")
+        if not answer.ok and answer.status != 404:
+            raise answer.error()
+
     def close(self) -> None:
         self._http.close()
 
@@ -1719,3 +1779,19 @@ def _json(response: httpx.Response) -> Any:
 
 def _iso_z(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A change-notification subscription as Graph answered it."""
+
+    id: str
+    expires_at: datetime
+
+
+def _subscription(body: Any, asked: datetime) -> Subscription:
+    body = body if isinstance(body, dict) else {}
+    if not body.get("id"):
+        raise base.TransientMailboxError("Microsoft Graph answered a subscription request without its id.")
+    # Graph may shorten the expiry it was asked for; what it answers is what counts.
+    return Subscription(str(body["id"]), _parse_iso(body.get("expirationDateTime")) or asked)
