@@ -14,7 +14,12 @@ from synccore.models import Activity, Attendee, Conflict
 from synccore.sync.calendar import run_calendar_pass
 from tests.fixtures import factories as f
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+# Reported to the lead: the Graph front end does not pass "written" to the store on PATCH.
+REWRITTEN_PATTERN = (
+    "a PATCH that writes a series' recurrence again does not rebuild it over Graph (deleted "
+    "occurrences stay deleted), as Exchange does and as the EWS front end does"
+)
 
 
 @pytest.fixture
@@ -52,8 +57,7 @@ def quiet(crm, user=None) -> None:
     crm.sim.counters.reset()
     run = calendar_pass(crm, user)
     assert (run.created, run.updated, run.deleted, run.conflicts) == (0, 0, 0, 0)
-    assert crm.sim.counters["UpdateItem"] == crm.sim.counters["DeleteItem"] == 0
-    assert crm.sim.counters["CreateItem"] == 0
+    assert crm.event_writes() == 0
     second = calendar_pass(crm, user)
     assert (second.created, second.updated, second.deleted) == (0, 0, 0)
     assert second.requests <= 2
@@ -168,8 +172,9 @@ class TestCrmToOutlook:
         quiet(crm)
 
     def test_k10_an_occurrence_brought_back_in_the_crm_returns_and_the_other_exceptions_stay(
-        self, crm, start
+        self, crm, start, request
     ):
+        crm.simulator_deviates(request, "graph", REWRITTEN_PATTERN)
         activity = series(crm, start)
         calendar_pass(crm)
         alice = crm.mailbox()
@@ -227,8 +232,9 @@ class TestBothSides:
         quiet(crm)
 
     def test_k8_k10_an_occurrence_edited_in_the_crm_and_deleted_in_outlook_comes_back_edited(
-        self, crm, start
+        self, crm, start, request
     ):
+        crm.simulator_deviates(request, "graph", REWRITTEN_PATTERN)
         activity = series(crm, start)
         calendar_pass(crm)
         alice = crm.mailbox()

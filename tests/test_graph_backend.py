@@ -8,10 +8,12 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from synccore.mailbox import base, graph
-from synccore.models import Contact, Health, Outcome
+from synccore.models import Activity, Attendee, Contact, Health, Outcome
 from synccore.sync import contacts as contact_sync
+from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.connection import check_connection, connection_config
 from tests.fixtures import factories as f
 
@@ -200,3 +202,85 @@ class TestBatches:
         run = crm_graph.contacts_pass()
         assert run.created == 45
         assert crm_graph.sim.counters["graph.$batch"] == 3  # 20 + 20 + 5
+
+
+@pytest.fixture
+def start():
+    return timezone.now().replace(second=0, microsecond=0) + timedelta(days=2)
+
+
+def appointment(crm, start, **fields):
+    return f.activity(crm.env, start=start, organizer=crm.alice.employee, **fields)
+
+
+def calendar_pass(crm, user=None):
+    return run_calendar_pass((user or crm.alice).pk)
+
+
+def batch_statuses(crm) -> str:
+    return "".join(e.response for e in crm.sim.request_log.entries() if e.operation == "graph.$batch")
+
+
+class TestCalendar:
+    def test_a_412_on_an_event_update_re_reads_it_and_merges_field_by_field(self, crm_graph, start):
+        activity = appointment(crm_graph, start, subject="Review", location="Room 1")
+        calendar_pass(crm_graph)
+        (event,) = crm_graph.mailbox().events()
+        crm_graph.mailbox().edit(event, Location="Outlook room")  # Outlook: the location
+        activity.subject = "CRM subject"  # the CRM: the subject
+        activity.save()
+        crm_graph.sim.request_log.enabled = True
+        run = calendar_pass(crm_graph)
+        # The pass pushes the subject against the version it agreed on last: 412, re-read, again.
+        assert '"status": 412' in batch_statuses(crm_graph)
+        assert run.outcome == Outcome.SUCCESS and run.conflicts == 0
+        remote = crm_graph.mailbox().events()[0].props
+        activity.refresh_from_db()
+        assert (remote["Subject"], remote["Location"]) == ("CRM subject", "Outlook room")
+        assert (activity.subject, activity.location) == ("CRM subject", "Outlook room")
+        quiet = calendar_pass(crm_graph)
+        assert (quiet.updated, quiet.created) == (0, 0) and quiet.requests <= 2
+
+    def test_410_on_the_calendar_token_reconciles_without_re_creating(self, crm_graph, start):
+        appointment(crm_graph, start, subject="Kept")
+        f.activity(crm_graph.env, subject="Weekly", start=start, organizer=crm_graph.alice.employee,
+                   recurrence="FREQ=WEEKLY;COUNT=4")  # fmt: skip
+        crm_graph.mailbox().create_event("Own", start, start + timedelta(hours=1))
+        calendar_pass(crm_graph)
+        crm_graph.sim.graph.invalidate_delta_tokens()
+        run = calendar_pass(crm_graph)
+        assert run.outcome == Outcome.SUCCESS and (run.created, run.deleted) == (0, 0)
+        assert sorted(e.props["Subject"] for e in crm_graph.mailbox().events()) == ["Kept", "Own", "Weekly"]
+        assert Activity.objects.count() == 3
+        assert calendar_pass(crm_graph).requests <= 2
+
+    def test_a_series_deleted_whole_in_outlook_is_noticed_though_graph_reports_only_its_occurrences(
+        self, crm_graph, start
+    ):
+        series = f.activity(crm_graph.env, subject="Jour fixe", start=start, organizer=crm_graph.alice.employee,
+                            recurrence="FREQ=WEEKLY;COUNT=4")  # fmt: skip
+        Attendee.objects.create(activity=series, email=ALICE, type="employee", meeting_organizer=True)
+        Attendee.objects.create(activity=series, email="bob@contoso.example", type="employee", invite=True)
+        calendar_pass(crm_graph)
+        (master,) = crm_graph.mailbox().events()
+        crm_graph.mailbox().delete(master, hard=True)
+        run = calendar_pass(crm_graph)
+        assert run.deleted == 1  # K9: a meeting deleted in Exchange deletes the activity
+        assert not Activity.objects.filter(pk=series.pk).exists()
+
+    def test_events_written_without_invitations_carry_no_attendees_and_send_nothing(self, crm_graph, start):
+        # K3 with an organizer who is not a sync user: each invited sync user gets a copy, no mail.
+        outsider = f.employee(crm_graph.env, "frank@contoso.example")
+        activity = f.activity(crm_graph.env, subject="Fair", start=start, organizer=outsider)
+        Attendee.objects.create(activity=activity, email=outsider.email, type="employee", meeting_organizer=True)
+        for email in (ALICE, "bob@contoso.example"):
+            Attendee.objects.create(activity=activity, email=email, type="employee", invite=True)
+        crm_graph.sim.request_log.enabled = True
+        calendar_pass(crm_graph)
+        calendar_pass(crm_graph, crm_graph.bob)
+        for user in (crm_graph.alice, crm_graph.bob):
+            (copy,) = crm_graph.mailbox(user).events()
+            assert not copy.props.get("RequiredAttendees") and not copy.props.get("IsMeeting")
+        creates = [e.request for e in crm_graph.sim.request_log.entries() if '"POST"' in e.request]
+        assert creates and all('"attendees"' not in request for request in creates)
+        assert '"transactionId"' in creates[0]  # a repeated create is dropped by Graph

@@ -455,12 +455,17 @@ def _zone(name: str) -> ZoneInfo:
     raise base.InvalidItem(f"Unknown time zone “{name}”: the event is not written rather than shifted.")
 
 
-def iana_zone(graph_zone: str) -> str:
-    """An event's zone as Graph names it (Windows or IANA) → IANA; unknown → UTC."""
+_UTC_NAMES = frozenset({"utc", "etc/utc", "tzone://microsoft/utc", "coordinated universal time"})
+
+
+def iana_zone(graph_zone: str) -> str | None:
+    """An event's zone as Graph names it (Windows or IANA) → IANA; None when unknown."""
+    if not graph_zone or graph_zone.lower() in _UTC_NAMES:
+        return "UTC"
     if graph_zone in _IANA_ZONES:
         return graph_zone
     mapped = WINDOWS_TO_OLSON.get(graph_zone, "")
-    return mapped if mapped in _IANA_ZONES else "UTC"
+    return mapped if mapped in _IANA_ZONES else None
 
 
 def _graph_time(moment: datetime, zone_name: str) -> dict[str, str]:
@@ -478,10 +483,8 @@ def _parse_graph_time(value: dict[str, Any] | None) -> datetime | None:
     if not value or not value.get("dateTime"):
         return None
     moment = datetime.fromisoformat(value["dateTime"][:19])
-    zone = value.get("timeZone") or "UTC"
-    if zone.upper() in ("UTC", "ETC/UTC", "TZONE://MICROSOFT/UTC"):
-        return moment.replace(tzinfo=UTC)
-    return moment.replace(tzinfo=ZoneInfo(iana_zone(zone))).astimezone(UTC)
+    zone = iana_zone(value.get("timeZone") or "UTC") or "UTC"
+    return moment.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def _rrule_parts(rrule: str) -> dict[str, str]:
@@ -612,6 +615,12 @@ def event_body(event: CalendarEvent, names: Iterable[str] | None = None) -> dict
 
 def event_from_graph(entity: dict[str, Any], folder_id: str) -> CalendarEvent:
     zone_name = iana_zone(entity.get("originalStartTimeZone") or "UTC")
+    if zone_name is None:
+        # Its times would shift across DST (and its dates could move): reported instead (K10).
+        raise base.InvalidItem(
+            f"“{entity.get('subject') or '(no subject)'}” uses a time zone this product does not know "
+            f"({entity.get('originalStartTimeZone')}); it is not synchronized rather than shifted."
+        )
     organizer = ((entity.get("organizer") or {}).get("emailAddress") or {}).get("address") or ""
     attendees = []
     for attendee in entity.get("attendees") or []:
@@ -1432,6 +1441,8 @@ class GraphBackend(MailboxBackend):
                 continue
             try:
                 out.append(event_from_graph(answer.body, ref.folder_id))
+            except MailboxError as exc:
+                out.append(exc)
             except (ValueError, KeyError, TypeError) as exc:
                 out.append(base.InvalidItem(f"The event cannot be read ({exc})."))
         series = [
@@ -1558,22 +1569,21 @@ class GraphBackend(MailboxBackend):
         return out
 
     def _occurrence_span(self, event: CalendarEvent) -> tuple[datetime, datetime] | None:
-        """The original starts whose exceptions are read: from the one under way now (K2: the
-        past is not compared) to the series' end, at most a year beyond the calendar window."""
-        duration = event.end - event.start
+        """The original starts whose exceptions are read: from the series' first (a pass that
+        ends a series begun in the past rewrites its pattern and lists its past exceptions again,
+        K15) to its end, at most a year beyond the calendar window."""
         _, window_end = self.calendar_window()
-        start = max(event.start, _now() - duration - timedelta(days=1))
+        limit = window_end + timedelta(days=366)
         last = None
         try:
-            series = base.Series(event.recurrence, event.start, event.time_zone)
-            for last in series.starts(after=start):
-                if last > window_end + timedelta(days=366):
+            for last in base.Series(event.recurrence, event.start, event.time_zone).starts():
+                if last > limit:
                     break
         except (ValueError, TypeError, KeyError, zoneinfo.ZoneInfoNotFoundError):
             return None
         if last is None:
             return None
-        return start, min(last, window_end + timedelta(days=366))
+        return event.start, min(last, limit)
 
     def _read_occurrences(self, mailbox: str, events: Sequence[CalendarEvent]) -> None:
         """Fill each series' modified and deleted occurrences: Graph v1.0 lists them as the
