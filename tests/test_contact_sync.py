@@ -255,6 +255,18 @@ class TestMapping:
         assert run.updated == 2
         assert all("JobTitle" not in item.props for item in crm.mailbox().contacts())
 
+    def test_c8_a_mapped_fax_is_outlooks_business_fax(self, crm, request):
+        # Graph v1.0 has no fax field: the backend writes PidTagBusinessFaxNumber (0x3A24), the
+        # property behind EWS's BusinessFax; exchange_sim's Graph front end does not map it (yet).
+        crm.simulator_deviates(request, "graph", "the MAPI property 0x3A24 is not the contact's BusinessFax")
+        FieldMapping.objects.create(
+            environment=crm.env, entity="contact", crm_field="fax", exchange_field="business_fax"
+        )
+        f.contact(crm.env, last_name="Fax", fax="+31 20 999")
+        crm.contacts_pass()
+        (item,) = crm.mailbox().contacts()
+        assert item.props["PhoneNumbers"]["BusinessFax"] == "+31 20 999"
+
     def test_the_business_address_carries_the_country_iso_code(self, crm):
         f.contact(
             crm.env,
