@@ -292,6 +292,10 @@ LOGGING = {
     "loggers": {
         # exchangelib logs request bodies (with credentials in headers) at DEBUG.
         "exchangelib": {"level": "WARNING"},
+        # httpx / msal (the Graph backend) log every request line, mailbox addresses included.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "msal": {"level": "WARNING"},
         "django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
     },
 }
