@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from syncadmin import hooks
 from syncadmin.api.fallback import not_found
 
 admin.site.site_header = "CRM ⇄ Exchange Synchronizer"
@@ -20,5 +21,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **_public), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", **_public), name="api-redoc"),
     re_path(r"^api/", not_found),
+    # Microsoft Graph's change notifications (push over Graph); the paths are pinned.
+    path("hooks/graph/", hooks.graph_notifications, name="graph-hook"),
+    path("hooks/graph/lifecycle/", hooks.graph_lifecycle, name="graph-hook-lifecycle"),
     path("", include("syncadmin.console.urls")),
 ]

@@ -110,6 +110,9 @@ def stop(environment_id: int) -> dict[str, Any]:
         env.set_state(SynchronizerState.STOPPING)
     _unschedule(env)
     env.set_state(SynchronizerState.STOPPED)
+    from synccore import graph_push
+
+    graph_push.stopped(env)  # a worker removes the Graph subscriptions (no Graph call here)
     return status(environment_id)
 
 
@@ -159,6 +162,9 @@ def status(environment_id: int) -> dict[str, Any]:
     env = Environment.objects.select_related("settings").get(pk=environment_id)
     users = SyncUser.objects.filter(environment=env).select_related("lease").order_by("mailbox_email")
     last_runs = _last_runs(env)
+    from synccore.graph_push import status_by_user
+
+    subscriptions = status_by_user(env)  # push over Graph: None where no subscription is held
     return {
         "environment": env.name,
         "id": env.pk,
@@ -180,6 +186,7 @@ def status(environment_id: int) -> dict[str, Any]:
                         else user.calendar_enabled,
                         "last_pass": _run_summary(last_runs.get((user.pk, kind.value))),
                         "next_due": _iso(_next_due(env, user, kind)),
+                        "push": subscriptions.get((user.pk, kind.value)),
                     }
                     for kind in KINDS
                 },
@@ -316,12 +323,18 @@ def _schedule(env: Environment) -> None:
                 _enqueue_pass(user, kind, full=False, trigger=Trigger.START, broker=broker)
     if _test_tick_s():
         _async("synccore.tasks.tick", env.pk, tick_schedule.pk, broker=broker)
+    from synccore import graph_push
+
+    graph_push.schedule(env)  # Graph change-notification subscriptions (push over Graph)
 
 
 def _unschedule(env: Environment) -> None:
     from django_q.models import Schedule
 
+    from synccore import graph_push
+
     Schedule.objects.filter(name=schedule_name(env)).delete()
+    graph_push.unschedule(env)
 
 
 def _async(func: str, *args: Any, broker=None) -> None:
@@ -588,11 +601,20 @@ def _concerned_users(env: Environment, activity_ids: list[int]) -> list[SyncUser
 
 def push_calendar(user_id: int) -> bool:
     """A push notification for one mailbox: enqueue its calendar pass now. False if not wanted."""
+    return push_pass(user_id, SyncKind.CALENDAR)
+
+
+def push_pass(user_id: int, kind: str) -> bool:
+    """A push notification (EWS stream or Graph webhook) or a catch-up for one mailbox: enqueue
+    a pass of that kind now. False if not wanted (synchronizer not running, kind off).
+
+    A pass that finds the mailbox's lease taken asks its holder for a re-run (`run_pass`), so a
+    notification that arrives during a pass is never dropped."""
     user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
     if user is None or not user.active:
         return False
     env = user.environment
-    if env.state != SynchronizerState.RUNNING or not _runnable_kind(user, SyncKind.CALENDAR):
+    if env.state != SynchronizerState.RUNNING or not _runnable_kind(user, kind):
         return False
-    _enqueue_pass(user, SyncKind.CALENDAR, full=False, trigger=Trigger.PUSH)
+    _enqueue_pass(user, kind, full=False, trigger=Trigger.PUSH)
     return True

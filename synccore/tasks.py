@@ -15,3 +15,21 @@ def run_pass(user_id: int, kind: str, trigger: str = "schedule", full: bool = Fa
 
 def prune() -> dict[str, int]:
     return runtime.prune()
+
+
+def maintain_graph_subscriptions(environment_id: int) -> dict[str, int]:
+    from synccore import graph_push
+
+    return graph_push.maintain(environment_id)
+
+
+def renew_graph_subscription(subscription_pk: int) -> bool:
+    from synccore import graph_push
+
+    return graph_push.renew(subscription_pk)
+
+
+def resubscribe_graph_subscription(subscription_pk: int) -> bool:
+    from synccore import graph_push
+
+    return graph_push.resubscribe(subscription_pk)

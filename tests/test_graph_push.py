@@ -1,55 +1,350 @@
-"""Push over Microsoft Graph (K14): change-notification subscriptions, the webhook at
-/hooks/graph/, renewal, lifecycle notifications."""
+"""Push over Microsoft Graph (K14): change-notification subscriptions held for the calendar users
+of a running Graph environment with push on, the webhook at /hooks/graph/ the simulator calls
+(the product is served on a loopback port, PUBLIC_BASE_URL points at it), renewal before expiry,
+lifecycle notifications, removal on stop."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from django_q.models import OrmQ, Schedule
+from django_q.signing import SignedPackage
 
+from synccore import graph_push, leases, runtime
 from synccore.mailbox import base
+from synccore.models import Activity, GraphSubscription, PushSubscriptionState, SynchronizerState, UserLease
 from synccore.sync.connection import open_backend
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends("graph")]
+
+ALICE = "alice@contoso.example"
 
 
-def test_the_graph_backend_creates_renews_and_deletes_a_subscription(crm_graph, webhook_receiver):
-    sim = crm_graph.sim
-    backend = open_backend(crm_graph.settings)
+# --- Helpers -------------------------------------------------------------------------------------
+
+
+def queued(func: str = "synccore.tasks.run_pass") -> list[tuple]:
+    found = []
+    for row in OrmQ.objects.order_by("id"):
+        task = SignedPackage.loads(row.payload)
+        if task["func"] == func:
+            found.append(tuple(task["args"]))
+    return found
+
+
+def push_passes() -> set[tuple]:
+    return {args[:3] for args in queued() if args[2] == "push"}
+
+
+def run_queued(*, passes: bool = True) -> None:
+    """Do what a worker does with what is queued (the cluster test proves workers do)."""
+    from synccore import tasks
+
+    for row in OrmQ.objects.order_by("id"):
+        task = SignedPackage.loads(row.payload)
+        name = task["func"].rsplit(".", 1)[-1]
+        if task["func"].startswith("synccore.tasks.") and (passes or name != "run_pass"):
+            getattr(tasks, name)(*task["args"], **task.get("kwargs", {}))
+        row.delete()
+
+
+def held(crm) -> dict[str, object]:
+    """mailbox → the simulator's subscription."""
+    return {sub.mailbox: sub for sub in crm.sim.graph.subscriptions.all()}
+
+
+def notify(entries, path="/hooks/graph/"):
+    return Client().post(path, {"value": entries}, content_type="application/json")
+
+
+@pytest.fixture
+def hooked(crm, live_server, settings):
+    """The product served on a loopback port, its public base URL pointing there, push on."""
+    settings.PUBLIC_BASE_URL = live_server.url
+    crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
+    crm.sim.graph.subscriptions.retry_delays = [0.1]
+    return crm
+
+
+@pytest.fixture
+def subscribed(hooked):
+    """Running, with a subscription for each calendar user, and nothing queued."""
+    crm = hooked
+    crm.env.set_state(SynchronizerState.RUNNING)
+    assert graph_push.maintain(crm.env.pk)["created"] == 2
+    OrmQ.objects.all().delete()
+    return crm
+
+
+# --- The backend's subscription calls ----------------------------------------------------------
+
+
+def test_the_graph_backend_creates_renews_and_deletes_a_subscription(crm, webhook_receiver):
+    sim = crm.sim
+    backend = open_backend(crm.settings)
     expiry = sim.clock.now() + timedelta(days=2)
     made = backend.create_subscription(
-        "alice@contoso.example",
-        backend.events_resource("alice@contoso.example"),
+        ALICE,
+        backend.events_resource(ALICE),
         notification_url=webhook_receiver.url,
         lifecycle_url=webhook_receiver.lifecycle_url,
         client_state="secret-state",
         expires_at=expiry,
     )
     assert len(webhook_receiver.validations) == 2  # the notification and the lifecycle URL
-    (held,) = sim.graph.subscriptions.all()
-    assert (held.id, held.client_state, held.mailbox) == (made.id, "secret-state", "alice@contoso.example")
+    (sub,) = sim.graph.subscriptions.all()
+    assert (sub.id, sub.client_state, sub.mailbox) == (made.id, "secret-state", ALICE)
     assert abs(made.expires_at - expiry) < timedelta(seconds=1)
 
-    renewed = backend.renew_subscription("alice@contoso.example", made.id, expiry + timedelta(days=1))
+    renewed = backend.renew_subscription(ALICE, made.id, expiry + timedelta(days=1))
     assert renewed.expires_at > made.expires_at
-    backend.reauthorize_subscription("alice@contoso.example", made.id)
-    backend.delete_subscription("alice@contoso.example", made.id)
+    backend.reauthorize_subscription(ALICE, made.id)
+    backend.delete_subscription(ALICE, made.id)
     assert sim.graph.subscriptions.all() == []
-    backend.delete_subscription("alice@contoso.example", made.id)  # gone already: fine
+    backend.delete_subscription(ALICE, made.id)  # gone already: fine
     with pytest.raises(base.ItemNotFound):
-        backend.renew_subscription("alice@contoso.example", made.id, expiry)
+        backend.renew_subscription(ALICE, made.id, expiry)
 
 
-def test_a_subscription_whose_webhook_fails_the_handshake_is_refused(crm_graph, webhook_receiver):
+def test_a_subscription_whose_webhook_fails_the_handshake_is_refused(crm, webhook_receiver):
     webhook_receiver.validation = "wrong"
-    backend = open_backend(crm_graph.settings)
+    backend = open_backend(crm.settings)
     with pytest.raises(base.MailboxError, match="validation"):
         backend.create_subscription(
-            "alice@contoso.example",
-            backend.events_resource("alice@contoso.example"),
+            ALICE,
+            backend.events_resource(ALICE),
             notification_url=webhook_receiver.url,
             lifecycle_url=webhook_receiver.lifecycle_url,
             client_state="s",
             expires_at=timezone.now() + timedelta(days=1),
         )
+
+
+# --- The webhook -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/hooks/graph/", "/hooks/graph/lifecycle/"])
+def test_the_webhook_answers_the_validation_handshake_with_the_token_as_plain_text(crm, path):
+    token = "Validation: Testing client application reachability <b>1</b>"
+    answer = Client(enforce_csrf_checks=True).post(
+        f"{path}?validationToken={token}", content_type="text/plain"
+    )
+    assert answer.status_code == 200
+    assert answer["Content-Type"].startswith("text/plain")
+    assert answer.content.decode() == token
+    assert "Set-Cookie" not in answer.headers
+
+
+def test_the_webhook_takes_only_posts_of_notifications(crm):
+    client = Client()
+    assert client.get("/hooks/graph/").status_code == 405
+    assert client.post("/hooks/graph/", "not json", content_type="application/json").status_code == 400
+    assert client.post("/hooks/graph/", {"value": "x"}, content_type="application/json").status_code == 400
+
+
+def test_start_with_push_on_creates_a_subscription_for_each_calendar_user(hooked, live_server):
+    crm = hooked
+    crm.bob.calendar_enabled = False
+    crm.bob.save()
+    runtime.start(crm.env.pk)
+    assert Schedule.objects.filter(
+        name=graph_push.schedule_name(crm.env), func="synccore.tasks.maintain_graph_subscriptions"
+    ).exists()
+    assert queued("synccore.tasks.maintain_graph_subscriptions") == [(crm.env.pk,)]
+    assert crm.sim.graph.subscriptions.all() == []  # not in the request: on a worker
+    run_queued(passes=False)
+
+    sub = held(crm)[ALICE]
+    assert set(held(crm)) == {ALICE}  # Bob's calendar is not synchronized
+    assert sub.notification_url == f"{live_server.url}/hooks/graph/"
+    assert sub.lifecycle_url == f"{live_server.url}/hooks/graph/lifecycle/"
+    assert sub.change_types == {"created", "updated", "deleted"}
+    row = GraphSubscription.objects.get(sync_user=crm.alice)
+    assert (row.subscription_id, row.state, row.kind) == (sub.id, PushSubscriptionState.ACTIVE, "calendar")
+    assert abs(row.expires_at - sub.expiration) < timedelta(seconds=1)
+    # The clientState is random per subscription and not stored as it is.
+    assert len(sub.client_state) >= 32 and sub.client_state not in row.client_state_hash
+    # A change made before the subscription existed is caught up by a pass.
+    assert (crm.alice.pk, "calendar", "push") in push_passes()
+    status = runtime.status(crm.env.pk)
+    alice = next(u for u in status["users"] if u["email"] == ALICE)
+    assert alice["calendar"]["push"]["state"] == "active"
+    assert alice["contacts"]["push"] is None  # contacts flow one way: pull only
+
+
+def test_an_outlook_change_is_notified_and_enqueues_a_targeted_calendar_pass(subscribed):
+    crm = subscribed
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    crm.mailbox().create_event("Pushed lunch", start, start + timedelta(hours=1))
+    assert crm.sim.graph.subscriptions.wait_idle()
+    assert held(crm)[ALICE].notified >= 1  # the webhook answered 2xx
+    assert push_passes() == {(crm.alice.pk, "calendar", "push")}
+    run_queued()
+    assert Activity.objects.filter(subject="Pushed lunch", created_by_erp=False).exists()
+
+
+def test_a_forged_or_unknown_client_state_is_ignored_and_logged(subscribed, caplog):
+    crm = subscribed
+    sub = held(crm)[ALICE]
+    entry = {"subscriptionId": sub.id, "changeType": "updated", "resource": "Users/x/Events/y"}
+    with caplog.at_level(logging.WARNING, logger="synccore.graph_push"):
+        for forged in (
+            {**entry, "clientState": "guess"},
+            {**entry, "subscriptionId": "nope", "clientState": sub.client_state},
+            entry,
+        ):
+            assert notify([forged]).status_code == 202  # answered like any other: tells nothing
+    assert push_passes() == set()
+    assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == 3
+    assert sub.client_state not in caplog.text
+
+    assert notify([{**entry, "clientState": sub.client_state}]).status_code == 202
+    assert push_passes() == {(crm.alice.pk, "calendar", "push")}
+
+
+def test_a_push_pass_that_finds_the_mailbox_leased_marks_it_for_an_immediate_rerun(subscribed):
+    crm = subscribed
+    assert leases.acquire(crm.alice.pk, "another-worker")
+    sub = held(crm)[ALICE]
+    notify([{"subscriptionId": sub.id, "clientState": sub.client_state, "changeType": "created"}])
+    (args,) = queued()
+    assert runtime.run_pass(*args).startswith("deferred")
+    assert UserLease.objects.get(sync_user=crm.alice).rerun_calendar == "push"
+
+
+def test_a_failed_creation_leaves_the_user_on_pull_only_with_the_reason_in_the_status(hooked, settings):
+    crm = hooked
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9/"  # nobody answers the handshake there
+    crm.env.set_state(SynchronizerState.RUNNING)
+    assert graph_push.maintain(crm.env.pk)["failed"] == 2
+    assert crm.sim.graph.subscriptions.all() == []
+    alice = runtime.status(crm.env.pk)["users"][0]
+    assert alice["calendar"]["push"]["state"] == "failed"
+    assert (
+        "pull only" in alice["calendar"]["push"]["error"]
+        and "validation" in alice["calendar"]["push"]["error"]
+    )
+    assert alice["health"] == "healthy" and alice["calendar"]["next_due"]  # pull goes on
+
+    settings.PUBLIC_BASE_URL = "http://sync.example.com"  # Graph calls https URLs only
+    graph_push.maintain(crm.env.pk)
+    assert "https" in GraphSubscription.objects.get(sync_user=crm.alice).error
+
+
+def test_a_failed_creation_is_tried_again_at_the_next_maintenance(hooked, settings, live_server):
+    crm = hooked
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9/"
+    crm.env.set_state(SynchronizerState.RUNNING)
+    graph_push.maintain(crm.env.pk)
+    settings.PUBLIC_BASE_URL = live_server.url
+    assert graph_push.maintain(crm.env.pk)["created"] == 2
+    assert set(held(crm)) == {ALICE, "bob@contoso.example"}
+    assert set(GraphSubscription.objects.values_list("state", flat=True)) == {"active"}
+
+
+# --- Renewal, expiry, lifecycle --------------------------------------------------------------------
+
+
+def test_subscriptions_are_renewed_before_they_expire(subscribed, clock):
+    crm = subscribed
+    before = {sub.mailbox: sub.expiration for sub in crm.sim.graph.subscriptions.all()}
+    updates = crm.sim.counters["graph.subscriptions.update"]
+    assert graph_push.maintain(crm.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+    assert crm.sim.counters["graph.subscriptions.update"] == updates  # far from expiry: no request
+
+    clock.advance(graph_push.LIFETIME - graph_push.RENEW_WITHIN + timedelta(minutes=5))
+    assert graph_push.maintain(crm.env.pk)["renewed"] == 2
+    # One PATCH each (and one more for the token that expired meanwhile: 401, then a fresh one).
+    assert crm.sim.counters["graph.subscriptions.update"] - updates in (2, 3)
+    for sub in crm.sim.graph.subscriptions.all():
+        assert sub.expiration > before[sub.mailbox]
+        assert GraphSubscription.objects.get(subscription_id=sub.id).expires_at == sub.expiration
+    assert push_passes() == set()  # nothing was lost
+
+
+def test_an_expired_subscription_is_replaced_and_its_mailbox_caught_up(subscribed, clock):
+    crm = subscribed
+    old = {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    clock.advance(graph_push.LIFETIME + timedelta(hours=1))  # nobody renewed them in time
+    assert crm.sim.graph.subscriptions.all() == []
+    assert graph_push.maintain(crm.env.pk)["created"] == 2
+    assert not old & {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    assert {args[0] for args in push_passes()} == {crm.alice.pk, crm.bob.pk}
+
+
+def test_a_missed_lifecycle_notification_enqueues_a_catch_up_pass(subscribed):
+    crm = subscribed
+    assert crm.sim.graph.subscriptions.lifecycle(held(crm)[ALICE].id, "missed")
+    assert crm.sim.graph.subscriptions.wait_idle()
+    assert push_passes() == {(crm.alice.pk, "calendar", "push")}
+
+
+def test_notifications_that_could_not_be_delivered_end_in_a_catch_up_pass(subscribed):
+    crm = subscribed
+    sub = held(crm)[ALICE]
+    sub.notification_url = "http://127.0.0.1:9/hooks/graph/"  # the webhook is unreachable for a while
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    crm.mailbox().create_event("While unreachable", start, start + timedelta(hours=1))
+    assert crm.sim.graph.subscriptions.wait_idle()
+    assert sub.missed == 1
+    assert push_passes() == {(crm.alice.pk, "calendar", "push")}  # the "missed" lifecycle event
+    run_queued()
+    assert Activity.objects.filter(subject="While unreachable").exists()
+
+
+def test_reauthorization_required_renews_the_subscription_on_a_worker(subscribed):
+    crm = subscribed
+    sub = held(crm)[ALICE]
+    expiry = sub.expiration
+    assert crm.sim.graph.subscriptions.lifecycle(sub.id, "reauthorizationRequired")
+    assert crm.sim.graph.subscriptions.wait_idle()
+    assert sub.reauthorization_required  # the request only enqueued the work
+    row = GraphSubscription.objects.get(subscription_id=sub.id)
+    assert queued("synccore.tasks.renew_graph_subscription") == [(row.pk,)]
+    run_queued()
+    assert not sub.reauthorization_required and sub.expiration >= expiry
+
+
+def test_a_removed_subscription_is_replaced_and_its_mailbox_caught_up(subscribed):
+    crm = subscribed
+    sub = held(crm)[ALICE]
+    assert crm.sim.graph.subscriptions.lifecycle(sub.id, "subscriptionRemoved")
+    assert crm.sim.graph.subscriptions.wait_idle()
+    run_queued(passes=False)
+    new = held(crm)[ALICE]
+    assert new.id != sub.id
+    assert GraphSubscription.objects.get(sync_user=crm.alice).subscription_id == new.id
+    assert (crm.alice.pk, "calendar", "push") in push_passes()
+
+
+# --- Stop, push off ----------------------------------------------------------------------------
+
+
+def test_stop_removes_the_subscriptions(hooked):
+    crm = hooked
+    runtime.start(crm.env.pk)
+    run_queued(passes=False)
+    assert len(held(crm)) == 2
+    runtime.stop(crm.env.pk)
+    assert not Schedule.objects.filter(name=graph_push.schedule_name(crm.env)).exists()
+    run_queued(passes=False)
+    assert held(crm) == {}
+    assert not GraphSubscription.objects.exists()
+    # A notification still in flight for a removed subscription is ignored.
+    assert notify([{"subscriptionId": "gone", "clientState": "x"}]).status_code == 202
+    assert push_passes() == set()
+
+
+def test_push_turned_off_or_a_user_deactivated_removes_their_subscriptions(subscribed):
+    crm = subscribed
+    crm.bob.active = False
+    crm.bob.save()
+    assert graph_push.maintain(crm.env.pk)["removed"] == 1
+    assert set(held(crm)) == {ALICE}
+    crm.configure(push_enabled=False)
+    graph_push.maintain(crm.env.pk)
+    assert held(crm) == {} and not GraphSubscription.objects.exists()

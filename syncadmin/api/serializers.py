@@ -61,10 +61,21 @@ class RunSummarySerializer(serializers.Serializer):
     requests = serializers.IntegerField()
 
 
+class PushSubscriptionStatusSerializer(serializers.Serializer):
+    """A Microsoft Graph change-notification subscription (push over Graph)."""
+
+    state = serializers.ChoiceField(choices=["creating", "active", "failed"])
+    expires_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_blank=True, help_text="Why push is off for this mailbox, if it is.")
+
+
 class KindStatusSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
     last_pass = RunSummarySerializer(allow_null=True)
     next_due = serializers.DateTimeField(allow_null=True)
+    push = PushSubscriptionStatusSerializer(
+        allow_null=True, required=False, help_text="The Graph subscription of this kind; null: none."
+    )
 
 
 class UserStatusSerializer(serializers.Serializer):

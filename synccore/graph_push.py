@@ -1,0 +1,414 @@
+"""Push over Microsoft Graph (K14): change-notification subscriptions and their notifications.
+
+For a running environment on the Graph backend with push on, every active sync user whose calendar
+is synchronized holds one Graph subscription on ``users/{mailbox}/events`` (``GraphSubscription``
+rows). Graph POSTs each change to ``PUBLIC_BASE_URL`` + ``/hooks/graph/``; the console's view hands
+the entries to `receive_notifications`, which checks each one's clientState against the row its
+subscription id names and enqueues a targeted calendar pass for that mailbox (the pass itself runs
+on a worker, never in the request). Lifecycle notifications arrive at ``/hooks/graph/lifecycle/``:
+``missed`` enqueues a catch-up pass, ``reauthorizationRequired`` a renewal, ``subscriptionRemoved``
+a new subscription (and a catch-up pass).
+
+Contacts hold no subscription: they flow one way (CRM → Exchange), so an Outlook edit of a contact
+is only overwritten, and a pull pass does that as well; a subscription would turn each of our own
+contact writes into a notification and a pass that finds nothing to do.
+
+`maintain` converges the rows with what is wanted and is the one door for creating, renewing and
+removing subscriptions: `runtime` enqueues it on start and on stop, and a django-q2 schedule runs it
+every `MAINTENANCE_MINUTES` while the environment runs, renewing what expires within
+`RENEW_WITHIN`, re-creating what Graph lost or let expire (with a catch-up pass: its
+notifications are lost) and retrying failed creations. A mailbox whose subscription cannot be made
+stays on pull only, with the reason on its row (shown in the status).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from django.conf import settings as django_settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from synccore import runtime
+from synccore.mailbox.base import ItemNotFound, MailboxError
+from synccore.models import (
+    Backend,
+    Environment,
+    GraphSubscription,
+    PushSubscriptionState,
+    SynchronizerState,
+    SyncKind,
+    SyncUser,
+)
+
+log = logging.getLogger(__name__)
+
+# Graph lets Outlook subscriptions live up to 10080 minutes; three days leaves room for a
+# maintenance run that is late by a day or two before anything expires.
+LIFETIME = timedelta(days=3)
+RENEW_WITHIN = timedelta(days=2)
+MAINTENANCE_MINUTES = 60
+# A row left "creating" this long belongs to a worker that died while subscribing.
+STALE_CREATING = timedelta(minutes=15)
+CREATE_FAILED = "No push for this mailbox (it is synchronized by pull only): "
+
+
+class PushConfigurationError(Exception):
+    pass
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+
+
+def notification_urls() -> tuple[str, str]:
+    """(notification URL, lifecycle URL) under PUBLIC_BASE_URL."""
+    base = str(getattr(django_settings, "PUBLIC_BASE_URL", "") or "").strip()
+    problem = public_base_url_problem(base)
+    if problem:
+        raise PushConfigurationError(problem)
+    base = base.rstrip("/") + "/"
+    return urljoin(base, reverse("graph-hook").lstrip("/")), urljoin(
+        base, reverse("graph-hook-lifecycle").lstrip("/")
+    )
+
+
+def public_base_url_problem(url: str) -> str:
+    """Why Graph could not call webhooks under this base URL ("" when it can)."""
+    if not url:
+        return "PUBLIC_BASE_URL is not set; Microsoft Graph needs it to deliver notifications."
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return ""
+    if parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}:
+        return ""  # tests and a local simulator only: Microsoft Graph calls https URLs alone
+    return f"PUBLIC_BASE_URL must be an https URL that Microsoft Graph can reach (it is {url!r})."
+
+
+# --- What is wanted -----------------------------------------------------------------------------
+
+
+def _push_environment(env: Environment) -> bool:
+    s = env.settings
+    return (
+        env.state == SynchronizerState.RUNNING
+        and s.backend == Backend.GRAPH
+        and s.push_enabled
+        and s.synchronize_activities
+    )
+
+
+def wanted_users(env: Environment) -> list[SyncUser]:
+    """The sync users that should hold a calendar subscription now."""
+    if not _push_environment(env):
+        return []
+    users = SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings")
+    return [user for user in users if runtime._runnable_kind(user, SyncKind.CALENDAR)]
+
+
+def _hash(client_state: str) -> str:
+    return hashlib.sha256(client_state.encode()).hexdigest()
+
+
+# --- Maintenance (a django-q2 task) -----------------------------------------------------------
+
+
+def maintain(environment_id: int) -> dict[str, int]:
+    """Create, renew, re-create and remove this environment's subscriptions as needed."""
+    env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
+    counts = {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+    if env is None:
+        return counts
+    wanted = {user.pk: user for user in wanted_users(env)}
+    rows = list(GraphSubscription.objects.filter(environment=env).select_related("sync_user"))
+    if not wanted and not rows:
+        return counts
+    from synccore.sync.connection import open_backend
+
+    backend = None
+    try:
+        backend = open_backend(env.settings) if env.settings.backend == Backend.GRAPH else None
+        now = timezone.now()
+        held = set()
+        for row in rows:
+            if row.sync_user_id not in wanted or row.kind != SyncKind.CALENDAR or backend is None:
+                _remove(backend, row)
+                counts["removed"] += 1
+                continue
+            held.add(row.sync_user_id)
+            outcome = _keep(backend, row, now)
+            if outcome:
+                counts[outcome] += 1
+        for user_id, user in wanted.items():
+            if user_id not in held and backend is not None:
+                counts["created" if _subscribe(backend, user) else "failed"] += 1
+    except MailboxError as exc:  # the backend could not even be opened: try again next time
+        log.warning("Graph subscriptions of environment %s not maintained: %s", environment_id, exc)
+    finally:
+        if backend is not None:
+            backend.close()
+    return counts
+
+
+def _keep(backend: Any, row: GraphSubscription, now) -> str:
+    """One wanted row: renew it, re-create it, or retry its creation. Returns the outcome."""
+    if row.state == PushSubscriptionState.FAILED or (
+        row.state == PushSubscriptionState.CREATING and row.updated_at < now - STALE_CREATING
+    ):
+        return "created" if _subscribe(backend, row.sync_user, row) else "failed"
+    if row.state != PushSubscriptionState.ACTIVE:
+        return ""  # another worker is creating it
+    if row.expires_at and row.expires_at <= now:
+        # Expired while nobody renewed it: its notifications are lost, a new one catches up.
+        return "created" if _subscribe(backend, row.sync_user, row) else "failed"
+    if row.expires_at and row.expires_at - now > RENEW_WITHIN:
+        return ""
+    return "renewed" if _renew(backend, row) else "failed"
+
+
+def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = None) -> bool:
+    """Make a new subscription for a user (claiming or creating its row first), then catch up."""
+    client_state = secrets.token_urlsafe(32)
+    claim = {
+        "state": PushSubscriptionState.CREATING,
+        "client_state_hash": _hash(client_state),
+        "subscription_id": "",
+        "expires_at": None,
+        "error": "",
+        "resource": backend.events_resource(user.mailbox_email),
+    }
+    if row is None:
+        try:
+            with transaction.atomic():
+                row = GraphSubscription.objects.create(
+                    environment_id=user.environment_id, sync_user=user, kind=SyncKind.CALENDAR, **claim
+                )
+        except IntegrityError:
+            return False  # another worker claimed it first
+        old_id = ""
+    else:
+        old_id = row.subscription_id
+        # Claim an existing row with a conditional update: two maintenance runs never both subscribe.
+        if not GraphSubscription.objects.filter(pk=row.pk, updated_at=row.updated_at).update(
+            **claim, updated_at=timezone.now()
+        ):
+            return False
+    if old_id:
+        _delete_remote(backend, user.mailbox_email, old_id)
+    try:
+        notification_url, lifecycle_url = notification_urls()
+        made = backend.create_subscription(
+            user.mailbox_email,
+            claim["resource"],
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            client_state=client_state,
+            expires_at=timezone.now() + LIFETIME,
+        )
+    except (MailboxError, PushConfigurationError) as exc:
+        GraphSubscription.objects.filter(pk=row.pk, client_state_hash=claim["client_state_hash"]).update(
+            state=PushSubscriptionState.FAILED, error=f"{CREATE_FAILED}{exc}", updated_at=timezone.now()
+        )
+        log.warning("no Graph subscription for %s: %s", user.mailbox_email, exc)
+        return False
+    kept = GraphSubscription.objects.filter(pk=row.pk, client_state_hash=claim["client_state_hash"]).update(
+        state=PushSubscriptionState.ACTIVE,
+        subscription_id=made.id,
+        expires_at=made.expires_at,
+        updated_at=timezone.now(),
+    )
+    if not kept:  # removed meanwhile (the environment stopped): do not leave it behind
+        _delete_remote(backend, user.mailbox_email, made.id)
+        return False
+    # Changes made before the subscription existed were never notified: catch up now.
+    runtime.push_pass(user.pk, SyncKind.CALENDAR)
+    return True
+
+
+def _renew(backend: Any, row: GraphSubscription) -> bool:
+    try:
+        renewed = backend.renew_subscription(
+            row.sync_user.mailbox_email, row.subscription_id, timezone.now() + LIFETIME
+        )
+    except ItemNotFound:
+        # Graph no longer has it (removed on its side): a new one, and catch up.
+        return _subscribe(backend, row.sync_user, row)
+    except MailboxError as exc:
+        # Kept as it is: it still works until it expires, and the next run tries again.
+        GraphSubscription.objects.filter(pk=row.pk).update(
+            error=f"Renewal failed ({exc}); tried again at the next maintenance run.",
+            updated_at=timezone.now(),
+        )
+        log.warning("Graph subscription of %s not renewed: %s", row.sync_user.mailbox_email, exc)
+        return False
+    GraphSubscription.objects.filter(pk=row.pk, subscription_id=row.subscription_id).update(
+        expires_at=renewed.expires_at, error="", updated_at=timezone.now()
+    )
+    return True
+
+
+def _remove(backend: Any, row: GraphSubscription) -> None:
+    GraphSubscription.objects.filter(pk=row.pk).delete()
+    if row.subscription_id and backend is not None:
+        _delete_remote(backend, row.sync_user.mailbox_email, row.subscription_id)
+
+
+def _delete_remote(backend: Any, mailbox: str, subscription_id: str) -> None:
+    try:
+        backend.delete_subscription(mailbox, subscription_id)
+    except MailboxError as exc:
+        # Its notifications name a subscription we no longer know: they are ignored until it expires.
+        log.warning(
+            "Graph subscription %s of %s not deleted (it expires by itself): %s",
+            subscription_id,
+            mailbox,
+            exc,
+        )
+
+
+def renew(subscription_pk: int) -> bool:
+    """A reauthorizationRequired lifecycle notification: renew (which reauthorizes) now."""
+    row = (
+        GraphSubscription.objects.select_related("sync_user", "environment__settings")
+        .filter(pk=subscription_pk)
+        .first()
+    )
+    if row is None or row.state != PushSubscriptionState.ACTIVE or not _push_environment(row.environment):
+        return False
+    from synccore.sync.connection import open_backend
+
+    backend = open_backend(row.environment.settings)
+    try:
+        return _renew(backend, row)
+    finally:
+        backend.close()
+
+
+def resubscribe(subscription_pk: int) -> bool:
+    """A subscriptionRemoved lifecycle notification: a new subscription, and catch up."""
+    row = (
+        GraphSubscription.objects.select_related("sync_user", "environment__settings")
+        .filter(pk=subscription_pk)
+        .first()
+    )
+    if row is None or not _push_environment(row.environment):
+        return False
+    from synccore.sync.connection import open_backend
+
+    backend = open_backend(row.environment.settings)
+    try:
+        return _subscribe(backend, row.sync_user, row)
+    finally:
+        backend.close()
+
+
+# --- Scheduling (called by runtime on start and stop) ------------------------------------------
+
+
+def schedule_name(env: Environment | int) -> str:
+    return f"{runtime.schedule_name(env)}:graph-push"
+
+
+def schedule(env: Environment) -> None:
+    """Start of a Graph environment: maintain now, then every MAINTENANCE_MINUTES."""
+    from django_q.models import Schedule
+
+    unschedule(env)
+    if env.settings.backend != Backend.GRAPH:
+        return
+    Schedule.objects.create(
+        name=schedule_name(env),
+        func="synccore.tasks.maintain_graph_subscriptions",
+        args=repr((env.pk,)),
+        schedule_type=Schedule.MINUTES,
+        minutes=MAINTENANCE_MINUTES,
+        repeats=-1,
+        next_run=timezone.now() + timedelta(minutes=MAINTENANCE_MINUTES),
+    )
+    runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+
+
+def unschedule(env: Environment) -> None:
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(name=schedule_name(env)).delete()
+
+
+def stopped(env: Environment) -> None:
+    """Stop: no more maintenance; a last run removes the subscriptions."""
+    unschedule(env)
+    if GraphSubscription.objects.filter(environment=env).exists():
+        runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+
+
+# --- Notifications (the webhook's service functions) -----------------------------------------
+
+
+def _verified(entries: list[Any], what: str) -> list[tuple[GraphSubscription, dict[str, Any]]]:
+    """The entries whose subscription we hold and whose clientState matches it; others logged."""
+    entries = [e for e in entries if isinstance(e, dict)]
+    ids = {str(e.get("subscriptionId") or "") for e in entries} - {""}
+    rows = {
+        row.subscription_id: row
+        for row in GraphSubscription.objects.filter(subscription_id__in=ids).select_related("sync_user")
+    }
+    verified = []
+    for entry in entries:
+        sub_id = str(entry.get("subscriptionId") or "")
+        row = rows.get(sub_id)
+        state = entry.get("clientState")
+        if row is None:
+            log.warning("Graph %s for an unknown subscription %r ignored", what, sub_id[:80])
+        elif not isinstance(state, str) or not hmac.compare_digest(_hash(state), row.client_state_hash):
+            log.warning("Graph %s for subscription %s with a wrong clientState ignored", what, sub_id)
+        else:
+            verified.append((row, entry))
+    return verified
+
+
+def receive_notifications(entries: list[Any]) -> int:
+    """Change notifications: one targeted pass per mailbox and kind named. Returns how many."""
+    targets = {(row.sync_user_id, row.kind) for row, _ in _verified(entries, "notification")}
+    for user_id, kind in sorted(targets):
+        runtime.push_pass(user_id, kind)
+    return len(targets)
+
+
+def receive_lifecycle(entries: list[Any]) -> int:
+    """Lifecycle notifications: missed → catch up; reauthorizationRequired → renew;
+    subscriptionRemoved → a new subscription. Returns how many were acted on."""
+    acted = 0
+    for row, entry in _verified(entries, "lifecycle notification"):
+        event = entry.get("lifecycleEvent")
+        if event == "missed":
+            acted += runtime.push_pass(row.sync_user_id, row.kind)
+        elif event == "reauthorizationRequired":
+            runtime._async("synccore.tasks.renew_graph_subscription", row.pk)
+            acted += 1
+        elif event == "subscriptionRemoved":
+            runtime._async("synccore.tasks.resubscribe_graph_subscription", row.pk)
+            acted += 1
+        else:
+            log.info("Graph lifecycle event %r for subscription %s ignored", event, row.subscription_id)
+    return acted
+
+
+# --- Status -------------------------------------------------------------------------------------
+
+
+def status_by_user(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
+    """(user id, kind) → {"state", "expires_at", "error"} of its subscription."""
+    return {
+        (row.sync_user_id, row.kind): {
+            "state": row.state,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            "error": row.error,
+        }
+        for row in GraphSubscription.objects.filter(environment=env)
+    }
