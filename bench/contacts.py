@@ -1,12 +1,15 @@
 """Contact sync benchmark: initial sync of N contacts into one mailbox, then an idle pass,
 against exchange_sim running as its own process with simulated latency, compared with a naive
-baseline in the same run (one request per contact).
+baseline in the same run (one request per contact) — over EWS and over Microsoft Graph.
 
     .venv/bin/python bench/contacts.py [--contacts 5000] [--small 1000] [--latency-ms 20]
+                                       [--backends ews,graph]
 
 Each measured pass runs in a fresh process, so its peak RSS is the synchronizer's own. The last
 line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
-naive_wall_s, wall_ratio, idle_requests, peak_rss_mb, peak_rss_mb_small).
+naive_wall_s, wall_ratio, idle_requests, peak_rss_mb, peak_rss_mb_small): the figures of the
+first backend measured (EWS by default), and the same keys per backend under "backends". Over
+Graph a $batch carries at most 20 writes, so its request ratio cannot exceed about 20.
 """
 
 from __future__ import annotations
@@ -26,16 +29,24 @@ PROJECT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, str]:
+ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_url": "Token endpoint", "ca_bundle": "CA bundle"}
+
+
+def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
+    """exchange_sim as its own process; its EWS, Graph and token endpoints and its CA bundle."""
     args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
     for mailbox in mailboxes:
         args += ["--mailbox", mailbox]
     proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    found: dict[str, str] = {}
     for line in proc.stdout:
-        match = re.match(r"EWS endpoint: (\S+)", line)
-        if match:
-            return proc, match[1]
-    raise SystemExit("exchange_sim did not print its endpoint")
+        for key, label in ENDPOINT_LINES.items():
+            match = re.match(rf"{label}: (\S+)", line)
+            if match:
+                found[key] = match[1]
+        if len(found) == len(ENDPOINT_LINES):
+            return proc, found
+    raise SystemExit(f"exchange_sim did not print its endpoints (got {sorted(found)})")
 
 
 def worker(mode: str, **params: str) -> dict:
@@ -75,7 +86,13 @@ def run_worker(mode: str) -> None:
         from synccore.models import SyncUser
         from synccore.sync.contacts import run_contact_pass
 
-        user = SyncUser.objects.get(mailbox_email=params["mailbox"])
+        user = SyncUser.objects.select_related("environment__settings").get(mailbox_email=params["mailbox"])
+        if user.environment.settings.backend == "graph":
+            # A worker process keeps its token for an hour: fetch it before measuring, as the
+            # naive baseline does (each measurement runs in a fresh process for its peak RSS).
+            from synccore.sync.connection import open_backend
+
+            open_backend(user.environment.settings).access_token()
         started = time.perf_counter()
         run = run_contact_pass(user.pk)
         wall = time.perf_counter() - started
@@ -92,6 +109,11 @@ def setup(params: dict) -> dict:
     env = Environment.objects.create(name="Bench")
     s = env.settings
     s.ews_url, s.auth_type, s.service_account, s.service_password = params["url"], "basic", "svc@contoso.example", "demo-password"
+    if params["backend"] == "graph":
+        s.backend, s.graph_endpoint, s.ca_bundle = "graph", params["graph_url"], params["ca_bundle"]
+        s.authority_url = params["token_url"].removesuffix("/oauth2/v2.0/token")
+        s.oauth_tenant_id = s.authority_url.rsplit("/", 1)[-1]
+        s.oauth_client_id, s.oauth_client_secret = "demo-client", "demo-secret"
     s.synchronize_contacts, s.batch_size = True, 100
     s.save()
     counts = {}
@@ -115,55 +137,53 @@ def setup(params: dict) -> dict:
 def naive(params: dict) -> dict:
     """One request per contact: the same backend, batch size 1, every contact written each run."""
     from synccore.mailbox.base import ConnectionConfig, ContactCard
-    from synccore.mailbox.ews import EwsBackend
 
-    config = ConnectionConfig(backend="ews", ews_url=params["url"], auth_type="basic",
-                              username="svc@contoso.example", password="demo-password", batch_size=1)
-    backend = EwsBackend(config)
+    if params["backend"] == "graph":
+        from synccore.mailbox.graph import GraphBackend
+
+        authority = params["token_url"].removesuffix("/oauth2/v2.0/token")
+        config = ConnectionConfig(backend="graph", graph_endpoint=params["graph_url"], authority_url=authority,
+                                  ca_bundle=params["ca_bundle"], tenant_id=authority.rsplit("/", 1)[-1],
+                                  client_id="demo-client", client_secret="demo-secret", batch_size=1)
+        backend = GraphBackend(config)
+        backend.access_token()  # the token is not what is measured
+    else:
+        from synccore.mailbox.ews import EwsBackend
+
+        config = ConnectionConfig(backend="ews", ews_url=params["url"], auth_type="basic",
+                                  username="svc@contoso.example", password="demo-password", batch_size=1)
+        backend = EwsBackend(config)
     mailbox = params["mailbox"]
     folder = backend.ensure_contact_folder(mailbox, "")
-    started = time.perf_counter()
+    started, before = time.perf_counter(), backend.requests
     for i in range(int(params["count"])):
         card = ContactCard(given_name="Bench", surname=f"Contact {i:05d}", email_address_1=f"c{i}@example.com",
                            business_phone="+31 20 555 0000", job_title="Buyer", display_name=f"Bench Contact {i:05d}")
         backend.create_contacts(mailbox, folder, [card])
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "requests": backend.requests}
+    return {"wall_s": wall, "requests": backend.requests - before}
 
 
 # --- Driver -------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contacts", type=int, default=5000)
-    parser.add_argument("--small", type=int, default=1000)
-    parser.add_argument("--latency-ms", type=int, default=20)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        run_worker(args.worker)
-        return
-
-    big, small, naive_box = "big@contoso.example", "small@contoso.example", "naive@contoso.example"
-    sim, url = start_simulator(args.latency_ms, [big, small, naive_box])
-    workdir = tempfile.mkdtemp(prefix="bench-contacts-")
+def measure(backend: str, args, endpoints: dict[str, str]) -> dict:
+    """One backend's figures: its own database, its own mailboxes."""
+    big, small, naive_box = (f"{name}-{backend}@contoso.example" for name in ("big", "small", "naive"))
+    workdir = tempfile.mkdtemp(prefix=f"bench-contacts-{backend}-")
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
-    try:
-        worker("setup", url=url, big=big, small=small, contacts=str(args.contacts), small_count=str(args.small))
-        small_run = worker("sync", mailbox=small)
-        initial = worker("sync", mailbox=big)
-        idle = worker("sync", mailbox=big)
-        naive_run = worker("naive", url=url, mailbox=naive_box, count=str(args.contacts))
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
-    print(f"initial pass: {initial['created']} contacts, {initial['requests']} requests, {initial['wall_s']:.1f} s")
-    print(f"idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
-    print(f"naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
-    result = {
-        "contacts": args.contacts,
-        "latency_ms": args.latency_ms,
+    worker("setup", **endpoints, backend=backend, big=big, small=small, contacts=str(args.contacts),
+           small_count=str(args.small))  # fmt: skip
+    small_run = worker("sync", mailbox=small)
+    initial = worker("sync", mailbox=big)
+    idle = worker("sync", mailbox=big)
+    naive_run = worker("naive", **endpoints, backend=backend, mailbox=naive_box, count=str(args.contacts))
+    if initial["outcome"] != "success":
+        raise SystemExit(f"{backend}: the initial pass did not succeed: {initial['error']}")
+    print(f"{backend} initial pass: {initial['created']} contacts, {initial['requests']} requests, {initial['wall_s']:.1f} s")
+    print(f"{backend} idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
+    print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    return {
         "requests": initial["requests"],
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),
@@ -175,6 +195,31 @@ def main() -> None:
         "peak_rss_mb": round(initial["peak_rss_mb"], 1),
         "peak_rss_mb_small": round(small_run["peak_rss_mb"], 1),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=5000)
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--backends", default="ews,graph", help="comma-separated: ews, graph (default both)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker)
+        return
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"ews", "graph"}:
+        parser.error("--backends takes ews, graph or both")
+
+    mailboxes = [f"{n}-{b}@contoso.example" for b in backends for n in ("big", "small", "naive")]
+    sim, endpoints = start_simulator(args.latency_ms, mailboxes)
+    try:
+        figures = {backend: measure(backend, args, endpoints) for backend in backends}
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    result = {"contacts": args.contacts, "latency_ms": args.latency_ms, **figures[backends[0]], "backends": figures}
     print(json.dumps(result))
 
 
