@@ -165,6 +165,24 @@ class Managed:
 # --- Measuring ------------------------------------------------------------------------------------
 
 
+def cpu_seconds(*, pid: int | None = None, group: int | None = None) -> float:
+    """CPU time (user + system) used so far by one process, or by every process of a group."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (pid is not None and int(entry.name) != pid):
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid pgrp session ... utime (14th field) stime (15th field).
+        if group is not None and int(fields[2]) != group:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def wait_until(predicate: Callable[[], Any], *, timeout: float, every: float = 0.01, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
