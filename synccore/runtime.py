@@ -125,8 +125,8 @@ def sync_now(
     kinds = list(KINDS) if kind == "all" else [SyncKind(kind)]
     trigger = Trigger.FULL if full else Trigger.MANUAL
     broker = _broker()
-    for user in users:
-        for one_kind in kinds:
+    for one_kind in kinds:  # kind by kind: see _schedule
+        for user in users:
             if _runnable_kind(user, one_kind):
                 _enqueue_pass(user, one_kind, full=full, trigger=trigger, broker=broker)
     return status(environment_id)
@@ -316,10 +316,13 @@ def _schedule(env: Environment) -> None:
             next_run=timezone.now() + timedelta(hours=1),
         )
     broker = _broker()
-    # The first passes at once (S1), not a minute later.
-    for user in _users(env, None):
-        for kind in KINDS:
-            if _runnable_kind(user, kind) and not _skip_reason(user, Trigger.START):
+    # The first passes at once (S1), not a minute later. Kind by kind, not user by user: a
+    # user's two passes share its lease, so side by side in the queue two workers would take
+    # them together and one would have to defer its pass to the end of the queue.
+    users = [user for user in _users(env, None) if not _skip_reason(user, Trigger.START)]
+    for kind in KINDS:
+        for user in users:
+            if _runnable_kind(user, kind):
                 _enqueue_pass(user, kind, full=False, trigger=Trigger.START, broker=broker)
     if _test_tick_s():
         _async("synccore.tasks.tick", env.pk, tick_schedule.pk, broker=broker)
@@ -383,11 +386,11 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
     slack = timedelta(seconds=(_test_tick_s() or HEARTBEAT_MINUTES * 60) / 2)
     broker = _broker()
     enqueued = 0
-    for user in _users(env, None):
-        if _skip_reason(user, Trigger.SCHEDULE):
-            continue
+    users = [user for user in _users(env, None) if not _skip_reason(user, Trigger.SCHEDULE)]
+    for user in users:
         leases.ensure(user.pk)
-        for kind in KINDS:
+    for kind in KINDS:  # kind by kind: see _schedule
+        for user in users:
             if not _runnable_kind(user, kind):
                 continue
             name = _enqueued_field(kind)
