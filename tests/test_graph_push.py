@@ -16,7 +16,14 @@ from django_q.signing import SignedPackage
 
 from synccore import graph_push, leases, runtime
 from synccore.mailbox import base
-from synccore.models import Activity, GraphSubscription, PushSubscriptionState, SynchronizerState, UserLease
+from synccore.models import (
+    Activity,
+    GraphSubscription,
+    PushSubscriptionState,
+    SynchronizerState,
+    SyncRun,
+    UserLease,
+)
 from synccore.sync.connection import open_backend
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends("graph")]
@@ -348,3 +355,67 @@ def test_push_turned_off_or_a_user_deactivated_removes_their_subscriptions(subsc
     crm.configure(push_enabled=False)
     graph_push.maintain(crm.env.pk)
     assert held(crm) == {} and not GraphSubscription.objects.exists()
+
+
+# --- With a real qcluster ------------------------------------------------------------------------
+
+
+def settled(crm) -> bool:
+    """No pass running and none asked for: what follows can only come from a notification."""
+    return (
+        not SyncRun.objects.filter(environment=crm.env, outcome="running").exists()
+        and not UserLease.objects.exclude(rerun_calendar="", rerun_contacts="").exists()
+        and not queued()
+    )
+
+
+@pytest.mark.slow
+def test_k14_an_outlook_change_reaches_the_crm_through_a_real_cluster_without_waiting_for_the_pull_interval(
+    hooked, live_server, tmp_path
+):
+    from django_q.conf import Conf
+
+    from tests.runtime_cluster import Cluster, last_json, manage, runtime_env, wait_for
+
+    crm = hooked
+    # The webhook (served here) enqueues on this process's queue: the cluster must read that one.
+    renv = runtime_env(name=Conf.PREFIX, PUBLIC_BASE_URL=live_server.url)
+    cluster = Cluster(renv, tmp_path / "qcluster.log")
+    try:
+        started = manage("synchronizer", "start", "--environment", crm.env.name, env=renv)
+        assert started.returncode == 0, started.stderr
+        assert last_json(started.stdout)["state"] == "running"
+        # A worker subscribes both calendars; the first passes and the catch-ups run and end.
+        wait_for(lambda: len(held(crm)) == 2, what="subscriptions", timeout=90)
+        wait_for(
+            lambda: (
+                SyncRun.objects.filter(sync_user=crm.alice, kind="calendar", trigger="push")
+                .exclude(outcome="running")
+                .exists()
+            ),
+            what="the catch-up pass after subscribing",
+            timeout=90,
+        )
+
+        wait_for(lambda: settled(crm), what="no pass running or asked for", timeout=90)
+        before = SyncRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        crm.mailbox().create_event("Pushed through Graph", start, start + timedelta(hours=1))
+        # The pull interval is a day: only the notification can bring it over.
+        wait_for(
+            lambda: Activity.objects.filter(subject="Pushed through Graph", created_by_erp=False).exists(),
+            what="the Outlook change in the CRM",
+            timeout=90,
+        )
+        brought = SyncRun.objects.filter(sync_user=crm.alice, kind="calendar", pk__gt=before)
+        assert "push" in {run.trigger for run in brought}
+
+        stopped = manage("synchronizer", "stop", "--environment", crm.env.name, env=renv)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: held(crm) == {}, what="the subscriptions removed", timeout=90)
+    except AssertionError:
+        print(cluster.output())
+        raise
+    finally:
+        cluster.stop()
