@@ -71,7 +71,8 @@ for _key in FIELD_ENCRYPTION_KEYS:
             'print(Fernet.generate_key().decode())")'
         ) from exc
 
-# Base URL at which Exchange Online can reach this server's webhooks (https in production).
+# Base URL at which Exchange Online can reach this server's webhooks (/hooks/graph/): https in
+# production; http only for loopback addresses (tests, the local simulator).
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
