@@ -56,6 +56,9 @@ DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = (
     ("recoverableitemsdeletions", "recoverableitemsroot", "Deletions", None),
 )
 
+# MAPI property tags that name an item field: kind, field, entry ([MS-OXPROPS] PidTagBusinessFaxNumber)
+TAGGED_FIELDS: dict[int, tuple[str, str, str]] = {0x3A24: ("Contact", "PhoneNumbers", "BusinessFax")}
+
 # The item kinds the store knows, keyed by the EWS element name, with their default item class.
 ITEM_CLASSES = {
     "Contact": "IPM.Contact",
@@ -478,6 +481,7 @@ class Store:
                 modified=now,
             )
             item.props.setdefault("ItemClass", ITEM_CLASSES.get(kind, "IPM"))
+            self._sync_tagged_fields(item, item.extended)
             self._complete_defaults(item)
             self._items[item.id] = item
             change = self._record(mailbox=item.mailbox, op="created", is_folder=False, id=item.id, folder_id=folder.id)
@@ -514,9 +518,11 @@ class Store:
                 item.props.update(self._normalize(item.kind, dict(set_props)))
             if merge:
                 merge(item)
+            delete_extended = list(delete_extended)
             for key in delete_extended:
                 item.extended.pop(key, None)
             item.extended.update(set_extended or {})
+            self._sync_tagged_fields(item, [*delete_extended, *(set_extended or {})])
             self._complete_defaults(item)
             self._touch(item)
             self._run_hooks("after_update", before, item, context or {})
@@ -604,6 +610,30 @@ class Store:
             if name in props and not props[name]:
                 del props[name]
         return props
+
+    def _sync_tagged_fields(self, item: Item, written: Iterable[ExtendedKey]) -> None:
+        """A MAPI tag that is an item field ([MS-OXPROPS]): EWS's PhoneNumbers/BusinessFax and
+        PidTagBusinessFaxNumber (0x3A24, how Graph reaches it) are one property. A write through the
+        tag lands in the field (empty clears it); the tag always reads as the field."""
+        written_tags = {key.tag for key in written if key.tag is not None}
+        for tag, (kind, prop, entry) in TAGGED_FIELDS.items():
+            if item.kind != kind:
+                continue
+            tagged = [key for key in item.extended if key.tag == tag]
+            values = [item.extended.pop(key) for key in tagged]
+            if tag in written_tags:
+                entries = dict(item.props.get(prop) or {})
+                if values and values[-1] not in (None, ""):
+                    entries[entry] = values[-1]
+                else:
+                    entries.pop(entry, None)
+                if entries:
+                    item.props[prop] = entries
+                else:
+                    item.props.pop(prop, None)
+            value = (item.props.get(prop) or {}).get(entry)
+            if value:
+                item.extended[ExtendedKey.create("String", tag=tag)] = value
 
     def _complete_defaults(self, item: Item) -> None:
         props = item.props

@@ -255,10 +255,9 @@ class TestMapping:
         assert run.updated == 2
         assert all("JobTitle" not in item.props for item in crm.mailbox().contacts())
 
-    def test_c8_a_mapped_fax_is_outlooks_business_fax(self, crm, request):
+    def test_c8_a_mapped_fax_is_outlooks_business_fax(self, crm):
         # Graph v1.0 has no fax field: the backend writes PidTagBusinessFaxNumber (0x3A24), the
-        # property behind EWS's BusinessFax; exchange_sim's Graph front end does not map it (yet).
-        crm.simulator_deviates(request, "graph", "the MAPI property 0x3A24 is not the contact's BusinessFax")
+        # property behind EWS's BusinessFax.
         FieldMapping.objects.create(
             environment=crm.env, entity="contact", crm_field="fax", exchange_field="business_fax"
         )

@@ -251,3 +251,16 @@ def test_find_item_understands_and_or_not_exists_and_ranges(account, exchange_si
     assert names(account.contacts.filter(company_name__icontains="fabrikam", job_title="CEO")) == ["Cy"]
     assert names(account.contacts.filter(surname__gte="B", surname__lt="C")) == ["Bo"]
     assert names(account.contacts.filter(surname__in=["Baker", "Nobody"])) == ["Bo"]
+
+
+def test_the_business_fax_tag_0x3a24_is_the_phone_numbers_business_fax(exchange_sim):
+    from exchange_sim import ExtendedKey
+
+    fax = ExtendedKey.create("String", tag=0x3A24)
+    alice = exchange_sim.user("alice@contoso.example")
+    card = alice.create_contact(GivenName="Ann", extended={fax: "+31 20 1"})
+    assert card.props["PhoneNumbers"] == {"BusinessFax": "+31 20 1"}
+    card = alice.edit(card, PhoneNumbers={"BusinessFax": "+31 20 2", "MobilePhone": "+31 6 1"})
+    assert card.extended[fax] == "+31 20 2"
+    card = exchange_sim.store.update_item(card.id, set_extended={fax: ""})
+    assert card.props["PhoneNumbers"] == {"MobilePhone": "+31 6 1"} and fax not in card.extended
