@@ -242,6 +242,20 @@ def test_a_failed_creation_leaves_the_user_on_pull_only_with_the_reason_in_the_s
     assert "https" in GraphSubscription.objects.get(sync_user=crm.alice).error
 
 
+def test_the_console_shows_a_mailbox_left_on_pull_only_and_why(hooked, settings):
+    from tests.fixtures.api import user_with_role
+
+    crm = hooked
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9/"
+    crm.env.set_state(SynchronizerState.RUNNING)
+    graph_push.maintain(crm.env.pk)
+    client = Client()
+    client.force_login(user_with_role("viewer"))
+    page = client.get(f"/environments/{crm.env.pk}/").content.decode()
+    assert "push: failed" in page
+    assert "No push for this mailbox (it is synchronized by pull only)" in page
+
+
 def test_a_failed_creation_is_tried_again_at_the_next_maintenance(hooked, settings, live_server):
     crm = hooked
     settings.PUBLIC_BASE_URL = "http://127.0.0.1:9/"
