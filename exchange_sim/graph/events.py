@@ -611,7 +611,9 @@ def _update_event(request: GraphRequest) -> GraphResponse:
         changes.update({k: None for k in delete if k in OCCURRENCE_PROPS})
         updated = calendar.modify_occurrence(request.store, item, changes, context=dict(context))
         return entity(request, updated)
-    updated = request.store.update_item(item.id, set_props=set_props, delete_props=delete, set_extended=set_extended, context=dict(context))
+    # "written": as over EWS, a recurrence written again rebuilds the series (its exceptions go)
+    written = {**context, "written": frozenset(set_props)}
+    updated = request.store.update_item(item.id, set_props=set_props, delete_props=delete, set_extended=set_extended, context=written)
     return entity(request, updated)
 
 
