@@ -201,6 +201,10 @@ def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = Non
             return False
     if old_id:
         _delete_remote(backend, user.mailbox_email, old_id)
+    env = Environment.objects.select_related("settings").get(pk=user.environment_id)
+    if not _push_environment(env):  # stopped (or push turned off) since this run began
+        GraphSubscription.objects.filter(pk=row.pk, client_state_hash=claim["client_state_hash"]).delete()
+        return False
     try:
         notification_url, lifecycle_url = notification_urls()
         made = backend.create_subscription(

@@ -433,3 +433,35 @@ def test_k14_an_outlook_change_reaches_the_crm_through_a_real_cluster_without_wa
         raise
     finally:
         cluster.stop()
+
+
+def test_a_maintenance_run_overtaken_by_stop_leaves_no_subscription_behind(hooked, monkeypatch):
+    crm = hooked
+    crm.env.set_state(SynchronizerState.RUNNING)
+    real_wanted = graph_push.wanted_users
+
+    def wanted_then_stopped(env):
+        users = real_wanted(env)
+        runtime.stop(env.pk)  # the administrator stops while this run is under way
+        return users
+
+    monkeypatch.setattr(graph_push, "wanted_users", wanted_then_stopped)
+    assert graph_push.maintain(crm.env.pk)["created"] == 0
+    assert held(crm) == {} and not GraphSubscription.objects.exists()
+
+
+def test_a_subscription_made_for_a_row_removed_meanwhile_is_deleted_again(hooked, monkeypatch):
+    from synccore.mailbox.graph import GraphBackend
+
+    crm = hooked
+    crm.env.set_state(SynchronizerState.RUNNING)
+    real_create = GraphBackend.create_subscription
+
+    def create_while_stop_removes_the_row(self, *args, **kwargs):
+        made = real_create(self, *args, **kwargs)
+        GraphSubscription.objects.all().delete()  # another worker's removal got there first
+        return made
+
+    monkeypatch.setattr(GraphBackend, "create_subscription", create_while_stop_removes_the_row)
+    assert graph_push.maintain(crm.env.pk)["created"] == 0
+    assert held(crm) == {}
