@@ -465,3 +465,14 @@ def test_a_subscription_made_for_a_row_removed_meanwhile_is_deleted_again(hooked
     monkeypatch.setattr(GraphBackend, "create_subscription", create_while_stop_removes_the_row)
     assert graph_push.maintain(crm.env.pk)["created"] == 0
     assert held(crm) == {}
+
+
+def test_the_deploy_check_warns_when_graph_cannot_reach_the_webhooks(settings):
+    from synccore.checks import public_base_url
+
+    settings.PUBLIC_BASE_URL = "https://sync.example.com"
+    assert public_base_url(None) == []
+    for unreachable in ("http://127.0.0.1:8000", "http://sync.example.com", ""):
+        settings.PUBLIC_BASE_URL = unreachable
+        (warning,) = public_base_url(None)
+        assert warning.id == "synccore.W001"

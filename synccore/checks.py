@@ -1,0 +1,29 @@
+"""System checks of the synchronizer's own settings (``manage.py check --deploy``)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Tags, Warning, register
+
+
+@register(Tags.security, deploy=True)
+def public_base_url(app_configs, **kwargs) -> list[Warning]:
+    """Push over Microsoft Graph needs webhooks Graph can reach: a public https base URL."""
+    from synccore.graph_push import public_base_url_problem
+
+    url = str(getattr(settings, "PUBLIC_BASE_URL", "") or "")
+    problem = public_base_url_problem(url)
+    if not problem and urlsplit(url).scheme != "https":
+        problem = f"PUBLIC_BASE_URL is {url!r}, a loopback address Microsoft Graph cannot reach."
+    if not problem:
+        return []
+    return [
+        Warning(
+            problem,
+            hint="Set PUBLIC_BASE_URL to the public https address of this server (see "
+            "docs/exchange-online.md, Push), or push over Graph stays off (pull only).",
+            id="synccore.W001",
+        )
+    ]
