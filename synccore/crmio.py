@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
-from dateutil.rrule import rrulestr
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, models, transaction
 from django.db.models import F, Max, Q
@@ -26,6 +25,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from synccore import runtime
+from synccore.mailbox import recurrence
 from synccore.models import (
     Activity,
     Attendee,
@@ -601,13 +601,27 @@ _WEEKDAYS = {"MO", "TU", "WE", "TH", "FR", "SA", "SU"}
 
 
 def recurrence_problem(rule: str) -> str:
-    """Why Exchange cannot represent this RRULE, or '' when it can.
+    """Why Exchange cannot represent this RRULE, or '' when it can: the reasons people understand
+    first, then the backends' own rule (``mailbox.recurrence``), so nothing accepted here is
+    refused when written."""
+    problem = _recurrence_explained(rule)
+    if problem:
+        return problem
+    try:
+        recurrence.parse_rrule(rule, date(2026, 1, 1))
+    except recurrence.Unrepresentable as exc:
+        return f"{exc}."
+    return ""
+
+
+def _recurrence_explained(rule: str) -> str:
+    """Why Exchange cannot represent this RRULE, in words, for the common cases.
 
     Exchange knows daily, weekly (days of the week), monthly and yearly patterns (a day of the
     month, or the first…fourth or last weekday), ending never, on a date or after a count.
     """
     try:
-        rrulestr(rule, dtstart=datetime(2026, 1, 1))
+        recurrence.check_syntax(rule)
         parts = dict(part.split("=", 1) for part in rule.upper().split(";") if part)
     except (ValueError, TypeError) as exc:
         return f"Not a valid RFC 5545 RRULE: {exc}"

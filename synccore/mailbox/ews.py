@@ -61,11 +61,13 @@ from exchangelib.recurrence import (
     NoEndPattern,
     NumberedPattern,
     Recurrence,
+    RelativeMonthlyPattern,
+    RelativeYearlyPattern,
     WeeklyPattern,
 )
 from exchangelib.services import CreateFolder
 
-from synccore.mailbox import base
+from synccore.mailbox import base, recurrence
 from synccore.mailbox.base import (
     CalendarEvent,
     ChangePage,
@@ -313,76 +315,87 @@ def _to_contact(card: ContactCard, account: Account, folder: Folder | None = Non
 if SYNC_ID_FIELD not in {f.name for f in CalendarItem.FIELDS}:
     CalendarItem.register(SYNC_ID_FIELD, SyncIdProperty)
 
-_WEEKDAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]  # ISO order: 1 = Monday, as EWS numbers them
+# exchangelib numbers relative days 1…7 (Monday…Sunday), then 8 = Day, 9 = Weekday, 10 = WeekendDay,
+# and week indexes 1…4, then 5 = Last.
+_EWS_DAY_SETS = {recurrence.EVERY_DAY: 8, recurrence.WEEKDAYS: 9, recurrence.WEEKEND: 10}
+_DAY_SETS_BY_EWS = {number: days for days, number in _EWS_DAY_SETS.items()}
 
 
-def _rrule_parts(rrule: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in rrule.upper().removeprefix("RRULE:").split(";") if "=" in part)
+def _ews_day(days: tuple[int, ...]) -> int:
+    return _EWS_DAY_SETS.get(days) or days[0] + 1
+
+
+def _ews_week(index: int) -> int:
+    return 5 if index == -1 else index
 
 
 def rrule_to_recurrence(rrule: str, first: date) -> Recurrence:
-    """An RFC 5545 RRULE → an EWS recurrence; raises ValueError for what EWS cannot represent."""
-    parts = _rrule_parts(rrule)
-    freq, interval = parts.get("FREQ"), int(parts.get("INTERVAL", "1"))
-    unsupported = set(parts) - {
-        "FREQ",
-        "INTERVAL",
-        "COUNT",
-        "UNTIL",
-        "BYDAY",
-        "BYMONTHDAY",
-        "BYMONTH",
-        "WKST",
-    }
-    if unsupported:
-        raise ValueError(f"Exchange cannot represent {', '.join(sorted(unsupported))} in a recurrence")
-    days = [d for d in parts.get("BYDAY", "").split(",") if d]
-    if freq == "DAILY":
-        pattern = DailyPattern(interval=interval)
-    elif freq == "WEEKLY":
-        weekdays = [_WEEKDAYS.index(d) + 1 for d in days] or [first.isoweekday()]
-        pattern = WeeklyPattern(interval=interval, weekdays=weekdays, first_day_of_week=1)
-    elif freq == "MONTHLY" and not days:
-        pattern = AbsoluteMonthlyPattern(
-            interval=interval, day_of_month=int(parts.get("BYMONTHDAY", first.day))
+    """An RFC 5545 RRULE → an EWS recurrence; raises Unrepresentable (a ValueError) for what
+    Exchange cannot represent."""
+    p = recurrence.parse_rrule(rrule, first)
+    if p.freq == "DAILY":
+        pattern = DailyPattern(interval=p.interval)
+    elif p.freq == "WEEKLY":
+        weekdays = [d + 1 for d in p.weekdays]
+        pattern = WeeklyPattern(interval=p.interval, weekdays=weekdays, first_day_of_week=1)
+    elif p.freq == "MONTHLY" and p.week_index:
+        pattern = RelativeMonthlyPattern(
+            interval=p.interval, weekday=_ews_day(p.weekdays), week_number=_ews_week(p.week_index)
         )
-    elif freq == "YEARLY" and not days:
-        pattern = AbsoluteYearlyPattern(
-            day_of_month=int(parts.get("BYMONTHDAY", first.day)), month=int(parts.get("BYMONTH", first.month))
+    elif p.freq == "MONTHLY":
+        pattern = AbsoluteMonthlyPattern(interval=p.interval, day_of_month=p.day_of_month)
+    elif p.week_index:
+        pattern = RelativeYearlyPattern(
+            weekday=_ews_day(p.weekdays), week_number=_ews_week(p.week_index), month=p.month
         )
     else:
-        raise ValueError(f"Exchange cannot represent the recurrence {rrule}")
-    if "COUNT" in parts:
-        boundary = NumberedPattern(start=first, number=int(parts["COUNT"]))
-    elif "UNTIL" in parts:
-        until = parts["UNTIL"]
-        boundary = EndDatePattern(start=first, end=date(int(until[:4]), int(until[4:6]), int(until[6:8])))
+        pattern = AbsoluteYearlyPattern(day_of_month=p.day_of_month, month=p.month)
+    if p.count is not None:
+        boundary = NumberedPattern(start=first, number=p.count)
+    elif p.until is not None:
+        boundary = EndDatePattern(start=first, end=p.until)
     else:
         boundary = NoEndPattern(start=first)
     return Recurrence(pattern=pattern, boundary=boundary)
 
 
-def recurrence_to_rrule(recurrence: Recurrence) -> str:
-    pattern, boundary = recurrence.pattern, recurrence.boundary
+def _relative_days(weekday: int) -> tuple[int, ...]:
+    return _DAY_SETS_BY_EWS.get(int(weekday)) or (int(weekday) - 1,)
+
+
+def recurrence_to_rrule(ews: Recurrence) -> str:
+    pattern, boundary = ews.pattern, ews.boundary
+    interval = int(getattr(pattern, "interval", 1) or 1)
+    week_number = int(getattr(pattern, "week_number", 0) or 0)
+    week_index = -1 if week_number == 5 else week_number
     if isinstance(pattern, DailyPattern):
-        parts = ["FREQ=DAILY"]
+        fields = {"freq": "DAILY"}
     elif isinstance(pattern, WeeklyPattern):
-        days = ",".join(_WEEKDAYS[int(d) - 1] for d in sorted(int(d) for d in pattern.weekdays))
-        parts = ["FREQ=WEEKLY", f"BYDAY={days}"]
+        fields = {"freq": "WEEKLY", "weekdays": tuple(sorted(int(d) - 1 for d in pattern.weekdays))}
     elif isinstance(pattern, AbsoluteMonthlyPattern):
-        parts = ["FREQ=MONTHLY", f"BYMONTHDAY={pattern.day_of_month}"]
+        fields = {"freq": "MONTHLY", "day_of_month": pattern.day_of_month}
+    elif isinstance(pattern, RelativeMonthlyPattern):
+        fields = {"freq": "MONTHLY", "weekdays": _relative_days(pattern.weekday), "week_index": week_index}
     elif isinstance(pattern, AbsoluteYearlyPattern):
-        parts = ["FREQ=YEARLY", f"BYMONTH={int(pattern.month)}", f"BYMONTHDAY={pattern.day_of_month}"]
+        fields = {"freq": "YEARLY", "day_of_month": pattern.day_of_month, "month": int(pattern.month)}
+    elif isinstance(pattern, RelativeYearlyPattern):
+        fields = {
+            "freq": "YEARLY",
+            "weekdays": _relative_days(pattern.weekday),
+            "week_index": week_index,
+            "month": int(pattern.month),
+        }
     else:
         return f"X-EWS-PATTERN={type(pattern).__name__}"
-    interval = getattr(pattern, "interval", 1) or 1
-    if interval != 1:
-        parts.append(f"INTERVAL={interval}")
-    if isinstance(boundary, NumberedPattern):
-        parts.append(f"COUNT={boundary.number}")
-    elif isinstance(boundary, EndDatePattern):
-        parts.append(f"UNTIL={boundary.end:%Y%m%d}")
-    return ";".join(parts)
+    return recurrence.to_rrule(
+        recurrence.SeriesPattern(
+            start=boundary.start,
+            interval=interval,
+            count=boundary.number if isinstance(boundary, NumberedPattern) else None,
+            until=boundary.end if isinstance(boundary, EndDatePattern) else None,
+            **fields,
+        )
+    )
 
 
 def _tz(name: str) -> EWSTimeZone:

@@ -43,7 +43,7 @@ import requests
 import requests.adapters
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
-from synccore.mailbox import base
+from synccore.mailbox import base, recurrence
 from synccore.mailbox.base import (
     CalendarEvent,
     ChangePage,
@@ -416,7 +416,6 @@ def copy_body(contact: dict[str, Any]) -> dict[str, Any]:
 # --- Calendar: events ⇄ calendar events -------------------------------------------------------
 
 _GRAPH_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_RRULE_DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
 _RESPONSES = {
     "none": "Unknown",
     "organizer": "Organizer",
@@ -487,83 +486,72 @@ def _parse_graph_time(value: dict[str, Any] | None) -> datetime | None:
     return moment.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
-def _rrule_parts(rrule: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in rrule.upper().removeprefix("RRULE:").split(";") if "=" in part)
+_GRAPH_WEEK_INDEXES = {1: "first", 2: "second", 3: "third", 4: "fourth", -1: "last"}
+_GRAPH_FREQUENCIES = {
+    "daily": "DAILY",
+    "weekly": "WEEKLY",
+    "absoluteMonthly": "MONTHLY",
+    "relativeMonthly": "MONTHLY",
+    "absoluteYearly": "YEARLY",
+    "relativeYearly": "YEARLY",
+}
 
 
 def rrule_to_recurrence(rrule: str, first: date, zone_name: str) -> dict[str, Any]:
     """An RFC 5545 RRULE → a Graph patternedRecurrence (what Exchange can represent, as over EWS)."""
-    parts = _rrule_parts(rrule)
-    freq, interval = parts.get("FREQ"), int(parts.get("INTERVAL", "1"))
-    unsupported = set(parts) - {
-        "FREQ",
-        "INTERVAL",
-        "COUNT",
-        "UNTIL",
-        "BYDAY",
-        "BYMONTHDAY",
-        "BYMONTH",
-        "WKST",
-    }
-    if unsupported:
-        raise base.InvalidItem(f"Exchange cannot represent {', '.join(sorted(unsupported))} in a recurrence")
-    days = [d for d in parts.get("BYDAY", "").split(",") if d]
-    if any(d not in _RRULE_DAYS for d in days):
-        raise base.InvalidItem(f"Exchange cannot represent the recurrence {rrule}")
-    pattern: dict[str, Any] = {"interval": interval}
-    if freq == "DAILY":
+    try:
+        p = recurrence.parse_rrule(rrule, first)
+    except recurrence.Unrepresentable as exc:
+        raise base.InvalidItem(str(exc)) from exc
+    days = [_GRAPH_DAYS[d] for d in p.weekdays]
+    pattern: dict[str, Any] = {"interval": p.interval}
+    if p.freq == "DAILY":
         pattern["type"] = "daily"
-    elif freq == "WEEKLY":
-        pattern.update(
-            type="weekly",
-            daysOfWeek=[_GRAPH_DAYS[_RRULE_DAYS.index(d)] for d in days] or [_GRAPH_DAYS[first.weekday()]],
-            firstDayOfWeek="monday",
-        )
-    elif freq == "MONTHLY" and not days:
-        pattern.update(type="absoluteMonthly", dayOfMonth=int(parts.get("BYMONTHDAY", first.day)))
-    elif freq == "YEARLY" and not days:
-        pattern.update(
-            type="absoluteYearly",
-            dayOfMonth=int(parts.get("BYMONTHDAY", first.day)),
-            month=int(parts.get("BYMONTH", first.month)),
-        )
+    elif p.freq == "WEEKLY":
+        pattern.update(type="weekly", daysOfWeek=days, firstDayOfWeek="monday")
+    elif p.week_index:
+        kind = "relativeMonthly" if p.freq == "MONTHLY" else "relativeYearly"
+        pattern.update(type=kind, daysOfWeek=days, index=_GRAPH_WEEK_INDEXES[p.week_index])
+    elif p.freq == "MONTHLY":
+        pattern.update(type="absoluteMonthly", dayOfMonth=p.day_of_month)
     else:
-        raise base.InvalidItem(f"Exchange cannot represent the recurrence {rrule}")
+        pattern.update(type="absoluteYearly", dayOfMonth=p.day_of_month)
+    if p.freq == "YEARLY":
+        pattern["month"] = p.month
     recurrence_range: dict[str, Any] = {"startDate": first.isoformat(), "recurrenceTimeZone": zone_name}
-    if "COUNT" in parts:
-        recurrence_range.update(type="numbered", numberOfOccurrences=int(parts["COUNT"]))
-    elif "UNTIL" in parts:
-        until = parts["UNTIL"]
-        end = date(int(until[:4]), int(until[4:6]), int(until[6:8]))
-        recurrence_range.update(type="endDate", endDate=end.isoformat())
+    if p.count is not None:
+        recurrence_range.update(type="numbered", numberOfOccurrences=p.count)
+    elif p.until is not None:
+        recurrence_range.update(type="endDate", endDate=p.until.isoformat())
     else:
         recurrence_range["type"] = "noEnd"
     return {"pattern": pattern, "range": recurrence_range}
 
 
-def recurrence_to_rrule(recurrence: dict[str, Any]) -> str:
+def recurrence_to_rrule(patterned: dict[str, Any]) -> str:
     """A Graph patternedRecurrence → the RRULE the EWS backend reads for the same series."""
-    pattern, recurrence_range = recurrence.get("pattern") or {}, recurrence.get("range") or {}
-    kind = pattern.get("type")
-    if kind == "daily":
-        parts = ["FREQ=DAILY"]
-    elif kind == "weekly":
-        days = sorted(_GRAPH_DAYS.index(d.lower()) for d in pattern.get("daysOfWeek") or [])
-        parts = ["FREQ=WEEKLY", "BYDAY=" + ",".join(_RRULE_DAYS[d] for d in days)]
-    elif kind == "absoluteMonthly":
-        parts = ["FREQ=MONTHLY", f"BYMONTHDAY={pattern.get('dayOfMonth')}"]
-    elif kind == "absoluteYearly":
-        parts = ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYMONTHDAY={pattern.get('dayOfMonth')}"]
-    else:
+    pattern, recurrence_range = patterned.get("pattern") or {}, patterned.get("range") or {}
+    kind = str(pattern.get("type"))
+    if kind not in _GRAPH_FREQUENCIES:
         return f"X-GRAPH-PATTERN={kind}"
-    interval = int(pattern.get("interval") or 1)
-    if interval != 1:
-        parts.append(f"INTERVAL={interval}")
-    if recurrence_range.get("type") == "numbered":
-        parts.append(f"COUNT={recurrence_range.get('numberOfOccurrences')}")
-    elif recurrence_range.get("type") == "endDate" and recurrence_range.get("endDate"):
-        parts.append(f"UNTIL={recurrence_range['endDate'].replace('-', '')}")
-    return ";".join(parts)
+    days = tuple(sorted(_GRAPH_DAYS.index(d.lower()) for d in pattern.get("daysOfWeek") or []))
+    indexes = {name: number for number, name in _GRAPH_WEEK_INDEXES.items()}
+    relative = kind.startswith("relative")
+    end = recurrence_range.get("endDate") if recurrence_range.get("type") == "endDate" else None
+    count = recurrence_range.get("numberOfOccurrences")
+    return recurrence.to_rrule(
+        recurrence.SeriesPattern(
+            freq=_GRAPH_FREQUENCIES[kind],
+            start=date.fromisoformat(recurrence_range.get("startDate") or "1970-01-01"),
+            interval=int(pattern.get("interval") or 1),
+            weekdays=days if kind == "weekly" or relative else (),
+            day_of_month=0 if relative else int(pattern.get("dayOfMonth") or 0),
+            month=int(pattern.get("month") or 0) if "Yearly" in kind else 0,
+            week_index=indexes.get(str(pattern.get("index") or "first").lower(), 1) if relative else 0,
+            count=int(count) if recurrence_range.get("type") == "numbered" and count else None,
+            until=date.fromisoformat(end) if end else None,
+        )
+    )
 
 
 def event_body(event: CalendarEvent, names: Iterable[str] | None = None) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pycountry
-from dateutil.rrule import rrulestr
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+from synccore.mailbox import recurrence
 
 
 def new_external_id() -> str:
@@ -389,9 +390,14 @@ class Activity(CrmRecord):
             errors["end"] = "The end is before the start."
         if self.recurrence:
             try:
-                rrulestr(self.recurrence, dtstart=self.start or timezone.now())
+                recurrence.check_syntax(self.recurrence)
             except (ValueError, TypeError) as exc:
                 errors["recurrence"] = f"Not a valid RFC 5545 RRULE: {exc}"
+            else:
+                try:
+                    recurrence.parse_rrule(self.recurrence, (self.start or timezone.now()).date())
+                except recurrence.Unrepresentable as exc:
+                    errors["recurrence"] = f"{exc}."
         if errors:
             raise ValidationError(errors)
 

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from synccore.mailbox import recurrence
 from synccore.mailbox.base import Attendee, CalendarEvent, InvalidItem, Series, until_date
 from synccore.models import Activity, ActivityType
 
@@ -117,36 +118,26 @@ def normal_rrule(rule: str) -> str:
     return ";".join(parts)
 
 
-_DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
-
-
 def canonical_rrule(rule: str, start: datetime, time_zone: str) -> str:
     """One spelling per pattern: what the first start implies is written out (a weekly rule's
     day, a monthly rule's day of the month), INTERVAL=1 and WKST dropped, UNTIL as the local day
-    Exchange ends the series on. Exchange reads back the same pattern in this spelling."""
+    Exchange ends the series on, "every weekday" as the weekly pattern Exchange makes of it. Both
+    backends read a series back in this spelling (``mailbox.recurrence``)."""
     if not rule.strip():
         return ""
     parts = dict(p.split("=", 1) for p in rule.upper().removeprefix("RRULE:").split(";") if "=" in p)
-    parts.pop("WKST", None)
-    if parts.get("INTERVAL") == "1":
-        del parts["INTERVAL"]
     try:
         local = start.astimezone(ZoneInfo(time_zone or "UTC"))
     except (ValueError, KeyError):
         local = start.astimezone(UTC)
-    freq = parts.get("FREQ", "")
-    if freq == "WEEKLY":
-        days = [d for d in parts.get("BYDAY", "").split(",") if d] or [_DAYS[local.weekday()]]
-        parts["BYDAY"] = ",".join(sorted(days, key=lambda d: _DAYS.index(d[-2:]) if d[-2:] in _DAYS else 9))
-    elif freq == "MONTHLY" and "BYDAY" not in parts:
-        parts.setdefault("BYMONTHDAY", str(local.day))
-    elif freq == "YEARLY" and "BYDAY" not in parts:
-        parts.setdefault("BYMONTH", str(local.month))
-        parts.setdefault("BYMONTHDAY", str(local.day))
     if "UNTIL" in parts:
         with contextlib.suppress(ValueError, KeyError):
             parts["UNTIL"] = f"{until_date(parts['UNTIL'], time_zone):%Y%m%d}"
-    return ";".join(f"{k}={v}" for k, v in sorted(parts.items()))
+    spelled = ";".join(f"{k}={v}" for k, v in parts.items())
+    try:
+        return recurrence.to_rrule(recurrence.parse_rrule(spelled, local.date()))
+    except recurrence.Unrepresentable:
+        return normal_rrule(spelled)  # refused when written; compared as given
 
 
 # --- Occurrences of a series (K10) ---------------------------------------------------------------
