@@ -3,15 +3,18 @@ API's validation, the model, the calendar normal form and both backends."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from synccore.crmio import recurrence_problem
 from synccore.mailbox import ews, graph
+from synccore.mailbox.base import Series
 from synccore.mailbox.recurrence import Unrepresentable, parse_rrule, to_rrule
 from synccore.models import Activity
+from synccore.sync.calendar import run_calendar_pass
+from tests.fixtures import factories as f
 
 TUESDAY = date(2026, 12, 1)
 
@@ -68,4 +71,37 @@ def test_until_may_be_a_utc_time_or_a_floating_day(until):
 def test_the_model_refuses_what_exchange_cannot_represent():
     start = datetime(2026, 12, 1, 9, tzinfo=UTC)
     with pytest.raises(ValidationError, match="cannot represent"):
-        Activity(subject="Every other year", start=start, end=start, recurrence="FREQ=YEARLY;INTERVAL=2").clean()
+        Activity(
+            subject="Every other year", start=start, end=start, recurrence="FREQ=YEARLY;INTERVAL=2"
+        ).clean()
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("ews", "graph")
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=MONTHLY;BYDAY=2TU;COUNT=4",
+        "FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR;COUNT=10",
+        "FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=3",
+    ],
+)
+def test_k10_a_relative_or_weekday_series_reaches_exchange_and_a_second_pass_changes_nothing(crm, rule):
+    first = date.today() + timedelta(days=3)
+    start = datetime(first.year, first.month, first.day, 9, tzinfo=UTC)
+    activity = f.activity(
+        crm.env,
+        subject="Board",
+        start=start,
+        end=start + timedelta(hours=1),
+        organizer=crm.alice.employee,
+        recurrence=rule,
+    )
+    expected = [s for s in Series(rule, start, "UTC").starts()]
+    assert run_calendar_pass(crm.alice.pk).created == 1
+    view = crm.mailbox().view(start - timedelta(days=1), expected[-1] + timedelta(days=1))
+    assert [o.props["Start"] for o in view] == expected[: len(view)] and view
+    again = run_calendar_pass(crm.alice.pk)
+    assert (again.created, again.updated, again.deleted, again.conflicts) == (0, 0, 0, 0)
+    activity.refresh_from_db()
+    assert activity.recurrence == rule
