@@ -316,6 +316,18 @@ class TestCost:
         assert run.requests <= 2 and crm.sim.counters.total() <= 2
 
 
+    def test_new_events_are_created_in_batches_meetings_apart(self, crm, start):
+        crm.configure(batch_size=2)
+        for i in range(5):
+            f.activity(crm.env, subject=f"A{i}", start=start + timedelta(hours=i), organizer=crm.alice.employee)
+        for i in range(2):
+            meeting(crm, start + timedelta(hours=i), subject=f"M{i}")
+        crm.sim.counters.reset()
+        assert calendar_pass(crm).created == 7
+        assert crm.sim.counters["CreateItem"] == 3 + 1  # 5 appointments in batches of 2, the 2 meetings in one
+        assert len(crm.mailbox(crm.bob).events()) == 2  # the invitations went out
+
+
 class TestRecurrence:
     def test_k10_a_crm_series_is_written_as_an_exchange_series_and_stays_quiet(self, crm, start):
         f.activity(

@@ -121,6 +121,7 @@ class CalendarPass:
             ).select_related("employee")
         }
         self.domains = self.settings.organisation_domains()
+        self.creates: list[tuple[Activity, Target, ItemLink]] = []
 
     # --- CRM side ---------------------------------------------------------------------------
 
@@ -318,6 +319,7 @@ class CalendarPass:
                 continue
             self.create(activity, target, None)
 
+        self.write_creates()
         return self.write_deletes(deletes, links)
 
     def decide(
@@ -522,6 +524,8 @@ class CalendarPass:
         )
 
     def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
+        """Queue a create: its link is committed now (pending, with the sync id the item will
+        carry), the item is written with the others in batches at the end of the pass."""
         if link is None:
             link = ItemLink.objects.create(
                 environment=self.env,
@@ -534,39 +538,59 @@ class CalendarPass:
                 if activity.recurrence.strip() and activity.end <= self.now
                 else None,
             )
-        try:
-            event = self.event_for(activity, target, link=link)
-            crm = self.crm_values(activity, target, link)
-        except InvalidItem as exc:
-            self.item_failed(link, exc)
+        self.creates.append((activity, target, link))
+
+    def write_creates(self) -> None:
+        """The queued creates, in batches (one request per batch), meetings with invitations
+        apart from the others (K3)."""
+        while self.creates:
+            queued, self.creates = self.creates, []
+            for invitations in (True, False):
+                batch = [entry for entry in queued if entry[1].invitations == invitations]
+                for start in range(0, len(batch), max(1, self.settings.batch_size)):
+                    self.ctx.checkpoint()
+                    self.write_create_batch(batch[start : start + self.settings.batch_size], invitations)
+
+    def write_create_batch(self, batch: list[tuple[Activity, Target, ItemLink]], invitations: bool) -> None:
+        ready: list[tuple[Activity, Target, ItemLink, dict[str, Any]]] = []
+        events: list[CalendarEvent] = []
+        for activity, target, link in batch:
+            try:
+                event = self.event_for(activity, target, link=link)
+                crm = self.crm_values(activity, target, link)
+            except InvalidItem as exc:
+                self.item_failed(link, exc)
+                continue
+            event.sync_id = str(link.sync_id)
+            if target.invitations:
+                # The meeting's UID is ours to choose: invitee copies carry it, so every user's
+                # pass can tell which CRM activity a copy belongs to (K4, K7).
+                if not activity.meeting_uid:
+                    activity.meeting_uid = f"crm-{link.sync_id}"
+                    Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=activity.meeting_uid)
+                event.uid = activity.meeting_uid
+            ready.append((activity, target, link, crm))
+            events.append(event)
+        if not events:
             return
-        event.sync_id = str(link.sync_id)
-        if target.invitations:
-            # The meeting's UID is ours to choose: invitee copies carry it, so every user's pass
-            # can tell which CRM activity a copy belongs to (K4, K7).
-            if not activity.meeting_uid:
-                activity.meeting_uid = f"crm-{link.sync_id}"
-                Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=activity.meeting_uid)
-            event.uid = activity.meeting_uid
-        result = self.backend.create_events(
-            self.mailbox, self.folder_id, [event], send_invitations=target.invitations
-        )[0]
+        results = self.backend.create_events(self.mailbox, self.folder_id, events, send_invitations=invitations)
         self.wrote = True
-        if not result.ok:
-            self.item_failed(link, result.error)
-            return
-        if target.invitations and result.uid and result.uid != activity.meeting_uid:
-            # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
-            activity.meeting_uid = result.uid
-            Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
-        # A new series has no exceptions yet: they are written next, as an update (K10).
-        written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
-        self.agree(link, written, result.ref)
-        link.save()
-        self.run.created += 1
-        self.flag_attendees(activity, target)
-        if self.differs("occurrences", {}, crm.get("occurrences", {}), crm):
-            self.push(link, activity, target, {"occurrences"}, None, counted=False)
+        for (activity, target, link, crm), result in zip(ready, results, strict=True):
+            if not result.ok:
+                self.item_failed(link, result.error)
+                continue
+            if target.invitations and result.uid and result.uid != activity.meeting_uid:
+                # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
+                activity.meeting_uid = result.uid
+                Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
+            # A new series has no exceptions yet: they are written next, as an update (K10).
+            written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
+            self.agree(link, written, result.ref)
+            link.save()
+            self.run.created += 1
+            self.flag_attendees(activity, target)
+            if self.differs("occurrences", {}, crm.get("occurrences", {}), crm):
+                self.push(link, activity, target, {"occurrences"}, None, counted=False)
 
     def push(
         self,
