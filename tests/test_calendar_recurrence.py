@@ -353,3 +353,24 @@ class TestSeriesThatBeganInThePast:
         assert activity.start == week(first, 2, 1)
         assert "COUNT=4" in activity.recurrence
         quiet(crm)
+
+    def test_k2_k15_deleting_an_all_day_outlook_series_that_began_in_the_past_ends_it(self, crm, clock):
+        first = (clock.now() - timedelta(weeks=2)).date()
+        crm.mailbox().create_event(
+            "Holiday week",
+            datetime(first.year, first.month, first.day, tzinfo=UTC),
+            datetime(first.year, first.month, first.day, tzinfo=UTC) + timedelta(days=1),
+            time_zone="UTC",
+            IsAllDayEvent=True,
+            Recurrence={
+                "pattern": {"type": "DailyRecurrence", "Interval": 7},
+                "range": {"type": "NumberedRecurrence", "StartDate": first.isoformat(), "NumberOfOccurrences": 5},
+            },
+        )
+        calendar_pass(crm)
+        Activity.objects.get(subject="Holiday week").delete()
+        assert calendar_pass(crm).deleted == 1
+        first_start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        # Two occurrences are over; today's is in progress, so it is present and goes (K2).
+        assert [start for start, _, _ in self.view(crm, first_start)] == [week(first_start, n) for n in range(2)]
+        quiet(crm)

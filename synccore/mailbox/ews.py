@@ -417,8 +417,8 @@ def _to_calendar_item(event: CalendarEvent, account: Account, folder: Folder | N
     item.is_all_day = event.is_all_day
     if event.is_all_day:
         # exchangelib writes an all-day end date inclusively; ours is exclusive.
-        item.start = EWSDate.from_date(event.start_date)
-        item.end = EWSDate.from_date(event.end_date - timedelta(days=1))
+        item.start = EWSDate.from_date(_plain_date(event.start_date))
+        item.end = EWSDate.from_date(_plain_date(event.end_date - timedelta(days=1)))
     else:
         item.start = EWSDateTime.from_datetime(event.start).astimezone(tz)
         item.end = EWSDateTime.from_datetime(event.end).astimezone(tz)
@@ -485,7 +485,7 @@ def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
     )
     if item.is_all_day:
         zone = ZoneInfo(tz_name) if tz_name in _IANA_ZONES else UTC
-        event.start_date = item.start
+        event.start_date = _plain_date(item.start)
         event.start = datetime.combine(event.start_date, datetime.min.time(), zone).astimezone(UTC)
         event.end_date = _all_day_end(event.start, item, zone)
         event.end = datetime.combine(event.end_date, datetime.min.time(), zone).astimezone(UTC)
@@ -517,6 +517,11 @@ def _from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
     return event
 
 
+def _plain_date(value: date) -> date:
+    """A datetime.date, not exchangelib's EWSDate (the engine never sees exchangelib's classes)."""
+    return date(value.year, value.month, value.day)
+
+
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
@@ -526,7 +531,7 @@ def _all_day_end(start: datetime, item: CalendarItem, zone) -> date:
     spring DST change): the start plus the item's Duration is exact."""
     match = _DURATION.match(item.duration or "")
     if not match:
-        return item.end + timedelta(days=1)
+        return _plain_date(item.end) + timedelta(days=1)
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     end = (start + timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)).astimezone(zone)
     return end.date() if end.time() == datetime.min.time() else end.date() + timedelta(days=1)
