@@ -204,6 +204,29 @@ class TestBothWays:
         assert (activity.subject, activity.location) == ("Review (moved)", "Online")
         assert calendar_pass(crm).updated == 0  # no ping-pong
 
+    def test_k8_an_outlook_attendee_change_and_a_crm_edit_in_one_pass_both_land_without_ping_pong(
+        self, crm, start
+    ):
+        activity = meeting(crm, start, subject="Review")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(
+            event,
+            RequiredAttendees=[
+                {"Mailbox": {"EmailAddress": a}} for a in ("bob@contoso.example", "carol@contoso.example")
+            ],
+        )
+        activity.subject = "Review (CRM)"
+        activity.save()
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        assert event.props["Subject"] == "Review (CRM)"
+        assert len(event.props["RequiredAttendees"]) == 2
+        assert Attendee.objects.filter(activity=activity, email__iexact="carol@contoso.example").exists()
+        crm.sim.counters.reset()
+        run = calendar_pass(crm)
+        assert (run.updated, crm.sim.counters["UpdateItem"]) == (0, 0)
+
     def test_k8_a_moved_change_key_alone_is_not_a_change(self, crm, start):
         meeting(crm, start, subject="Review")
         calendar_pass(crm)

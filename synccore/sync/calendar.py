@@ -435,6 +435,10 @@ class CalendarPass:
         merged.update({k: ex[k] for k in pull})
         if pull:
             self.pull(activity, event, pull, target, occurrences)
+            if "attendees" in pull:
+                # Who is invited decides what is written (K3, K12): ask again after the pull.
+                getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
+                target = self.target_for_me(activity) or target
         if push:
             self.push(link, activity, target, push, event)
         else:
