@@ -279,6 +279,37 @@ class TestBothWays:
         (event,) = crm.mailbox().events()
         assert "lowest price" not in (event.body_html or "")
 
+    def test_k12_when_the_last_outside_attendee_leaves_the_crm_comment_reaches_the_body_and_stays(
+        self, crm, start
+    ):
+        activity = meeting(
+            crm, start, subject="Deal", comment="Our lowest price is 90", invite=("bob@contoso.example", "buyer@fabrikam.example")
+        )
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, RequiredAttendees=[{"Mailbox": {"EmailAddress": "bob@contoso.example"}}])
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        assert activity.comment == "Our lowest price is 90"
+        assert "lowest price" in crm.mailbox().events()[0].body_html
+        assert calendar_pass(crm).updated == 0
+
+    def test_k12_when_an_outside_attendee_joins_the_comment_leaves_the_body_and_outlook_text_stays(
+        self, crm, start
+    ):
+        activity = meeting(crm, start, subject="Deal", comment="Internal notes")
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Body="Dial-in: 12345\n\n[/]Internal notes[\\]")
+        calendar_pass(crm)
+        Attendee.objects.create(activity=activity, email="buyer@fabrikam.example", type="other", invite=True)
+        calendar_pass(crm)
+        body = crm.mailbox().events()[0].body_html
+        assert "Internal notes" not in body and "Dial-in: 12345" in body
+        activity.refresh_from_db()
+        assert activity.comment == "Internal notes"
+        assert calendar_pass(crm).updated == 0
+
 
 class TestDeletions:
     def test_k9_deleting_a_crm_meeting_cancels_it_for_the_attendees(self, crm, start):

@@ -396,20 +396,26 @@ class CalendarPass:
     def compare(
         self, link: ItemLink, activity: Activity, target: Target, event: CalendarEvent | None
     ) -> None:
+        target = self.attendees_first(link, activity, target, event)
         crm = self.crm_values(activity, target, link)
         snapshot = link.snapshot or {}
         crm_changed = self.changed_fields(snapshot, crm)
-        if event is None and not crm_changed:
+        # K12: a comment written before outside attendees joined must leave the body now.
+        withdraw = "comment" not in crm and "comment" in snapshot
+        if event is None and not crm_changed and not withdraw:
             return  # nothing moved on either side
         ex = self.remote_values(event, target) if event is not None else {}
         ex_changed = {k for k in self.changed_fields(snapshot, ex) if k in crm}
-        if event is not None and not ex_changed and not crm_changed:
+        if snapshot and "comment" not in snapshot:
+            # The comment was kept out of Exchange (K12): its body is no source for it.
+            ex_changed.discard("comment")
+        if event is not None and not ex_changed and not crm_changed and not withdraw:
             self.agree(link, crm, event.ref)  # a change key that moved without a real edit
             ItemLink.objects.filter(pk=link.pk).update(
                 remote_change_key=event.ref.change_key, updated_at=self.now
             )
             return
-        push = set(crm_changed - ex_changed)
+        push = set(crm_changed - ex_changed) | ({"comment"} if withdraw else set())
         pull = set(ex_changed - crm_changed)
         occurrences = ex.get("occurrences")
         for name in crm_changed & ex_changed:
@@ -430,9 +436,7 @@ class CalendarPass:
             pull |= SHAPE & set(ex)
             push -= pull
             link.series_from = None
-        merged = dict(snapshot)
-        merged.update({k: crm[k] for k in crm if k not in pull})
-        merged.update({k: ex[k] for k in pull})
+        merged = {k: ex[k] if k in pull else crm[k] for k in crm}
         if pull:
             self.pull(activity, event, pull, target, occurrences)
             if "attendees" in pull:
@@ -450,6 +454,24 @@ class CalendarPass:
                 else RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id),
             )
             link.save()
+
+    def attendees_first(
+        self, link: ItemLink, activity: Activity, target: Target, event: CalendarEvent | None
+    ) -> Target:
+        """Who is invited decides how the rest is written (K3, K12: the comment stays out of the
+        body while outside attendees are invited): attendees changed in Outlook only are taken
+        first, and the rest is decided with the attendee list that results."""
+        snapshot = link.snapshot or {}
+        if event is None or not target.invitations or "attendees" not in snapshot:
+            return target
+        theirs = self.remote_values(event, target).get("attendees")
+        ours = self.crm_values(activity, target, link).get("attendees")
+        if theirs == snapshot["attendees"] or ours != snapshot["attendees"]:
+            return target
+        self.pull_attendees(activity, event)
+        self.run.updated += 1
+        getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
+        return self.target_for_me(activity) or target
 
     def conflict(self, link: ItemLink, name: str, crm_value: Any, exchange_value: Any, choice: str) -> None:
         Conflict.objects.create(
@@ -615,6 +637,10 @@ class CalendarPass:
         new = self.event_for(activity, target, body_now, link)
         new.sync_id = str(link.sync_id)
         crm = self.crm_values(activity, target, link)
+        if "comment" in names and not target.with_comment:
+            new.body = ev.strip_comment(ev.body_text(body_now))
+            if event is not None and new.body == ev.body_text(body_now):
+                names = names - {"comment"}  # nothing of ours in the body: nothing to take out
         fields = set()
         for name in names - {"occurrences"}:
             fields |= {
@@ -651,9 +677,7 @@ class CalendarPass:
                 return
             self.item_failed(link, result.error)
             return
-        merged = dict(link.snapshot)
-        merged.update(crm)
-        self.agree(link, merged, result.ref)
+        self.agree(link, crm, result.ref)
         link.save()
         if counted:
             self.run.updated += 1

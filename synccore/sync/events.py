@@ -90,6 +90,15 @@ def compose_body(current_text: str, comment: str) -> str:
     return "\n\n".join(parts)
 
 
+def strip_comment(current_text: str) -> str:
+    """The body without the CRM comment: for a meeting that now has attendees outside the
+    organisation (K12). Text without markers is Outlook's own and stays."""
+    before, inside, after = split_body(current_text)
+    if inside is None:
+        return current_text
+    return "\n\n".join(p for p in (before, after) if p)
+
+
 def remote_comment(event: CalendarEvent) -> str:
     before, inside, _ = split_body(body_text(event.body))
     return inside if inside is not None else before
