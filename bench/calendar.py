@@ -1,0 +1,277 @@
+"""Calendar sync benchmark: N sync users × M events each (a third recurring, a third meetings
+among the users), initial pass and idle pass over every user, against exchange_sim running as its
+own process with simulated latency — compared with a naive baseline in the same run that writes
+the same events with one request per event.
+
+    .venv/bin/python bench/calendar.py [--users 50] [--events 200] [--latency-ms 20]
+
+The initial synchronization is every user's first pass plus one more round (meetings written by
+later users land in earlier users' calendars and are read then); the idle pass is the round after.
+Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The last
+line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
+naive_wall_s, wall_ratio, idle_requests, peak_rss_mb).
+
+Backend: EWS. The Graph backend exists, but the simulator's Graph front end does not serve
+calendars yet; a ``--backend ews|graph`` option belongs here once it does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and its name would shadow the
+# standard library's calendar module (which http.cookiejar, requests and Django import).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+PROJECT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ZONE = "Europe/Berlin"
+
+
+def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, str]:
+    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms), "--no-graph"]
+    for mailbox in mailboxes:
+        args += ["--mailbox", mailbox]
+    proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        match = re.match(r"EWS endpoint: (\S+)", line)
+        if match:
+            return proc, match[1]
+    raise SystemExit("exchange_sim did not print its endpoint")
+
+
+def worker(mode: str, **params: str) -> dict:
+    env = {**os.environ, "BENCH_PARAMS": json.dumps(params)}
+    out = subprocess.run(
+        [PYTHON, __file__, "--worker", mode], cwd=PROJECT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"worker {mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mailboxes(prefix: str, users: int) -> list[str]:
+    return [f"{prefix}{i:02d}@contoso.example" for i in range(users)]
+
+
+def plan(user: int, index: int, users: int, first_day) -> dict:
+    """Event ``index`` of user ``user``: single appointments, weekly series and meetings with two
+    other users, spread over the next weeks in the working hours of one zone."""
+    kind = index % 3
+    day = first_day + timedelta(days=1 + index % 60)
+    start = datetime(day.year, day.month, day.day, 8 + index % 9, 0, tzinfo=ZoneInfo(ZONE))
+    return {
+        "subject": f"{['Visit', 'Weekly', 'Meeting'][kind]} {user}-{index}",
+        "start": start,
+        "end": start + timedelta(minutes=30 if index % 2 else 60),
+        "recurrence": "FREQ=WEEKLY;COUNT=8" if kind == 1 else "",
+        "invite": [(user + 1) % users, (user + 7) % users] if kind == 2 and users > 2 else [],
+    }
+
+
+# --- Worker side (a fresh process per measurement) ---------------------------------------------
+
+
+def _django() -> None:
+    sys.path.insert(0, str(PROJECT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syncadmin.settings")
+    import django
+
+    django.setup()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(mode: str) -> None:
+    params = json.loads(os.environ["BENCH_PARAMS"])
+    _django()
+    from django.core.management import call_command
+
+    if mode == "setup":
+        call_command("migrate", verbosity=0)
+        print(json.dumps(setup(params)))
+    elif mode == "sync":
+        print(json.dumps(sync_all()))
+    elif mode == "naive":
+        print(json.dumps(naive(params)))
+
+
+def setup(params: dict) -> dict:
+    from synccore.models import Activity, Attendee, Environment, SyncUser
+    from tests.fixtures import factories as f
+
+    users, events = int(params["users"]), int(params["events"])
+    first_day = datetime.fromisoformat(params["first_day"]).date()
+    env = Environment.objects.create(name="Bench")
+    s = env.settings
+    s.ews_url, s.auth_type, s.service_account, s.service_password = params["url"], "basic", "svc@contoso.example", "demo-password"
+    s.synchronize_activities, s.batch_size = True, 100
+    s.save()
+    employees = []
+    for address in mailboxes("u", users):
+        employee = f.employee(env, address)
+        SyncUser.objects.create(environment=env, employee=employee, mailbox_email=address)
+        employees.append(employee)
+    activities = []
+    for user in range(users):
+        for index in range(events):
+            p = plan(user, index, users, first_day)
+            activities.append(
+                Activity(
+                    environment=env,
+                    subject=p["subject"],
+                    start=p["start"],
+                    end=p["end"],
+                    time_zone=ZONE,
+                    recurrence=p["recurrence"],
+                    organizer=employees[user],
+                    external_id=f"bench-{user}-{index}",
+                )
+            )
+    Activity.objects.bulk_create(activities, batch_size=2000)
+    by_key = {a.external_id: a for a in Activity.objects.filter(environment=env)}
+    attendees = []
+    for user in range(users):
+        for index in range(events):
+            invite = plan(user, index, users, first_day)["invite"]
+            if not invite:
+                continue
+            activity = by_key[f"bench-{user}-{index}"]
+            attendees.append(Attendee(activity=activity, email=employees[user].email, type="employee", meeting_organizer=True))
+            attendees += [
+                Attendee(activity=activity, email=employees[other].email, employee=employees[other], type="employee", invite=True)
+                for other in invite
+            ]
+    Attendee.objects.bulk_create(attendees, batch_size=2000)
+    return {"activities": len(activities), "attendees": len(attendees)}
+
+
+def sync_all() -> dict:
+    from synccore.models import SyncUser
+    from synccore.sync.calendar import run_calendar_pass
+
+    totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
+    outcomes = set()
+    started = time.perf_counter()
+    for user in SyncUser.objects.order_by("mailbox_email"):
+        run = run_calendar_pass(user.pk)
+        outcomes.add(run.outcome)
+        for name in totals:
+            totals[name] += getattr(run, name)
+    return {**totals, "wall_s": time.perf_counter() - started, "outcomes": sorted(outcomes), "peak_rss_mb": _peak_rss_mb()}
+
+
+def naive(params: dict) -> dict:
+    """One request per event: the same events, written one by one, meetings with invitations."""
+    from synccore.mailbox.base import Attendee, CalendarEvent, ConnectionConfig
+    from synccore.mailbox.ews import EwsBackend
+
+    users, events = int(params["users"]), int(params["events"])
+    first_day = datetime.fromisoformat(params["first_day"]).date()
+    config = ConnectionConfig(
+        backend="ews", ews_url=params["url"], auth_type="basic", username="svc@contoso.example",
+        password="demo-password", batch_size=1,
+    )
+    backend = EwsBackend(config)
+    boxes = mailboxes("n", users)
+    started = time.perf_counter()
+    for user, mailbox in enumerate(boxes):
+        folder = backend.ensure_calendar_folder(mailbox)
+        for index in range(events):
+            p = plan(user, index, users, first_day)
+            event = CalendarEvent(
+                subject=p["subject"],
+                start=p["start"].astimezone(UTC),
+                end=p["end"].astimezone(UTC),
+                time_zone=ZONE,
+                recurrence=p["recurrence"],
+                reminder_minutes=15,
+                attendees=[Attendee(email=boxes[other]) for other in p["invite"]],
+            )
+            (result,) = backend.create_events(mailbox, folder, [event], send_invitations=bool(p["invite"]))
+            if not result.ok:
+                raise SystemExit(f"naive create failed: {result.error}")
+    return {"wall_s": time.perf_counter() - started, "requests": backend.requests}
+
+
+# --- Driver -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker)
+        return
+
+    first_day = datetime.now(UTC).date().isoformat()
+    sim, url = start_simulator(args.latency_ms, mailboxes("u", args.users) + mailboxes("n", args.users))
+    workdir = tempfile.mkdtemp(prefix="bench-calendar-")
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
+    params = {"url": url, "users": str(args.users), "events": str(args.events), "first_day": first_day}
+    try:
+        worker("setup", **params)
+        first = worker("sync")
+        # Meetings written by later users' first passes land in earlier users' calendars: the
+        # initial synchronization ends with the round that reads those invitations.
+        settle = worker("sync")
+        idle = worker("sync")
+        naive_run = worker("naive", **params)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    for run in (first, settle, idle):
+        if run["failed"] or run["outcomes"] != ["success"]:
+            raise SystemExit(f"a pass did not succeed: {run}")
+    initial = {
+        "requests": first["requests"] + settle["requests"],
+        "wall_s": first["wall_s"] + settle["wall_s"],
+        "peak_rss_mb": max(first["peak_rss_mb"], settle["peak_rss_mb"]),
+    }
+    print(
+        f"initial sync: {args.users} users, {first['created']} events created, "
+        f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), "
+        f"{initial['wall_s']:.1f} s"
+    )
+    print(f"idle pass: {idle['requests']} requests ({idle['requests'] / args.users:.1f} per user), {idle['wall_s']:.1f} s")
+    print(f"naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    result = {
+        "users": args.users,
+        "events_per_user": args.events,
+        "latency_ms": args.latency_ms,
+        "backend": "ews",
+        "requests": initial["requests"],
+        "naive_requests": naive_run["requests"],
+        "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),
+        "wall_s": round(initial["wall_s"], 2),
+        "naive_wall_s": round(naive_run["wall_s"], 2),
+        "wall_ratio": round(naive_run["wall_s"] / max(initial["wall_s"], 1e-9), 1),
+        "idle_requests": idle["requests"],
+        "idle_requests_per_user": round(idle["requests"] / args.users, 2),
+        "idle_wall_s": round(idle["wall_s"], 2),
+        "first_round_requests": first["requests"],
+        "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
