@@ -75,6 +75,12 @@ for _key in FIELD_ENCRYPTION_KEYS:
 # production; http only for loopback addresses (tests, the local simulator).
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 
+# How long a worker's hold on a mailbox lives without renewal: how soon the mailbox of a worker
+# that died is taken over by another (a running pass renews it long before).
+SYNC_LEASE_SECONDS = env.float("SYNC_LEASE_SECONDS", default=300.0)
+# Run rows, task results, audit entries and unlinked tombstones older than this are pruned daily.
+SYNC_RETENTION_DAYS = env.float("SYNC_RETENTION_DAYS", default=30.0)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
