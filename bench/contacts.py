@@ -14,16 +14,22 @@ Graph a $batch carries at most 20 writes, so its request ratio cannot exceed abo
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, where calendar.py would shadow the standard
+# library's calendar module (http.cookiejar, requests and Django import it): put bench/ last.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
+
 import argparse
 import json
 import os
 import re
 import resource
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

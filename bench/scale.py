@@ -19,6 +19,14 @@ its CPU share is what four workers contend for (on a machine of few cores, the c
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, where calendar.py would shadow the standard
+# library's calendar module (http.cookiejar, requests and Django import it): put bench/ last.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
+
 import argparse
 import json
 import subprocess
