@@ -50,3 +50,16 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions():
     options = connection.settings_dict["OPTIONS"]
     assert options["transaction_mode"] == "IMMEDIATE"
     assert "journal_mode=WAL" in options["init_command"]
+
+
+def test_every_environment_variable_of_the_settings_is_in_env_example():
+    """`.env.example` is the list of settings an administrator reads: it names each one."""
+    import re
+
+    settings_text = (PROJECT_DIR / "syncadmin" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env\.\w+|_env_bool)\(\s*"([A-Z][A-Z0-9_]*)"', settings_text))
+    example = (PROJECT_DIR / ".env.example").read_text()
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert read, "the pattern no longer finds the settings' variables"
+    assert sorted(read - listed) == []
+    assert sorted(listed - read) == []
