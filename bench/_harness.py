@@ -2,6 +2,7 @@
 and the product's own processes (qcluster, push listener) started as in production.
 
     python bench/push_latency.py      python bench/scale.py
+    python bench/contacts.py          python bench/calendar.py
 
 Each bench gets a database of its own (PostgreSQL by default, as in production; SQLite with
 ``--database sqlite``) and drops it at the end. Nothing here is imported by the product.
@@ -34,21 +35,43 @@ POSTGRES_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 # --- exchange_sim in its own process ------------------------------------------------------------
 
 
+ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_url": "Token endpoint", "ca_bundle": "CA bundle"}
+
+
+def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
+    """exchange_sim as its own process; its EWS, Graph and token endpoints and its CA bundle,
+    read from the lines it prints (keys: url, graph_url, token_url, ca_bundle)."""
+    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
+    for mailbox in mailboxes:
+        args += ["--mailbox", mailbox]
+    proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    found: dict[str, str] = {}
+    for line in proc.stdout:
+        for key, label in ENDPOINT_LINES.items():
+            match = re.match(rf"{label}: (\S+)", line)
+            if match:
+                found[key] = match[1]
+        if len(found) == len(ENDPOINT_LINES):
+            return proc, found
+    proc.kill()
+    raise SystemExit(f"exchange_sim did not print its endpoints (got {sorted(found)})")
+
+
+def stop_simulator(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 class SimProcess:
     """exchange_sim as its own process (its own GIL), driven through the /_sim/ control API."""
 
     def __init__(self, mailboxes: list[str], latency_ms: int = 0) -> None:
-        args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
-        for mailbox in mailboxes:
-            args += ["--mailbox", mailbox]
-        self.proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
-        for line in self.proc.stdout:
-            match = re.match(r"EWS endpoint: (\S+)", line)
-            if match:
-                self.url = match[1]
-                self.base = self.url.split("/EWS/")[0]
-                return
-        raise SystemExit("exchange_sim did not print its endpoint")
+        self.proc, self.endpoints = start_simulator(latency_ms, mailboxes)
+        self.url = self.endpoints["url"]
+        self.base = self.url.split("/EWS/")[0]
 
     def call(self, method: str, path: str, data: dict | None = None) -> Any:
         body = json.dumps(data).encode() if data is not None else None
@@ -69,11 +92,7 @@ class SimProcess:
         return self.call("GET", f"mailboxes/{quote(mailbox)}/items?folder={folder}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_simulator(self.proc)
 
 
 # --- A database of the bench's own ----------------------------------------------------------------
@@ -160,6 +179,92 @@ class Managed:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+# --- Measured steps in fresh processes (contacts.py, calendar.py) ---------------------------------
+
+
+def run_step(script: str, mode: str, **params: str) -> dict:
+    """Run ``script --worker mode`` in a fresh process (so its peak RSS is its own); its last
+    line of output, JSON, is the answer."""
+    env = {**os.environ, "BENCH_PARAMS": json.dumps(params)}
+    out = subprocess.run(
+        [PYTHON, script, "--worker", mode], cwd=PROJECT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"worker {mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_params() -> dict:
+    return json.loads(os.environ["BENCH_PARAMS"])
+
+
+def step_django() -> None:
+    """Django in a step process, on the database the driver chose (DATABASE_URL)."""
+    sys.path.insert(0, str(PROJECT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syncadmin.settings")
+    import django
+
+    django.setup()
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+SERVICE_ACCOUNT, SERVICE_PASSWORD = "svc@contoso.example", "demo-password"
+GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET = "demo-client", "demo-secret"  # the simulator's demo app
+
+
+def configure_backend(sync_settings: Any, backend: str, endpoints: dict[str, str]) -> None:
+    """Point an environment's settings (not saved) at the simulator over EWS or Graph."""
+    s = sync_settings
+    s.ews_url, s.auth_type = endpoints["url"], "basic"
+    s.service_account, s.service_password = SERVICE_ACCOUNT, SERVICE_PASSWORD
+    if backend == "graph":
+        s.backend, s.graph_endpoint, s.ca_bundle = "graph", endpoints["graph_url"], endpoints["ca_bundle"]
+        s.authority_url = endpoints["token_url"].removesuffix("/oauth2/v2.0/token")
+        s.oauth_tenant_id = s.authority_url.rsplit("/", 1)[-1]  # contoso
+        s.oauth_client_id, s.oauth_client_secret = GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET
+
+
+def fetch_token(sync_settings: Any) -> None:
+    """Over Graph, fetch the app's token before measuring: a worker process keeps it for an
+    hour, and each measurement runs in a fresh process."""
+    if sync_settings.backend == "graph":
+        from synccore.sync.connection import open_backend
+
+        open_backend(sync_settings).access_token()
+
+
+def naive_backend(backend: str, endpoints: dict[str, str]) -> Any:
+    """The naive baseline's backend: the same door, batch size 1, the token already fetched."""
+    from synccore.mailbox.base import ConnectionConfig
+
+    if backend == "graph":
+        from synccore.mailbox.graph import GraphBackend
+
+        authority = endpoints["token_url"].removesuffix("/oauth2/v2.0/token")
+        config = ConnectionConfig(backend="graph", graph_endpoint=endpoints["graph_url"], authority_url=authority,
+                                  ca_bundle=endpoints["ca_bundle"], tenant_id=authority.rsplit("/", 1)[-1],
+                                  client_id=GRAPH_CLIENT_ID, client_secret=GRAPH_CLIENT_SECRET, batch_size=1)
+        graph = GraphBackend(config)
+        graph.access_token()  # the token is not what is measured
+        return graph
+    from synccore.mailbox.ews import EwsBackend
+
+    return EwsBackend(ConnectionConfig(backend="ews", ews_url=endpoints["url"], auth_type="basic",
+                                       username=SERVICE_ACCOUNT, password=SERVICE_PASSWORD, batch_size=1))
+
+
+def parse_backends(parser: Any, value: str) -> list[str]:
+    backends = [b.strip() for b in value.split(",") if b.strip()]
+    if not backends or set(backends) - {"ews", "graph"} or len(set(backends)) != len(backends):
+        parser.error("--backends takes ews, graph or both")
+    return backends
 
 
 # --- Measuring ------------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
 """Calendar sync benchmark: N sync users × M events each (a third recurring, a third meetings
 among the users), initial pass and idle pass over every user, against exchange_sim running as its
 own process with simulated latency — compared with a naive baseline in the same run that writes
-the same events with one request per event.
+the same events with one request per event — over EWS and over Microsoft Graph.
 
     .venv/bin/python bench/calendar.py [--users 50] [--events 200] [--latency-ms 20]
+                                       [--backends ews,graph]
 
 The initial synchronization is every user's first pass plus one more round (meetings written by
 later users land in earlier users' calendars and are read then); the idle pass is the round after.
 Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The last
 line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
-naive_wall_s, wall_ratio, idle_requests, peak_rss_mb).
-
-Backend: EWS. The Graph backend exists, but the simulator's Graph front end does not serve
-calendars yet; a ``--backend ews|graph`` option belongs here once it does.
+naive_wall_s, wall_ratio, idle_requests, peak_rss_mb): the figures of the first backend measured
+(EWS by default), and the same keys per backend under "backends". Each backend has mailboxes and a
+database of its own; the naive baseline uses the same backend with batch size 1.
 """
 
 from __future__ import annotations
@@ -21,45 +21,36 @@ import sys
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path, and its name would shadow the
-# standard library's calendar module (which http.cookiejar, requests and Django import).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# standard library's calendar module (which http.cookiejar, requests and Django import): put it last.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
 import argparse
 import json
 import os
-import re
-import resource
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-PROJECT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from _harness import (
+    configure_backend,
+    fetch_token,
+    naive_backend,
+    parse_backends,
+    peak_rss_mb,
+    run_step,
+    start_simulator,
+    step_django,
+    step_params,
+    stop_simulator,
+)
+
 ZONE = "Europe/Berlin"
 
 
-def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, str]:
-    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms), "--no-graph"]
-    for mailbox in mailboxes:
-        args += ["--mailbox", mailbox]
-    proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        match = re.match(r"EWS endpoint: (\S+)", line)
-        if match:
-            return proc, match[1]
-    raise SystemExit("exchange_sim did not print its endpoint")
-
-
 def worker(mode: str, **params: str) -> dict:
-    env = {**os.environ, "BENCH_PARAMS": json.dumps(params)}
-    out = subprocess.run(
-        [PYTHON, __file__, "--worker", mode], cwd=PROJECT, env=env, capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"worker {mode} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_step(__file__, mode, **params)
 
 
 def mailboxes(prefix: str, users: int) -> list[str]:
@@ -84,21 +75,9 @@ def plan(user: int, index: int, users: int, first_day) -> dict:
 # --- Worker side (a fresh process per measurement) ---------------------------------------------
 
 
-def _django() -> None:
-    sys.path.insert(0, str(PROJECT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syncadmin.settings")
-    import django
-
-    django.setup()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_worker(mode: str) -> None:
-    params = json.loads(os.environ["BENCH_PARAMS"])
-    _django()
+    params = step_params()
+    step_django()
     from django.core.management import call_command
 
     if mode == "setup":
@@ -118,11 +97,11 @@ def setup(params: dict) -> dict:
     first_day = datetime.fromisoformat(params["first_day"]).date()
     env = Environment.objects.create(name="Bench")
     s = env.settings
-    s.ews_url, s.auth_type, s.service_account, s.service_password = params["url"], "basic", "svc@contoso.example", "demo-password"
+    configure_backend(s, params["backend"], params)
     s.synchronize_activities, s.batch_size = True, 100
     s.save()
     employees = []
-    for address in mailboxes("u", users):
+    for address in mailboxes(params["prefix"] + "u", users):
         employee = f.employee(env, address)
         SyncUser.objects.create(environment=env, employee=employee, mailbox_email=address)
         employees.append(employee)
@@ -164,6 +143,7 @@ def sync_all() -> dict:
     from synccore.models import SyncUser
     from synccore.sync.calendar import run_calendar_pass
 
+    fetch_token(SyncUser.objects.select_related("environment__settings").first().environment.settings)
     totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
     outcomes = set()
     started = time.perf_counter()
@@ -172,23 +152,18 @@ def sync_all() -> dict:
         outcomes.add(run.outcome)
         for name in totals:
             totals[name] += getattr(run, name)
-    return {**totals, "wall_s": time.perf_counter() - started, "outcomes": sorted(outcomes), "peak_rss_mb": _peak_rss_mb()}
+    return {**totals, "wall_s": time.perf_counter() - started, "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb()}
 
 
 def naive(params: dict) -> dict:
     """One request per event: the same events, written one by one, meetings with invitations."""
-    from synccore.mailbox.base import Attendee, CalendarEvent, ConnectionConfig
-    from synccore.mailbox.ews import EwsBackend
+    from synccore.mailbox.base import Attendee, CalendarEvent
 
     users, events = int(params["users"]), int(params["events"])
     first_day = datetime.fromisoformat(params["first_day"]).date()
-    config = ConnectionConfig(
-        backend="ews", ews_url=params["url"], auth_type="basic", username="svc@contoso.example",
-        password="demo-password", batch_size=1,
-    )
-    backend = EwsBackend(config)
-    boxes = mailboxes("n", users)
-    started = time.perf_counter()
+    backend = naive_backend(params["backend"], params)
+    boxes = mailboxes(params["prefix"] + "n", users)
+    started, before = time.perf_counter(), backend.requests
     for user, mailbox in enumerate(boxes):
         folder = backend.ensure_calendar_folder(mailbox)
         for index in range(events):
@@ -205,10 +180,50 @@ def naive(params: dict) -> dict:
             (result,) = backend.create_events(mailbox, folder, [event], send_invitations=bool(p["invite"]))
             if not result.ok:
                 raise SystemExit(f"naive create failed: {result.error}")
-    return {"wall_s": time.perf_counter() - started, "requests": backend.requests}
+    return {"wall_s": time.perf_counter() - started, "requests": backend.requests - before}
 
 
 # --- Driver -------------------------------------------------------------------------------------
+
+
+def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> dict:
+    """One backend's figures: its own database, its own mailboxes."""
+    workdir = tempfile.mkdtemp(prefix=f"bench-calendar-{backend}-")
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
+    params = {**endpoints, "backend": backend, "prefix": f"{backend}-", "users": str(args.users),
+              "events": str(args.events), "first_day": first_day}  # fmt: skip
+    worker("setup", **params)
+    first = worker("sync")
+    # Meetings written by later users' first passes land in earlier users' calendars: the
+    # initial synchronization ends with the round that reads those invitations.
+    settle = worker("sync")
+    idle = worker("sync")
+    naive_run = worker("naive", **params)
+    for run in (first, settle, idle):
+        if run["failed"] or run["outcomes"] != ["success"]:
+            raise SystemExit(f"{backend}: a pass did not succeed: {run}")
+    requests = first["requests"] + settle["requests"]
+    wall = first["wall_s"] + settle["wall_s"]
+    print(
+        f"{backend} initial sync: {args.users} users, {first['created']} events created, "
+        f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), {wall:.1f} s"
+    )
+    print(f"{backend} idle pass: {idle['requests']} requests ({idle['requests'] / args.users:.1f} per user), "
+          f"{idle['wall_s']:.1f} s")  # fmt: skip
+    print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    return {
+        "requests": requests,
+        "naive_requests": naive_run["requests"],
+        "request_ratio": round(naive_run["requests"] / max(requests, 1), 1),
+        "wall_s": round(wall, 2),
+        "naive_wall_s": round(naive_run["wall_s"], 2),
+        "wall_ratio": round(naive_run["wall_s"] / max(wall, 1e-9), 1),
+        "idle_requests": idle["requests"],
+        "idle_requests_per_user": round(idle["requests"] / args.users, 2),
+        "idle_wall_s": round(idle["wall_s"], 2),
+        "first_round_requests": first["requests"],
+        "peak_rss_mb": round(max(first["peak_rss_mb"], settle["peak_rss_mb"]), 1),
+    }
 
 
 def main() -> None:
@@ -216,59 +231,28 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--backends", default="ews,graph", help="comma-separated: ews, graph (default both)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker)
         return
+    backends = parse_backends(parser, args.backends)
 
     first_day = datetime.now(UTC).date().isoformat()
-    sim, url = start_simulator(args.latency_ms, mailboxes("u", args.users) + mailboxes("n", args.users))
-    workdir = tempfile.mkdtemp(prefix="bench-calendar-")
-    os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
-    params = {"url": url, "users": str(args.users), "events": str(args.events), "first_day": first_day}
+    boxes = [box for b in backends for kind in ("u", "n") for box in mailboxes(f"{b}-{kind}", args.users)]
+    sim, endpoints = start_simulator(args.latency_ms, boxes)
     try:
-        worker("setup", **params)
-        first = worker("sync")
-        # Meetings written by later users' first passes land in earlier users' calendars: the
-        # initial synchronization ends with the round that reads those invitations.
-        settle = worker("sync")
-        idle = worker("sync")
-        naive_run = worker("naive", **params)
+        figures = {backend: measure(backend, args, endpoints, first_day) for backend in backends}
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
-    for run in (first, settle, idle):
-        if run["failed"] or run["outcomes"] != ["success"]:
-            raise SystemExit(f"a pass did not succeed: {run}")
-    initial = {
-        "requests": first["requests"] + settle["requests"],
-        "wall_s": first["wall_s"] + settle["wall_s"],
-        "peak_rss_mb": max(first["peak_rss_mb"], settle["peak_rss_mb"]),
-    }
-    print(
-        f"initial sync: {args.users} users, {first['created']} events created, "
-        f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), "
-        f"{initial['wall_s']:.1f} s"
-    )
-    print(f"idle pass: {idle['requests']} requests ({idle['requests'] / args.users:.1f} per user), {idle['wall_s']:.1f} s")
-    print(f"naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+        stop_simulator(sim)
     result = {
         "users": args.users,
         "events_per_user": args.events,
         "latency_ms": args.latency_ms,
-        "backend": "ews",
-        "requests": initial["requests"],
-        "naive_requests": naive_run["requests"],
-        "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),
-        "wall_s": round(initial["wall_s"], 2),
-        "naive_wall_s": round(naive_run["wall_s"], 2),
-        "wall_ratio": round(naive_run["wall_s"] / max(initial["wall_s"], 1e-9), 1),
-        "idle_requests": idle["requests"],
-        "idle_requests_per_user": round(idle["requests"] / args.users, 2),
-        "idle_wall_s": round(idle["wall_s"], 2),
-        "first_round_requests": first["requests"],
-        "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+        "backend": backends[0],
+        **figures[backends[0]],
+        "backends": figures,
     }
     print(json.dumps(result))
 

@@ -25,64 +25,33 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str
 import argparse
 import json
 import os
-import re
-import resource
-import subprocess
 import tempfile
 import time
 
-PROJECT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
-
-ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_url": "Token endpoint", "ca_bundle": "CA bundle"}
-
-
-def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
-    """exchange_sim as its own process; its EWS, Graph and token endpoints and its CA bundle."""
-    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
-    for mailbox in mailboxes:
-        args += ["--mailbox", mailbox]
-    proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
-    found: dict[str, str] = {}
-    for line in proc.stdout:
-        for key, label in ENDPOINT_LINES.items():
-            match = re.match(rf"{label}: (\S+)", line)
-            if match:
-                found[key] = match[1]
-        if len(found) == len(ENDPOINT_LINES):
-            return proc, found
-    raise SystemExit(f"exchange_sim did not print its endpoints (got {sorted(found)})")
+from _harness import (
+    configure_backend,
+    fetch_token,
+    naive_backend,
+    parse_backends,
+    peak_rss_mb,
+    run_step,
+    start_simulator,
+    step_django,
+    step_params,
+    stop_simulator,
+)
 
 
 def worker(mode: str, **params: str) -> dict:
-    env = {**os.environ, "BENCH_PARAMS": json.dumps(params)}
-    out = subprocess.run(
-        [PYTHON, __file__, "--worker", mode], cwd=PROJECT, env=env, capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"worker {mode} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_step(__file__, mode, **params)
 
 
 # --- Worker side (a fresh process per measurement) ---------------------------------------------
 
 
-def _django() -> None:
-    sys.path.insert(0, str(PROJECT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syncadmin.settings")
-    import django
-
-    django.setup()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_worker(mode: str) -> None:
-    params = json.loads(os.environ["BENCH_PARAMS"])
-    _django()
+    params = step_params()
+    step_django()
     from django.core.management import call_command
 
     if mode == "setup":
@@ -93,17 +62,12 @@ def run_worker(mode: str) -> None:
         from synccore.sync.contacts import run_contact_pass
 
         user = SyncUser.objects.select_related("environment__settings").get(mailbox_email=params["mailbox"])
-        if user.environment.settings.backend == "graph":
-            # A worker process keeps its token for an hour: fetch it before measuring, as the
-            # naive baseline does (each measurement runs in a fresh process for its peak RSS).
-            from synccore.sync.connection import open_backend
-
-            open_backend(user.environment.settings).access_token()
+        fetch_token(user.environment.settings)
         started = time.perf_counter()
         run = run_contact_pass(user.pk)
         wall = time.perf_counter() - started
         print(json.dumps({"wall_s": wall, "requests": run.requests, "created": run.created, "outcome": run.outcome,
-                          "error": run.error, "peak_rss_mb": _peak_rss_mb()}))
+                          "error": run.error, "peak_rss_mb": peak_rss_mb()}))
     elif mode == "naive":
         print(json.dumps(naive(params)))
 
@@ -114,12 +78,7 @@ def setup(params: dict) -> dict:
 
     env = Environment.objects.create(name="Bench")
     s = env.settings
-    s.ews_url, s.auth_type, s.service_account, s.service_password = params["url"], "basic", "svc@contoso.example", "demo-password"
-    if params["backend"] == "graph":
-        s.backend, s.graph_endpoint, s.ca_bundle = "graph", params["graph_url"], params["ca_bundle"]
-        s.authority_url = params["token_url"].removesuffix("/oauth2/v2.0/token")
-        s.oauth_tenant_id = s.authority_url.rsplit("/", 1)[-1]
-        s.oauth_client_id, s.oauth_client_secret = "demo-client", "demo-secret"
+    configure_backend(s, params["backend"], params)
     s.synchronize_contacts, s.batch_size = True, 100
     s.save()
     counts = {}
@@ -142,23 +101,9 @@ def setup(params: dict) -> dict:
 
 def naive(params: dict) -> dict:
     """One request per contact: the same backend, batch size 1, every contact written each run."""
-    from synccore.mailbox.base import ConnectionConfig, ContactCard
+    from synccore.mailbox.base import ContactCard
 
-    if params["backend"] == "graph":
-        from synccore.mailbox.graph import GraphBackend
-
-        authority = params["token_url"].removesuffix("/oauth2/v2.0/token")
-        config = ConnectionConfig(backend="graph", graph_endpoint=params["graph_url"], authority_url=authority,
-                                  ca_bundle=params["ca_bundle"], tenant_id=authority.rsplit("/", 1)[-1],
-                                  client_id="demo-client", client_secret="demo-secret", batch_size=1)
-        backend = GraphBackend(config)
-        backend.access_token()  # the token is not what is measured
-    else:
-        from synccore.mailbox.ews import EwsBackend
-
-        config = ConnectionConfig(backend="ews", ews_url=params["url"], auth_type="basic",
-                                  username="svc@contoso.example", password="demo-password", batch_size=1)
-        backend = EwsBackend(config)
+    backend = naive_backend(params["backend"], params)
     mailbox = params["mailbox"]
     folder = backend.ensure_contact_folder(mailbox, "")
     started, before = time.perf_counter(), backend.requests
@@ -214,17 +159,14 @@ def main() -> None:
     if args.worker:
         run_worker(args.worker)
         return
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not backends or set(backends) - {"ews", "graph"}:
-        parser.error("--backends takes ews, graph or both")
+    backends = parse_backends(parser, args.backends)
 
     mailboxes = [f"{n}-{b}@contoso.example" for b in backends for n in ("big", "small", "naive")]
     sim, endpoints = start_simulator(args.latency_ms, mailboxes)
     try:
         figures = {backend: measure(backend, args, endpoints) for backend in backends}
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
+        stop_simulator(sim)
     result = {"contacts": args.contacts, "latency_ms": args.latency_ms, **figures[backends[0]], "backends": figures}
     print(json.dumps(result))
 
