@@ -9,6 +9,10 @@ mailbox that changed. After every (re)connection it enqueues a catch-up pass for
 mailboxes, because a stream cannot replay what happened while it was down. A broken stream
 reconnects with exponential back-off. Environments that stop, or turn push off, lose their
 threads at the next poll.
+
+The listener publishes the state of each group's stream in the shared cache at every poll;
+`status_by_user` turns it into the status's per-user "push" entry (the same shape as a Graph
+subscription's), and says so when no listener is running at all.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from django.core.cache import cache
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
-from synccore import runtime
+from synccore import leases, runtime
 from synccore.mailbox.base import MailboxError
-from synccore.models import Backend, Environment, SynchronizerState, SyncUser
+from synccore.models import Backend, Environment, PushSubscriptionState, SynchronizerState, SyncKind, SyncUser
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,16 @@ def wanted_streams() -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]
     return streams
 
 
-def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Event) -> None:
-    """Hold one stream until `stop` is set: enqueue passes, reconnect with back-off."""
+def listen(
+    environment_id: int,
+    users: list[tuple[int, str]],
+    stop: threading.Event,
+    report: Callable[[str, str], None] = lambda state, error: None,
+) -> None:
+    """Hold one stream until `stop` is set: enqueue passes, reconnect with back-off.
+
+    ``report(state, error)`` is told when the stream is subscribed ("active") and when it broke
+    ("failed", with the reason and when it tries again)."""
     from synccore.mailbox.ews import stream_calendar_changes
     from synccore.sync.connection import connection_config
 
@@ -64,6 +79,7 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
     def catch_up() -> None:
         nonlocal wait
         wait = BACKOFF_FIRST_S  # subscribed again: the next break starts a fresh back-off
+        report(PushSubscriptionState.ACTIVE, "")
         for pk, _ in users:
             runtime.push_calendar(pk)
         connection.close()  # the stream may block for minutes: hold no database connection meanwhile
@@ -85,10 +101,12 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
             log.warning(
                 "push stream for environment %s broke: %s; again in %.0f s", environment_id, exc, wait
             )
+            report(PushSubscriptionState.FAILED, f"The stream broke: {exc} Reconnecting in {wait:.0f} s.")
             stop.wait(wait)
             wait = min(BACKOFF_MAX_S, wait * 2)
-        except Exception:
+        except Exception as exc:
             log.exception("push stream for environment %s failed; again in %.0f s", environment_id, wait)
+            report(PushSubscriptionState.FAILED, f"The stream failed: {exc} Reconnecting in {wait:.0f} s.")
             stop.wait(wait)
             wait = min(BACKOFF_MAX_S, wait * 2)
         finally:
@@ -98,6 +116,7 @@ def listen(environment_id: int, users: list[tuple[int, str]], stop: threading.Ev
 def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Callable | None = None) -> None:
     """Keep the wanted streams held until `stop` is set."""
     running: dict[tuple, tuple[threading.Thread, threading.Event]] = {}
+    states: dict[tuple, dict[str, str]] = {}
     try:
         while not stop.is_set():
             wanted = wanted_streams()
@@ -106,21 +125,107 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
             for key in list(running):
                 if key not in wanted:
                     running.pop(key)[1].set()  # environment stopped, push off, users changed
+                    states.pop(key, None)
             for key, users in wanted.items():
                 if key not in running:
                     ends = threading.Event()
+                    states[key] = _state(PushSubscriptionState.CREATING, "")
                     thread = threading.Thread(
                         target=listen,
-                        args=(key[0], users, ends),
+                        args=(key[0], users, ends, _reporter(states, key)),
                         name=f"push-{key[0]}-{users[0][1]}",
                         daemon=True,
                     )
                     thread.start()
                     running[key] = (thread, ends)
+            _publish(wanted, states, poll_s)
             if on_change:
                 on_change(sorted(running))
             stop.wait(poll_s)
     finally:
         for _, ends in running.values():
             ends.set()
+        _unpublish({key[0] for key in running})
         connection.close()
+
+
+# --- What the status shows (published through the shared cache) --------------------------------
+
+LISTENER_KEY = "synccore:ews-push:listener"
+
+
+def _env_key(environment_id: int) -> str:
+    return f"synccore:ews-push:{environment_id}"
+
+
+def _state(state: str, error: str) -> dict[str, str]:
+    return {"state": str(state), "error": error, "since": timezone.now().isoformat()}
+
+
+def _reporter(states: dict[tuple, dict[str, str]], key: tuple) -> Callable[[str, str], None]:
+    def report(state: str, error: str) -> None:
+        states[key] = _state(state, error)
+
+    return report
+
+
+def _publish(
+    wanted: dict[tuple, list[tuple[int, str]]], states: dict[tuple, dict[str, str]], poll_s: float
+) -> None:
+    """Each environment's streams, per user, for the status; they expire if the listener dies."""
+    ttl = max(30.0, 3 * poll_s)
+    by_env: dict[int, dict[int, dict[str, str]]] = {}
+    for key, users in wanted.items():
+        state = states.get(key) or _state(PushSubscriptionState.CREATING, "")
+        by_env.setdefault(key[0], {}).update({pk: state for pk, _ in users})
+    seen = {"listener": leases.worker_name(), "seen_at": timezone.now().isoformat()}
+    try:
+        cache.set(LISTENER_KEY, seen, ttl)
+        for environment_id, users in by_env.items():
+            cache.set(_env_key(environment_id), {**seen, "users": users}, ttl)
+    except Exception:  # the listener's work does not depend on the status being written
+        log.warning("could not publish the push streams' state", exc_info=True)
+
+
+def _unpublish(environment_ids: set[int]) -> None:
+    try:
+        cache.delete_many([LISTENER_KEY, *(_env_key(pk) for pk in environment_ids)])
+    except Exception:
+        log.warning("could not clear the push streams' state", exc_info=True)
+
+
+def status_by_user(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
+    """(user id, "calendar") → {"state", "expires_at", "error"} of its EWS stream, as published."""
+    s = env.settings
+    if not (
+        s.backend == Backend.EWS
+        and s.push_enabled
+        and s.synchronize_activities
+        and env.state == SynchronizerState.RUNNING
+    ):
+        return {}
+    try:
+        published = cache.get(_env_key(env.pk)) or {}
+        listener = cache.get(LISTENER_KEY)
+    except Exception:
+        log.warning("could not read the push streams' state", exc_info=True)
+        return {}
+    users = SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True).values_list(
+        "pk", flat=True
+    )
+    out = {}
+    for user_id in users:
+        entry = (published.get("users") or {}).get(user_id)
+        if entry is None and listener:
+            entry = _state(PushSubscriptionState.CREATING, "")
+        elif entry is None:
+            entry = _state(
+                PushSubscriptionState.FAILED,
+                "No push listener is running (python manage.py run_push_listener): pull only.",
+            )
+        out[(user_id, SyncKind.CALENDAR.value)] = {
+            "state": entry["state"],
+            "expires_at": None,
+            "error": entry["error"],
+        }
+    return out

@@ -162,9 +162,11 @@ def status(environment_id: int) -> dict[str, Any]:
     env = Environment.objects.select_related("settings").get(pk=environment_id)
     users = SyncUser.objects.filter(environment=env).select_related("lease").order_by("mailbox_email")
     last_runs = _last_runs(env)
+    from synccore import push
     from synccore.graph_push import status_by_user
 
-    subscriptions = status_by_user(env)  # push over Graph: None where no subscription is held
+    # Push over Graph (subscriptions) or EWS (the listener's streams): None where nothing is held.
+    subscriptions = {**status_by_user(env), **push.status_by_user(env)}
     return {
         "environment": env.name,
         "id": env.pk,

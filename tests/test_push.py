@@ -185,3 +185,33 @@ def test_a_dropped_streaming_connection_reconnects_and_catches_up(big_org):
             row.delete()
     run_queued_passes()
     assert Activity.objects.filter(subject="During the gap").exists()
+
+
+def _calendar_push(email: str, env_id: int) -> dict | None:
+    found = [u for u in runtime.status(env_id)["users"] if u["email"] == email]
+    return found[0]["calendar"]["push"]
+
+
+def test_the_status_shows_each_calendar_users_stream_and_says_when_no_listener_runs(crm, monkeypatch):
+    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    crm.configure(push_enabled=True)
+    crm.env.set_state(SynchronizerState.RUNNING)
+    crm.sim.streaming.seconds_per_minute = 2
+    alice = "alice@contoso.example"
+    missing = _calendar_push(alice, crm.env.pk)
+    assert missing["state"] == "failed" and "run_push_listener" in missing["error"]
+    assert [u["contacts"]["push"] for u in runtime.status(crm.env.pk)["users"]] == [None, None]
+
+    stop = threading.Event()
+    thread = threading.Thread(target=push.run_listener, args=(stop,), kwargs={"poll_s": 0.3}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _calendar_push(alice, crm.env.pk)["state"] == "active")
+        crm.sim.streaming.drop_all()  # the network fails: the stream reports it, then recovers
+        wait_for(lambda: "broke" in _calendar_push(alice, crm.env.pk)["error"])
+        wait_for(lambda: _calendar_push(alice, crm.env.pk)["state"] == "active")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert _calendar_push(alice, crm.env.pk)["state"] == "failed"  # the listener left: said at once
+    wait_for(lambda: crm.sim.streaming.open_streams == 0)
