@@ -154,13 +154,14 @@ def django_setup() -> None:
 
 
 class Managed:
-    """A `manage.py` process (qcluster, run_push_listener) in its own process group."""
+    """A product process in its own process group: `manage.py ARGS` (qcluster, run_push_listener),
+    or with ``module`` a `python -m MODULE ARGS` (gunicorn)."""
 
-    def __init__(self, *args: str, log_name: str, **env: str) -> None:
+    def __init__(self, *args: str, log_name: str, module: str = "", **env: str) -> None:
         self.log_path = Path(tempfile.gettempdir()) / f"{log_name}-{os.getpid()}.log"
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [PYTHON, "manage.py", *args],
+            [PYTHON, "-m", module, *args] if module else [PYTHON, "manage.py", *args],
             cwd=PROJECT,
             env={**os.environ, **env},
             stdout=self.log,

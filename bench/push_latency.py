@@ -1,8 +1,9 @@
 """Push latency benchmark (K14): seconds from a change on one side to the other side, with push on.
 
-exchange_sim runs as its own process; one real `manage.py qcluster` and the push listener
-(`manage.py run_push_listener`) run as in production, on a database of their own. Changes go
-one at a time, alternately a new item and an edit of the previous one:
+exchange_sim runs as its own process; one real `manage.py qcluster` and, over EWS, the push
+listener (`manage.py run_push_listener`), over Microsoft Graph the web process (gunicorn) whose
+webhook the simulator notifies, run as in production, on a database of their own per backend.
+Changes go one at a time, alternately a new item and an edit of the previous one:
 
 - Exchange → CRM: an event is created / renamed in a mailbox (as Outlook would), and the clock
   stops when the CRM's Activity row carries the subject;
@@ -12,9 +13,11 @@ one at a time, alternately a new item and an edit of the previous one:
 
     .venv/bin/python bench/push_latency.py [--changes 100] [--users 2] [--workers 2]
                                            [--latency-ms 0] [--database postgres|sqlite]
+                                           [--backends ews,graph]
 
 The last line printed is one JSON object (pinned keys: exchange_to_crm_p50_s,
-exchange_to_crm_p95_s, crm_to_exchange_p50_s, crm_to_exchange_p95_s).
+exchange_to_crm_p95_s, crm_to_exchange_p50_s, crm_to_exchange_p95_s) for the first backend,
+and the same keys per backend under "backends".
 """
 
 from __future__ import annotations
@@ -29,15 +32,19 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str
 
 import argparse
 import json
+import socket
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 from _harness import (
     Managed,
     SimProcess,
+    configure_backend,
     configure_environment,
     django_setup,
     fresh_database,
+    parse_backends,
     percentile,
     wait_until,
 )
@@ -45,14 +52,13 @@ from _harness import (
 TIMEOUT_S = 60.0
 
 
-def setup(sim: SimProcess, mailboxes: list[str]):
+def setup(sim: SimProcess, mailboxes: list[str], backend: str):
     from synccore.models import Environment, SyncUser
     from tests.fixtures import factories as f
 
     env = Environment.objects.create(name="Push bench")
     s = env.settings
-    s.ews_url, s.auth_type = sim.url, "basic"
-    s.service_account, s.service_password = "svc@contoso.example", "demo-password"
+    configure_backend(s, backend, sim.endpoints)
     s.synchronize_contacts, s.synchronize_activities, s.push_enabled = False, True, True
     # The pull interval is the safety net; here it must not be what carries a change across.
     s.pull_interval, s.pull_interval_unit = 1, "days"
@@ -62,15 +68,23 @@ def setup(sim: SimProcess, mailboxes: list[str]):
     return env
 
 
-def settled(env, *, at_least: int) -> bool:
-    """No pass running, and at least `at_least` calendar passes done (the start and catch-up)."""
-    from synccore.models import Outcome, SyncRun
+def settled(env, *, at_least: int, subscriptions: int = 0) -> bool:
+    """No pass running, at least `at_least` calendar passes done (the start and catch-up), and
+    over Graph `subscriptions` subscriptions active."""
+    from synccore.models import GraphSubscription, Outcome, SyncRun
 
     runs = SyncRun.objects.filter(environment=env, kind="calendar")
     return (
         runs.exclude(outcome=Outcome.RUNNING).count() >= at_least
         and not runs.filter(outcome=Outcome.RUNNING).exists()
+        and GraphSubscription.objects.filter(environment=env, state="active").count() >= subscriptions
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def exchange_to_crm(sim: SimProcess, env, mailboxes: list[str], changes: int) -> list[float]:
@@ -134,33 +148,38 @@ def crm_to_exchange(sim: SimProcess, env, mailboxes: list[str], changes: int) ->
     return timings
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--changes", type=int, default=100, help="changes in each direction")
-    parser.add_argument("--users", type=int, default=2, help="sync users (mailboxes) the changes rotate over")
-    parser.add_argument("--workers", type=int, default=2, help="workers of the one qcluster (Q_WORKERS)")
-    parser.add_argument("--latency-ms", type=int, default=0, help="simulated network latency per request")
-    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace, backend: str) -> dict:
+    """One backend, from a fresh simulator and database: the timings of both directions."""
     mailboxes = [f"user{i:02d}@contoso.example" for i in range(args.users)]
     sim = SimProcess(mailboxes, args.latency_ms)
     processes: list[Managed] = []
     try:
         with fresh_database(args.database) as database_url:
-            configure_environment(database_url, Q_WORKERS=str(args.workers))
+            port = free_port()
+            # Over Graph the simulator notifies the webhook at PUBLIC_BASE_URL (http on loopback).
+            configure_environment(
+                database_url, Q_WORKERS=str(args.workers), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}"
+            )
             django_setup()
             from synccore import runtime
 
-            env = setup(sim, mailboxes)
-            processes.append(Managed("qcluster", log_name="bench-push-qcluster"))
-            processes.append(Managed("run_push_listener", "--poll", "1", log_name="bench-push-listener"))
+            env = setup(sim, mailboxes, backend)
+            processes.append(Managed("qcluster", log_name=f"bench-push-qcluster-{backend}"))
+            if backend == "ews":
+                processes.append(Managed("run_push_listener", "--poll", "1", log_name="bench-push-listener"))
+            else:
+                processes.append(web_process(port))
             runtime.start(env.pk)
-            # The first passes (start) and the listener's catch-up after subscribing, all done.
+            # The first passes (start), the subscriptions and the catch-up after subscribing, all done.
             wait_until(
-                lambda: settled(env, at_least=2 * len(mailboxes)), timeout=120, every=0.2, what="first passes"
+                lambda: settled(
+                    env,
+                    at_least=2 * len(mailboxes),
+                    subscriptions=len(mailboxes) if backend == "graph" else 0,
+                ),
+                timeout=180,
+                every=0.2,
+                what="first passes and subscriptions",
             )
             time.sleep(1)
             e2c = exchange_to_crm(sim, env, mailboxes, args.changes)
@@ -170,17 +189,14 @@ def main() -> None:
             for process in processes:
                 process.stop()
             processes.clear()
+            from django import db
+
+            db.connections.close_all()
     finally:
         for process in processes:
             process.stop()
         sim.stop()
-
     result = {
-        "changes": args.changes,
-        "users": args.users,
-        "workers": args.workers,
-        "latency_ms": args.latency_ms,
-        "database": args.database,
         "exchange_to_crm_p50_s": round(percentile(e2c, 50), 3),
         "exchange_to_crm_p95_s": round(percentile(e2c, 95), 3),
         "exchange_to_crm_max_s": round(max(e2c), 3),
@@ -188,8 +204,75 @@ def main() -> None:
         "crm_to_exchange_p95_s": round(percentile(c2e, 95), 3),
         "crm_to_exchange_max_s": round(max(c2e), 3),
     }
-    print(f"Exchange → CRM: p50 {result['exchange_to_crm_p50_s']} s, p95 {result['exchange_to_crm_p95_s']} s")
-    print(f"CRM → Exchange: p50 {result['crm_to_exchange_p50_s']} s, p95 {result['crm_to_exchange_p95_s']} s")
+    print(
+        f"{backend}: Exchange → CRM p50 {result['exchange_to_crm_p50_s']} s, p95 {result['exchange_to_crm_p95_s']} s; "
+        f"CRM → Exchange p50 {result['crm_to_exchange_p50_s']} s, p95 {result['crm_to_exchange_p95_s']} s"
+    )
+    return result
+
+
+def web_process(port: int) -> Managed:
+    """gunicorn as in production, serving the Graph webhook."""
+    web = Managed(
+        "syncadmin.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        module="gunicorn",
+        log_name="bench-push-web",
+    )
+    wait_until(lambda: _answers(port), timeout=60, every=0.2, what="the web process")
+    return web
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--changes", type=int, default=100, help="changes in each direction")
+    parser.add_argument("--users", type=int, default=2, help="sync users (mailboxes) the changes rotate over")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the one qcluster (Q_WORKERS)")
+    parser.add_argument("--latency-ms", type=int, default=0, help="simulated network latency per request")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--backends", default="ews,graph", help="comma-separated: ews, graph (default both)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # one backend, in this process
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args, args.measure)))
+        return
+
+    # Each backend in a process of its own: Django's settings (the database) are per process.
+    per_backend = {}
+    for backend in parse_backends(parser, args.backends):
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--measure", backend],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        lines = out.stdout.strip().splitlines()
+        print("\n".join(lines[:-1]))
+        per_backend[backend] = json.loads(lines[-1])
+    first = next(iter(per_backend.values()))
+    result = {
+        "changes": args.changes,
+        "users": args.users,
+        "workers": args.workers,
+        "latency_ms": args.latency_ms,
+        "database": args.database,
+        "backend": next(iter(per_backend)),
+        **first,
+        "backends": per_backend,
+    }
     print(json.dumps(result))
 
 
