@@ -2,8 +2,9 @@
 
 `run_listener` keeps one streaming connection per group of at most 200 calendar users of an
 environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
-owns them all). Groups are cut from the users in address order, so each group's first mailbox
-is its anchor (Microsoft's affinity recipe, see `mailbox.ews.stream_calendar_changes`). Each group
+owns them all). Each group's first mailbox in address order is its anchor (Microsoft's affinity
+recipe, see `mailbox.ews.stream_calendar_changes`). Groups keep their members while they run, so
+a user who joins or leaves restarts one group, not every group of the environment. Each group
 runs in a thread with connections of its own, and enqueues a targeted calendar pass for the
 mailbox that changed. After every (re)connection it enqueues a catch-up pass for each of its
 mailboxes, because a stream cannot replay what happened while it was down. A broken stream
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.cache import cache
@@ -38,8 +39,14 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 
 
-def wanted_streams() -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]:
-    """(environment id, user ids) → [(user id, mailbox)] for every stream that should be held."""
+def wanted_streams(
+    held: Iterable[tuple[int, tuple[int, ...]]] = (),
+) -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]:
+    """(environment id, user ids) → [(user id, mailbox)] for every stream that should be held.
+
+    ``held`` are the streams held now: their groups are kept as they are, less the users who left,
+    so a user who joins or leaves restarts (and catches up) one group, not all of them.
+    """
     streams = {}
     envs = Environment.objects.filter(
         state=SynchronizerState.RUNNING,
@@ -47,17 +54,37 @@ def wanted_streams() -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]
         settings__synchronize_activities=True,
         settings__backend=Backend.EWS,
     )
+    held_by_env: dict[int, list[tuple[int, ...]]] = {}
+    for environment_id, user_ids in held:
+        held_by_env.setdefault(environment_id, []).append(user_ids)
     for env in envs:
-        users = sorted(
+        users = dict(
             SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True).values_list(
                 "pk", "mailbox_email"
-            ),
-            key=lambda user: (user[1].lower(), user[0]),
+            )
         )
-        for start in range(0, len(users), GROUP_SIZE):
-            group = users[start : start + GROUP_SIZE]
+        for group in plan_groups(users, held_by_env.get(env.pk, [])):
             streams[(env.pk, tuple(pk for pk, _ in group))] = group
     return streams
+
+
+def plan_groups(users: dict[int, str], held: list[tuple[int, ...]]) -> list[list[tuple[int, str]]]:
+    """Groups of at most GROUP_SIZE users, each in address order (its first is the anchor).
+
+    Held groups keep their members that are still wanted; newcomers, in address order, fill the
+    groups with room, then new groups.
+    """
+    groups = [[pk for pk in group if pk in users] for group in held]
+    groups = [group for group in groups if group]
+    placed = {pk for group in groups for pk in group}
+    newcomers = sorted((pk for pk in users if pk not in placed), key=lambda pk: (users[pk].lower(), pk))
+    for pk in newcomers:
+        room = next((group for group in groups if len(group) < GROUP_SIZE), None)
+        if room is None:
+            room = []
+            groups.append(room)
+        room.append(pk)
+    return [sorted(((pk, users[pk]) for pk in group), key=lambda u: (u[1].lower(), u[0])) for group in groups]
 
 
 def listen(
@@ -119,7 +146,7 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
     states: dict[tuple, dict[str, str]] = {}
     try:
         while not stop.is_set():
-            wanted = wanted_streams()
+            wanted = wanted_streams(running)
             close_old_connections()
             connection.close()
             for key in list(running):

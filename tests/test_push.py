@@ -215,3 +215,34 @@ def test_the_status_shows_each_calendar_users_stream_and_says_when_no_listener_r
         thread.join(timeout=30)
     assert _calendar_push(alice, crm.env.pk)["state"] == "failed"  # the listener left: said at once
     wait_for(lambda: crm.sim.streaming.open_streams == 0)
+
+
+def test_a_user_who_joins_restarts_and_catches_up_one_group_not_all(big_org):
+    sim, users = big_org
+    wait_for(lambda: sim.streaming.open_stream_sizes() == [50, 200])
+    wait_for(lambda: caught_up(users))
+    OrmQ.objects.all().delete()
+    first_group = {s.id for s in sim.subscriptions.all() if s.mailbox < "user200@contoso.example"}
+    assert len(first_group) == 200
+
+    # First in address order: cut by position, every group would change.
+    sim.add_mailbox("aaron@contoso.example", "Aaron")
+    env = next(iter(users.values())).environment
+    newcomer = f.sync_user(env, "aaron@contoso.example")
+    wait_for(lambda: sim.streaming.open_stream_sizes() == [51, 200])
+    joined = {users[f"user{i:03d}@contoso.example"].pk for i in range(200, 250)} | {newcomer.pk}
+    wait_for(lambda: {args[0] for args in push_passes()} == joined)
+    assert first_group <= {s.id for s in sim.subscriptions.all()}  # the full group was left alone
+
+
+def test_groups_keep_their_members_and_newcomers_fill_the_group_with_room(monkeypatch):
+    users = {pk: f"u{pk:03d}@x.example" for pk in range(1, 6)}
+    assert push.plan_groups(users, []) == [sorted(users.items())]
+    monkeypatch.setattr(push, "GROUP_SIZE", 2)
+    users[9] = "a@x.example"  # joins, first in address order
+    del users[3]  # leaves
+    assert push.plan_groups(users, [(2, 3), (4,)]) == [
+        [(9, "a@x.example"), (2, "u002@x.example")],  # each group in address order: the anchor first
+        [(1, "u001@x.example"), (4, "u004@x.example")],
+        [(5, "u005@x.example")],
+    ]
