@@ -148,6 +148,20 @@ class TestExchangeToCrm:
             for a in activity.attendees.exclude(meeting_organizer=True)
         )
 
+    def test_k6_k12_an_outlook_meeting_with_an_outside_attendee_is_imported_and_stays_quiet(self, crm, start):
+        crm.mailbox().create_event(
+            "Supplier visit",
+            start,
+            start + timedelta(hours=1),
+            Body="Bring samples",
+            RequiredAttendees=[{"Mailbox": {"EmailAddress": "buyer@fabrikam.example"}}],
+        )
+        calendar_pass(crm)
+        assert Activity.objects.get().comment == "Bring samples"
+        crm.sim.counters.reset()
+        run = calendar_pass(crm)
+        assert (run.updated, crm.event_writes()) == (0, 0)
+
     def test_k7_the_invitee_copy_of_a_sync_users_meeting_is_ignored(self, crm, start):
         crm.mailbox(crm.bob).create_event(
             "Bob's meeting",

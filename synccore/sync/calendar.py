@@ -679,7 +679,7 @@ class CalendarPass:
             return
         self.agree(link, crm, result.ref)
         link.save()
-        if counted:
+        if counted and fields:
             self.run.updated += 1
 
     def occurrence_writes(
@@ -988,9 +988,8 @@ class CalendarPass:
             for attendee in event.attendees:
                 if attendee.email.lower() != self.me:
                     self.new_attendee(activity, attendee)
-            target = Target(
-                invitations=True, attendees=[a for a in event.attendees if a.email.lower() != self.me]
-            )
+            # As later passes will see it: with the comment only without outside attendees (K12).
+            target = self.target_for_me(activity) or Target(invitations=True)
             link = ItemLink(
                 environment=self.env, sync_user=self.user, kind=mapping.ACTIVITY, activity=activity
             )
