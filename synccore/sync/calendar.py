@@ -64,6 +64,7 @@ from synccore.sync.runs import PassContext, execute_pass
 log = logging.getLogger(__name__)
 
 CALENDAR_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
+FOREVER = datetime.max.replace(tzinfo=UTC)
 # Normal-form fields that give a series its shape (Exchange drops exceptions when they change).
 SHAPE = {"start", "end", "all_day", "recurrence", "occurrences"}
 LINK_FIELDS = [
@@ -180,6 +181,11 @@ class CalendarPass:
             activity.start, activity.end, activity.recurrence, self.now, self.horizon_end, activity.time_zone
         )
 
+    def activity_over(self, activity: Activity) -> bool:
+        """Over, whatever the horizon: a linked item is kept in step until then (K2); the horizon
+        only limits which new items are created and imported (K15)."""
+        return not ev.in_window(activity.start, activity.end, activity.recurrence, self.now, FOREVER, activity.time_zone)
+
     def crm_values(self, activity: Activity, target: Target, link: ItemLink | None = None) -> dict[str, Any]:
         series_from = link.series_from if link is not None else None
         return ev.activity_values(activity, _attendee_emails(target), target.with_comment, series_from)
@@ -190,6 +196,9 @@ class CalendarPass:
         return ev.in_window(
             event.start, event.end, event.recurrence, self.now, self.horizon_end, event.time_zone
         )
+
+    def event_over(self, event: CalendarEvent) -> bool:
+        return not ev.in_window(event.start, event.end, event.recurrence, self.now, FOREVER, event.time_zone)
 
     def remote_values(self, event: CalendarEvent, target: Target) -> dict[str, Any]:
         return ev.event_values(event, target.invitations, target.with_comment, self.me)
@@ -346,7 +355,7 @@ class CalendarPass:
         event = remote.get(link.remote_id)
         gone = link.remote_id in deleted_ids
         if entry is None or activity.is_tombstone:
-            if not self.activity_in_window(activity):
+            if self.activity_over(activity):
                 if activity.is_tombstone:
                     link.delete()  # K2: its event is over and stays; the tombstone may be purged
                 return  # K2: the past is never touched
@@ -367,7 +376,7 @@ class CalendarPass:
             deletes.append((link, organizer_copy))
             return
         target = entry[1]
-        if not self.activity_in_window(activity) and (event is None or not self.event_in_window(event)):
+        if self.activity_over(activity) and (event is None or self.event_over(event)):
             return  # K2
         if gone:
             self.deleted_in_exchange(link, activity, target)
@@ -739,7 +748,7 @@ class CalendarPass:
                 Activity.all_objects.filter(pk=activity.pk).update(meeting_uid="")
         if not self.end_retired(link):
             return
-        if link.series_from is None or not self.activity_in_window(activity):
+        if link.series_from is None or self.activity_over(activity):
             link.delete()  # nothing of the series is left to come
             return
         self.create(activity, target, link)
