@@ -374,3 +374,17 @@ class TestSeriesThatBeganInThePast:
         # Two occurrences are over; today's is in progress, so it is present and goes (K2).
         assert [start for start, _, _ in self.view(crm, first_start)] == [week(first_start, n) for n in range(2)]
         quiet(crm)
+
+    def test_k2_a_series_deleted_in_outlook_but_edited_in_the_crm_comes_back_without_its_past(
+        self, crm, begun
+    ):
+        activity, first = begun
+        alice = crm.mailbox()
+        alice.delete(alice.events()[0])
+        activity.location = "Room 2"
+        activity.save()
+        calendar_pass(crm)  # an edit beats a delete: the series is written again, from now on
+        assert [(start, location) for start, location, _ in self.view(crm, first)] == [
+            (week(first, n), "Room 2") for n in range(2, 6)
+        ]
+        quiet(crm)

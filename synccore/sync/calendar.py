@@ -568,11 +568,14 @@ class CalendarPass:
                 kind=mapping.ACTIVITY,
                 activity=activity,
                 state=LinkState.PENDING,
-                # K2: a series that began in the past is written from its present occurrence on.
-                series_from=self.first_present_occurrence(activity)
-                if activity.recurrence.strip() and activity.end <= self.now
-                else None,
             )
+        # K2: a series that began in the past is written (or written again) from its present
+        # occurrence on: nothing that is over is created.
+        if activity.recurrence.strip() and self.now >= (link.series_from or activity.start):
+            present = self.first_present_occurrence(activity)
+            if present is not None and present != link.series_from:
+                link.series_from = present
+                ItemLink.objects.filter(pk=link.pk).update(series_from=present, updated_at=self.now)
         self.creates.append((activity, target, link))
 
     def write_creates(self) -> None:
