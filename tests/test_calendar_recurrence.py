@@ -388,3 +388,22 @@ class TestSeriesThatBeganInThePast:
             (week(first, n), "Room 2") for n in range(2, 6)
         ]
         quiet(crm)
+
+    def test_k2_a_meeting_series_written_again_leaves_the_attendees_past_alone(self, crm, clock):
+        first = clock.now().replace(hour=9, minute=0) + timedelta(days=1)
+        activity = series(crm, first, count=6, invite=("carol@contoso.example",))
+        calendar_pass(crm)
+        alice, carol = crm.mailbox(), crm.sim.user("carol@contoso.example")
+        alice.edit(alice.occurrence(alice.events()[0], 1), Location="Moved here")
+        clock.set(week(first, 2, -1), frozen=True)
+        before = [(o.props["Start"], o.props.get("Location")) for o in carol.view(first - timedelta(hours=1), week(first, 2))]
+        alice.delete(alice.events()[0])  # the organizer cancels in Outlook ...
+        activity.refresh_from_db()
+        activity.subject = "Jour fixe (kept)"  # ... while the CRM edits: the edit wins
+        activity.save()
+        calendar_pass(crm)
+        after = [(o.props["Start"], o.props.get("Location")) for o in carol.view(first - timedelta(hours=1), week(first, 2))]
+        assert after == before == [(week(first, 0), "Moved here"), (week(first, 1), None)]
+        coming = [o.props["Subject"] for o in carol.view(week(first, 2, -1), week(first, 7)) if not o.props.get("IsCancelled")]
+        assert coming == ["Jour fixe (kept)"] * 4
+        quiet(crm)

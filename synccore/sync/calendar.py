@@ -575,7 +575,15 @@ class CalendarPass:
             present = self.first_present_occurrence(activity)
             if present is not None and present != link.series_from:
                 link.series_from = present
-                ItemLink.objects.filter(pk=link.pk).update(series_from=present, updated_at=self.now)
+                if link.snapshot and target.invitations:
+                    # Written before: the attendees keep that meeting's past under its UID (K2),
+                    # so the series written again is a new meeting, as in a K15 split.
+                    link.sync_id = uuid.uuid4()
+                    activity.meeting_uid = ""
+                    Activity.all_objects.filter(pk=activity.pk).update(meeting_uid="")
+                ItemLink.objects.filter(pk=link.pk).update(
+                    series_from=present, sync_id=link.sync_id, updated_at=self.now
+                )
         self.creates.append((activity, target, link))
 
     def write_creates(self) -> None:
