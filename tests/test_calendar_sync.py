@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from synccore.models import Activity, Attendee, Conflict, ItemLink, LinkState, Outcome
 from synccore.sync.calendar import CalendarSyncDisabled, run_calendar_pass
+from synccore.sync.connection import open_backend
 from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
@@ -362,6 +363,29 @@ class TestDeletions:
         activity = Activity.objects.get(pk=activity.pk)
         assert activity.location == "Room 9"
         assert [e.props["Location"] for e in crm.mailbox().events()] == ["Room 9"]
+        assert calendar_pass(crm).updated == 0
+
+    def test_k9_a_crash_right_after_writing_again_an_event_deleted_in_outlook_leaves_no_duplicate(
+        self, crm, start
+    ):
+        activity = meeting(crm, start, subject="Review", invite=("carol@contoso.example",))
+        calendar_pass(crm)
+        crm.mailbox().delete(crm.mailbox().events()[0])  # Outlook deletes ...
+        activity.location = "Room 5"  # ... while the CRM edits: the edit wins, it is written again
+        activity.save()
+        crashing = open_backend(crm.settings)
+        real_create = crashing.create_events
+
+        def create_then_crash(*args, **kwargs):
+            real_create(*args, **kwargs)
+            raise RuntimeError("the worker died right after the create")
+
+        crashing.create_events = create_then_crash
+        assert run_calendar_pass(crm.alice.pk, backend=crashing).outcome == Outcome.FAILED
+        run = calendar_pass(crm)
+        assert (run.outcome, run.created) == (Outcome.SUCCESS, 0)
+        assert [e.props["Location"] for e in crm.mailbox().events()] == ["Room 5"]
+        assert Activity.objects.count() == 1
         assert calendar_pass(crm).updated == 0
 
     def test_k9_un_synchronizing_an_activity_removes_its_event(self, crm, start):

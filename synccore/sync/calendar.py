@@ -569,6 +569,14 @@ class CalendarPass:
                 activity=activity,
                 state=LinkState.PENDING,
             )
+        elif link.remote_id or link.state != LinkState.PENDING:
+            # Written again (an edit beat a delete, the item vanished): pending before the write,
+            # so a crash right after it finds the new item by its sync id (no duplicate).
+            link.remote_id = link.remote_change_key = ""
+            link.state = LinkState.PENDING
+            ItemLink.objects.filter(pk=link.pk).update(
+                remote_id="", remote_change_key="", state=LinkState.PENDING, updated_at=self.now
+            )
         # K2: a series that began in the past is written (or written again) from its present
         # occurrence on: nothing that is over is created.
         if activity.recurrence.strip() and self.now >= (link.series_from or activity.start):
@@ -981,6 +989,10 @@ class CalendarPass:
 
     def import_event(self, event: CalendarEvent) -> None:
         """K6: an event unknown to the CRM becomes an Appointment activity."""
+        if event.is_meeting and event.uid and Activity.objects.filter(environment=self.env, meeting_uid=event.uid).exists():
+            # Not unknown after all (a copy of a meeting the CRM has): never a second activity.
+            self.unreadable(None, InvalidItem(f"“{event.subject}” is a copy of a meeting the CRM already has."))
+            return
         with transaction.atomic():
             activity = Activity.objects.create(
                 environment=self.env,
