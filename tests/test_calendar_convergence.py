@@ -468,6 +468,15 @@ class CalendarMachine(RuleBasedStateMachine):
         uids = [a.meeting_uid for a in Activity.objects.exclude(meeting_uid="")]
         assert len(uids) == len(set(uids)), "two live activities for one meeting UID"
 
+    def describe(self) -> str:
+        """What a failure message needs: the links, the last runs, the calendars."""
+        links = list(
+            ItemLink.objects.values("activity_id", "sync_user__mailbox_email", "remote_id", "state", "series_from", "last_error")
+        )
+        runs = list(SyncRun.objects.order_by("-pk").values("sync_user__mailbox_email", "outcome", "created", "updated", "deleted", "error")[:6])
+        items = {owner: [(i.id, i.props.get("Subject"), i.folder_id[-6:]) for i in self.sim.store.all_items(owner, "CalendarItem")] for owner in SYNC_USERS}
+        return f"\nlinks {links}\nruns {runs}\nitems {items}"
+
     def check_no_duplicates(self) -> None:
         for owner in (*SYNC_USERS, CAROL):
             uids = [i.props.get("UID") for i in self.mailbox(owner).events()]
@@ -515,7 +524,7 @@ class CalendarMachine(RuleBasedStateMachine):
                     continue  # a personal appointment deleted in Outlook, kept under the policy (K9)
                 assert link.state == LinkState.SYNCED and link.remote_id, (activity, link.state, link.last_error)
                 (event,) = self.backend.get_events(address, [_ref(link.remote_id, calendar)])
-                assert isinstance(event, CalendarEvent), (activity, event)
+                assert isinstance(event, CalendarEvent), (activity, event, self.describe())
                 crm = engine.crm_values(activity, target, link)
                 remote = engine.remote_values(event, target)
                 assert _comparable(crm, engine.now) == _comparable(remote, engine.now), activity
