@@ -10,6 +10,7 @@ answered like any other, so the answer tells a caller nothing). Passes run on th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -38,27 +39,24 @@ def _entries(request: HttpRequest) -> list[Any] | None:
     return entries if isinstance(entries, list) else None
 
 
-@csrf_exempt
-@require_POST
-def graph_notifications(request: HttpRequest) -> HttpResponse:
+def _webhook(request: HttpRequest, receive: Callable[[list[Any]], None]) -> HttpResponse:
     token = request.GET.get("validationToken")
     if token is not None:
         return _validation_answer(token)
     entries = _entries(request)
     if entries is None:
         return HttpResponseBadRequest("", content_type="text/plain")
-    graph_push.receive_notifications(entries)
+    receive(entries)
     return HttpResponse(status=202)
+
+
+@csrf_exempt
+@require_POST
+def graph_notifications(request: HttpRequest) -> HttpResponse:
+    return _webhook(request, graph_push.receive_notifications)
 
 
 @csrf_exempt
 @require_POST
 def graph_lifecycle(request: HttpRequest) -> HttpResponse:
-    token = request.GET.get("validationToken")
-    if token is not None:
-        return _validation_answer(token)
-    entries = _entries(request)
-    if entries is None:
-        return HttpResponseBadRequest("", content_type="text/plain")
-    graph_push.receive_lifecycle(entries)
-    return HttpResponse(status=202)
+    return _webhook(request, graph_push.receive_lifecycle)

@@ -33,21 +33,27 @@ FOLDER_PROPS = {"id", "displayName", "parentFolderId"}
 
 
 # ---- folders ------------------------------------------------------------------------------------------
-def resolve_folder(request: GraphRequest, ref: str) -> Folder:
-    """A contact folder of the request's mailbox by Graph id or the well-known name ``contacts``."""
+def mailbox_folder(request: GraphRequest, ref: str | None, well_known: str, folder_class: str) -> Folder:
+    """A folder of the request's mailbox by Graph id or its well-known name (None: that one);
+    a folder of another mailbox or another class is not found, as in Graph."""
     assert request.mailbox is not None
     store = request.store
-    if ref.lower() == "contacts":
-        return store.distinguished_folder(request.mailbox, "contacts")
+    if ref is None or ref.lower() == well_known:
+        return store.distinguished_folder(request.mailbox, well_known)
     try:
         folder = store.folder(store_id_from_rest(ref))
     except StoreError as err:
         if err.code == "ErrorInvalidIdMalformed":
             raise GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.") from None
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.") from None
-    if folder.mailbox.lower() != request.mailbox.lower() or folder.folder_class != "IPF.Contact":
+    if folder.mailbox.lower() != request.mailbox.lower() or folder.folder_class != folder_class:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
     return folder
+
+
+def resolve_folder(request: GraphRequest, ref: str) -> Folder:
+    """A contact folder of the request's mailbox by Graph id or the well-known name ``contacts``."""
+    return mailbox_folder(request, ref, "contacts", "IPF.Contact")
 
 
 def folder_json(folder: Folder) -> dict[str, Any]:

@@ -27,13 +27,13 @@ from exchange_sim.graph.api import (
     ok,
     route,
 )
-from exchange_sim.graph.contacts import body_text, unknown_property
+from exchange_sim.graph.contacts import body_text, mailbox_folder, unknown_property
 from exchange_sim.graph.errors import GraphError, bad_request
-from exchange_sim.graph.ids import folder_graph_id, store_id_from_rest
+from exchange_sim.graph.ids import folder_graph_id
 from exchange_sim.graph.odata import apply_select, check_select, compile_filter, filter_roots, parse_expand
 from exchange_sim.graph.values import local_text, parse_datetime, utc_text
 from exchange_sim.graph.zones import iana_for, store_zone_id, windows_name, zone
-from exchange_sim.store import Folder, Item, StoreError
+from exchange_sim.store import Folder, Item
 
 READ = ("Calendars.Read", "Calendars.ReadWrite")
 WRITE = ("Calendars.ReadWrite",)
@@ -477,19 +477,7 @@ def event_changes(data: dict[str, Any], current: Item | None) -> tuple[dict[str,
 
 # ---- resolving ------------------------------------------------------------------------------------------
 def resolve_calendar(request: GraphRequest, ref: str | None) -> Folder:
-    assert request.mailbox is not None
-    store = request.store
-    if ref is None or ref.lower() == "calendar":
-        return store.distinguished_folder(request.mailbox, "calendar")
-    try:
-        folder = store.folder(store_id_from_rest(ref))
-    except StoreError as err:
-        if err.code == "ErrorInvalidIdMalformed":
-            raise GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.") from None
-        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.") from None
-    if folder.mailbox.lower() != request.mailbox.lower() or folder.folder_class != "IPF.Appointment":
-        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
-    return folder
+    return mailbox_folder(request, ref, "calendar", "IPF.Appointment")
 
 
 def event_item(request: GraphRequest, graph_id: str) -> Item:
