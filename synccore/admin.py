@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from synccore import runtime
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import (
     Activity,
@@ -91,6 +92,10 @@ class SyncSettingsAdmin(admin.ModelAdmin):
     def pull_every(self, obj: SyncSettings) -> str:
         return f"{obj.pull_interval} {obj.pull_interval_unit}"
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        runtime.configuration_changed(obj.environment_id)
+
 
 @admin.register(SyncUser)
 class SyncUserAdmin(EnvironmentScopedAdmin):
@@ -128,6 +133,16 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         super().save_model(request, obj, form, change)
         if obj.email_case_warning:
             messages.warning(request, obj.email_case_warning)
+        moved_from = form.initial.get("environment") if "environment" in form.changed_data else None
+        for environment_id in {obj.environment_id, moved_from} - {None}:
+            runtime.configuration_changed(environment_id)
+
+    def delete_model(self, request, obj):
+        runtime.delete_user(obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            runtime.delete_user(user.pk)
 
 
 @admin.register(FieldMapping)

@@ -14,7 +14,9 @@ is only overwritten, and a pull pass does that as well; a subscription would tur
 contact writes into a notification and a pass that finds nothing to do.
 
 `maintain` converges the rows with what is wanted and is the one door for creating, renewing and
-removing subscriptions: `runtime` enqueues it on start and on stop, and a django-q2 schedule runs it
+removing subscriptions: `runtime` enqueues it on start and on stop, `follow` as soon as a saved
+setting or sync user leaves the rows out of step with what is wanted (push toggled, a user added,
+(de)activated or re-addressed, the backend switched), and a django-q2 schedule runs it
 every `MAINTENANCE_MINUTES` while the environment runs, renewing what expires within
 `RENEW_WITHIN`, re-creating what Graph lost or let expire (with a catch-up pass: its
 notifications are lost) and retrying failed creations. A mailbox whose subscription cannot be made
@@ -164,6 +166,9 @@ def _keep(backend: Any, row: GraphSubscription, now) -> str:
         return "created" if _subscribe(backend, row.sync_user, row) else "failed"
     if row.state != PushSubscriptionState.ACTIVE:
         return ""  # another worker is creating it
+    if row.resource != backend.events_resource(row.sync_user.mailbox_email):
+        # The user's mailbox address changed: this subscription watches the old mailbox.
+        return "created" if _subscribe(backend, row.sync_user, row) else "failed"
     if row.expires_at and row.expires_at <= now:
         # Expired while nobody renewed it: its notifications are lost, a new one catches up.
         return "created" if _subscribe(backend, row.sync_user, row) else "failed"
@@ -349,6 +354,79 @@ def stopped(env: Environment) -> None:
     unschedule(env)
     if GraphSubscription.objects.filter(environment=env).exists():
         runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+
+
+# --- Following the administrator's changes (settings and sync users saved) ---------------------
+
+
+def follow(environment_id: int) -> None:
+    """Settings or sync users of an environment were saved: if its subscriptions no longer match
+    what is wanted, maintain them now (on a worker) instead of at the next hourly run.
+
+    Decided once the change commits, so the check and the worker both see it. Only a running
+    environment is maintained: start subscribes, stop removes."""
+    transaction.on_commit(lambda: _follow(environment_id))
+
+
+def _follow(environment_id: int) -> bool:
+    env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
+    if env is None or env.state != SynchronizerState.RUNNING or not _out_of_step(env):
+        return False
+    runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+    return True
+
+
+def _out_of_step(env: Environment) -> bool:
+    """Whether the rows held differ from what is wanted: push or the calendar turned on or off, a
+    user added, removed, (de)activated, or whose mailbox address changed, the backend switched —
+    or a creation that failed, which the change may have fixed (credentials, permissions)."""
+    rows = list(
+        GraphSubscription.objects.filter(environment=env).values_list("sync_user_id", "resource", "state")
+    )
+    if any(state == PushSubscriptionState.FAILED for _, _, state in rows):
+        return True
+    held = {user_id: resource for user_id, resource, _ in rows}
+    wanted = {user.pk: _events_resource(user.mailbox_email) for user in wanted_users(env)}
+    return held != wanted
+
+
+def _events_resource(mailbox: str) -> str:
+    from synccore.mailbox.graph import GraphBackend  # a pure function of the address: no request
+
+    return GraphBackend.events_resource(mailbox)
+
+
+def release(user: SyncUser) -> None:
+    """A sync user is being deleted, and its rows with it: delete its subscriptions from Graph on a
+    worker once the deletion commits (Graph would otherwise notify them until they expire)."""
+    for row in GraphSubscription.objects.filter(sync_user=user).exclude(subscription_id=""):
+        args = (row.environment_id, user.mailbox_email, row.subscription_id)
+        transaction.on_commit(
+            lambda args=args: runtime._async("synccore.tasks.delete_graph_subscription", *args)
+        )
+
+
+def delete_subscription(environment_id: int, mailbox: str, subscription_id: str) -> None:
+    """Delete one subscription we no longer hold a row for (its user was deleted)."""
+    env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
+    if env is None or env.settings.backend != Backend.GRAPH:
+        return  # its credentials are gone: it expires by itself, its notifications are ignored
+    from synccore.sync.connection import open_backend
+
+    try:
+        backend = open_backend(env.settings)
+    except MailboxError as exc:
+        log.warning(
+            "Graph subscription %s of %s not deleted (it expires by itself): %s",
+            subscription_id,
+            mailbox,
+            exc,
+        )
+        return
+    try:
+        _delete_remote(backend, mailbox, subscription_id)
+    finally:
+        backend.close()
 
 
 # --- Notifications (the webhook's service functions) -----------------------------------------

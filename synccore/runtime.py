@@ -474,6 +474,37 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
     return result
 
 
+# --- Administrator changes to settings and sync users ------------------------------------------
+
+
+def configuration_changed(environment_id: int) -> None:
+    """Settings or sync users of an environment were saved (console, API, admin): what runs
+    follows at once. Ticks read the pull interval as configured at each tick and the EWS push
+    listener re-reads its streams at every poll; Graph subscriptions are maintained now when
+    they no longer match what is wanted (`graph_push.follow`)."""
+    from synccore import graph_push
+
+    graph_push.follow(environment_id)
+
+
+def set_active(user_id: int, active: bool) -> None:
+    """(De)activate a sync user. Deactivating stops its synchronization and leaves its mailbox as
+    it is (C7)."""
+    user = SyncUser.objects.get(pk=user_id)
+    SyncUser.objects.filter(pk=user_id).update(active=active, updated_at=timezone.now())
+    configuration_changed(user.environment_id)
+
+
+def delete_user(user_id: int) -> None:
+    """Delete a sync user (its links and runs go with it) and its push subscriptions."""
+    from synccore import graph_push
+
+    user = SyncUser.objects.get(pk=user_id)
+    with transaction.atomic():
+        graph_push.release(user)
+        user.delete()
+
+
 # --- Administrator actions on one user (S3) ----------------------------------------------------
 
 

@@ -33,3 +33,9 @@ def resubscribe_graph_subscription(subscription_pk: int) -> bool:
     from synccore import graph_push
 
     return graph_push.resubscribe(subscription_pk)
+
+
+def delete_graph_subscription(environment_id: int, mailbox: str, subscription_id: str) -> None:
+    from synccore import graph_push
+
+    graph_push.delete_subscription(environment_id, mailbox, subscription_id)

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from syncadmin.models import AuditEntry
 from synccore.models import Conflict, Environment, FieldMapping, ItemLink, SyncRun, SyncUser
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
-from tests.fixtures.api import user_with_role
+from tests.fixtures.api import console_settings_data, user_with_role
 
 pytestmark = pytest.mark.django_db
 
@@ -93,7 +93,7 @@ def test_an_operator_cannot_change_settings(client, demo):
 
 def test_an_invalid_pull_interval_shows_the_message(client, demo):
     login(client, "administrator")
-    data = _settings_data(demo, pull_interval="0")
+    data = console_settings_data(demo, pull_interval="0")
     response = client.post(f"/environments/{demo.pk}/settings/", data)
     assert response.status_code == 200
     assert "The pull interval must be greater than zero." in response.content.decode()
@@ -101,12 +101,12 @@ def test_an_invalid_pull_interval_shows_the_message(client, demo):
 
 def test_saving_settings_keeps_the_secret_and_audits_masked(client, demo):
     login(client, "administrator")
-    response = client.post(f"/environments/{demo.pk}/settings/", _settings_data(demo, pull_interval="30"))
+    response = client.post(f"/environments/{demo.pk}/settings/", console_settings_data(demo, pull_interval="30"))
     assert response.status_code == 302
     demo.settings.refresh_from_db()
     assert demo.settings.pull_interval == 30
     assert demo.settings.service_password == "demo-password"
-    client.post(f"/environments/{demo.pk}/settings/", _settings_data(demo, service_password="new-one"))
+    client.post(f"/environments/{demo.pk}/settings/", console_settings_data(demo, service_password="new-one"))
     changes = AuditEntry.objects.filter(action="settings_changed").first().changes
     assert changes["service_password"] == ["••••••", "••••••"]
 
@@ -184,22 +184,6 @@ def test_sync_now_is_audited(client, demo):
         "kind": "all",
         "full": True,
     }
-
-
-def _settings_data(env, **overrides):
-    from syncadmin.console.forms import ConsoleSettingsForm
-
-    form = ConsoleSettingsForm(instance=env.settings)
-    data = {}
-    for name, field in form.fields.items():
-        value = form.initial.get(name, field.initial)
-        if isinstance(value, bool):
-            if value:
-                data[name] = "on"
-        elif value is not None and name not in ("service_password", "oauth_client_secret"):
-            data[name] = value
-    data.update(overrides)
-    return data
 
 
 def test_removing_synchronized_items_is_refused_while_the_user_is_active(client, demo):

@@ -372,6 +372,177 @@ def test_push_turned_off_or_a_user_deactivated_removes_their_subscriptions(subsc
     assert held(crm) == {} and not GraphSubscription.objects.exists()
 
 
+# --- The administrator's changes take effect at once ------------------------------------------------
+
+BOB = "bob@contoso.example"
+CAROL = "carol@contoso.example"
+
+
+def maintenance_runs() -> list[tuple]:
+    return queued("synccore.tasks.maintain_graph_subscriptions")
+
+
+def api():
+    from tests.fixtures.api import client_for, user_with_role
+
+    return client_for(user_with_role("administrator"))
+
+
+def console():
+    from tests.fixtures.api import user_with_role
+
+    client = Client()
+    client.force_login(user_with_role("administrator"))
+    return client
+
+
+def settings_url(crm) -> str:
+    return f"/api/v1/environments/{crm.env.pk}/settings/"
+
+
+def users_url(crm, user=None) -> str:
+    return f"/api/v1/environments/{crm.env.pk}/users/" + (f"{user.pk}/" if user else "")
+
+
+def test_push_turned_on_while_running_subscribes_at_once(hooked):
+    crm = hooked
+    crm.configure(push_enabled=False)
+    crm.env.set_state(SynchronizerState.RUNNING)
+    answer = api().patch(settings_url(crm), {"push_enabled": True}, format="json")
+    assert answer.status_code == 200, answer.content
+    assert maintenance_runs() == [(crm.env.pk,)]  # enqueued: Graph is called on a worker
+    assert crm.sim.graph.subscriptions.all() == []
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE, BOB}
+
+
+def test_push_turned_off_in_the_console_while_running_removes_the_subscriptions_at_once(subscribed):
+    from tests.fixtures.api import console_settings_data
+
+    crm = subscribed
+    data = console_settings_data(crm.env)
+    del data["push_enabled"]  # an unticked box is not posted
+    assert console().post(f"/environments/{crm.env.pk}/settings/", data).status_code == 302
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert held(crm) == {} and not GraphSubscription.objects.exists()
+
+
+def test_a_sync_user_added_while_running_is_subscribed_at_once(subscribed):
+    from tests.fixtures import factories
+
+    crm = subscribed
+    factories.employee(crm.env, CAROL)
+    answer = api().post(users_url(crm), {"mailbox_email": CAROL}, format="json")
+    assert answer.status_code == 201, answer.content
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE, BOB, CAROL}
+    assert {args[0] for args in push_passes()} == {answer.json()["id"]}  # its catch-up pass
+
+
+def test_a_sync_user_deactivated_or_activated_in_the_console_follows_at_once(subscribed):
+    crm = subscribed
+    client = console()
+    client.post(f"/environments/{crm.env.pk}/users/{crm.bob.pk}/deactivate/")
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE}
+
+    client.post(f"/environments/{crm.env.pk}/users/{crm.bob.pk}/activate/")
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE, BOB}
+
+
+def test_a_changed_mailbox_address_moves_the_subscription_to_the_new_mailbox(subscribed):
+    from tests.fixtures import factories
+
+    crm = subscribed
+    old = held(crm)[BOB]
+    carol = factories.employee(crm.env, CAROL)
+    answer = console().post(
+        f"/environments/{crm.env.pk}/users/{crm.bob.pk}/edit/",
+        {"employee": carol.pk, "mailbox_email": CAROL, "calendar_enabled": "on", "active": "on"},
+    )
+    assert answer.status_code == 302
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE, CAROL}
+    assert held(crm)[CAROL].id != old.id
+    assert GraphSubscription.objects.get(sync_user=crm.bob).subscription_id == held(crm)[CAROL].id
+
+
+def test_a_deleted_sync_user_has_its_subscription_deleted_from_graph(subscribed):
+    crm = subscribed
+    sub_id = held(crm)[BOB].id
+    assert api().delete(users_url(crm, crm.bob)).status_code == 204
+    assert queued("synccore.tasks.delete_graph_subscription") == [(crm.env.pk, BOB, sub_id)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE}
+
+
+def test_a_sync_user_deleted_in_the_back_office_has_its_subscription_deleted_from_graph(subscribed):
+    from tests.fixtures.api import user_with_role
+
+    crm = subscribed
+    client = Client()
+    client.force_login(user_with_role(None, superuser=True))
+    answer = client.post(f"/admin/synccore/syncuser/{crm.bob.pk}/delete/", {"post": "yes"})
+    assert answer.status_code == 302
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE}
+
+
+def test_the_backend_switched_to_ews_while_running_drops_the_graph_subscriptions(subscribed):
+    from tests.fixtures.crm import connection_fields
+
+    crm = subscribed
+    answer = api().patch(settings_url(crm), connection_fields(crm.sim, "ews"), format="json")
+    assert answer.status_code == 200, answer.content
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert not GraphSubscription.objects.exists()
+
+
+def test_changes_that_do_not_touch_push_enqueue_no_maintenance(subscribed):
+    crm = subscribed
+    assert api().patch(settings_url(crm), {"pull_interval": 2}, format="json").status_code == 200
+    assert api().patch(users_url(crm, crm.bob), {"contacts_enabled": False}, format="json").status_code == 200
+    assert maintenance_runs() == []
+
+
+def test_a_failed_subscription_is_tried_again_when_the_settings_are_saved(hooked, settings, live_server):
+    crm = hooked
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9/"
+    crm.env.set_state(SynchronizerState.RUNNING)
+    graph_push.maintain(crm.env.pk)
+    OrmQ.objects.all().delete()
+    settings.PUBLIC_BASE_URL = live_server.url
+    assert api().patch(settings_url(crm), {"pull_interval": 2}, format="json").status_code == 200
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert set(held(crm)) == {ALICE, BOB}
+
+
+def test_a_stopped_environment_enqueues_no_maintenance(hooked):
+    from tests.fixtures import factories
+
+    crm = hooked
+    crm.configure(push_enabled=False)
+    assert api().patch(settings_url(crm), {"push_enabled": True}, format="json").status_code == 200
+    factories.employee(crm.env, CAROL)
+    assert api().post(users_url(crm), {"mailbox_email": CAROL}, format="json").status_code == 201
+    assert maintenance_runs() == []
+
+
+def test_an_ews_environment_enqueues_no_graph_maintenance(crm_ews):
+    crm = crm_ews
+    crm.env.set_state(SynchronizerState.RUNNING)
+    assert api().patch(settings_url(crm), {"push_enabled": True}, format="json").status_code == 200
+    assert maintenance_runs() == []
+
+
 # --- With a real qcluster ------------------------------------------------------------------------
 
 

@@ -126,6 +126,7 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
     def perform_update(self, serializer):
         before = audit.snapshot(serializer.instance)
         instance = serializer.save()
+        runtime.configuration_changed(self.environment.pk)
         self.audit(AuditAction.SETTINGS_CHANGED, str(instance), audit.diff(before, audit.snapshot(instance)))
 
 
@@ -155,16 +156,18 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         user = serializer.save()
+        runtime.configuration_changed(self.environment.pk)
         self.audit(AuditAction.USER_ADDED, user.mailbox_email, audit.snapshot(user))
 
     def perform_update(self, serializer):
         before = audit.snapshot(serializer.instance)
         user = serializer.save()
+        runtime.configuration_changed(self.environment.pk)
         self.audit(AuditAction.USER_CHANGED, user.mailbox_email, audit.diff(before, audit.snapshot(user)))
 
     def perform_destroy(self, instance):
         email = instance.mailbox_email
-        instance.delete()
+        runtime.delete_user(instance.pk)
         self.audit(AuditAction.USER_DELETED, email)
 
     @extend_schema(request=None, responses=s.SyncUserSerializer)

@@ -232,6 +232,7 @@ def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
         key = "filters_form" if filters else "settings_form"
         return _render_environment(request, env, **{key: form})
     saved = form.save()
+    runtime.configuration_changed(pk)
     audit.record(
         request.user,
         AuditAction.SETTINGS_CHANGED,
@@ -254,6 +255,7 @@ def user_form(request: HttpRequest, pk: int, user_id: int | None = None) -> Http
     form = forms.SyncUserForm(request.POST or None, instance=user, environment=env)
     if request.method == "POST" and form.is_valid():
         saved = form.save()
+        runtime.configuration_changed(pk)
         action = AuditAction.USER_CHANGED if user else AuditAction.USER_ADDED
         audit.record(
             request.user,
@@ -284,8 +286,8 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
         return HttpResponse(status=404)
     audit_action, done = USER_ACTIONS[action]
     calls = {
-        "deactivate": lambda: _set_active(user, False),
-        "activate": lambda: _set_active(user, True),
+        "deactivate": lambda: runtime.set_active(user.pk, False),
+        "activate": lambda: runtime.set_active(user.pk, True),
         "re-enable": lambda: operations.re_enable_user(user.pk),
         "confirm-deletions": lambda: operations.confirm_deletions(user.pk),
         "remove-synchronized-items": lambda: operations.remove_synchronized_items(user.pk),
@@ -304,11 +306,6 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
     else:
         messages.success(request, f"{user.mailbox_email} {done}.")
     return redirect(_next_or(request, _environment_url(pk, "users")))
-
-
-def _set_active(user: SyncUser, active: bool) -> None:
-    # Deactivating stops synchronization and leaves the mailbox as it is (C7).
-    SyncUser.objects.filter(pk=user.pk).update(active=active)
 
 
 # --- field mappings -------------------------------------------------------------------------------
