@@ -272,13 +272,14 @@ def _delete_remote(backend: Any, mailbox: str, subscription_id: str) -> None:
     try:
         backend.delete_subscription(mailbox, subscription_id)
     except MailboxError as exc:
-        # Its notifications name a subscription we no longer know: they are ignored until it expires.
-        log.warning(
-            "Graph subscription %s of %s not deleted (it expires by itself): %s",
-            subscription_id,
-            mailbox,
-            exc,
-        )
+        _not_deleted(mailbox, subscription_id, exc)
+
+
+def _not_deleted(mailbox: str, subscription_id: str, exc: Exception) -> None:
+    # Its notifications name a subscription we no longer know: they are ignored until it expires.
+    log.warning(
+        "Graph subscription %s of %s not deleted (it expires by itself): %s", subscription_id, mailbox, exc
+    )
 
 
 def renew(subscription_pk: int) -> bool:
@@ -416,12 +417,7 @@ def delete_subscription(environment_id: int, mailbox: str, subscription_id: str)
     try:
         backend = open_backend(env.settings)
     except MailboxError as exc:
-        log.warning(
-            "Graph subscription %s of %s not deleted (it expires by itself): %s",
-            subscription_id,
-            mailbox,
-            exc,
-        )
+        _not_deleted(mailbox, subscription_id, exc)
         return
     try:
         _delete_remote(backend, mailbox, subscription_id)
