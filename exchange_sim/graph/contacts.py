@@ -8,6 +8,7 @@ Contacts cannot be moved through v1.0: a client moves one by creating it elsewhe
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from exchange_sim.graph import extended
@@ -86,28 +87,39 @@ def _create_folder(request: GraphRequest, parent: Folder) -> GraphResponse:
     return ok(request, body, 201, {"Location": request.url(f"users/{request.params['user']}/contactFolders/{folder_graph_id(folder.id)}")})
 
 
-@route("GET", "users/{user}/contactFolders", "graph.contactFolders.list", roles=READ)
-def list_folders(request: GraphRequest) -> GraphResponse:
+def _parent(request: GraphRequest) -> tuple[Folder, str]:
+    """The folder a collection's path is under — the contact folder it names, else the mailbox's
+    Contacts folder — and the OData context of the path up to the collection."""
     assert request.mailbox is not None
-    parent = request.store.distinguished_folder(request.mailbox, "contacts")
-    return _folders(request, parent, f"users('{request.mailbox}')/contactFolders")
+    user = f"users('{request.mailbox}')"
+    if "folder" in request.params:
+        return resolve_folder(request, request.params["folder"]), f"{user}/contactFolders('{request.params['folder']}')"
+    return request.store.distinguished_folder(request.mailbox, "contacts"), user
 
 
-@route("POST", "users/{user}/contactFolders", "graph.contactFolders.create", roles=WRITE)
-def create_folder(request: GraphRequest) -> GraphResponse:
-    assert request.mailbox is not None
-    return _create_folder(request, request.store.distinguished_folder(request.mailbox, "contacts"))
+def _collection_routes(
+    path: str,
+    operation: str,
+    list_in: Callable[[GraphRequest, Folder, str], GraphResponse],
+    create_in: Callable[[GraphRequest, Folder], GraphResponse],
+) -> None:
+    """GET lists and POST creates in the collection at ``path`` (``…/contacts``, ``…/childFolders``),
+    in the folder `_parent` finds: ``list_in(request, folder, context)``, ``create_in(request, folder)``."""
+    name = path.rsplit("/", 1)[-1]
+
+    def list_handler(request: GraphRequest) -> GraphResponse:
+        folder, context = _parent(request)
+        return list_in(request, folder, f"{context}/{name}")
+
+    def create_handler(request: GraphRequest) -> GraphResponse:
+        return create_in(request, _parent(request)[0])
+
+    route("GET", path, f"{operation}.list", roles=READ)(list_handler)
+    route("POST", path, f"{operation}.create", roles=WRITE)(create_handler)
 
 
-@route("GET", "users/{user}/contactFolders/{folder}/childFolders", "graph.contactFolders.childFolders.list", roles=READ)
-def list_child_folders(request: GraphRequest) -> GraphResponse:
-    parent = resolve_folder(request, request.params["folder"])
-    return _folders(request, parent, f"users('{request.mailbox}')/contactFolders('{request.params['folder']}')/childFolders")
-
-
-@route("POST", "users/{user}/contactFolders/{folder}/childFolders", "graph.contactFolders.childFolders.create", roles=WRITE)
-def create_child_folder(request: GraphRequest) -> GraphResponse:
-    return _create_folder(request, resolve_folder(request, request.params["folder"]))
+_collection_routes("users/{user}/contactFolders", "graph.contactFolders", _folders, _create_folder)
+_collection_routes("users/{user}/contactFolders/{folder}/childFolders", "graph.contactFolders.childFolders", _folders, _create_folder)
 
 
 @route("GET", "users/{user}/contactFolders/{folder}", "graph.contactFolders.get", roles=READ)
@@ -362,28 +374,8 @@ def _create(request: GraphRequest, folder: Folder) -> GraphResponse:
     return entity(request, item, 201, {"Location": location})
 
 
-@route("GET", "users/{user}/contacts", "graph.contacts.list", roles=READ)
-def list_default_contacts(request: GraphRequest) -> GraphResponse:
-    assert request.mailbox is not None
-    folder = request.store.distinguished_folder(request.mailbox, "contacts")
-    return _list(request, folder, f"users('{request.mailbox}')/contacts")
-
-
-@route("POST", "users/{user}/contacts", "graph.contacts.create", roles=WRITE)
-def create_default_contact(request: GraphRequest) -> GraphResponse:
-    assert request.mailbox is not None
-    return _create(request, request.store.distinguished_folder(request.mailbox, "contacts"))
-
-
-@route("GET", "users/{user}/contactFolders/{folder}/contacts", "graph.contacts.list", roles=READ)
-def list_contacts(request: GraphRequest) -> GraphResponse:
-    folder = resolve_folder(request, request.params["folder"])
-    return _list(request, folder, f"users('{request.mailbox}')/contactFolders('{request.params['folder']}')/contacts")
-
-
-@route("POST", "users/{user}/contactFolders/{folder}/contacts", "graph.contacts.create", roles=WRITE)
-def create_contact(request: GraphRequest) -> GraphResponse:
-    return _create(request, resolve_folder(request, request.params["folder"]))
+_collection_routes("users/{user}/contacts", "graph.contacts", _list, _create)
+_collection_routes("users/{user}/contactFolders/{folder}/contacts", "graph.contacts", _list, _create)
 
 
 def _get(request: GraphRequest) -> GraphResponse:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import zoneinfo
 from collections.abc import Iterable, Sequence
@@ -78,6 +77,7 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
+from synccore.mailbox.counting import RequestCounter
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +88,9 @@ FIND_PAGE = 1000  # the largest IndexedPageItemView EWS allows
 
 # --- Request counting -------------------------------------------------------------------------
 
-_counter = threading.local()
-
-
-def requests_sent() -> int:
-    """Requests sent by this thread so far (every HTTP request, retries included)."""
-    return getattr(_counter, "value", 0)
-
-
-class CountingAdapter(requests.adapters.HTTPAdapter):
-    def send(self, *args, **kwargs):
-        _counter.value = requests_sent() + 1
-        return super().send(*args, **kwargs)
-
-
-BaseProtocol.HTTP_ADAPTER_CLS = CountingAdapter
+_requests = RequestCounter()
+requests_sent = _requests.sent  # every HTTP request this thread sent, retries included
+BaseProtocol.HTTP_ADAPTER_CLS = _requests.adapter_class()
 
 
 # --- Retry policy ---------------------------------------------------------------------------

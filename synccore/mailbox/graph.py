@@ -54,6 +54,7 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
+from synccore.mailbox.counting import RequestCounter
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,9 @@ THROTTLE_STATUSES = frozenset({429, 503, 504, 509})
 
 # --- Request counting (token requests go through requests; Graph requests through httpx) -----
 
-_token_counter = threading.local()
-
-
-def _token_requests_sent() -> int:
-    return getattr(_token_counter, "value", 0)
-
-
-class _CountingAdapter(requests.adapters.HTTPAdapter):
-    def send(self, *args, **kwargs):
-        _token_counter.value = _token_requests_sent() + 1
-        return super().send(*args, **kwargs)
+_token_requests = RequestCounter()
+_token_requests_sent = _token_requests.sent
+_CountingAdapter = _token_requests.adapter_class()
 
 
 class _TokenSession(requests.Session):
