@@ -29,6 +29,8 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -47,6 +49,7 @@ from synccore.models import (
     PushSubscriptionState,
     SynchronizerState,
     SyncKind,
+    SyncSettings,
     SyncUser,
 )
 
@@ -284,36 +287,40 @@ def _not_deleted(mailbox: str, subscription_id: str, exc: Exception) -> None:
 
 def renew(subscription_pk: int) -> bool:
     """A reauthorizationRequired lifecycle notification: renew (which reauthorizes) now."""
-    row = (
-        GraphSubscription.objects.select_related("sync_user", "environment__settings")
-        .filter(pk=subscription_pk)
-        .first()
-    )
-    if row is None or row.state != PushSubscriptionState.ACTIVE or not _push_environment(row.environment):
+    row = _row_still_wanted(subscription_pk)
+    if row is None or row.state != PushSubscriptionState.ACTIVE:
         return False
-    from synccore.sync.connection import open_backend
-
-    backend = open_backend(row.environment.settings)
-    try:
+    with _graph(row.environment.settings) as backend:
         return _renew(backend, row)
-    finally:
-        backend.close()
 
 
 def resubscribe(subscription_pk: int) -> bool:
     """A subscriptionRemoved lifecycle notification: a new subscription, and catch up."""
+    row = _row_still_wanted(subscription_pk)
+    if row is None:
+        return False
+    with _graph(row.environment.settings) as backend:
+        return _subscribe(backend, row.sync_user, row)
+
+
+def _row_still_wanted(subscription_pk: int) -> GraphSubscription | None:
+    """The row, unless it is gone or its environment no longer wants push."""
     row = (
         GraphSubscription.objects.select_related("sync_user", "environment__settings")
         .filter(pk=subscription_pk)
         .first()
     )
-    if row is None or not _push_environment(row.environment):
-        return False
+    return row if row is not None and _push_environment(row.environment) else None
+
+
+@contextmanager
+def _graph(sync_settings: SyncSettings) -> Iterator[Any]:
+    """The environment's Graph backend, closed after use."""
     from synccore.sync.connection import open_backend
 
-    backend = open_backend(row.environment.settings)
+    backend = open_backend(sync_settings)
     try:
-        return _subscribe(backend, row.sync_user, row)
+        yield backend
     finally:
         backend.close()
 
@@ -327,19 +334,11 @@ def schedule_name(env: Environment | int) -> str:
 
 def schedule(env: Environment) -> None:
     """Start of a Graph environment: maintain now, then every MAINTENANCE_MINUTES."""
-    from django_q.models import Schedule
-
     unschedule(env)
     if env.settings.backend != Backend.GRAPH:
         return
-    Schedule.objects.create(
-        name=schedule_name(env),
-        func="synccore.tasks.maintain_graph_subscriptions",
-        args=repr((env.pk,)),
-        schedule_type=Schedule.MINUTES,
-        minutes=MAINTENANCE_MINUTES,
-        repeats=-1,
-        next_run=timezone.now() + timedelta(minutes=MAINTENANCE_MINUTES),
+    runtime.every_minutes(
+        schedule_name(env), "synccore.tasks.maintain_graph_subscriptions", env, MAINTENANCE_MINUTES
     )
     runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
 
@@ -412,17 +411,11 @@ def delete_subscription(environment_id: int, mailbox: str, subscription_id: str)
     env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
     if env is None or env.settings.backend != Backend.GRAPH:
         return  # its credentials are gone: it expires by itself, its notifications are ignored
-    from synccore.sync.connection import open_backend
-
     try:
-        backend = open_backend(env.settings)
-    except MailboxError as exc:
+        with _graph(env.settings) as backend:
+            _delete_remote(backend, mailbox, subscription_id)
+    except MailboxError as exc:  # the backend could not even be opened
         _not_deleted(mailbox, subscription_id, exc)
-        return
-    try:
-        _delete_remote(backend, mailbox, subscription_id)
-    finally:
-        backend.close()
 
 
 # --- Notifications (the webhook's service functions) -----------------------------------------

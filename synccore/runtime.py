@@ -296,19 +296,27 @@ def _broker():
     return get_broker()
 
 
+def every_minutes(name: str, func: str, env: Environment, minutes: int):
+    """A django-q2 schedule named `name` running the task `func(env.pk)` every `minutes`, the
+    first time `minutes` from now."""
+    from django_q.models import Schedule
+
+    return Schedule.objects.create(
+        name=name,
+        func=func,
+        args=repr((env.pk,)),
+        schedule_type=Schedule.MINUTES,
+        minutes=minutes,
+        repeats=-1,
+        next_run=timezone.now() + timedelta(minutes=minutes),
+    )
+
+
 def _schedule(env: Environment) -> None:
     from django_q.models import Schedule
 
     _unschedule(env)
-    tick_schedule = Schedule.objects.create(
-        name=schedule_name(env),
-        func="synccore.tasks.tick",
-        args=repr((env.pk,)),
-        schedule_type=Schedule.MINUTES,
-        minutes=HEARTBEAT_MINUTES,
-        repeats=-1,
-        next_run=timezone.now() + timedelta(minutes=HEARTBEAT_MINUTES),
-    )
+    tick_schedule = every_minutes(schedule_name(env), "synccore.tasks.tick", env, HEARTBEAT_MINUTES)
     if not Schedule.objects.filter(name=PRUNE_SCHEDULE).exists():
         Schedule.objects.create(
             name=PRUNE_SCHEDULE,
