@@ -354,6 +354,16 @@ class TestDeletions:
         calendar_pass(crm)
         assert crm.mailbox().events() == []
 
+    @pytest.mark.parametrize("recurrence", ["", "FREQ=WEEKLY;COUNT=5"], ids=["single", "series"])
+    def test_k9_an_event_outlook_moved_to_deleted_items_counts_as_deleted(self, crm, start, recurrence):
+        # Outlook deletes to Deleted Items, where the event keeps its (immutable) id and can still
+        # be read by it: over Graph, only being gone from the calendar says it was deleted.
+        activity = meeting(crm, start, subject="Review", recurrence=recurrence)
+        calendar_pass(crm)
+        crm.mailbox().delete(crm.mailbox().events()[0])
+        calendar_pass(crm)
+        assert not Activity.objects.filter(pk=activity.pk).exists()
+
     def test_k9_an_outlook_edit_beats_a_crm_delete_and_arrives_with_the_activity(self, crm, start):
         activity = meeting(crm, start, subject="Review", location="Room 1")
         calendar_pass(crm)

@@ -170,6 +170,32 @@ class TestAllDay:
         crm.mailbox().touch(event)  # read back from Exchange: the same days, no change
         quiet(crm)
 
+    def test_k10_an_occurrence_of_an_all_day_series_renamed_in_outlook_keeps_its_day(self, crm, clock):
+        # Graph gives an all-day occurrence as midnights whatever zone it is asked in: the
+        # occurrence is read in the series' own zone, so it stays on its day (found in New York).
+        zone = "America/New_York"
+        first = clock.now().astimezone(ZoneInfo(zone)).date() + timedelta(days=2)
+        activity = f.activity(
+            crm.env,
+            subject="Trade fair",
+            all_day=True,
+            time_zone=zone,
+            start=local(zone, first, 0),
+            end=local(zone, first + timedelta(days=1), 0),
+            organizer=crm.alice.employee,
+            recurrence="FREQ=WEEKLY;COUNT=4",
+        )
+        calendar_pass(crm)
+        mailbox = crm.mailbox()
+        mailbox.edit(mailbox.occurrence(mailbox.events()[0], 2), Subject="Trade fair (hall B)")
+        calendar_pass(crm)
+        activity.refresh_from_db()
+        (exception,) = activity.recurrence_exceptions
+        assert exception["subject"] == "Trade fair (hall B)"
+        assert datetime.fromisoformat(exception["original_start"]) == local(zone, first + timedelta(weeks=1), 0)
+        assert exception["start"] == exception["original_start"]  # not moved: the day of its slot
+        quiet(crm)
+
     @pytest.mark.parametrize("days", [2, 3])
     def test_k10_an_outlook_multi_day_event_becomes_a_multi_day_activity(self, crm, before_dst, days):
         first = DST[self.ZONE] - timedelta(days=1)
@@ -245,10 +271,7 @@ class TestSlidingWindow:
         assert event.props["Start"] == edge + timedelta(days=2)
         quiet(crm)
 
-    # EWS only: the Graph backend reads changes through a calendarView delta bounded by the
-    # horizon, so an edit out there is not reported to it (a known gap of the Graph backend).
-    @pytest.mark.backends("ews")
-    def test_k15_an_outlook_edit_of_a_linked_event_beyond_the_horizon_comes_back_ews(self, crm, window):
+    def test_k15_an_outlook_edit_of_a_linked_event_beyond_the_horizon_comes_back(self, crm, window):
         beyond = datetime(2027, 3, 17, 10, tzinfo=UTC)
         activity = f.activity(crm.env, subject="Edge", start=datetime(2027, 3, 15, 10, tzinfo=UTC), organizer=crm.alice.employee)
         calendar_pass(crm)
@@ -259,6 +282,40 @@ class TestSlidingWindow:
         calendar_pass(crm)
         activity.refresh_from_db()
         assert activity.location == "Hall 3"
+        quiet(crm)
+
+    def test_k15_an_event_moved_beyond_the_horizon_in_outlook_moves_the_activity_and_is_not_deleted(
+        self, crm, window
+    ):
+        soon = datetime(2027, 3, 4, 10, tzinfo=UTC)
+        activity = f.activity(crm.env, subject="Visit", start=soon, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        later = datetime(2027, 3, 25, 10, tzinfo=UTC)  # beyond the window, which ends at 16 March
+        crm.mailbox().edit(crm.mailbox().events()[0], Start=later, End=later + timedelta(hours=1))
+        run = calendar_pass(crm)
+        assert (run.updated, run.deleted) == (1, 0)
+        activity.refresh_from_db()
+        assert activity.deleted_at is None and activity.start == later
+        quiet(crm)
+
+    def test_k10_k15_an_outlook_edit_of_an_occurrence_beyond_the_horizon_comes_back(self, crm, window):
+        weekly = f.activity(
+            crm.env,
+            subject="Weekly",
+            start=datetime(2027, 3, 2, 9, tzinfo=UTC),
+            organizer=crm.alice.employee,
+            recurrence="FREQ=WEEKLY;COUNT=6",
+        )
+        calendar_pass(crm)
+        mailbox = crm.mailbox()
+        (master,) = mailbox.events()
+        mailbox.edit(mailbox.occurrence(master, 5), Location="Hall 3")  # 30 March: beyond the window
+        run = calendar_pass(crm)
+        assert run.updated == 1
+        weekly.refresh_from_db()
+        (exception,) = weekly.recurrence_exceptions
+        assert exception["location"] == "Hall 3"
+        assert datetime.fromisoformat(exception["original_start"]) == datetime(2027, 3, 30, 9, tzinfo=UTC)
         quiet(crm)
 
     def test_k2_k15_items_leaving_the_window_are_never_deleted(self, crm, window):

@@ -309,6 +309,13 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# An occurrence id of a series that no longer has that occurrence (deleted, or the series was
+# ended or re-patterned) is answered with these rather than a 404.
+_GONE_OCCURRENCE_CODES = frozenset(
+    {"ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange", "ErrorCalendarOccurrenceIsDeletedFromRecurrence"}
+)
+
+
 @dataclass
 class Answer:
     status: int
@@ -635,18 +642,36 @@ def event_from_graph(entity: dict[str, Any], folder_id: str) -> CalendarEvent:
         last_modified=_parse_iso(entity.get("lastModifiedDateTime")),
     )
     if event.is_all_day:
-        # All-day events are dates: read them in the event's own zone, as the EWS backend does.
-        start_day = date.fromisoformat(str((entity.get("start") or {}).get("dateTime", ""))[:10])
-        end_day = date.fromisoformat(str((entity.get("end") or {}).get("dateTime", ""))[:10])
-        event.start_date, event.end_date = start_day, max(end_day, start_day + timedelta(days=1))
-        zone = ZoneInfo(zone_name)
-        event.start = datetime.combine(event.start_date, time.min, zone).astimezone(UTC)
-        event.end = datetime.combine(event.end_date, time.min, zone).astimezone(UTC)
+        event.start_date, event.end_date = _all_day_dates(entity)
+        event.start, event.end = _all_day_span(event.start_date, event.end_date, zone_name)
     else:
         event.start, event.end = _parse_graph_time(entity.get("start")), _parse_graph_time(entity.get("end"))
     if entity.get("recurrence"):
         event.recurrence = recurrence_to_rrule(entity["recurrence"])
     return event
+
+
+def _all_day_dates(entity: dict[str, Any]) -> tuple[date, date]:
+    """An all-day event's (or occurrence's) days: Graph gives them as midnights whatever zone the
+    answer was asked in."""
+    start_day = date.fromisoformat(str((entity.get("start") or {}).get("dateTime", ""))[:10])
+    end_day = date.fromisoformat(str((entity.get("end") or {}).get("dateTime", ""))[:10])
+    return start_day, max(end_day, start_day + timedelta(days=1))
+
+
+def _all_day_span(start_day: date, end_day: date, zone_name: str) -> tuple[datetime, datetime]:
+    # All-day events are dates: read in the event's own zone, as the EWS backend does.
+    zone = ZoneInfo(zone_name)
+    return (
+        datetime.combine(start_day, time.min, zone).astimezone(UTC),
+        datetime.combine(end_day, time.min, zone).astimezone(UTC),
+    )
+
+
+def _instance_span(instance: dict[str, Any], series: CalendarEvent) -> tuple[datetime | None, datetime | None]:
+    if instance.get("isAllDay", series.is_all_day):
+        return _all_day_span(*_all_day_dates(instance), series.time_zone or "UTC")
+    return _parse_graph_time(instance.get("start")), _parse_graph_time(instance.get("end"))
 
 
 def _parse_iso(value: str | None) -> datetime | None:
@@ -1330,19 +1355,46 @@ class GraphBackend(MailboxBackend):
             select="id,changeKey,type,seriesMasterId", top=PAGE_SIZE
         )
 
-    def master_keys(self, mailbox: str, master_ids: Iterable[str]) -> dict[str, str | None]:
-        """The current change key of each series master; None for one that is gone."""
-        ids = list(dict.fromkeys(master_ids))
-        calls = [Call("GET", f"{self._event_url(mailbox, i)}?{_query(select='id,changeKey')}") for i in ids]
-        out: dict[str, str | None] = {}
-        for master_id, answer in zip(ids, self.batch(mailbox, calls), strict=True):
+    def _event_heads(self, mailbox: str, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """What identifies each event (id, change key, type, series, iCalUId); None for one that
+        is gone. Found by id is not yet in the calendar: an event deleted in Outlook lies in
+        Deleted Items under the same immutable id."""
+        wanted = list(dict.fromkeys(ids))
+        select = _query(select="id,changeKey,type,seriesMasterId,iCalUId")
+        calls = [Call("GET", f"{self._event_url(mailbox, i)}?{select}") for i in wanted]
+        out: dict[str, dict[str, Any] | None] = {}
+        for item_id, answer in zip(wanted, self.batch(mailbox, calls), strict=True):
             if answer.ok:
-                out[master_id] = _change_key(answer.body)
-            elif answer.status == 404:
-                out[master_id] = None
+                out[item_id] = answer.body
+            elif answer.status == 404 or _error_parts(answer.body)[0] in _GONE_OCCURRENCE_CODES:
+                out[item_id] = None
             else:
                 raise answer.error()
         return out
+
+    def master_keys(self, mailbox: str, master_ids: Iterable[str]) -> dict[str, str | None]:
+        """The current change key of each series master; None for one that is gone."""
+        return {
+            master_id: _change_key(head) if head is not None else None
+            for master_id, head in self._event_heads(mailbox, master_ids).items()
+        }
+
+    def _in_calendar(self, mailbox: str, folder_id: str, heads: dict[str, dict[str, Any]]) -> set[str]:
+        """The events among ``heads`` that are in the calendar folder: a folder's event list
+        holds only its own items (a lookup by id finds them wherever they lie)."""
+        wanted = [(item_id, head) for item_id, head in heads.items() if head.get("iCalUId")]
+        folder = f"{self.user(mailbox)}/calendars/{_q(folder_id)}/events"
+        calls = [
+            Call("GET", f"{folder}?{_query(filter='iCalUId eq ' + _odata_string(head['iCalUId']), select='id')}")
+            for _, head in wanted
+        ]
+        present = {item_id for item_id, head in heads.items() if not head.get("iCalUId")}
+        for (item_id, _), answer in zip(wanted, self.batch(mailbox, calls), strict=True):
+            if not answer.ok:
+                raise answer.error()
+            if any(entry.get("id") == item_id for entry in (answer.body or {}).get("value", [])):
+                present.add(item_id)
+        return present
 
     def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         state = CalendarToken.load(token)
@@ -1370,23 +1422,64 @@ class GraphBackend(MailboxBackend):
                 touched,
             )
             window_end = end
-        check = set(touched)
-        if removed:
-            check |= set(known)  # a series deleted whole shows only as removed occurrences
-        deleted = set(removed)
-        for master_id, key in self.master_keys(mailbox, check).items():
-            if key is None:
-                deleted.add(master_id)
-                known.pop(master_id, None)
-            else:
-                if master_id in touched or known.get(master_id) != key:
-                    changed[master_id] = RemoteRef(master_id, key, folder_id)
-                known[master_id] = key
+        deleted = self._removals(mailbox, folder_id, removed, touched, known, changed)
         return ChangePage(
             changed=list(changed.values()),
             deleted=sorted(deleted - changed.keys()),
             token=CalendarToken(link, window_end, known).dump(),
         )
+
+    def _removals(
+        self,
+        mailbox: str,
+        folder_id: str,
+        removed: set[str],
+        touched: set[str],
+        known: dict[str, str],
+        changed: dict[str, RemoteRef],
+    ) -> set[str]:
+        """What of a round's ``@removed`` entries is deleted. Graph marks alike an event deleted,
+        one that left the window (moved beyond the horizon in Outlook) and one changed outside
+        it: each is looked up, and only what is no longer in the calendar is deleted; the rest
+        is a change (never a deletion of a linked event that merely moved away). Series masters
+        whose occurrences changed, or any known one when something was removed (a series
+        deleted whole shows only as removed occurrences), get their change keys checked."""
+        deleted: set[str] = set()
+        doubtful: dict[str, dict[str, Any]] = {}
+        masters = set(touched)
+        heads = self._event_heads(mailbox, removed)
+        for item_id, head in heads.items():
+            if head is None:
+                deleted.add(item_id)
+            elif head.get("type") in ("occurrence", "exception"):
+                if head.get("seriesMasterId"):
+                    masters.add(head["seriesMasterId"])
+            else:
+                doubtful[item_id] = head
+        if removed:
+            masters |= set(known)
+        master_heads = self._event_heads(mailbox, masters - heads.keys())
+        for master_id, head in master_heads.items():
+            if head is None:
+                deleted.add(master_id)
+            elif master_id not in touched:  # touched: its occurrences are in the calendar's view
+                doubtful[master_id] = head
+        present = self._in_calendar(mailbox, folder_id, doubtful) if doubtful else set()
+        deleted |= doubtful.keys() - present
+        for item_id, head in {**heads, **master_heads}.items():
+            if head is None or item_id in deleted or head.get("type") in ("occurrence", "exception"):
+                known.pop(item_id, None)
+                continue
+            key = _change_key(head)
+            if head.get("type") != "seriesMaster":
+                changed[item_id] = RemoteRef(item_id, key, folder_id)
+                continue
+            if item_id in touched or item_id in removed or known.get(item_id) != key:
+                changed[item_id] = RemoteRef(item_id, key, folder_id)
+            known[item_id] = key
+        for item_id in deleted:
+            known.pop(item_id, None)
+        return deleted
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
         refs: dict[str, RemoteRef] = {}
@@ -1527,7 +1620,7 @@ class GraphBackend(MailboxBackend):
     def _instances_url(self, mailbox: str, master_id: str, start: datetime, end: datetime) -> str:
         return (
             f"{self._event_url(mailbox, master_id)}/instances?startDateTime={_iso_z(start)}&endDateTime={_iso_z(end)}&"
-            + _query(select="id,type,originalStart,start,end,subject,location", top=PAGE_SIZE)
+            + _query(select="id,type,originalStart,start,end,isAllDay,subject,location", top=PAGE_SIZE)
         )
 
     def _instances(
@@ -1589,11 +1682,12 @@ class GraphBackend(MailboxBackend):
                     continue
                 subject = (instance.get("subject") or "").strip()
                 location = str((instance.get("location") or {}).get("displayName") or "").strip()
+                start, end = _instance_span(instance, event)
                 event.modified_occurrences.append(
                     base.Occurrence(
                         original_start=original,
-                        start=_parse_graph_time(instance.get("start")),
-                        end=_parse_graph_time(instance.get("end")),
+                        start=start,
+                        end=end,
                         subject=subject if subject != event.subject.strip() else None,
                         location=location if location != event.location.strip() else None,
                     )
