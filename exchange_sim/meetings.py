@@ -164,10 +164,7 @@ class Meetings:
     def copy_in(self, address: str, uid: str) -> Item | None:
         """The calendar item with this UID in a mailbox (any folder but Deleted Items)."""
         deleted = self.store.distinguished_folder(address, "deleteditems").id
-        for item in self.store.all_items(address, "CalendarItem"):
-            if item.props.get("UID") == uid and item.folder_id != deleted:
-                return item
-        return None
+        return self.store.find_item(address, "CalendarItem", lambda i: i.props.get("UID") == uid and i.folder_id != deleted)
 
     def _mailbox_of(self, address: str) -> dict[str, str]:
         mailbox = self.store.mailbox(address)

@@ -22,6 +22,7 @@ str, bool, int, aware UTC datetimes, lists, and dicts for the indexed fields::
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import hashlib
 import html
@@ -229,6 +230,10 @@ class Store:
         self._mailboxes: dict[str, Mailbox] = {}
         self._folders: dict[str, Folder] = {}
         self._items: dict[str, Item] = {}
+        # The same items by folder and by mailbox, in the order of _items: a folder's or a
+        # mailbox's items without a scan of the whole store (the benches hold tens of thousands).
+        self._by_folder: dict[str, dict[str, Item]] = {}
+        self._by_mailbox: dict[str, dict[str, Item]] = {}
         self._journal: list[Change] = []
         self._seq = 0
         self._ck = itertools.count(1)
@@ -250,6 +255,21 @@ class Store:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def _add_item(self, item: Item) -> None:
+        self._items[item.id] = item
+        self._by_folder.setdefault(item.folder_id, {})[item.id] = item
+        self._by_mailbox.setdefault(item.mailbox.lower(), {})[item.id] = item
+
+    def _drop_item(self, item: Item) -> None:
+        del self._items[item.id]
+        self._by_folder.get(item.folder_id, {}).pop(item.id, None)
+        self._by_mailbox.get(item.mailbox.lower(), {}).pop(item.id, None)
+
+    def _reindex(self) -> None:
+        self._by_folder, self._by_mailbox = {}, {}
+        for item in list(self._items.values()):
+            self._add_item(item)
 
     def _record(self, **kw: Any) -> Change:
         change = Change(seq=self._next_seq(), when=self.clock.now(), **kw)
@@ -381,7 +401,7 @@ class Store:
     def folder_counts(self, folder_id: str) -> tuple[int, int]:
         """(total items, child folders)."""
         with self._lock:
-            items = sum(1 for i in self._items.values() if i.folder_id == folder_id)
+            items = len(self._by_folder.get(folder_id, {}))
             return items, len(self._children(folder_id))
 
     def create_folder(
@@ -418,7 +438,7 @@ class Store:
                 raise StoreError("ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted")
             for child in self._children(folder_id):
                 self.delete_folder(child.id)
-            for item in [i for i in self._items.values() if i.folder_id == folder_id]:
+            for item in list(self._by_folder.get(folder_id, {}).values()):
                 self._remove_item(item)
             del self._folders[folder_id]
             self._record(mailbox=folder.mailbox, op="deleted", is_folder=True, id=folder_id, folder_id=folder.parent_id)
@@ -438,23 +458,32 @@ class Store:
     def items(self, folder_id: str, kind: str | None = None) -> list[Item]:
         with self._lock:
             self._folder(folder_id)
-            found = [i for i in self._items.values() if i.folder_id == folder_id and (kind is None or i.kind == kind)]
+            found = [i for i in self._by_folder.get(folder_id, {}).values() if kind is None or i.kind == kind]
             return copy.deepcopy(found)
 
     def live_items(self, folder_id: str, kind: str | None = None) -> list[Item]:
         """Items without copying, for front ends that read under `store.lock` and copy only what they return."""
         self._folder(folder_id)
-        return [i for i in self._items.values() if i.folder_id == folder_id and (kind is None or i.kind == kind)]
+        return [i for i in self._by_folder.get(folder_id, {}).values() if kind is None or i.kind == kind]
 
     def all_items(self, address: str, kind: str | None = None) -> list[Item]:
         with self._lock:
             mailbox = self._mailbox(address)
-            found = [
-                i
-                for i in self._items.values()
-                if i.mailbox == mailbox.address and (kind is None or i.kind == kind)
-            ]
+            found = [i for i in self._mailbox_items(mailbox.address) if kind is None or i.kind == kind]
             return copy.deepcopy(found)
+
+    def find_item(self, address: str, kind: str, predicate: Callable[[Item], bool]) -> Item | None:
+        """A copy of the first item of a mailbox that satisfies `predicate` (which sees live items:
+        it must not change them), copying nothing else."""
+        with self._lock:
+            mailbox = self._mailbox(address)
+            for item in self._mailbox_items(mailbox.address):
+                if item.kind == kind and predicate(item):
+                    return copy.deepcopy(item)
+            return None
+
+    def _mailbox_items(self, address: str) -> list[Item]:
+        return [i for i in self._by_mailbox.get(address.lower(), {}).values() if i.mailbox == address]
 
     def create_item(
         self,
@@ -483,7 +512,7 @@ class Store:
             item.props.setdefault("ItemClass", ITEM_CLASSES.get(kind, "IPM"))
             self._sync_tagged_fields(item, item.extended)
             self._complete_defaults(item)
-            self._items[item.id] = item
+            self._add_item(item)
             change = self._record(mailbox=item.mailbox, op="created", is_folder=False, id=item.id, folder_id=folder.id)
             item.created_seq = change.seq
             self._run_hooks("after_create", item, context or {})
@@ -556,7 +585,7 @@ class Store:
             self._remove_item(item)
 
     def _remove_item(self, item: Item) -> None:
-        del self._items[item.id]
+        self._drop_item(item)
         self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=item.id, folder_id=item.folder_id)
 
     def move_item(self, item_id: str, to_folder_id: str) -> Item:
@@ -571,12 +600,12 @@ class Store:
     def _move(self, item: Item, to_folder_id: str) -> Item:
         old_id, old_folder = item.id, item.folder_id
         new_id = self._new_id(b"IT")
-        del self._items[old_id]
+        self._drop_item(item)
         self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=old_id, folder_id=old_folder, moved_to=new_id)
         item.id = new_id
         item.folder_id = to_folder_id
         item.changekey = self._new_changekey()
-        self._items[item.id] = item
+        self._add_item(item)
         change = self._record(
             mailbox=item.mailbox,
             op="created",
@@ -685,8 +714,8 @@ class Store:
             ignored = set(ignore)
             first_seen: dict[str, int] = {}
             created_after: set[str] = set()
-            for change in self._journal:
-                if change.seq <= since or change.is_folder or change.folder_id != folder_id:
+            for change in self._journal_after(since):
+                if change.is_folder or change.folder_id != folder_id:
                     continue
                 first_seen.setdefault(change.id, change.seq)
                 if change.op == "created":
@@ -724,15 +753,15 @@ class Store:
                 return changes, self.encode_sync_state(key, self._seq)
             known = below | {root.id}
             ops: dict[str, tuple[str, int]] = {}
-            for change in self._journal:
-                if change.seq <= since or not change.is_folder:
+            for change in self._journal_after(since):
+                if not change.is_folder:
                     continue
                 if change.folder_id in known or change.id in known:
                     known.add(change.id)
                     first = ops.get(change.id, (change.op, change.seq))
                     ops[change.id] = (first[0], change.seq) if change.op != "deleted" else ("deleted", change.seq)
             result: list[tuple[str, Folder | str]] = []
-            created_after = {c.id for c in self._journal if c.seq > since and c.is_folder and c.op == "created"}
+            created_after = {c.id for c in self._journal_after(since) if c.is_folder and c.op == "created"}
             for folder_id, (op, _) in sorted(ops.items(), key=lambda pair: pair[1][1]):
                 if op == "deleted" or folder_id not in self._folders:
                     if folder_id not in created_after:  # the client never saw a folder that came and went
@@ -743,7 +772,11 @@ class Store:
 
     def journal(self, since: int = 0) -> list[Change]:
         with self._lock:
-            return [c for c in self._journal if c.seq > since]
+            return self._journal_after(since)
+
+    def _journal_after(self, since: int) -> list[Change]:
+        # The journal is in sequence order: find where `since` ends instead of reading it all.
+        return self._journal[bisect.bisect_right(self._journal, since, key=lambda c: c.seq) :]
 
     # ---- snapshots -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -764,6 +797,7 @@ class Store:
             self._mailboxes = {m["address"].lower(): Mailbox(**m) for m in data["mailboxes"]}
             self._folders = {f["id"]: Folder(**f) for f in data["folders"]}
             self._items = {i["id"]: _item_from_json(i) for i in data["items"]}
+            self._reindex()
             self._journal = [
                 Change(**{**c, "when": datetime.fromisoformat(c["when"]) if c["when"] else None})
                 for c in data["journal"]
