@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from synccore.mailbox.base import Series
-from synccore.models import Activity, ItemLink, LinkState, Outcome
+from synccore.models import Activity, Attendee, ItemLink, LinkState, Outcome
 from synccore.sync.calendar import run_calendar_pass
 from tests.fixtures import factories as f
 
@@ -316,6 +316,30 @@ class TestSlidingWindow:
         (exception,) = weekly.recurrence_exceptions
         assert exception["location"] == "Hall 3"
         assert datetime.fromisoformat(exception["original_start"]) == datetime(2027, 3, 30, 9, tzinfo=UTC)
+        quiet(crm)
+
+    def test_k15_a_refused_sync_token_does_not_delete_linked_events_beyond_the_horizon(self, crm, window):
+        # The folder is read again from scratch (EWS ErrorInvalidSyncStateData, Graph 410 Gone);
+        # over Graph that read covers only the window, yet what lies beyond it is still there.
+        edge = datetime(2027, 3, 15, 10, tzinfo=UTC)
+        meeting = f.activity(crm.env, subject="Edge", start=edge, organizer=crm.alice.employee)
+        Attendee.objects.create(activity=meeting, email="carol@contoso.example", type="other", invite=True)
+        personal = f.activity(crm.env, subject="Desk", start=edge, organizer=crm.alice.employee)
+        cancelled = f.activity(crm.env, subject="Cancelled", start=edge, organizer=crm.alice.employee)
+        Attendee.objects.create(activity=cancelled, email="carol@contoso.example", type="other", invite=True)
+        calendar_pass(crm)
+        for activity in (meeting, personal, cancelled):
+            activity.start, activity.end = edge + timedelta(days=5), edge + timedelta(days=5, hours=1)
+            activity.save()
+        calendar_pass(crm)
+        mailbox = crm.mailbox()
+        mailbox.delete(mailbox.find("calendar", Subject="Cancelled")[0])  # to Deleted Items
+        crm.invalidate_sync_tokens()
+        run = calendar_pass(crm)
+        assert (run.deleted, run.outcome) == (1, Outcome.SUCCESS)
+        assert not Activity.objects.filter(pk=cancelled.pk).exists()
+        assert Activity.objects.filter(pk__in=[meeting.pk, personal.pk]).count() == 2
+        assert set(ItemLink.objects.values_list("state", flat=True)) == {LinkState.SYNCED}
         quiet(crm)
 
     def test_k2_k15_items_leaving_the_window_are_never_deleted(self, crm, window):

@@ -424,6 +424,11 @@ class MailboxBackend(abc.ABC):
         that came into the window since the last pass (K15)."""
 
     @abc.abstractmethod
+    def calendar_present(self, mailbox: str, folder_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+        """Which of these items (singles or series masters) are in the folder, with their change
+        keys; one deleted (gone, or in Deleted Items) or moved elsewhere is left out."""
+
+    @abc.abstractmethod
     def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
         """Read events whole, in input order; an item that is gone gives ItemNotFound."""
 

@@ -578,6 +578,30 @@ class _EwsCalendar:
             ]
         )
 
+    def calendar_present(self, mailbox: str, folder_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+        if not item_ids:
+            return {}
+        account = self.account(mailbox)
+        items = self._call(
+            lambda: list(
+                account.fetch(
+                    ids=[(i, None) for i in item_ids],
+                    only_fields=["parent_folder_id", "changekey"],
+                    chunk_size=self.config.batch_size,
+                )
+            )
+        )
+        present: dict[str, str] = {}
+        for item_id, item in zip(item_ids, items, strict=True):
+            if isinstance(item, Exception):
+                error = translate(item)
+                if isinstance(error, base.ItemNotFound):
+                    continue
+                raise error
+            if item.parent_folder_id is not None and item.parent_folder_id.id == folder_id:
+                present[item_id] = item.changekey or ""
+        return present
+
     def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []

@@ -1396,6 +1396,11 @@ class GraphBackend(MailboxBackend):
                 present.add(item_id)
         return present
 
+    def calendar_present(self, mailbox: str, folder_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+        heads = {i: h for i, h in self._event_heads(mailbox, item_ids).items() if h is not None}
+        present = self._in_calendar(mailbox, folder_id, heads) if heads else set()
+        return {item_id: _change_key(heads[item_id]) for item_id in item_ids if item_id in present}
+
     def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         state = CalendarToken.load(token)
         start, end = self.calendar_window()

@@ -214,8 +214,13 @@ class CalendarPass:
             page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, "")
             known = {ref.item_id for ref in page.changed}
             state.sync_token = page.token
-            gone = {link.remote_id for link in links_by_remote.values() if link.remote_id not in known}
-            return list(page.changed), gone
+            # A first read may cover only the window (Graph): what it lacks is looked up, and only
+            # what is no longer in the calendar is gone.
+            missing = [i for i in links_by_remote if i not in known]
+            present = self.backend.calendar_present(self.mailbox, state.remote_folder_id, missing)
+            changed = list(page.changed)
+            changed += [RemoteRef(i, key, state.remote_folder_id) for i, key in present.items()]
+            return changed, set(missing) - present.keys()
         state.sync_token = page.token
         changed = [
             ref
