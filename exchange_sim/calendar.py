@@ -206,17 +206,39 @@ def occurrence_item(master: Item, occ: Occurrence) -> Item:
 
 def expand_view(store: Store, folder_id: str, start: datetime, end: datetime) -> list[Item]:
     """Items overlapping [start, end): singles as they are, series as their occurrences/exceptions."""
-    result: list[Item] = []
     with store.lock:
-        items = list(store.live_items(folder_id, "CalendarItem"))
-    for item in items:
-        if item.props.get("Recurrence") and item.props.get("Start"):
+        return [occurrence_item(item, occ) if occ else copy.deepcopy(item) for item, occ in view_entries(store, folder_id, start, end)]
+
+
+def view_keys(store: Store, folder_id: str, start: datetime, end: datetime) -> dict[str, str]:
+    """The ids and change keys of `expand_view`, in its order, without building its items (a
+    calendarView delta round compares thousands of them)."""
+    keys: dict[str, str] = {}
+    with store.lock:
+        for item, occ in view_entries(store, folder_id, start, end):
+            if occ is None:
+                keys[item.id] = item.changekey
+            else:  # as occurrence_item names them
+                keys[occurrence_id(item.id, occ.original_start)] = (occ.overrides or {}).get("_changekey", item.changekey)
+    return keys
+
+
+def view_entries(store: Store, folder_id: str, start: datetime, end: datetime) -> list[tuple[Item, Occurrence | None]]:
+    """(live item, its occurrence or None for a single) overlapping [start, end), by start and subject;
+    under the store lock, read-only."""
+    found: list[tuple[datetime, str, Item, Occurrence | None]] = []
+    for item in store.live_items(folder_id, "CalendarItem"):
+        props = item.props
+        if props.get("Recurrence") and props.get("Start"):
             for occ in occurrences(item, until=end):
                 if not occ.deleted and occ.start < end and occ.end > start:
-                    result.append(occurrence_item(item, occ))
-        elif item.props.get("Start") and item.props.get("End") and item.props["Start"] < end and item.props["End"] > start:
-            result.append(copy.deepcopy(item))
-    return sorted(result, key=lambda i: (i.props["Start"], i.props.get("Subject") or ""))
+                    overrides = occ.overrides or {}
+                    subject = overrides["Subject"] if "Subject" in overrides else props.get("Subject")
+                    found.append((occ.start, subject or "", item, occ))
+        elif props.get("Start") and props.get("End") and props["Start"] < end and props["End"] > start:
+            found.append((props["Start"], props.get("Subject") or "", item, None))
+    found.sort(key=lambda entry: (entry[0], entry[1]))
+    return [(item, occ) for _, _, item, occ in found]
 
 
 def find_occurrence(store: Store, master_id: str, *, index: int | None = None, original: datetime | None = None) -> Item:

@@ -36,7 +36,7 @@ class Round:
 
 
 def _snapshot(request: GraphRequest, folder_id: str, start: datetime, end: datetime) -> dict[str, str]:
-    return {item.id: item.changekey for item in calendar.expand_view(request.store, folder_id, start, end)}
+    return calendar.view_keys(request.store, folder_id, start, end)
 
 
 def _changes(request: GraphRequest, previous: Round, current: dict[str, str]) -> list[tuple[str, str]]:
@@ -54,14 +54,23 @@ def _changes(request: GraphRequest, previous: Round, current: dict[str, str]) ->
     return changes + [("removed", i) for i in outside]
 
 
-def _instance(request: GraphRequest, store_id: str) -> Any:
+def _instance(request: GraphRequest, store_id: str, until: datetime, series: dict[str, Any]) -> Any:
+    """The item or occurrence behind a page entry (the round's occurrences start by `until`); None when
+    it is gone. `series` keeps each master's occurrences for the page (a page lists many of a series)."""
     split = calendar.split_occurrence_id(store_id)
     try:
-        if split is not None:
-            return calendar.find_occurrence(request.store, split[0], original=split[1])
-        return request.store.item(store_id)
+        if split is None:
+            return request.store.item(store_id)
+        master_id, original = split
+        if master_id not in series:
+            master = request.store.item(master_id)
+            expanded = calendar.occurrences(master, until=until) if master.props.get("Recurrence") else []
+            series[master_id] = (master, {o.original_start: o for o in expanded})
+        master, by_start = series[master_id]
     except StoreError:
         return None
+    occ = by_start.get(original)
+    return calendar.occurrence_item(master, occ) if occ is not None and not occ.deleted else None
 
 
 def _calendar_delta(request: GraphRequest) -> GraphResponse:
@@ -93,8 +102,9 @@ def _calendar_delta(request: GraphRequest) -> GraphResponse:
     size = page_size(request)
     page = state.pending[offset : offset + size]
     values = []
+    series: dict[str, Any] = {}
     for op, store_id in page:
-        item = _instance(request, store_id) if op == "upsert" else None
+        item = _instance(request, store_id, state.end, series) if op == "upsert" else None
         values.append(event_json(request, item, []) if item is not None else removed(request.graph_id(store_id), "event"))
     round_id = payload["r"] if token is not None and payload["o"] is not None else _keep(front, state)
     done = offset + size >= len(state.pending)
