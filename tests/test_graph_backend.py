@@ -268,6 +268,26 @@ class TestCalendar:
         assert run.deleted == 1  # K9: a meeting deleted in Exchange deletes the activity
         assert not Activity.objects.filter(pk=series.pk).exists()
 
+    def test_the_first_pass_writes_20_events_to_a_batch_and_reads_no_event_it_wrote(self, crm_graph, start):
+        # The calendar bench's initial pass in small: N events cost ceil(N/20) write requests and
+        # a few reads, whatever the batch size; no event is read back one by one.
+        crm_graph.configure(batch_size=100)
+        for i in range(45):
+            appointment(crm_graph, start + timedelta(days=i % 9, hours=i % 7), subject=f"Visit {i}")
+        for i in range(15):
+            weekly = "FREQ=WEEKLY;COUNT=8"
+            appointment(crm_graph, start + timedelta(hours=i % 7), subject=f"Weekly {i}", recurrence=weekly)
+        crm_graph.sim.counters.reset()
+        run = calendar_pass(crm_graph)
+        assert run.outcome == Outcome.SUCCESS and run.created == 60
+        counters = crm_graph.sim.counters
+        assert counters.sub_requests("graph.events.create") == 60
+        assert counters["graph.$batch"] == 3 + 1  # the writes, and the 15 series masters' change keys
+        assert counters.sub_requests("graph.events.get") == 15
+        # Reads: the calendar, and one delta page before and one after the writes (165 instances).
+        assert crm_graph.mailbox_requests() == 3 + 1 + 3
+        assert calendar_pass(crm_graph).requests <= 2
+
     def test_events_written_without_invitations_carry_no_attendees_and_send_nothing(self, crm_graph, start):
         # K3 with an organizer who is not a sync user: each invited sync user gets a copy, no mail.
         outsider = f.employee(crm_graph.env, "frank@contoso.example")

@@ -23,7 +23,11 @@ Deviations from Microsoft Graph (deliberate)
   well-known names for mail folders only). ``users/{id}/contacts/delta`` is the default folder's delta.
 * Delta page size: ``Prefer: odata.maxpagesize`` up to 200, default ``sim.graph.page_size`` (10); contacts
   delta supports $select only, as documented. Lists page with $top (at most 1000) / $skip, default 10.
-* $batch sub-requests run one after the other (dependency order), answers come in request order.
+* $batch sub-requests run one after the other (dependency order), answers come in request order. Graph runs
+  up to 4 of a mailbox's at once and queues the rest; one at a time stays within that, and the simulator's
+  store serializes them anyway. ``sim.faults.latency_ms`` is a round trip: charged once per HTTP request, a
+  $batch included, as EWS charges one per request whatever it carries — sub-requests add only the time the
+  simulator takes to answer them (Graph's fan-out to the mailbox is within the datacenter).
 * Extended property values are kept as strings; multi-value extended properties are not served.
 * A contact's ``title`` and ``yomiCompanyName`` have no EWS element: they are kept for Graph only.
 * All-day events are answered as floating days: their midnights in whatever ``outlook.timezone`` was asked for.

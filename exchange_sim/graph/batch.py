@@ -4,6 +4,7 @@ Sub-requests run one at a time in dependency order (``dependsOn``; a request who
 answers 424), which keeps within Outlook's 4 requests at a time per mailbox; each goes through the
 mailbox pipeline on its own (application access policy, faults, throttling -> its own 429 with
 Retry-After). Answers come back in request order, which Graph allows (clients match them by id).
+The simulated latency is the HTTP request's (server.py), once per $batch: see the package's deviations.
 """
 
 from __future__ import annotations
