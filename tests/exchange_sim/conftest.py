@@ -52,5 +52,5 @@ def connect_to() -> Callable[..., Account]:
 
 @pytest.fixture(autouse=True)
 def _fresh_exchangelib_sessions() -> None:
-    # exchangelib caches protocols per endpoint; each simulator gets a new port, so nothing leaks
+    # (exchangelib's protocol cache is cleared when each test's simulators stop: tests/fixtures/exchange_sim.py)
     BaseProtocol.USERAGENT = "exchange_sim-tests"
