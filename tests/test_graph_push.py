@@ -564,8 +564,20 @@ def test_k14_an_outlook_change_reaches_the_crm_through_a_real_cluster_without_wa
     from tests.runtime_cluster import Cluster, last_json, manage, runtime_env, wait_for
 
     crm = hooked
+    # The simulator's Graph deadlines are Graph's own (10 s for the handshake, 3 s for a
+    # notification, then quick retries): a machine busy with other test runs can miss them, and a
+    # subscription whose handshake timed out is only tried again at the hourly maintenance. Here
+    # they are generous: this test is about the way a change travels, not about Graph's deadlines
+    # (tests/exchange_sim/test_graph_subscriptions.py holds those).
+    subscriptions = crm.sim.graph.subscriptions
+    subscriptions.validation_timeout = 25.0  # two handshakes fit in one create request (60 s)
+    subscriptions.delivery_timeout = 30.0
+    subscriptions.retry_delays = [1.0, 2.0, 4.0]
     # The webhook (served here) enqueues on this process's queue: the cluster must read that one.
-    renv = runtime_env(name=Conf.PREFIX, PUBLIC_BASE_URL=live_server.url)
+    # SYNC_TEST_SECONDS_PER_UNIT=0: the pull interval is the day configured, not one test second —
+    # else ticks bring the change over every second, and on a loaded machine a scheduled pass
+    # could win the race against the notification's pass.
+    renv = runtime_env(name=Conf.PREFIX, PUBLIC_BASE_URL=live_server.url, SYNC_TEST_SECONDS_PER_UNIT=0)
     cluster = Cluster(renv, tmp_path / "qcluster.log")
     try:
         started = manage("synchronizer", "start", "--environment", crm.env.name, env=renv)
@@ -588,7 +600,8 @@ def test_k14_an_outlook_change_reaches_the_crm_through_a_real_cluster_without_wa
 
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
         crm.mailbox().create_event("Pushed through Graph", start, start + timedelta(hours=1))
-        # The pull interval is a day: only the notification can bring it over.
+        # The pull interval is a day (ticks still run every second and find nothing due): only
+        # the notification can bring it over.
         wait_for(
             lambda: Activity.objects.filter(subject="Pushed through Graph", created_by_erp=False).exists(),
             what="the Outlook change in the CRM",
