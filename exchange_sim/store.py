@@ -241,6 +241,7 @@ class Store:
         self._hooks: dict[str, list[Callable[..., None]]] = {}
         self.extensions: dict[str, Any] = {}  # behaviour layered on the store (meetings, subscriptions)
         self.secret = uuid.uuid4().hex  # signs sync states, so a corrupt one is detected
+        self.loads = 0  # state files loaded: indexes kept beside the store rebuild after one
 
     # ---- ids -----------------------------------------------------------------------------------
     def _new_id(self, prefix: bytes) -> str:
@@ -798,6 +799,7 @@ class Store:
             self._folders = {f["id"]: Folder(**f) for f in data["folders"]}
             self._items = {i["id"]: _item_from_json(i) for i in data["items"]}
             self._reindex()
+            self.loads += 1
             self._journal = [
                 Change(**{**c, "when": datetime.fromisoformat(c["when"]) if c["when"] else None})
                 for c in data["journal"]

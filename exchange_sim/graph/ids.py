@@ -62,6 +62,7 @@ class IdMap:
         self._lock = threading.Lock()
         self._to_immutable: dict[str, str] = {}  # every store id ever seen -> immutable id
         self._to_store: dict[str, str] = {}  # immutable id -> current store id
+        self._indexed_loads = -1  # store.loads when the store was last read whole
         store.add_hook("complete_defaults", self._assign)
         store.add_listener(self._on_change)
 
@@ -94,13 +95,18 @@ class IdMap:
                 self._to_store[immutable] = change.id
 
     def _rebuild(self) -> None:
-        """After a state file was loaded behind our back: index what the store holds."""
+        """After a state file was loaded behind our back: index what the store holds. Once per
+        load: an id that is not ours must not cost a copy of the whole store each time."""
+        loads = self.store.loads
+        if self._indexed_loads == loads:
+            return
         for item in self.store.iter_items():
             immutable = item.props.get(IMMUTABLE_PROP)
             if immutable:
                 with self._lock:
                     self._to_immutable[item.id] = immutable
                     self._to_store[immutable] = item.id
+        self._indexed_loads = loads
 
     # ---- lookups ---------------------------------------------------------------------------------
     def immutable_for(self, store_id: str, item: Item | None = None) -> str:
