@@ -62,13 +62,15 @@ def plan(user: int, index: int, users: int, first_day) -> dict:
     other users, spread over the next weeks in the working hours of one zone."""
     kind = index % 3
     day = first_day + timedelta(days=1 + index % 60)
+    # Two others (fewer when there are not enough users): never the organizer, never one twice.
+    others = dict.fromkeys(o for o in ((user + 1) % users, (user + 7) % users) if o != user)
     start = datetime(day.year, day.month, day.day, 8 + index % 9, 0, tzinfo=ZoneInfo(ZONE))
     return {
         "subject": f"{['Visit', 'Weekly', 'Meeting'][kind]} {user}-{index}",
         "start": start,
         "end": start + timedelta(minutes=30 if index % 2 else 60),
         "recurrence": "FREQ=WEEKLY;COUNT=8" if kind == 1 else "",
-        "invite": [(user + 1) % users, (user + 7) % users] if kind == 2 and users > 2 else [],
+        "invite": list(others) if kind == 2 else [],
     }
 
 
