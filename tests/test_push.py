@@ -28,7 +28,9 @@ def push_passes() -> list[tuple]:
     return found
 
 
-def wait_for(predicate, timeout: float = 30):
+def wait_for(predicate, timeout: float = 90):
+    # Generous: 250 mailboxes subscribe in seconds alone, many times that on a machine loaded by
+    # other test runs; only a fact that never comes true should end here.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
