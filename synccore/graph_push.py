@@ -19,8 +19,9 @@ setting or sync user leaves the rows out of step with what is wanted (push toggl
 (de)activated or re-addressed, the backend switched), and a django-q2 schedule runs it
 every `MAINTENANCE_MINUTES` while the environment runs, renewing what expires within
 `RENEW_WITHIN`, re-creating what Graph lost or let expire (with a catch-up pass: its
-notifications are lost) and retrying failed creations. A mailbox whose subscription cannot be made
-stays on pull only, with the reason on its row (shown in the status).
+notifications are lost) or what posts to another address than ``PUBLIC_BASE_URL`` gives now,
+and retrying failed creations. A mailbox whose subscription cannot be made stays on pull only,
+with the reason on its row (shown in the status).
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def notification_urls() -> tuple[str, str]:
     )
 
 
+def current_notification_url() -> str:
+    """The notification URL subscriptions should have now; "" when PUBLIC_BASE_URL is unusable
+    (then the subscriptions held are kept as they are rather than replaced by none)."""
+    try:
+        return notification_urls()[0]
+    except PushConfigurationError:
+        return ""
+
+
 def public_base_url_problem(url: str) -> str:
     """Why Graph could not call webhooks under this base URL ("" when it can)."""
     if not url:
@@ -140,6 +150,7 @@ def maintain(environment_id: int) -> dict[str, int]:
     try:
         backend = open_backend(env.settings) if env.settings.backend == Backend.GRAPH else None
         now = timezone.now()
+        url = current_notification_url()
         held = set()
         for row in rows:
             if row.sync_user_id not in wanted or row.kind != SyncKind.CALENDAR or backend is None:
@@ -147,7 +158,7 @@ def maintain(environment_id: int) -> dict[str, int]:
                 counts["removed"] += 1
                 continue
             held.add(row.sync_user_id)
-            outcome = _keep(backend, row, now)
+            outcome = _keep(backend, row, now, url)
             if outcome:
                 counts[outcome] += 1
         for user_id, user in wanted.items():
@@ -161,8 +172,9 @@ def maintain(environment_id: int) -> dict[str, int]:
     return counts
 
 
-def _keep(backend: Any, row: GraphSubscription, now) -> str:
-    """One wanted row: renew it, re-create it, or retry its creation. Returns the outcome."""
+def _keep(backend: Any, row: GraphSubscription, now, url: str) -> str:
+    """One wanted row: renew it, re-create it, or retry its creation. Returns the outcome.
+    `url` is the notification URL it should have ("" when unknown: kept as it is)."""
     if row.state == PushSubscriptionState.FAILED or (
         row.state == PushSubscriptionState.CREATING and row.updated_at < now - STALE_CREATING
     ):
@@ -171,6 +183,11 @@ def _keep(backend: Any, row: GraphSubscription, now) -> str:
         return ""  # another worker is creating it
     if row.resource != backend.events_resource(row.sync_user.mailbox_email):
         # The user's mailbox address changed: this subscription watches the old mailbox.
+        return "created" if _subscribe(backend, row.sync_user, row) else "failed"
+    if url and row.notification_url != url:
+        # PUBLIC_BASE_URL changed since it was made (or the row predates the stored URL, so where
+        # it posts is unknown: made anew once). Graph's PATCH is documented to move the
+        # notificationUrl, not the lifecycleNotificationUrl that moves with it: a new one moves both.
         return "created" if _subscribe(backend, row.sync_user, row) else "failed"
     if row.expires_at and row.expires_at <= now:
         # Expired while nobody renewed it: its notifications are lost, a new one catches up.
@@ -232,6 +249,7 @@ def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = Non
     kept = GraphSubscription.objects.filter(pk=row.pk, client_state_hash=claim["client_state_hash"]).update(
         state=PushSubscriptionState.ACTIVE,
         subscription_id=made.id,
+        notification_url=notification_url,
         expires_at=made.expires_at,
         updated_at=timezone.now(),
     )
@@ -379,13 +397,21 @@ def _follow(environment_id: int) -> bool:
 def _out_of_step(env: Environment) -> bool:
     """Whether the rows held differ from what is wanted: push or the calendar turned on or off, a
     user added, removed, (de)activated, or whose mailbox address changed, the backend switched —
-    or a creation that failed, which the change may have fixed (credentials, permissions)."""
+    or a creation that failed, which the change may have fixed (credentials, permissions), or a
+    subscription posting to another address than PUBLIC_BASE_URL gives now."""
     rows = list(
-        GraphSubscription.objects.filter(environment=env).values_list("sync_user_id", "resource", "state")
+        GraphSubscription.objects.filter(environment=env).values_list(
+            "sync_user_id", "resource", "state", "notification_url"
+        )
     )
-    if any(state == PushSubscriptionState.FAILED for _, _, state in rows):
+    if any(state == PushSubscriptionState.FAILED for _, _, state, _ in rows):
         return True
-    held = {user_id: resource for user_id, resource, _ in rows}
+    url = current_notification_url()
+    if url and any(
+        state == PushSubscriptionState.ACTIVE and row_url != url for _, _, state, row_url in rows
+    ):
+        return True
+    held = {user_id: resource for user_id, resource, _, _ in rows}
     wanted = {user.pk: _events_resource(user.mailbox_email) for user in wanted_users(env)}
     return held != wanted
 

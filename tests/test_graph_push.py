@@ -173,6 +173,7 @@ def test_start_with_push_on_creates_a_subscription_for_each_calendar_user(hooked
     assert sub.change_types == {"created", "updated", "deleted"}
     row = GraphSubscription.objects.get(sync_user=crm.alice)
     assert (row.subscription_id, row.state, row.kind) == (sub.id, PushSubscriptionState.ACTIVE, "calendar")
+    assert row.notification_url == sub.notification_url
     assert abs(row.expires_at - sub.expiration) < timedelta(seconds=1)
     # The clientState is random per subscription and not stored as it is.
     assert len(sub.client_state) >= 32 and sub.client_state not in row.client_state_hash
@@ -341,6 +342,54 @@ def test_a_removed_subscription_is_replaced_and_its_mailbox_caught_up(subscribed
     assert new.id != sub.id
     assert GraphSubscription.objects.get(sync_user=crm.alice).subscription_id == new.id
     assert (crm.alice.pk, "calendar", "push") in push_passes()
+
+
+# --- PUBLIC_BASE_URL changed --------------------------------------------------------------------
+
+
+def base_of(webhook_receiver) -> str:
+    return webhook_receiver.url.removesuffix("/hooks/graph/")
+
+
+def test_a_changed_public_base_url_moves_the_subscriptions_to_the_new_address(
+    subscribed, settings, webhook_receiver
+):
+    crm = subscribed
+    old = {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    settings.PUBLIC_BASE_URL = base_of(webhook_receiver)
+    assert graph_push.maintain(crm.env.pk) == {"created": 2, "renewed": 0, "removed": 0, "failed": 0}
+
+    subs = crm.sim.graph.subscriptions.all()
+    assert len(subs) == 2 and not old & {sub.id for sub in subs}  # the old ones are gone from Graph
+    for sub in subs:
+        assert (sub.notification_url, sub.lifecycle_url) == (webhook_receiver.url, webhook_receiver.lifecycle_url)
+        assert GraphSubscription.objects.get(subscription_id=sub.id).notification_url == webhook_receiver.url
+    # Notifications between the old subscription and the new one were lost: both mailboxes catch up.
+    assert {args[0] for args in push_passes()} == {crm.alice.pk, crm.bob.pk}
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    crm.mailbox().create_event("After the move", start, start + timedelta(hours=1))
+    (notification,) = webhook_receiver.wait_for(1, timeout=60)
+    assert notification["subscriptionId"] == held(crm)[ALICE].id
+
+    assert graph_push.maintain(crm.env.pk)["created"] == 0  # moved once, then left alone
+
+
+def test_a_subscription_made_before_its_address_was_stored_is_made_anew_once(subscribed):
+    crm = subscribed
+    old = {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    GraphSubscription.objects.update(notification_url="")  # as the migration leaves existing rows
+    assert graph_push.maintain(crm.env.pk)["created"] == 2
+    assert not old & {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    assert graph_push.maintain(crm.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+
+
+def test_an_unusable_public_base_url_leaves_the_subscriptions_held_as_they_are(subscribed, settings):
+    crm = subscribed
+    before = {sub.id for sub in crm.sim.graph.subscriptions.all()}
+    settings.PUBLIC_BASE_URL = ""
+    assert graph_push.maintain(crm.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+    assert {sub.id for sub in crm.sim.graph.subscriptions.all()} == before
 
 
 # --- Stop, push off ----------------------------------------------------------------------------
@@ -523,6 +572,17 @@ def test_a_failed_subscription_is_tried_again_when_the_settings_are_saved(hooked
     assert maintenance_runs() == [(crm.env.pk,)]
     run_queued(passes=False)
     assert set(held(crm)) == {ALICE, BOB}
+
+
+def test_saving_the_settings_after_a_public_base_url_change_moves_the_subscriptions_at_once(
+    subscribed, settings, webhook_receiver
+):
+    crm = subscribed
+    settings.PUBLIC_BASE_URL = base_of(webhook_receiver)  # the web server and workers restarted
+    assert api().patch(settings_url(crm), {"pull_interval": 2}, format="json").status_code == 200
+    assert maintenance_runs() == [(crm.env.pk,)]
+    run_queued(passes=False)
+    assert {sub.notification_url for sub in crm.sim.graph.subscriptions.all()} == {webhook_receiver.url}
 
 
 def test_a_stopped_environment_enqueues_no_maintenance(hooked):

@@ -58,6 +58,12 @@ class GraphSubscription(models.Model):
         max_length=200, blank=True, help_text="Graph's id of the subscription (empty until created)."
     )
     resource = models.CharField(max_length=400)
+    notification_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Where Graph posts this subscription's notifications (from PUBLIC_BASE_URL when it "
+        "was made); empty for rows made before it was stored.",
+    )
     client_state_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the clientState.")
     state = models.CharField(
         max_length=10, choices=PushSubscriptionState.choices, default=PushSubscriptionState.CREATING
