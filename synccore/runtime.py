@@ -430,6 +430,12 @@ def _chain_tick(env: Environment, schedule_id: int) -> None:
 # --- Passes -------------------------------------------------------------------------------------
 
 
+def _halted(state: str, trigger: str) -> bool:
+    """No pass while stopping (S1); automatic passes (start, schedule, push) only while running;
+    an administrator's sync-now also while stopped."""
+    return state == SynchronizerState.STOPPING or (trigger in AUTOMATIC and state != SynchronizerState.RUNNING)
+
+
 def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False) -> str:
     """Run one pass for one mailbox under its lease. Returns what happened, for the task result."""
     from synccore.sync.runs import PassAborted
@@ -439,9 +445,7 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
     if user is None or not user.active:
         return "skipped: no such active user"
     env = user.environment
-    if env.state == SynchronizerState.STOPPING or (
-        trigger in AUTOMATIC and env.state != SynchronizerState.RUNNING
-    ):
+    if _halted(env.state, trigger):
         return f"skipped: the synchronizer is {env.state}"
     if not _runnable_kind(user, kind):
         return "skipped: kind disabled"
@@ -457,8 +461,14 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
             return "deferred: another worker holds this mailbox"
         leases.take_reruns_of(user.pk, kind)
     try:
+        # Read again under the lease: a stop that came after the first look must not be followed
+        # by a pass that starts now (S1), and a pass that saw "running" here is one stop waits out
+        # at its next item boundary.
+        state = Environment.objects.filter(pk=env.pk).values_list("state", flat=True).first()
+        if state is None or _halted(state, trigger):
+            return f"skipped: the synchronizer is {state}"
         leases.close_orphaned_runs(user.pk)
-        began_running = env.state == SynchronizerState.RUNNING
+        began_running = state == SynchronizerState.RUNNING
 
         def should_stop() -> bool:
             # Before each write batch: keep the lease, or stop before writing without it.

@@ -105,6 +105,21 @@ class TestFanOut:
         assert runtime.run_pass(crm.alice.pk, "contacts", Trigger.START).startswith("skipped")
         assert runtime.tick(crm.env.pk) == 0
 
+    def test_s1_a_pass_that_reaches_its_lease_after_a_stop_does_not_start(self, crm, monkeypatch):
+        # It looked before the stop (running), then waited for the mailbox's lease meanwhile.
+        runtime.start(crm.env.pk)
+        acquire = leases.acquire
+
+        def stopped_meanwhile(*args, **kwargs):
+            runtime.stop(crm.env.pk)
+            return acquire(*args, **kwargs)
+
+        monkeypatch.setattr(leases, "acquire", stopped_meanwhile)
+        before = SyncRun.objects.count()
+        assert runtime.run_pass(crm.alice.pk, "contacts", Trigger.SCHEDULE) == "skipped: the synchronizer is stopped"
+        assert SyncRun.objects.count() == before
+        assert not UserLease.objects.exclude(holder="").exists()
+
     def test_status_has_the_pinned_shape(self, crm):
         runtime.start(crm.env.pk)
         body = runtime.status(crm.env.pk)
