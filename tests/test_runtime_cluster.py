@@ -94,8 +94,8 @@ def start_stop_cycle(crm, clusters, renv: dict[str, str]) -> None:
     # A pass in flight (it saw "running" under its lease before the stop) ends at its next item
     # boundary and lets go of its lease; one that looks later is skipped.
     wait_for(
-        lambda: not runs(crm.env, outcome=Outcome.RUNNING)
-        and not UserLease.objects.filter(sync_user__environment=crm.env).exclude(holder="").exists()
+        lambda: (not runs(crm.env, outcome=Outcome.RUNNING)
+        and not UserLease.objects.filter(sync_user__environment=crm.env).exclude(holder="").exists())
         or None,
         what="passes in flight to end",
     )
