@@ -342,29 +342,44 @@ def contact_item(request: GraphRequest, graph_id: str) -> Item:
     return item
 
 
-def entity(request: GraphRequest, item: Item, status: int = 200, headers: dict[str, str] | None = None) -> GraphResponse:
-    check_select(request.query.select, CONTACT_PROPS, "contact")
-    expand = parse_expand(request.query.expand)
-    body = {"@odata.context": f"{request.base_url}/$metadata#users('{request.mailbox}')/contacts/$entity"}
-    body.update(apply_select(contact_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
+ToJson = Callable[..., dict[str, Any]]
+KEEP = ("id", "singleValueExtendedProperties")
+
+
+def render_entity(
+    request: GraphRequest, item: Item, to_json: ToJson, props: set[str], kind: str, status: int = 200, headers: dict[str, str] | None = None
+) -> GraphResponse:
+    """One item as Graph answers it ($select, $expand), for contacts and events alike."""
+    check_select(request.query.select, props, kind)
+    body = {"@odata.context": f"{request.base_url}/$metadata#users('{request.mailbox}')/{kind}s/$entity"}
+    body.update(apply_select(to_json(request, item, parse_expand(request.query.expand)), request.query.select, KEEP))
     return ok(request, body, status, headers)
 
 
-def _list(request: GraphRequest, folder: Folder, context: str) -> GraphResponse:
-    check_select(request.query.select, CONTACT_PROPS, "contact")
+def render_items(request: GraphRequest, items: list[Item], context: str, to_json: ToJson, props: set[str], kind: str) -> GraphResponse:
+    """A page of items ($select, $expand, $filter), for contacts and events alike."""
+    check_select(request.query.select, props, kind)
     expand = parse_expand(request.query.expand)
     predicate = compile_filter(request.query.filter)
     only_extended = filter_roots(request.query.filter) <= {"singleValueExtendedProperties"}
-    items = sorted(request.store.live_items(folder.id, "Contact"), key=lambda i: i.created_seq)
     out = []
     for item in items:
         if predicate is not None:
             # a lookup by sync id reads the extended properties only: skip rendering the rest
-            seen = {"singleValueExtendedProperties": extended.render(item, None)} if only_extended else contact_json(request, item, all_extended=True)
+            seen = {"singleValueExtendedProperties": extended.render(item, None)} if only_extended else to_json(request, item, all_extended=True)
             if not predicate(seen):
                 continue
-        out.append(apply_select(contact_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
+        out.append(apply_select(to_json(request, item, expand), request.query.select, KEEP))
     return collection(request, out, context, page_size=request.front.page_size)
+
+
+def entity(request: GraphRequest, item: Item, status: int = 200, headers: dict[str, str] | None = None) -> GraphResponse:
+    return render_entity(request, item, contact_json, CONTACT_PROPS, "contact", status, headers)
+
+
+def _list(request: GraphRequest, folder: Folder, context: str) -> GraphResponse:
+    items = sorted(request.store.live_items(folder.id, "Contact"), key=lambda i: i.created_seq)
+    return render_items(request, items, context, contact_json, CONTACT_PROPS, "contact")
 
 
 def _create(request: GraphRequest, folder: Folder) -> GraphResponse:

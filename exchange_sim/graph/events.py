@@ -27,10 +27,15 @@ from exchange_sim.graph.api import (
     ok,
     route,
 )
-from exchange_sim.graph.contacts import body_text, mailbox_folder, unknown_property
+from exchange_sim.graph.contacts import (
+    body_text,
+    mailbox_folder,
+    render_entity,
+    render_items,
+    unknown_property,
+)
 from exchange_sim.graph.errors import GraphError, bad_request
 from exchange_sim.graph.ids import folder_graph_id
-from exchange_sim.graph.odata import apply_select, check_select, compile_filter, filter_roots, parse_expand
 from exchange_sim.graph.values import local_text, parse_datetime, utc_text
 from exchange_sim.graph.zones import iana_for, store_zone_id, windows_name, zone
 from exchange_sim.store import Folder, Item
@@ -501,26 +506,11 @@ def _check_event(request: GraphRequest, item: Item) -> None:
 
 
 def entity(request: GraphRequest, item: Item, status: int = 200, headers: dict[str, str] | None = None) -> GraphResponse:
-    check_select(request.query.select, EVENT_PROPS, "event")
-    expand = parse_expand(request.query.expand)
-    body = {"@odata.context": f"{request.base_url}/$metadata#users('{request.mailbox}')/events/$entity"}
-    body.update(apply_select(event_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
-    return ok(request, body, status, headers)
+    return render_entity(request, item, event_json, EVENT_PROPS, "event", status, headers)
 
 
 def render_list(request: GraphRequest, items: list[Item], context: str) -> GraphResponse:
-    check_select(request.query.select, EVENT_PROPS, "event")
-    expand = parse_expand(request.query.expand)
-    predicate = compile_filter(request.query.filter)
-    only_extended = filter_roots(request.query.filter) <= {"singleValueExtendedProperties"}
-    out = []
-    for item in items:
-        if predicate is not None:
-            seen = {"singleValueExtendedProperties": extended.render(item, None)} if only_extended else event_json(request, item, all_extended=True)
-            if not predicate(seen):
-                continue
-        out.append(apply_select(event_json(request, item, expand), request.query.select, ("id", "singleValueExtendedProperties")))
-    return collection(request, out, context, page_size=request.front.page_size)
+    return render_items(request, items, context, event_json, EVENT_PROPS, "event")
 
 
 # ---- calendars ----------------------------------------------------------------------------------------

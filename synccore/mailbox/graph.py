@@ -1482,8 +1482,6 @@ class GraphBackend(MailboxBackend):
             if item_id in touched or item_id in removed or known.get(item_id) != key:
                 changed[item_id] = RemoteRef(item_id, key, folder_id)
             known[item_id] = key
-        for item_id in deleted:
-            known.pop(item_id, None)
         return deleted
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
