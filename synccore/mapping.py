@@ -17,6 +17,20 @@ ENTITY_CHOICES = [(CONTACT, "Contact"), (COMPANY, "Company"), (ACTIVITY, "Activi
 CRM_TO_EXCHANGE = "crm_to_exchange"
 BOTH = "both"
 DIRECTION_CHOICES = [(CRM_TO_EXCHANGE, "CRM → Exchange"), (BOTH, "Both ways")]
+# Contacts and companies flow one way (C6): an Outlook edit is overwritten with the CRM's values,
+# so only activities may map a field both ways.
+TWO_WAY_ENTITIES = frozenset({ACTIVITY})
+ONE_WAY_MESSAGE = (
+    "Contacts and companies are synchronized one way, CRM → Exchange: an edit made in Outlook is "
+    "overwritten by the CRM's value. Only activity fields can go both ways."
+)
+
+
+def direction_choices(entity: str) -> list[tuple[str, str]]:
+    """The directions a row of this entity may take."""
+    if entity in TWO_WAY_ENTITIES:
+        return list(DIRECTION_CHOICES)
+    return [(CRM_TO_EXCHANGE, dict(DIRECTION_CHOICES)[CRM_TO_EXCHANGE])]
 
 CONTACT_EXCHANGE_FIELDS = {
     "given_name": "First name",

@@ -166,4 +166,5 @@ document.addEventListener("change", (event) => {
   if (!choices) return;
   fillSelect(form.querySelector("select[name$=crm_field]"), choices.crm);
   fillSelect(form.querySelector("select[name$=exchange_field]"), choices.exchange);
+  fillSelect(form.querySelector("select[name$=direction]"), choices.direction);
 });

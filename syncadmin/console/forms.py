@@ -65,8 +65,16 @@ class FieldMappingForm(forms.ModelForm):
         self.fields["exchange_field"] = forms.ChoiceField(
             label="Exchange field", choices=_choices(mapping.EXCHANGE_FIELDS, entity)
         )
+        self.fields["direction"].choices = mapping.direction_choices(entity)
         if self.instance.pk:
             self.fields["entity"].disabled = True
+
+    def _get_validation_exclusions(self):
+        # The environment is set on the instance, not a form field: without it the rule "one
+        # source per Exchange field" would go unchecked and the save would fail in the database.
+        exclusions = super()._get_validation_exclusions()
+        exclusions.discard("environment")
+        return exclusions
 
 
 def mapping_vocabulary() -> dict[str, dict[str, list[tuple[str, str]]]]:
@@ -75,6 +83,7 @@ def mapping_vocabulary() -> dict[str, dict[str, list[tuple[str, str]]]]:
         entity: {
             "crm": _choices(mapping.CRM_FIELDS, entity),
             "exchange": _choices(mapping.EXCHANGE_FIELDS, entity),
+            "direction": mapping.direction_choices(entity),
         }
         for entity, _ in mapping.ENTITY_CHOICES
     }

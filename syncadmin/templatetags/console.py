@@ -28,3 +28,24 @@ def percent(progress) -> int:
 @register.filter
 def field_type(bound_field) -> str:
     return bound_field.field.widget.__class__.__name__.lower()
+
+
+def _plain(value) -> str:
+    """One audited value in words: no Python reprs (None, True, [..]) in the console."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{name}: {_plain(item)}" for name, item in value.items()) or "—"
+    if isinstance(value, list):
+        return ", ".join(_plain(item) for item in value) or "—"
+    return str(value)
+
+
+@register.filter
+def change_text(change) -> str:
+    """An audit entry's change: a [before, after] pair as "old → new", anything else in words."""
+    if isinstance(change, list) and len(change) == 2:
+        return f"{_plain(change[0])} → {_plain(change[1])}"
+    return _plain(change)
