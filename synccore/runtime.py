@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +33,10 @@ from synccore.models import (
     Trigger,
     UserLease,
 )
-from synccore.models.crm import purge_tombstones
+from synccore.models.crm import purge_tombstones_older_than
+from synccore.sync import contacts
+from synccore.sync.connection import ConnectionReport, check_connection
+from synccore.sync.service import kind_enabled, pass_runner
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,6 @@ class StartFailed(RuntimeServiceError):
 
 class UnknownUser(RuntimeServiceError):
     pass
-
-
-@dataclass
-class ConnectionReport:
-    ok: bool
-    tried: list[str] = field(default_factory=list)
-    error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _locked_environment(environment_id: int) -> Environment:
@@ -152,8 +144,6 @@ def test_connection(environment_id: int) -> ConnectionReport:
     problems = env.settings.connection_problems()
     if problems:
         return ConnectionReport(ok=False, tried=["Checked the settings"], error=" ".join(problems))
-    from synccore.sync.connection import check_connection  # engine door; lands with the mailbox backends
-
     return check_connection(env)
 
 
@@ -361,9 +351,7 @@ def _enqueued_field(kind: str) -> str:
 
 
 def _runnable_kind(user: SyncUser, kind: str) -> bool:
-    from synccore.sync.service import kind_enabled, pass_runner
-
-    return pass_runner(kind) is not None and kind_enabled(user, kind)
+    return kind_enabled(user, kind)
 
 
 def _skip_reason(user: SyncUser, trigger: str) -> str:
@@ -439,7 +427,6 @@ def _halted(state: str, trigger: str) -> bool:
 def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False) -> str:
     """Run one pass for one mailbox under its lease. Returns what happened, for the task result."""
     from synccore.sync.runs import PassAborted
-    from synccore.sync.service import pass_runner
 
     user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
     if user is None or not user.active:
@@ -536,9 +523,7 @@ def reenable(user_id: int) -> None:
 
 def confirm_deletions(user_id: int) -> None:
     """The administrator allows the next pass to delete beyond the safety limit; it runs now."""
-    from synccore.sync.contacts import confirm_deletions as allow
-
-    allow(user_id)
+    contacts.allow_deletions_beyond_limit(user_id)
     _enqueue_now(user_id)
 
 
@@ -600,7 +585,7 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     removed = {
         "runs": SyncRun.objects.filter(finished_at__lt=cutoff).delete()[0],
         "tasks": Task.objects.filter(stopped__lt=cutoff).delete()[0],
-        "tombstones": purge_tombstones(cutoff),
+        "tombstones": purge_tombstones_older_than(cutoff),
     }
     # The audit log belongs to the console; prune it without importing the console.
     if apps.is_installed("syncadmin"):
@@ -635,8 +620,7 @@ def _push_crm_change(environment_id: int, activity_ids: list[int]) -> None:
 
 
 def _concerned_users(env: Environment, activity_ids: list[int]) -> list[SyncUser]:
-    activities = Activity.all_objects if hasattr(Activity, "all_objects") else Activity.objects
-    rows = activities.filter(pk__in=activity_ids).values("organizer_id", "organizer_email")
+    rows = Activity.all_objects.filter(pk__in=activity_ids).values("organizer_id", "organizer_email")
     employees = {row["organizer_id"] for row in rows if row["organizer_id"]}
     emails = {row["organizer_email"].lower() for row in rows if row["organizer_email"]}
     for row in Attendee.objects.filter(activity_id__in=activity_ids).values("employee_id", "email"):

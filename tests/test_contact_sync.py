@@ -9,7 +9,11 @@ from django.test.utils import CaptureQueriesContext
 
 from synccore.models import Contact, FieldMapping, Health, ItemLink, LinkState, Outcome, SalesGroup
 from synccore.sync import contacts as contact_sync
-from synccore.sync.contacts import ContactSyncDisabled, confirm_deletions, remove_synchronized_items
+from synccore.sync.contacts import (
+    ContactSyncDisabled,
+    allow_deletions_beyond_limit,
+    remove_synchronized_items,
+)
 from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
@@ -348,7 +352,7 @@ class TestReliability:
         crm.alice.refresh_from_db()
         assert crm.alice.health == Health.HELD
         assert len(crm.mailbox().contacts()) == 10
-        confirm_deletions(crm.alice.pk)
+        allow_deletions_beyond_limit(crm.alice.pk)
         run = crm.contacts_pass()
         assert run.outcome == Outcome.SUCCESS and run.deleted == 6
         crm.alice.refresh_from_db()

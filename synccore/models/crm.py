@@ -450,7 +450,7 @@ class Attendee(models.Model):
             )
 
 
-def purge_tombstones(before: datetime) -> int:
+def purge_tombstones_older_than(before: datetime) -> int:
     """Tombstones no mailbox holds any more, older than ``before``: removed for good. Until then
     the API lists them (``include_deleted``), so an outside CRM learns of deletions."""
     purged = 0

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
 from django.conf import settings as django_settings
 
 from synccore.mailbox.base import ConnectionConfig, MailboxBackend, MailboxError
 from synccore.models import AccessType, Backend, Environment, SyncSettings, SyncUser
+
+
+@dataclass
+class ConnectionReport:
+    """What a connection test tried, and why it failed (for people)."""
+
+    ok: bool
+    tried: list[str] = field(default_factory=list)
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
@@ -45,10 +60,8 @@ def backend_for(config: ConnectionConfig) -> MailboxBackend:
     return EwsBackend(config)
 
 
-def check_connection(environment: Environment):
+def check_connection(environment: Environment) -> ConnectionReport:
     """Try the connection with the first active sync user's mailbox; say what was tried."""
-    from synccore.runtime import ConnectionReport
-
     sync_settings = environment.settings
     user = SyncUser.objects.filter(environment=environment, active=True).order_by("mailbox_email").first()
     if user is None:

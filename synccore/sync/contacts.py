@@ -535,7 +535,7 @@ class ContactPass:
         if allowed and self.user.deletions_confirmed:
             self.user.deletions_confirmed = False
             self.user.save(update_fields=["deletions_confirmed", "updated_at"])
-        purge_tombstones(self.user.environment_id)
+        purge_unlinked_tombstones(self.user.environment_id)
         return allowed
 
     def watched_states(self, target: FolderState, links: list[ItemLink]) -> list[FolderState]:
@@ -584,7 +584,7 @@ class ContactPass:
         state.sync_token = page.token
 
 
-def purge_tombstones(environment_id: int) -> None:
+def purge_unlinked_tombstones(environment_id: int) -> None:
     """CRM records deleted while linked: gone for good once no mailbox holds them."""
     for model in (Contact, Company):
         for record in model.all_objects.filter(
@@ -614,7 +614,7 @@ def run_contact_pass(
     )
 
 
-def confirm_deletions(user_id: int) -> None:
+def allow_deletions_beyond_limit(user_id: int) -> None:
     """An administrator allows the next pass to delete beyond the safety limit."""
     SyncUser.objects.filter(pk=user_id).update(
         deletions_confirmed=True, health=Health.HEALTHY, updated_at=timezone.now()
@@ -644,5 +644,5 @@ def remove_synchronized_items(user_id: int, *, confirm: bool, backend: MailboxBa
     finally:
         if own_backend:
             backend.close()
-    purge_tombstones(user.environment_id)
+    purge_unlinked_tombstones(user.environment_id)
     return removed

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.sync.connection import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,6 @@ def execute_pass(
     """Run one pass's work with its run record; never raises for mailbox trouble (S3).
 
     ``work`` returns False when the safety limit held deletions back."""
-    from synccore.sync.connection import open_backend
-
     run = start_run(user, kind, ctx)
     own_backend = backend is None
     backend = backend or open_backend(user.environment.settings)

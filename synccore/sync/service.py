@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from synccore.models import Environment, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.sync.calendar import run_calendar_pass
+from synccore.sync.contacts import run_contact_pass
 from synccore.sync.runs import PassContext
 
 COUNTS = ("created", "updated", "deleted", "skipped", "failed", "conflicts", "requests")
@@ -35,16 +37,8 @@ class Summary:
         return {"environment": self.environment, "users": self.users, **self.totals, "aborted": self.aborted}
 
 
-def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun] | None:
-    if kind == SyncKind.CONTACTS:
-        from synccore.sync.contacts import run_contact_pass
-
-        return run_contact_pass
-    try:
-        from synccore.sync.calendar import run_calendar_pass
-    except ImportError:  # calendar synchronization not installed in this build
-        return None
-    return run_calendar_pass
+def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun]:
+    return run_contact_pass if kind == SyncKind.CONTACTS else run_calendar_pass
 
 
 def kind_enabled(user: SyncUser, kind: str) -> bool:
@@ -86,8 +80,7 @@ def run_passes(
     summary = Summary(environment.name)
     for user in users:
         for one_kind in kinds:
-            runner = pass_runner(one_kind)
-            if runner is None or not kind_enabled(user, one_kind):
+            if not kind_enabled(user, one_kind):
                 continue
             progress = None
             if on_progress:
@@ -95,5 +88,5 @@ def run_passes(
                 def progress(done: int, total: int, email=user.mailbox_email, k=one_kind) -> None:
                     on_progress(f"{email} {k}", done, total)
 
-            summary.add(runner(user.pk, PassContext(trigger=trigger, full=full, on_progress=progress)))
+            summary.add(pass_runner(one_kind)(user.pk, PassContext(trigger=trigger, full=full, on_progress=progress)))
     return summary
