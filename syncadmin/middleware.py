@@ -1,13 +1,16 @@
-"""Idle session timeout: a console session ends after SESSION_IDLE_SECONDS without activity."""
+"""Console session limits: a session ends SESSION_COOKIE_AGE seconds after the login, whatever
+happens in between, and after SESSION_IDLE_SECONDS without activity."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import logout
 
 LAST_ACTIVITY = "syncadmin_last_activity"
+LOGGED_IN_AT = "syncadmin_logged_in_at"
 # Sent by the console's status refresh: a page left open is not activity.
 POLL_HEADER = "X-Console-Poll"
 
@@ -19,9 +22,23 @@ class IdleTimeoutMiddleware:
     def __call__(self, request):
         if request.user.is_authenticated:
             now = time.time()
+            started = request.session.get(LOGGED_IN_AT)
             last = request.session.get(LAST_ACTIVITY)
-            if last is not None and now - last > settings.SESSION_IDLE_SECONDS:
+            if started is not None and now - started > settings.SESSION_COOKIE_AGE:
+                logout(request)
+            elif last is not None and now - last > settings.SESSION_IDLE_SECONDS:
                 logout(request)
             elif POLL_HEADER not in request.headers:
                 request.session[LAST_ACTIVITY] = now
-        return self.get_response(request)
+        response = self.get_response(request)
+        if request.user.is_authenticated and LOGGED_IN_AT not in request.session:
+            _start_lifetime(request.session)
+        return response
+
+
+def _start_lifetime(session) -> None:
+    """The session's lifetime counts from now (its login): every later save keeps this expiry
+    instead of moving it SESSION_COOKIE_AGE past the last request, as Django would."""
+    now = time.time()
+    session[LOGGED_IN_AT] = now
+    session.set_expiry(datetime.fromtimestamp(now + settings.SESSION_COOKIE_AGE, tz=UTC))

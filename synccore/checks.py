@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
@@ -25,5 +25,24 @@ def public_base_url(app_configs, **kwargs) -> list[Warning]:
             hint="Set PUBLIC_BASE_URL to the public https address of this server (see "
             "docs/exchange-online.md, Push), or push over Graph stays off (pull only).",
             id="synccore.W001",
+        )
+    ]
+
+
+# The value `.env.example` carries; a copied example file must not run a production server.
+PLACEHOLDER_SECRET_KEY = "change-me-to-a-long-random-string-of-at-least-fifty-characters-0123456789"
+
+
+@register(Tags.security, deploy=True)
+def placeholder_secret_key(app_configs, **kwargs) -> list[Error]:
+    """The example's DJANGO_SECRET_KEY is public: sessions and CSRF tokens signed with it can be forged."""
+    key = str(getattr(settings, "SECRET_KEY", "") or "")
+    if key != PLACEHOLDER_SECRET_KEY and not key.lower().startswith("change-me"):
+        return []
+    return [
+        Error(
+            "DJANGO_SECRET_KEY is the placeholder from .env.example.",
+            hint='Make one with: python -c "import secrets; print(secrets.token_urlsafe(50))"',
+            id="synccore.E001",
         )
     ]

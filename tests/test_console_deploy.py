@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 
@@ -20,12 +21,18 @@ def example_environment() -> dict[str, str]:
             values[name] = value
     # The example's placeholder is not a key; an operator makes one as the comment says.
     values["FIELD_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+    values["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
     return values
 
 
-def test_check_deploy_is_clean_with_the_example_production_settings():
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), **example_environment()}
-    result = subprocess.run(
+def check_deploy(overrides: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        **example_environment(),
+        **(overrides or {}),
+    }
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=PROJECT_DIR,
         env=env,
@@ -33,5 +40,20 @@ def test_check_deploy_is_clean_with_the_example_production_settings():
         text=True,
         timeout=120,
     )
+
+
+def test_check_deploy_is_clean_with_the_example_production_settings():
+    result = check_deploy()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_placeholder_secret_key_from_env_example_fails_check_deploy():
+    placeholder = dict(
+        line.split("=", 1)
+        for line in (PROJECT_DIR / ".env.example").read_text().splitlines()
+        if line.startswith("DJANGO_SECRET_KEY=")
+    )["DJANGO_SECRET_KEY"]
+    result = check_deploy({"DJANGO_SECRET_KEY": placeholder})
+    assert result.returncode != 0
+    assert "synccore.E001" in result.stdout + result.stderr

@@ -61,3 +61,23 @@ def test_activity_keeps_the_session(client, monkeypatch):
     for _ in range(3):
         assert client.get("/").status_code == 200
         clock[0] += settings.SESSION_IDLE_SECONDS - 5
+
+
+def test_the_absolute_session_lifetime_counts_from_the_login_not_from_the_last_save(client, monkeypatch):
+    import time
+
+    import syncadmin.middleware as middleware
+
+    user = user_with_role("viewer")
+    client.post("/login/", {"username": user.username, "password": "pw-Secret-123"})
+    expiry = client.session.get_expiry_date()
+    logged_in = time.time()
+    clock = [logged_in]
+    monkeypatch.setattr(middleware.time, "time", lambda: clock[0])
+    while clock[0] - logged_in < settings.SESSION_COOKIE_AGE - settings.SESSION_IDLE_SECONDS:
+        assert client.get("/").status_code == 200  # active all along
+        clock[0] += settings.SESSION_IDLE_SECONDS - 5
+    assert abs((client.session.get_expiry_date() - expiry).total_seconds()) < 1  # saves keep it
+    clock[0] = logged_in + settings.SESSION_COOKIE_AGE + 1
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
