@@ -24,9 +24,9 @@ class IdleTimeoutMiddleware:
             now = time.time()
             started = request.session.get(LOGGED_IN_AT)
             last = request.session.get(LAST_ACTIVITY)
-            if started is not None and now - started > settings.SESSION_COOKIE_AGE:
-                logout(request)
-            elif last is not None and now - last > settings.SESSION_IDLE_SECONDS:
+            too_old = started is not None and now - started > settings.SESSION_COOKIE_AGE
+            idle = last is not None and now - last > settings.SESSION_IDLE_SECONDS
+            if too_old or idle:
                 logout(request)
             elif POLL_HEADER not in request.headers:
                 request.session[LAST_ACTIVITY] = now
