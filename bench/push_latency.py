@@ -161,7 +161,7 @@ def measure(args: argparse.Namespace, backend: str) -> dict:
                 database_url, Q_WORKERS=str(args.workers), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}"
             )
             django_setup()
-            from synccore import runtime
+            from synccore.runtime import service as runtime
 
             env = setup(sim, mailboxes, backend)
             processes.append(Managed("qcluster", log_name=f"bench-push-qcluster-{backend}"))

@@ -95,13 +95,13 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
     from django.utils import timezone
     from django_q.models import Task
 
-    from synccore import runtime
     from synccore.models import Outcome, SynchronizerState, SyncRun
+    from synccore.runtime import scheduling
 
     env.set_state(SynchronizerState.RUNNING)  # running, without start's own first passes
     cpu_before = cpu_seconds(pid=sim.proc.pid), cpu_seconds(group=cluster.proc.pid)
     began = timezone.now()
-    enqueued = runtime.tick(env.pk)
+    enqueued = scheduling.tick(env.pk)
     if enqueued != expected:
         raise SystemExit(f"the tick enqueued {enqueued} passes, expected {expected}")
     runs = SyncRun.objects.filter(environment=env, trigger="schedule")

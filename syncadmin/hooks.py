@@ -1,4 +1,4 @@
-"""Webhooks that Microsoft Graph calls (push over Graph, K14): thin edges over `synccore.graph_push`.
+"""Webhooks that Microsoft Graph calls (push over Graph, K14): thin edges over the runtime service (`synccore.runtime.push.graph` does the work).
 
 Graph calls them without a session or a CSRF token, so they are CSRF-exempt and need no login;
 what they accept is checked instead (each notification's clientState against the subscription it
@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from synccore import graph_push
+from synccore.runtime import service as runtime
 
 # Graph's validation tokens are a sentence and a GUID; anything much longer is not one of them.
 MAX_VALIDATION_TOKEN = 1024
@@ -53,10 +53,10 @@ def _webhook(request: HttpRequest, receive: Callable[[list[Any]], None]) -> Http
 @csrf_exempt
 @require_POST
 def graph_notifications(request: HttpRequest) -> HttpResponse:
-    return _webhook(request, graph_push.receive_notifications)
+    return _webhook(request, runtime.receive_graph_notifications)
 
 
 @csrf_exempt
 @require_POST
 def graph_lifecycle(request: HttpRequest) -> HttpResponse:
-    return _webhook(request, graph_push.receive_lifecycle)
+    return _webhook(request, runtime.receive_graph_lifecycle)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from synccore import runtime
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import (
     Activity,
@@ -25,6 +24,7 @@ from synccore.models import (
     SyncSettings,
     SyncUser,
 )
+from synccore.runtime import service as runtime
 
 
 class TombstoneAdmin(admin.ModelAdmin):

@@ -11,7 +11,7 @@ from django.core.checks import Error, Tags, Warning, register
 @register(Tags.security, deploy=True)
 def public_base_url(app_configs, **kwargs) -> list[Warning]:
     """Push over Microsoft Graph needs webhooks Graph can reach: a public https base URL."""
-    from synccore.graph_push import public_base_url_problem
+    from synccore.runtime.push.graph import public_base_url_problem
 
     url = str(getattr(settings, "PUBLIC_BASE_URL", "") or "")
     problem = public_base_url_problem(url)

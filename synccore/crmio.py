@@ -24,7 +24,6 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from synccore import runtime
 from synccore.mailbox import recurrence
 from synccore.models import (
     Activity,
@@ -38,6 +37,7 @@ from synccore.models import (
     Language,
     SalesGroup,
 )
+from synccore.runtime import service as runtime
 
 ENTITIES: dict[str, type[models.Model]] = {
     "companies": Company,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from syncadmin.models import AuditEntry
-from synccore import operations
 from synccore.models import ItemLink, SyncUser
+from synccore.runtime import service as runtime
 from tests.fixtures import factories
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
 
@@ -54,7 +54,7 @@ def test_lists_items_that_failed_were_skipped_or_are_held(viewer_api, env, faile
 
 def test_retrying_an_item_queues_a_pass_and_is_audited(admin_api, env, failed_item, monkeypatch):
     calls = []
-    monkeypatch.setattr(operations.runtime, "sync_now", lambda env_id, **kw: calls.append((env_id, kw)) or {})
+    monkeypatch.setattr(runtime, "sync_now", lambda env_id, **kw: calls.append((env_id, kw)) or {})
     response = admin_api.post(url(env, f"attention/{failed_item.pk}/retry/"))
     assert response.status_code == 202
     assert calls == [(env.pk, {"user_email": "alice@contoso.example", "kind": "contacts"})]

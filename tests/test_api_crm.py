@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synccore import runtime
 from synccore.models import Activity, Contact, ItemLink, SyncUser
+from synccore.runtime import service as runtime
 from tests.fixtures import factories
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
 

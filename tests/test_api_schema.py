@@ -20,7 +20,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from syncadmin.wsgi import application
-from synccore import runtime
+from synccore.runtime import service as runtime
+from synccore.sync.connection import ConnectionReport
 from tests.fixtures import factories
 from tests.fixtures.api import user_with_role
 
@@ -42,7 +43,7 @@ def keep_connection():
 @pytest.fixture
 def token(db, monkeypatch, keep_connection):
     """A superuser's token and an environment the generated requests mostly point at."""
-    monkeypatch.setattr(runtime, "test_connection", lambda env_id: runtime.ConnectionReport(ok=True))
+    monkeypatch.setattr(runtime, "test_connection", lambda env_id: ConnectionReport(ok=True))
     env = factories.environment(
         "Schema",
         ews_url="http://127.0.0.1:9/EWS/Exchange.asmx",

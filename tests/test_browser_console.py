@@ -19,8 +19,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from synccore import runtime
 from synccore.models import Environment, FieldMapping, SyncRun, SyncUser
+from synccore.runtime import scheduling
+from synccore.runtime import service as runtime
+from synccore.sync.connection import ConnectionReport
 from tests.conftest import PROJECT_DIR, require
 from tests.fixtures.api import user_with_role
 
@@ -67,9 +69,9 @@ def demo(monkeypatch):
     monkeypatch.setattr(
         runtime,
         "test_connection",
-        lambda env_id: runtime.ConnectionReport(ok=True, tried=["EWS GetFolder on the simulator (stubbed)"]),
+        lambda env_id: ConnectionReport(ok=True, tried=["EWS GetFolder on the simulator (stubbed)"]),
     )
-    monkeypatch.setattr(runtime, "_schedule", _record_first_passes)
+    monkeypatch.setattr(scheduling, "schedule_environment", _record_first_passes)
     return Environment.objects.get(name="Demo"), username, password
 
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from synccore import runtime
 from synccore.models import Activity, Attendee
+from synccore.runtime import housekeeping
 from synccore.sync.calendar import run_calendar_pass
 from tests.fixtures import factories as f
 from tests.fixtures.api import admin_api  # noqa: F401  (fixture)
@@ -85,5 +85,5 @@ def test_prune_purges_unlinked_tombstones_after_the_retention_age(crm, settings)
     recent.retire()
     Activity.all_objects.filter(pk=old.pk).update(deleted_at=timezone.now() - timedelta(days=11))
 
-    assert runtime.prune()["tombstones"] == 1
+    assert housekeeping.prune()["tombstones"] == 1
     assert list(Activity.all_objects.filter(deleted_at__isnull=False)) == [recent]

@@ -14,7 +14,6 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
-from synccore import graph_push, leases, runtime
 from synccore.mailbox import base
 from synccore.models import (
     Activity,
@@ -24,6 +23,9 @@ from synccore.models import (
     SyncRun,
     UserLease,
 )
+from synccore.runtime import leases, passes
+from synccore.runtime import service as runtime
+from synccore.runtime.push import graph as graph_push
 from synccore.sync.connection import open_backend
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends("graph")]
@@ -160,7 +162,7 @@ def test_start_with_push_on_creates_a_subscription_for_each_calendar_user(hooked
     crm.bob.save()
     runtime.start(crm.env.pk)
     assert Schedule.objects.filter(
-        name=graph_push.schedule_name(crm.env), func="synccore.tasks.maintain_graph_subscriptions"
+        name=graph_push.maintenance_schedule_name(crm.env), func="synccore.tasks.maintain_graph_subscriptions"
     ).exists()
     assert queued("synccore.tasks.maintain_graph_subscriptions") == [(crm.env.pk,)]
     assert crm.sim.graph.subscriptions.all() == []  # not in the request: on a worker
@@ -200,7 +202,7 @@ def test_a_forged_or_unknown_client_state_is_ignored_and_logged(subscribed, capl
     crm = subscribed
     sub = held(crm)[ALICE]
     entry = {"subscriptionId": sub.id, "changeType": "updated", "resource": "Users/x/Events/y"}
-    with caplog.at_level(logging.WARNING, logger="synccore.graph_push"):
+    with caplog.at_level(logging.WARNING, logger="synccore.runtime.push.graph"):
         for forged in (
             {**entry, "clientState": "guess"},
             {**entry, "subscriptionId": "nope", "clientState": sub.client_state},
@@ -221,7 +223,7 @@ def test_a_push_pass_that_finds_the_mailbox_leased_marks_it_for_an_immediate_rer
     sub = held(crm)[ALICE]
     notify([{"subscriptionId": sub.id, "clientState": sub.client_state, "changeType": "created"}])
     (args,) = queued()
-    assert runtime.run_pass(*args).startswith("deferred")
+    assert passes.run_pass(*args).startswith("deferred")
     assert UserLease.objects.get(sync_user=crm.alice).rerun_calendar == "push"
 
 
@@ -401,7 +403,7 @@ def test_stop_removes_the_subscriptions(hooked):
     run_queued(passes=False)
     assert len(held(crm)) == 2
     runtime.stop(crm.env.pk)
-    assert not Schedule.objects.filter(name=graph_push.schedule_name(crm.env)).exists()
+    assert not Schedule.objects.filter(name=graph_push.maintenance_schedule_name(crm.env)).exists()
     run_queued(passes=False)
     assert held(crm) == {}
     assert not GraphSubscription.objects.exists()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from synccore import runtime
 from synccore.models import Conflict, FieldMapping, ItemLink, SyncRun
+from synccore.runtime import service as runtime
+from synccore.sync.connection import ConnectionReport
 from tests.fixtures import factories
 from tests.fixtures.api import client_for, user_with_role
 
@@ -81,7 +82,7 @@ ORDER = [V, OP, A]
 
 @pytest.fixture
 def world(monkeypatch):
-    monkeypatch.setattr(runtime, "test_connection", lambda env_id: runtime.ConnectionReport(ok=True))
+    monkeypatch.setattr(runtime, "test_connection", lambda env_id: ConnectionReport(ok=True))
     env = factories.environment(
         "Production",
         ews_url="http://127.0.0.1:9/EWS/Exchange.asmx",

@@ -12,8 +12,10 @@ from django.db import transaction
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from synccore import push, runtime
 from synccore.models import Activity, SynchronizerState
+from synccore.runtime import passes
+from synccore.runtime import service as runtime
+from synccore.runtime.push import ews as push
 from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -41,7 +43,7 @@ def wait_for(predicate, timeout: float = 90):
 
 @pytest.fixture
 def listener(crm, monkeypatch):
-    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
     crm.sim.streaming.seconds_per_minute = 2  # a stream notices the listener's stop within 2 s
@@ -65,7 +67,7 @@ def test_the_listener_catches_up_on_connect_and_enqueues_a_pass_for_the_mailbox_
 
 
 def test_the_listener_holds_streams_only_for_running_environments_with_push_on(crm, monkeypatch):
-    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True)
     assert push.wanted_streams() == {}  # stopped
     crm.env.set_state(SynchronizerState.RUNNING)
@@ -98,7 +100,7 @@ def test_an_outlook_change_reaches_the_crm_without_waiting_for_the_pull_interval
 
 
 def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm, monkeypatch):
-    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
     crm.env.set_state(SynchronizerState.RUNNING)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
@@ -117,7 +119,7 @@ def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm
 @pytest.fixture
 def big_org(exchange_sim_factory, monkeypatch):
     """250 calendar users with push on, in a running environment, on a simulator of their own."""
-    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
     emails = [f"user{i:03d}@contoso.example" for i in range(250)]
     sim = exchange_sim_factory(mailboxes=emails)
     sim.streaming.seconds_per_minute = 4  # a stream notices the listener's stop within 4 s
@@ -195,7 +197,7 @@ def _calendar_push(email: str, env_id: int) -> dict | None:
 
 
 def test_the_status_shows_each_calendar_users_stream_and_says_when_no_listener_runs(crm, monkeypatch):
-    monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
     crm.sim.streaming.seconds_per_minute = 2

@@ -13,8 +13,9 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
-from synccore import leases, runtime
 from synccore.models import Health, Outcome, SynchronizerState, SyncRun, Trigger, UserLease
+from synccore.runtime import housekeeping, leases, passes, queue, scheduling
+from synccore.runtime import service as runtime
 from tests.fixtures import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,7 @@ def queued() -> list[tuple[str, tuple]]:
     return [(task["func"], tuple(task["args"])) for task in tasks]
 
 
-def passes(user=None) -> list[tuple]:
+def queued_passes(user=None) -> list[tuple]:
     return [args for func, args in queued() if func == "synccore.tasks.run_pass" and (user is None or args[0] == user.pk)]
 
 
@@ -49,7 +50,7 @@ class TestLease:
     def test_a_pass_finding_the_mailbox_busy_asks_for_a_rerun_instead_of_being_dropped(self, crm):
         running(crm)
         assert leases.acquire(crm.alice.pk, "other-worker", ttl_s=60)
-        assert runtime.run_pass(crm.alice.pk, "contacts", Trigger.PUSH).startswith("deferred")
+        assert passes.run_pass(crm.alice.pk, "contacts", Trigger.PUSH).startswith("deferred")
         assert not SyncRun.objects.exists()
         assert leases.take_reruns(crm.alice.pk) == [("contacts", Trigger.PUSH)]
         assert leases.take_reruns(crm.alice.pk) == []  # handed out once
@@ -57,7 +58,7 @@ class TestLease:
     def test_a_pass_closes_the_run_left_running_by_a_dead_worker(self, crm):
         running(crm)
         orphan = SyncRun.objects.create(environment=crm.env, sync_user=crm.alice, kind="contacts")
-        runtime.run_pass(crm.alice.pk, "contacts", Trigger.SCHEDULE)
+        passes.run_pass(crm.alice.pk, "contacts", Trigger.SCHEDULE)
         orphan.refresh_from_db()
         assert orphan.outcome == Outcome.FAILED and "worker" in orphan.error
         assert SyncRun.objects.filter(outcome=Outcome.SUCCESS, sync_user=crm.alice).count() == 1
@@ -71,21 +72,21 @@ class TestFanOut:
     @pytest.mark.backends("ews", "graph")  # start tests the connection through either backend
     def test_start_enqueues_the_first_passes_at_once_and_schedules_a_tick(self, crm):
         runtime.start(crm.env.pk)
-        assert sorted(passes()) == sorted(
+        assert sorted(queued_passes()) == sorted(
             [(crm.alice.pk, "contacts", "start", False), (crm.bob.pk, "contacts", "start", False)]
         )
-        assert Schedule.objects.filter(name=runtime.schedule_name(crm.env), func="synccore.tasks.tick").exists()
+        assert Schedule.objects.filter(name=queue.tick_schedule_name(crm.env), func="synccore.tasks.tick").exists()
 
     def test_a_tick_enqueues_only_what_is_due_under_the_current_interval(self, crm):
         runtime.start(crm.env.pk)
         OrmQ.objects.all().delete()
-        assert runtime.tick(crm.env.pk) == 0  # just enqueued by start
+        assert scheduling.tick(crm.env.pk) == 0  # just enqueued by start
         UserLease.objects.update(contacts_enqueued_at=timezone.now() - timedelta(minutes=16))
-        assert runtime.tick(crm.env.pk) == 2
-        assert runtime.tick(crm.env.pk) == 0  # claimed once
+        assert scheduling.tick(crm.env.pk) == 2
+        assert scheduling.tick(crm.env.pk) == 0  # claimed once
         crm.configure(pull_interval=5)  # takes effect without a restart
         UserLease.objects.update(contacts_enqueued_at=timezone.now() - timedelta(minutes=6))
-        assert runtime.tick(crm.env.pk) == 2
+        assert scheduling.tick(crm.env.pk) == 2
 
     def test_backing_off_and_unhealthy_users_are_skipped_until_reenabled(self, crm):
         crm.alice.health, crm.alice.backoff_until = Health.BACKING_OFF, timezone.now() + timedelta(minutes=5)
@@ -93,17 +94,17 @@ class TestFanOut:
         crm.bob.health = Health.UNHEALTHY
         crm.bob.save()
         runtime.start(crm.env.pk)
-        assert passes() == []
-        assert runtime.run_pass(crm.bob.pk, "contacts", Trigger.SCHEDULE) == "skipped: unhealthy"
+        assert queued_passes() == []
+        assert passes.run_pass(crm.bob.pk, "contacts", Trigger.SCHEDULE) == "skipped: unhealthy"
         runtime.reenable(crm.bob.pk)
-        assert passes(crm.bob) == [(crm.bob.pk, "contacts", "manual", False)]
+        assert queued_passes(crm.bob) == [(crm.bob.pk, "contacts", "manual", False)]
 
     def test_stop_removes_the_schedule_and_queued_passes_do_not_start(self, crm):
         runtime.start(crm.env.pk)
         runtime.stop(crm.env.pk)
-        assert not Schedule.objects.filter(name=runtime.schedule_name(crm.env)).exists()
-        assert runtime.run_pass(crm.alice.pk, "contacts", Trigger.START).startswith("skipped")
-        assert runtime.tick(crm.env.pk) == 0
+        assert not Schedule.objects.filter(name=queue.tick_schedule_name(crm.env)).exists()
+        assert passes.run_pass(crm.alice.pk, "contacts", Trigger.START).startswith("skipped")
+        assert scheduling.tick(crm.env.pk) == 0
 
     def test_s1_a_pass_that_reaches_its_lease_after_a_stop_does_not_start(self, crm, monkeypatch):
         # It looked before the stop (running), then waited for the mailbox's lease meanwhile.
@@ -116,7 +117,7 @@ class TestFanOut:
 
         monkeypatch.setattr(leases, "acquire", stopped_meanwhile)
         before = SyncRun.objects.count()
-        assert runtime.run_pass(crm.alice.pk, "contacts", Trigger.SCHEDULE) == "skipped: the synchronizer is stopped"
+        assert passes.run_pass(crm.alice.pk, "contacts", Trigger.SCHEDULE) == "skipped: the synchronizer is stopped"
         assert SyncRun.objects.count() == before
         assert not UserLease.objects.exclude(holder="").exists()
 
@@ -134,34 +135,34 @@ class TestPushEnqueue:
     def test_a_crm_change_enqueues_a_calendar_pass_for_the_users_concerned_after_commit(
         self, crm, django_capture_on_commit_callbacks, monkeypatch
     ):
-        monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+        monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
         crm.configure(push_enabled=True)
         running(crm)
         activity = f.activity(crm.env, organizer=crm.alice.employee)
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             runtime.notify_crm_change(crm.env.pk, [activity.pk])
-        assert passes() == []  # nothing before the commit
+        assert queued_passes() == []  # nothing before the commit
         for callback in callbacks:
             callback()
-        assert passes() == [(crm.alice.pk, "calendar", "push", False)]
+        assert queued_passes() == [(crm.alice.pk, "calendar", "push", False)]
 
     def test_no_push_pass_when_push_is_off_or_the_synchronizer_stopped(
         self, crm, django_capture_on_commit_callbacks, monkeypatch
     ):
-        monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+        monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
         activity = f.activity(crm.env, organizer=crm.alice.employee)
         with django_capture_on_commit_callbacks(execute=True):
             runtime.notify_crm_change(crm.env.pk, [activity.pk])  # stopped, push off
         crm.configure(push_enabled=True)
         with django_capture_on_commit_callbacks(execute=True):
             runtime.notify_crm_change(crm.env.pk, [activity.pk])  # still stopped
-        assert passes() == []
+        assert queued_passes() == []
 
     def test_a_streaming_notification_enqueues_a_calendar_pass_for_that_mailbox(self, crm, monkeypatch):
-        monkeypatch.setattr(runtime, "_runnable_kind", lambda user, kind: True)
+        monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
         running(crm)
-        assert runtime.push_calendar(crm.bob.pk)
-        assert passes() == [(crm.bob.pk, "calendar", "push", False)]
+        assert passes.push_calendar(crm.bob.pk)
+        assert queued_passes() == [(crm.bob.pk, "calendar", "push", False)]
 
 
 def test_prune_removes_rows_older_than_the_retention(crm, settings):
@@ -171,5 +172,5 @@ def test_prune_removes_rows_older_than_the_retention(crm, settings):
     recent = SyncRun.objects.create(
         environment=crm.env, sync_user=crm.alice, kind="contacts", finished_at=timezone.now()
     )
-    assert runtime.prune()["runs"] == 1
+    assert housekeeping.prune()["runs"] == 1
     assert list(SyncRun.objects.all()) == [recent]

@@ -17,7 +17,7 @@ from django.db import connection
 from django_q.models import Schedule
 
 from synccore.models import Environment, ItemLink, Outcome, SynchronizerState, SyncRun, Trigger, UserLease
-from synccore.runtime import schedule_name
+from synccore.runtime.queue import tick_schedule_name
 from tests.conftest import IN_CI, require
 from tests.fixtures import factories as f
 from tests.runtime_cluster import Cluster, last_json, manage, runtime_env, wait_for
@@ -68,7 +68,7 @@ def start_stop_cycle(crm, clusters, renv: dict[str, str]) -> None:
     started = synchronizer("start", crm.env, renv)
     assert started.returncode == 0, started.stderr
     assert last_json(started.stdout)["state"] == "running"
-    assert Schedule.objects.filter(name=schedule_name(crm.env)).exists()
+    assert Schedule.objects.filter(name=tick_schedule_name(crm.env)).exists()
 
     # The first pass runs at once, for each user.
     first = wait_for(lambda: len(finished(crm.env, trigger=Trigger.START, kind="contacts")) == 2 or None, what="first passes")
@@ -90,7 +90,7 @@ def start_stop_cycle(crm, clusters, renv: dict[str, str]) -> None:
     stopped = synchronizer("stop", crm.env, renv)
     assert stopped.returncode == 0, stopped.stderr
     assert last_json(stopped.stdout)["state"] == "stopped"
-    assert not Schedule.objects.filter(name=schedule_name(crm.env)).exists()
+    assert not Schedule.objects.filter(name=tick_schedule_name(crm.env)).exists()
     # A pass in flight (it saw "running" under its lease before the stop) ends at its next item
     # boundary and lets go of its lease; one that looks later is skipped.
     wait_for(
@@ -146,7 +146,7 @@ def test_start_with_bad_credentials_fails_with_a_readable_reason_and_leaves_no_s
     assert "credential" in env.state_reason.lower() or "password" in env.state_reason.lower() or (
         "401" in env.state_reason or "auth" in env.state_reason.lower()
     ), env.state_reason
-    assert not Schedule.objects.filter(name=schedule_name(crm.env)).exists()
+    assert not Schedule.objects.filter(name=tick_schedule_name(crm.env)).exists()
     assert last_json(result.stdout)["state"] == "failed"
     assert not SyncRun.objects.filter(environment=crm.env).exists()
 
@@ -221,7 +221,7 @@ def test_two_clusters_on_postgresql_sync_every_user_each_tick_never_two_at_once_
     assert synchronizer("start", env, renv).returncode == 0
     # Contention on purpose: manual passes for everyone on top of the schedule.
     for _ in range(2):
-        assert manage("shell", "-c", f"from synccore import runtime; runtime.sync_now({env.pk})", env=renv).returncode == 0
+        assert manage("shell", "-c", f"from synccore.runtime import service; service.sync_now({env.pk})", env=renv).returncode == 0
 
     def every_user_synced_twice_by_schedule():
         per_user = {

@@ -14,8 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from synccore.mailbox.base import MailboxError
-from synccore.operations import UserStillActive
-from synccore.runtime import IllegalTransition, StartFailed, UnknownUser
+from synccore.runtime.service import IllegalTransition, StartFailed, UnknownUser, UserStillActive
 
 
 def _validation_detail(exc: DjangoValidationError) -> dict | list:

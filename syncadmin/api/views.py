@@ -1,4 +1,4 @@
-"""REST API views: take ids, call one service function (runtime, operations, crmio), return.
+"""REST API views: take ids, call one service function (the runtime service, crmio), return.
 
 Errors raised by the services become 400 / 404 / 409 / 422 in ``syncadmin.api.errors``.
 """
@@ -20,8 +20,8 @@ from syncadmin.api import serializers as s
 from syncadmin.api.schema import ErrorSerializer
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import OPERATOR
-from synccore import operations, runtime
 from synccore.models import Environment, FieldMapping, Health, ItemLink, SyncRun, SyncUser
+from synccore.runtime import service as runtime
 
 ENVIRONMENT_PARAM = OpenApiParameter("environment_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -173,7 +173,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     @extend_schema(request=None, responses=s.SyncUserSerializer)
     @action(detail=True, methods=["post"], url_path="re-enable")
     def re_enable(self, request, environment_pk=None, pk=None):
-        user = operations.re_enable_user(self.get_object().pk)
+        user = runtime.reenable(self.get_object().pk)
         self.audit(AuditAction.USER_RE_ENABLED, user.mailbox_email)
         return Response(self.get_serializer(user).data)
 
@@ -193,7 +193,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
             request.user,
             AuditAction.ITEMS_REMOVED,
             self.environment,
-            lambda: operations.remove_synchronized_items(user.pk),
+            lambda: runtime.remove_synchronized_items(user.pk),
             target=user.mailbox_email,
             via="api",
         )
@@ -202,7 +202,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     @extend_schema(request=None, responses=s.SyncUserSerializer)
     @action(detail=True, methods=["post"], url_path="confirm-deletions")
     def confirm_deletions(self, request, environment_pk=None, pk=None):
-        user = operations.confirm_deletions(self.get_object().pk)
+        user = runtime.confirm_deletions(self.get_object().pk)
         self.audit(AuditAction.DELETIONS_CONFIRMED, user.mailbox_email)
         return Response(self.get_serializer(user).data)
 
@@ -323,7 +323,7 @@ class ConflictViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
     def resolve(self, request, environment_pk=None, pk=None):
         body = s.ResolveConflictSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        conflict = operations.resolve_conflict(
+        conflict = runtime.resolve_conflict(
             self.get_object().pk, body.validated_data["keep"], request.user.get_username()
         )
         self.audit(
@@ -349,11 +349,11 @@ class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         links = ItemLink.objects.filter(
-            environment=self.environment, state__in=operations.ATTENTION_LINK_STATES
+            environment=self.environment, state__in=runtime.ATTENTION_LINK_STATES
         ).select_related("sync_user", "contact", "company", "activity")
         state = self.request.query_params.get("state") if self.action == "list" else None
         if state is not None:
-            if state not in operations.ATTENTION_LINK_STATES:
+            if state not in runtime.ATTENTION_LINK_STATES:
                 raise serializers.ValidationError({"state": ["One of failed, skipped, held."]})
             links = links.filter(state=state)
         return links.order_by("-updated_at", "-pk")
@@ -367,7 +367,7 @@ class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
             request.user,
             AuditAction.ITEMS_RETRIED,
             self.environment,
-            lambda: operations.retry_item(link.pk),
+            lambda: runtime.retry_item(link.pk),
             target=str(link),
             via="api",
         )

@@ -21,10 +21,10 @@ from syncadmin.console.charts import line_chart
 from syncadmin.console.summary import summarize
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import ADMINISTRATOR, OPERATOR, VIEWER, has_role
-from synccore import operations, runtime
 from synccore.mailbox.base import MailboxError
 from synccore.models import Conflict, Environment, FieldMapping, ItemLink, SyncRun, SyncUser
-from synccore.runtime import RuntimeServiceError
+from synccore.runtime import service as runtime
+from synccore.runtime.service import RuntimeServiceError
 
 
 class LoginView(auth_views.LoginView):
@@ -155,7 +155,7 @@ def _render_environment(
     status_body = runtime.status(env.pk)
     users = list(SyncUser.objects.filter(environment=env).select_related("employee"))
     by_email = {u["email"]: u for u in status_body["users"]}
-    progress = operations.running_progress(env.pk)
+    progress = runtime.running_progress(env.pk)
     user_rows = [
         {"user": user, "status": by_email.get(user.mailbox_email), "progress": progress.get(user.pk)}
         for user in users
@@ -181,11 +181,11 @@ def _render_environment(
         .select_related("link__sync_user", "link__activity", "link__contact", "link__company")
         .order_by("resolved_at", "-detected_at")[:100],
         "attention_items": ItemLink.objects.filter(
-            environment=env, state__in=operations.ATTENTION_LINK_STATES
+            environment=env, state__in=runtime.ATTENTION_LINK_STATES
         )
         .select_related("sync_user", "contact", "company", "activity")
         .order_by("-updated_at")[:200],
-        "attention_users": [u for u in users if u.health in operations.ATTENTION_HEALTH],
+        "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
         "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
         **_rights(request),
     }
@@ -288,9 +288,9 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
     calls = {
         "deactivate": lambda: runtime.set_active(user.pk, False),
         "activate": lambda: runtime.set_active(user.pk, True),
-        "re-enable": lambda: operations.re_enable_user(user.pk),
-        "confirm-deletions": lambda: operations.confirm_deletions(user.pk),
-        "remove-synchronized-items": lambda: operations.remove_synchronized_items(user.pk),
+        "re-enable": lambda: runtime.reenable(user.pk),
+        "confirm-deletions": lambda: runtime.confirm_deletions(user.pk),
+        "remove-synchronized-items": lambda: runtime.remove_synchronized_items(user.pk),
     }
     try:
         audit.audited(
@@ -364,7 +364,7 @@ def resolve_conflict(request: HttpRequest, pk: int, conflict_id: int) -> HttpRes
     conflict = get_object_or_404(Conflict, pk=conflict_id, link__environment_id=pk)
     form = forms.ResolveForm(request.POST)
     if form.is_valid():
-        resolved = operations.resolve_conflict(
+        resolved = runtime.resolve_conflict(
             conflict.pk, form.cleaned_data["keep"], request.user.get_username()
         )
         audit.record(
@@ -387,7 +387,7 @@ def retry_item(request: HttpRequest, pk: int, link_id: int) -> HttpResponse:
             request.user,
             AuditAction.ITEMS_RETRIED,
             link.environment,
-            lambda: operations.retry_item(link.pk),
+            lambda: runtime.retry_item(link.pk),
             target=str(link),
         )
     except RuntimeServiceError as exc:

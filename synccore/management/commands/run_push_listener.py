@@ -7,7 +7,7 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from synccore.push import run_listener
+from synccore.runtime.push.ews import run_listener
 
 
 class Command(BaseCommand):

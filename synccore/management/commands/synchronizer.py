@@ -12,8 +12,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from synccore import runtime
 from synccore.models import Environment
+from synccore.runtime import service as runtime
 
 
 class Command(BaseCommand):

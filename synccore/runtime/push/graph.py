@@ -14,7 +14,7 @@ is only overwritten, and a pull pass does that as well; a subscription would tur
 contact writes into a notification and a pass that finds nothing to do.
 
 `maintain` converges the rows with what is wanted and is the one door for creating, renewing and
-removing subscriptions: `runtime` enqueues it on start and on stop, `follow` as soon as a saved
+removing subscriptions: the runtime enqueues it on start and on stop, `follow` as soon as a saved
 setting or sync user leaves the rows out of step with what is wanted (push toggled, a user added,
 (de)activated or re-addressed, the backend switched), and a django-q2 schedule runs it
 every `MAINTENANCE_MINUTES` while the environment runs, renewing what expires within
@@ -41,7 +41,6 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from synccore import runtime
 from synccore.mailbox.base import ItemNotFound, MailboxError
 from synccore.models import (
     Backend,
@@ -53,6 +52,8 @@ from synccore.models import (
     SyncSettings,
     SyncUser,
 )
+from synccore.runtime import passes, queue
+from synccore.sync.connection import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def wanted_users(env: Environment) -> list[SyncUser]:
     if not _push_environment(env):
         return []
     users = SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings")
-    return [user for user in users if runtime._runnable_kind(user, SyncKind.CALENDAR)]
+    return [user for user in users if passes.runnable_kind(user, SyncKind.CALENDAR)]
 
 
 def _hash(client_state: str) -> str:
@@ -144,8 +145,6 @@ def maintain(environment_id: int) -> dict[str, int]:
     rows = list(GraphSubscription.objects.filter(environment=env).select_related("sync_user"))
     if not wanted and not rows:
         return counts
-    from synccore.sync.connection import open_backend
-
     backend = None
     try:
         backend = open_backend(env.settings) if env.settings.backend == Backend.GRAPH else None
@@ -257,7 +256,7 @@ def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = Non
         _delete_remote(backend, user.mailbox_email, made.id)
         return False
     # Changes made before the subscription existed were never notified: catch up now.
-    runtime.push_pass(user.pk, SyncKind.CALENDAR)
+    passes.push_pass(user.pk, SyncKind.CALENDAR)
     return True
 
 
@@ -334,8 +333,6 @@ def _row_still_wanted(subscription_pk: int) -> GraphSubscription | None:
 @contextmanager
 def _graph(sync_settings: SyncSettings) -> Iterator[Any]:
     """The environment's Graph backend, closed after use."""
-    from synccore.sync.connection import open_backend
-
     backend = open_backend(sync_settings)
     try:
         yield backend
@@ -343,35 +340,33 @@ def _graph(sync_settings: SyncSettings) -> Iterator[Any]:
         backend.close()
 
 
-# --- Scheduling (called by runtime on start and stop) ------------------------------------------
+# --- Scheduling (called through `runtime.push` on start and stop) ------------------------------
 
 
-def schedule_name(env: Environment | int) -> str:
-    return f"{runtime.schedule_name(env)}:graph-push"
+def maintenance_schedule_name(env: Environment | int) -> str:
+    return f"{queue.tick_schedule_name(env)}:graph-push"
 
 
-def schedule(env: Environment) -> None:
+def schedule_maintenance(env: Environment) -> None:
     """Start of a Graph environment: maintain now, then every MAINTENANCE_MINUTES."""
-    unschedule(env)
+    unschedule_maintenance(env)
     if env.settings.backend != Backend.GRAPH:
         return
-    runtime.every_minutes(
-        schedule_name(env), "synccore.tasks.maintain_graph_subscriptions", env, MAINTENANCE_MINUTES
+    queue.every_minutes(
+        maintenance_schedule_name(env), "synccore.tasks.maintain_graph_subscriptions", env, MAINTENANCE_MINUTES
     )
-    runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+    queue.enqueue("synccore.tasks.maintain_graph_subscriptions", env.pk)
 
 
-def unschedule(env: Environment) -> None:
-    from django_q.models import Schedule
-
-    Schedule.objects.filter(name=schedule_name(env)).delete()
+def unschedule_maintenance(env: Environment) -> None:
+    queue.delete_schedule(maintenance_schedule_name(env))
 
 
 def stopped(env: Environment) -> None:
     """Stop: no more maintenance; a last run removes the subscriptions."""
-    unschedule(env)
+    unschedule_maintenance(env)
     if GraphSubscription.objects.filter(environment=env).exists():
-        runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+        queue.enqueue("synccore.tasks.maintain_graph_subscriptions", env.pk)
 
 
 # --- Following the administrator's changes (settings and sync users saved) ---------------------
@@ -390,7 +385,7 @@ def _follow(environment_id: int) -> bool:
     env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
     if env is None or env.state != SynchronizerState.RUNNING or not _out_of_step(env):
         return False
-    runtime._async("synccore.tasks.maintain_graph_subscriptions", env.pk)
+    queue.enqueue("synccore.tasks.maintain_graph_subscriptions", env.pk)
     return True
 
 
@@ -428,7 +423,7 @@ def release(user: SyncUser) -> None:
     for row in GraphSubscription.objects.filter(sync_user=user).exclude(subscription_id=""):
         args = (row.environment_id, user.mailbox_email, row.subscription_id)
         transaction.on_commit(
-            lambda args=args: runtime._async("synccore.tasks.delete_graph_subscription", *args)
+            lambda args=args: queue.enqueue("synccore.tasks.delete_graph_subscription", *args)
         )
 
 
@@ -473,7 +468,7 @@ def receive_notifications(entries: list[Any]) -> int:
     """Change notifications: one targeted pass per mailbox and kind named. Returns how many."""
     targets = {(row.sync_user_id, row.kind) for row, _ in _verified(entries, "notification")}
     for user_id, kind in sorted(targets):
-        runtime.push_pass(user_id, kind)
+        passes.push_pass(user_id, kind)
     return len(targets)
 
 
@@ -484,12 +479,12 @@ def receive_lifecycle(entries: list[Any]) -> int:
     for row, entry in _verified(entries, "lifecycle notification"):
         event = entry.get("lifecycleEvent")
         if event == "missed":
-            acted += runtime.push_pass(row.sync_user_id, row.kind)
+            acted += passes.push_pass(row.sync_user_id, row.kind)
         elif event == "reauthorizationRequired":
-            runtime._async("synccore.tasks.renew_graph_subscription", row.pk)
+            queue.enqueue("synccore.tasks.renew_graph_subscription", row.pk)
             acted += 1
         elif event == "subscriptionRemoved":
-            runtime._async("synccore.tasks.resubscribe_graph_subscription", row.pk)
+            queue.enqueue("synccore.tasks.resubscribe_graph_subscription", row.pk)
             acted += 1
         else:
             log.info("Graph lifecycle event %r for subscription %s ignored", event, row.subscription_id)
@@ -499,7 +494,7 @@ def receive_lifecycle(entries: list[Any]) -> int:
 # --- Status -------------------------------------------------------------------------------------
 
 
-def status_by_user(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
+def subscription_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
     """(user id, kind) → {"state", "expires_at", "error"} of its subscription."""
     return {
         (row.sync_user_id, row.kind): {

@@ -1,4 +1,4 @@
-"""The push listener (K14): streaming subscriptions on the running environments' calendars.
+"""Push over EWS (K14): the listener's streaming subscriptions on the running environments' calendars.
 
 `run_listener` keeps one streaming connection per group of at most 200 calendar users of an
 environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
@@ -12,7 +12,7 @@ reconnects with exponential back-off. Environments that stop, or turn push off, 
 threads at the next poll.
 
 The listener publishes the state of each group's stream in the shared cache at every poll;
-`status_by_user` turns it into the status's per-user "push" entry (the same shape as a Graph
+`stream_status` turns it into the status's per-user "push" entry (the same shape as a Graph
 subscription's), and says so when no listener is running at all.
 """
 
@@ -27,9 +27,10 @@ from django.core.cache import cache
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from synccore import leases, runtime
 from synccore.mailbox.base import MailboxError
 from synccore.models import Backend, Environment, PushSubscriptionState, SynchronizerState, SyncKind, SyncUser
+from synccore.runtime import leases, passes
+from synccore.sync.connection import connection_config
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ def listen(
 
     ``report(state, error)`` is told when the stream is subscribed ("active") and when it broke
     ("failed", with the reason and when it tries again)."""
-    from synccore.mailbox.ews import stream_calendar_changes
-    from synccore.sync.connection import connection_config
+    from synccore.mailbox.ews import stream_calendar_changes  # exchangelib loads only in the listener
 
     by_mailbox = {email.lower(): pk for pk, email in users}
     wait = BACKOFF_FIRST_S
@@ -108,7 +108,7 @@ def listen(
         wait = BACKOFF_FIRST_S  # subscribed again: the next break starts a fresh back-off
         report(PushSubscriptionState.ACTIVE, "")
         for pk, _ in users:
-            runtime.push_calendar(pk)
+            passes.push_calendar(pk)
         connection.close()  # the stream may block for minutes: hold no database connection meanwhile
 
     while not stop.is_set():
@@ -122,7 +122,7 @@ def listen(
             ):
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
-                    runtime.push_calendar(user_id)
+                    passes.push_calendar(user_id)
                     connection.close()
         except (MailboxError, Environment.DoesNotExist) as exc:
             log.warning(
@@ -221,7 +221,7 @@ def _unpublish(environment_ids: set[int]) -> None:
         log.warning("could not clear the push streams' state", exc_info=True)
 
 
-def status_by_user(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
+def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
     """(user id, "calendar") → {"state", "expires_at", "error"} of its EWS stream, as published."""
     s = env.settings
     if not (

@@ -1,0 +1,44 @@
+"""The runtime's settings.
+
+Read from Django settings first, then from the process environment, so a test can hand them to a
+qcluster subprocess without a settings module of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from django.conf import settings as django_settings
+
+from synccore.models import Environment
+from synccore.runtime import leases
+
+
+def _conf(name: str, default: float) -> float:
+    value = getattr(django_settings, name, None)
+    if value in (None, ""):
+        value = os.environ.get(name, "")
+    return float(value) if value not in (None, "") else default
+
+
+def lease_ttl_s() -> float:
+    """How long a lease lives without renewal: how soon a dead worker's mailbox is taken over."""
+    return _conf("SYNC_LEASE_SECONDS", leases.DEFAULT_TTL_S)
+
+
+def retention_days() -> float:
+    return _conf("SYNC_RETENTION_DAYS", 30)
+
+
+def tick_seconds_in_tests() -> float:
+    """Test only: tick every this many seconds (a self-renewing task) instead of once a minute."""
+    return _conf("SYNC_TEST_TICK_SECONDS", 0)
+
+
+def pull_interval(env: Environment) -> timedelta:
+    """The environment's pull interval; in tests each interval unit may count as N seconds."""
+    per_unit = _conf("SYNC_TEST_SECONDS_PER_UNIT", 0)
+    if per_unit:
+        return timedelta(seconds=env.settings.pull_interval * per_unit)
+    return env.settings.pull_interval_delta

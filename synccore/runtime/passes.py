@@ -1,0 +1,142 @@
+"""One pass for one mailbox, on a worker: enqueued, then run under the mailbox's lease.
+
+The skip rules live here: no pass while stopping (S1), automatic passes only while running and
+never for an unhealthy or backing-off user (S3). A pass that finds the lease taken asks its
+holder for a re-run, so a push notification arriving during a pass is never dropped (K14).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from synccore.models import (
+    Environment,
+    Health,
+    SynchronizerState,
+    SyncKind,
+    SyncRun,
+    SyncUser,
+    Trigger,
+    UserLease,
+)
+from synccore.runtime import config, leases, queue
+from synccore.sync.runs import PassAborted, PassContext
+from synccore.sync.service import kind_enabled, pass_runner
+
+KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR)
+AUTOMATIC = (Trigger.SCHEDULE, Trigger.START, Trigger.PUSH)
+RUN_PASS = "synccore.tasks.run_pass"
+
+
+def active_users(env: Environment) -> list[SyncUser]:
+    return list(
+        SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings")
+    )
+
+
+def enqueued_field(kind: str) -> str:
+    """The lease row's field that says when this kind's pass was last enqueued."""
+    return "contacts_enqueued_at" if kind == SyncKind.CONTACTS else "calendar_enqueued_at"
+
+
+def runnable_kind(user: SyncUser, kind: str) -> bool:
+    return kind_enabled(user, kind)
+
+
+def skip_reason(user: SyncUser, trigger: str) -> str:
+    """S3: automatic passes leave unhealthy users alone and wait out a user's back-off."""
+    if trigger not in AUTOMATIC:
+        return ""  # an administrator asked for this pass explicitly
+    if user.health == Health.UNHEALTHY:
+        return "unhealthy"
+    if user.backoff_until and user.backoff_until > timezone.now():
+        return "backing off"
+    return ""
+
+
+def halted(state: str, trigger: str) -> bool:
+    """No pass while stopping (S1); automatic passes (start, schedule, push) only while running;
+    an administrator's sync-now also while stopped."""
+    return state == SynchronizerState.STOPPING or (trigger in AUTOMATIC and state != SynchronizerState.RUNNING)
+
+
+def enqueue_pass(
+    user: SyncUser, kind: SyncKind | str, *, full: bool, trigger: str = Trigger.MANUAL, broker: Any = None
+) -> None:
+    leases.ensure(user.pk)
+    UserLease.objects.filter(sync_user_id=user.pk).update(**{enqueued_field(kind): timezone.now()})
+    queue.enqueue(RUN_PASS, user.pk, str(kind), str(trigger), full, broker=broker)
+
+
+def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False) -> str:
+    """Run one pass for one mailbox under its lease. Returns what happened, for the task result."""
+    user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
+    if user is None or not user.active:
+        return "skipped: no such active user"
+    env = user.environment
+    if halted(env.state, trigger):
+        return f"skipped: the synchronizer is {env.state}"
+    if not runnable_kind(user, kind):
+        return "skipped: kind disabled"
+    reason = skip_reason(user, trigger)
+    if reason:
+        return f"skipped: {reason}"
+    holder = leases.new_holder()
+    ttl = config.lease_ttl_s()
+    if not leases.acquire(user.pk, holder, ttl):
+        # Busy: ask the holder to run this kind again when done, rather than dropping the change.
+        leases.request_rerun(user.pk, kind, trigger)
+        if not leases.acquire(user.pk, holder, ttl):  # the holder may have finished meanwhile
+            return "deferred: another worker holds this mailbox"
+        leases.take_reruns_of(user.pk, kind)
+    try:
+        # Read again under the lease: a stop that came after the first look must not be followed
+        # by a pass that starts now (S1), and a pass that saw "running" here is one stop waits out
+        # at its next item boundary.
+        state = Environment.objects.filter(pk=env.pk).values_list("state", flat=True).first()
+        if state is None or halted(state, trigger):
+            return f"skipped: the synchronizer is {state}"
+        leases.close_orphaned_runs(user.pk)
+        began_running = state == SynchronizerState.RUNNING
+
+        def should_stop() -> bool:
+            # Before each write batch: keep the lease, or stop before writing without it.
+            if not leases.renew(user.pk, holder, ttl):
+                raise PassAborted("The lease on this mailbox was lost (taken over after expiry).")
+            state = Environment.objects.filter(pk=env.pk).values_list("state", flat=True).first()
+            return state == SynchronizerState.STOPPING or (
+                began_running and state != SynchronizerState.RUNNING
+            )
+
+        ctx = PassContext(trigger=trigger, full=full, should_stop=should_stop)
+        run = pass_runner(kind)(user.pk, ctx)
+        SyncRun.objects.filter(pk=run.pk).update(worker=leases.worker_name())
+        result = f"{run.outcome}"
+    finally:
+        leases.release(user.pk, holder)
+    for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
+        queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
+    return result
+
+
+def push_calendar(user_id: int) -> bool:
+    """A push notification for one mailbox: enqueue its calendar pass now. False if not wanted."""
+    return push_pass(user_id, SyncKind.CALENDAR)
+
+
+def push_pass(user_id: int, kind: str) -> bool:
+    """A push notification (EWS stream or Graph webhook) or a catch-up for one mailbox: enqueue
+    a pass of that kind now. False if not wanted (synchronizer not running, kind off).
+
+    A pass that finds the mailbox's lease taken asks its holder for a re-run (`run_pass`), so a
+    notification that arrives during a pass is never dropped."""
+    user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
+    if user is None or not user.active:
+        return False
+    env = user.environment
+    if env.state != SynchronizerState.RUNNING or not runnable_kind(user, kind):
+        return False
+    enqueue_pass(user, kind, full=False, trigger=Trigger.PUSH)
+    return True

@@ -1,0 +1,404 @@
+"""The synchronizer's service functions: the one door of the console, the API, the admin, the
+webhooks and the commands.
+
+Each takes ids and returns plain data (or the row it changed); the passes they lead to are
+enqueued on the workers (`scheduling`, `passes`, `push`). start / stop / sync_now / status /
+test_connection drive the synchronizer of an environment; the administrator's actions on users,
+items and conflicts follow.
+
+Illegal transitions raise ``IllegalTransition`` (the API answers 409); a start whose settings or
+connection fail raises ``StartFailed`` after moving the environment to "failed" with the reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from synccore.models import (
+    Activity,
+    Attendee,
+    Conflict,
+    ConflictChoice,
+    Environment,
+    Health,
+    ItemLink,
+    LinkState,
+    Outcome,
+    SynchronizerState,
+    SyncKind,
+    SyncRun,
+    SyncUser,
+    Trigger,
+)
+from synccore.runtime import config, passes, push, queue, scheduling
+from synccore.runtime.push import graph as graph_push
+from synccore.sync import contacts
+from synccore.sync.connection import ConnectionReport, check_connection
+
+KINDS = passes.KINDS
+
+# Link states an administrator is shown in “items needing attention”.
+ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD)
+ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD)
+_KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "activity": SyncKind.CALENDAR}
+
+
+class RuntimeServiceError(Exception):
+    """Base of the runtime's errors; the message is for people."""
+
+
+class IllegalTransition(RuntimeServiceError):
+    pass
+
+
+class StartFailed(RuntimeServiceError):
+    pass
+
+
+class UnknownUser(RuntimeServiceError):
+    pass
+
+
+class UserStillActive(RuntimeServiceError):
+    """Removing synchronized items from an active user's mailbox would be undone by the next pass."""
+
+
+# --- The synchronizer of an environment (S1, S2, S4) -------------------------------------------
+
+
+def _locked_environment(environment_id: int) -> Environment:
+    return Environment.objects.select_for_update().get(pk=environment_id)
+
+
+def start(environment_id: int) -> dict[str, Any]:
+    """Validate, test the connection, move to running and enqueue the first pass (S1)."""
+    with transaction.atomic():
+        env = _locked_environment(environment_id)
+        if env.state in (SynchronizerState.RUNNING, SynchronizerState.STARTING):
+            raise IllegalTransition(f"The synchronizer of {env.name} is already {env.state}.")
+        if env.state == SynchronizerState.STOPPING:
+            raise IllegalTransition(
+                f"The synchronizer of {env.name} is still stopping; start it once it has stopped."
+            )
+        env.set_state(SynchronizerState.STARTING)
+    problems = env.settings.connection_problems()
+    if problems:
+        _fail_start(env, " ".join(problems))
+    report = test_connection(environment_id)
+    if not report.ok:
+        _fail_start(env, report.error or "The connection test failed.")
+    # Running before anything is enqueued: passes refuse to start for an environment not running.
+    env.set_state(SynchronizerState.RUNNING)
+    scheduling.schedule_environment(env)
+    return status(environment_id)
+
+
+def _fail_start(env: Environment, reason: str) -> None:
+    # Nothing may keep ticking for an environment that failed to start.
+    scheduling.unschedule_environment(env)
+    env.set_state(SynchronizerState.FAILED, reason)
+    raise StartFailed(reason)
+
+
+def stop(environment_id: int) -> dict[str, Any]:
+    """No new passes; a pass in flight stops at its next item boundary (S1)."""
+    with transaction.atomic():
+        env = _locked_environment(environment_id)
+        if env.state in (SynchronizerState.STOPPED, SynchronizerState.STOPPING):
+            raise IllegalTransition(f"The synchronizer of {env.name} is not running.")
+        env.set_state(SynchronizerState.STOPPING)
+    scheduling.unschedule_environment(env)
+    env.set_state(SynchronizerState.STOPPED)
+    push.stopped(env)
+    return status(environment_id)
+
+
+def sync_now(
+    environment_id: int, *, user_email: str | None = None, kind: str = "all", full: bool = False
+) -> dict[str, Any]:
+    """Enqueue passes now for one user or every active user (S4 when full)."""
+    env = Environment.objects.get(pk=environment_id)
+    users = _users(env, user_email)
+    kinds = list(KINDS) if kind == "all" else [SyncKind(kind)]
+    trigger = Trigger.FULL if full else Trigger.MANUAL
+    broker = queue.current_broker()
+    for one_kind in kinds:  # kind by kind: see scheduling.schedule_environment
+        for user in users:
+            if passes.runnable_kind(user, one_kind):
+                passes.enqueue_pass(user, one_kind, full=full, trigger=trigger, broker=broker)
+    return status(environment_id)
+
+
+def sync_all(environment_id: int, *, user_email: str | None = None) -> dict[str, Any]:
+    """S4: a full re-sync (every item re-written), per user or for the whole environment."""
+    return sync_now(environment_id, user_email=user_email, kind="all", full=True)
+
+
+def _users(env: Environment, user_email: str | None) -> list[SyncUser]:
+    if not user_email:
+        return passes.active_users(env)
+    users = SyncUser.objects.filter(
+        environment=env, active=True, mailbox_email__iexact=user_email
+    ).select_related("environment__settings")
+    if not users:
+        raise UnknownUser(f"{user_email} is not an active sync user of {env.name}.")
+    return list(users)
+
+
+def test_connection(environment_id: int) -> ConnectionReport:
+    """Try the environment's Exchange connection and say what was tried and why it failed."""
+    env = Environment.objects.select_related("settings").get(pk=environment_id)
+    problems = env.settings.connection_problems()
+    if problems:
+        return ConnectionReport(ok=False, tried=["Checked the settings"], error=" ".join(problems))
+    return check_connection(env)
+
+
+def status(environment_id: int) -> dict[str, Any]:
+    """The runtime status for the console and the API (S2)."""
+    env = Environment.objects.select_related("settings").get(pk=environment_id)
+    users = SyncUser.objects.filter(environment=env).select_related("lease").order_by("mailbox_email")
+    last_runs = _last_runs(env)
+    # Push over Graph (subscriptions) or EWS (the listener's streams): None where nothing is held.
+    subscriptions = push.status_by_user(env)
+    return {
+        "environment": env.name,
+        "id": env.pk,
+        "state": env.state,
+        "since": _iso(env.state_changed_at),
+        "reason": env.state_reason,
+        "queue_depth": queue.queue_depth(),
+        "workers": queue.live_clusters(),
+        "users": [
+            {
+                "email": user.mailbox_email,
+                "active": user.active,
+                "health": user.health,
+                "last_error": user.last_error,
+                **{
+                    kind.value: {
+                        "enabled": user.contacts_enabled
+                        if kind == SyncKind.CONTACTS
+                        else user.calendar_enabled,
+                        "last_pass": _run_summary(last_runs.get((user.pk, kind.value))),
+                        "next_due": _iso(_next_due(env, user, kind)),
+                        "push": subscriptions.get((user.pk, kind.value)),
+                    }
+                    for kind in KINDS
+                },
+            }
+            for user in users
+        ],
+    }
+
+
+def _last_runs(env: Environment) -> dict[tuple[int, str], SyncRun]:
+    latest: dict[tuple[int, str], SyncRun] = {}
+    # One query: newest first, keep the first per (user, kind).
+    for run in SyncRun.objects.filter(environment=env, sync_user__isnull=False).order_by("-started_at")[
+        :2000
+    ]:
+        latest.setdefault((run.sync_user_id, run.kind), run)
+    return latest
+
+
+def _run_summary(run: SyncRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.pk,
+        "trigger": run.trigger,
+        "outcome": run.outcome,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "progress": {"done": run.progress_done, "total": run.progress_total},
+        "error": run.error,
+        **run.counts(),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _next_due(env: Environment, user: SyncUser, kind: SyncKind) -> datetime | None:
+    if env.state != SynchronizerState.RUNNING or not user.active or user.health == Health.UNHEALTHY:
+        return None
+    lease = getattr(user, "lease", None)
+    enqueued = getattr(lease, passes.enqueued_field(kind)) if lease else None
+    due = (enqueued or timezone.now()) + config.pull_interval(env)
+    if user.backoff_until and user.backoff_until > due:
+        due = user.backoff_until
+    return due
+
+
+def running_progress(environment_id: int) -> dict[int, tuple[int, int]]:
+    """Progress (done, total) of the passes running now, per sync user id (S4)."""
+    progress: dict[int, tuple[int, int]] = {}
+    for run in SyncRun.objects.filter(environment_id=environment_id, outcome=Outcome.RUNNING):
+        done, total = progress.get(run.sync_user_id, (0, 0))
+        progress[run.sync_user_id] = (done + run.progress_done, total + run.progress_total)
+    return progress
+
+
+# --- Administrator changes to settings and sync users ------------------------------------------
+
+
+def configuration_changed(environment_id: int) -> None:
+    """Settings or sync users of an environment were saved (console, API, admin): what runs
+    follows at once. Ticks read the pull interval as configured at each tick and the EWS push
+    listener re-reads its streams at every poll; Graph subscriptions are maintained now when
+    they no longer match what is wanted (`push.follow`)."""
+    push.follow(environment_id)
+
+
+def set_active(user_id: int, active: bool) -> None:
+    """(De)activate a sync user. Deactivating stops its synchronization and leaves its mailbox as
+    it is (C7)."""
+    user = SyncUser.objects.get(pk=user_id)
+    SyncUser.objects.filter(pk=user_id).update(active=active, updated_at=timezone.now())
+    configuration_changed(user.environment_id)
+
+
+def delete_user(user_id: int) -> None:
+    """Delete a sync user (its links and runs go with it) and its push subscriptions."""
+    user = SyncUser.objects.get(pk=user_id)
+    with transaction.atomic():
+        push.release(user)
+        user.delete()
+
+
+# --- Administrator actions on one user, item or conflict (S3, §5, K8, C7) -----------------------
+
+
+def reenable(user_id: int) -> SyncUser:
+    """An unhealthy user (a permanent error) is synchronized again; with the synchronizer
+    running, at once."""
+    SyncUser.objects.filter(pk=user_id).update(
+        health=Health.HEALTHY, backoff_until=None, updated_at=timezone.now()
+    )
+    _enqueue_now(user_id)
+    return SyncUser.objects.get(pk=user_id)
+
+
+def confirm_deletions(user_id: int) -> SyncUser:
+    """The administrator allows the next pass to delete beyond the safety limit (§5); it runs
+    now."""
+    contacts.allow_deletions_beyond_limit(user_id)
+    _enqueue_now(user_id)
+    return SyncUser.objects.get(pk=user_id)
+
+
+def _enqueue_now(user_id: int) -> None:
+    user = SyncUser.objects.select_related("environment__settings").get(pk=user_id)
+    if user.environment.state != SynchronizerState.RUNNING or not user.active:
+        return
+    broker = queue.current_broker()
+    for kind in KINDS:
+        if passes.runnable_kind(user, kind):
+            passes.enqueue_pass(user, kind, full=False, trigger=Trigger.MANUAL, broker=broker)
+
+
+def retry_item(link_id: int) -> ItemLink:
+    """Retry a failed or skipped item now: a pass for its user and kind (held items: confirm)."""
+    link = ItemLink.objects.select_related("sync_user").get(pk=link_id)
+    if link.state == LinkState.HELD:
+        confirm_deletions(link.sync_user_id)
+    else:
+        sync_now(
+            link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value
+        )
+    return link
+
+
+def resolve_conflict(conflict_id: int, keep: str, resolved_by: str) -> Conflict:
+    """Keep the CRM or the Exchange value of a conflicting field (K8).
+
+    The kept value is written to the CRM record; the next calendar pass sees the CRM side differ
+    from the last agreed snapshot and writes it to Exchange, as for any CRM edit.
+    """
+    keep = ConflictChoice(keep)
+    with transaction.atomic():
+        conflict = Conflict.objects.select_for_update().select_related("link").get(pk=conflict_id)
+        record = conflict.link.crm_record
+        value = conflict.crm_value if keep == ConflictChoice.CRM else conflict.exchange_value
+        if record is not None and _is_plain_field(record, conflict.field):
+            field = record._meta.get_field(conflict.field)
+            setattr(record, field.attname, field.to_python(value))
+            record.save()
+        conflict.choice = keep
+        conflict.resolved_at = timezone.now()
+        conflict.resolved_by = resolved_by
+        conflict.save(update_fields=["choice", "resolved_at", "resolved_by"])
+    if conflict.link.activity_id:
+        environment_id, activity_id = conflict.link.environment_id, conflict.link.activity_id
+        transaction.on_commit(lambda: notify_crm_change(environment_id, [activity_id]))
+    return conflict
+
+
+def _is_plain_field(record: Model, name: str) -> bool:
+    try:
+        field = record._meta.get_field(name)
+    except Exception:  # FieldDoesNotExist: the conflict names an Exchange-only field
+        return False
+    return field.concrete and not field.is_relation and field.editable
+
+
+def remove_synchronized_items(sync_user_id: int) -> int:
+    """C7: clean a deactivated user's mailbox of the contacts this product wrote; how many."""
+    user = SyncUser.objects.get(pk=sync_user_id)
+    if user.active:
+        raise UserStillActive(f"Deactivate {user.mailbox_email} first: its next pass would write them again.")
+    return contacts.remove_synchronized_items(user.pk, confirm=True)
+
+
+# --- Push (K14) ---------------------------------------------------------------------------------
+
+
+def notify_crm_change(environment_id: int, activity_ids: list[int]) -> None:
+    """A CRM-side change to synchronized activities (K14).
+
+    With push on and the synchronizer running, enqueues a calendar pass for each sync user the
+    activities concern, once the transaction commits (a worker must see the committed change);
+    otherwise the next pull pass picks the change up.
+    """
+    transaction.on_commit(lambda: _push_crm_change(environment_id, list(activity_ids)))
+
+
+def _push_crm_change(environment_id: int, activity_ids: list[int]) -> None:
+    env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
+    if env is None or env.state != SynchronizerState.RUNNING or not env.settings.push_enabled:
+        return
+    for user in _concerned_users(env, activity_ids):
+        passes.push_calendar(user.pk)
+
+
+def _concerned_users(env: Environment, activity_ids: list[int]) -> list[SyncUser]:
+    rows = Activity.all_objects.filter(pk__in=activity_ids).values("organizer_id", "organizer_email")
+    employees = {row["organizer_id"] for row in rows if row["organizer_id"]}
+    emails = {row["organizer_email"].lower() for row in rows if row["organizer_email"]}
+    for row in Attendee.objects.filter(activity_id__in=activity_ids).values("employee_id", "email"):
+        if row["employee_id"]:
+            employees.add(row["employee_id"])
+        if row["email"]:
+            emails.add(row["email"].lower())
+    everyone = passes.active_users(env)
+    users = [user for user in everyone if user.employee_id in employees or user.mailbox_email.lower() in emails]
+    # An activity whose people we cannot tell (deleted with its attendees): every calendar user.
+    return users or everyone
+
+
+def receive_graph_notifications(entries: list[Any]) -> int:
+    """Graph's change notifications (the webhook): a targeted pass per mailbox named."""
+    return graph_push.receive_notifications(entries)
+
+
+def receive_graph_lifecycle(entries: list[Any]) -> int:
+    """Graph's lifecycle notifications (the webhook): catch up, renew or subscribe again."""
+    return graph_push.receive_lifecycle(entries)
