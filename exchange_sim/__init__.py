@@ -4,6 +4,7 @@ Layout
 ------
 ``store.py``        the mailbox store with Exchange semantics (ids, change keys, folders, journal, sync states)
 ``calendar.py``     recurrence expansion, occurrences/exceptions, Windows time zones
+``tasks.py``        task items: completion (Status / PercentComplete / CompleteDate), dates kept as days
 ``meetings.py``     invitations, updates, cancellations and responses between simulator mailboxes
 ``notifications.py`` pull and streaming subscriptions fed from the store's journal
 ``user.py``         `MailboxUser`: act like a person in Outlook
@@ -58,6 +59,9 @@ Acting as a person in Outlook (`MailboxUser`; folders by distinguished name, pat
     bob.accept(item) / decline / tentative / dismiss_reminder(item)
     carol.receive_meeting("Supplier call", start, end, "ext@fabrikam.example", uid="EXT-1")  # external organizer
     alice.touch(item)               # Exchange's own rewrite: only the change key moves
+    task = alice.create_task("Call Ann", DueDate=date(2027, 3, 10), Importance="High")   # Tasks folder = To Do's default list
+    alice.complete_task(task)       # Status Completed, PercentComplete 100, CompleteDate today (see `tasks`)
+    alice.edit(task, Status="NotStarted"); alice.tasks()
 
 Item refs may be a store `Item`, an id string, or anything with ``.id`` (an exchangelib item).
 Property names are EWS element names; values are str/bool/int, aware datetimes, lists and dicts.
@@ -125,7 +129,7 @@ the other way round (property names differ, the store is the same; the sync id w
     sim.ca_bundle                 # PEM file of the test CA (httpx/msal verify=...)
     sim.graph_app, sim.tenant     # ("demo-client", "demo-secret"), "contoso" (GUID and contoso.onmicrosoft.com too)
     sim.graph.add_app("crm", "pw", mailboxes=["alice@contoso.example"])   # an application access policy: 403 elsewhere
-    sim.graph.add_app("dir", "pw", roles=("User.Read.All", "Contacts.ReadWrite"))  # default roles: Contacts/Calendars.ReadWrite
+    sim.graph.add_app("dir", "pw", roles=("User.Read.All", "Contacts.ReadWrite"))  # default roles: Contacts/Calendars.ReadWrite, Tasks.ReadWrite.All
     sim.graph.expire_tokens()     # or sim.clock.advance(timedelta(hours=1)): 401 InvalidAuthenticationToken
     sim.counters.for_mailbox("alice@contoso.example", protocol="graph")   # Graph requests are "graph.<resource>.<action>"
     Simulator(graph=False)        # EWS only
@@ -157,6 +161,13 @@ what left the window, and for events changed outside it, as Graph documents). Cr
 through Graph always sends (invitee copies appear as with EWS SendToAllAndSaveCopy; ``sim.meetings.delivery_delay``
 applies); deleting or cancelling the organizer's copy sends cancellations. ``transactionId`` makes a create
 idempotent; ``Prefer: outlook.timezone`` sets the zone of answers (Windows or IANA names, else UTC).
+
+Microsoft To Do over the same store (`exchange_sim.graph.todo`): ``users/{user}/todo/lists`` (the default list,
+``wellknownListName: defaultList``, is the EWS Tasks folder; other lists are task folders), ``lists/{id}/tasks``
+(list with ``$top``/``$skip``/``$filter``/``$expand=linkedResources``, create, read, PATCH with ``If-Match``/412,
+DELETE), ``tasks/delta`` (``@removed``, nextLink/deltaLink), ``tasks/{id}/linkedResources`` (+ ``/{id}``); the app
+role is Tasks.ReadWrite.All (or Tasks.Read.All to read). A client's own id rides in a linkedResource's
+``externalId``; Graph documents no filter on it, so find a task by listing with ``$expand=linkedResources``.
 
 Change notifications: ``POST /v1.0/subscriptions`` (resources ``users/{user}/contacts``,
 ``users/{user}/contactFolders/{id}/contacts``, ``users/{user}/events``, ``users/{user}/calendar/events``,

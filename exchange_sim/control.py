@@ -14,9 +14,15 @@
     GET  /_sim/mailboxes/<address>/items?folder=contacts
     POST /_sim/mailboxes/<address>/contacts    {"folder": "contacts", "props": {...}}
     POST /_sim/mailboxes/<address>/events      {"subject", "start", "end", "time_zone", "send", "props": {...}}
+    POST /_sim/mailboxes/<address>/tasks       {"subject", "folder": "tasks", "props": {...}}  a task as the user makes it in
+                                               Outlook or To Do (the Tasks folder is To Do's default list), e.g. props
+                                               {"DueDate": "2027-03-10", "Importance": "High", "Status": "InProgress",
+                                               "ReminderIsSet": true, "ReminderDueBy": ISO, "Categories": [...]}
     POST /_sim/mailboxes/<address>/folders     {"name": "CRM", "parent": "contacts"}
-    POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes); <id> URL-encoded (ids hold '/')
-    POST /_sim/items/<id>/delete               {"hard": false}
+    POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes); <id> URL-encoded (ids hold '/'); on a
+                                               task {"props": {"Status": "Completed"}} ticks it off (100 %, completed
+                                               today) and {"Status": "NotStarted"} reopens it, as Exchange does
+    POST /_sim/items/<id>/delete               {"hard": false}  (a task too: to Deleted Items, or gone with hard)
     POST /_sim/items/<id>/move                 {"folder": "contacts/Old"}
     POST /_sim/items/<id>/accept | decline | tentative | dismiss_reminder
     GET  /_sim/log                             POST /_sim/log {"enabled": true} | {"clear": true}
@@ -176,6 +182,9 @@ class ControlApi:
                 **props,
             )
             return 201, item_json(item)
+        if method == "POST" and what == "tasks":
+            props = props_from_json("Task", data.get("props", {}))
+            return 201, item_json(user.create_task(data["subject"], data.get("folder", "tasks"), **props))
         if method == "POST" and what == "folders":
             folder = user.create_folder(data["name"], data.get("parent", "contacts"), data.get("folder_class"))
             return 201, folder.__dict__

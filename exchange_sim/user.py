@@ -120,6 +120,19 @@ class MailboxUser:
     def move(self, ref: ItemRef, folder: str) -> Item:
         return self.store.move_item(_id(ref), self.folder(folder).id)
 
+    # ---- tasks (see tasks.py for the semantics) ---------------------------------------------------
+    def create_task(self, subject: str, folder: str = "tasks", extended: dict[ExtendedKey, Any] | None = None, **props: Any) -> Item:
+        """``create_task("Call Ann", DueDate=date(2027, 3, 10), Importance="High")``: a task in the Tasks folder
+        (Microsoft To Do's default list)."""
+        return self.store.create_item(self.folder(folder).id, "Task", {"Subject": subject, **props}, extended, context={"by_user": True})
+
+    def tasks(self, folder: str = "tasks") -> list[Item]:
+        return self.items(folder, "Task")
+
+    def complete_task(self, ref: ItemRef) -> Item:
+        """Tick the task off, as in Outlook or To Do: Completed, 100 %, completed today."""
+        return self.edit(ref, Status="Completed")
+
     # ---- calendar (see calendar.py / meetings.py for the semantics) --------------------------------
     def create_event(
         self,

@@ -2,6 +2,7 @@
 
 ``frontend``  `GraphFrontEnd` (``sim.graph``): apps, tokens, throttling, delta tokens, subscriptions, TLS
 ``contacts``  contact folders and contacts; ``events`` calendars and events; ``extended`` extended properties
+``todo``      Microsoft To Do: task lists, tasks, linkedResources, tasks delta
 ``delta``     contacts delta and the tokens; ``calendar_delta`` calendarView/delta; ``subscriptions`` webhooks
 ``zones``     time zone names; ``values`` date formats
 ``server``    the TLS listener: /v1.0, /{tenant}/oauth2/v2.0/token, openid-configuration, /_sim/
@@ -18,7 +19,7 @@ Deviations from Microsoft Graph (deliberate)
   (msal needs ``instance_discovery=False`` or ``validate_authority=False``).
 * HTTP/1.1 only (ALPN offers no h2); the certificate is for 127.0.0.1, localhost and the bound host.
 * Users are the simulator's mailboxes; a user's id is a GUID derived from the address; reading users needs
-  the app role User.Read.All (the demo app has Contacts.ReadWrite and Calendars.ReadWrite only).
+  the app role User.Read.All (the demo app has Contacts.ReadWrite, Calendars.ReadWrite and Tasks.ReadWrite.All only).
 * ``contactFolders/contacts`` names the default Contacts folder (clients do use it; Microsoft documents
   well-known names for mail folders only). ``users/{id}/contacts/delta`` is the default folder's delta.
 * Delta page size: ``Prefer: odata.maxpagesize`` up to 200, default ``sim.graph.page_size`` (10); contacts
@@ -40,6 +41,15 @@ Deviations from Microsoft Graph (deliberate)
   Notifications go out one batch per URL as changes happen; retries follow ``retry_delays`` (seconds, real
   time), not Graph's four hours. A ``reauthorizationRequired`` sent by the hook does not pause notifications.
   Subscriptions live in memory (not in the ``--state`` file).
+* Microsoft To Do: the lists are the mailbox's task folders (the default list is the Tasks folder; there is no
+  ``flaggedEmails`` list); checklistItems, attachments, task recurrence and open extensions are not served. A task's
+  body is answered as Exchange keeps it (HTML; text with ``Prefer: outlook.body-content-type="text"``, and an empty
+  body as empty text). ``dueDateTime``/``startDateTime``/``completedDateTime`` are days kept as midnight UTC (the
+  UTC date of what was written), answered as that instant in UTC or the preferred zone. A ``$filter`` on
+  ``linkedResources`` is refused (400): Graph documents none; clients list with ``$expand=linkedResources``.
+  Writing a task's linkedResources is a change of the task (change key, delta). A task DELETE moves it to
+  Deleted Items. Tasks delta takes ``$select`` only. To Do's own error code ``invalidRequest`` is used for its
+  rules (one linkedResource at create, the default list cannot be renamed or deleted).
 * ``cancel``/``accept``/``decline`` answer 202 at once; invitee copies and responses are delivered by the
   meetings layer (immediately unless ``sim.meetings.delivery_delay`` is set).
 """

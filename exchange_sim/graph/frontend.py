@@ -36,7 +36,7 @@ class GraphFrontEnd:
         apps: list[tuple[str, str]] | list[tuple[str, str, list[str] | None]] | None = None,
         tls_dir: str | None = None,
     ) -> None:
-        from exchange_sim.graph import calendar_delta, contacts, delta, events, subscriptions  # noqa: F401  (routes)
+        from exchange_sim.graph import calendar_delta, contacts, delta, events, subscriptions, todo  # noqa: F401  (routes)
 
         self.sim = simulator
         self.port = port
@@ -63,7 +63,7 @@ class GraphFrontEnd:
         return self.directory.tenant.id
 
     def add_app(self, client_id: str, secret: str, mailboxes: list[str] | None = None, roles: tuple[str, ...] | None = None) -> App:
-        """Register an app (roles default: Contacts.ReadWrite, Calendars.ReadWrite); mailboxes restricts it."""
+        """Register an app (roles default: Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite.All); mailboxes restricts it."""
         if roles is None:
             return self.directory.add_app(client_id, secret, mailboxes)
         return self.directory.add_app(client_id, secret, mailboxes, roles)

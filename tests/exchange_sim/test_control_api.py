@@ -32,6 +32,22 @@ def test_it_creates_edits_and_deletes_a_contact_like_a_user(exchange_sim: Simula
     assert account.contacts.all().count() == 0
 
 
+def test_it_creates_completes_and_deletes_a_task_like_a_user(exchange_sim: Simulator, account):
+    made = call(
+        exchange_sim,
+        "mailboxes/alice@contoso.example/tasks",
+        {"subject": "Call Ann", "props": {"DueDate": "2027-03-10", "Importance": "High", "Status": "InProgress"}},
+    )
+    task = account.tasks.get(id=made["id"])
+    assert (task.subject, task.importance, task.status, str(task.due_date)) == ("Call Ann", "High", "InProgress", "2027-03-10")
+    item_path = "items/" + urllib.parse.quote(made["id"], safe="")
+    done = call(exchange_sim, f"{item_path}/edit", {"props": {"Status": "Completed"}})
+    assert done["props"]["PercentComplete"] == 100.0 and done["props"]["CompleteDate"]
+    assert account.tasks.get(id=made["id"]).is_complete
+    call(exchange_sim, f"{item_path}/delete", {})
+    assert account.tasks.all().count() == 0
+
+
 def test_it_arms_and_clears_faults(exchange_sim: Simulator, account):
     account.contacts  # noqa: B018
     call(exchange_sim, "faults", {"kind": "server_busy", "times": 1, "back_off_ms": 10})
