@@ -20,30 +20,25 @@ Choices that matter (see docs/exchange-online.md):
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import hashlib
-import json
 import logging
 import ssl
 import threading
 import time as clock
-import zlib
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
-from zoneinfo import ZoneInfo
 
 import httpx
 import msal
 import requests
 import requests.adapters
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
-from synccore.mailbox import base, recurrence
+from synccore.mailbox import base
 from synccore.mailbox.base import (
     CalendarEvent,
     ChangePage,
@@ -55,6 +50,32 @@ from synccore.mailbox.base import (
     RemoteRef,
 )
 from synccore.mailbox.counting import RequestCounter
+from synccore.mailbox.graph.translation import (
+    ALL_CARD_FIELDS,
+    BUSINESS_FAX_PROPERTY_ID,
+    EVENT_SELECT,
+    EXPAND_SYNC_ID,
+    SYNC_ID_PROPERTY_ID,
+    UTC_TIMES,
+    CalendarToken,
+    change_key_of,
+    contact_body,
+    copy_body,
+    deletion_results,
+    event_body,
+    event_from_graph,
+    extended_value,
+    graph_time,
+    if_match,
+    instance_span,
+    iso_z,
+    item_results,
+    odata_string,
+    parse_iso,
+    recurrence_to_rrule,
+    rrule_to_recurrence,
+    sync_id_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +86,6 @@ PAGE_SIZE = 1000  # $top of lists (Graph's largest)
 DELTA_PAGE_SIZE = 200  # odata.maxpagesize of delta rounds: Exchange Online serves at most 200
 DEFAULT_CONTACTS = "contacts"  # the well-known name of the default Contacts folder
 FIND_CHUNK = 20  # sync ids looked up one by one (one $batch) before the whole folder is listed
-SYNC_ID_PROPERTY_ID = f"String {{{base.PROPERTY_SET_ID}}} Name {base.SYNC_ID_PROPERTY}"
-# Graph v1.0 contacts have no fax property: PidTagBusinessFaxNumber is what Outlook shows as
-# "Business fax" (EWS's PhoneNumbers/BusinessFax).
-BUSINESS_FAX_PROPERTY_ID = "String 0x3A24"
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 UNAUTHORIZED_LIMIT = 3
 UNAUTHORIZED_WINDOW_S = 30.0
@@ -265,38 +282,6 @@ def _query(**params: str | int) -> str:
     return "&".join(f"${name}={quote(str(value), safe=_QUERY_SAFE)}" for name, value in params.items())
 
 
-def _odata_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _sync_id_filter(sync_id: str) -> str:
-    return (
-        f"singleValueExtendedProperties/Any(ep: ep/id eq {_odata_string(SYNC_ID_PROPERTY_ID)} "
-        f"and ep/value eq {_odata_string(sync_id)})"
-    )
-
-
-_EXPAND_SYNC_ID = f"singleValueExtendedProperties($filter=id eq {_odata_string(SYNC_ID_PROPERTY_ID)})"
-
-
-def _extended(entity: dict[str, Any], property_id: str) -> str:
-    for prop in entity.get("singleValueExtendedProperties") or []:
-        if str(prop.get("id", "")).lower() == property_id.lower():
-            return str(prop.get("value") or "")
-    return ""
-
-
-def _change_key(entity: dict[str, Any]) -> str:
-    key = entity.get("changeKey")
-    if key:
-        return str(key)
-    etag = str(entity.get("@odata.etag") or "")
-    return etag.removeprefix("W/").strip('"')
-
-
-def _if_match(change_key: str) -> dict[str, str]:
-    return {"If-Match": f'W/"{change_key}"'} if change_key else {}
-
 
 # --- One request, alone or inside a $batch --------------------------------------------------
 
@@ -329,392 +314,6 @@ class Answer:
     def error(self) -> MailboxError:
         return translate(self.status, self.body, retry_after=_retry_after_seconds(self.headers, 0) or None)
 
-
-# --- Contact cards ⇄ Graph contacts -----------------------------------------------------------
-
-_SIMPLE_FIELDS = {
-    "given_name": "givenName",
-    "middle_name": "middleName",
-    "surname": "surname",
-    "company_name": "companyName",
-    "job_title": "jobTitle",
-    "department": "department",
-    "business_homepage": "businessHomePage",
-    "office_location": "officeLocation",
-    "assistant_name": "assistantName",
-    "display_name": "displayName",
-    "file_as": "fileAs",
-    "notes": "personalNotes",
-    "mobile_phone": "mobilePhone",
-}
-_EMAIL_FIELDS = ("email_address_1", "email_address_2", "email_address_3")
-_BUSINESS_PHONES = ("business_phone", "business_phone_2")
-ALL_CARD_FIELDS = (*ContactCard.MAPPED, "display_name", "file_as")
-# Read-only or server-made properties left out when a contact is copied (a "move").
-_NOT_COPIED = frozenset(
-    {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId", "photo"}
-)
-
-
-def contact_body(card: ContactCard, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The Graph JSON of the named card fields (all of them when None); the sync id always."""
-    wanted = set(ALL_CARD_FIELDS if names is None else names)
-    creating = names is None
-    body: dict[str, Any] = {}
-    for name, prop in _SIMPLE_FIELDS.items():
-        if name in wanted:
-            value = getattr(card, name) or None
-            if value is not None or not creating:
-                body[prop] = value
-    if creating and not body.get("displayName"):
-        body["displayName"] = card.file_as or "(no name)"
-    if wanted & set(_EMAIL_FIELDS):
-        # Graph keeps the addresses as a list: Email1..3 are its positions.
-        body["emailAddresses"] = [{"address": getattr(card, n)} for n in _EMAIL_FIELDS if getattr(card, n)]
-    if wanted & set(_BUSINESS_PHONES):
-        body["businessPhones"] = [getattr(card, n) for n in _BUSINESS_PHONES if getattr(card, n)]
-    if "home_phone" in wanted:
-        body["homePhones"] = [card.home_phone] if card.home_phone else []
-    if "business_address" in wanted:
-        address = card.business_address
-        parts = {
-            "street": address.street,
-            "city": address.city,
-            "state": address.state,
-            "postalCode": address.postal_code,
-            "countryOrRegion": address.country,
-        }
-        parts = {k: v for k, v in parts.items() if v}
-        if parts or not creating:
-            body["businessAddress"] = parts or None
-    extended = []
-    if card.sync_id:
-        extended.append({"id": SYNC_ID_PROPERTY_ID, "value": card.sync_id})
-    if "business_fax" in wanted and (card.business_fax or not creating):
-        extended.append({"id": BUSINESS_FAX_PROPERTY_ID, "value": card.business_fax})
-    if extended:
-        body["singleValueExtendedProperties"] = extended
-    if creating:
-        body = {k: v for k, v in body.items() if v not in ([], None)}
-    return body
-
-
-def copy_body(contact: dict[str, Any]) -> dict[str, Any]:
-    """A contact as read, as the body of a create elsewhere (Graph v1.0 cannot move contacts)."""
-    body = {
-        key: value
-        for key, value in contact.items()
-        if key not in _NOT_COPIED and "@odata" not in key and value not in (None, [], "")
-    }
-    if "singleValueExtendedProperties" in body:
-        body["singleValueExtendedProperties"] = [
-            {"id": p["id"], "value": p.get("value")} for p in body["singleValueExtendedProperties"]
-        ]
-    return body
-
-
-# --- Calendar: events ⇄ calendar events -------------------------------------------------------
-
-_GRAPH_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_RESPONSES = {
-    "none": "Unknown",
-    "organizer": "Organizer",
-    "tentativelyAccepted": "Tentative",
-    "accepted": "Accept",
-    "declined": "Decline",
-    "notResponded": "NoResponseReceived",
-}
-_IANA_ZONES = frozenset(zoneinfo.available_timezones())
-# What the engine's field names write on a Graph event (times and the all-day flag go together:
-# Graph checks start, end and isAllDay against each other).
-_EVENT_PROPERTIES = {
-    "subject": ("subject",),
-    "body": ("body",),
-    "location": ("location",),
-    "start": ("start", "end", "isAllDay"),
-    "end": ("start", "end", "isAllDay"),
-    "is_all_day": ("start", "end", "isAllDay"),
-    "time_zone": ("start", "end", "isAllDay"),
-    "is_private": ("sensitivity",),
-    "reminder_minutes": ("isReminderOn", "reminderMinutesBeforeStart"),
-    "attendees": ("attendees",),
-    "recurrence": ("recurrence",),
-}
-EVENT_SELECT = (
-    "id,changeKey,subject,body,location,start,end,isAllDay,originalStartTimeZone,sensitivity,"
-    "isReminderOn,reminderMinutesBeforeStart,organizer,attendees,iCalUId,isOrganizer,isCancelled,"
-    "responseStatus,recurrence,type,seriesMasterId,lastModifiedDateTime"
-)
-UTC_TIMES = 'outlook.timezone="UTC"'
-
-
-def _zone(name: str) -> ZoneInfo:
-    if name in _IANA_ZONES:
-        return ZoneInfo(name)
-    raise base.InvalidItem(f"Unknown time zone “{name}”: the event is not written rather than shifted.")
-
-
-_UTC_NAMES = frozenset({"utc", "etc/utc", "tzone://microsoft/utc", "coordinated universal time"})
-
-
-def iana_zone(graph_zone: str) -> str | None:
-    """An event's zone as Graph names it (Windows or IANA) → IANA; None when unknown."""
-    if not graph_zone or graph_zone.lower() in _UTC_NAMES:
-        return "UTC"
-    if graph_zone in _IANA_ZONES:
-        return graph_zone
-    mapped = WINDOWS_TO_OLSON.get(graph_zone, "")
-    return mapped if mapped in _IANA_ZONES else None
-
-
-def _graph_time(moment: datetime, zone_name: str) -> dict[str, str]:
-    local = moment.astimezone(_zone(zone_name)).replace(tzinfo=None)
-    return {"dateTime": local.isoformat(timespec="seconds"), "timeZone": zone_name}
-
-
-def _graph_date(day: date, zone_name: str) -> dict[str, str]:
-    _zone(zone_name)
-    return {"dateTime": f"{day.isoformat()}T00:00:00", "timeZone": zone_name}
-
-
-def _parse_graph_time(value: dict[str, Any] | None) -> datetime | None:
-    """A dateTimeTimeZone read with ``Prefer: outlook.timezone="UTC"`` → aware UTC."""
-    if not value or not value.get("dateTime"):
-        return None
-    moment = datetime.fromisoformat(value["dateTime"][:19])
-    zone = iana_zone(value.get("timeZone") or "UTC") or "UTC"
-    return moment.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
-
-
-_GRAPH_WEEK_INDEXES = {1: "first", 2: "second", 3: "third", 4: "fourth", -1: "last"}
-_GRAPH_FREQUENCIES = {
-    "daily": "DAILY",
-    "weekly": "WEEKLY",
-    "absoluteMonthly": "MONTHLY",
-    "relativeMonthly": "MONTHLY",
-    "absoluteYearly": "YEARLY",
-    "relativeYearly": "YEARLY",
-}
-
-
-def rrule_to_recurrence(rrule: str, first: date, zone_name: str) -> dict[str, Any]:
-    """An RFC 5545 RRULE → a Graph patternedRecurrence (what Exchange can represent, as over EWS)."""
-    try:
-        p = recurrence.parse_rrule(rrule, first)
-    except recurrence.Unrepresentable as exc:
-        raise base.InvalidItem(str(exc)) from exc
-    days = [_GRAPH_DAYS[d] for d in p.weekdays]
-    pattern: dict[str, Any] = {"interval": p.interval}
-    if p.freq == "DAILY":
-        pattern["type"] = "daily"
-    elif p.freq == "WEEKLY":
-        pattern.update(type="weekly", daysOfWeek=days, firstDayOfWeek="monday")
-    elif p.week_index:
-        kind = "relativeMonthly" if p.freq == "MONTHLY" else "relativeYearly"
-        pattern.update(type=kind, daysOfWeek=days, index=_GRAPH_WEEK_INDEXES[p.week_index])
-    elif p.freq == "MONTHLY":
-        pattern.update(type="absoluteMonthly", dayOfMonth=p.day_of_month)
-    else:
-        pattern.update(type="absoluteYearly", dayOfMonth=p.day_of_month)
-    if p.freq == "YEARLY":
-        pattern["month"] = p.month
-    recurrence_range: dict[str, Any] = {"startDate": first.isoformat(), "recurrenceTimeZone": zone_name}
-    if p.count is not None:
-        recurrence_range.update(type="numbered", numberOfOccurrences=p.count)
-    elif p.until is not None:
-        recurrence_range.update(type="endDate", endDate=p.until.isoformat())
-    else:
-        recurrence_range["type"] = "noEnd"
-    return {"pattern": pattern, "range": recurrence_range}
-
-
-def recurrence_to_rrule(patterned: dict[str, Any]) -> str:
-    """A Graph patternedRecurrence → the RRULE the EWS backend reads for the same series."""
-    pattern, recurrence_range = patterned.get("pattern") or {}, patterned.get("range") or {}
-    kind = str(pattern.get("type"))
-    if kind not in _GRAPH_FREQUENCIES:
-        return f"X-GRAPH-PATTERN={kind}"
-    days = tuple(sorted(_GRAPH_DAYS.index(d.lower()) for d in pattern.get("daysOfWeek") or []))
-    indexes = {name: number for number, name in _GRAPH_WEEK_INDEXES.items()}
-    relative = kind.startswith("relative")
-    end = recurrence_range.get("endDate") if recurrence_range.get("type") == "endDate" else None
-    count = recurrence_range.get("numberOfOccurrences")
-    return recurrence.to_rrule(
-        recurrence.SeriesPattern(
-            freq=_GRAPH_FREQUENCIES[kind],
-            start=date.fromisoformat(recurrence_range.get("startDate") or "1970-01-01"),
-            interval=int(pattern.get("interval") or 1),
-            weekdays=days if kind == "weekly" or relative else (),
-            day_of_month=0 if relative else int(pattern.get("dayOfMonth") or 0),
-            month=int(pattern.get("month") or 0) if "Yearly" in kind else 0,
-            week_index=indexes.get(str(pattern.get("index") or "first").lower(), 1) if relative else 0,
-            count=int(count) if recurrence_range.get("type") == "numbered" and count else None,
-            until=date.fromisoformat(end) if end else None,
-        )
-    )
-
-
-def event_body(event: CalendarEvent, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The Graph JSON of the named event fields (all when None); the sync id always."""
-    creating = names is None
-    wanted: set[str] = set()
-    for name in _EVENT_PROPERTIES if creating else names:
-        wanted.update(_EVENT_PROPERTIES.get(name, ()))
-    body: dict[str, Any] = {}
-    if "subject" in wanted:
-        body["subject"] = event.subject
-    if "body" in wanted:
-        body["body"] = {"contentType": "text", "content": event.body}
-    if "location" in wanted:
-        body["location"] = {"displayName": event.location}
-    if "start" in wanted:
-        zone_name = event.time_zone or "UTC"
-        if event.is_all_day:
-            body["start"] = _graph_date(event.start_date, zone_name)
-            body["end"] = _graph_date(event.end_date, zone_name)
-        else:
-            body["start"] = _graph_time(event.start, zone_name)
-            body["end"] = _graph_time(event.end, zone_name)
-        body["isAllDay"] = event.is_all_day
-    if "sensitivity" in wanted:
-        body["sensitivity"] = "private" if event.is_private else "normal"
-    if "isReminderOn" in wanted:
-        body["isReminderOn"] = event.reminder_minutes is not None
-        body["reminderMinutesBeforeStart"] = event.reminder_minutes or 0
-    if "attendees" in wanted:
-        body["attendees"] = [
-            {
-                "emailAddress": {"address": a.email, **({"name": a.name} if a.name else {})},
-                "type": "required" if a.required else "optional",
-            }
-            for a in event.attendees
-        ]
-    if "recurrence" in wanted:
-        if event.recurrence:
-            zone_name = event.time_zone or "UTC"
-            first = event.start_date if event.is_all_day else event.start.astimezone(_zone(zone_name)).date()
-            body["recurrence"] = rrule_to_recurrence(event.recurrence, first, zone_name)
-        else:
-            body["recurrence"] = None
-    if event.sync_id:
-        body["singleValueExtendedProperties"] = [{"id": SYNC_ID_PROPERTY_ID, "value": event.sync_id}]
-    return body
-
-
-def event_from_graph(entity: dict[str, Any], folder_id: str) -> CalendarEvent:
-    zone_name = iana_zone(entity.get("originalStartTimeZone") or "UTC")
-    if zone_name is None:
-        # Its times would shift across DST (and its dates could move): reported instead (K10).
-        raise base.InvalidItem(
-            f"“{entity.get('subject') or '(no subject)'}” uses a time zone this product does not know "
-            f"({entity.get('originalStartTimeZone')}); it is not synchronized rather than shifted."
-        )
-    organizer = ((entity.get("organizer") or {}).get("emailAddress") or {}).get("address") or ""
-    attendees = []
-    for attendee in entity.get("attendees") or []:
-        address = (attendee.get("emailAddress") or {}).get("address") or ""
-        if address:
-            attendees.append(
-                base.Attendee(
-                    email=address.lower(),
-                    name=(attendee.get("emailAddress") or {}).get("name") or "",
-                    required=attendee.get("type", "required") != "optional",
-                    response=_RESPONSES.get((attendee.get("status") or {}).get("response") or "", ""),
-                )
-            )
-    event = CalendarEvent(
-        subject=entity.get("subject") or "",
-        body=str((entity.get("body") or {}).get("content") or ""),
-        location=str((entity.get("location") or {}).get("displayName") or ""),
-        is_all_day=bool(entity.get("isAllDay")),
-        time_zone=zone_name,
-        is_private=entity.get("sensitivity") in ("private", "confidential"),
-        reminder_minutes=entity.get("reminderMinutesBeforeStart") if entity.get("isReminderOn") else None,
-        organizer=organizer.lower(),
-        attendees=attendees,
-        uid=entity.get("iCalUId") or "",
-        # Graph has no IsMeeting: an event with attendees, or one this mailbox did not organize.
-        is_meeting=bool(attendees) or entity.get("isOrganizer") is False,
-        is_cancelled=bool(entity.get("isCancelled")),
-        my_response=_RESPONSES.get((entity.get("responseStatus") or {}).get("response") or "", ""),
-        sync_id=_extended(entity, SYNC_ID_PROPERTY_ID),
-        ref=RemoteRef(entity["id"], _change_key(entity), folder_id),
-        last_modified=_parse_iso(entity.get("lastModifiedDateTime")),
-    )
-    if event.is_all_day:
-        event.start_date, event.end_date = _all_day_dates(entity)
-        event.start, event.end = _all_day_span(event.start_date, event.end_date, zone_name)
-    else:
-        event.start, event.end = _parse_graph_time(entity.get("start")), _parse_graph_time(entity.get("end"))
-    if entity.get("recurrence"):
-        event.recurrence = recurrence_to_rrule(entity["recurrence"])
-    return event
-
-
-def _all_day_dates(entity: dict[str, Any]) -> tuple[date, date]:
-    """An all-day event's (or occurrence's) days: Graph gives them as midnights whatever zone the
-    answer was asked in."""
-    start_day = date.fromisoformat(str((entity.get("start") or {}).get("dateTime", ""))[:10])
-    end_day = date.fromisoformat(str((entity.get("end") or {}).get("dateTime", ""))[:10])
-    return start_day, max(end_day, start_day + timedelta(days=1))
-
-
-def _all_day_span(start_day: date, end_day: date, zone_name: str) -> tuple[datetime, datetime]:
-    # All-day events are dates: read in the event's own zone, as the EWS backend does.
-    zone = ZoneInfo(zone_name)
-    return (
-        datetime.combine(start_day, time.min, zone).astimezone(UTC),
-        datetime.combine(end_day, time.min, zone).astimezone(UTC),
-    )
-
-
-def _instance_span(instance: dict[str, Any], series: CalendarEvent) -> tuple[datetime | None, datetime | None]:
-    if instance.get("isAllDay", series.is_all_day):
-        return _all_day_span(*_all_day_dates(instance), series.time_zone or "UTC")
-    return _parse_graph_time(instance.get("start")), _parse_graph_time(instance.get("end"))
-
-
-def _parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-# --- Calendar delta tokens ----------------------------------------------------------------------
-
-TOKEN_PREFIX = "graph-calendar-1:"
-
-
-@dataclass
-class CalendarToken:
-    """What a calendar sync token holds: the calendarView deltaLink, the end of its window (a
-    calendarView is bounded; the window slides, K15) and the series masters seen in it with their
-    change keys (a calendarView lists occurrences, not masters: a series deleted whole shows only
-    as removed occurrences, so the masters are checked again)."""
-
-    link: str
-    window_end: datetime
-    masters: dict[str, str] = field(default_factory=dict)
-
-    def dump(self) -> str:
-        raw = json.dumps({"l": self.link, "e": self.window_end.isoformat(), "m": self.masters}).encode()
-        return TOKEN_PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode()
-
-    @classmethod
-    def load(cls, token: str) -> CalendarToken | None:
-        if not token:
-            return None
-        if not token.startswith(TOKEN_PREFIX):
-            raise base.InvalidSyncToken("The calendar token is not one of the Graph backend's.")
-        try:
-            data = json.loads(zlib.decompress(base64.urlsafe_b64decode(token[len(TOKEN_PREFIX) :])))
-            return cls(data["l"], datetime.fromisoformat(data["e"]), dict(data.get("m") or {}))
-        except (ValueError, KeyError, TypeError, zlib.error) as exc:
-            raise base.InvalidSyncToken(f"The calendar token cannot be read ({exc}).") from exc
 
 
 def _now() -> datetime:
@@ -1087,7 +686,7 @@ class GraphBackend(MailboxBackend):
         folders = f"{self.user(mailbox)}/contactFolders"
         found = self._get(
             mailbox,
-            f"{folders}?{_query(filter=f'displayName eq {_odata_string(name)}', select='id,displayName')}",
+            f"{folders}?{_query(filter=f'displayName eq {odata_string(name)}', select='id,displayName')}",
         )
         for folder in found.get("value", []):
             if str(folder.get("displayName", "")).lower() == name.lower():
@@ -1116,7 +715,7 @@ class GraphBackend(MailboxBackend):
                         deleted[item_id] = None
                     else:
                         deleted.pop(item_id, None)
-                        changed[item_id] = RemoteRef(item_id, _change_key(entry), folder_id)
+                        changed[item_id] = RemoteRef(item_id, change_key_of(entry), folder_id)
         except base.ItemNotFound as exc:
             if token:  # a token of a folder that is no more: a reconcile finds the truth
                 raise base.InvalidSyncToken(str(exc), code=exc.code) from exc
@@ -1136,7 +735,7 @@ class GraphBackend(MailboxBackend):
 
     def _folder_items(self, mailbox: str, folder_id: str) -> Iterable[dict[str, Any]]:
         url = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts?" + _query(
-            select="id,changeKey", expand=_EXPAND_SYNC_ID, top=PAGE_SIZE
+            select="id,changeKey", expand=EXPAND_SYNC_ID, top=PAGE_SIZE
         )
         for page in self._pages(mailbox, url):
             yield from page.get("value", [])
@@ -1144,9 +743,9 @@ class GraphBackend(MailboxBackend):
     def list_synced_items(self, mailbox: str, folder_id: str) -> dict[str, RemoteRef]:
         found: dict[str, RemoteRef] = {}
         for item in self._folder_items(mailbox, folder_id):
-            sync_id = _extended(item, SYNC_ID_PROPERTY_ID)
+            sync_id = extended_value(item, SYNC_ID_PROPERTY_ID)
             if sync_id:
-                found.setdefault(sync_id, RemoteRef(item["id"], _change_key(item), folder_id))
+                found.setdefault(sync_id, RemoteRef(item["id"], change_key_of(item), folder_id))
         return found
 
     def find_by_sync_ids(
@@ -1167,7 +766,7 @@ class GraphBackend(MailboxBackend):
                 Call(
                     "GET",
                     f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts?"
-                    + _query(filter=_sync_id_filter(s), select="id,changeKey"),
+                    + _query(filter=sync_id_filter(s), select="id,changeKey"),
                 )
                 for s in missing
             ]
@@ -1175,27 +774,17 @@ class GraphBackend(MailboxBackend):
                 if not answer.ok:
                     raise answer.error()
                 for item in answer.body.get("value", [])[:1]:
-                    found[sync_id] = RemoteRef(item["id"], _change_key(item), folder_id)
+                    found[sync_id] = RemoteRef(item["id"], change_key_of(item), folder_id)
         return found
 
     # Writing ---------------------------------------------------------------------------------
-
-    def _results(self, answers: Sequence[Answer], folder_id: str) -> list[ItemResult]:
-        return [
-            ItemResult(
-                ref=RemoteRef(a.body["id"], _change_key(a.body), folder_id), uid=a.body.get("iCalUId") or ""
-            )
-            if a.ok
-            else ItemResult(error=a.error())
-            for a in answers
-        ]
 
     def create_contacts(self, mailbox: str, folder_id: str, cards: Sequence[ContactCard]) -> list[ItemResult]:
         if not cards:
             return []
         url = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts"
         answers = self.batch(mailbox, [Call("POST", url, contact_body(card)) for card in cards])
-        return self._results(answers, folder_id)
+        return item_results(answers, folder_id)
 
     def update_contacts(
         self, mailbox: str, updates: Sequence[tuple[RemoteRef, ContactCard, Iterable[str]]]
@@ -1207,7 +796,7 @@ class GraphBackend(MailboxBackend):
             names = list(names)
             whole = set(ALL_CARD_FIELDS) <= set(names)
             # A partial update is made against the version we know; a whole overwrite (C6) is not.
-            headers = {} if whole else _if_match(ref.change_key)
+            headers = {} if whole else if_match(ref.change_key)
             calls.append(
                 Call("PATCH", self._contact_url(mailbox, ref.item_id), contact_body(card, names), headers)
             )
@@ -1230,7 +819,7 @@ class GraphBackend(MailboxBackend):
             for i, answer in zip(stale, again, strict=True):
                 answers[i] = answer
         return [
-            ItemResult(ref=RemoteRef(ref.item_id, _change_key(a.body or {}), ref.folder_id))
+            ItemResult(ref=RemoteRef(ref.item_id, change_key_of(a.body or {}), ref.folder_id))
             if a.ok
             else ItemResult(error=a.error())
             for (ref, _, _), a in zip(updates, answers, strict=True)
@@ -1246,7 +835,7 @@ class GraphBackend(MailboxBackend):
             return []
         expand = (
             "singleValueExtendedProperties($filter=id eq "
-            f"{_odata_string(SYNC_ID_PROPERTY_ID)} or id eq {_odata_string(BUSINESS_FAX_PROPERTY_ID)})"
+            f"{odata_string(SYNC_ID_PROPERTY_ID)} or id eq {odata_string(BUSINESS_FAX_PROPERTY_ID)})"
         )
         reads = self.batch(
             mailbox,
@@ -1261,17 +850,17 @@ class GraphBackend(MailboxBackend):
                 results[i] = ItemResult(error=answer.error())
         present = (
             self.list_synced_items(mailbox, folder_id)
-            if any(_extended(s, SYNC_ID_PROPERTY_ID) for s in sources.values())
+            if any(extended_value(s, SYNC_ID_PROPERTY_ID) for s in sources.values())
             else {}
         )
         to_copy = []
         copies: dict[int, RemoteRef] = {}
         for i, source in sources.items():
             if source.get("parentFolderId") == folder_id:
-                copies[i] = RemoteRef(source["id"], _change_key(source), folder_id)
+                copies[i] = RemoteRef(source["id"], change_key_of(source), folder_id)
                 results[i] = ItemResult(ref=copies[i])
                 continue
-            existing = present.get(_extended(source, SYNC_ID_PROPERTY_ID) or "\0")
+            existing = present.get(extended_value(source, SYNC_ID_PROPERTY_ID) or "\0")
             if existing is not None:
                 copies[i] = existing
             else:
@@ -1280,7 +869,7 @@ class GraphBackend(MailboxBackend):
         created = self.batch(mailbox, [Call("POST", url, copy_body(sources[i])) for i in to_copy])
         for i, answer in zip(to_copy, created, strict=True):
             if answer.ok:
-                copies[i] = RemoteRef(answer.body["id"], _change_key(answer.body), folder_id)
+                copies[i] = RemoteRef(answer.body["id"], change_key_of(answer.body), folder_id)
             else:
                 results[i] = ItemResult(error=answer.error())
         originals = [i for i in copies if results[i] is None]
@@ -1290,13 +879,7 @@ class GraphBackend(MailboxBackend):
         return [r if r is not None else ItemResult(error=base.ItemError("not moved")) for r in results]
 
     def _delete(self, mailbox: str, urls: Sequence[str], refs: Sequence[RemoteRef]) -> list[ItemResult]:
-        answers = self.batch(mailbox, [Call("DELETE", url) for url in urls])
-        out = []
-        for ref, answer in zip(refs, answers, strict=True):
-            error = None if answer.ok else answer.error()
-            gone = error is None or isinstance(error, base.ItemNotFound)
-            out.append(ItemResult(ref=ref) if gone else ItemResult(error=error))
-        return out
+        return deletion_results(refs, self.batch(mailbox, [Call("DELETE", url) for url in urls]))
 
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         if not refs:
@@ -1341,14 +924,14 @@ class GraphBackend(MailboxBackend):
                     masters.add(item_id)
                 else:
                     removed.discard(item_id)
-                    changed[item_id] = RemoteRef(item_id, _change_key(entry), folder_id)
+                    changed[item_id] = RemoteRef(item_id, change_key_of(entry), folder_id)
         link = page.get("@odata.deltaLink", "")
         if not link:
             raise base.TransientMailboxError("Microsoft Graph ended a delta round without a deltaLink.")
         return link
 
     def _calendar_view_url(self, mailbox: str, start: datetime, end: datetime, *, delta: bool) -> str:
-        window = f"startDateTime={_iso_z(start)}&endDateTime={_iso_z(end)}"
+        window = f"startDateTime={iso_z(start)}&endDateTime={iso_z(end)}"
         if delta:
             return f"{self.user(mailbox)}/calendarView/delta?{window}"
         return f"{self.user(mailbox)}/calendarView?{window}&" + _query(
@@ -1375,7 +958,7 @@ class GraphBackend(MailboxBackend):
     def master_keys(self, mailbox: str, master_ids: Iterable[str]) -> dict[str, str | None]:
         """The current change key of each series master; None for one that is gone."""
         return {
-            master_id: _change_key(head) if head is not None else None
+            master_id: change_key_of(head) if head is not None else None
             for master_id, head in self._event_heads(mailbox, master_ids).items()
         }
 
@@ -1385,7 +968,7 @@ class GraphBackend(MailboxBackend):
         wanted = [(item_id, head) for item_id, head in heads.items() if head.get("iCalUId")]
         folder = f"{self.user(mailbox)}/calendars/{_q(folder_id)}/events"
         calls = [
-            Call("GET", f"{folder}?{_query(filter='iCalUId eq ' + _odata_string(head['iCalUId']), select='id')}")
+            Call("GET", f"{folder}?{_query(filter='iCalUId eq ' + odata_string(head['iCalUId']), select='id')}")
             for _, head in wanted
         ]
         present = {item_id for item_id, head in heads.items() if not head.get("iCalUId")}
@@ -1399,7 +982,7 @@ class GraphBackend(MailboxBackend):
     def calendar_present(self, mailbox: str, folder_id: str, item_ids: Sequence[str]) -> dict[str, str]:
         heads = {i: h for i, h in self._event_heads(mailbox, item_ids).items() if h is not None}
         present = self._in_calendar(mailbox, folder_id, heads) if heads else set()
-        return {item_id: _change_key(heads[item_id]) for item_id in item_ids if item_id in present}
+        return {item_id: change_key_of(heads[item_id]) for item_id in item_ids if item_id in present}
 
     def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         state = CalendarToken.load(token)
@@ -1475,7 +1058,7 @@ class GraphBackend(MailboxBackend):
             if head is None or item_id in deleted or head.get("type") in ("occurrence", "exception"):
                 known.pop(item_id, None)
                 continue
-            key = _change_key(head)
+            key = change_key_of(head)
             if head.get("type") != "seriesMaster":
                 changed[item_id] = RemoteRef(item_id, key, folder_id)
                 continue
@@ -1496,7 +1079,7 @@ class GraphBackend(MailboxBackend):
                         entry["seriesMasterId"], RemoteRef(entry["seriesMasterId"], "", folder_id)
                     )
                 else:
-                    refs[entry["id"]] = RemoteRef(entry["id"], _change_key(entry), folder_id)
+                    refs[entry["id"]] = RemoteRef(entry["id"], change_key_of(entry), folder_id)
         return list(refs.values())
 
     def _event_url(self, mailbox: str, item_id: str) -> str:
@@ -1505,7 +1088,7 @@ class GraphBackend(MailboxBackend):
     def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []
-        query = _query(select=EVENT_SELECT, expand=_EXPAND_SYNC_ID)
+        query = _query(select=EVENT_SELECT, expand=EXPAND_SYNC_ID)
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}"}
         answers = self.batch(
             mailbox,
@@ -1553,7 +1136,7 @@ class GraphBackend(MailboxBackend):
             prepared.append(Call("POST", url, body))
         calls = [p for p in prepared if isinstance(p, Call)]
         # Safe to repeat after a lost answer: the transactionId makes a repeated create a no-op.
-        answers = iter(self._results(self.batch(mailbox, calls, idempotent=True), folder_id))
+        answers = iter(item_results(self.batch(mailbox, calls, idempotent=True), folder_id))
         return [ItemResult(error=p) if isinstance(p, MailboxError) else next(answers) for p in prepared]
 
     def update_events(
@@ -1584,7 +1167,7 @@ class GraphBackend(MailboxBackend):
             if not send_updates:
                 body.pop("attendees", None)  # writing attendees through Graph mails them
             prepared.append(
-                Call("PATCH", self._event_url(mailbox, ref.item_id), body, _if_match(ref.change_key))
+                Call("PATCH", self._event_url(mailbox, ref.item_id), body, if_match(ref.change_key))
             )
         indexes = [i for i, p in enumerate(prepared) if isinstance(p, Call)]
         calls = [prepared[i] for i in indexes]
@@ -1598,7 +1181,7 @@ class GraphBackend(MailboxBackend):
             for n in stale:
                 call = calls[n]
                 key = keys.get(updates[indexes[n]][0].item_id)
-                again.append(Call(call.method, call.url, call.body, _if_match(key or "")))
+                again.append(Call(call.method, call.url, call.body, if_match(key or "")))
             for n, answer in zip(stale, self.batch(mailbox, again), strict=True):
                 answers[n] = answer
         results: list[ItemResult] = []
@@ -1612,7 +1195,7 @@ class GraphBackend(MailboxBackend):
                 continue
             answer = answer_of[i]
             results.append(
-                ItemResult(ref=RemoteRef(ref.item_id, _change_key(answer.body or {}), ref.folder_id))
+                ItemResult(ref=RemoteRef(ref.item_id, change_key_of(answer.body or {}), ref.folder_id))
                 if answer.ok
                 else ItemResult(error=answer.error())
             )
@@ -1622,7 +1205,7 @@ class GraphBackend(MailboxBackend):
 
     def _instances_url(self, mailbox: str, master_id: str, start: datetime, end: datetime) -> str:
         return (
-            f"{self._event_url(mailbox, master_id)}/instances?startDateTime={_iso_z(start)}&endDateTime={_iso_z(end)}&"
+            f"{self._event_url(mailbox, master_id)}/instances?startDateTime={iso_z(start)}&endDateTime={iso_z(end)}&"
             + _query(select="id,type,originalStart,start,end,isAllDay,subject,location", top=PAGE_SIZE)
         )
 
@@ -1677,7 +1260,7 @@ class GraphBackend(MailboxBackend):
             first, last = spans[id(event)]
             present: set[datetime] = set()
             for instance in instances:
-                original = _parse_iso(instance.get("originalStart"))
+                original = parse_iso(instance.get("originalStart"))
                 if original is None:
                     continue
                 present.add(original)
@@ -1685,7 +1268,7 @@ class GraphBackend(MailboxBackend):
                     continue
                 subject = (instance.get("subject") or "").strip()
                 location = str((instance.get("location") or {}).get("displayName") or "").strip()
-                start, end = _instance_span(instance, event)
+                start, end = instance_span(instance, event)
                 event.modified_occurrences.append(
                     base.Occurrence(
                         original_start=original,
@@ -1722,7 +1305,7 @@ class GraphBackend(MailboxBackend):
                 mailbox, [(ref.item_id, min(originals) - margin, max(originals) + margin)]
             )
             by_original = {
-                _parse_iso(i.get("originalStart")): i["id"] for i in instances if i.get("originalStart")
+                parse_iso(i.get("originalStart")): i["id"] for i in instances if i.get("originalStart")
             }
             calls: list[Call] = []
             for original in deletes:
@@ -1741,8 +1324,8 @@ class GraphBackend(MailboxBackend):
                         )
                     )
                 body = {
-                    "start": _graph_time(occurrence.start, zone_name),
-                    "end": _graph_time(occurrence.end, zone_name),
+                    "start": graph_time(occurrence.start, zone_name),
+                    "end": graph_time(occurrence.end, zone_name),
                     "subject": occurrence.subject if occurrence.subject is not None else event.subject,
                     "location": {
                         "displayName": occurrence.location
@@ -1819,7 +1402,7 @@ class GraphBackend(MailboxBackend):
             "notificationUrl": notification_url,
             "lifecycleNotificationUrl": lifecycle_url,
             "resource": resource,
-            "expirationDateTime": _iso_z(expires_at),
+            "expirationDateTime": iso_z(expires_at),
             "clientState": client_state,
             "latestSupportedTlsVersion": "v1_2",
         }
@@ -1834,7 +1417,7 @@ class GraphBackend(MailboxBackend):
             mailbox,
             "PATCH",
             f"/subscriptions/{quote(subscription_id, safe='')}",
-            body={"expirationDateTime": _iso_z(expires_at)},
+            body={"expirationDateTime": iso_z(expires_at)},
         )
         if not answer.ok:
             raise answer.error()
@@ -1865,10 +1448,6 @@ def _json(response: httpx.Response) -> Any:
         return {"error": {"code": "", "message": response.text[:200]}}
 
 
-def _iso_z(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass(frozen=True)
 class Subscription:
     """A change-notification subscription as Graph answered it."""
@@ -1882,4 +1461,15 @@ def _subscription(body: Any, asked: datetime) -> Subscription:
     if not body.get("id"):
         raise base.TransientMailboxError("Microsoft Graph answered a subscription request without its id.")
     # Graph may shorten the expiry it was asked for; what it answers is what counts.
-    return Subscription(str(body["id"]), _parse_iso(body.get("expirationDateTime")) or asked)
+    return Subscription(str(body["id"]), parse_iso(body.get("expirationDateTime")) or asked)
+
+
+__all__ = [
+    "BATCH_LIMIT",
+    "CalendarToken",
+    "GraphBackend",
+    "Subscription",
+    "forget_process_state",
+    "recurrence_to_rrule",
+    "rrule_to_recurrence",
+]
