@@ -179,7 +179,7 @@ class CalendarMachine(RuleBasedStateMachine):
         (three refused tokens in 30 s read as bad credentials); a Retry-After is long over."""
         if self.crm.is_graph:
             graph.forget_process_state()
-            self.backend._drop_token()
+            self.backend.client.drop_token()
 
     def new_subject(self) -> str:
         return f"Item {next(self.subjects)}"

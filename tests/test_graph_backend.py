@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from synccore.mailbox import base, graph
+from synccore.mailbox.graph import client
 from synccore.models import Activity, Attendee, Contact, Health, Outcome
 from synccore.sync import contacts as contact_sync
 from synccore.sync.calendar import run_calendar_pass
@@ -88,8 +89,8 @@ def waits(monkeypatch) -> list[float]:
         recorded.append(round(seconds, 1))
         skipped[0] += seconds
 
-    monkeypatch.setattr(graph, "_sleep", sleep)
-    monkeypatch.setattr(graph, "_monotonic", lambda: time.monotonic() + skipped[0])
+    monkeypatch.setattr(client, "sleep", sleep)
+    monkeypatch.setattr(client, "monotonic", lambda: time.monotonic() + skipped[0])
     return recorded
 
 

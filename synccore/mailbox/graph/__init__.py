@@ -20,23 +20,13 @@ Choices that matter (see docs/exchange-online.md):
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import logging
-import ssl
-import threading
-import time as clock
 import zoneinfo
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx
-import msal
-import requests
-import requests.adapters
+from urllib.parse import quote
 
 from synccore.mailbox import base
 from synccore.mailbox.base import (
@@ -49,7 +39,19 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
-from synccore.mailbox.counting import RequestCounter
+from synccore.mailbox.graph.client import (
+    BATCH_LIMIT,
+    DELTA_PAGE_SIZE,
+    IMMUTABLE_IDS,
+    PAGE_SIZE,
+    Call,
+    GraphClient,
+    error_parts,
+    forget_process_state,
+    odata_query,
+    segment,
+    user_path,
+)
 from synccore.mailbox.graph.translation import (
     ALL_CARD_FIELDS,
     BUSINESS_FAX_PROPERTY_ID,
@@ -79,219 +81,8 @@ from synccore.mailbox.graph.translation import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://graph.microsoft.com/v1.0"
-DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-BATCH_LIMIT = 20  # Graph's limit of requests per $batch
-PAGE_SIZE = 1000  # $top of lists (Graph's largest)
-DELTA_PAGE_SIZE = 200  # odata.maxpagesize of delta rounds: Exchange Online serves at most 200
 DEFAULT_CONTACTS = "contacts"  # the well-known name of the default Contacts folder
 FIND_CHUNK = 20  # sync ids looked up one by one (one $batch) before the whole folder is listed
-IMMUTABLE_IDS = 'IdType="ImmutableId"'
-UNAUTHORIZED_LIMIT = 3
-UNAUTHORIZED_WINDOW_S = 30.0
-TRANSPORT_RETRIES = 3
-MAILBOX_NOT_FOUND_CODES = frozenset(
-    {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ErrorNonExistentMailbox", "MailboxNotFound"}
-)
-SYNC_STATE_CODES = frozenset({"SyncStateNotFound", "SyncStateInvalid", "ResyncRequired", "InvalidSyncToken"})
-THROTTLE_STATUSES = frozenset({429, 503, 504, 509})
-
-
-# --- Request counting (token requests go through requests; Graph requests through httpx) -----
-
-_token_requests = RequestCounter()
-_token_requests_sent = _token_requests.sent
-_CountingAdapter = _token_requests.adapter_class()
-
-
-class _TokenSession(requests.Session):
-    """msal's HTTP client: our CA bundle, a timeout on every request, requests counted."""
-
-    def __init__(self, verify: str | bool, timeout: float) -> None:
-        super().__init__()
-        self.verify = verify
-        self._timeout = timeout
-        adapter = _CountingAdapter()
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
-
-    def request(self, *args, **kwargs):
-        kwargs.setdefault("timeout", self._timeout)
-        # Explicitly: requests would otherwise prefer REQUESTS_CA_BUNDLE from the environment.
-        kwargs.setdefault("verify", self.verify)
-        return super().request(*args, **kwargs)
-
-
-# --- Tokens: one msal application (and token cache) per process and app -------------------
-
-_apps: dict[tuple[str, str, str, str], msal.ConfidentialClientApplication] = {}
-_apps_lock = threading.Lock()
-
-
-def _authority_is_microsofts(authority: str) -> bool:
-    return (urlsplit(authority).hostname or "") in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
-
-
-def _token_app(
-    authority: str, config: ConnectionConfig, verify: str | bool
-) -> msal.ConfidentialClientApplication:
-    """The shared application for these credentials; built (tenant discovery) once per process."""
-    secret_hash = hashlib.sha256(config.client_secret.encode()).hexdigest()
-    key = (authority, config.client_id, secret_hash, str(verify))
-    with _apps_lock:
-        app = _apps.get(key)
-        if app is None:
-            microsofts = _authority_is_microsofts(authority)
-            app = msal.ConfidentialClientApplication(
-                config.client_id,
-                client_credential=config.client_secret,
-                authority=authority,
-                # A national cloud is known to msal; a private authority (the simulator, a test
-                # tenant behind a proxy) is one the administrator chose: no instance discovery.
-                validate_authority=microsofts,
-                instance_discovery=False,
-                http_client=_TokenSession(verify, config.timeout_s),
-                token_cache=msal.TokenCache(),
-            )
-            _apps[key] = app
-        return app
-
-
-def forget_process_state() -> None:
-    """Drop every cached application and token and every Retry-After (tests; a rotated secret
-    gets a new cache key anyway)."""
-    with _apps_lock:
-        _apps.clear()
-    with _resume_lock:
-        _resume_at.clear()
-
-
-# --- Throttling: Retry-After per app and mailbox, shared by every backend of the process -------
-
-_resume_at: dict[tuple[str, str, str], float] = {}
-_resume_lock = threading.Lock()
-
-
-def _retry_after_seconds(headers: httpx.Headers | dict[str, str], default: float) -> float:
-    raw = None
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            raw = value
-    if raw is None:
-        return default
-    raw = str(raw).strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-@dataclass
-class _Patience:
-    """How long one backend call may still wait for the server (config.max_wait_s in all)."""
-
-    max_wait_s: float
-    deadline: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.deadline = _monotonic() + self.max_wait_s
-
-    def allows(self, seconds: float) -> bool:
-        return _monotonic() + seconds <= self.deadline
-
-
-def _sleep(seconds: float) -> None:
-    """Waiting for the server (module functions, so tests can see the waits and skip them)."""
-    clock.sleep(seconds)
-
-
-def _monotonic() -> float:
-    return clock.monotonic()
-
-
-# --- Errors -----------------------------------------------------------------------------------
-
-
-def _error_parts(body: Any) -> tuple[str, str]:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("code") or ""), str(error.get("message") or "")
-    return "", ""
-
-
-def translate(status: int, body: Any, *, retry_after: float | None = None) -> MailboxError:
-    """One Graph answer that is not a success → the backend error family."""
-    code, message = _error_parts(body)
-    text = f"HTTP {status} {code}: {message}".strip().rstrip(":")
-    if status == 401:
-        return base.AuthenticationFailed(
-            f"Microsoft Graph refused the application's credentials ({text}). Check the client id, "
-            "the secret and its expiry, and the admin consent.",
-            code=code or "401",
-        )
-    if status == 403:
-        return base.AccessDenied(
-            "The application may not open this mailbox; check its application permissions "
-            f"(Contacts.ReadWrite, Calendars.ReadWrite), the admin consent and the application "
-            f"access policy ({text}).",
-            code=code or "403",
-        )
-    if status == 404 and code in MAILBOX_NOT_FOUND_CODES:
-        return base.MailboxNotFound(f"Exchange Online has no such mailbox ({text}).", code=code)
-    if status == 404:
-        return base.ItemNotFound(text, code=code or "404")
-    if status == 410 or code in SYNC_STATE_CODES:
-        return base.InvalidSyncToken(text, code=code or "410")
-    if status == 412:
-        return base.StaleChangeKey(text, code=code or "412")
-    if status in THROTTLE_STATUSES:
-        return base.Throttled(
-            f"Microsoft Graph is throttling this mailbox ({text}).", retry_after=retry_after, code=code
-        )
-    if status >= 500:
-        return base.TransientMailboxError(f"Microsoft Graph is not answering normally ({text}).", code=code)
-    if status == 409:
-        return base.ItemError(text, code=code or "409")
-    return base.InvalidItem(text, code=code or str(status))
-
-
-def _is_mailbox_wide(error: MailboxError) -> bool:
-    """Errors about the mailbox or the app, not about one item: they end the call."""
-    return isinstance(error, base.AuthenticationFailed | base.AccessDenied | base.MailboxNotFound)
-
-
-# --- URLs -------------------------------------------------------------------------------------
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
-
-
-_QUERY_SAFE = "(),'=:@$/"
-
-
-def _query(**params: str | int) -> str:
-    """An OData query string: ``$`` names kept, values percent-encoded (spaces as %20)."""
-    return "&".join(f"${name}={quote(str(value), safe=_QUERY_SAFE)}" for name, value in params.items())
-
-
-
-# --- One request, alone or inside a $batch --------------------------------------------------
-
-
-@dataclass
-class Call:
-    method: str
-    url: str  # relative to the endpoint ("/users/…"), as $batch wants it
-    body: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 # An occurrence id of a series that no longer has that occurrence (deleted, or the series was
@@ -301,21 +92,6 @@ _GONE_OCCURRENCE_CODES = frozenset(
 )
 
 
-@dataclass
-class Answer:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def error(self) -> MailboxError:
-        return translate(self.status, self.body, retry_after=_retry_after_seconds(self.headers, 0) or None)
-
-
-
 def _now() -> datetime:
     # The product's clock (tests move it together with the simulator's).
     from django.utils import timezone
@@ -323,350 +99,33 @@ def _now() -> datetime:
     return timezone.now()
 
 
+
 # --- The backend ------------------------------------------------------------------------------
-
-# Microsoft Graph's own hosts (global and national clouds): the token is asked for that resource.
-GRAPH_HOSTS = frozenset(
-    {"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"}
-)
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's application id, every cloud
-
-
-def graph_scope(endpoint: str) -> str:
-    """The client-credentials scope: the Graph host's resource, or Graph's application id for an
-    endpoint behind another name (a proxy, the simulator)."""
-    host = urlsplit(endpoint).hostname or ""
-    return f"https://{host}/.default" if host in GRAPH_HOSTS else f"{GRAPH_APP_ID}/.default"
-
 
 class GraphBackend(MailboxBackend):
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
-        self.endpoint = (config.graph_endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.scope = graph_scope(self.endpoint)
-        self.authority = (config.authority_url or f"{DEFAULT_AUTHORITY_HOST}/{config.tenant_id}").rstrip("/")
-        self._verify: str | bool = config.ca_bundle or True
-        self._http = httpx.Client(
-            verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
-            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
-            headers={"Accept": "application/json"},
-            event_hooks={"request": [self._count]},
-        )
-        self._requests = 0
-        self._token: str = ""
-        self._recent_401s: list[float] = []
-
-    # Counting ------------------------------------------------------------------------------
+        self.client = GraphClient(config)
 
     @property
     def requests(self) -> int:  # type: ignore[override]
-        return self._requests
-
-    def _count(self, request: httpx.Request) -> None:
-        self._requests += 1
-
-    # Tokens ----------------------------------------------------------------------------------
-
-    def _app(self) -> msal.ConfidentialClientApplication:
-        if not (self.config.client_id and self.config.client_secret):
-            raise base.AuthenticationFailed(
-                "No client id or client secret is configured for Microsoft Graph."
-            )
-        try:
-            return _token_app(self.authority, self.config, self._verify)
-        except requests.exceptions.SSLError as exc:
-            raise self._tls_error(self.authority, exc) from exc
-        except requests.RequestException as exc:
-            raise base.TransientMailboxError(
-                f"The token authority {self.authority} is not answering ({exc})."
-            ) from exc
-        except ValueError as exc:  # msal: not an authority it can use
-            raise base.PermanentMailboxError(
-                f"The token authority {self.authority} cannot be used ({exc})."
-            ) from exc
-
-    def access_token(self) -> str:
-        """An app-only token for Graph, from the process's cache when it is still good."""
-        if self._token:
-            return self._token
-        before = _token_requests_sent()
-        try:
-            app = self._app()
-            try:
-                result = app.acquire_token_for_client(scopes=[self.scope])
-            except requests.exceptions.SSLError as exc:
-                raise self._tls_error(self.authority, exc) from exc
-            except requests.RequestException as exc:
-                raise base.TransientMailboxError(
-                    f"The token authority {self.authority} is not answering ({exc})."
-                ) from exc
-        finally:
-            self._requests += _token_requests_sent() - before
-        if "access_token" not in result:
-            raise self._token_error(result)
-        self._token = result["access_token"]
-        return self._token
-
-    def _token_error(self, result: dict[str, Any]) -> MailboxError:
-        error = str(result.get("error") or "")
-        description = str(result.get("error_description") or "").splitlines()[0:1]
-        text = f"{error}: {description[0]}" if description else error
-        if error in (
-            "invalid_client",
-            "unauthorized_client",
-            "invalid_grant",
-            "invalid_scope",
-            "invalid_request",
-        ):
-            return base.AuthenticationFailed(
-                f"The token authority refused the application's credentials ({text}). Check the tenant "
-                "id, the client id, the secret and its expiry.",
-                code=error,
-            )
-        if error in ("temporarily_unavailable", "server_error", "slow_down"):
-            return base.TransientMailboxError(
-                f"The token authority is not answering normally ({text}).", code=error
-            )
-        return base.PermanentMailboxError(f"No token for Microsoft Graph ({text}).", code=error)
-
-    def _drop_token(self) -> None:
-        """The server refused our token: forget it here and in the shared cache."""
-        self._token = ""
-        try:
-            app = _token_app(self.authority, self.config, self._verify)
-        except Exception:  # nothing cached when the app cannot even be built
-            return
-        cache = app.token_cache
-        stale = list(
-            cache.search(
-                msal.TokenCache.CredentialType.ACCESS_TOKEN, query={"client_id": self.config.client_id}
-            )
-        )
-        for entry in stale:
-            cache.remove_at(entry)
-
-    def _unauthorized(self, answer: Answer, patience: _Patience) -> None:
-        """A 401: drop the token and go on (a fresh one is fetched), unless it is a burst."""
-        now = _monotonic()
-        self._recent_401s = [t for t in self._recent_401s if now - t < UNAUTHORIZED_WINDOW_S] + [now]
-        self._drop_token()
-        if len(self._recent_401s) >= UNAUTHORIZED_LIMIT:
-            raise answer.error()
-        if len(self._recent_401s) > 1:
-            # The token was fresh and still refused: perhaps a replica that has not seen the
-            # consent yet. Once more after a second, then it is the credentials.
-            if not patience.allows(1.0):
-                raise answer.error()
-            _sleep(1.0)
-
-    @staticmethod
-    def _tls_error(url: str, exc: Exception) -> MailboxError:
-        return base.PermanentMailboxError(
-            f"The TLS certificate of {urlsplit(url).netloc} is not trusted ({exc}). If it is issued by a "
-            "private CA, give its bundle in the settings (CA bundle)."
-        )
-
-    # Throttling ------------------------------------------------------------------------------
-
-    def _throttle_key(self, mailbox: str) -> tuple[str, str, str]:
-        # Graph throttles per app and mailbox (and a multi-tenant app per tenant's endpoint).
-        return (self.endpoint, self.config.client_id, mailbox.lower())
-
-    def _wait_turn(self, mailbox: str, patience: _Patience) -> None:
-        """Honour a Retry-After this mailbox was given (by this pass or another in the process)."""
-        with _resume_lock:
-            resume = _resume_at.get(self._throttle_key(mailbox), 0.0)
-        wait = resume - _monotonic()
-        if wait <= 0:
-            return
-        if not patience.allows(wait):
-            raise base.Throttled(
-                f"Microsoft Graph asked to wait {wait:.0f} s before the next request for {mailbox}.",
-                retry_after=wait,
-                code="429",
-            )
-        _sleep(wait)
-
-    def _throttled(self, mailbox: str, seconds: float) -> None:
-        with _resume_lock:
-            key = self._throttle_key(mailbox)
-            _resume_at[key] = max(_resume_at.get(key, 0.0), _monotonic() + seconds)
-
-    # The wire --------------------------------------------------------------------------------
-
-    def _absolute(self, url: str) -> str:
-        if url.startswith("/"):
-            return self.endpoint + url
-        if urlsplit(url).netloc != urlsplit(self.endpoint).netloc:
-            # Never send the token elsewhere (a link stored for another endpoint).
-            raise base.InvalidSyncToken(f"The link {url[:80]}… is not one of {self.endpoint}.")
-        return url
-
-    def _send(
-        self,
-        mailbox: str,
-        method: str,
-        url: str,
-        *,
-        body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        idempotent: bool = True,
-        patience: _Patience | None = None,
-    ) -> Answer:
-        """One HTTP request with token, throttling, 401 and transport-error handling; the answer
-        may still be an error (the caller maps it)."""
-        patience = patience or _Patience(self.config.max_wait_s)
-        absolute = self._absolute(url)
-        attempt = 0
-        while True:
-            self._wait_turn(mailbox, patience)
-            request_headers = {"Prefer": IMMUTABLE_IDS, "Authorization": f"Bearer {self.access_token()}"}
-            request_headers.update(headers or {})
-            try:
-                response = self._http.request(method, absolute, json=body, headers=request_headers)
-            except httpx.ConnectError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                    raise self._tls_error(absolute, exc) from exc
-                attempt = self._transport_retry(exc, attempt, idempotent, patience)
-                continue
-            except httpx.TransportError as exc:
-                attempt = self._transport_retry(exc, attempt, idempotent, patience)
-                continue
-            answer = Answer(response.status_code, _json(response), dict(response.headers))
-            if answer.status == 401:
-                self._unauthorized(answer, patience)
-                continue
-            if answer.status in THROTTLE_STATUSES:
-                attempt += 1
-                wait = _retry_after_seconds(response.headers, min(2.0**attempt, 30.0))
-                self._throttled(mailbox, wait)
-                if patience.allows(wait):
-                    continue  # _wait_turn sleeps
-                raise translate(answer.status, answer.body, retry_after=wait)
-            return answer
-
-    def _transport_retry(self, exc: Exception, attempt: int, idempotent: bool, patience: _Patience) -> int:
-        """A request that got no answer: retried when it is safe to repeat, else a transient error
-        (a create that may have arrived is found by its sync id on the next pass)."""
-        attempt += 1
-        wait = min(2.0 ** (attempt - 1), 8.0)
-        if not idempotent or attempt > TRANSPORT_RETRIES or not patience.allows(wait):
-            raise base.TransientMailboxError(
-                f"Microsoft Graph is not answering normally ({type(exc).__name__}: {exc})."
-            ) from exc
-        _sleep(wait)
-        return attempt
-
-    def _get(self, mailbox: str, url: str, *, headers: dict[str, str] | None = None) -> Any:
-        answer = self._send(mailbox, "GET", url, headers=headers)
-        if not answer.ok:
-            raise answer.error()
-        return answer.body
-
-    def _pages(
-        self, mailbox: str, url: str, *, headers: dict[str, str] | None = None
-    ) -> Iterable[dict[str, Any]]:
-        """Every page of a collection, following @odata.nextLink; the last page is yielded whole
-        too (it carries the deltaLink of a delta round)."""
-        while url:
-            page = self._get(mailbox, url, headers=headers)
-            yield page
-            url = page.get("@odata.nextLink", "")
-
-    def batch(self, mailbox: str, calls: Sequence[Call], *, idempotent: bool | None = None) -> list[Answer]:
-        """Run calls through $batch, at most 20 per request; one answer per call, in order.
-
-        Sub-requests that are throttled are sent again after their Retry-After (within the
-        configured wait); a 401 drops the token and sends them again; mailbox-wide refusals
-        (403, no such mailbox) end the call."""
-        answers: list[Answer | None] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        patience = _Patience(self.config.max_wait_s)
-        safe = idempotent if idempotent is not None else all(c.method != "POST" for c in calls)
-        rounds = 0
-        while pending:
-            again: list[int] = []
-            waits: list[float] = []
-            for start in range(0, len(pending), BATCH_LIMIT):
-                chunk = pending[start : start + BATCH_LIMIT]
-                outer = self._send(
-                    mailbox,
-                    "POST",
-                    "/$batch",
-                    body={"requests": [self._sub_request(str(i), calls[i]) for i in chunk]},
-                    idempotent=safe,
-                    patience=patience,
-                )
-                if not outer.ok:
-                    raise outer.error()
-                unauthorized = None
-                for item in (outer.body or {}).get("responses", []):
-                    index = int(item["id"])
-                    answer = Answer(int(item.get("status", 500)), item.get("body"), item.get("headers") or {})
-                    if answer.status in THROTTLE_STATUSES:
-                        waits.append(_retry_after_seconds(answer.headers, min(2.0 ** (rounds + 1), 30.0)))
-                        again.append(index)
-                        answers[index] = answer
-                    elif answer.status == 401:
-                        unauthorized = answer
-                        again.append(index)
-                    else:
-                        if not answer.ok and _is_mailbox_wide(answer.error()):
-                            raise answer.error()
-                        answers[index] = answer
-                missing = [i for i in chunk if answers[i] is None and i not in again]
-                if missing:  # a server that left sub-requests unanswered: ask again
-                    again.extend(missing)
-                if unauthorized is not None:
-                    self._unauthorized(unauthorized, patience)
-            if not again:
-                break
-            rounds += 1
-            wait = max(waits, default=0.0)
-            if waits:
-                self._throttled(mailbox, wait)
-                if not patience.allows(wait):
-                    raise base.Throttled(
-                        f"Microsoft Graph is throttling {mailbox}; it asked to wait {wait:.0f} s.",
-                        retry_after=wait,
-                        code="429",
-                    )
-            if rounds > 10 and not waits:
-                raise base.TransientMailboxError("Microsoft Graph left parts of a $batch unanswered.")
-            pending = sorted(set(again))
-        return [a if a is not None else Answer(500) for a in answers]
-
-    @staticmethod
-    def _sub_request(request_id: str, call: Call) -> dict[str, Any]:
-        headers = {"Prefer": IMMUTABLE_IDS, **call.headers}
-        sub: dict[str, Any] = {"id": request_id, "method": call.method, "url": call.url, "headers": headers}
-        if call.body is not None:
-            sub["body"] = call.body
-            sub["headers"]["Content-Type"] = "application/json"
-        return sub
-
-    # Paths -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def user(mailbox: str) -> str:
-        return f"/users/{quote(mailbox, safe='@')}"
+        return self.client.requests
 
     # Connection check ------------------------------------------------------------------------
 
     def check(self, mailbox: str) -> list[str]:
         """Get a token, then open the mailbox's contacts folder and its calendar; either is
         enough (an app may hold only one of the two permissions), neither raises."""
-        tried = [f"Microsoft Graph {self.endpoint} as application {self.config.client_id}"]
-        self.access_token()
-        tried.append(f"got an application token from {self.authority}")
+        tried = [f"Microsoft Graph {self.client.endpoint} as application {self.config.client_id}"]
+        self.client.access_token()
+        tried.append(f"got an application token from {self.client.authority}")
         first_error: MailboxError | None = None
         for what, url in (
-            ("contacts folder", f"{self.user(mailbox)}/contactFolders/contacts?{_query(select='id')}"),
-            ("calendar", f"{self.user(mailbox)}/calendar?{_query(select='id')}"),
+            ("contacts folder", f"{user_path(mailbox)}/contactFolders/contacts?{odata_query(select='id')}"),
+            ("calendar", f"{user_path(mailbox)}/calendar?{odata_query(select='id')}"),
         ):
             try:
-                self._get(mailbox, url)
+                self.client.get(mailbox, url)
             except (base.AccessDenied, base.InvalidItem, base.ItemNotFound) as exc:
                 tried.append(f"could not open the {what} of {mailbox}: {exc}")
                 first_error = first_error or exc
@@ -683,15 +142,15 @@ class GraphBackend(MailboxBackend):
             # Graph takes the well-known name wherever a folder id goes: no request.
             return DEFAULT_CONTACTS
         # Folders directly under the default Contacts folder, which is where Outlook shows them.
-        folders = f"{self.user(mailbox)}/contactFolders"
-        found = self._get(
+        folders = f"{user_path(mailbox)}/contactFolders"
+        found = self.client.get(
             mailbox,
-            f"{folders}?{_query(filter=f'displayName eq {odata_string(name)}', select='id,displayName')}",
+            f"{folders}?{odata_query(filter=f'displayName eq {odata_string(name)}', select='id,displayName')}",
         )
         for folder in found.get("value", []):
             if str(folder.get("displayName", "")).lower() == name.lower():
                 return folder["id"]
-        answer = self._send(mailbox, "POST", folders, body={"displayName": name}, idempotent=False)
+        answer = self.client.send(mailbox, "POST", folders, body={"displayName": name}, idempotent=False)
         if answer.status == 409:  # made meanwhile by another pass
             return self.ensure_contact_folder(mailbox, name)
         if not answer.ok:
@@ -707,7 +166,7 @@ class GraphBackend(MailboxBackend):
         headers = {"Prefer": f"{IMMUTABLE_IDS}, odata.maxpagesize={DELTA_PAGE_SIZE}"}
         page: dict[str, Any] = {}
         try:
-            for page in self._pages(mailbox, token or first_url, headers=headers):
+            for page in self.client.pages(mailbox, token or first_url, headers=headers):
                 for entry in page.get("value", []):
                     item_id = entry["id"]
                     if "@removed" in entry:
@@ -730,14 +189,14 @@ class GraphBackend(MailboxBackend):
         return ChangePage(changed=list(changed.values()), deleted=list(deleted), token=next_token)
 
     def contact_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
-        first = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts/delta?{_query(select='id,changeKey')}"
+        first = f"{user_path(mailbox)}/contactFolders/{segment(folder_id)}/contacts/delta?{odata_query(select='id,changeKey')}"
         return self._delta(mailbox, first, token, folder_id)
 
     def _folder_items(self, mailbox: str, folder_id: str) -> Iterable[dict[str, Any]]:
-        url = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts?" + _query(
+        url = f"{user_path(mailbox)}/contactFolders/{segment(folder_id)}/contacts?" + odata_query(
             select="id,changeKey", expand=EXPAND_SYNC_ID, top=PAGE_SIZE
         )
-        for page in self._pages(mailbox, url):
+        for page in self.client.pages(mailbox, url):
             yield from page.get("value", [])
 
     def list_synced_items(self, mailbox: str, folder_id: str) -> dict[str, RemoteRef]:
@@ -765,12 +224,12 @@ class GraphBackend(MailboxBackend):
             calls = [
                 Call(
                     "GET",
-                    f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts?"
-                    + _query(filter=sync_id_filter(s), select="id,changeKey"),
+                    f"{user_path(mailbox)}/contactFolders/{segment(folder_id)}/contacts?"
+                    + odata_query(filter=sync_id_filter(s), select="id,changeKey"),
                 )
                 for s in missing
             ]
-            for sync_id, answer in zip(missing, self.batch(mailbox, calls), strict=True):
+            for sync_id, answer in zip(missing, self.client.batch(mailbox, calls), strict=True):
                 if not answer.ok:
                     raise answer.error()
                 for item in answer.body.get("value", [])[:1]:
@@ -782,8 +241,8 @@ class GraphBackend(MailboxBackend):
     def create_contacts(self, mailbox: str, folder_id: str, cards: Sequence[ContactCard]) -> list[ItemResult]:
         if not cards:
             return []
-        url = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts"
-        answers = self.batch(mailbox, [Call("POST", url, contact_body(card)) for card in cards])
+        url = f"{user_path(mailbox)}/contactFolders/{segment(folder_id)}/contacts"
+        answers = self.client.batch(mailbox, [Call("POST", url, contact_body(card)) for card in cards])
         return item_results(answers, folder_id)
 
     def update_contacts(
@@ -800,12 +259,12 @@ class GraphBackend(MailboxBackend):
             calls.append(
                 Call("PATCH", self._contact_url(mailbox, ref.item_id), contact_body(card, names), headers)
             )
-        answers = self.batch(mailbox, calls)
+        answers = self.client.batch(mailbox, calls)
         stale = [i for i, a in enumerate(answers) if a.status == 412]
         if stale:
             # Changed in Outlook since we last saw it: the CRM is the source (C6), so every mapped
             # field is written onto the current version.
-            again = self.batch(
+            again = self.client.batch(
                 mailbox,
                 [
                     Call(
@@ -826,7 +285,7 @@ class GraphBackend(MailboxBackend):
         ]
 
     def _contact_url(self, mailbox: str, item_id: str) -> str:
-        return f"{self.user(mailbox)}/contacts/{_q(item_id)}"
+        return f"{user_path(mailbox)}/contacts/{segment(item_id)}"
 
     def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
         """Graph v1.0 cannot move a contact: copy it into the folder, then delete the original
@@ -837,9 +296,9 @@ class GraphBackend(MailboxBackend):
             "singleValueExtendedProperties($filter=id eq "
             f"{odata_string(SYNC_ID_PROPERTY_ID)} or id eq {odata_string(BUSINESS_FAX_PROPERTY_ID)})"
         )
-        reads = self.batch(
+        reads = self.client.batch(
             mailbox,
-            [Call("GET", f"{self._contact_url(mailbox, r.item_id)}?{_query(expand=expand)}") for r in refs],
+            [Call("GET", f"{self._contact_url(mailbox, r.item_id)}?{odata_query(expand=expand)}") for r in refs],
         )
         results: list[ItemResult | None] = [None] * len(refs)
         sources: dict[int, dict[str, Any]] = {}
@@ -865,8 +324,8 @@ class GraphBackend(MailboxBackend):
                 copies[i] = existing
             else:
                 to_copy.append(i)
-        url = f"{self.user(mailbox)}/contactFolders/{_q(folder_id)}/contacts"
-        created = self.batch(mailbox, [Call("POST", url, copy_body(sources[i])) for i in to_copy])
+        url = f"{user_path(mailbox)}/contactFolders/{segment(folder_id)}/contacts"
+        created = self.client.batch(mailbox, [Call("POST", url, copy_body(sources[i])) for i in to_copy])
         for i, answer in zip(to_copy, created, strict=True):
             if answer.ok:
                 copies[i] = RemoteRef(answer.body["id"], change_key_of(answer.body), folder_id)
@@ -879,7 +338,7 @@ class GraphBackend(MailboxBackend):
         return [r if r is not None else ItemResult(error=base.ItemError("not moved")) for r in results]
 
     def _delete(self, mailbox: str, urls: Sequence[str], refs: Sequence[RemoteRef]) -> list[ItemResult]:
-        return deletion_results(refs, self.batch(mailbox, [Call("DELETE", url) for url in urls]))
+        return deletion_results(refs, self.client.batch(mailbox, [Call("DELETE", url) for url in urls]))
 
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         if not refs:
@@ -889,7 +348,7 @@ class GraphBackend(MailboxBackend):
     # Calendar ----------------------------------------------------------------------------------
 
     def ensure_calendar_folder(self, mailbox: str) -> str:
-        return self._get(mailbox, f"{self.user(mailbox)}/calendar?{_query(select='id')}")["id"]
+        return self.client.get(mailbox, f"{user_path(mailbox)}/calendar?{odata_query(select='id')}")["id"]
 
     def calendar_window(self) -> tuple[datetime, datetime]:
         """The calendarView a delta round covers: from yesterday (events under way) to the
@@ -912,7 +371,7 @@ class GraphBackend(MailboxBackend):
         series master's id; removals by id. Returns the deltaLink."""
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}, odata.maxpagesize={DELTA_PAGE_SIZE}"}
         page: dict[str, Any] = {}
-        for page in self._pages(mailbox, url, headers=headers):
+        for page in self.client.pages(mailbox, url, headers=headers):
             for entry in page.get("value", []):
                 item_id = entry["id"]
                 if "@removed" in entry:
@@ -933,8 +392,8 @@ class GraphBackend(MailboxBackend):
     def _calendar_view_url(self, mailbox: str, start: datetime, end: datetime, *, delta: bool) -> str:
         window = f"startDateTime={iso_z(start)}&endDateTime={iso_z(end)}"
         if delta:
-            return f"{self.user(mailbox)}/calendarView/delta?{window}"
-        return f"{self.user(mailbox)}/calendarView?{window}&" + _query(
+            return f"{user_path(mailbox)}/calendarView/delta?{window}"
+        return f"{user_path(mailbox)}/calendarView?{window}&" + odata_query(
             select="id,changeKey,type,seriesMasterId", top=PAGE_SIZE
         )
 
@@ -943,13 +402,13 @@ class GraphBackend(MailboxBackend):
         is gone. Found by id is not yet in the calendar: an event deleted in Outlook lies in
         Deleted Items under the same immutable id."""
         wanted = list(dict.fromkeys(ids))
-        select = _query(select="id,changeKey,type,seriesMasterId,iCalUId")
+        select = odata_query(select="id,changeKey,type,seriesMasterId,iCalUId")
         calls = [Call("GET", f"{self._event_url(mailbox, i)}?{select}") for i in wanted]
         out: dict[str, dict[str, Any] | None] = {}
-        for item_id, answer in zip(wanted, self.batch(mailbox, calls), strict=True):
+        for item_id, answer in zip(wanted, self.client.batch(mailbox, calls), strict=True):
             if answer.ok:
                 out[item_id] = answer.body
-            elif answer.status == 404 or _error_parts(answer.body)[0] in _GONE_OCCURRENCE_CODES:
+            elif answer.status == 404 or error_parts(answer.body)[0] in _GONE_OCCURRENCE_CODES:
                 out[item_id] = None
             else:
                 raise answer.error()
@@ -966,13 +425,13 @@ class GraphBackend(MailboxBackend):
         """The events among ``heads`` that are in the calendar folder: a folder's event list
         holds only its own items (a lookup by id finds them wherever they lie)."""
         wanted = [(item_id, head) for item_id, head in heads.items() if head.get("iCalUId")]
-        folder = f"{self.user(mailbox)}/calendars/{_q(folder_id)}/events"
+        folder = f"{user_path(mailbox)}/calendars/{segment(folder_id)}/events"
         calls = [
-            Call("GET", f"{folder}?{_query(filter='iCalUId eq ' + odata_string(head['iCalUId']), select='id')}")
+            Call("GET", f"{folder}?{odata_query(filter='iCalUId eq ' + odata_string(head['iCalUId']), select='id')}")
             for _, head in wanted
         ]
         present = {item_id for item_id, head in heads.items() if not head.get("iCalUId")}
-        for (item_id, _), answer in zip(wanted, self.batch(mailbox, calls), strict=True):
+        for (item_id, _), answer in zip(wanted, self.client.batch(mailbox, calls), strict=True):
             if not answer.ok:
                 raise answer.error()
             if any(entry.get("id") == item_id for entry in (answer.body or {}).get("value", [])):
@@ -1070,7 +529,7 @@ class GraphBackend(MailboxBackend):
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
         refs: dict[str, RemoteRef] = {}
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}"}
-        for page in self._pages(
+        for page in self.client.pages(
             mailbox, self._calendar_view_url(mailbox, start, end, delta=False), headers=headers
         ):
             for entry in page.get("value", []):
@@ -1083,14 +542,14 @@ class GraphBackend(MailboxBackend):
         return list(refs.values())
 
     def _event_url(self, mailbox: str, item_id: str) -> str:
-        return f"{self.user(mailbox)}/events/{_q(item_id)}"
+        return f"{user_path(mailbox)}/events/{segment(item_id)}"
 
     def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []
-        query = _query(select=EVENT_SELECT, expand=EXPAND_SYNC_ID)
+        query = odata_query(select=EVENT_SELECT, expand=EXPAND_SYNC_ID)
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}"}
-        answers = self.batch(
+        answers = self.client.batch(
             mailbox,
             [Call("GET", f"{self._event_url(mailbox, r.item_id)}?{query}", None, headers) for r in refs],
         )
@@ -1119,7 +578,7 @@ class GraphBackend(MailboxBackend):
     ) -> list[ItemResult]:
         if not events:
             return []
-        url = f"{self.user(mailbox)}/calendars/{_q(folder_id)}/events"
+        url = f"{user_path(mailbox)}/calendars/{segment(folder_id)}/events"
         prepared: list[Call | MailboxError] = []
         for event in events:
             try:
@@ -1136,7 +595,7 @@ class GraphBackend(MailboxBackend):
             prepared.append(Call("POST", url, body))
         calls = [p for p in prepared if isinstance(p, Call)]
         # Safe to repeat after a lost answer: the transactionId makes a repeated create a no-op.
-        answers = iter(item_results(self.batch(mailbox, calls, idempotent=True), folder_id))
+        answers = iter(item_results(self.client.batch(mailbox, calls, idempotent=True), folder_id))
         return [ItemResult(error=p) if isinstance(p, MailboxError) else next(answers) for p in prepared]
 
     def update_events(
@@ -1171,7 +630,7 @@ class GraphBackend(MailboxBackend):
             )
         indexes = [i for i, p in enumerate(prepared) if isinstance(p, Call)]
         calls = [prepared[i] for i in indexes]
-        answers = self.batch(mailbox, calls)
+        answers = self.client.batch(mailbox, calls)
         stale = [n for n, answer in enumerate(answers) if answer.status == 412]
         if stale:
             # Changed since the engine read it: re-read the version and write the same fields
@@ -1182,7 +641,7 @@ class GraphBackend(MailboxBackend):
                 call = calls[n]
                 key = keys.get(updates[indexes[n]][0].item_id)
                 again.append(Call(call.method, call.url, call.body, if_match(key or "")))
-            for n, answer in zip(stale, self.batch(mailbox, again), strict=True):
+            for n, answer in zip(stale, self.client.batch(mailbox, again), strict=True):
                 answers[n] = answer
         results: list[ItemResult] = []
         answer_of = dict(zip(indexes, answers, strict=True))
@@ -1206,7 +665,7 @@ class GraphBackend(MailboxBackend):
     def _instances_url(self, mailbox: str, master_id: str, start: datetime, end: datetime) -> str:
         return (
             f"{self._event_url(mailbox, master_id)}/instances?startDateTime={iso_z(start)}&endDateTime={iso_z(end)}&"
-            + _query(select="id,type,originalStart,start,end,isAllDay,subject,location", top=PAGE_SIZE)
+            + odata_query(select="id,type,originalStart,start,end,isAllDay,subject,location", top=PAGE_SIZE)
         )
 
     def _instances(
@@ -1217,13 +676,13 @@ class GraphBackend(MailboxBackend):
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}"}
         calls = [Call("GET", self._instances_url(mailbox, m, s, e), None, headers) for m, s, e in wanted]
         out: list[list[dict[str, Any]]] = []
-        for answer in self.batch(mailbox, calls):
+        for answer in self.client.batch(mailbox, calls):
             if not answer.ok:
                 raise answer.error()
             values = list(answer.body.get("value", []))
             next_link = answer.body.get("@odata.nextLink", "")
             if next_link:
-                for page in self._pages(mailbox, next_link, headers=headers):
+                for page in self.client.pages(mailbox, next_link, headers=headers):
                     values += page.get("value", [])
             out.append(values)
         return out
@@ -1334,7 +793,7 @@ class GraphBackend(MailboxBackend):
                     },
                 }
                 calls.append(Call("PATCH", self._event_url(mailbox, occurrence_id), body))
-            for answer in self.batch(mailbox, calls, idempotent=True):
+            for answer in self.client.batch(mailbox, calls, idempotent=True):
                 if not answer.ok and answer.status != 404:
                     return ItemResult(error=answer.error())
         keys = self.master_keys(mailbox, [ref.item_id])
@@ -1352,7 +811,7 @@ class GraphBackend(MailboxBackend):
             return self._delete(mailbox, [self._event_url(mailbox, r.item_id) for r in refs], refs)
         # The organizer's copy: cancel (attendees get the cancellation; the event goes to
         # Deleted Items). Not a meeting of this mailbox's organizing: a plain delete.
-        answers = self.batch(
+        answers = self.client.batch(
             mailbox,
             [Call("POST", f"{self._event_url(mailbox, r.item_id)}/cancel", {"comment": ""}) for r in refs],
             idempotent=True,
@@ -1383,7 +842,7 @@ class GraphBackend(MailboxBackend):
     @classmethod
     def events_resource(cls, mailbox: str) -> str:
         """The subscription resource for a mailbox's calendar events (every calendar of it)."""
-        return cls.user(mailbox).lstrip("/") + "/events"
+        return user_path(mailbox).lstrip("/") + "/events"
 
     def create_subscription(
         self,
@@ -1406,14 +865,14 @@ class GraphBackend(MailboxBackend):
             "clientState": client_state,
             "latestSupportedTlsVersion": "v1_2",
         }
-        answer = self._send(mailbox, "POST", "/subscriptions", body=body, idempotent=False)
+        answer = self.client.send(mailbox, "POST", "/subscriptions", body=body, idempotent=False)
         if not answer.ok:
             raise answer.error()
         return _subscription(answer.body, expires_at)
 
     def renew_subscription(self, mailbox: str, subscription_id: str, expires_at: datetime) -> Subscription:
         """Move a subscription's expiry (PATCH); ItemNotFound when Graph no longer has it."""
-        answer = self._send(
+        answer = self.client.send(
             mailbox,
             "PATCH",
             f"/subscriptions/{quote(subscription_id, safe='')}",
@@ -1425,27 +884,19 @@ class GraphBackend(MailboxBackend):
 
     def reauthorize_subscription(self, mailbox: str, subscription_id: str) -> None:
         """Answer a reauthorizationRequired lifecycle notification."""
-        answer = self._send(mailbox, "POST", f"/subscriptions/{quote(subscription_id, safe='')}/reauthorize")
+        answer = self.client.send(mailbox, "POST", f"/subscriptions/{quote(subscription_id, safe='')}/reauthorize")
         if not answer.ok:
             raise answer.error()
 
     def delete_subscription(self, mailbox: str, subscription_id: str) -> None:
         """Remove a subscription; one Graph no longer has is removed already."""
-        answer = self._send(mailbox, "DELETE", f"/subscriptions/{quote(subscription_id, safe='')}")
+        answer = self.client.send(mailbox, "DELETE", f"/subscriptions/{quote(subscription_id, safe='')}")
         if not answer.ok and answer.status != 404:
             raise answer.error()
 
     def close(self) -> None:
-        self._http.close()
+        self.client.close()
 
-
-def _json(response: httpx.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return {"error": {"code": "", "message": response.text[:200]}}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from synccore.mailbox import base, recurrence
 from synccore.mailbox.base import CalendarEvent, ContactCard, ItemResult, RemoteRef
 
 if TYPE_CHECKING:
-    from synccore.mailbox.graph import Answer
+    from synccore.mailbox.graph.client import Answer
 
 SYNC_ID_PROPERTY_ID = f"String {{{base.PROPERTY_SET_ID}}} Name {base.SYNC_ID_PROPERTY}"
 # Graph v1.0 contacts have no fax property: PidTagBusinessFaxNumber is what Outlook shows as
