@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from synccore.crmio import recurrence_problem
 from synccore.mailbox import ews, graph
-from synccore.mailbox.base import Series
+from synccore.mailbox.base import InvalidItem, Series
 from synccore.mailbox.recurrence import Unrepresentable, parse_rrule, to_rrule
 from synccore.models import Activity
 from synccore.sync.calendar import run_calendar_pass
@@ -55,7 +55,7 @@ def test_k10_an_unrepresentable_rule_is_refused_alike_everywhere(rule):
         parse_rrule(rule, TUESDAY)
     with pytest.raises(ValueError):
         ews.rrule_to_recurrence(rule, TUESDAY)
-    with pytest.raises(graph.base.InvalidItem):
+    with pytest.raises(InvalidItem):
         graph.rrule_to_recurrence(rule, TUESDAY, "UTC")
     assert recurrence_problem(rule)
 

@@ -609,4 +609,3 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return {"error": {"code": "", "message": response.text[:200]}}
-

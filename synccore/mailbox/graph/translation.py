@@ -479,4 +479,3 @@ class CalendarToken:
             return cls(data["l"], datetime.fromisoformat(data["e"]), dict(data.get("m") or {}))
         except (ValueError, KeyError, TypeError, zlib.error) as exc:
             raise base.InvalidSyncToken(f"The calendar token cannot be read ({exc}).") from exc
-
