@@ -31,9 +31,7 @@ RUN_PASS = "synccore.tasks.run_pass"
 
 
 def active_users(env: Environment) -> list[SyncUser]:
-    return list(
-        SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings")
-    )
+    return list(SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings"))
 
 
 def enqueued_field(kind: str) -> str:
@@ -59,7 +57,9 @@ def skip_reason(user: SyncUser, trigger: str) -> str:
 def halted(state: str, trigger: str) -> bool:
     """No pass while stopping (S1); automatic passes (start, schedule, push) only while running;
     an administrator's sync-now also while stopped."""
-    return state == SynchronizerState.STOPPING or (trigger in AUTOMATIC and state != SynchronizerState.RUNNING)
+    return state == SynchronizerState.STOPPING or (
+        trigger in AUTOMATIC and state != SynchronizerState.RUNNING
+    )
 
 
 def enqueue_pass(

@@ -389,7 +389,9 @@ def _concerned_users(env: Environment, activity_ids: list[int]) -> list[SyncUser
         if row["email"]:
             emails.add(row["email"].lower())
     everyone = passes.active_users(env)
-    users = [user for user in everyone if user.employee_id in employees or user.mailbox_email.lower() in emails]
+    users = [
+        user for user in everyone if user.employee_id in employees or user.mailbox_email.lower() in emails
+    ]
     # An activity whose people we cannot tell (deleted with its attendees): every calendar user.
     return users or everyone
 
