@@ -101,6 +101,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL characters and over-size bodies: 400 before any view or session work.
+    "syncadmin.edge.MalformedRequestMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,7 +203,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["syncadmin.api.permissions.HasRole"],
     "DEFAULT_SCHEMA_CLASS": "syncadmin.api.schema.SyncAutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded bodies, no lone surrogates / NUL / deep nesting: a 400 naming where, never a 500.
+    "DEFAULT_PARSER_CLASSES": ["syncadmin.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "syncadmin.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -235,8 +235,11 @@ CONTACT_TEXT = (
 
 
 def upsert_many(environment: Environment, entity: str, items: list[dict[str, Any]]) -> list[UpsertResult]:
-    """Create or update each item by external id; a failing item is reported, not fatal."""
-    results = [upsert(environment, entity, item) for item in items]
+    """Create or update each item by external id; a failing item is reported, not fatal.
+
+    The batch is one transaction: an unexpected failure writes none of it, never half."""
+    with transaction.atomic():
+        results = [upsert(environment, entity, item) for item in items]
     _notify_activities(environment, [r.record for r in results if isinstance(r.record, Activity)])
     return results
 
