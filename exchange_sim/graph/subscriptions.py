@@ -5,7 +5,8 @@
   ``validation_timeout`` seconds as ``200 text/plain``, else the create fails with 400 ValidationError
   (the lifecycleNotificationUrl is validated the same way).
 * Resources: ``users/{id}/contacts`` (contacts in every contact folder), ``users/{id}/contactFolders/{id}/contacts``,
-  ``users/{id}/events`` (every calendar), ``users/{id}/calendar/events``, ``users/{id}/calendars/{id}/events``.
+  ``users/{id}/events`` (every calendar), ``users/{id}/calendar/events``, ``users/{id}/calendars/{id}/events``,
+  ``users/{id}/todo/lists/{id}/tasks`` (Microsoft To Do; at most 4230 minutes ahead, as Graph allows for todoTask).
 * Each change of the store (whoever made it: Graph, EWS, Outlook, meeting delivery) becomes a notification
   ``{"subscriptionId", "subscriptionExpirationDateTime", "changeType", "resource", "resourceData",
   "clientState", "tenantId"}`` POSTed (batched per URL) to the notificationUrl. A delivery that fails
@@ -40,7 +41,7 @@ import httpx
 from exchange_sim.graph.api import GraphRequest, GraphResponse, collection, no_content, ok, route, split_path
 from exchange_sim.graph.auth import ACCESS_POLICY_TEXT
 from exchange_sim.graph.errors import GraphError, bad_request
-from exchange_sim.graph.ids import store_id_from_rest, user_id
+from exchange_sim.graph.ids import folder_graph_id, store_id_from_rest, user_id
 from exchange_sim.graph.values import parse_datetime
 from exchange_sim.store import Change, StoreError
 
@@ -51,6 +52,12 @@ log = logging.getLogger("exchange_sim.graph")
 CHANGE_TYPES = {"created", "updated", "deleted"}
 LIFECYCLE_EVENTS = {"reauthorizationRequired", "missed", "subscriptionRemoved"}
 MAX_EXPIRATION = timedelta(minutes=10080)  # Outlook messages, events and contacts
+TODO_MAX_EXPIRATION = timedelta(minutes=4230)  # Graph's limit for todoTask
+ROLES = {
+    "Contact": ("Contacts.Read", "Contacts.ReadWrite"),
+    "CalendarItem": ("Calendars.Read", "Calendars.ReadWrite"),
+    "Task": ("Tasks.Read.All", "Tasks.ReadWrite.All"),
+}
 OP_NAMES = {"created": "created", "modified": "updated", "deleted": "deleted"}
 
 
@@ -60,7 +67,7 @@ class Subscription:
     app: str
     resource: str
     mailbox: str
-    kind: str  # Contact | CalendarItem
+    kind: str  # Contact | CalendarItem | Task
     folder_id: str | None  # None: every folder of the kind
     change_types: set[str]
     notification_url: str
@@ -255,9 +262,13 @@ class Webhooks:
     def _notification(self, sub: Subscription, change: Change, change_type: str) -> dict[str, Any]:
         store = self.front.sim.store
         graph_id = self.front.ids.graph_id(change.id, sub.immutable_ids)
-        segment = "Contacts" if sub.kind == "Contact" else "Events"
-        resource = f"Users/{user_id(sub.mailbox)}/{segment}/{graph_id}"
-        data: dict[str, Any] = {"@odata.type": f"#Microsoft.Graph.{segment[:-1]}", "@odata.id": resource, "id": graph_id}
+        if sub.kind == "Task":
+            resource = f"Users/{user_id(sub.mailbox)}/todo/lists/{folder_graph_id(change.folder_id or '')}/tasks/{graph_id}"
+            type_name = "todoTask"
+        else:
+            segment = "Contacts" if sub.kind == "Contact" else "Events"
+            resource, type_name = f"Users/{user_id(sub.mailbox)}/{segment}/{graph_id}", segment[:-1]
+        data: dict[str, Any] = {"@odata.type": f"#Microsoft.Graph.{type_name}", "@odata.id": resource, "id": graph_id}
         if change_type != "deleted":
             with contextlib.suppress(StoreError):
                 data["@odata.etag"] = f'W/"{store.item(change.id).changekey}"'
@@ -375,7 +386,7 @@ def parse_resource(request: GraphRequest, resource: Any) -> tuple[str, str, str 
     lowered = [s.lower() for s in segments]
     if lowered and lowered[0] == "me":
         raise bad_request("/me request is only valid with delegated authentication flow.")
-    unsupported = bad_request(f"Resource '{resource}' is not supported by the simulator: subscribe to contacts or events.", "InvalidRequest")
+    unsupported = bad_request(f"Resource '{resource}' is not supported by the simulator: subscribe to contacts, events or To Do tasks.", "InvalidRequest")
     if len(segments) < 3 or lowered[0] != "users":
         raise unsupported
     front = request.front
@@ -393,6 +404,8 @@ def parse_resource(request: GraphRequest, resource: Any) -> tuple[str, str, str 
             return mailbox, "CalendarItem", store.distinguished_folder(mailbox, "calendar").id
         if len(rest) == 3 and rest[0] == "calendars" and rest[2] == "events":
             return mailbox, "CalendarItem", _folder(store, mailbox, segments[3], "calendar", "IPF.Appointment")
+        if len(rest) == 4 and rest[:2] == ["todo", "lists"] and rest[3] == "tasks":
+            return mailbox, "Task", _folder(store, mailbox, segments[4], "tasks", "IPF.Task")
     raise unsupported
 
 
@@ -408,12 +421,14 @@ def _folder(store: Any, mailbox: str, ref: str, well_known: str, folder_class: s
     return folder.id
 
 
-def _expiration(request: GraphRequest, value: Any, operation: str) -> datetime:
+def _expiration(request: GraphRequest, value: Any, operation: str, kind: str | None = None) -> datetime:
     if value is None:
         raise bad_request("expirationDateTime is required.", "InvalidRequest")
     when = parse_datetime(value, "expirationDateTime")
     now = request.front.sim.clock.now()
     limit = request.front.subscriptions.max_expiration
+    if kind == "Task":
+        limit = min(limit, TODO_MAX_EXPIRATION)
     if when <= now:
         raise bad_request(f"Operation: {operation}; Exception: [Status Code: BadRequest; Reason: Subscription expiration must be in the future.]", "ExtensionError")
     if when > now + limit + timedelta(minutes=1):
@@ -462,8 +477,8 @@ def create_subscription(request: GraphRequest) -> GraphResponse:
     request.mailbox = mailbox
     if not app.may_access(mailbox):
         raise GraphError(403, "ErrorAccessDenied", ACCESS_POLICY_TEXT)
-    front.directory.role_check(app, *(("Contacts.Read", "Contacts.ReadWrite") if kind == "Contact" else ("Calendars.Read", "Calendars.ReadWrite")))
-    expiration = _expiration(request, data.get("expirationDateTime"), "Create")
+    front.directory.role_check(app, *ROLES[kind])
+    expiration = _expiration(request, data.get("expirationDateTime"), "Create", kind)
     url = _check_url(data.get("notificationUrl"), "notificationUrl")
     lifecycle_url = _check_url(data["lifecycleNotificationUrl"], "lifecycleNotificationUrl") if data.get("lifecycleNotificationUrl") else None
     webhooks = front.subscriptions
@@ -515,7 +530,7 @@ def update_subscription(request: GraphRequest) -> GraphResponse:
     unknown = set(data) - {"expirationDateTime", "notificationUrl", "lifecycleNotificationUrl", "@odata.type"}
     if unknown:
         raise bad_request(f"Only expirationDateTime and notificationUrl can be changed, not '{sorted(unknown)[0]}'.", "InvalidRequest")
-    expiration = _expiration(request, data["expirationDateTime"], "Update") if "expirationDateTime" in data else sub.expiration
+    expiration = _expiration(request, data["expirationDateTime"], "Update", sub.kind) if "expirationDateTime" in data else sub.expiration
     url = sub.notification_url
     if data.get("notificationUrl") and data["notificationUrl"] != url:
         url = _check_url(data["notificationUrl"], "notificationUrl")

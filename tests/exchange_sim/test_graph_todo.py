@@ -3,7 +3,7 @@ DELETE, paging), completion, linkedResources, delta with @removed, $batch and 42
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -239,3 +239,24 @@ def test_an_app_without_a_tasks_role_is_refused(exchange_sim: Simulator):
     exchange_sim.graph.add_app("contacts-only", "pw", roles=("Contacts.ReadWrite",))
     with graph_client(exchange_sim, ("contacts-only", "pw")) as client:
         assert client.get(f"{A}/todo/lists").status_code == 403
+
+
+def test_a_subscription_to_a_list_notifies_its_task_changes_from_either_front_end(exchange_sim: Simulator, graph, webhook_receiver):
+    list_id = default_list(graph)
+    resource = f"users/{ALICE}/todo/lists/{list_id}/tasks"
+    body = {"changeType": "created,updated,deleted", "notificationUrl": webhook_receiver.url, "resource": resource, "clientState": "todo"}
+    too_far = (exchange_sim.clock.now() + timedelta(minutes=4300)).isoformat()
+    assert graph.post("/subscriptions", json={**body, "expirationDateTime": too_far}).status_code == 400
+    expires = (exchange_sim.clock.now() + timedelta(minutes=4200)).isoformat()
+    assert graph.post("/subscriptions", json={**body, "expirationDateTime": expires}).status_code == 201
+    alice = exchange_sim.user(ALICE)
+    task = alice.create_task("From Outlook")
+    graph.patch(f"{A}/todo/lists/{list_id}/tasks/{task.id.replace('+', '-').replace('/', '_')}", json={"status": "completed"})
+    alice.delete(task)
+    other = graph.post(f"{A}/todo/lists", json={"displayName": "Other"}).json()
+    graph.post(f"{A}/todo/lists/{other['id']}/tasks", json={"title": "Elsewhere"})
+    notes = webhook_receiver.wait_for(3)
+    assert exchange_sim.graph.subscriptions.wait_idle()
+    assert [n["changeType"] for n in webhook_receiver.received()] == ["created", "updated", "deleted"]
+    assert notes[0]["resource"].endswith(f"/todo/lists/{list_id}/tasks/{notes[0]['resourceData']['id']}")
+    assert notes[0]["resourceData"]["@odata.type"] == "#Microsoft.Graph.todoTask" and notes[0]["clientState"] == "todo"
