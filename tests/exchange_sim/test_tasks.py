@@ -160,3 +160,16 @@ def test_task_dates_are_days(exchange_sim: Simulator, account):
     got = account.tasks.get(id=task.id)
     assert (got.due_date, got.start_date) == (date(2027, 3, 10), date(2027, 3, 2))
     assert not exchange_sim.schema_violations
+
+
+def test_a_pull_subscription_on_the_tasks_folder_reports_task_changes(account, exchange_sim: Simulator):
+    subscription_id, watermark = account.tasks.subscribe_to_pull()
+    alice = exchange_sim.user(ALICE)
+    task = alice.create_task("Watched")
+    alice.complete_task(task)
+    exchange_sim.user(ALICE).create_contact(GivenName="Not a task")
+    events = [e for n in account.tasks.get_events(subscription_id, watermark) for e in n.events]
+    assert [(type(e).__name__, e.item_id.id) for e in events if hasattr(e, "item_id")] == [
+        ("CreatedEvent", task.id),
+        ("ModifiedEvent", task.id),
+    ]
