@@ -1,0 +1,15 @@
+"""Exchange Server on premises through EWS: the only package that imports exchangelib.
+
+- ``client.py``: exchangelib as every operation uses it (request counting, the retry policy,
+  errors translated into the ``MailboxError`` family);
+- ``translation.py``: contact cards and calendar events ⇄ exchangelib items, recurrences, zones
+  and the sync id property;
+- ``calendar.py``: the calendar operations; ``backend.py``: ``EwsBackend``;
+- ``streaming.py``: push by streaming notifications.
+"""
+
+from synccore.mailbox.ews.backend import EwsBackend
+from synccore.mailbox.ews.streaming import stream_calendar_changes
+from synccore.mailbox.ews.translation import recurrence_to_rrule, rrule_to_recurrence
+
+__all__ = ["EwsBackend", "recurrence_to_rrule", "rrule_to_recurrence", "stream_calendar_changes"]

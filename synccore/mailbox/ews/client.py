@@ -1,0 +1,137 @@
+"""exchangelib, as every EWS operation uses it: request counting, the retry policy and the
+translation of exchangelib's errors into the one ``MailboxError`` family.
+
+Choices that matter (see DESIGN §7):
+- an explicit service endpoint and server version: no autodiscover or version-probe round trips;
+- every bulk call inspects its per-item results (exchangelib returns errors in the list);
+- requests are counted by an HTTP adapter, per thread, for run records and tests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+import requests.adapters
+from exchangelib import Build, FaultTolerance
+from exchangelib import errors as ews_errors
+from exchangelib.protocol import BaseProtocol
+
+from synccore.mailbox import base
+from synccore.mailbox.base import ItemResult, MailboxError, RemoteRef
+from synccore.mailbox.counting import RequestCounter
+
+SERVER_BUILD = Build(15, 1, 2507, 6)  # Exchange 2016 CU; every supported server speaks its schema
+SYNC_PAGE = 512  # the largest MaxChangesReturned EWS allows
+FIND_PAGE = 1000  # the largest IndexedPageItemView EWS allows
+
+# --- Request counting -------------------------------------------------------------------------
+
+_requests = RequestCounter()
+requests_sent = _requests.sent  # every HTTP request this thread sent, retries included
+BaseProtocol.HTTP_ADAPTER_CLS = _requests.adapter_class()
+
+
+# --- Retry policy ---------------------------------------------------------------------------
+
+
+class SyncRetryPolicy(FaultTolerance):
+    """exchangelib's FaultTolerance, except that a 401 is not retried for minutes.
+
+    FaultTolerance treats every 401 as throttling (some EWS servers answer 401 under load) and
+    retries until max_wait, so a wrong password would stall every pass. Here a short burst of
+    401s is retried after a second; the third 401 within half a minute is a credentials error.
+    """
+
+    UNAUTHORIZED_LIMIT = 3
+    UNAUTHORIZED_WINDOW_S = 30.0
+
+    def __init__(self, max_wait: float) -> None:
+        super().__init__(max_wait=max_wait)
+        self._recent_401s: list[float] = []
+
+    def raise_response_errors(self, response):
+        if response.status_code == 401:
+            now = time.monotonic()
+            self._recent_401s = [t for t in self._recent_401s if now - t < self.UNAUTHORIZED_WINDOW_S] + [now]
+            if len(self._recent_401s) >= self.UNAUTHORIZED_LIMIT:
+                raise ews_errors.UnauthorizedError(f"Invalid credentials for {response.url}")
+            raise ews_errors.ErrorServerBusy("HTTP 401, retried once more", back_off=1)
+        return super().raise_response_errors(response)
+
+
+# --- Errors -----------------------------------------------------------------------------------
+
+_PERMANENT_ITEM_ERRORS = (
+    ews_errors.ErrorInvalidPropertyRequest,
+    ews_errors.ErrorInvalidPropertySet,
+    ews_errors.ErrorInvalidValueForProperty,
+    ews_errors.ErrorPropertyUpdate,
+    ews_errors.ErrorSchemaValidation,
+    ews_errors.ErrorInvalidRequest,
+    ews_errors.ErrorCorruptData,
+)
+_NOT_FOUND = (ews_errors.ErrorItemNotFound, ews_errors.ErrorFolderNotFound)
+
+
+def translate(exc: Exception) -> MailboxError:
+    """Map an exchangelib / transport exception to the backend error family."""
+    if isinstance(exc, MailboxError):
+        return exc
+    name = type(exc).__name__
+    message = f"{name}: {exc}" if str(exc) else name
+    if isinstance(exc, ews_errors.UnauthorizedError):
+        return base.AuthenticationFailed(
+            f"Exchange refused the service account's credentials ({message}).", code=name
+        )
+    if isinstance(exc, ews_errors.ErrorNonExistentMailbox):
+        return base.MailboxNotFound(f"Exchange has no such mailbox ({message}).", code=name)
+    if isinstance(exc, ews_errors.ErrorImpersonateUserDenied | ews_errors.ErrorAccessDenied):
+        return base.AccessDenied(
+            f"The service account may not open this mailbox; check the impersonation or delegate rights ({message}).",
+            code=name,
+        )
+    if isinstance(exc, ews_errors.ErrorInvalidSyncStateData):
+        return base.InvalidSyncToken(message, code=name)
+    if isinstance(exc, ews_errors.ErrorServerBusy):
+        wait = (exc.back_off or 0) or None
+        return base.Throttled(f"Exchange is busy ({message}).", retry_after=wait, code=name)
+    if isinstance(exc, ews_errors.ErrorIrresolvableConflict):
+        return base.StaleChangeKey(message, code=name)
+    if isinstance(exc, _NOT_FOUND):
+        return base.ItemNotFound(message, code=name)
+    if isinstance(exc, _PERMANENT_ITEM_ERRORS) or name.startswith("ErrorPropertyValueTooLong"):
+        return base.InvalidItem(message, code=name)
+    if isinstance(exc, ValueError | TypeError):
+        # exchangelib validates values before sending (e.g. a malformed address or URI).
+        return base.InvalidItem(message, code=name)
+    if isinstance(
+        exc,
+        ews_errors.RateLimitError
+        | ews_errors.ErrorTimeoutExpired
+        | ews_errors.TransportError
+        | ews_errors.ErrorInternalServerTransientError
+        | ews_errors.ErrorMailboxMoveInProgress
+        | ews_errors.ErrorMailboxStoreUnavailable
+        | ews_errors.ErrorExceededConnectionCount
+        | ews_errors.ErrorTooManyObjectsOpened
+        | ews_errors.CASError
+        | requests.RequestException
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return base.TransientMailboxError(f"Exchange is not answering normally ({message}).", code=name)
+    if isinstance(exc, ews_errors.ResponseMessageError | ews_errors.EWSError):
+        return base.TransientMailboxError(message, code=name)
+    raise exc
+
+
+def item_result(value: Any, folder_id: str = "") -> ItemResult:
+    if isinstance(value, Exception):
+        return ItemResult(error=translate(value))
+    if isinstance(value, tuple):
+        item_id, change_key = value
+    else:
+        item_id, change_key = value.id, value.changekey
+    return ItemResult(ref=RemoteRef(item_id, change_key or "", folder_id))
