@@ -3,17 +3,19 @@
 The engine talks to a mailbox only through ``MailboxBackend``: plain dataclasses in, plain
 dataclasses out, one error family (``MailboxError``) that says whether a failure is permanent
 (bad credentials, no such mailbox, access denied) or transient (throttled, busy, down) with a
-suggested wait. Implementations: ``ews.py`` (exchangelib) and ``graph.py`` (Microsoft Graph).
+suggested wait. Implementations: ``ews/`` (exchangelib) and ``graph/`` (Microsoft Graph). Push
+(K14) is part of the interface too: a backend says which style it offers (``push_style``) and
+implements that style's operations; the others refuse with ``PushNotSupported``.
 Nothing here knows the ORM or the sync rules.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rrulestr
@@ -82,6 +84,10 @@ class InvalidItem(ItemError):
     """The server refused the item's data (too long, malformed): bad input, not a retry."""
 
     permanent = True
+
+
+class PushNotSupported(PermanentMailboxError):
+    """The backend offers no push of the style asked for (see ``MailboxBackend.push_style``)."""
 
 
 # --- Values -----------------------------------------------------------------------------------
@@ -357,6 +363,20 @@ class ConnectionConfig:
     calendar_horizon_days: int = 90  # the calendar window ahead (Graph's calendarView is bounded)
 
 
+# How a backend tells of changes as they happen (K14): "stream", the caller holds a connection
+# and reads it (``stream_calendar_changes``); "webhook", the server calls a URL of the product
+# for each subscription (``create_subscription`` and its kin); "", no push: the caller polls.
+PushStyle = Literal["stream", "webhook", ""]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A change-notification subscription as the server answered it (webhook push)."""
+
+    id: str
+    expires_at: datetime
+
+
 # --- The interface ----------------------------------------------------------------------------
 
 
@@ -365,6 +385,8 @@ class MailboxBackend(abc.ABC):
 
     #: Requests sent so far by this backend (for run records and request-count tests).
     requests: int = 0
+    #: The push this backend offers; the operations of the other style refuse.
+    push_style: ClassVar[PushStyle] = ""
 
     @abc.abstractmethod
     def check(self, mailbox: str) -> list[str]:
@@ -465,6 +487,67 @@ class MailboxBackend(abc.ABC):
         self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool
     ) -> list[ItemResult]:
         """Delete (the organizer's copy: cancel) events; already gone counts as deleted."""
+
+    # Push (K14) -------------------------------------------------------------------------------
+    # A backend offers at most one style; the caller reads ``push_style`` and calls only that
+    # style's operations. These defaults refuse, so a backend without push implements nothing.
+
+    def stream_calendar_changes(
+        self,
+        mailboxes: Sequence[str],
+        *,
+        on_subscribed: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        connection_timeout_minutes: int = 1,
+    ) -> Iterator[str]:
+        """Stream push: yield the address of each mailbox whose calendar changed, for as long as
+        the stream lives.
+
+        The stream has connections of its own, never this backend's pool (it holds one for
+        minutes), and releases them when it ends. ``on_subscribed`` is called once the server
+        watches every mailbox: what happened before is not replayed, so the caller catches up
+        then. Raises MailboxError when the stream breaks; the caller backs off and calls again.
+        """
+        raise self._push_not_supported("stream")
+
+    @classmethod
+    def events_resource(cls, mailbox: str) -> str:
+        """Webhook push: what a subscription to the mailbox's calendar events watches (a pure
+        function of the address: no request)."""
+        raise cls._push_not_supported("webhook")
+
+    def create_subscription(
+        self,
+        mailbox: str,
+        resource: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> Subscription:
+        """Webhook push: subscribe to created / updated / deleted items of ``resource``; the
+        server calls ``notification_url`` (lifecycle events: ``lifecycle_url``) with
+        ``client_state``. Raises MailboxError (an unreachable notification URL: InvalidItem)."""
+        raise self._push_not_supported("webhook")
+
+    def renew_subscription(self, mailbox: str, subscription_id: str, expires_at: datetime) -> Subscription:
+        """Webhook push: move a subscription's expiry; ItemNotFound when the server no longer
+        has it. The answer's expiry is the one that counts (the server may shorten it)."""
+        raise self._push_not_supported("webhook")
+
+    def reauthorize_subscription(self, mailbox: str, subscription_id: str) -> None:
+        """Webhook push: answer the server's request to reauthorize a subscription."""
+        raise self._push_not_supported("webhook")
+
+    def delete_subscription(self, mailbox: str, subscription_id: str) -> None:
+        """Webhook push: remove a subscription; one the server no longer has counts as removed."""
+        raise self._push_not_supported("webhook")
+
+    @classmethod
+    def _push_not_supported(cls, style: str) -> PushNotSupported:
+        offered = f"it offers {cls.push_style} push" if cls.push_style else "it offers no push"
+        return PushNotSupported(f"{cls.__name__} has no {style} push ({offered}).", code="PushNotSupported")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

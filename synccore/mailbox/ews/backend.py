@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from exchangelib import (
     BASIC,
@@ -41,6 +42,7 @@ from synccore.mailbox.base import (
     ContactCard,
     ItemResult,
     MailboxBackend,
+    PushStyle,
     RemoteRef,
 )
 from synccore.mailbox.ews.calendar import CalendarOperations
@@ -53,12 +55,18 @@ from synccore.mailbox.ews.client import (
     requests_sent,
     translate,
 )
+from synccore.mailbox.ews.streaming import StreamingOperations
 from synccore.mailbox.ews.translation import SYNC_ID_FIELD, ews_fields, to_contact
 
 log = logging.getLogger(__name__)
 
 
-class EwsBackend(CalendarOperations, MailboxBackend):
+class EwsBackend(CalendarOperations, StreamingOperations, MailboxBackend):
+    """A ``MailboxBackend`` over EWS: contacts and folders here, the calendar and stream push
+    mixed in."""
+
+    push_style: ClassVar[PushStyle] = "stream"
+
     def __init__(self, config: ConnectionConfig, *, own_pool: bool = False) -> None:
         """``own_pool``: connections of this backend's own, not shared with the rest of the process.
 

@@ -9,9 +9,9 @@
 - ``backend.py``: ``GraphBackend``, which puts them together.
 """
 
+from synccore.mailbox.base import Subscription
 from synccore.mailbox.graph.backend import GraphBackend
 from synccore.mailbox.graph.client import BATCH_LIMIT, forget_process_state
-from synccore.mailbox.graph.subscriptions import Subscription
 from synccore.mailbox.graph.translation import CalendarToken, recurrence_to_rrule, rrule_to_recurrence
 
 __all__ = [

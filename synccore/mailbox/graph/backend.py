@@ -9,8 +9,10 @@ counts every request of a pass. Translation to and from Graph's JSON is in ``tra
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from synccore.mailbox import base
-from synccore.mailbox.base import ConnectionConfig, MailboxBackend, MailboxError
+from synccore.mailbox.base import ConnectionConfig, MailboxBackend, MailboxError, PushStyle
 from synccore.mailbox.graph.calendar import CalendarOperations
 from synccore.mailbox.graph.client import GraphClient, odata_query, user_path
 from synccore.mailbox.graph.contacts import ContactOperations
@@ -19,6 +21,8 @@ from synccore.mailbox.graph.subscriptions import SubscriptionOperations
 
 class GraphBackend(ContactOperations, CalendarOperations, SubscriptionOperations, MailboxBackend):
     """A ``MailboxBackend`` over Graph: one client, the operations mixed in by subject."""
+
+    push_style: ClassVar[PushStyle] = "webhook"
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config

@@ -8,17 +8,18 @@ handshake) before it answers, so it may take up to ten seconds more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from synccore.mailbox import base
+from synccore.mailbox.base import Subscription
 from synccore.mailbox.graph.client import GraphClient, segment, user_path
 from synccore.mailbox.graph.translation import iso_z, parse_iso
 
 
 class SubscriptionOperations:
-    """Subscribing to a mailbox's calendar events (mixed into ``GraphBackend``)."""
+    """Webhook push over Graph: the subscription operations of ``MailboxBackend`` (mixed into
+    ``GraphBackend``)."""
 
     client: GraphClient
 
@@ -76,14 +77,6 @@ class SubscriptionOperations:
         answer = self.client.send(mailbox, "DELETE", f"/subscriptions/{segment(subscription_id)}")
         if not answer.ok and answer.status != 404:
             raise answer.error()
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A change-notification subscription as Graph answered it."""
-
-    id: str
-    expires_at: datetime
 
 
 def _subscription(body: Any, asked: datetime) -> Subscription:
