@@ -260,3 +260,15 @@ def test_a_subscription_to_a_list_notifies_its_task_changes_from_either_front_en
     assert [n["changeType"] for n in webhook_receiver.received()] == ["created", "updated", "deleted"]
     assert notes[0]["resource"].endswith(f"/todo/lists/{list_id}/tasks/{notes[0]['resourceData']['id']}")
     assert notes[0]["resourceData"]["@odata.type"] == "#Microsoft.Graph.todoTask" and notes[0]["clientState"] == "todo"
+
+
+def test_a_task_moved_to_another_list_is_removed_from_the_first_lists_delta(exchange_sim: Simulator, graph, tasks_url):
+    other = graph.post(f"{A}/todo/lists", json={"displayName": "Later"}).json()
+    alice = exchange_sim.user(ALICE)
+    task = alice.create_task("Moving")
+    [seen], delta_link, _ = delta_round(graph, f"{tasks_url}/delta")
+    moved = alice.move(task, "Later")  # as Outlook does it: a new id in the other folder
+    entries, _, _ = delta_round(graph, delta_link)
+    assert entries == [{"@odata.type": "#microsoft.graph.todoTask", "id": seen["id"], "@removed": {"reason": "deleted"}}]
+    [there] = graph.get(f"{A}/todo/lists/{other['id']}/tasks").json()["value"]
+    assert there["title"] == "Moving" and there["id"] != seen["id"] and moved.id != task.id
