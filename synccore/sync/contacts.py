@@ -44,7 +44,8 @@ from synccore.models import (
     SyncSettings,
     SyncUser,
 )
-from synccore.sync import cards
+from synccore.sync import actions, cards
+from synccore.sync.actions import Action, ItemKey
 from synccore.sync.connection import open_backend
 from synccore.sync.runs import PassContext, execute_pass
 
@@ -137,6 +138,64 @@ class Plan:
 
     def size(self) -> int:
         return len(self.creates) + len(self.updates) + len(self.moves) + len(self.deletes)
+
+    def actions(self) -> list[Action]:
+        """The plan in plain data (``sync/actions.py``), in the order the pass writes it."""
+        out = [
+            Action(actions.SKIP, _item_key(link, item), actions.EXCHANGE, reason=item.error)
+            for link, item in self.skips
+        ]
+        out += [
+            Action(
+                actions.DELETE if link.remote_id else actions.DROP_LINK,
+                _item_key(link, None),
+                actions.EXCHANGE,
+                reason="No longer qualifies for this mailbox, or deleted in the CRM.",
+                rule="C7",
+            )
+            for link in self.deletes
+        ]
+        out += [
+            Action(
+                actions.MOVE,
+                _item_key(link, None),
+                actions.EXCHANGE,
+                reason="Into the categorization folder.",
+                rule="C5",
+            )
+            for link in self.moves
+        ]
+        out += [
+            Action(
+                actions.CREATE,
+                _item_key(link, item),
+                actions.EXCHANGE,
+                actions.field_changes(set(item.values), {}, item.values),
+                "Qualifies for this mailbox and is not in it.",
+                "C2",
+            )
+            for link, item in self.creates
+        ]
+        out += [
+            Action(
+                actions.UPDATE,
+                _item_key(link, item),
+                actions.EXCHANGE,
+                actions.field_changes(set(names), link.snapshot or {}, item.values),
+                "Changed in the CRM, or edited in Outlook (overwritten).",
+                "C6",
+            )
+            for link, item, names in self.updates
+        ]
+        return out
+
+
+def _item_key(link: ItemLink | None, item: Desired | None) -> ItemKey:
+    record_id = item.record_id if item is not None else None
+    if record_id is None and link is not None:
+        record_id = link.contact_id if link.kind == mapping.CONTACT else link.company_id
+    name = (item.card.display_name or item.card.file_as) if item is not None else ""
+    return ItemKey(record_id, link.remote_id if link is not None else "", name)
 
 
 def _record_key(link: ItemLink) -> tuple[str, int]:
