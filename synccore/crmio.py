@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, models, transaction
+from django.db import DataError, IntegrityError, connection, models, transaction
 from django.db.models import F, Max, Q
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -233,37 +233,42 @@ CONTACT_TEXT = (
 
 # --- writing ------------------------------------------------------------------------------------
 
+# What one item may carry; beyond these a list is refused (the API says which and how many).
+MAX_ATTENDEES = 500  # Exchange's default recipient limit for one message
+MAX_SALES_GROUPS = 100
+MAX_FAVORITES = 500
+MAX_EXDATES = 1000
+MAX_EXCEPTIONS = 1000
+
+
+class BatchClash(Exception):
+    """Another writer changed the same records meanwhile: nothing of the batch was written."""
+
 
 def upsert_many(environment: Environment, entity: str, items: list[dict[str, Any]]) -> list[UpsertResult]:
     """Create or update each item by external id; a failing item is reported, not fatal.
 
-    The batch is one transaction: an unexpected failure writes none of it, never half."""
-    with transaction.atomic():
-        results = [upsert(environment, entity, item) for item in items]
+    Every item is checked first, in memory, against what a few queries loaded for the whole
+    batch (the records by external id, the employees, companies, countries, groups and contacts
+    they name); then the valid ones are written together in one transaction with bulk queries,
+    so the cost per item is a little CPU, not a few queries. Nothing is written before every
+    item has been checked, and an unexpected failure writes none of the batch (BatchClash).
+    """
+    batch = _Batch(environment, entity, items)
+    results = [batch.plan(index, item) for index, item in enumerate(items)]
+    try:
+        with transaction.atomic():
+            batch.write()
+    except (IntegrityError, DataError) as exc:
+        raise BatchClash(
+            "The batch clashes with records written meanwhile; nothing was stored, send it again."
+        ) from exc
     _notify_activities(environment, [r.record for r in results if isinstance(r.record, Activity)])
     return results
 
 
 def upsert(environment: Environment, entity: str, item: dict[str, Any]) -> UpsertResult:
-    external_id = item["external_id"]
-    model = ENTITIES[entity]
-    try:
-        with transaction.atomic():
-            # A tombstone with this id comes back to life: the CRM re-created the record.
-            record = model.all_objects.filter(environment=environment, external_id=external_id).first()
-            created = record is None
-            if created:
-                record = model(environment=environment, external_id=external_id)
-            _WRITERS[entity](environment, record, item, created)
-    except ItemError as exc:
-        return UpsertResult(external_id, "error", exc.errors)
-    except ValidationError as exc:
-        return UpsertResult(external_id, "error", _api_errors(entity, exc))
-    except (IntegrityError, DataError):
-        return UpsertResult(
-            external_id, "error", {"non_field_errors": ["The record clashes with another one."]}
-        )
-    return UpsertResult(external_id, "created" if created else "updated", record=record)
+    return upsert_many(environment, entity, [item])[0]
 
 
 def delete(environment: Environment, entity: str, external_id: str) -> None:
@@ -280,10 +285,272 @@ def _notify_activities(environment: Environment, activities: list[Activity]) -> 
         transaction.on_commit(lambda: runtime.notify_crm_change(environment.pk, ids))
 
 
-def _save(record: models.Model) -> None:
-    record.deleted_at = None
-    record.full_clean(exclude=["environment"])
-    record.save()
+# Foreign keys the batch resolved itself: full_clean would check each again with a query.
+_RESOLVED = ["environment", "company", "country", "language", "rep", "organizer"]
+
+
+@dataclass
+class _Plan:
+    record: models.Model
+    created: bool
+    sales_groups: list[SalesGroup] | None = None
+    favorites: list[Employee] | None = None
+    attendees: list[Attendee] | None = None
+
+
+class _Batch:
+    """One bulk-upsert: the lookups its items need, loaded once; the plans of its valid items."""
+
+    def __init__(self, environment: Environment, entity: str, items: list[dict[str, Any]]) -> None:
+        self.environment = environment
+        self.entity = entity
+        self.model = ENTITIES[entity]
+        self.now = timezone.now()
+        self.plans: list[_Plan] = []
+        ids = [item["external_id"] for item in items]
+        self.seen: set[str] = set()
+        self.records = {
+            r.external_id: r
+            for r in self.model.all_objects.filter(environment=environment, external_id__in=set(ids))
+        }
+        in_env = {"environment": environment}
+        emails = _emails_named(entity, items)
+        self.employees = _first_by(Employee.objects.filter(**in_env), emails, "email") if emails else {}
+        self.companies: dict[str, Company] = {}
+        self.countries: dict[str, Country] = {}
+        self.languages: dict[str, Language] = {}
+        self.groups: dict[str, SalesGroup] = {}
+        self.contacts_by_email: dict[str, Contact] = {}
+        self.attendees: dict[int, list[Attendee]] = {}
+        self.changed_attendees: set[int] = set()
+        if entity in ("contacts", "companies"):
+            self.countries = _first_by(Country.objects.filter(**in_env), None, "iso_code")
+        if entity == "contacts":
+            company_ids = {i.get("company_external_id") for i in items} - {None, ""}
+            if company_ids:
+                self.companies = {
+                    c.external_id: c for c in Company.objects.filter(external_id__in=company_ids, **in_env)
+                }
+            self.languages = _first_by(Language.objects.filter(**in_env), None, "iso_code")
+            names = {n for i in items for n in (i.get("sales_groups") or []) if isinstance(n, str)}
+            if names:
+                for group in SalesGroup.objects.filter(name__in=names, **in_env).order_by("pk"):
+                    self.groups.setdefault(group.name, group)
+        if entity == "activities":
+            addresses = {
+                (a.get("email") or "").strip().lower()
+                for i in items
+                for a in (i.get("attendees") or [])
+                if isinstance(a, dict)
+            } - {""}
+            if addresses:
+                self.contacts_by_email = _contacts_by_email(environment, addresses)
+            existing = [r.pk for r in self.records.values()]
+            for attendee in Attendee.objects.filter(activity_id__in=existing).order_by("pk"):
+                self.attendees.setdefault(attendee.activity_id, []).append(attendee)
+
+    # --- checking, in memory -------------------------------------------------------------------
+
+    def plan(self, index: int, item: dict[str, Any]) -> UpsertResult:
+        external_id = item["external_id"]
+        if external_id in self.seen:
+            return UpsertResult(
+                external_id,
+                "error",
+                {"external_id": ["Given more than once in this batch: send one object per record."]},
+            )
+        self.seen.add(external_id)
+        record = self.records.get(external_id)
+        created = record is None
+        if created:
+            record = self.model(environment=self.environment, external_id=external_id)
+        plan = _Plan(record, created)
+        try:
+            _WRITERS[self.entity](self, plan, item)
+            record.deleted_at = None  # a tombstone with this id comes back: the CRM re-created it
+            record.full_clean(exclude=_RESOLVED, validate_unique=False, validate_constraints=False)
+        except ItemError as exc:
+            return UpsertResult(external_id, "error", exc.errors)
+        except ValidationError as exc:
+            return UpsertResult(external_id, "error", _api_errors(self.entity, exc))
+        self.plans.append(plan)
+        return UpsertResult(external_id, "created" if created else "updated", record=record)
+
+    def employee(self, email: str | None, name: str | None, errors: Errors) -> Employee | None:
+        if not email:
+            return None
+        # Case-insensitively, as Exchange matches SMTP addresses (K5).
+        employee = self.employees.get(email.strip().lower())
+        if employee is None and name:
+            errors.setdefault(name, []).append(f"No employee with the e-mail address {email}.")
+        return employee
+
+    def company(self, external_id: str | None, errors: Errors) -> Company | None:
+        if not external_id:
+            return None
+        company = self.companies.get(external_id)
+        if company is None:
+            errors.setdefault("company_external_id", []).append(f"No company with external id “{external_id}”.")
+        return company
+
+    def country(self, code: str | None, errors: Errors) -> Country | None:
+        if not code:
+            return None
+        code = code.strip().upper()
+        known = pycountry.countries.get(alpha_2=code) if len(code) == 2 else None
+        if known is None:
+            errors.setdefault("country", []).append(f"“{code}” is not an ISO 3166-1 alpha-2 country code.")
+            return None
+        return self.countries.setdefault(
+            code, Country(environment=self.environment, iso_code=code, name=known.name)
+        )
+
+    def language(self, code: str | None, errors: Errors) -> Language | None:
+        if not code:
+            return None
+        code = code.strip().lower()
+        known = pycountry.languages.get(alpha_2=code) if len(code) == 2 else None
+        if known is None:
+            errors.setdefault("language", []).append(f"“{code}” is not an ISO 639-1 language code.")
+            return None
+        return self.languages.setdefault(
+            code.upper(), Language(environment=self.environment, iso_code=code, name=known.name)
+        )
+
+    def group(self, name: str) -> SalesGroup:
+        return self.groups.setdefault(name, SalesGroup(environment=self.environment, name=name))
+
+    # --- writing, in bulk ----------------------------------------------------------------------
+
+    def write(self) -> None:
+        if not self.plans:
+            return
+        self._create_master_data()
+        records = [plan.record for plan in self.plans]
+        for record in records:
+            record.updated_at = self.now
+        new = [r for r in records if r.pk is None]
+        old = [r for r in records if r.pk is not None]
+        if new:
+            self.model.all_objects.bulk_create(new, batch_size=500)
+        if old:
+            _update_rows(self.model, old)
+        if self.entity == "contacts":
+            self._write_memberships()
+        if self.entity == "activities":
+            self._write_attendees()
+
+    def _create_master_data(self) -> None:
+        """Countries, languages and sales groups the valid items named and that are new."""
+        wanted: dict[type[models.Model], dict[int, models.Model]] = {}
+        for plan in self.plans:
+            record = plan.record
+            for value in (getattr(record, "country", None), getattr(record, "language", None)):
+                if value is not None and value.pk is None:
+                    wanted.setdefault(type(value), {})[id(value)] = value
+            for group in plan.sales_groups or []:
+                if group.pk is None:
+                    wanted.setdefault(SalesGroup, {})[id(group)] = group
+        for model, rows in wanted.items():
+            model.objects.bulk_create(list(rows.values()))
+
+    def _write_memberships(self) -> None:
+        for name, attr in (("sales_groups", "salesgroup_id"), ("favorites", "employee_id")):
+            through = (Contact.sales_groups if name == "sales_groups" else Contact.favorite_of).through
+            plans = [p for p in self.plans if getattr(p, name) is not None]
+            if not plans:
+                continue
+            through.objects.filter(contact_id__in=[p.record.pk for p in plans]).delete()
+            rows = {
+                (p.record.pk, member.pk): through(contact_id=p.record.pk, **{attr: member.pk})
+                for p in plans
+                for member in getattr(p, name)
+            }
+            through.objects.bulk_create(list(rows.values()), batch_size=1000)
+
+    def _write_attendees(self) -> None:
+        plans = [p for p in self.plans if p.attendees is not None]
+        if not plans:
+            return
+        kept = [a for p in plans for a in p.attendees]
+        gone = [
+            a.pk
+            for p in plans
+            if not p.created
+            for a in self.attendees.get(p.record.pk, [])
+            if a not in p.attendees
+        ]
+        if gone:
+            Attendee.objects.filter(pk__in=gone).delete()
+        # Unchanged attendees stay as they are: the activity's own stamp moves for the API.
+        old = [a for a in kept if a.pk in self.changed_attendees]
+        for attendee in old:
+            attendee.updated_at = self.now
+        if old:
+            _update_rows(Attendee, old)
+        new = [a for a in kept if a.pk is None]
+        if new:
+            Attendee.objects.bulk_create(new, batch_size=1000)
+
+
+def _update_rows(model: type[models.Model], rows: list[models.Model]) -> None:
+    """One UPDATE by primary key, executed for every row in one round (executemany). Django's
+    bulk_update builds a CASE per field and row, which costs more CPU than the whole batch."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key and f.name not in _NOT_FROM_THE_API]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"
+    params = []
+    for row in rows:
+        row._prepare_related_fields_for_save(operation_name="bulk_update", fields=fields)
+        params.append([f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+# Fields a bulk update leaves as they are in the database: keys, and what only the synchronizer
+# sets (a pass may set them while the batch is being checked).
+_NOT_FROM_THE_API = {"environment", "external_id", "created_at", "activity", "meeting_uid", "is_stub", "meeting_organizer"}
+
+
+def _emails_named(entity: str, items: list[dict[str, Any]]) -> set[str]:
+    """The addresses of employees the items may name (rep, favorites, organizer, attendees)."""
+    found: set[Any] = set()
+    for item in items:
+        if entity == "contacts":
+            found.add(item.get("rep_email"))
+            found.update(item.get("favorite_of") or [])
+        elif entity == "activities":
+            found.add(item.get("organizer_email"))
+            found.update(a.get("email") for a in item.get("attendees") or [] if isinstance(a, dict))
+    return {e.strip().lower() for e in found if isinstance(e, str) and e.strip()}
+
+
+def _first_by(records: models.QuerySet, keys: set[str] | None, field_name: str) -> dict[str, Any]:
+    """Records by a case-insensitive field (the first in the model's order wins, as `.first()`
+    would pick), only those with one of ``keys`` when given."""
+    records = records.annotate(_key=Lower(field_name))
+    if keys is not None:
+        records = records.filter(_key__in=keys)
+    ordering = [*(records.model._meta.ordering or []), "pk"]
+    found: dict[str, Any] = {}
+    for record in records.order_by(*ordering):
+        key = record._key.upper() if field_name == "iso_code" else record._key
+        found.setdefault(key, record)
+    return found
+
+
+def _contacts_by_email(environment: Environment, addresses: set[str]) -> dict[str, Contact]:
+    contacts = Contact.objects.filter(environment=environment).annotate(
+        _e1=Lower("email1"), _e2=Lower("email2"), _e3=Lower("email3")
+    )
+    found: dict[str, Contact] = {}
+    matching = contacts.filter(Q(_e1__in=addresses) | Q(_e2__in=addresses) | Q(_e3__in=addresses))
+    for contact in matching.order_by(*(Contact._meta.ordering or []), "pk"):
+        for address in (contact._e1, contact._e2, contact._e3):
+            if address in addresses:
+                found.setdefault(address, contact)
+    return found
 
 
 def _set_plain(record: models.Model, item: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -293,22 +560,32 @@ def _set_plain(record: models.Model, item: dict[str, Any], names: tuple[str, ...
             setattr(record, name, "" if value is None else value)
 
 
-def _write_company(environment, company: Company, item, created: bool) -> None:
+def _bounded(item: dict[str, Any], name: str, limit: int, errors: Errors) -> list[Any]:
+    values = list(item.get(name) or [])
+    if len(values) > limit:
+        errors.setdefault(name, []).append(
+            f"At most {limit:,} per record ({len(values):,} given): send the others in a later update."
+        )
+        return []
+    return values
+
+
+def _write_company(batch: _Batch, plan: _Plan, item) -> None:
+    company = plan.record
     _set_plain(company, item, ("name", "division", "synchronize", *COMPANY_TEXT))
     errors: Errors = {}
     if "country" in item:
-        company.country = _country(environment, item["country"], errors)
+        company.country = batch.country(item["country"], errors)
     if errors:
         raise ItemError(errors)
-    _save(company)
 
 
-def _write_employee(environment, employee: Employee, item, created: bool) -> None:
-    _set_plain(employee, item, ("name", "email", "username"))
-    _save(employee)
+def _write_employee(batch: _Batch, plan: _Plan, item) -> None:
+    _set_plain(plan.record, item, ("name", "email", "username"))
 
 
-def _write_contact(environment, contact: Contact, item, created: bool) -> None:
+def _write_contact(batch: _Batch, plan: _Plan, item) -> None:
+    contact = plan.record
     errors: Errors = {}
     _set_plain(contact, item, (*CONTACT_TEXT, "synchronize"))
     if "emails" in item:
@@ -318,34 +595,28 @@ def _write_contact(environment, contact: Contact, item, created: bool) -> None:
         emails = [*emails, "", "", ""][:3]
         contact.email1, contact.email2, contact.email3 = (e.strip() for e in emails)
     if "company_external_id" in item:
-        contact.company = _by_external_id(
-            environment, Company, item["company_external_id"], "company", errors
-        )
+        contact.company = batch.company(item["company_external_id"], errors)
     if "country" in item:
-        contact.country = _country(environment, item["country"], errors)
+        contact.country = batch.country(item["country"], errors)
     if "language" in item:
-        contact.language = _language(environment, item["language"], errors)
+        contact.language = batch.language(item["language"], errors)
     if "rep_email" in item:
-        contact.rep = _employee_by_email(environment, item["rep_email"], "rep_email", errors)
-    favorites = None
+        contact.rep = batch.employee(item["rep_email"], "rep_email", errors)
     if "favorite_of" in item:
         favorites = [
-            _employee_by_email(environment, e, "favorite_of", errors) for e in item["favorite_of"] or []
+            batch.employee(e, "favorite_of", errors)
+            for e in _bounded(item, "favorite_of", MAX_FAVORITES, errors)
         ]
+        plan.favorites = [e for e in favorites if e is not None]
+    if "sales_groups" in item:
+        names = _bounded(item, "sales_groups", MAX_SALES_GROUPS, errors)
+        plan.sales_groups = [batch.group(name) for name in dict.fromkeys(names)]
     if errors:
         raise ItemError(errors)
-    _save(contact)
-    if "sales_groups" in item:
-        contact.sales_groups.set([_sales_group(environment, name) for name in item["sales_groups"] or []])
-    if favorites is not None:
-        contact.favorite_of.set(favorites)
-    if "sales_groups" in item or favorites is not None:
-        # Memberships are part of what the synchronizer selects by: the row's stamp moves too.
-        Contact.all_objects.filter(pk=contact.pk).update(updated_at=timezone.now())
-        contact.refresh_from_db(fields=["updated_at"])
 
 
-def _write_activity(environment, activity: Activity, item, created: bool) -> None:
+def _write_activity(batch: _Batch, plan: _Plan, item) -> None:
+    activity = plan.record
     errors: Errors = {}
     _set_plain(
         activity,
@@ -367,26 +638,26 @@ def _write_activity(environment, activity: Activity, item, created: bool) -> Non
     if "recurrence" in item:
         activity.recurrence = _recurrence(item["recurrence"], errors)
     if "exdates" in item:
-        activity.recurrence_exdates = [_iso_moment(v, "exdates", errors) for v in item["exdates"] or []]
+        exdates = _bounded(item, "exdates", MAX_EXDATES, errors)
+        activity.recurrence_exdates = [_iso_moment(v, "exdates", errors) for v in exdates]
     if "exceptions" in item:
-        activity.recurrence_exceptions = [_exception(v, errors) for v in item["exceptions"] or []]
+        exceptions = _bounded(item, "exceptions", MAX_EXCEPTIONS, errors)
+        activity.recurrence_exceptions = [_exception(v, errors) for v in exceptions]
     if "organizer_email" in item:
         email = (item["organizer_email"] or "").strip()
-        activity.organizer = _employee_by_email(environment, email, None, errors) if email else None
+        activity.organizer = batch.employee(email, None, errors) if email else None
         activity.organizer_email = "" if activity.organizer else email
-    if created and "synchronize" not in item:
+    if plan.created and "synchronize" not in item:
         activity.synchronize = True
     if activity.start is None or activity.end is None:
         for name in ("start", "end"):
             if getattr(activity, name) is None and name not in errors:
                 errors[name] = ["This field is required."]
+    if "attendees" in item:
+        attendees = _bounded(item, "attendees", MAX_ATTENDEES, errors)
+        plan.attendees = _plan_attendees(batch, plan, attendees, errors)
     if errors:
         raise ItemError(errors)
-    _save(activity)
-    if "attendees" in item:
-        _replace_attendees(environment, activity, item["attendees"] or [])
-        Activity.all_objects.filter(pk=activity.pk).update(updated_at=timezone.now())
-        activity.refresh_from_db(fields=["updated_at"])
 
 
 _WRITERS = {
@@ -397,10 +668,12 @@ _WRITERS = {
 }
 
 
-def _replace_attendees(environment, activity: Activity, attendees: list[dict[str, Any]]) -> None:
-    errors: Errors = {}
-    existing = {a.email.lower(): a for a in activity.attendees.all() if a.email}
-    keep: set[int] = set()
+def _plan_attendees(batch: _Batch, plan: _Plan, attendees: list[dict[str, Any]], errors: Errors) -> list[Attendee]:
+    """The activity's attendees as they are to be (replaced as a set), checked in memory."""
+    activity = plan.record
+    current = [] if plan.created else batch.attendees.get(activity.pk, [])
+    existing = {a.email.lower(): a for a in current if a.email}
+    planned: list[Attendee] = []
     seen: set[str] = set()
     for index, data in enumerate(attendees):
         email = (data.get("email") or "").strip()
@@ -410,90 +683,39 @@ def _replace_attendees(environment, activity: Activity, attendees: list[dict[str
             continue
         seen.add(key)
         attendee = existing.get(key) or Attendee(activity=activity)
+        before = _values(attendee)
         attendee.email = email
         attendee.name = data.get("name") or attendee.name
         for flag in ("invite", "synchronized", "sent_to_synchronizer"):
             if flag in data:
                 setattr(attendee, flag, data[flag])
-        attendee.employee = _employee_by_email(environment, email, None, {}) if email else None
-        attendee.contact = _contact_by_email(environment, email) if email else None
+        attendee.employee = batch.employee(email, None, {}) if email else None
+        attendee.contact = batch.contacts_by_email.get(key) if email else None
         attendee.type = data.get("type") or _attendee_type(attendee)
         try:
-            attendee.full_clean(exclude=["activity"])
+            attendee.full_clean(
+                exclude=["activity", "employee", "contact"], validate_unique=False, validate_constraints=False
+            )
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
                 errors.setdefault("attendees", []).extend(f"[{index}] {name}: {m}" for m in messages)
             continue
-        attendee.save()
-        keep.add(attendee.pk)
-    if errors:
-        raise ItemError(errors)
-    activity.attendees.exclude(pk__in=keep).delete()
+        if attendee.pk is not None and _values(attendee) != before:
+            batch.changed_attendees.add(attendee.pk)
+        planned.append(attendee)
+    return planned
+
+
+def _values(attendee: Attendee) -> tuple[Any, ...]:
+    return tuple(getattr(attendee, f.attname) for f in Attendee._meta.concrete_fields)
 
 
 def _attendee_type(attendee: Attendee) -> str:
-    if attendee.employee_id:
+    if attendee.employee_id or attendee.employee is not None:
         return AttendeeType.EMPLOYEE
-    if attendee.contact_id:
+    if attendee.contact_id or attendee.contact is not None:
         return AttendeeType.CONTACT
     return AttendeeType.OTHER
-
-
-# --- lookups --------------------------------------------------------------------------------------
-
-
-def _by_external_id(environment, model, external_id, name: str, errors: Errors):
-    if not external_id:
-        return None
-    record = model.objects.filter(environment=environment, external_id=external_id).first()
-    if record is None:
-        errors.setdefault(f"{name}_external_id", []).append(f"No {name} with external id “{external_id}”.")
-    return record
-
-
-def _employee_by_email(environment, email: str | None, name: str | None, errors: Errors) -> Employee | None:
-    if not email:
-        return None
-    # Case-insensitively, as Exchange matches SMTP addresses (K5).
-    employee = Employee.objects.filter(environment=environment, email__iexact=email.strip()).first()
-    if employee is None and name:
-        errors.setdefault(name, []).append(f"No employee with the e-mail address {email}.")
-    return employee
-
-
-def _contact_by_email(environment, email: str) -> Contact | None:
-    return Contact.objects.filter(
-        Q(email1__iexact=email) | Q(email2__iexact=email) | Q(email3__iexact=email), environment=environment
-    ).first()
-
-
-def _country(environment, code: str | None, errors: Errors) -> Country | None:
-    if not code:
-        return None
-    code = code.strip().upper()
-    known = pycountry.countries.get(alpha_2=code) if len(code) == 2 else None
-    if known is None:
-        errors.setdefault("country", []).append(f"“{code}” is not an ISO 3166-1 alpha-2 country code.")
-        return None
-    country = Country.objects.filter(environment=environment, iso_code__iexact=code).first()
-    return country or Country.objects.create(environment=environment, iso_code=code, name=known.name)
-
-
-def _language(environment, code: str | None, errors: Errors) -> Language | None:
-    if not code:
-        return None
-    code = code.strip().lower()
-    known = pycountry.languages.get(alpha_2=code) if len(code) == 2 else None
-    if known is None:
-        errors.setdefault("language", []).append(f"“{code}” is not an ISO 639-1 language code.")
-        return None
-    language = Language.objects.filter(environment=environment, iso_code__iexact=code).first()
-    return language or Language.objects.create(environment=environment, iso_code=code, name=known.name)
-
-
-def _sales_group(environment, name: str) -> SalesGroup:
-    group = SalesGroup.objects.filter(environment=environment, name=name).first()
-    return group or SalesGroup.objects.create(environment=environment, name=name)
 
 
 # --- times and recurrence -------------------------------------------------------------------------

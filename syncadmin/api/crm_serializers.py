@@ -80,8 +80,12 @@ class ContactSerializer(CrmRecordSerializer):
     language = _text(2, help_text="ISO 639-1")
     synchronize = serializers.BooleanField(required=False)
     rep_email = _text(254)
-    sales_groups = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
-    favorite_of = serializers.ListField(child=serializers.CharField(max_length=254), required=False)
+    sales_groups = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=crmio.MAX_SALES_GROUPS
+    )
+    favorite_of = serializers.ListField(
+        child=serializers.CharField(max_length=254), required=False, max_length=crmio.MAX_FAVORITES
+    )
 
 
 class EmployeeSerializer(CrmRecordSerializer):
@@ -121,10 +125,10 @@ class ActivitySerializer(CrmRecordSerializer):
     created_by_erp = serializers.BooleanField(required=False)
     organizer_email = _text(254)
     recurrence = _text(help_text="null, or an RFC 5545 RRULE such as FREQ=WEEKLY;COUNT=5")
-    exdates = serializers.ListField(child=serializers.CharField(), required=False)
-    exceptions = OccurrenceExceptionSerializer(many=True, required=False)
+    exdates = serializers.ListField(child=serializers.CharField(), required=False, max_length=crmio.MAX_EXDATES)
+    exceptions = OccurrenceExceptionSerializer(many=True, required=False, max_length=crmio.MAX_EXCEPTIONS)
     reminder_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=40320)
-    attendees = AttendeeSerializer(many=True, required=False)
+    attendees = AttendeeSerializer(many=True, required=False, max_length=crmio.MAX_ATTENDEES)
 
 
 SERIALIZERS = {

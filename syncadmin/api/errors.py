@@ -13,6 +13,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from synccore.crmio import BatchClash
 from synccore.mailbox.base import MailboxError
 from synccore.runtime.service import IllegalTransition, StartFailed, UnknownUser, UserStillActive
 
@@ -31,7 +32,7 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
-    elif isinstance(exc, IllegalTransition | UserStillActive):
+    elif isinstance(exc, IllegalTransition | UserStillActive | BatchClash):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     elif isinstance(exc, StartFailed):
         # The environment is now "failed" with this reason; the request itself was well-formed.
