@@ -4,8 +4,9 @@ Walks the import graph of `synccore` and `syncadmin` with the standard library's
 module level and inside functions alike, ``from x import y`` counting as an import of the module
 ``x.y`` where y is one — and fails on an import cycle among production modules (migrations and
 tests left out), on the engine or the mailbox backends importing the runtime or the console, on
-the mailbox backends importing the ORM, and on a function-level import in the runtime's service
-module without a comment saying why.
+the mailbox backends importing the ORM, on the runtime importing a backend's package rather than
+the mailbox interface, and on a function-level import in the runtime's service module without a
+comment saying why.
 """
 
 from __future__ import annotations
@@ -189,3 +190,13 @@ def test_function_level_imports_in_the_runtime_service_module_say_why():
         and not lines[i.line - 2].strip().startswith("#")
     ]
     assert unexplained == []
+
+
+def test_the_runtime_reaches_the_mailbox_through_the_interface_only():
+    wrong = [
+        f"{i.importer}:{i.line} imports {i.imported}"
+        for i in imports()
+        if _within(i.importer, "synccore.runtime")
+        and _within(i.imported, "synccore.mailbox.ews", "synccore.mailbox.graph")
+    ]
+    assert wrong == []

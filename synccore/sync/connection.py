@@ -51,13 +51,19 @@ def open_backend(sync_settings: SyncSettings) -> MailboxBackend:
 
 def backend_for(config: ConnectionConfig) -> MailboxBackend:
     """The backend a connection config names (tests and benches adjust the config first)."""
-    if config.backend == Backend.GRAPH:
+    return backend_class(config.backend)(config)
+
+
+def backend_class(backend: str) -> type[MailboxBackend]:
+    """The backend class of a `Backend` choice; its class methods need no connection."""
+    # Imported on first use: each backend loads its own client library (exchangelib; msal, httpx).
+    if backend == Backend.GRAPH:
         from synccore.mailbox.graph import GraphBackend
 
-        return GraphBackend(config)
+        return GraphBackend
     from synccore.mailbox.ews import EwsBackend
 
-    return EwsBackend(config)
+    return EwsBackend
 
 
 def check_connection(environment: Environment) -> ConnectionReport:

@@ -3,7 +3,7 @@
 `run_listener` keeps one streaming connection per group of at most 200 calendar users of an
 environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
 owns them all). Each group's first mailbox in address order is its anchor (Microsoft's affinity
-recipe, see `mailbox.ews.stream_calendar_changes`). Groups keep their members while they run, so
+recipe, see `MailboxBackend.stream_calendar_changes` and its EWS implementation). Groups keep their members while they run, so
 a user who joins or leaves restarts one group, not every group of the environment. Each group
 runs in a thread with connections of its own, and enqueues a targeted calendar pass for the
 mailbox that changed. After every (re)connection it enqueues a catch-up pass for each of its
@@ -27,10 +27,10 @@ from django.core.cache import cache
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from synccore.mailbox.base import MailboxError
+from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Backend, Environment, PushSubscriptionState, SynchronizerState, SyncKind, SyncUser
 from synccore.runtime import leases, passes
-from synccore.sync.connection import connection_config
+from synccore.sync.connection import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,6 @@ def listen(
 
     ``report(state, error)`` is told when the stream is subscribed ("active") and when it broke
     ("failed", with the reason and when it tries again)."""
-    from synccore.mailbox.ews import stream_calendar_changes  # exchangelib loads only in the listener
-
     by_mailbox = {email.lower(): pk for pk, email in users}
     wait = BACKOFF_FIRST_S
 
@@ -112,13 +110,14 @@ def listen(
         connection.close()  # the stream may block for minutes: hold no database connection meanwhile
 
     while not stop.is_set():
+        backend: MailboxBackend | None = None
         try:
             env = Environment.objects.select_related("settings").get(pk=environment_id)
-            config = connection_config(env.settings)
+            backend = open_backend(env.settings)
             connection.close()
             # The stream has connections of its own, never the workers' nor another group's.
-            for mailbox in stream_calendar_changes(
-                config, [email for _, email in users], on_subscribed=catch_up, should_stop=stop.is_set
+            for mailbox in backend.stream_calendar_changes(
+                [email for _, email in users], on_subscribed=catch_up, should_stop=stop.is_set
             ):
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
@@ -137,6 +136,8 @@ def listen(
             stop.wait(wait)
             wait = min(BACKOFF_MAX_S, wait * 2)
         finally:
+            if backend is not None:
+                backend.close()
             connection.close()
 
 

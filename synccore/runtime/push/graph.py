@@ -2,10 +2,10 @@
 
 For a running environment on the Graph backend with push on, every active sync user whose calendar
 is synchronized holds one Graph subscription on ``users/{mailbox}/events`` (``GraphSubscription``
-rows). Graph POSTs each change to ``PUBLIC_BASE_URL`` + ``/hooks/graph/``; the console's view hands
-the entries to `receive_notifications`, which checks each one's clientState against the row its
-subscription id names and enqueues a targeted calendar pass for that mailbox (the pass itself runs
-on a worker, never in the request). Lifecycle notifications arrive at ``/hooks/graph/lifecycle/``:
+rows). Graph POSTs each change to ``PUBLIC_BASE_URL`` + ``/hooks/graph/``; the webhook hands the
+entries, through the runtime service, to `receive_notifications`, which checks each one's
+clientState against the row its subscription id names and enqueues a targeted calendar pass for
+that mailbox (the pass itself runs on a worker, never in the request). Lifecycle notifications arrive at ``/hooks/graph/lifecycle/``:
 ``missed`` enqueues a catch-up pass, ``reauthorizationRequired`` a renewal, ``subscriptionRemoved``
 a new subscription (and a catch-up pass).
 
@@ -41,7 +41,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from synccore.mailbox.base import ItemNotFound, MailboxError
+from synccore.mailbox.base import ItemNotFound, MailboxBackend, MailboxError
 from synccore.models import (
     Backend,
     Environment,
@@ -53,7 +53,7 @@ from synccore.models import (
     SyncUser,
 )
 from synccore.runtime import passes, queue
-from synccore.sync.connection import open_backend
+from synccore.sync.connection import backend_class, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def maintain(environment_id: int) -> dict[str, int]:
     rows = list(GraphSubscription.objects.filter(environment=env).select_related("sync_user"))
     if not wanted and not rows:
         return counts
-    backend = None
+    backend: MailboxBackend | None = None
     try:
         backend = open_backend(env.settings) if env.settings.backend == Backend.GRAPH else None
         now = timezone.now()
@@ -171,7 +171,7 @@ def maintain(environment_id: int) -> dict[str, int]:
     return counts
 
 
-def _keep(backend: Any, row: GraphSubscription, now, url: str) -> str:
+def _keep(backend: MailboxBackend, row: GraphSubscription, now, url: str) -> str:
     """One wanted row: renew it, re-create it, or retry its creation. Returns the outcome.
     `url` is the notification URL it should have ("" when unknown: kept as it is)."""
     if row.state == PushSubscriptionState.FAILED or (
@@ -196,7 +196,7 @@ def _keep(backend: Any, row: GraphSubscription, now, url: str) -> str:
     return "renewed" if _renew(backend, row) else "failed"
 
 
-def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = None) -> bool:
+def _subscribe(backend: MailboxBackend, user: SyncUser, row: GraphSubscription | None = None) -> bool:
     """Make a new subscription for a user (claiming or creating its row first), then catch up."""
     client_state = secrets.token_urlsafe(32)
     claim = {
@@ -260,7 +260,7 @@ def _subscribe(backend: Any, user: SyncUser, row: GraphSubscription | None = Non
     return True
 
 
-def _renew(backend: Any, row: GraphSubscription) -> bool:
+def _renew(backend: MailboxBackend, row: GraphSubscription) -> bool:
     try:
         renewed = backend.renew_subscription(
             row.sync_user.mailbox_email, row.subscription_id, timezone.now() + LIFETIME
@@ -282,13 +282,13 @@ def _renew(backend: Any, row: GraphSubscription) -> bool:
     return True
 
 
-def _remove(backend: Any, row: GraphSubscription) -> None:
+def _remove(backend: MailboxBackend | None, row: GraphSubscription) -> None:
     GraphSubscription.objects.filter(pk=row.pk).delete()
     if row.subscription_id and backend is not None:
         _delete_remote(backend, row.sync_user.mailbox_email, row.subscription_id)
 
 
-def _delete_remote(backend: Any, mailbox: str, subscription_id: str) -> None:
+def _delete_remote(backend: MailboxBackend, mailbox: str, subscription_id: str) -> None:
     try:
         backend.delete_subscription(mailbox, subscription_id)
     except MailboxError as exc:
@@ -331,7 +331,7 @@ def _row_still_wanted(subscription_pk: int) -> GraphSubscription | None:
 
 
 @contextmanager
-def _graph(sync_settings: SyncSettings) -> Iterator[Any]:
+def _graph(sync_settings: SyncSettings) -> Iterator[MailboxBackend]:
     """The environment's Graph backend, closed after use."""
     backend = open_backend(sync_settings)
     try:
@@ -407,14 +407,10 @@ def _out_of_step(env: Environment) -> bool:
     ):
         return True
     held = {user_id: resource for user_id, resource, _, _ in rows}
-    wanted = {user.pk: _events_resource(user.mailbox_email) for user in wanted_users(env)}
+    # A pure function of the address, asked of the backend's class: no connection, no request.
+    events_resource = backend_class(env.settings.backend).events_resource
+    wanted = {user.pk: events_resource(user.mailbox_email) for user in wanted_users(env)}
     return held != wanted
-
-
-def _events_resource(mailbox: str) -> str:
-    from synccore.mailbox.graph import GraphBackend  # a pure function of the address: no request
-
-    return GraphBackend.events_resource(mailbox)
 
 
 def release(user: SyncUser) -> None:
