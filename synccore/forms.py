@@ -8,9 +8,10 @@ from synccore.models import SyncSettings
 from synccore.models.config import SECRET_FIELDS
 
 # The settings' groups, in the order of the reference "MS Exchange Synchronization Settings"
-# (plus the COM parameters); the admin's fieldsets and the console's settings page both use them.
+# (plus what the reference called its "COM parameters": what to synchronize at all); the admin's
+# fieldsets and the console's settings page both use them.
 SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
-    ("COM parameters", ["synchronize_contacts", "synchronize_activities"]),
+    ("What to synchronize", ["synchronize_contacts", "synchronize_activities"]),
     (
         "Connection",
         [
@@ -101,3 +102,11 @@ class SyncSettingsForm(WriteOnlySecretsMixin, forms.ModelForm):
         fields = [
             f.name for f in SyncSettings._meta.fields if f.editable and f.name not in ("id", "environment")
         ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        interval = self.fields.get("pull_interval")
+        if interval is not None:
+            # The hint agrees with the rule (SyncSettings.clean, the API): 0 is refused.
+            interval.widget.attrs["min"] = 1
+            interval.help_text = "How often each mailbox is read: 1 or more, in the unit below."

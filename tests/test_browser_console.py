@@ -112,32 +112,32 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     log_in(page, live_server.url, username, password)
 
     row = page.locator(f'tr[data-env="{env.pk}"]')
-    expect(row.locator('[data-field="state"]')).to_have_text("stopped")
+    expect(row.locator('[data-field="state"]')).to_have_text("Stopped")
     expect(row.locator('[data-field="last_pass"]')).to_have_text("—")
 
     row.locator('[data-action="start"]').click()
     expect(page.locator(".message.success")).to_contain_text("started")
-    expect(row.locator('[data-field="state"]')).to_have_text("running")
+    expect(row.locator('[data-field="state"]')).to_have_text("Running")
     expect(row.locator('[data-field="last_pass"]')).not_to_have_text("—")
     expect(row.locator('[data-field="healthy"]')).to_have_text("3")
     assert SyncRun.objects.filter(environment=env, trigger="start").count() == 3
 
     # The overview follows the state without a reload (another operator stops and restarts it).
     runtime.stop(env.pk)
-    expect(row.locator('[data-field="state"]')).to_have_text("stopped", timeout=15_000)
+    expect(row.locator('[data-field="state"]')).to_have_text("Stopped", timeout=15_000)
     # Refreshed times read like the server's (its time zone, Y-m-d H:i:s).
     since = Environment.objects.get(pk=env.pk).state_changed_at
     expect(row.locator('[data-field="since"]')).to_have_text(since.strftime("%Y-%m-%d %H:%M:%S"))
     expect(row.locator('[data-action="start"]')).to_be_visible()
     runtime.start(env.pk)
-    expect(row.locator('[data-field="state"]')).to_have_text("running", timeout=15_000)
+    expect(row.locator('[data-field="state"]')).to_have_text("Running", timeout=15_000)
     page.set_viewport_size({"width": 1440, "height": 400})
     page.screenshot(path=str(shots / "screenshot-overview.png"))
     page.set_viewport_size({"width": 1440, "height": 1000})
 
     expect(row.locator('[data-action="start"]')).to_be_hidden()
     row.locator("a", has_text=env.name).click()
-    expect(page.locator("h1 [data-field=state]")).to_have_text("running")
+    expect(page.locator("h1 [data-field=state]")).to_have_text("Running")
     expect(
         page.locator('tr[data-user="alice@contoso.example"] [data-field="contacts_last"]')
     ).not_to_have_text("—")
@@ -183,7 +183,7 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
 
     page.locator('.env-head [data-action="stop"]').click()
     expect(page.locator(".message.success")).to_contain_text("stopped")
-    expect(page.locator("h1 [data-field=state]")).to_have_text("stopped")
+    expect(page.locator("h1 [data-field=state]")).to_have_text("Stopped")
     env.refresh_from_db()
     assert env.state == "stopped"
 
@@ -204,7 +204,7 @@ def test_a_viewer_sees_no_start_button_and_cannot_post_start(browser, live_serve
     log_in(page, live_server.url, viewer.username, "pw-Secret-123")
 
     row = page.locator(f'tr[data-env="{env.pk}"]')
-    expect(row.locator('[data-field="state"]')).to_have_text("stopped")
+    expect(row.locator('[data-field="state"]')).to_have_text("Stopped")
     expect(page.locator('[data-action="start"]')).to_have_count(0)
 
     # Posting start directly, with a valid CSRF token, is refused by role (not by CSRF).

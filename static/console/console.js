@@ -22,6 +22,17 @@ function formatTime(iso) {
   return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
 }
 
+let labelTable = null;
+
+function label(vocabulary, value) {
+  // The server's words for a value (the page carries its table), so a refresh never renames a badge.
+  if (labelTable === null) {
+    const script = document.getElementById("console-labels");
+    labelTable = script ? JSON.parse(script.textContent) : {};
+  }
+  return (labelTable[vocabulary] || {})[value] || value;
+}
+
 function summarize(status) {
   const users = status.users.filter((u) => u.active !== false);
   const passes = [];
@@ -51,7 +62,7 @@ function setField(scope, name, text) {
 }
 
 function applyStatus(scope, status) {
-  const badge = setField(scope, "state", status.state);
+  const badge = setField(scope, "state", label("state", status.state));
   if (badge) badge.className = `badge state-${status.state}`;
   setField(scope, "reason", status.reason || "");
   setField(scope, "since", formatTime(status.since));
@@ -64,14 +75,14 @@ function applyStatus(scope, status) {
   const start = scope.querySelector('[data-role="start"]');
   const stop = scope.querySelector('[data-role="stop"]');
   if (start) start.hidden = !["stopped", "failed"].includes(status.state);
-  if (stop) stop.hidden = !["running", "starting", "failed"].includes(status.state);
+  if (stop) stop.hidden = !["running", "starting"].includes(status.state);
   for (const u of status.users) applyUser(u);
 }
 
 function applyUser(u) {
   const row = document.querySelector(`tr[data-user="${CSS.escape(u.email)}"]`);
   if (!row) return;
-  const health = setField(row, "health", u.health);
+  const health = setField(row, "health", label("health", u.health));
   if (health) health.className = `badge health-${u.health}`;
   for (const kind of ["contacts", "calendar"]) {
     const last = u[kind].last_pass;
@@ -114,21 +125,41 @@ function startRefreshing() {
   setInterval(tick, 3000);
 }
 
+function detailsOf(text) {
+  // The technical detail of an error, one click away (O4).
+  const details = document.createElement("details");
+  details.className = "detail";
+  const summary = document.createElement("summary");
+  summary.textContent = "Details";
+  const pre = document.createElement("pre");
+  pre.textContent = text;
+  details.append(summary, pre);
+  return details;
+}
+
 async function testConnection(form) {
   const out = document.querySelector('[data-field="connection-report"]');
   out.textContent = "Testing…";
-  const response = await fetch(form.dataset.testConnection, {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
-  });
-  const report = await response.json();
+  let response, report;
+  try {
+    response = await fetch(form.dataset.testConnection, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    });
+    report = await response.json();
+  } catch (err) {
+    out.textContent = "The console could not reach its server; try again.";
+    return;
+  }
   out.replaceChildren();
   const head = document.createElement("p");
-  head.className = report.ok ? "ok" : "error";
+  head.className = response.ok && report.ok ? "ok" : "error";
+  head.dataset.field = "connection-sentence";
   head.textContent = response.ok ? (report.ok ? "Connection OK." : `Connection failed: ${report.error}`) : report.detail;
   out.append(head);
-  if (report.tried && report.tried.length) {
+  // Only the steps that succeeded: the one that failed is the sentence above.
+  if (response.ok && report.tried && report.tried.length) {
     const list = document.createElement("ul");
     for (const step of report.tried) {
       const item = document.createElement("li");
@@ -137,6 +168,7 @@ async function testConnection(form) {
     }
     out.append(document.createTextNode("Tried:"), list);
   }
+  if (response.ok && report.detail) out.append(detailsOf(report.detail));
 }
 
 document.addEventListener("submit", (event) => {
@@ -167,4 +199,31 @@ document.addEventListener("change", (event) => {
   fillSelect(form.querySelector("select[name$=crm_field]"), choices.crm);
   fillSelect(form.querySelector("select[name$=exchange_field]"), choices.exchange);
   fillSelect(form.querySelector("select[name$=direction]"), choices.direction);
+});
+
+// Settings: only the fields of the chosen backend and authentication (as the server renders them;
+// hidden fields are still posted, so nothing is lost by switching back and forth).
+function applies(condition, backend, authType) {
+  const graph = backend === "graph";
+  return {
+    "": true,
+    ews: !graph,
+    "ews-password": !graph && ["ntlm", "basic"].includes(authType),
+    oauth: graph || authType === "oauth2",
+    graph: graph,
+  }[condition];
+}
+
+function showSettingsFields(form) {
+  const backend = form.querySelector("[name=backend]");
+  const authType = form.querySelector("[name=auth_type]");
+  if (!backend || !authType) return;
+  for (const row of form.querySelectorAll("[data-when]")) {
+    row.hidden = !applies(row.dataset.when, backend.value, authType.value);
+  }
+}
+
+document.addEventListener("change", (event) => {
+  const form = event.target.closest("[data-settings-form]");
+  if (form && ["backend", "auth_type"].includes(event.target.name)) showSettingsFields(form);
 });

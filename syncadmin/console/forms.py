@@ -6,21 +6,66 @@ from django import forms
 
 from synccore import mapping
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
-from synccore.models import Employee, FieldMapping, SyncSettings, SyncUser
+from synccore.models import AuthType, Backend, Employee, FieldMapping, SyncSettings, SyncUser
 
 FILTER_FIELDS = ["filter_by_rep", "filter_by_sales_group", "filter_by_favorites", "synchronize_companies"]
+
+
+# Which connection fields apply to which choice of backend and authentication: the form shows
+# only those (the console's script follows a change of the choice at once).
+SHOWN_WHEN = {
+    "ews_url": "ews",
+    "autodiscover_email": "ews",
+    "auth_type": "ews",
+    "access_type": "ews",
+    "service_account": "ews-password",
+    "service_password": "ews-password",
+    "clear_service_password": "ews-password",
+    "oauth_tenant_id": "oauth",
+    "oauth_client_id": "oauth",
+    "oauth_client_secret": "oauth",
+    "clear_oauth_client_secret": "oauth",
+    "graph_endpoint": "graph",
+    "authority_url": "graph",
+    "ca_bundle": "graph",
+}
+
+
+def applies(condition: str, backend: str, auth_type: str) -> bool:
+    """Whether fields shown under ``condition`` matter for this backend and authentication."""
+    graph = backend == Backend.GRAPH
+    return {
+        "": True,
+        "ews": not graph,
+        "ews-password": not graph and auth_type in (AuthType.NTLM, AuthType.BASIC),
+        "oauth": graph or auth_type == AuthType.OAUTH2,
+        "graph": graph,
+    }[condition]
 
 
 class ConsoleSettingsForm(SyncSettingsForm):
     class Meta(SyncSettingsForm.Meta):
         fields = [name for name in SyncSettingsForm.Meta.fields if name not in FILTER_FIELDS]
 
+    def _current(self, name: str) -> str:
+        if self.is_bound:
+            return self.data.get(self.add_prefix(name), "")
+        return getattr(self.instance, name)
+
     def groups(self):
-        """(title, [bound fields]) in display order."""
-        groups = [
-            (title, [self[name] for name in names if name in self.fields]) for title, names in SETTINGS_GROUPS
-        ]
-        return [(title, fields) for title, fields in groups if fields]
+        """(title, [(bound field, condition, shown)]) in display order."""
+        backend, auth_type = self._current("backend"), self._current("auth_type")
+        groups = []
+        for title, names in SETTINGS_GROUPS:
+            rows = []
+            for name in names:
+                if name not in self.fields:
+                    continue
+                condition = SHOWN_WHEN.get(name, "")
+                rows.append((self[name], condition, applies(condition, backend, auth_type)))
+            if rows:
+                groups.append((title, rows))
+        return groups
 
 
 class FiltersForm(forms.ModelForm):

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -54,6 +55,10 @@ def _next_or(request: HttpRequest, default: str) -> str:
 def _environment_url(environment_id: int, section: str = "") -> str:
     url = reverse("console:environment", args=[environment_id])
     return f"{url}#{section}" if section else url
+
+
+# The technical detail of an error, one click away (O4).
+DETAILS = '<details class="detail"><summary>Details</summary><pre>{}</pre></details>'
 
 
 # --- overview ----------------------------------------------------------------------------------
@@ -125,11 +130,20 @@ def sync_now(request: HttpRequest, pk: int) -> HttpResponse:
 def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
     environment = get_object_or_404(Environment, pk=pk)
     report = runtime.test_connection(environment.pk)
-    tried = "; ".join(report.tried)
+    tried = f" Tried: {'; '.join(report.tried)}." if report.tried else ""
     if report.ok:
-        messages.success(request, f"Connection OK. Tried: {tried}")
+        messages.success(request, f"Connection OK.{tried}")
     else:
-        messages.error(request, f"Connection failed: {report.error} Tried: {tried}")
+        detail = getattr(report, "detail", "")
+        messages.error(
+            request,
+            format_html(
+                "Connection failed: {}{}{}",
+                report.error,
+                tried,
+                format_html(DETAILS, detail) if detail else "",
+            ),
+        )
     return redirect(_environment_url(pk, "settings"))
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django import template
 from django.utils.dateparse import parse_datetime
+from django.utils.html import json_script
+
+from syncadmin.console import labels
 
 register = template.Library()
 
@@ -49,3 +52,15 @@ def change_text(change) -> str:
     if isinstance(change, list) and len(change) == 2:
         return f"{_plain(change[0])} → {_plain(change[1])}"
     return _plain(change)
+
+
+@register.filter(name="label")
+def label_filter(value, vocabulary: str) -> str:
+    """A state, health or outcome in the console's words (the same the status script writes)."""
+    return labels.label(vocabulary, value)
+
+
+@register.simple_tag
+def console_labels():
+    """The label table for the status script."""
+    return json_script(labels.LABELS, "console-labels")

@@ -94,11 +94,12 @@ SECRET_FIELDS = ("service_password", "oauth_client_secret")
 
 
 class SyncSettings(models.Model):
-    """Mirrors “MS Exchange Synchronization Settings” plus the COM parameters."""
+    """Mirrors “MS Exchange Synchronization Settings” plus what to synchronize at all (the
+    reference's “COM parameters”)."""
 
     environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="settings")
 
-    # COM parameters
+    # What to synchronize
     synchronize_contacts = models.BooleanField(
         default=False, help_text="Needs ISO codes on the countries and languages in use."
     )

@@ -9,18 +9,7 @@ from django.conf import settings as django_settings
 
 from synccore.mailbox.base import ConnectionConfig, MailboxBackend, MailboxError
 from synccore.models import AccessType, Backend, Environment, SyncSettings, SyncUser
-
-
-@dataclass
-class ConnectionReport:
-    """What a connection test tried, and why it failed (for people)."""
-
-    ok: bool
-    tried: list[str] = field(default_factory=list)
-    error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from synccore.sync.readable import GRAPH, Readable, explain
 
 
 def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
@@ -66,25 +55,51 @@ def backend_class(backend: str) -> type[MailboxBackend]:
     return EwsBackend
 
 
+@dataclass
+class ConnectionReport:
+    """A connection test: the steps that succeeded, and why it failed as one sentence (with a
+    code, and the technical detail apart for a "details" disclosure)."""
+
+    ok: bool
+    tried: list[str] = field(default_factory=list)
+    error: str = ""
+    code: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def failed(cls, readable: Readable, tried: list[str] | None = None) -> ConnectionReport:
+        return cls(ok=False, tried=tried or [], error=readable.sentence, code=readable.code, detail=readable.detail)
+
+
+def server_name(sync_settings: SyncSettings) -> str:
+    """How a sentence names the server the settings point at."""
+    if sync_settings.backend == Backend.GRAPH:
+        return GRAPH
+    if sync_settings.ews_url:
+        return f"Exchange at {sync_settings.ews_url}"
+    return "Exchange"
+
+
 def check_connection(environment: Environment) -> ConnectionReport:
     """Try the connection with the first active sync user's mailbox; say what was tried."""
     sync_settings = environment.settings
     user = SyncUser.objects.filter(environment=environment, active=True).order_by("mailbox_email").first()
     if user is None:
-        return ConnectionReport(
-            ok=False, tried=["Looked for an active sync user"], error="There is no active sync user."
+        return ConnectionReport.failed(
+            Readable("no_user", "There is no active sync user to test with: add one, then test again.")
         )
+    server = server_name(sync_settings)
     try:
         backend = open_backend(sync_settings)
     except MailboxError as exc:
-        return ConnectionReport(ok=False, tried=["Read the connection settings"], error=str(exc))
+        return ConnectionReport.failed(explain(exc, server=server))
     try:
-        tried = backend.check(user.mailbox_email)
-        return ConnectionReport(ok=True, tried=tried)
+        return ConnectionReport(ok=True, tried=backend.check(user.mailbox_email))
     except MailboxError as exc:
-        target = sync_settings.ews_url if sync_settings.backend == Backend.EWS else "Microsoft Graph"
-        return ConnectionReport(
-            ok=False, tried=[f"Connected to {target} for {user.mailbox_email}"], error=str(exc)
-        )
+        # Only the steps that succeeded are listed: the failed one is the sentence.
+        return ConnectionReport.failed(explain(exc, mailbox=user.mailbox_email, server=server))
     finally:
         backend.close()
