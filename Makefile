@@ -27,8 +27,8 @@ demo: migrate
 
 # One command: web server, one qcluster, the push listener and exchange_sim (Procfile), all
 # stopped together on Ctrl-C. SQLite allows only one cluster: keep `worker` at one process.
+# The console URL and the login are printed by `demo_banner` once everything listens.
 run: demo
-	@echo "Console: http://$(HOST):$(PORT)/"
 	WEB_HOST=$(HOST) WEB_PORT=$(PORT) $(VENV)/bin/honcho start -f Procfile
 
 test: venv

@@ -14,12 +14,30 @@ import os
 import signal
 import sys
 
-from exchange_sim.demo import add_demo_mailboxes, seed_demo_content
+from exchange_sim.demo import DEMO_MAILBOXES, add_demo_mailboxes, seed_demo_content
+from exchange_sim.graph.auth import DEMO_APP, DEMO_TENANT
 from exchange_sim.simulator import DEMO_SERVICE_ACCOUNT, Simulator
 
 
+def demo_credentials() -> str:
+    """What --help says about logging in to the demo organisation."""
+    mailboxes = ", ".join(DEMO_MAILBOXES)
+    return (
+        "demo credentials (without --mailbox / --state / --service-account / --app):\n"
+        f"  service account (EWS, --auth basic or ntlm): {DEMO_SERVICE_ACCOUNT[0]} / {DEMO_SERVICE_ACCOUNT[1]}\n"
+        f"  Graph app (client id / secret), tenant {DEMO_TENANT}: {DEMO_APP[0]} / {DEMO_APP[1]}\n"
+        f"  mailboxes: {mailboxes}\n"
+        "  each mailbox's own password: its name before the @ plus -password (alice-password)"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m exchange_sim", description="A loopback Exchange (EWS) simulator.")
+    parser = argparse.ArgumentParser(
+        prog="python -m exchange_sim",
+        description="A loopback Exchange simulator: EWS over HTTP, Microsoft Graph over HTTPS.",
+        epilog=demo_credentials(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--mailbox", action="append", default=[], metavar="ADDRESS", help="repeatable; default: demo organisation")

@@ -306,6 +306,8 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "msal": {"level": "WARNING"},
+        # django-q2 logs through "django-q": an INFO line per task and per scheduler tick.
+        "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
         "django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
     },
 }

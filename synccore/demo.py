@@ -198,6 +198,11 @@ def _admin_password() -> str:
     return password
 
 
+def admin_login() -> tuple[str, str]:
+    """The demo administrator's user name and password, as seed_demo set them."""
+    return ADMIN_USERNAME, _admin_password()
+
+
 def ensure_admin() -> tuple[str, str]:
     password = _admin_password()
     user, _ = get_user_model().objects.get_or_create(

@@ -77,3 +77,15 @@ def test_an_operator_cannot_add_users(operator_api, env):
     assert (
         operator_api.post(url(env), {"mailbox_email": "x@contoso.example"}, format="json").status_code == 403
     )
+
+
+def test_a_user_is_found_by_its_mailbox_address_as_well_as_its_id(viewer_api, admin_api, env):
+    alice = SyncUser.objects.get(environment=env, mailbox_email="alice@contoso.example")
+    by_id = viewer_api.get(url(env, f"{alice.pk}/")).json()
+    by_address = viewer_api.get(url(env, "Alice@contoso.example/"))
+    assert by_address.status_code == 200 and by_address.json() == by_id
+    assert viewer_api.get(url(env, "nobody@contoso.example/")).status_code == 404
+    assert viewer_api.get(url(env, "not-an-address/")).status_code == 404
+    SyncUser.objects.filter(pk=alice.pk).update(health=Health.UNHEALTHY)
+    response = admin_api.post(url(env, "alice@contoso.example/re-enable/"))
+    assert response.status_code == 200 and response.json()["health"] == "healthy"

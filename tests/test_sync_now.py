@@ -69,3 +69,25 @@ def test_an_aborted_user_pass_exits_with_status_1(crm):
             stderr=StringIO(),
         )
     assert exc.value.code == 1
+
+
+def test_a_pass_failed_on_a_missing_mailbox_counts_as_failed_not_aborted(crm):
+    f.sync_user(crm.env, "aaron@contoso.example")  # no such mailbox in Exchange
+    out, err = StringIO(), StringIO()
+    with pytest.raises(SystemExit) as exc:
+        call_command(
+            "sync_now",
+            "--environment",
+            crm.env.name,
+            "--kind",
+            "contacts",
+            "--user",
+            "aaron@contoso.example",
+            stdout=out,
+            stderr=err,
+        )
+    assert exc.value.code == 1
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert result.keys() >= KEYS | {"aborted"}
+    assert (result["users"], result["failed"], result["aborted"]) == (1, 1, 0)
+    assert "aaron@contoso.example contacts: Failed" in err.getvalue()

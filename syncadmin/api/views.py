@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -25,6 +26,9 @@ from synccore.runtime import service as runtime
 
 ENVIRONMENT_PARAM = OpenApiParameter("environment_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
+USER_PARAM = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The sync user's id or its mailbox address."
+)
 CONFLICT_409 = OpenApiResponse(
     ErrorSerializer, description="Illegal transition (e.g. stopping a stopped one)."
 )
@@ -133,7 +137,7 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
 # --- sync users --------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["users"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
+@extend_schema(tags=["users"], parameters=[ENVIRONMENT_PARAM, USER_PARAM])
 @extend_schema_view(
     list=extend_schema(
         parameters=[
@@ -143,7 +147,19 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
 )
 class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     serializer_class = s.SyncUserSerializer
-    lookup_value_regex = "[0-9]+"
+    lookup_value_regex = "[^/]+"  # the id, or the mailbox address (as sync-now takes it)
+
+    def get_object(self):
+        value = self.kwargs["pk"]
+        users = self.get_queryset()
+        if value.isascii() and value.isdigit():
+            user = get_object_or_404(users, pk=int(value))
+        elif "@" in value and "\x00" not in value:
+            user = get_object_or_404(users, mailbox_email__iexact=value)
+        else:
+            raise Http404
+        self.check_object_permissions(self.request, user)
+        return user
 
     def get_queryset(self):
         users = SyncUser.objects.filter(environment=self.environment).select_related("employee")

@@ -22,16 +22,22 @@ class Summary:
     environment: str
     users: int = 0
     aborted: int = 0
+    failed_passes: int = 0
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     runs: list[SyncRun] = field(default_factory=list)
 
     def add(self, run: SyncRun) -> None:
         self.users += 1
         self.runs.append(run)
-        if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
-            self.aborted += 1
         for name in COUNTS:
             self.totals[name] += getattr(run, name)
+        # "failed" counts what failed: items, and whole passes that failed (a missing mailbox, a
+        # refused password); "aborted" only passes stopped before their end (a stop, a lost lease).
+        if run.outcome == Outcome.FAILED:
+            self.failed_passes += 1
+            self.totals["failed"] += 1
+        elif run.outcome == Outcome.ABORTED:
+            self.aborted += 1
 
     def as_dict(self) -> dict:
         return {"environment": self.environment, "users": self.users, **self.totals, "aborted": self.aborted}

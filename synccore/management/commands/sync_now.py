@@ -40,7 +40,7 @@ class Command(BaseCommand):
                     f"{run.sync_user.mailbox_email} {run.kind}: {run.get_outcome_display()}: {run.error}"
                 )
         self.stdout.write(json.dumps(summary.as_dict()))
-        if summary.aborted:
+        if summary.aborted or summary.failed_passes:
             sys.exit(1)
 
     @staticmethod
