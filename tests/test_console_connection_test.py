@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from synccore import runtime
 from synccore.models import SyncUser
+from synccore.runtime import service as runtime
 from tests.fixtures import factories as f
 from tests.fixtures.api import client_for, user_with_role
 
