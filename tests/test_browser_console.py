@@ -144,6 +144,7 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     page.screenshot(path=str(shots / "screenshot-environment.png"))
 
     # Test connection reports what it tried (through the API, with the session and its CSRF token).
+    page.click('[data-tab="settings"]')
     page.click('[data-action="test-connection"]')
     report = page.locator('[data-field="connection-report"]')
     expect(report).to_contain_text("Connection OK.")
@@ -160,11 +161,13 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
         progress_done=3,
         progress_total=10,
     )
+    page.click('[data-tab="users"]')
     progress = page.locator('tr[data-user="alice@contoso.example"] [data-field="progress"]')
     expect(progress).to_be_visible(timeout=15_000)
     expect(progress).to_have_attribute("value", "30")
 
     # Edit a field mapping: job title goes to the Exchange "Office" field instead.
+    page.click('[data-tab="mapping"]')
     mapping_row = page.locator('tr[data-mapping="contact:job_title"]')
     mapping_row.locator("select[name$=exchange_field]").select_option("office_location")
     mapping_row.locator('[data-action="save-mapping"]').click()
@@ -173,8 +176,9 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
         environment=env, entity="contact", crm_field="job_title"
     ).exchange_field == ("office_location")
 
-    # An invalid pull interval is refused with its message.
+    # An invalid pull interval is refused with its message (on the Settings tab it was sent from).
     interval = env.settings.pull_interval
+    page.click('[data-tab="settings"]')
     page.fill("#id_pull_interval", "0")
     page.click('[data-action="save-settings"]')
     expect(page.locator(".field-error")).to_contain_text("The pull interval must be greater than zero.")

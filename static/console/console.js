@@ -227,3 +227,32 @@ document.addEventListener("change", (event) => {
   const form = event.target.closest("[data-settings-form]");
   if (form && ["backend", "auth_type"].includes(event.target.name)) showSettingsFields(form);
 });
+
+// Environment tabs: the server renders the tab asked for (?tab=); a click shows another at once
+// and keeps the address in step, so a reload or a shared link opens the same tab.
+function showTab(name, remember) {
+  const panels = [...document.querySelectorAll("[data-tab-panel]")];
+  if (!panels.some((panel) => panel.id === name)) return false;
+  for (const panel of panels) panel.hidden = panel.id !== name;
+  for (const tab of document.querySelectorAll("[data-tab]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
+  }
+  if (remember) {
+    const url = new URL(window.location.href);
+    url.searchParams.set("tab", name);
+    url.hash = "";
+    window.history.replaceState(null, "", url);
+  }
+  return true;
+}
+
+document.addEventListener("click", (event) => {
+  const tab = event.target.closest("[data-tab]");
+  if (!tab || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  if (showTab(tab.dataset.tab, true)) event.preventDefault();
+});
+
+// Older links name a section by its anchor (#settings): open that tab.
+document.addEventListener("DOMContentLoaded", () => {
+  if (window.location.hash) showTab(window.location.hash.slice(1), true);
+});

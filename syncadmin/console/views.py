@@ -52,9 +52,26 @@ def _next_or(request: HttpRequest, default: str) -> str:
     return default
 
 
-def _environment_url(environment_id: int, section: str = "") -> str:
+TABS = [
+    ("users", "Users"),
+    ("settings", "Settings"),
+    ("filters", "Filters"),
+    ("mapping", "Mapping"),
+    ("history", "History"),
+    ("conflicts", "Conflicts"),
+    ("attention", "Attention"),
+    ("audit", "Audit"),
+]
+
+
+def _environment_url(environment_id: int, tab: str = "") -> str:
     url = reverse("console:environment", args=[environment_id])
-    return f"{url}#{section}" if section else url
+    return f"{url}?tab={tab}" if tab else url
+
+
+def _tab(request: HttpRequest, default: str = "users") -> str:
+    asked = request.GET.get("tab", "")
+    return asked if asked in dict(TABS) else default
 
 
 # The technical detail of an error, one click away (O4).
@@ -164,6 +181,7 @@ def _render_environment(
     filters_form=None,
     user_form=None,
     mapping_form=None,
+    tab: str = "",
     status: int = 200,
 ) -> HttpResponse:
     status_body = runtime.status(env.pk)
@@ -201,14 +219,25 @@ def _render_environment(
         .order_by("-updated_at")[:200],
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
         "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
+        "active_tab": tab or _tab(request),
         **_rights(request),
     }
+    context["tabs"] = _tabs(context)
     if not context["can_administer"]:
         # Read-only for viewers and operators (the POST views refuse them as well).
         for form in (context["settings_form"], context["filters_form"]):
             for field in form.fields.values():
                 field.disabled = True
     return render(request, "console/environment.html", context, status=status)
+
+
+def _tabs(context: dict) -> list[tuple[str, str, int]]:
+    """(name, title, count) of each tab; the count is what waits for a person there."""
+    counts = {
+        "conflicts": sum(1 for c in context["conflicts"] if not c.resolved_at),
+        "attention": len(context["attention_items"]) + len(context["attention_users"]),
+    }
+    return [(name, title, counts.get(name, 0)) for name, title in TABS]
 
 
 def _history(env: Environment) -> dict:
@@ -244,7 +273,7 @@ def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "The settings were not saved: see the messages below.")
         key = "filters_form" if filters else "settings_form"
-        return _render_environment(request, env, **{key: form})
+        return _render_environment(request, env, **{key: form}, tab="filters" if filters else "settings")
     saved = form.save()
     runtime.configuration_changed(pk)
     audit.record(
@@ -337,7 +366,7 @@ def mapping_save(request: HttpRequest, pk: int, mapping_id: int | None = None) -
     if not form.is_valid():
         errors = "; ".join(m for ms in form.errors.values() for m in ms)
         messages.error(request, f"The mapping was not saved: {errors}")
-        return _render_environment(request, env, mapping_form=None if row else form)
+        return _render_environment(request, env, mapping_form=None if row else form, tab="mapping")
     saved = form.save()
     audit.record(
         request.user,

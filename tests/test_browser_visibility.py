@@ -1,0 +1,158 @@
+"""The console in Debian's Chromium (Playwright), as issue 14 asks: tabs instead of one long page,
+the users table at 1280 px with every action visible, labels that a live refresh keeps, readable
+Test connection failures, the settings of the chosen backend only, checkboxes beside their labels.
+
+The fixtures (Chromium, the demo with a stubbed connection check) are test_browser_console's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from synccore.models import SyncUser
+from synccore.runtime import service as runtime
+from synccore.sync.connection import ConnectionReport
+from tests.test_browser_console import browser, demo, log_in  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+TABS = ["users", "settings", "filters", "mapping", "history", "conflicts", "attention", "audit"]
+
+
+def open_environment(browser, live_server, demo, width: int = 1440):  # noqa: F811
+    env, username, password = demo
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, live_server.url, username, password)
+    page.goto(f"{live_server.url}/environments/{env.pk}/")
+    return env, page
+
+
+def test_the_environment_page_has_tabs_and_shows_one_at_a_time(browser, live_server, demo):  # noqa: F811
+    from playwright.sync_api import expect
+
+    env, page = open_environment(browser, live_server, demo)
+    expect(page.locator("[role=tab]")).to_have_count(len(TABS))
+    for name in TABS:
+        page.click(f'[data-tab="{name}"]')
+        expect(page.locator(f"#{name}")).to_be_visible()
+        expect(page.locator("[data-tab-panel]:visible")).to_have_count(1)
+        expect(page.locator(f'[data-tab="{name}"]')).to_have_attribute("aria-selected", "true")
+    # The address follows the tab: a reload opens the same one.
+    assert page.url.endswith("?tab=audit")
+    page.reload()
+    expect(page.locator("#audit")).to_be_visible()
+    expect(page.locator("#users")).to_be_hidden()
+    # An anchor of the old one-page layout opens its tab.
+    page.goto(f"{live_server.url}/environments/{env.pk}/#mapping")
+    expect(page.locator("#mapping")).to_be_visible()
+
+
+def test_the_users_table_fits_1280_px_with_every_action_visible(browser, live_server, demo):  # noqa: F811
+    from playwright.sync_api import expect
+
+    env, _, _ = demo
+    SyncUser.objects.filter(environment=env, mailbox_email="bob@contoso.example").update(
+        health="unhealthy",
+        last_error="Exchange has no mailbox bob@contoso.example. Check the sync user's mailbox address, "
+        "or deactivate it.",
+    )
+    SyncUser.objects.filter(environment=env, mailbox_email="carol@contoso.example").update(active=False)
+    env, page = open_environment(browser, live_server, demo, width=1280)
+    actions = page.locator("#users td.actions button, #users td.actions a.button")
+    expect(actions.first).to_be_visible()
+    assert actions.count() >= 3 * 4
+    viewport = page.viewport_size
+    for index in range(actions.count()):
+        box = actions.nth(index).bounding_box()
+        assert box is not None, actions.nth(index).inner_text()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], actions.nth(index).inner_text()
+    table = page.locator("#users table").bounding_box()
+    card = page.locator("#users").bounding_box()
+    assert table["x"] + table["width"] <= card["x"] + card["width"]
+    for name in ("re-enable", "remove-synchronized-items", "deactivate", "activate", "edit", "sync-now"):
+        expect(page.locator(f'#users [data-action="{name}"]').first).to_be_visible()
+
+
+def test_a_live_refresh_keeps_the_badges_words(browser, live_server, demo):  # noqa: F811
+    from playwright.sync_api import expect
+
+    env, _, _ = demo
+    SyncUser.objects.filter(environment=env, mailbox_email="alice@contoso.example").update(health="held")
+    env, page = open_environment(browser, live_server, demo)
+    badge = page.locator('tr[data-user="alice@contoso.example"] [data-field="health"]')
+    expect(badge).to_have_text("Held by the safety limit")
+    expect(page.locator("h1 [data-field=state]")).to_have_text("Stopped")
+    # The refresh runs every few seconds: after one, a changed state reads in the same words.
+    SyncUser.objects.filter(environment=env, mailbox_email="bob@contoso.example").update(health="backing_off")
+    bob = page.locator('tr[data-user="bob@contoso.example"] [data-field="health"]')
+    expect(bob).to_have_text("Backing off", timeout=15_000)
+    expect(badge).to_have_text("Held by the safety limit")
+    expect(page.locator("h1 [data-field=state]")).to_have_text("Stopped")
+
+
+def test_a_failed_test_connection_reads_as_a_sentence_with_the_detail_folded(
+    browser, live_server, demo, monkeypatch  # noqa: F811
+):
+    from playwright.sync_api import expect
+
+    report = ConnectionReport(
+        ok=False,
+        tried=[],
+        error="Exchange at http://127.0.0.1:8765/EWS/Exchange.asmx has no mailbox alice@contoso.example. "
+        "Check the sync user's mailbox address, or deactivate it.",
+        code="mailbox_not_found",
+        detail="Exchange has no such mailbox (ErrorNonExistentMailbox: …).",
+    )
+    monkeypatch.setattr(runtime, "test_connection", lambda env_id: report)
+    _env, page = open_environment(browser, live_server, demo)
+    page.click('[data-tab="settings"]')
+    page.click('[data-action="test-connection"]')
+    out = page.locator('[data-field="connection-report"]')
+    expect(out.locator('[data-field="connection-sentence"]')).to_have_text("Connection failed: " + report.error)
+    expect(out).not_to_contain_text("Tried")
+    detail = out.locator("details.detail pre")
+    expect(detail).to_be_hidden()
+    out.locator("details.detail summary").click()
+    expect(detail).to_have_text(report.detail)
+
+
+def test_the_settings_show_only_the_chosen_backends_fields(browser, live_server, demo):  # noqa: F811
+    from playwright.sync_api import expect
+
+    _env, page = open_environment(browser, live_server, demo)
+    page.click('[data-tab="settings"]')
+    expect(page.locator("#id_ews_url")).to_be_visible()
+    expect(page.locator("#id_graph_endpoint")).to_be_hidden()
+    page.select_option("#id_backend", "graph")
+    expect(page.locator("#id_graph_endpoint")).to_be_visible()
+    expect(page.locator("#id_oauth_client_id")).to_be_visible()
+    expect(page.locator("#id_ews_url")).to_be_hidden()
+    expect(page.locator("#id_service_account")).to_be_hidden()
+    page.select_option("#id_backend", "ews")
+    page.select_option("#id_auth_type", "oauth2")
+    expect(page.locator("#id_oauth_client_id")).to_be_visible()
+    expect(page.locator("#id_service_account")).to_be_hidden()
+
+
+def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, live_server, demo):  # noqa: F811
+    _env, page = open_environment(browser, live_server, demo)
+    page.click('[data-tab="mapping"]')
+    page.click("text=Add a mapping row")
+    editor = page.locator("[data-mapping-editor]")
+    directions = editor.locator("select[name$=direction] option")
+    assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange"]
+    editor.locator("select[name$=entity]").select_option("activity")
+    assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange", "both"]
+
+
+def test_checkboxes_sit_beside_their_labels_on_the_user_form(browser, live_server, demo):  # noqa: F811
+    env, page = open_environment(browser, live_server, demo)
+    user = SyncUser.objects.filter(environment=env).first()
+    page.goto(f"{live_server.url}/environments/{env.pk}/users/{user.pk}/edit/")
+    box = page.locator("#id_contacts_enabled").bounding_box()
+    label = page.locator('label.check[for="id_contacts_enabled"] span').bounding_box()
+    # Side by side: on one line, the label to the right of its box.
+    assert label["x"] > box["x"] + box["width"] - 1
+    assert abs((label["y"] + label["height"] / 2) - (box["y"] + box["height"] / 2)) < box["height"]
+
