@@ -312,6 +312,9 @@ LOGGING = {
     },
 }
 
+# A bearer token a monitoring system may read GET /metrics with (empty: API tokens only).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # The demo administrator's password (empty: generated once and kept in .local/).
 DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="")
 

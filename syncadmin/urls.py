@@ -5,6 +5,7 @@ from rest_framework.permissions import AllowAny
 
 from syncadmin import hooks
 from syncadmin.api.fallback import not_found
+from syncadmin.metrics import MetricsView
 
 admin.site.site_header = "CRM ⇄ Exchange Synchronizer"
 admin.site.site_title = "Synchronizer admin"
@@ -24,5 +25,7 @@ urlpatterns = [
     # Microsoft Graph's change notifications (push over Graph); the paths are pinned.
     path("hooks/graph/", hooks.graph_notifications, name="graph-hook"),
     path("hooks/graph/lifecycle/", hooks.graph_lifecycle, name="graph-hook-lifecycle"),
+    # Prometheus' text format for monitoring systems (the path is pinned).
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("", include("syncadmin.console.urls")),
 ]
