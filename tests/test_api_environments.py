@@ -125,6 +125,8 @@ def test_test_connection_says_what_it_tried_and_why_it_failed(operator_api, env,
         "ok": False,
         "tried": ["POST http://127.0.0.1:9/EWS/Exchange.asmx"],
         "error": "Connection refused",
+        "code": "",
+        "detail": "",
     }
 
 
