@@ -1,6 +1,7 @@
 """Fault switches, request counters and the request log.
 
-Faults are armed for a number of requests (``times=None`` means until cleared), optionally only for
+Faults are armed for a number of requests (``times=None`` or ``0`` means until cleared, in the
+Python API, the control API and the CLI alike), optionally only for
 one operation or one mailbox, and can be flipped while the server runs.
 """
 
@@ -97,6 +98,9 @@ class Faults:
     def arm(self, kind: str, times: int | None = 1, operation: str | None = None, mailbox: str | None = None, **params: Any) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"Unknown fault {kind}; known: {', '.join(FAULT_KINDS)}")
+        if times is not None and times < 0:
+            raise ValueError(f"times must be 0 (until cleared) or more, not {times}")
+        times = times or None  # 0: until cleared, as the CLI's --fault KIND:0 has always meant
         fault = Fault(kind=kind, times=times, operation=operation, mailbox=mailbox, params=params)
         with self._lock:
             self._armed.append(fault)

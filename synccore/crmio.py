@@ -37,6 +37,7 @@ from synccore.models import (
     Language,
     SalesGroup,
 )
+from synccore.models.crm import is_time_zone
 from synccore.runtime import service as runtime
 
 ENTITIES: dict[str, type[models.Model]] = {
@@ -729,13 +730,10 @@ def _zone_or_utc(name: str) -> ZoneInfo:
 
 
 def _zone(name: str, errors: Errors) -> ZoneInfo | None:
-    try:
+    if is_time_zone(name):
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        errors.setdefault("time_zone", []).append(
-            f"“{name}” is not a known IANA time zone (e.g. Europe/Amsterdam)."
-        )
-        return None
+    errors.setdefault("time_zone", []).append(f"“{name}” is not a known IANA time zone (e.g. Europe/Amsterdam).")
+    return None
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:

@@ -30,6 +30,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "graph_endpoint",
             "authority_url",
             "ca_bundle",
+            "allow_plain_http",
         ],
     ),
     ("Schedule and push", ["pull_interval", "pull_interval_unit", "push_enabled"]),
@@ -86,13 +87,18 @@ class WriteOnlySecretsMixin:
     def _post_clean(self) -> None:
         # Put the stored secret back before the model is validated and saved, unless replaced
         # or cleared, so an empty (write-only) input never wipes it.
+        entered = set()
         for name in self.secret_fields:
             if name not in self.cleaned_data:
                 continue
+            if self.cleaned_data[name] and not self.cleaned_data.get(f"clear_{name}"):
+                entered.add(name)
             if self.cleaned_data.get(f"clear_{name}"):
                 self.cleaned_data[name] = ""
             elif not self.cleaned_data[name]:
                 self.cleaned_data[name] = getattr(self.instance, name, "")
+        # The model refuses a stored secret following a changed destination unless entered anew.
+        self.instance.secrets_entered = entered
         super()._post_clean()
 
 

@@ -137,3 +137,11 @@ def test_a_batch_that_fails_while_written_stores_nothing_and_answers_409(admin_a
     response = admin_api.post(url(env, "contacts"), contacts(5), format="json")
     assert response.status_code == 409 and "nothing was stored" in response.json()["detail"]
     assert not Contact.all_objects.filter(environment=env).exists()
+
+
+@pytest.mark.parametrize("zone", ["posixrules", "Factory", "localtime", "posix/Europe/Amsterdam", "right/UTC"])
+def test_posixrules_and_factory_are_refused_as_time_zones(admin_api, env, zone):
+    item = {**meetings(1, 0)[0], "time_zone": zone}
+    results = post(admin_api, env, "activities", [item])
+    assert results[0]["status"] == "error" and "time_zone" in results[0]["errors"]
+    assert not Activity.all_objects.filter(environment=env).exists()

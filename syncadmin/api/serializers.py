@@ -143,6 +143,8 @@ class SyncSettingsSerializer(serializers.ModelSerializer):
         for name in SECRET_FIELDS:
             if name in validated_data and validated_data[name] is None:
                 validated_data[name] = ""
+        # The model refuses a stored secret following a changed destination unless given anew.
+        instance.secrets_entered = {n for n in SECRET_FIELDS if validated_data.get(n)}
         for name, value in validated_data.items():
             setattr(instance, name, value)
         _full_clean(instance)

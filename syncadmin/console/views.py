@@ -284,6 +284,12 @@ def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
         changes=audit.diff(before, audit.snapshot(saved)),
     )
     messages.success(request, "Filters saved." if filters else "Settings saved.")
+    plain = saved.plain_http_fields() if saved.allow_plain_http else []
+    if plain:
+        names = ", ".join(str(saved._meta.get_field(name).verbose_name) for name in plain)
+        messages.warning(
+            request, f"Plain http is allowed ({names}): credentials cross the network unencrypted."
+        )
     return redirect(_environment_url(pk, "filters" if filters else "settings"))
 
 

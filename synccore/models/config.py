@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -91,6 +93,21 @@ class PersonalDeletionPolicy(models.TextChoices):
 
 
 SECRET_FIELDS = ("service_password", "oauth_client_secret")
+# Endpoints that receive credentials: plain http only to this machine, unless allowed.
+PLAIN_HTTP_CHECKED = ("ews_url", "graph_endpoint", "authority_url")
+
+
+def _plain_http_elsewhere(url: str) -> bool:
+    parts = urlsplit(url or "")
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 class SyncSettings(models.Model):
@@ -128,6 +145,14 @@ class SyncSettings(models.Model):
     )
     authority_url = models.URLField(
         "token authority", blank=True, help_text="Empty: https://login.microsoftonline.com/<tenant id>."
+    )
+    allow_plain_http = models.BooleanField(
+        "allow plain http",
+        default=False,
+        help_text=(
+            "Test environments only: lets the EWS URL, Graph endpoint and token authority be plain "
+            "http:// to another machine. Passwords and tokens then cross the network unencrypted."
+        ),
     )
     ca_bundle = models.CharField(
         "CA bundle",
@@ -233,8 +258,51 @@ class SyncSettings(models.Model):
             message = missing_iso_codes_message(self.environment)
             if message:
                 errors.setdefault("synchronize_contacts", []).append(message)
+        if not self.allow_plain_http:
+            for name in self.plain_http_fields():
+                errors.setdefault(name, []).append(
+                    "Plain http would send the credentials unencrypted: use https (or, for a test "
+                    "environment, turn on “allow plain http”)."
+                )
+        for name, messages in self._redirected_secrets().items():
+            errors.setdefault(name, []).extend(messages)
         if errors:
             raise ValidationError(errors)
+
+    def plain_http_fields(self) -> list[str]:
+        """The endpoints set to plain http:// on a host other than this machine."""
+        return [name for name in PLAIN_HTTP_CHECKED if _plain_http_elsewhere(getattr(self, name))]
+
+    def secret_destinations(self) -> dict[str, tuple[str, ...]]:
+        """Where each secret (or the token it buys) is sent."""
+        oauth = ("authority_url", "graph_endpoint", "ca_bundle", "oauth_tenant_id")
+        if self.auth_type == AuthType.OAUTH2:
+            oauth = (*oauth, "ews_url")
+        return {"service_password": ("ews_url", "autodiscover_email"), "oauth_client_secret": oauth}
+
+    def _redirected_secrets(self) -> dict[str, list[str]]:
+        """A stored secret may not follow a changed destination unless it is entered again: else
+        whoever may edit the settings could send it to a server of theirs and read it there.
+        Forms and the API name the secrets entered in this save in ``secrets_entered``."""
+        if self.pk is None:
+            return {}
+        destinations = self.secret_destinations()
+        names = {n for fields in destinations.values() for n in fields}
+        before = type(self).objects.filter(pk=self.pk).values(*names, *SECRET_FIELDS).first()
+        if before is None:
+            return {}
+        entered = set(getattr(self, "secrets_entered", ()))
+        problems: dict[str, list[str]] = {}
+        for secret, fields in destinations.items():
+            kept = getattr(self, secret) and getattr(self, secret) == before[secret]
+            if not kept or secret in entered:
+                continue  # none, cleared, or given anew in this save
+            moved = [f for f in fields if (getattr(self, f) or "") != (before[f] or "")]
+            if moved:
+                labels = ", ".join(str(self._meta.get_field(f).verbose_name) for f in moved)
+                label = self._meta.get_field(secret).verbose_name
+                problems[secret] = [f"Enter the {label} again: where it is sent changed ({labels})."]
+        return problems
 
     def connection_problems(self) -> list[str]:
         """What is missing before the synchronizer can connect (checked at start, not on save)."""

@@ -8,6 +8,7 @@ has removed the remote items, then it is purged.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
@@ -302,17 +303,35 @@ class ActivityType(models.TextChoices):
 SYNCHRONIZED_ACTIVITY_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
 
 
-def validate_time_zone(name: str) -> None:
-    if not name:
-        return
+# Files of the tz database that are not zones a person lives in: "Factory" (its abbreviation is
+# "-00"), "localtime" (this server's own setting), and what ZoneInfo also opens outside the list
+# of zones (posixrules, posix/…, right/…, whose leap seconds Exchange knows nothing of).
+_NOT_ZONES = frozenset({"Factory", "localtime"})
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
+def is_time_zone(name: str) -> bool:
+    """An IANA time zone an event can be in (Europe/Amsterdam, UTC, …)."""
+    if name not in _zone_names():
+        return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(f"“{name}” is not a known IANA time zone (e.g. Europe/Amsterdam).") from exc
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def validate_time_zone(name: str) -> None:
+    if name and not is_time_zone(name):
+        raise ValidationError(f"“{name}” is not a known IANA time zone (e.g. Europe/Amsterdam).")
 
 
 def time_zone_choices() -> list[tuple[str, str]]:
-    return [(name, name) for name in sorted(available_timezones())]
+    return [(name, name) for name in sorted(_zone_names())]
 
 
 class Activity(CrmRecord):

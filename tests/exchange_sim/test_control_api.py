@@ -82,3 +82,18 @@ def test_it_adds_a_mailbox_that_can_log_in(exchange_sim: Simulator, connect_to):
     call(exchange_sim, "mailboxes", {"address": "zoe@contoso.example", "password": "zoe-pw", "time_zone": "Europe/Berlin"})
     own = connect_to(exchange_sim, "zoe@contoso.example", credentials=("zoe@contoso.example", "zoe-pw"), impersonation=False)
     assert own.contacts.all().count() == 0
+
+
+def test_times_0_means_until_cleared_in_the_control_api_as_in_the_cli(exchange_sim: Simulator, account):
+    from exchange_sim.__main__ import build, parse_args
+
+    cli = build(parse_args(["--mailbox", "x@fabrikam.example", "--fault", "server_busy:0"]))
+    assert [f["times"] for f in cli.faults.describe()["armed"]] == [None]
+    account.contacts  # noqa: B018
+    call(exchange_sim, "faults", {"kind": "server_busy", "times": 0, "back_off_ms": 10})
+    for _ in range(3):
+        with pytest.raises(ErrorServerBusy):
+            account.contacts.all().count()
+    assert [f["times"] for f in call(exchange_sim, "faults")["armed"]] == [None]
+    call(exchange_sim, "faults/clear", {})
+    assert account.contacts.all().count() == 0
