@@ -358,7 +358,7 @@ def update_task(request: GraphRequest) -> GraphResponse:
     if "linkedResources" in data:
         raise bad_request("linkedResources are changed under /tasks/{id}/linkedResources.", "invalidRequest")
     set_props, delete = task_changes(data, item)
-    updated = request.store.update_item(item.id, set_props=set_props, delete_props=delete, context={"graph": True})
+    updated = request.store.update_item(item.id, set_props=set_props, delete_props=delete)
     return entity(request, updated)
 
 
