@@ -3,13 +3,13 @@
 `run_listener` keeps one streaming connection per group of at most 200 calendar users of an
 environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
 owns them all). Each group's first mailbox in address order is its anchor (Microsoft's affinity
-recipe, see `MailboxBackend.stream_calendar_changes` and its EWS implementation). Groups keep their members while they run, so
-a user who joins or leaves restarts one group, not every group of the environment. Each group
-runs in a thread with connections of its own, and enqueues a targeted calendar pass for the
-mailbox that changed. After every (re)connection it enqueues a catch-up pass for each of its
-mailboxes, because a stream cannot replay what happened while it was down. A broken stream
-reconnects with exponential back-off. Environments that stop, or turn push off, lose their
-threads at the next poll.
+recipe, see `MailboxBackend.stream_calendar_changes` and its EWS implementation). Groups keep
+their members while they run, so a user who joins or leaves restarts one group, not every group
+of the environment. Each group runs in a thread with connections of its own, and enqueues a
+targeted calendar pass for the mailbox that changed. After every (re)connection it enqueues a
+catch-up pass for each of its mailboxes, because a stream cannot replay what happened while it
+was down. A broken stream reconnects with exponential back-off. Environments that stop, or turn
+push off, lose their threads at the next poll.
 
 The listener publishes the state of each group's stream in the shared cache at every poll;
 `stream_status` turns it into the status's per-user "push" entry (the same shape as a Graph
