@@ -88,6 +88,7 @@ class CalendarWriter:
         for step in steps:
             if step.kind == actions.UPDATE and retarget is not None:
                 step.target = retarget
+            self.ctx.decided(step.action())
             done, new_target = self.write(step)
             retarget = new_target or retarget
             if done and step.then is not None:

@@ -576,6 +576,8 @@ class ContactPass:
         self.run.progress_total = plan.size() if allowed else plan.size() - len(plan.deletes)
         SyncRun.objects.filter(pk=self.run.pk).update(progress_total=self.run.progress_total)
 
+        for action in plan.actions():
+            self.ctx.decided(action)
         self.record_skips(plan.skips)
         if allowed:
             self.write_deletes(plan.deletes)

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.sync.actions import Action
 from synccore.sync.connection import open_backend
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,12 @@ class PassContext:
     full: bool = False
     should_stop: Callable[[], bool] = field(default=lambda: False)
     on_progress: Callable[[int, int], None] | None = None
+    # Told every decision the pass takes, before it is written (a preview collects them, P1).
+    on_action: Callable[[Action], None] | None = None
+
+    def decided(self, action: Action) -> None:
+        if self.on_action is not None:
+            self.on_action(action)
 
     def checkpoint(self) -> None:
         """Called between write batches: an item boundary where a pass may stop cleanly."""

@@ -7,6 +7,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from synccore.sync.preview import preview_passes
 from synccore.sync.service import UnknownTarget, run_passes
 
 
@@ -18,8 +19,16 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="Only this sync user's mailbox (e-mail address)")
         parser.add_argument("--kind", choices=["contacts", "calendar", "all"], default="all")
         parser.add_argument("--full", action="store_true", help="Re-write every item (sync all)")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Preview: say what the passes would do, write nothing anywhere (P1)",
+        )
 
     def handle(self, *args, **options) -> None:
+        if options["dry_run"]:
+            self._preview(options)
+            return
         show_progress = sys.stderr.isatty()
         try:
             summary = run_passes(
@@ -41,6 +50,21 @@ class Command(BaseCommand):
                 )
         self.stdout.write(json.dumps(summary.as_dict()))
         if summary.aborted or summary.failed_passes:
+            sys.exit(1)
+
+    def _preview(self, options) -> None:
+        try:
+            preview = preview_passes(
+                options["environment"], user_email=options["user"], kind=options["kind"], full=options["full"]
+            )
+        except UnknownTarget as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        for line in preview.lines() or ["nothing to do"]:
+            self.stdout.write(line)
+        for error in preview.errors:
+            self.stderr.write(error)
+        self.stdout.write(json.dumps(preview.summary()))
+        if preview.errors:
             sys.exit(1)
 
     @staticmethod
