@@ -236,6 +236,25 @@ class ActivityAdmin(CrmAdmin):
     inlines = [AttendeeInline]
     readonly_fields = ["created_at", "updated_at", "meeting_uid", "is_stub"]
 
+    # K14: a back-office edit reaches Exchange as an API write does, through the runtime's one
+    # door (which waits for the commit), not at the next pull.
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)  # the attendees are saved by now
+        runtime.notify_crm_change(form.instance.environment_id, [form.instance.pk])
+
+    def delete_model(self, request, obj):
+        environment_id, activity_id = obj.environment_id, obj.pk
+        super().delete_model(request, obj)
+        runtime.notify_crm_change(environment_id, [activity_id])
+
+    def delete_queryset(self, request, queryset):
+        by_environment: dict[int, list[int]] = {}
+        for environment_id, activity_id in queryset.values_list("environment_id", "pk"):
+            by_environment.setdefault(environment_id, []).append(activity_id)
+        super().delete_queryset(request, queryset)
+        for environment_id, activity_ids in by_environment.items():
+            runtime.notify_crm_change(environment_id, activity_ids)
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """The synchronizer writes these; people only look."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import transaction
+from django.urls import reverse
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -17,6 +18,7 @@ from synccore.runtime import passes
 from synccore.runtime import service as runtime
 from synccore.runtime.push import ews as push
 from tests.fixtures import factories as f
+from tests.fixtures.admin_forms import change_form_data
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -111,6 +113,27 @@ def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm
     assert {args[:3] for args in push_passes()} == {(crm.alice.pk, "calendar", "push")}
     run_queued_passes()
     assert [e.props["Subject"] for e in crm.mailbox().events()] == ["Pushed visit"]
+
+
+@pytest.mark.backends("ews", "graph")
+def test_finding4_an_activity_edited_in_the_admin_enqueues_the_push_pass(crm, monkeypatch, admin_client):
+    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
+    crm.env.set_state(SynchronizerState.RUNNING)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    activity = f.activity(crm.env, subject="Back office visit", start=start, organizer=crm.alice.employee)
+    url = reverse("admin:synccore_activity_change", args=[activity.pk])
+    page = admin_client.get(url).content.decode()
+    response = admin_client.post(url, change_form_data(page, subject="Back office visit, moved"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert {args[:3] for args in push_passes()} == {(crm.alice.pk, "calendar", "push")}
+    run_queued_passes()
+    assert [e.props["Subject"] for e in crm.mailbox().events()] == ["Back office visit, moved"]
+
+    admin_client.post(reverse("admin:synccore_activity_delete", args=[activity.pk]), {"post": "yes"})
+    assert {args[:3] for args in push_passes()} == {(crm.alice.pk, "calendar", "push")}
+    run_queued_passes()
+    assert crm.mailbox().events() == []
 
 
 # --- Shared streaming connections: groups of at most 200 subscriptions ---------------------------
