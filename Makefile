@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 
 .PHONY: run test venv lint migrate demo clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements-dev.txt includes requirements-demo.txt (simulator, honcho), which includes requirements.txt.
+$(STAMP): requirements.txt requirements-demo.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

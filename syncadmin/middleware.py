@@ -1,5 +1,6 @@
-"""Console session limits: a session ends SESSION_COOKIE_AGE seconds after the login, whatever
-happens in between, and after SESSION_IDLE_SECONDS without activity."""
+"""Console session limits and its Content-Security-Policy header. A session ends
+SESSION_COOKIE_AGE seconds after the login, whatever happens in between, and after
+SESSION_IDLE_SECONDS without activity."""
 
 from __future__ import annotations
 
@@ -42,3 +43,35 @@ def _start_lifetime(session) -> None:
     now = time.time()
     session[LOGGED_IN_AT] = now
     session.set_expiry(datetime.fromtimestamp(now + settings.SESSION_COOKIE_AGE, tz=UTC))
+
+
+# Scripts and styles only from our own static files: the console's templates have no inline
+# script, style or event handler (tests/test_console_security_headers.py keeps it so), and nothing
+# is loaded from elsewhere. The API's docs pages (Swagger UI, ReDoc) start with inline scripts of
+# drf-spectacular's own templates, so they go without.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+WITHOUT_CSP = ("/api/docs/", "/api/redoc/")
+
+
+class ContentSecurityPolicyMiddleware:
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not request.path.startswith(WITHOUT_CSP):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response

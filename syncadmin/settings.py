@@ -101,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "syncadmin.middleware.ContentSecurityPolicyMiddleware",
     # NUL characters and over-size bodies: 400 before any view or session work.
     "syncadmin.edge.MalformedRequestMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

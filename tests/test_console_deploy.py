@@ -57,3 +57,15 @@ def test_placeholder_secret_key_from_env_example_fails_check_deploy():
     result = check_deploy({"DJANGO_SECRET_KEY": placeholder})
     assert result.returncode != 0
     assert "synccore.E001" in result.stdout + result.stderr
+
+
+def test_demo_and_test_only_packages_are_not_runtime_requirements():
+    def names(file: str) -> set[str]:
+        lines = (PROJECT_DIR / file).read_text().splitlines()
+        return {line.split("==")[0].lower() for line in lines if "==" in line and not line.startswith("#")}
+
+    demo_only = {"trustme", "odata-query", "honcho"}
+    assert not names("requirements.txt") & demo_only
+    assert names("requirements-demo.txt") >= demo_only
+    assert "-r requirements.txt" in (PROJECT_DIR / "requirements-demo.txt").read_text()
+    assert "-r requirements-demo.txt" in (PROJECT_DIR / "requirements-dev.txt").read_text()
