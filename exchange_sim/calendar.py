@@ -225,17 +225,18 @@ def view_keys(store: Store, folder_id: str, start: datetime, end: datetime) -> d
 
 def view_entries(store: Store, folder_id: str, start: datetime, end: datetime) -> list[tuple[Item, Occurrence | None]]:
     """(live item, its occurrence or None for a single) overlapping [start, end), by start and subject;
-    under the store lock, read-only."""
+    under the store lock, read-only. As Exchange does, an item that ends exactly where the window
+    starts is in it (one that starts where the window ends is not)."""
     found: list[tuple[datetime, str, Item, Occurrence | None]] = []
     for item in store.live_items(folder_id, "CalendarItem"):
         props = item.props
         if props.get("Recurrence") and props.get("Start"):
             for occ in occurrences(item, until=end):
-                if not occ.deleted and occ.start < end and occ.end > start:
+                if not occ.deleted and occ.start < end and occ.end >= start:
                     overrides = occ.overrides or {}
                     subject = overrides["Subject"] if "Subject" in overrides else props.get("Subject")
                     found.append((occ.start, subject or "", item, occ))
-        elif props.get("Start") and props.get("End") and props["Start"] < end and props["End"] > start:
+        elif props.get("Start") and props.get("End") and props["Start"] < end and props["End"] >= start:
             found.append((props["Start"], props.get("Subject") or "", item, None))
     found.sort(key=lambda entry: (entry[0], entry[1]))
     return [(item, occ) for _, _, item, occ in found]
@@ -348,20 +349,46 @@ def computed_calendar(store: Store, item: Item) -> dict[str, Any]:
         values["RecurrenceId"] = props["_original_start"]
     elif props.get("Recurrence"):
         values["CalendarItemType"] = "RecurringMaster"
-        values["IsRecurring"] = True
+        values["IsRecurring"] = False  # Exchange: true on occurrences and exceptions only, not on the master
+        values["Recurrence"] = _recurrence_with_offsets(item)
         values.update(_series_info(item))
     else:
         values["CalendarItemType"] = "Single"
         values["IsRecurring"] = False
     values["IsMeeting"] = bool(props.get("IsMeeting") or props.get("RequiredAttendees") or props.get("OptionalAttendees"))
     values["MyResponseType"] = props.get("MyResponseType") or "Organizer"
-    if props.get("Start") and props.get("ReminderIsSet", True):
+    if props.get("ReminderDueBy"):
+        values["ReminderDueBy"] = props["ReminderDueBy"]  # as the client set it
+    elif props.get("Start") and props.get("ReminderIsSet", True):
         values["ReminderDueBy"] = props["Start"] - timedelta(minutes=int(props.get("ReminderMinutesBeforeStart") or 15))
     if props.get("Start") and props.get("End"):
         values["Duration"] = _iso_duration(props["End"] - props["Start"])
     values["DateTimeStamp"] = item.modified
     values["IsOrganizer"] = values["MyResponseType"] == "Organizer"
     return values
+
+
+def _recurrence_with_offsets(master: Item) -> dict[str, Any]:
+    """The pattern as Exchange writes it: the range's StartDate / EndDate as xs:date with the UTC
+    offset of the series' time zone on that day ("2016-01-01+01:00", "2016-01-01Z")."""
+    recurrence = copy.deepcopy(master.props["Recurrence"])
+    zone = zone_for(master.props.get("StartTimeZone"))
+    rng = recurrence["range"]
+    for part in ("StartDate", "EndDate"):
+        if rng.get(part):
+            day = date.fromisoformat(str(rng[part])[:10])
+            offset = datetime.combine(day, datetime.min.time(), zone).utcoffset() or timedelta(0)
+            rng[part] = day.isoformat() + _offset_text(offset)
+    return recurrence
+
+
+def _offset_text(offset: timedelta) -> str:
+    if not offset:
+        return "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"
 
 
 def _series_info(master: Item) -> dict[str, Any]:

@@ -153,9 +153,12 @@ class Subscriptions:
     ) -> Subscription:
         """The subscription, as a request that reached ``server`` as ``owner`` may see it.
 
+        Not an id at all (not base64): ErrorInvalidSubscription, as Exchange answers "AAA-".
         Unknown, or living on another Mailbox server (no affinity): ErrorSubscriptionNotFound.
         Created by another account: ErrorSubscriptionAccessDenied (only the owner may read it).
         """
+        if not _well_formed_id(subscription_id):
+            raise StoreError("ErrorInvalidSubscription", "Subscription is invalid.")
         with self._lock:
             sub = self._subs.get(subscription_id)
         if (
@@ -214,6 +217,11 @@ class Subscriptions:
         with sub.cond:
             batch, sub.events = sub.events, []
             return batch
+
+    def put_back(self, sub: Subscription, events: list[Event]) -> None:
+        """Events a stream took but could not deliver go back in front of the subscription's queue."""
+        with sub.cond:
+            sub.events = [*events, *sub.events]
 
     def watch(self, subs: list[Subscription], waiter: threading.Event, on: bool = True) -> None:
         """A stream reading ``subs`` is woken through ``waiter`` when any of them gets events."""
@@ -282,3 +290,10 @@ def install(simulator: Any) -> None:
 
     simulator.subscriptions = subscriptions_for(simulator.store)
     notification_ops.install(simulator)
+
+
+def _well_formed_id(subscription_id: str) -> bool:
+    try:
+        return bool(base64.b64decode(subscription_id, validate=True))
+    except ValueError:
+        return False

@@ -2,7 +2,7 @@
 
 Everything a client can observe about Exchange lives here, independent of any wire protocol:
 ids and change keys (a new change key per write, a new id on a move), distinguished folders,
-text bodies stored as HTML, a change journal from which sync states and notifications are cut,
+bodies kept in the format they were written in, a change journal from which sync states and notifications are cut,
 and (see `calendar.py` / `meetings.py`) recurrence and meeting delivery. The EWS front end
 (`exchange_sim.ews`) is a thin translation of XML to calls on this class, and a Graph front end
 can be put over the same store later.
@@ -38,9 +38,11 @@ from typing import Any
 
 from exchange_sim.clock import Clock
 
-# Folders every mailbox has: (distinguished id, parent distinguished id, display name, folder class).
-DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = (
-    ("root", None, "Root", None),
+# The folder tree a new Exchange Online mailbox has (what Get-MailboxFolderStatistics lists):
+# (distinguished id or None, parent's distinguished id, display name, folder class). The root's
+# display name is "root" and the top of the message tree is "Top of Information Store", as there.
+MAILBOX_FOLDERS: tuple[tuple[str | None, str | None, str, str | None], ...] = (
+    ("root", None, "root", None),
     ("msgfolderroot", "root", "Top of Information Store", None),
     ("inbox", "msgfolderroot", "Inbox", "IPF.Note"),
     ("calendar", "msgfolderroot", "Calendar", "IPF.Appointment"),
@@ -53,12 +55,55 @@ DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = (
     ("junkemail", "msgfolderroot", "Junk Email", "IPF.Note"),
     ("notes", "msgfolderroot", "Notes", "IPF.StickyNote"),
     ("journal", "msgfolderroot", "Journal", "IPF.Journal"),
+    ("archive", "msgfolderroot", "Archive", "IPF.Note"),
+    ("conversationhistory", "msgfolderroot", "Conversation History", None),
+    (None, "msgfolderroot", "Conversation Action Settings", "IPF.Configuration"),
+    (None, "msgfolderroot", "Quick Step Settings", "IPF.Configuration"),
+    (None, "msgfolderroot", "RSS Feeds", "IPF.Note.OutlookHomepage"),
+    ("syncissues", "msgfolderroot", "Sync Issues", "IPF.Note"),
+    ("conflicts", "syncissues", "Conflicts", None),
+    ("localfailures", "syncissues", "Local Failures", None),
+    ("serverfailures", "syncissues", "Server Failures", None),
+    ("yammerroot", "msgfolderroot", "Yammer Root", "IPF.Note"),
+    ("yammerfeeds", "yammerroot", "Feeds", "IPF.Note"),
+    ("yammerinbound", "yammerroot", "Inbound", "IPF.Note"),
+    ("yammeroutbound", "yammerroot", "Outbound", "IPF.Note"),
+    (None, "contacts", "GAL Contacts", "IPF.Contact.GalContacts"),
+    (None, "contacts", "Organizational Contacts", "IPF.Contact.OrganizationalContacts"),
+    ("recipientcache", "contacts", "Recipient Cache", "IPF.Contact.RecipientCache"),
     ("recoverableitemsroot", "root", "Recoverable Items", None),
     ("recoverableitemsdeletions", "recoverableitemsroot", "Deletions", None),
+    ("recoverableitemspurges", "recoverableitemsroot", "Purges", None),
+    ("recoverableitemsversions", "recoverableitemsroot", "Versions", None),
+    (None, "recoverableitemsroot", "Audits", None),
+    (None, "recoverableitemsroot", "Calendar Logging", None),
+    ("searchfolders", "root", "Finder", None),
+    (None, "root", "Common Views", None),
+    (None, "root", "Deferred Action", None),
+    (None, "root", "ExchangeSyncData", None),
+    (None, "root", "Freebusy Data", None),
+    (None, "root", "Location", None),
+    (None, "root", "MailboxAssociations", None),
+    (None, "root", "Reminders", "Outlook.Reminder"),
+    (None, "root", "Schedule", None),
+    (None, "root", "Sharing", None),
+    (None, "root", "Shortcuts", None),
+    (None, "root", "Spooler Queue", None),
+    (None, "root", "System", None),
+    (None, "root", "Views", None),
+)
+# The distinguished ones, as (distinguished id, parent's, display name, folder class).
+DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = tuple(
+    (dist, parent, name, folder_class) for dist, parent, name, folder_class in MAILBOX_FOLDERS if dist
 )
 
 # MAPI property tags that name an item field: kind, field, entry ([MS-OXPROPS] PidTagBusinessFaxNumber)
 TAGGED_FIELDS: dict[int, tuple[str, str, str]] = {0x3A24: ("Contact", "PhoneNumbers", "BusinessFax")}
+
+# Length limits of string properties: a longer subject is cut, a longer name part refused on update.
+SUBJECT_LIMIT = 255
+NAME_LIMIT = 255
+NAME_PARTS = ("GivenName", "MiddleName", "Surname")
 
 # The item kinds the store knows, keyed by the EWS element name, with their default item class.
 ITEM_CLASSES = {
@@ -129,6 +174,7 @@ class Folder:
     display_name: str
     folder_class: str | None
     distinguished: str | None = None
+    system: bool = False  # one of the folders every mailbox has: it cannot be deleted or moved
 
 
 @dataclass
@@ -164,7 +210,19 @@ class Item:
 
     @property
     def body_html(self) -> str:
-        return (self.props.get("Body") or {}).get("content", "")
+        """The body as HTML (a text body is converted, as Exchange does for BodyType HTML)."""
+        body = self.props.get("Body") or {}
+        if body.get("type") == "Text":
+            return text_to_html(body.get("content") or "")
+        return body.get("content", "")
+
+    @property
+    def body_text(self) -> str:
+        """The body as plain text (an HTML body is converted, as for BodyType Text)."""
+        body = self.props.get("Body") or {}
+        if body.get("type") == "Text":
+            return body.get("content") or ""
+        return html_to_text(body.get("content") or "")
 
 
 @dataclass(frozen=True)
@@ -181,6 +239,7 @@ class Change:
     moved_to: str | None = None  # for the delete half of a move: the new id
     old_folder_id: str | None = None
     when: datetime | None = None
+    read_flag: bool = False  # a modification of the read flag alone (SyncFolderItems' ReadFlagChange)
 
 
 @dataclass
@@ -192,7 +251,7 @@ class Mailbox:
 
 
 def text_to_html(text: str) -> str:
-    """Exchange stores plain-text bodies as HTML; clients get HTML back, not their bytes."""
+    """A plain-text body as Exchange converts it for BodyType HTML."""
     lines = html.escape(text).split("\n")
     inner = "<br>\r\n".join(lines)
     return (
@@ -229,6 +288,7 @@ class Store:
         self._lock = threading.RLock()
         self._mailboxes: dict[str, Mailbox] = {}
         self._folders: dict[str, Folder] = {}
+        self._children_of: dict[str, dict[str, Folder]] = {}  # parent id -> its child folders
         self._items: dict[str, Item] = {}
         # The same items by folder and by mailbox, in the order of _items: a folder's or a
         # mailbox's items without a scan of the whole store (the benches hold tens of thousands).
@@ -314,7 +374,7 @@ class Store:
             name = display_name or address.split("@")[0].replace(".", " ").title()
             mailbox = Mailbox(address=address, display_name=name, time_zone=time_zone)
             self._mailboxes[key] = mailbox
-            for dist, parent, folder_name, folder_class in DISTINGUISHED_FOLDERS:
+            for dist, parent, folder_name, folder_class in MAILBOX_FOLDERS:
                 parent_id = mailbox.distinguished[parent] if parent else None
                 folder = Folder(
                     id=self._new_id(b"FL"),
@@ -324,9 +384,11 @@ class Store:
                     display_name=folder_name,
                     folder_class=folder_class,
                     distinguished=dist,
+                    system=True,
                 )
-                self._folders[folder.id] = folder
-                mailbox.distinguished[dist] = folder.id
+                self._put_folder(folder)
+                if dist:
+                    mailbox.distinguished[dist] = folder.id
             return copy.deepcopy(mailbox)
 
     def has_mailbox(self, address: str) -> bool:
@@ -385,7 +447,17 @@ class Store:
             return copy.deepcopy(current)
 
     def _children(self, folder_id: str) -> list[Folder]:
-        return [f for f in self._folders.values() if f.parent_id == folder_id]
+        return list(self._children_of.get(folder_id, {}).values())
+
+    def _put_folder(self, folder: Folder) -> None:
+        self._folders[folder.id] = folder
+        if folder.parent_id:
+            self._children_of.setdefault(folder.parent_id, {})[folder.id] = folder
+
+    def _unput_folder(self, folder: Folder) -> None:
+        del self._folders[folder.id]
+        if folder.parent_id:
+            self._children_of.get(folder.parent_id, {}).pop(folder.id, None)
 
     def child_folders(self, folder_id: str, deep: bool = False) -> list[Folder]:
         with self._lock:
@@ -399,11 +471,12 @@ class Store:
                     stack.extend(f.id for f in children)
             return copy.deepcopy(result)
 
-    def folder_counts(self, folder_id: str) -> tuple[int, int]:
-        """(total items, child folders)."""
+    def folder_counts(self, folder_id: str) -> tuple[int, int, int]:
+        """(total items, child folders, unread items)."""
         with self._lock:
-            items = len(self._by_folder.get(folder_id, {}))
-            return items, len(self._children(folder_id))
+            items = self._by_folder.get(folder_id, {})
+            unread = sum(1 for item in items.values() if item.props.get("IsRead") is False)
+            return len(items), len(self._children(folder_id)), unread
 
     def create_folder(
         self, parent_id: str, display_name: str, folder_class: str | None = None
@@ -411,7 +484,8 @@ class Store:
         with self._lock:
             parent = self._folder(parent_id)
             if any(f.display_name.lower() == display_name.lower() for f in self._children(parent_id)):
-                raise StoreError("ErrorFolderExists", f"A folder named {display_name} already exists")
+                # Exchange compares folder names case-insensitively
+                raise StoreError("ErrorFolderExists", f"Could not create folder '{display_name}'. A folder with that name already exists.")
             folder = Folder(
                 id=self._new_id(b"FL"),
                 changekey=self._new_changekey(),
@@ -420,7 +494,7 @@ class Store:
                 display_name=display_name,
                 folder_class=folder_class if folder_class is not None else parent.folder_class,
             )
-            self._folders[folder.id] = folder
+            self._put_folder(folder)
             self._record(mailbox=folder.mailbox, op="created", is_folder=True, id=folder.id, folder_id=parent_id)
             return copy.deepcopy(folder)
 
@@ -432,16 +506,48 @@ class Store:
             self._record(mailbox=folder.mailbox, op="modified", is_folder=True, id=folder.id, folder_id=folder.parent_id)
             return copy.deepcopy(folder)
 
+    def move_folder(self, folder_id: str, to_parent_id: str) -> Folder:
+        """A folder moves with its id (unlike an item); its change key moves."""
+        with self._lock:
+            folder = self._folder(folder_id)
+            target = self._folder(to_parent_id)
+            if folder.distinguished or folder.system:
+                raise StoreError("ErrorMoveDistinguishedFolder", "Distinguished and system folders cannot be moved.")
+            if target.mailbox.lower() != folder.mailbox.lower():
+                raise StoreError("ErrorInvalidOperation", "Folders cannot be moved between mailboxes here")
+            if any(f.display_name.lower() == folder.display_name.lower() for f in self._children(target.id)):
+                raise StoreError("ErrorFolderExists", f"A folder named '{folder.display_name}' already exists in the target.")
+            old_parent = folder.parent_id
+            self._unput_folder(folder)
+            folder.parent_id = target.id
+            folder.changekey = self._new_changekey()
+            self._put_folder(folder)
+            self._record(mailbox=folder.mailbox, op="deleted", is_folder=True, id=folder.id, folder_id=old_parent)
+            self._record(mailbox=folder.mailbox, op="created", is_folder=True, id=folder.id, folder_id=target.id)
+            return copy.deepcopy(folder)
+
+    def empty_folder(self, folder_id: str, mode: str = "HardDelete", delete_subfolders: bool = False) -> None:
+        """EmptyFolder: every item goes as DeleteItem would take it; sub-folders only when asked."""
+        with self._lock:
+            self._folder(folder_id)
+            for item in list(self._by_folder.get(folder_id, {}).values()):
+                self.delete_item(item.id, mode)
+            if delete_subfolders:
+                for child in self._children(folder_id):
+                    self.delete_folder(child.id)
+
     def delete_folder(self, folder_id: str) -> None:
         with self._lock:
             folder = self._folder(folder_id)
             if folder.distinguished:
                 raise StoreError("ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted")
+            if folder.system:
+                raise StoreError("ErrorCannotDeleteObject", "The folder is a system folder and cannot be deleted.")
             for child in self._children(folder_id):
                 self.delete_folder(child.id)
             for item in list(self._by_folder.get(folder_id, {}).values()):
                 self._remove_item(item)
-            del self._folders[folder_id]
+            self._unput_folder(folder)
             self._record(mailbox=folder.mailbox, op="deleted", is_folder=True, id=folder_id, folder_id=folder.parent_id)
 
     # ---- items -----------------------------------------------------------------------------------
@@ -541,6 +647,7 @@ class Store:
                     "The send or update operation could not be performed because the change key passed in the "
                     "request does not match the current change key for the item.",
                 )
+            _check_name_lengths(item.kind, set_props or {})
             before = copy.deepcopy(item)
             for name in delete_props:
                 item.props.pop(name, None)
@@ -554,15 +661,18 @@ class Store:
             item.extended.update(set_extended or {})
             self._sync_tagged_fields(item, [*delete_extended, *(set_extended or {})])
             self._complete_defaults(item)
-            self._touch(item)
+            changed = {k for k in {*before.props, *item.props} if before.props.get(k) != item.props.get(k)}
+            self._touch(item, read_flag=changed == {"IsRead"} and before.extended == item.extended)
             self._run_hooks("after_update", before, item, context or {})
             return copy.deepcopy(item)
 
-    def _touch(self, item: Item) -> None:
+    def _touch(self, item: Item, read_flag: bool = False) -> None:
         """Every write moves the change key and the last-modified time, and is journalled."""
         item.changekey = self._new_changekey()
         item.modified = self.clock.now()
-        self._record(mailbox=item.mailbox, op="modified", is_folder=False, id=item.id, folder_id=item.folder_id)
+        self._record(
+            mailbox=item.mailbox, op="modified", is_folder=False, id=item.id, folder_id=item.folder_id, read_flag=read_flag
+        )
 
     def touch_item(self, item_id: str) -> Item:
         """A server-side rewrite without a user edit (Exchange does this; change key moves)."""
@@ -627,11 +737,15 @@ class Store:
     # ---- Exchange's own rewrites -----------------------------------------------------------------
     def _normalize(self, kind: str, props: dict[str, Any]) -> dict[str, Any]:
         props = {k: plain(v) for k, v in props.items()}
+        if isinstance(props.get("Subject"), str):
+            props["Subject"] = props["Subject"][:SUBJECT_LIMIT]  # Exchange cuts a subject, it does not refuse it
         body = props.get("Body")
         if isinstance(body, str):
             body = {"type": "Text", "content": body}
+        # A body keeps the format it was written in (EWS's BodyType Best answers it as stored);
+        # HTML is rewritten into a full document.
         if isinstance(body, dict) and body.get("type", "Text") != "HTML":
-            body = {"type": "HTML", "content": text_to_html(body.get("content") or "")}
+            body = {"type": "Text", "content": body.get("content") or ""}
         elif isinstance(body, dict):
             body = {"type": "HTML", "content": normalize_html(body.get("content") or "")}
         if body is not None:
@@ -705,8 +819,8 @@ class Store:
     ) -> tuple[list[tuple[str, Item | str]], str, bool]:
         """Changes in a folder since a sync state, oldest first.
 
-        Returns ([(op, item_or_id)], new_state, includes_last) with op Create / Update / Delete; a Delete
-        carries the id. Changes are ordered by their first journal entry after the state, and the new
+        Returns ([(op, item_or_id)], new_state, includes_last) with op Create / Update / ReadFlagChange
+        (only the read flag changed since the state) / Delete; a Delete carries the id. Changes are ordered by their first journal entry after the state, and the new
         state stops there, so a later page can repeat an Update but never misses a Create.
         """
         with self._lock:
@@ -715,12 +829,15 @@ class Store:
             ignored = set(ignore)
             first_seen: dict[str, int] = {}
             created_after: set[str] = set()
+            content_changed: set[str] = set()  # more than the read flag changed
             for change in self._journal_after(since):
                 if change.is_folder or change.folder_id != folder_id:
                     continue
                 first_seen.setdefault(change.id, change.seq)
                 if change.op == "created":
                     created_after.add(change.id)
+                if not change.read_flag:
+                    content_changed.add(change.id)
             ordered = sorted(first_seen.items(), key=lambda pair: pair[1])
             result: list[tuple[str, Item | str]] = []
             new_seq = self._seq
@@ -729,6 +846,8 @@ class Store:
                 op = self._net_change(item_id, since, folder_id, item_id in created_after)
                 if op is None or item_id in ignored:
                     continue
+                if op == "Update" and item_id not in content_changed:
+                    op = "ReadFlagChange"
                 result.append((op, copy.deepcopy(self._items[item_id]) if op != "Delete" else item_id))
                 if len(result) >= max_changes and index + 1 < len(ordered):
                     new_seq, includes_last = first_seq, False
@@ -749,7 +868,7 @@ class Store:
             key = f"hierarchy:{root.id}"
             since = self.decode_sync_state(key, state)
             below = {f.id for f in self.child_folders(root.id, deep=True)}
-            if since == 0:
+            if not state:  # a first sync: every folder below (a state may hold sequence 0 too)
                 changes: list[tuple[str, Folder | str]] = [("Create", self.folder(f)) for f in sorted(below)]
                 return changes, self.encode_sync_state(key, self._seq)
             known = below | {root.id}
@@ -796,7 +915,9 @@ class Store:
             self.secret = data["secret"]
             self._seq = data["seq"]
             self._mailboxes = {m["address"].lower(): Mailbox(**m) for m in data["mailboxes"]}
-            self._folders = {f["id"]: Folder(**f) for f in data["folders"]}
+            self._folders, self._children_of = {}, {}
+            for raw in data["folders"]:
+                self._put_folder(Folder(**raw))
             self._items = {i["id"]: _item_from_json(i) for i in data["items"]}
             self._reindex()
             self.loads += 1
@@ -817,6 +938,16 @@ class Store:
     def iter_items(self) -> Iterator[Item]:
         with self._lock:
             yield from copy.deepcopy(list(self._items.values()))
+
+
+def _check_name_lengths(kind: str, props: dict[str, Any]) -> None:
+    """An update that makes a contact's name part longer than Exchange keeps fails (a subject is cut instead)."""
+    if kind != "Contact":
+        return
+    for name in NAME_PARTS:
+        value = props.get(name)
+        if isinstance(value, str) and len(value) > NAME_LIMIT:
+            raise StoreError("ErrorPropertyUpdate", f"An object within a change description contains one or more invalid property values ({name}).")
 
 
 def _check_well_formed(object_id: str) -> None:

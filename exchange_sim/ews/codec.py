@@ -16,7 +16,7 @@ from lxml import etree
 
 from exchange_sim.ews.schema_order import ORDER
 from exchange_sim.ews.xmlutil import Element, T, format_datetime, local, parse_datetime, sub, t
-from exchange_sim.store import ExtendedKey, Folder, Item, html_to_text
+from exchange_sim.store import ExtendedKey, Folder, Item
 
 TYPES: dict[str, dict[str, str]] = {kind: dict(order) for kind, order in ORDER.items()}
 
@@ -280,7 +280,7 @@ def item_values(item: Item, computed: dict[str, Any] | None = None) -> dict[str,
     values["Size"] = 512 + len(str(item.props))
     values["HasAttachments"] = False
     if item.props.get("Body"):
-        values["TextBody"] = {"type": "Text", "content": html_to_text(item.props["Body"].get("content", ""))}
+        values["TextBody"] = {"type": "Text", "content": item.body_text}
     values.update(computed or {})
     return values
 
@@ -304,7 +304,9 @@ def render_item(
         elif name in wanted and values.get(name) is not None:
             value = values[name]
             if name == "Body" and shape.body_type == "Text":
-                value = {"type": "Text", "content": html_to_text(value.get("content", ""))}
+                value = {"type": "Text", "content": item.body_text}
+            elif name == "Body" and shape.body_type == "HTML":
+                value = {"type": "HTML", "content": item.body_html}
             render_value(elem, name, value, typ)
     return elem
 
@@ -370,24 +372,41 @@ def merge_indexed(props: dict[str, Any], path: FieldPath, new: dict[str, Any] | 
 
 # ---- folders ---------------------------------------------------------------------------------------
 def folder_tag(folder: Folder) -> str:
-    return FOLDER_TAGS.get(folder.folder_class or "", "Folder")
+    """The element a folder is answered as: by its class, sub-classes too (IPF.Contact.GalContacts)."""
+    folder_class = folder.folder_class or ""
+    for prefix, tag in FOLDER_TAGS.items():
+        if folder_class == prefix or folder_class.startswith(prefix + "."):
+            return tag
+    return "Folder"
 
 
-def render_folder(parent: Element, folder: Folder, counts: tuple[int, int], full: bool = True) -> Element:
+FOLDER_FIELDS = ("ParentFolderId", "FolderClass", "DisplayName", "TotalCount", "ChildFolderCount", "DistinguishedFolderId", "UnreadCount")
+
+
+def render_folder(
+    parent: Element, folder: Folder, counts: tuple[int, ...], full: bool = True, shape: Shape | None = None
+) -> Element:
+    """A folder as FindFolder / GetFolder / SyncFolderHierarchy answer it. With a FolderShape of
+    IdOnly only the folder properties it names come back (exchangelib's ``only()``)."""
     tag = folder_tag(folder)
     elem = sub(parent, t(tag))
     sub(elem, t("FolderId"), Id=folder.id, ChangeKey=folder.changekey)
     if not full:
         return elem
-    if folder.parent_id:
+    wanted = set(FOLDER_FIELDS) if shape is None or shape.base != "IdOnly" else shape.elements()
+    total, children, unread = (*counts, 0, 0, 0)[:3]
+    if folder.parent_id and "ParentFolderId" in wanted:
         sub(elem, t("ParentFolderId"), Id=folder.parent_id, ChangeKey="AQAAAA==")
-    if folder.folder_class:
+    if folder.folder_class and "FolderClass" in wanted:
         sub(elem, t("FolderClass"), folder.folder_class)
-    sub(elem, t("DisplayName"), folder.display_name)
-    sub(elem, t("TotalCount"), str(counts[0]))
-    sub(elem, t("ChildFolderCount"), str(counts[1]))
-    if folder.distinguished:
+    if "DisplayName" in wanted:
+        sub(elem, t("DisplayName"), folder.display_name)
+    if "TotalCount" in wanted:
+        sub(elem, t("TotalCount"), str(total))
+    if "ChildFolderCount" in wanted:
+        sub(elem, t("ChildFolderCount"), str(children))
+    if folder.distinguished and "DistinguishedFolderId" in wanted:
         sub(elem, t("DistinguishedFolderId"), folder.distinguished)
-    if tag in {"Folder", "TasksFolder"}:
-        sub(elem, t("UnreadCount"), "0")
+    if tag in {"Folder", "TasksFolder"} and "UnreadCount" in wanted:
+        sub(elem, t("UnreadCount"), str(unread))
     return elem

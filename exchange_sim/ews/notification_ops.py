@@ -9,6 +9,8 @@ whatever mailboxes they watch; a request reaches a Mailbox server through the af
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import threading
 import time
 from http.cookies import CookieError, SimpleCookie
@@ -208,9 +210,19 @@ class StreamingServer:
                 wake.clear()
                 if dropped.is_set():
                     return  # hung up by drop_all(): no final chunk, as when the network fails
+                if _peer_closed(handler):
+                    # The client walked away from this stream (exchangelib does after the notifications
+                    # it wanted): leave the events with the subscription for its next connection.
+                    handler.close_connection = True
+                    return
                 batches = [(s, events) for s in subscriptions if (events := subs.take(s))]
                 if batches:
-                    self._send(handler, self._notifications(batches), ctx)
+                    try:
+                        self._send(handler, self._notifications(batches), ctx)
+                    except OSError:
+                        for subscription, events in batches:
+                            subs.put_back(subscription, events)
+                        raise
                     last_beat = time.monotonic()
                 elif time.monotonic() - last_beat > self.heartbeat:
                     self._send(handler, self._status("OK"), ctx)
@@ -291,6 +303,18 @@ class StreamingServer:
         for subscription, events in batches:
             render_notification(container, t("Notification"), subscription.id, None, False, events, events[-1].watermark)
         return out.root
+
+
+def _peer_closed(handler: Any) -> bool:
+    """True once the client has closed its end of a stream (readable, and reading would give EOF)."""
+    connection = getattr(handler, "connection", None)
+    if connection is None:
+        return False
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def install(simulator: Any) -> None:

@@ -6,6 +6,7 @@ request-wide failures raise `SoapFault`.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,19 +129,26 @@ def render(parent: Element, ctx: RequestContext, item: Item, shape: Shape) -> El
 @operation("GetFolder")
 def get_folder(ctx: RequestContext, req: Element) -> Element:
     out = Responder("GetFolder")
+    shape = _folder_shape(req)
     for ref in req.find(m("FolderIds")):
         try:
             folder = ctx.folder(ref)
             msg = out.success()
-            render_folder(sub(msg, m("Folders")), folder, ctx.store.folder_counts(folder.id))
+            render_folder(sub(msg, m("Folders")), folder, ctx.store.folder_counts(folder.id), shape=shape)
         except StoreError as err:
             out.error(err)
     return out.root
 
 
+def _folder_shape(req: Element) -> Shape | None:
+    elem = req.find(m("FolderShape"))
+    return parse_shape(elem) if elem is not None else None
+
+
 @operation("FindFolder")
 def find_folder(ctx: RequestContext, req: Element) -> Element:
     out = Responder("FindFolder")
+    shape = _folder_shape(req)
     deep = req.get("Traversal", "Shallow") == "Deep"
     restriction = req.find(m("Restriction"))
     predicate = compile_restriction(restriction) if restriction is not None else None
@@ -156,7 +164,7 @@ def find_folder(ctx: RequestContext, req: Element) -> Element:
                 root.set("IndexedPagingOffset", str(offset))
             container = sub(root, t("Folders"))
             for folder in page:
-                render_folder(container, folder, ctx.store.folder_counts(folder.id))
+                render_folder(container, folder, ctx.store.folder_counts(folder.id), shape=shape)
         except StoreError as err:
             out.error(err)
     return out.root
@@ -183,8 +191,10 @@ def create_folder(ctx: RequestContext, req: Element) -> Element:
 
 
 def _class_for_tag(tag: str, parent: Folder) -> str | None:
+    """A ContactsFolder / CalendarFolder / TasksFolder has its class; a plain Folder sent without a
+    FolderClass has none (Exchange leaves it unset; "" keeps the store from taking the parent's)."""
     inverse = {v: k for k, v in codec.FOLDER_TAGS.items()}
-    return inverse.get(tag, parent.folder_class if tag != "Folder" else "IPF.Note")
+    return inverse.get(tag, parent.folder_class if tag != "Folder" else "")
 
 
 @operation("DeleteFolder")
@@ -204,12 +214,53 @@ def update_folder(ctx: RequestContext, req: Element) -> Element:
     out = Responder("UpdateFolder")
     for change in req.find(m("FolderChanges")):
         try:
-            folder = ctx.folder(change[0])
+            try:
+                folder = ctx.folder(change[0])
+            except StoreError as err:
+                if err.code != "ErrorFolderNotFound":
+                    raise
+                # UpdateFolder names a folder that is gone ErrorItemNotFound (GetFolder: ErrorFolderNotFound)
+                raise StoreError("ErrorItemNotFound", "The specified object was not found in the store.") from None
             for update in change.find(t("Updates")):
+                new_class = update.find(f".//{t('FolderClass')}")
+                if new_class is not None and (new_class.text or "") != (folder.folder_class or ""):
+                    raise StoreError("ErrorObjectTypeChanged", "The folder class of a folder cannot be changed.")
                 name = update.find(f".//{t('DisplayName')}")
                 if name is not None:
                     folder = ctx.store.rename_folder(folder.id, name.text or "")
             render_folder(sub(out.success(), m("Folders")), folder, (0, 0), full=False)
+        except StoreError as err:
+            out.error(err)
+    return out.root
+
+
+@operation("MoveFolder")
+def move_folder(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("MoveFolder")
+    try:
+        target = ctx.folder(req.find(m("ToFolderId"))[0])
+    except StoreError as err:
+        for _ in req.find(m("FolderIds")):
+            out.error(err, "Folders")
+        return out.root
+    for ref in req.find(m("FolderIds")):
+        try:
+            moved = ctx.store.move_folder(ctx.folder(ref).id, target.id)
+            render_folder(sub(out.success(), m("Folders")), moved, (0, 0), full=False)
+        except StoreError as err:
+            out.error(err, "Folders")
+    return out.root
+
+
+@operation("EmptyFolder")
+def empty_folder(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("EmptyFolder")
+    mode = req.get("DeleteType", "HardDelete")
+    subfolders = req.get("DeleteSubFolders", "false").lower() in {"true", "1"}
+    for ref in req.find(m("FolderIds")):
+        try:
+            ctx.store.empty_folder(ctx.folder(ref).id, mode, subfolders)
+            out.success()
         except StoreError as err:
             out.error(err)
     return out.root
@@ -267,6 +318,18 @@ def resolve_item_ref(ctx: RequestContext, ref: Element) -> tuple[Item, str | Non
         if found is not None:
             return found, ref.get("ChangeKey")
     return ctx.item(item_id), ref.get("ChangeKey")
+
+
+def check_changekey(changekey: str | None) -> None:
+    """A change key that is not base64 at all is refused (ErrorInvalidChangeKey), as Exchange does."""
+    if not changekey:
+        return
+    try:
+        if base64.b64decode(changekey, validate=True):
+            return
+    except ValueError:
+        pass
+    raise StoreError("ErrorInvalidChangeKey", "The change key is invalid.")
 
 
 @operation("GetItem")
@@ -344,6 +407,7 @@ def update_item(ctx: RequestContext, req: Element) -> Element:
     for change in req.find(m("ItemChanges")):
         try:
             item, changekey = resolve_item_ref(ctx, change[0])
+            check_changekey(changekey)
             kwargs = collect_updates(item, change.find(t("Updates")))
             updater = ctx.extras.get("update_occurrence")
             if updater and item.props.get("_occurrence_of"):
@@ -369,7 +433,9 @@ def delete_item(ctx: RequestContext, req: Element) -> Element:
     mode = req.get("DeleteType", "HardDelete")
     for ref in req.find(m("ItemIds")):
         try:
-            item, _ = resolve_item_ref(ctx, ref)
+            item, changekey = resolve_item_ref(ctx, ref)
+            # Exchange ignores a well-formed but stale change key on delete; a malformed one fails
+            check_changekey(changekey)
             deleter = ctx.extras.get("delete_occurrence")
             if deleter and item.props.get("_occurrence_of"):
                 deleter(ctx, item, flags)
@@ -501,6 +567,9 @@ def sync_folder_items(ctx: RequestContext, req: Element) -> Element:
             change = sub(container, t(op))
             if isinstance(obj, str):
                 sub(change, t("ItemId"), Id=obj, ChangeKey="AAAAAA==")
+            elif op == "ReadFlagChange":
+                sub(change, t("ItemId"), Id=obj.id, ChangeKey=obj.changekey)
+                sub(change, t("IsRead"), _bool(bool(obj.props.get("IsRead"))))
             else:
                 render(change, ctx, obj, shape)
     except StoreError as err:

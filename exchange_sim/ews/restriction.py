@@ -53,7 +53,8 @@ def value_of(obj: Item | Folder, path: FieldPath, computed: dict[str, Any] | Non
 def coerce(constant: str, sample: Any) -> Any:
     """Compare like Exchange does: the constant takes the property's type."""
     if isinstance(sample, bool):
-        return constant.strip().lower() == "true"
+        # xs:boolean: Exchange takes "1"/"0" (what exchangelib sends) as well as "true"/"false"
+        return constant.strip().lower() in {"true", "1"}
     if isinstance(sample, int):
         return int(constant)
     if isinstance(sample, datetime):
@@ -141,11 +142,21 @@ def sort_key_funcs(elem: Element | None) -> list[tuple[FieldPath, bool]]:
 def apply_sort(objs: list[Any], orders: list[tuple[FieldPath, bool]], computed: Callable[[Any], dict[str, Any]] | None = None) -> list[Any]:
     extra = computed or (lambda obj: {})
     for path, descending in reversed(orders):
-        present = [o for o in objs if value_of(o, path, extra(o)) is not None]
-        missing = [o for o in objs if value_of(o, path, extra(o)) is None]
-        present.sort(key=lambda o, p=path: normalized(value_of(o, p, extra(o))), reverse=descending)
-        objs = present + missing
+        present = [o for o in objs if value_of(o, path, extra(o)) not in EMPTY]
+        missing = [o for o in objs if value_of(o, path, extra(o)) in EMPTY]
+        present.sort(key=lambda o, p=path: _sort_key(value_of(o, p, extra(o))), reverse=descending)
+        # An empty value sorts below every other: first ascending, last descending (as Exchange does)
+        objs = present + missing if descending else missing + present
     return objs
+
+
+EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+def _sort_key(value: Any) -> Any:
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    return normalized(value)
 
 
 __all__ = ["apply_sort", "compile_restriction", "sort_key_funcs", "value_of"]

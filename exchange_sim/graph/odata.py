@@ -346,7 +346,9 @@ def order(entities: list[dict[str, Any]], orderby: str | None) -> list[dict[str,
                 value = _lookup(value, part)
             if isinstance(value, str):
                 value = value.lower()
-            return (value is None, value if value is not None else "")
+            # null sorts before every value (OData; the store's EWS sort does the same)
+            empty = value in (None, "", [])
+            return (not empty, value if not empty else "")
 
         entities = sorted(entities, key=key, reverse=direction.strip().lower() == "desc")
     return entities

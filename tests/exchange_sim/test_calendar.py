@@ -152,7 +152,7 @@ def test_all_day_and_multi_day_events_keep_their_shape(account):
     assert [v.subject for v in account.calendar.view(start=berlin(2027, 4, 6), end=berlin(2027, 4, 6, 12))] == ["Trip"]
 
 
-def test_it_keeps_time_zones_sensitivity_reminder_location_and_html_body(account, exchange_sim: Simulator):
+def test_it_keeps_time_zones_sensitivity_reminder_location_and_text_body(account, exchange_sim: Simulator):
     item = CalendarItem(
         account=account,
         folder=account.calendar,
@@ -171,7 +171,7 @@ def test_it_keeps_time_zones_sensitivity_reminder_location_and_html_body(account
     fetched = account.calendar.get(id=item.id)
     assert (fetched.sensitivity, fetched.reminder_minutes_before_start, fetched.location) == ("Private", 30, "Diner")
     assert fetched.start == EWSDateTime(2027, 4, 5, 16, tzinfo=UTC)
-    assert "see you<br>" in fetched.body
+    assert fetched.body == "see you\nthere"  # a text body stays text
     assert fetched.uid
 
 

@@ -66,13 +66,16 @@ def test_it_finds_a_contact_by_its_sync_id(account):
     assert account.contacts.filter(crm_sync_id="missing").count() == 0
 
 
-def test_it_returns_a_text_body_as_html(account):
+def test_it_returns_a_text_body_as_text(account, exchange_sim: Simulator):
+    # BodyType Best (exchangelib's default) answers a body stored as plain text as text
     contact = make_contact(account, body="line one\nline <two>")
     contact.save()
     body = account.contacts.get(id=contact.id).body
-    assert isinstance(body, HTMLBody)
-    assert "line one<br>" in body
-    assert "&lt;two&gt;" in body
+    assert not isinstance(body, HTMLBody)
+    assert body == "line one\nline <two>"
+    # asked for as HTML (Graph, BodyType HTML) it is converted
+    stored = exchange_sim.user("alice@contoso.example").get(contact.id)
+    assert "line one<br>" in stored.body_html and "&lt;two&gt;" in stored.body_html
 
 
 def test_it_gives_each_write_a_new_change_key_and_keeps_the_id(account):

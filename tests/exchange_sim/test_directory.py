@@ -46,5 +46,3 @@ def test_an_unimplemented_operation_is_error_invalid_operation(account):
         list(account.protocol.get_roomlists())
     with pytest.raises(ErrorInvalidOperation):
         account.oof_settings  # noqa: B018
-    with pytest.raises(ErrorInvalidOperation):
-        account.inbox.empty()
