@@ -618,7 +618,7 @@ class Store:
             )
             item.props.setdefault("ItemClass", ITEM_CLASSES.get(kind, "IPM"))
             self._sync_tagged_fields(item, item.extended)
-            self._complete_defaults(item)
+            self._complete_defaults(item, creating=True)
             self._add_item(item)
             change = self._record(mailbox=item.mailbox, op="created", is_folder=False, id=item.id, folder_id=folder.id)
             item.created_seq = change.seq
@@ -779,7 +779,7 @@ class Store:
             if value:
                 item.extended[ExtendedKey.create("String", tag=tag)] = value
 
-    def _complete_defaults(self, item: Item) -> None:
+    def _complete_defaults(self, item: Item, creating: bool = False) -> None:
         props = item.props
         if item.kind == "Contact":
             given, surname = props.get("GivenName"), props.get("Surname")
@@ -790,7 +790,8 @@ class Store:
                 file_as = ", ".join(p for p in (surname, given) if p) or props.get("CompanyName")
                 if file_as:
                     props["FileAs"] = file_as
-            if props.get("DisplayName") and not props.get("Subject"):
+            if creating and props.get("DisplayName") and not props.get("Subject"):
+                # only a new contact takes its display name as subject: a subject cleared later stays empty
                 props["Subject"] = props["DisplayName"]
         self._run_hooks("complete_defaults", item)
 

@@ -525,6 +525,9 @@ def find_item(ctx: RequestContext, req: Element) -> Element:
     calendar_view = req.find(m("CalendarView"))
     for ref in req.find(m("ParentFolderIds")):
         try:
+            if calendar_view is not None and restriction is not None:
+                # Exchange expands a calendar view without filtering it
+                raise StoreError("ErrorInvalidOperation", "Restrictions may not be specified with a CalendarView.")
             items = _candidate_items(ctx, ctx.folder(ref), calendar_view)
             if predicate is not None:
                 items = [i for i in items if predicate(i)]
