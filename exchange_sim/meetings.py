@@ -2,7 +2,9 @@
 
 Saving a meeting with SendToAll(AndSaveCopy) / SendOnlyToAll delivers an invitee copy with the same
 UID into every attendee mailbox the simulator holds (IsMeeting, Organizer, MyResponseType
-NoResponseReceived, shown Tentative). Updates sent to all propagate, removed attendees and deleted or
+NoResponseReceived, shown Tentative), and a MeetingRequest in the attendee's Inbox
+(IPM.Schedule.Meeting.Request, MeetingRequestType NewMeetingRequest, or FullUpdate for an update)
+pointing at that copy; responding through the request moves it to Deleted Items. Updates sent to all propagate, removed attendees and deleted or
 cancelled meetings send cancellations (the invitee copy is marked cancelled, as Outlook shows it).
 SendToNone delivers nothing. Responses update the organizer's copy, which moves its change key.
 Delivery can be delayed (`Meetings.delivery_delay`, seconds), as Exchange processes requests
@@ -42,6 +44,11 @@ SHARED_PROPS = (
     "Categories",
 )
 FREE_BUSY_FOR = {"Accept": "Busy", "Tentative": "Tentative", "Decline": "Free"}
+# What a MeetingRequest message carries of the meeting (no exceptions, no free/busy of the organizer)
+REQUEST_PROPS = (
+    "Subject", "Body", "Start", "End", "StartTimeZone", "EndTimeZone", "IsAllDayEvent", "Location", "Sensitivity",
+    "Importance", "Recurrence", "Organizer", "RequiredAttendees", "OptionalAttendees", "Resources", "UID", "Categories",
+)
 
 
 def attendee_addresses(props: dict[str, Any]) -> list[str]:
@@ -135,15 +142,44 @@ class Meetings:
                     "IsResponseRequested": True,
                 }
                 calendar = self.store.distinguished_folder(address, "calendar")
-                self.store.create_item(calendar.id, "CalendarItem", props, context={"delivery": True})
+                made = self.store.create_item(calendar.id, "CalendarItem", props, context={"delivery": True})
+                self._request_in_inbox(address, made, shared, "NewMeetingRequest")
             else:
-                self.store.update_item(existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True})
+                updated = self.store.update_item(existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True})
+                self._request_in_inbox(address, updated, shared, "FullUpdate")
         for address in cancel_for:
             if not self.store.has_mailbox(address):
                 continue  # someone outside the simulator: nothing to cancel here
             existing = self.copy_in(address, shared.get("UID", ""))
             if existing is not None:
                 self._mark_cancelled(existing)
+
+    def _request_in_inbox(self, address: str, calendar_copy: Item, shared: dict[str, Any], kind: str) -> None:
+        """The MeetingRequest message Exchange puts in the attendee's Inbox beside the calendar copy."""
+        props = {k: copy.deepcopy(v) for k, v in shared.items() if k in REQUEST_PROPS}
+        props.update(
+            {
+                "ItemClass": "IPM.Schedule.Meeting.Request",
+                "From": shared.get("Organizer") or {},
+                "IsRead": False,
+                "IsResponseRequested": True,
+                "MeetingRequestType": kind,
+                "IntendedFreeBusyStatus": "Busy",
+                "_calendar_item": calendar_copy.id,
+            }
+        )
+        inbox = self.store.distinguished_folder(address, "inbox")
+        self.store.create_item(inbox.id, "MeetingRequest", props, context={"delivery": True})
+
+    def calendar_item_of(self, request: Item) -> Item:
+        """The attendee's calendar copy a MeetingRequest stands for."""
+        try:
+            return self.store.item(request.props.get("_calendar_item", ""))
+        except StoreError:
+            found = self.copy_in(request.mailbox, request.props.get("UID", ""))
+            if found is None:
+                raise StoreError("ErrorItemNotFound", "The meeting of this request was not found.") from None
+            return found
 
     def cancel_copies(self, organizer_item: Item) -> None:
         uid = organizer_item.props.get("UID", "")
@@ -204,10 +240,30 @@ class Meetings:
         # The organizer did nothing, yet the change key of their copy moves, as in Exchange.
         self.store.update_item(source.id, merge=record, context={"delivery": True})
 
-    def cancel(self, item_id: str) -> None:
-        """CancelCalendarItem: cancellations go out and the organizer's copy goes to Deleted Items."""
+    def cancel(self, item_id: str, save_copy: bool = True) -> Item | None:
+        """CancelCalendarItem: cancellations go out and the organizer's copy goes to Deleted Items; the
+        cancellation message sent is kept in Sent Items (returned) unless the disposition is SendOnly."""
         with self.store.lock:
+            item = self.store.item(item_id)
+            invited = {a.lower() for a in attendee_addresses(item.props)}
+            if invited and invited <= {organizer_address(item)}:
+                # the organizer invited only themselves: a cancellation would go to no valid recipient
+                raise StoreError("ErrorInvalidRecipients", "At least one recipient isn't valid.")
             self.store.delete_item(item_id, "MoveToDeletedItems", context={"send_invitations": "SendToAllAndSaveCopy"})
+            if not save_copy:
+                return None
+            subject = item.props.get("Subject") or ""
+            props = {k: copy.deepcopy(item.props[k]) for k in REQUEST_PROPS if k in item.props}
+            props.update(
+                {
+                    "Subject": subject if subject.startswith("Canceled: ") else f"Canceled: {subject}",
+                    "ItemClass": "IPM.Schedule.Meeting.Canceled",
+                    "From": item.props.get("Organizer") or {},
+                    "IsRead": True,
+                }
+            )
+            sent = self.store.distinguished_folder(item.mailbox, "sentitems")
+            return self.store.create_item(sent.id, "MeetingCancellation", props, context={"delivery": True})
 
     def close(self) -> None:
         for timer in self._timers:
@@ -230,8 +286,8 @@ def respond(store: Store, item_id: str, response: str, send: bool = True) -> Ite
     return meetings_for(store).respond(item_id, response, send)
 
 
-def cancel(store: Store, item_id: str) -> None:
-    meetings_for(store).cancel(item_id)
+def cancel(store: Store, item_id: str, save_copy: bool = True) -> Item | None:
+    return meetings_for(store).cancel(item_id, save_copy)
 
 
 def install(simulator: Any) -> None:

@@ -209,6 +209,10 @@ class Item:
         return self.props.get("Subject")
 
     @property
+    def has_attachments(self) -> bool:
+        return bool(self.props.get("Attachments"))
+
+    @property
     def body_html(self) -> str:
         """The body as HTML (a text body is converted, as Exchange does for BodyType HTML)."""
         body = self.props.get("Body") or {}
@@ -753,7 +757,54 @@ class Store:
         for name in ("EmailAddresses", "PhoneNumbers", "ImAddresses", "PhysicalAddresses"):
             if name in props and not props[name]:
                 del props[name]
+        if "Attachments" in props:
+            props["Attachments"] = [self._keyed_attachment(a) for a in props["Attachments"] or []] or None
+            if props["Attachments"] is None:
+                del props["Attachments"]
         return props
+
+    def _keyed_attachment(self, attachment: dict[str, Any]) -> dict[str, Any]:
+        """An attachment as stored: a key of its own (its id is the item's id and this key), size, time."""
+        attachment = dict(attachment)
+        attachment.setdefault("key", uuid.uuid4().hex)
+        attachment.setdefault("LastModifiedTime", self.clock.now())
+        if attachment.get("type") == "File":
+            attachment["Size"] = len(base64.b64decode(attachment.get("Content") or ""))
+        else:
+            attachment["Size"] = 512 + len(str((attachment.get("Item") or {}).get("props")))
+        return attachment
+
+    # ---- attachments -------------------------------------------------------------------------------
+    def add_attachments(self, item_id: str, attachments: list[dict[str, Any]]) -> tuple[Item, list[str]]:
+        """CreateAttachment: the item's change key moves; returns the item and the new attachments' keys."""
+        with self._lock:
+            item = self._item(item_id)
+            added = [self._keyed_attachment(a) for a in attachments]
+            item.props["Attachments"] = [*(item.props.get("Attachments") or []), *added]
+            self._touch(item)
+            return copy.deepcopy(item), [a["key"] for a in added]
+
+    def attachment(self, item_id: str, key: str) -> tuple[Item, dict[str, Any]]:
+        with self._lock:
+            item = self._item(item_id)
+            for attachment in item.props.get("Attachments") or []:
+                if attachment.get("key") == key:
+                    return copy.deepcopy(item), copy.deepcopy(attachment)
+            raise StoreError("ErrorItemNotFound", "The attachment was not found.")
+
+    def remove_attachment(self, item_id: str, key: str) -> Item:
+        """DeleteAttachment: the item's change key moves."""
+        with self._lock:
+            item = self._item(item_id)
+            kept = [a for a in item.props.get("Attachments") or [] if a.get("key") != key]
+            if len(kept) == len(item.props.get("Attachments") or []):
+                raise StoreError("ErrorItemNotFound", "The attachment was not found.")
+            if kept:
+                item.props["Attachments"] = kept
+            else:
+                item.props.pop("Attachments", None)
+            self._touch(item)
+            return copy.deepcopy(item)
 
     def _sync_tagged_fields(self, item: Item, written: Iterable[ExtendedKey]) -> None:
         """A MAPI tag that is an item field ([MS-OXPROPS]): EWS's PhoneNumbers/BusinessFax and

@@ -7,7 +7,7 @@ from typing import Any
 from exchange_sim import calendar, meetings
 from exchange_sim.ews import operations
 from exchange_sim.ews.operations import RequestContext
-from exchange_sim.ews.xmlutil import Element, local, parse_datetime, t
+from exchange_sim.ews.xmlutil import Element, T, local, parse_datetime, t
 from exchange_sim.store import Item, StoreError
 
 RESPONSES = {"AcceptItem": "Accept", "TentativelyAcceptItem": "Tentative", "DeclineItem": "Decline"}
@@ -60,19 +60,40 @@ def calendar_view(ctx: RequestContext, folder: Any, view: Element) -> list[Item]
     return calendar.expand_view(ctx.store, folder.id, start, end)
 
 
-def respond(ctx: RequestContext, elem: Element, flags: dict[str, Any]) -> Item | None:
+def referenced_item(ctx: RequestContext, elem: Element) -> Item:
     ref = elem.find(t("ReferenceItemId"))
-    item = ctx.item(ref.get("Id", ""))
+    if ref is None:
+        raise StoreError("ErrorMissingInformationReferenceItemId", "The reference item id is missing.")
+    return ctx.item(ref.get("Id", ""))
+
+
+def respond(ctx: RequestContext, elem: Element, flags: dict[str, Any]) -> Item | None:
+    """Accept / tentatively accept / decline, through the calendar copy or the MeetingRequest in the Inbox."""
+    item = referenced_item(ctx, elem)
     send = flags.get("disposition") != "SaveOnly"
+    meeting = meetings.meetings_for(ctx.store)
+    if item.kind == "MeetingRequest":
+        request, item = item, meeting.calendar_item_of(item)
+        meetings.respond(ctx.store, item.id, RESPONSES[local(elem)], send)
+        ctx.store.delete_item(request.id, "MoveToDeletedItems", context={"delivery": True})
+        return None
     meetings.respond(ctx.store, item.id, RESPONSES[local(elem)], send)
     return None
 
 
 def cancel(ctx: RequestContext, elem: Element, flags: dict[str, Any]) -> Item | None:
-    ref = elem.find(t("ReferenceItemId"))
-    item = ctx.item(ref.get("Id", ""))
-    meetings.cancel(ctx.store, item.id)
-    return None
+    item = referenced_item(ctx, elem)
+    return meetings.cancel(ctx.store, item.id, save_copy=flags.get("disposition") != "SendOnly")
+
+
+def meeting_request_values(store: Any, item: Item) -> dict[str, Any]:
+    """A MeetingRequest names the attendee's calendar copy (AssociatedCalendarItemId) with its change key now."""
+    try:
+        copy = meetings.meetings_for(store).calendar_item_of(item)
+    except StoreError:
+        return {}
+    xml = f'<t:AssociatedCalendarItemId xmlns:t="{T}" Id="{copy.id}" ChangeKey="{copy.changekey}"/>'
+    return {"AssociatedCalendarItemId": {"$xml": xml}}
 
 
 def _extras(ctx: Any, operation: str) -> dict[str, Any]:
@@ -87,6 +108,7 @@ def _extras(ctx: Any, operation: str) -> dict[str, Any]:
 
 def install(simulator: Any) -> None:
     operations.COMPUTED["CalendarItem"] = calendar.computed_calendar
+    operations.COMPUTED["MeetingRequest"] = meeting_request_values
     for name in RESPONSES:
         operations.RESPONSE_OBJECTS[name] = respond
     operations.RESPONSE_OBJECTS["CancelCalendarItem"] = cancel

@@ -6,6 +6,7 @@ types.xsd), so what we emit validates and what we parse lands under Exchange's o
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from lxml import etree
 
 from exchange_sim.ews.schema_order import ORDER
 from exchange_sim.ews.xmlutil import Element, T, format_datetime, local, parse_datetime, sub, t
-from exchange_sim.store import ExtendedKey, Folder, Item
+from exchange_sim.store import ExtendedKey, Folder, Item, StoreError
 
 TYPES: dict[str, dict[str, str]] = {kind: dict(order) for kind, order in ORDER.items()}
 
@@ -253,9 +254,89 @@ def parse_item(elem: Element) -> tuple[str, dict[str, Any], dict[ExtendedKey, An
         if name == "ExtendedProperty":
             key, value = parse_extended_property(child)
             extended[key] = value
+        elif name == "Attachments":
+            props[name] = [parse_attachment(a) for a in child]
         elif name not in READ_ONLY:
             props[name] = parse_value(child, xsd_type(kind, name))
     return kind, props, extended
+
+
+# ---- attachments -----------------------------------------------------------------------------------
+ATTACHMENT_FIELDS = ("Name", "ContentType", "ContentId", "ContentLocation")
+
+
+def parse_attachment(elem: Element) -> dict[str, Any]:
+    """A t:FileAttachment / t:ItemAttachment as the store keeps it (an attached item as kind, props, extended)."""
+    attachment: dict[str, Any] = {"type": "File" if local(elem) == "FileAttachment" else "Item"}
+    for child in elem:
+        name = local(child)
+        if name in ATTACHMENT_FIELDS:
+            attachment[name] = child.text or ""
+        elif name in {"IsInline", "IsContactPhoto"}:
+            attachment[name] = (child.text or "").strip().lower() in {"true", "1"}
+        elif name == "Content":
+            attachment["Content"] = (child.text or "").strip()
+        elif name not in {"AttachmentId", "Size", "LastModifiedTime"} and attachment["type"] == "Item":
+            kind, props, extended = parse_item(child)
+            attachment["Item"] = {"kind": kind, "props": props, "extended": [[k.as_dict(), v] for k, v in extended.items()]}
+    return attachment
+
+
+def attachment_id(item_id: str, key: str) -> str:
+    """An attachment's id names its item, as Exchange's do (an id from before a move no longer resolves)."""
+    return base64.b64encode(b"AT" + bytes.fromhex(key) + item_id.encode()).decode()
+
+
+def split_attachment_id(value: str) -> tuple[str, str]:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.") from None
+    if len(raw) < 19 or not raw.startswith(b"AT"):
+        raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.")
+    return raw[18:].decode(errors="replace"), raw[2:18].hex()
+
+
+def render_attachment_id(parent: Element, item: Item, key: str, root: bool = True) -> Element:
+    attrs = {"Id": attachment_id(item.id, key)}
+    if root:
+        attrs.update(RootItemId=item.id, RootItemChangeKey=item.changekey)
+    return sub(parent, t("AttachmentId"), **attrs)
+
+
+def render_attachment(
+    parent: Element, item: Item, attachment: dict[str, Any], full: bool = False, computed: Any = None
+) -> Element:
+    """An attachment of ``item``: its summary (GetItem) or, ``full``, with its content (GetAttachment)."""
+    kind = attachment.get("type", "File")
+    elem = sub(parent, t(f"{kind}Attachment"))
+    render_attachment_id(elem, item, attachment["key"], root=False)
+    for name in ATTACHMENT_FIELDS:
+        if attachment.get(name) is not None:
+            sub(elem, t(name), attachment[name])
+    sub(elem, t("Size"), str(attachment.get("Size", 0)))
+    if attachment.get("LastModifiedTime"):
+        sub(elem, t("LastModifiedTime"), format_datetime(attachment["LastModifiedTime"]))
+    sub(elem, t("IsInline"), "true" if attachment.get("IsInline") else "false")
+    if kind == "File":
+        if attachment.get("IsContactPhoto") is not None:
+            sub(elem, t("IsContactPhoto"), "true" if attachment["IsContactPhoto"] else "false")
+        if full:
+            sub(elem, t("Content"), attachment.get("Content") or "")
+    elif full and attachment.get("Item"):
+        attached = attached_item(item, attachment)
+        render_item(elem, attached, Shape(base="AllProperties"), computed(attached) if computed else None, with_id=False)
+    return elem
+
+
+def attached_item(parent: Item, attachment: dict[str, Any]) -> Item:
+    """The item inside an ItemAttachment, as a transient Item (no id of its own)."""
+    data = attachment["Item"]
+    extended = {ExtendedKey(**k): v for k, v in data.get("extended") or []}
+    return Item(
+        id="", changekey="", mailbox=parent.mailbox, folder_id="", kind=data["kind"], props=copy.deepcopy(data["props"]),
+        extended=extended, created=attachment.get("LastModifiedTime"), modified=attachment.get("LastModifiedTime"),
+    )
 
 
 def parse_extended_property(elem: Element) -> tuple[ExtendedKey, Any]:
@@ -278,7 +359,7 @@ def item_values(item: Item, computed: dict[str, Any] | None = None) -> dict[str,
     values["DateTimeCreated"] = item.created
     values["LastModifiedTime"] = item.modified
     values["Size"] = 512 + len(str(item.props))
-    values["HasAttachments"] = False
+    values["HasAttachments"] = item.has_attachments
     if item.props.get("Body"):
         values["TextBody"] = {"type": "Text", "content": item.body_text}
     values.update(computed or {})
@@ -286,7 +367,12 @@ def item_values(item: Item, computed: dict[str, Any] | None = None) -> dict[str,
 
 
 def render_item(
-    parent: Element, item: Item, shape: Shape, computed: dict[str, Any] | None = None, tag: str | None = None
+    parent: Element,
+    item: Item,
+    shape: Shape,
+    computed: dict[str, Any] | None = None,
+    tag: str | None = None,
+    with_id: bool = True,
 ) -> Element:
     kind = tag or item.kind
     elem = sub(parent, t(kind))
@@ -295,10 +381,17 @@ def render_item(
     if shape.base in {"Default", "AllProperties"}:
         wanted |= set(computed or {})
     for name, typ in ORDER.get(kind, ORDER["Item"]):
+        if name in {"ItemId", "ParentFolderId"} and not with_id:
+            continue  # an attached item has neither
         if name == "ItemId":
             sub(elem, t("ItemId"), Id=item.id, ChangeKey=item.changekey)
         elif name == "ParentFolderId" and "ParentFolderId" in wanted:
             sub(elem, t("ParentFolderId"), Id=item.folder_id, ChangeKey="AQAAAA==")
+        elif name == "Attachments":
+            if name in wanted and item.props.get("Attachments"):
+                container = sub(elem, t("Attachments"))
+                for attachment in item.props["Attachments"]:
+                    render_attachment(container, item, attachment)
         elif name == "ExtendedProperty":
             render_extended_values(elem, item, shape.extended())
         elif name in wanted and values.get(name) is not None:
@@ -338,8 +431,14 @@ def complete_name(item: Item) -> dict[str, Any]:
 
 
 def item_ref(parent: Element, item: Item) -> Element:
+    """The id of a created item, with the ids of its attachments (CreateItem's answer)."""
     elem = sub(parent, t(item.kind))
     sub(elem, t("ItemId"), Id=item.id, ChangeKey=item.changekey)
+    if item.props.get("Attachments"):
+        container = sub(elem, t("Attachments"))
+        for attachment in item.props["Attachments"]:
+            kind = attachment.get("type", "File")
+            render_attachment_id(sub(container, t(f"{kind}Attachment")), item, attachment["key"], root=False)
     return elem
 
 

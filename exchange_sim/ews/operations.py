@@ -13,6 +13,7 @@ from typing import Any
 
 from lxml import etree
 
+from exchange_sim import mail
 from exchange_sim.ews import codec
 from exchange_sim.ews.codec import (
     FieldPath,
@@ -291,15 +292,42 @@ def create_item(ctx: RequestContext, req: Element) -> Element:
                     codec.item_ref(items, result)
                 continue
             kind, props, extended = parse_item(elem)
-            if saved is not None:
+            sending = kind == "Message" and flags["disposition"] in {"SendOnly", "SendAndSaveCopy"}
+            if saved is not None and not sending:
                 folder = ctx.folder(saved[0])
             else:
                 ctx.check_mailbox(ctx.target)
                 folder = ctx.store.distinguished_folder(ctx.target, DEFAULT_FOLDER_FOR_KIND.get(kind, "drafts"))
             item = ctx.store.create_item(folder.id, kind, props, extended, context=flags)
+            if sending:
+                # sent at once: Exchange answers no item (the sent copy has an id of its own)
+                copy_to = ctx.folder(saved[0]).id if saved is not None else None
+                mail.send(ctx.store, item.id, flags["disposition"] == "SendAndSaveCopy", copy_to)
+                sub(out.success(), m("Items"))
+                continue
             codec.item_ref(sub(out.success(), m("Items")), item)
         except StoreError as err:
             out.error(err, "Items")
+    return out.root
+
+
+@operation("SendItem")
+def send_item(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("SendItem")
+    save_copy = req.get("SaveItemToFolder", "true").lower() in {"true", "1"}
+    saved = req.find(m("SavedItemFolderId"))
+    for ref in req.find(m("ItemIds")):
+        try:
+            item, changekey = resolve_item_ref(ctx, ref)
+            check_changekey(changekey)
+            if changekey and changekey != item.changekey:
+                raise StoreError(
+                    "ErrorStaleObject", "The change key passed in the request does not match the current change key for the item."
+                )
+            mail.send(ctx.store, item.id, save_copy, ctx.folder(saved[0]).id if saved is not None else None)
+            out.success()
+        except StoreError as err:
+            out.error(err)
     return out.root
 
 
@@ -423,6 +451,53 @@ def update_item(ctx: RequestContext, req: Element) -> Element:
             sub(sub(msg, m("ConflictResults")), t("Count"), "0")
         except StoreError as err:
             out.error(err, "Items")
+    return out.root
+
+
+# ---- attachments -------------------------------------------------------------------------------------
+@operation("CreateAttachment")
+def create_attachment(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("CreateAttachment")
+    elems = list(req.find(m("Attachments")))
+    try:
+        parent = ctx.item(req.find(m("ParentItemId")).get("Id", ""))
+        item, keys = ctx.store.add_attachments(parent.id, [codec.parse_attachment(a) for a in elems])
+    except StoreError as err:
+        for _ in elems:
+            out.error(err, "Attachments")
+        return out.root
+    for elem, key in zip(elems, keys, strict=True):
+        container = sub(out.success(), m("Attachments"))
+        codec.render_attachment_id(sub(container, t(local(elem))), item, key)
+    return out.root
+
+
+@operation("GetAttachment")
+def get_attachment(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("GetAttachment")
+    for ref in req.find(m("AttachmentIds")):
+        try:
+            item_id, key = codec.split_attachment_id(ref.get("Id", ""))
+            ctx.item(item_id)
+            item, attachment = ctx.store.attachment(item_id, key)
+            container = sub(out.success(), m("Attachments"))
+            codec.render_attachment(container, item, attachment, full=True, computed=lambda i: computed_for(ctx.store, i))
+        except StoreError as err:
+            out.error(err, "Attachments")
+    return out.root
+
+
+@operation("DeleteAttachment")
+def delete_attachment(ctx: RequestContext, req: Element) -> Element:
+    out = Responder("DeleteAttachment")
+    for ref in req.find(m("AttachmentIds")):
+        try:
+            item_id, key = codec.split_attachment_id(ref.get("Id", ""))
+            ctx.item(item_id)
+            item = ctx.store.remove_attachment(item_id, key)
+            sub(out.success(), m("RootItemId"), RootItemId=item.id, RootItemChangeKey=item.changekey)
+        except StoreError as err:
+            out.error(err)
     return out.root
 
 

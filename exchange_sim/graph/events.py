@@ -337,7 +337,7 @@ def event_json(request: GraphRequest, item: Item, expand: list[str] | None = Non
         "iCalUId": props.get("UID"),
         "reminderMinutesBeforeStart": int(props.get("ReminderMinutesBeforeStart") or 15),
         "isReminderOn": bool(props.get("ReminderIsSet", True)),
-        "hasAttachments": False,
+        "hasAttachments": item.has_attachments,
         "subject": props.get("Subject"),
         "bodyPreview": text[:255],
         "importance": IMPORTANCE.get(props.get("Importance") or "Normal", "normal"),

@@ -186,7 +186,7 @@ def task_json(request: GraphRequest, item: Item, links: bool = False) -> dict[st
         "title": props.get("Subject") or "",
         "createdDateTime": utc_text(item.created),
         "lastModifiedDateTime": utc_text(item.modified),
-        "hasAttachments": False,
+        "hasAttachments": item.has_attachments,
         "categories": list(props.get("Categories") or []),
         "id": request.graph_id(item.id, item),
         "body": body,
