@@ -106,16 +106,18 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         "contacts_enabled",
         "calendar_enabled",
         "active",
+        "backend",
         "health",
         "last_contact_pass_at",
         "last_calendar_pass_at",
     ]
-    list_filter = ["environment", "active", "health", "contacts_enabled", "calendar_enabled"]
+    list_filter = ["environment", "active", "backend", "health", "contacts_enabled", "calendar_enabled"]
     search_fields = ["mailbox_email", "employee__name", "employee__email"]
     autocomplete_fields = ["employee"]
     list_select_related = ["environment", "employee"]
     readonly_fields = [
         "case_warning",
+        "linked_backend",
         "health",
         "last_contact_pass_at",
         "last_calendar_pass_at",

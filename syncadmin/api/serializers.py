@@ -83,6 +83,7 @@ class KindStatusSerializer(serializers.Serializer):
 class UserStatusSerializer(serializers.Serializer):
     email = serializers.EmailField()
     active = serializers.BooleanField()
+    backend = serializers.CharField(help_text="The backend this mailbox is reached through (H1).")
     health = serializers.CharField()
     last_error = serializers.CharField(allow_blank=True)
     contacts = KindStatusSerializer()
@@ -104,6 +105,20 @@ class SyncNowSerializer(serializers.Serializer):
     user = serializers.EmailField(required=False, allow_null=True, default=None)
     kind = serializers.ChoiceField(choices=["all", "contacts", "calendar"], default="all")
     full = serializers.BooleanField(default=False)
+
+
+class SwitchBackendSerializer(serializers.Serializer):
+    to = serializers.ChoiceField(choices=["ews", "graph"])
+    user = serializers.EmailField(required=False, allow_null=True, default=None)
+    dry_run = serializers.BooleanField(default=True)
+
+
+class SwitchReportSerializer(serializers.Serializer):
+    users = serializers.ListField(child=serializers.DictField())
+    links = serializers.IntegerField()
+    found = serializers.IntegerField()
+    not_found = serializers.IntegerField()
+    dry_run = serializers.BooleanField()
 
 
 class ConnectionReportSerializer(serializers.Serializer):
@@ -162,6 +177,9 @@ class SyncUserSerializer(serializers.ModelSerializer):
     )
     employee_name = serializers.CharField(source="employee.name", read_only=True)
     email_case_warning = serializers.CharField(read_only=True)
+    effective_backend = serializers.CharField(
+        read_only=True, help_text="The backend in use: the user's own, else the environment's."
+    )
 
     class Meta:
         model = SyncUser
@@ -174,6 +192,8 @@ class SyncUserSerializer(serializers.ModelSerializer):
             "calendar_enabled",
             "contact_folder_override",
             "active",
+            "backend",
+            "effective_backend",
             "health",
             "last_contact_pass_at",
             "last_calendar_pass_at",

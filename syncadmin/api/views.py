@@ -13,6 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
@@ -115,6 +116,40 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
     def test_connection(self, request, pk=None):
         report = runtime.test_connection(self.get_object().pk)
         return Response(report.as_dict())
+
+    @extend_schema(
+        request=s.SwitchBackendSerializer,
+        responses={200: s.SwitchReportSerializer, 404: OpenApiResponse(ErrorSerializer)},
+        description="H2/H3: move the environment (or one user) to another backend keeping every link; "
+        "with dry_run (the default) only say per user how many links carry over and which items "
+        "could not be found.",
+    )
+    @action(detail=True, methods=["post"], url_path="switch-backend")
+    def switch_backend(self, request, pk=None):
+        body = s.SwitchBackendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        environment = self.get_object()
+
+        def switch(env_id: int) -> dict:
+            return runtime.switch_backend(
+                env_id, options["to"], user_email=options["user"], dry_run=options["dry_run"]
+            )
+
+        try:
+            if options["dry_run"]:
+                return Response(switch(environment.pk))
+            report = audit.audited(
+                request.user,
+                AuditAction.SETTINGS_CHANGED,
+                environment,
+                lambda: switch(environment.pk),
+                changes={"backend": [None, options["to"]], "user": [None, options["user"]]},
+                via="api",
+            )
+        except LookupError as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(report)
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -370,7 +405,7 @@ class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
         state = self.request.query_params.get("state") if self.action == "list" else None
         if state is not None:
             if state not in runtime.ATTENTION_LINK_STATES:
-                raise serializers.ValidationError({"state": ["One of failed, skipped, held."]})
+                raise serializers.ValidationError({"state": ["One of failed, skipped, held, not_found."]})
             links = links.filter(state=state)
         return links.order_by("-updated_at", "-pk")
 

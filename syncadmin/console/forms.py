@@ -84,11 +84,15 @@ class SyncUserForm(forms.ModelForm):
             "calendar_enabled",
             "contact_folder_override",
             "active",
+            "backend",
         ]
 
     def __init__(self, *args, environment, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.instance.environment = environment
+        self.fields["backend"].choices = [("", f"The environment's ({environment.settings.get_backend_display()})")] + [
+            c for c in self.fields["backend"].choices if c[0]
+        ]
         self.fields["employee"].queryset = Employee.objects.filter(environment=environment).exclude(email="")
         self.fields["employee"].help_text = "The mailbox e-mail must be this employee's address (any case)."
 

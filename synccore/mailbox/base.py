@@ -549,5 +549,31 @@ class MailboxBackend(abc.ABC):
         offered = f"it offers {cls.push_style} push" if cls.push_style else "it offers no push"
         return PushNotSupported(f"{cls.__name__} has no {style} push ({offered}).", code="PushNotSupported")
 
+    def find_events(
+        self, mailbox: str, folder_id: str, sync_ids: Sequence[str], uids: Sequence[str]
+    ) -> tuple[dict[str, RemoteRef], dict[str, RemoteRef]]:
+        """Events (singles or series masters) of the calendar found again by the sync id written
+        into them and by meeting UID: (sync id → ref, UID → ref). A mailbox moved to another
+        backend finds its links so (H2); an invitee's copy carries the UID alone.
+
+        This generic way reads the whole calendar once; a backend may ask the server instead."""
+        by_sync = self.find_by_sync_ids(mailbox, [folder_id], sync_ids) if sync_ids else {}
+        wanted_sync = set(sync_ids) - by_sync.keys()
+        wanted_uids = set(uids)
+        by_uid: dict[str, RemoteRef] = {}
+        if not (wanted_sync or wanted_uids):
+            return by_sync, by_uid
+        refs = self.calendar_changes(mailbox, folder_id, "").changed
+        for start in range(0, len(refs), 100):
+            batch = refs[start : start + 100]
+            for ref, event in zip(batch, self.get_events(mailbox, batch), strict=True):
+                if isinstance(event, MailboxError):
+                    continue
+                if event.sync_id in wanted_sync:
+                    by_sync.setdefault(event.sync_id, ref)
+                if event.uid in wanted_uids:
+                    by_uid.setdefault(event.uid, ref)
+        return by_sync, by_uid
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -304,10 +304,16 @@ class SyncSettings(models.Model):
                 problems[secret] = [f"Enter the {label} again: where it is sent changed ({labels})."]
         return problems
 
+    def backends_in_use(self) -> set[str]:
+        """The environment's backend and every active sync user's own (a hybrid organisation)."""
+        own = SyncUser.objects.filter(environment_id=self.environment_id, active=True).exclude(backend="")
+        return {self.backend, *own.values_list("backend", flat=True)}
+
     def connection_problems(self) -> list[str]:
         """What is missing before the synchronizer can connect (checked at start, not on save)."""
         problems = []
-        if self.backend == Backend.EWS:
+        in_use = self.backends_in_use()
+        if Backend.EWS in in_use:
             if not (self.ews_url or self.autodiscover_email):
                 problems.append("Give the EWS URL or an autodiscover e-mail address.")
             if self.auth_type in (AuthType.NTLM, AuthType.BASIC):
@@ -315,11 +321,11 @@ class SyncSettings(models.Model):
                     problems.append("Give the service account.")
                 if not self.service_password:
                     problems.append("Give the service account's password.")
-        if self.backend == Backend.GRAPH or self.auth_type == AuthType.OAUTH2:
+        if Backend.GRAPH in in_use or (Backend.EWS in in_use and self.auth_type == AuthType.OAUTH2):
             for field in ("oauth_tenant_id", "oauth_client_id", "oauth_client_secret"):
                 if not getattr(self, field):
                     problems.append(f"Give the {self._meta.get_field(field).verbose_name}.")
-        if self.backend == Backend.GRAPH and self.ca_bundle and not Path(self.ca_bundle).is_file():
+        if Backend.GRAPH in in_use and self.ca_bundle and not Path(self.ca_bundle).is_file():
             problems.append(f"The CA bundle {self.ca_bundle} is not a readable file on this server.")
         if not (self.synchronize_contacts or self.synchronize_activities):
             problems.append("Turn on contact or activity synchronization (or both).")
@@ -384,6 +390,22 @@ class SyncUser(models.Model):
     active = models.BooleanField(
         default=True, help_text="Inactive users are not synchronized; their mailboxes are left as they are."
     )
+    backend = models.CharField(
+        max_length=10,
+        choices=Backend.choices,
+        blank=True,
+        help_text=(
+            "How this mailbox is reached (empty: the environment's). In a hybrid organisation, "
+            "on-premises mailboxes use EWS and Exchange Online mailboxes Microsoft Graph; both "
+            "connections are in the environment's settings. Changing it keeps every link (H2)."
+        ),
+    )
+    linked_backend = models.CharField(
+        max_length=10,
+        blank=True,
+        editable=False,
+        help_text="The protocol the stored item ids and sync tokens are in (empty: none stored yet).",
+    )
 
     # Live state, written by the synchronizer.
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.HEALTHY, editable=False)
@@ -415,9 +437,28 @@ class SyncUser(models.Model):
     def __str__(self) -> str:
         return self.mailbox_email
 
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            # Only the relinking writes linked_backend (by an update): a form or the admin saving
+            # an instance read before a move must not take the move back.
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "linked_backend"
+            ]
+        super().save(*args, **kwargs)
+
     @property
     def contact_folder_name(self) -> str:
         return self.contact_folder_override or self.environment.settings.contact_folder_name
+
+    @property
+    def effective_backend(self) -> str:
+        """The backend this mailbox is reached through: its own, else the environment's (H1)."""
+        return self.backend or self.environment.settings.backend
+
+    @staticmethod
+    def on_backend(backend: str) -> Q:
+        """Sync users whose effective backend is ``backend`` (a filter on SyncUser)."""
+        return Q(backend=backend) | Q(backend="", environment__settings__backend=backend)
 
     @property
     def email_case_warning(self) -> str:

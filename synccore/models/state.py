@@ -18,6 +18,9 @@ class LinkState(models.TextChoices):
     SKIPPED = "skipped", "Skipped (bad input)"
     HELD = "held", "Held by the safety limit"
     DELETED_REMOTE = "deleted_remote", "Deleted in Exchange"
+    # After a change of backend the item was not found again (H2): left alone, never re-created
+    # until an administrator asks for it (Retry).
+    NOT_FOUND = "not_found", "Not found after a change of backend"
 
 
 class ItemLink(models.Model):

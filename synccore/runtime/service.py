@@ -22,6 +22,7 @@ from django.utils import timezone
 from synccore.models import (
     Activity,
     Attendee,
+    Backend,
     Conflict,
     ConflictChoice,
     Environment,
@@ -37,13 +38,13 @@ from synccore.models import (
 )
 from synccore.runtime import config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
-from synccore.sync import contacts
+from synccore.sync import contacts, relink
 from synccore.sync.connection import ConnectionReport, check_connection
 
 KINDS = passes.KINDS
 
 # Link states an administrator is shown in “items needing attention”.
-ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD)
+ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD, LinkState.NOT_FOUND)
 ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD)
 _KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "activity": SyncKind.CALENDAR}
 
@@ -178,6 +179,7 @@ def status(environment_id: int) -> dict[str, Any]:
             {
                 "email": user.mailbox_email,
                 "active": user.active,
+                "backend": user.backend or env.settings.backend,  # H1: the one in use
                 "health": user.health,
                 "last_error": user.last_error,
                 **{
@@ -258,6 +260,22 @@ def configuration_changed(environment_id: int) -> None:
     push.follow(environment_id)
 
 
+def switch_backend(
+    environment_id: int, to: str, *, user_email: str | None = None, dry_run: bool = True
+) -> dict[str, Any]:
+    """Move one mailbox or the whole environment to another backend (H2, H3): per mailbox how many
+    links carry over and which items could not be found. With ``dry_run`` nothing changes;
+    otherwise the backend is switched and each mailbox's next pass finds its links again.
+    Raises LookupError for an unknown user, ValueError for an unknown backend."""
+    to = Backend(to).value
+    env = Environment.objects.select_related("settings").get(pk=environment_id)
+    relinkings = relink.plan_switch(env, to, user_email)
+    if not dry_run:
+        relink.make_switch(env, to, user_email)
+        configuration_changed(env.pk)
+    return relink.switch_report(relinkings, dry_run)
+
+
 def set_active(user_id: int, active: bool) -> None:
     """(De)activate a sync user. Deactivating stops its synchronization and leaves its mailbox as
     it is (C7)."""
@@ -310,10 +328,13 @@ def retry_item(link_id: int) -> ItemLink:
     link = ItemLink.objects.select_related("sync_user").get(pk=link_id)
     if link.state == LinkState.HELD:
         confirm_deletions(link.sync_user_id)
-    else:
-        sync_now(
-            link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value
-        )
+        return link
+    if link.state == LinkState.NOT_FOUND:
+        # Lost in a change of backend (H2): the administrator's retry is the confirmation that
+        # re-creates it; the pass first looks for it once more by its sync id.
+        link.state, link.remote_id, link.remote_change_key = LinkState.PENDING, "", ""
+        link.save(update_fields=["state", "remote_id", "remote_change_key", "updated_at"])
+    sync_now(link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value)
     return link
 
 

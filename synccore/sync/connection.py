@@ -12,9 +12,11 @@ from synccore.models import AccessType, Backend, Environment, SyncSettings, Sync
 from synccore.sync.readable import GRAPH, Readable, explain
 
 
-def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
+def connection_config(sync_settings: SyncSettings, backend: str = "") -> ConnectionConfig:
+    """The connection to one backend (default: the environment's). The settings hold the EWS
+    and the Graph connection side by side, so a hybrid environment reaches both (H1)."""
     return ConnectionConfig(
-        backend=sync_settings.backend,
+        backend=backend or sync_settings.backend,
         ews_url=sync_settings.ews_url,
         autodiscover_email=sync_settings.autodiscover_email,
         auth_type=sync_settings.auth_type,
@@ -34,8 +36,13 @@ def connection_config(sync_settings: SyncSettings) -> ConnectionConfig:
     )
 
 
-def open_backend(sync_settings: SyncSettings) -> MailboxBackend:
-    return backend_for(connection_config(sync_settings))
+def open_backend(sync_settings: SyncSettings, backend: str = "") -> MailboxBackend:
+    return backend_for(connection_config(sync_settings, backend))
+
+
+def open_user_backend(user: SyncUser) -> MailboxBackend:
+    """The backend this sync user's mailbox is reached through (its own, else the environment's)."""
+    return open_backend(user.environment.settings, user.effective_backend)
 
 
 def backend_for(config: ConnectionConfig) -> MailboxBackend:
@@ -74,9 +81,10 @@ class ConnectionReport:
         return cls(ok=False, tried=tried or [], error=readable.sentence, code=readable.code, detail=readable.detail)
 
 
-def server_name(sync_settings: SyncSettings) -> str:
-    """How a sentence names the server the settings point at."""
-    if sync_settings.backend == Backend.GRAPH:
+def server_name(sync_settings: SyncSettings, backend: str = "") -> str:
+    """How a sentence names the server the settings point at (for ``backend``: default the
+    environment's)."""
+    if (backend or sync_settings.backend) == Backend.GRAPH:
         return GRAPH
     if sync_settings.ews_url:
         return f"Exchange at {sync_settings.ews_url}"
@@ -84,16 +92,35 @@ def server_name(sync_settings: SyncSettings) -> str:
 
 
 def check_connection(environment: Environment) -> ConnectionReport:
-    """Try the connection with the first active sync user's mailbox; say what was tried."""
-    sync_settings = environment.settings
-    user = SyncUser.objects.filter(environment=environment, active=True).order_by("mailbox_email").first()
-    if user is None:
+    """Try the connection with the first active sync user's mailbox of each backend in use (a
+    hybrid environment reaches some mailboxes over EWS, others over Graph); say what was tried."""
+    users = list(
+        SyncUser.objects.filter(environment=environment, active=True)
+        .select_related("environment__settings")
+        .order_by("mailbox_email")
+    )
+    if not users:
         return ConnectionReport.failed(
             Readable("no_user", "There is no active sync user to test with: add one, then test again.")
         )
-    server = server_name(sync_settings)
+    first_per_backend: dict[str, SyncUser] = {}
+    for user in users:
+        first_per_backend.setdefault(user.effective_backend, user)
+    tried: list[str] = []
+    for user in first_per_backend.values():
+        report = check_user_connection(user)
+        tried += report.tried
+        if not report.ok:
+            report.tried = tried
+            return report
+    return ConnectionReport(ok=True, tried=tried)
+
+
+def check_user_connection(user: SyncUser) -> ConnectionReport:
+    """Reach one sync user's mailbox over its backend; say what was tried."""
+    server = server_name(user.environment.settings, user.effective_backend)
     try:
-        backend = open_backend(sync_settings)
+        backend = open_user_backend(user)
     except MailboxError as exc:
         return ConnectionReport.failed(explain(exc, server=server))
     try:

@@ -46,7 +46,7 @@ from synccore.models import (
 )
 from synccore.sync import actions, cards
 from synccore.sync.actions import Action, ItemKey
-from synccore.sync.connection import open_backend
+from synccore.sync.connection import open_user_backend
 from synccore.sync.runs import PassContext, execute_pass
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,8 @@ class ContactPass:
         for link in links:
             key = _record_key(link)
             linked.add(key)
+            if link.state == LinkState.NOT_FOUND:
+                continue  # lost in a change of backend (H2): left alone until an administrator retries
             item = wanted.get(key)
             if item is None:
                 if link.pk in gone:
@@ -688,7 +690,7 @@ def remove_synchronized_items(user_id: int, *, confirm: bool, backend: MailboxBa
         raise ValueError("Removing synchronized items must be confirmed.")
     user = SyncUser.objects.select_related("environment__settings").get(pk=user_id)
     own_backend = backend is None
-    backend = backend or open_backend(user.environment.settings)
+    backend = backend or open_user_backend(user)
     removed = 0
     try:
         links = list(ItemLink.objects.filter(sync_user=user, kind__in=[mapping.CONTACT, mapping.COMPANY]))

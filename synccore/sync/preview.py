@@ -19,7 +19,7 @@ from django.db import transaction
 from synccore.models import Outcome, SyncKind
 from synccore.sync import actions
 from synccore.sync.actions import Action
-from synccore.sync.connection import open_backend
+from synccore.sync.connection import open_user_backend
 from synccore.sync.preview_backend import CANCELLATION, INVITATION, UPDATE, Message, PreviewBackend
 from synccore.sync.runs import PassContext
 from synccore.sync.service import kind_enabled, pass_runner, target_users
@@ -129,7 +129,7 @@ def preview_passes(
 def _preview_one(preview: Preview, user, kind: str, full: bool) -> None:
     decided: list[Action] = []
     ctx = PassContext(trigger="manual", full=full, on_action=decided.append)
-    backend = PreviewBackend(open_backend(user.environment.settings))
+    backend = PreviewBackend(open_user_backend(user))
     try:
         with transaction.atomic():
             run = pass_runner(kind)(user.pk, ctx, backend)

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.sync import relink
 from synccore.sync.actions import Action
-from synccore.sync.connection import open_backend
+from synccore.sync.connection import open_user_backend
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,11 @@ def execute_pass(
     ``work`` returns False when the safety limit held deletions back."""
     run = start_run(user, kind, ctx)
     own_backend = backend is None
-    backend = backend or open_backend(user.environment.settings)
+    backend = backend or open_user_backend(user)
     before = backend.requests
     try:
+        # A mailbox moved to another backend finds its links again first (H2).
+        relink.follow_backend(user, backend)
         allowed = work(run, backend)
     except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
         if not isinstance(exc, MailboxError):

@@ -45,6 +45,7 @@ from synccore.mailbox.graph.translation import (
     item_results,
     odata_string,
     parse_iso,
+    sync_id_filter,
 )
 
 # An occurrence id of a series that no longer has that occurrence (deleted, or the series was
@@ -165,6 +166,33 @@ class CalendarOperations:
         heads = {i: h for i, h in self._event_heads(mailbox, item_ids).items() if h is not None}
         present = self._in_calendar(mailbox, folder_id, heads) if heads else set()
         return {item_id: change_key_of(heads[item_id]) for item_id in item_ids if item_id in present}
+
+    def find_events(
+        self, mailbox: str, folder_id: str, sync_ids: Sequence[str], uids: Sequence[str]
+    ) -> tuple[dict[str, RemoteRef], dict[str, RemoteRef]]:
+        """By a filter per sync id and per iCalUId on the calendar's events (singles and series
+        masters, wherever they lie in time), in ``$batch`` requests."""
+        folder = f"{user_path(mailbox)}/calendars/{segment(folder_id)}/events"
+        keys = [("sync", s) for s in dict.fromkeys(sync_ids)] + [("uid", u) for u in dict.fromkeys(uids)]
+        calls = [
+            Call(
+                "GET",
+                f"{folder}?"
+                + odata_query(
+                    filter=sync_id_filter(key) if what == "sync" else "iCalUId eq " + odata_string(key),
+                    select="id,changeKey",
+                ),
+                headers={"Prefer": IMMUTABLE_IDS},
+            )
+            for what, key in keys
+        ]
+        found: dict[str, dict[str, RemoteRef]] = {"sync": {}, "uid": {}}
+        for (what, key), answer in zip(keys, self.client.batch(mailbox, calls) if calls else [], strict=True):
+            if not answer.ok:
+                raise answer.error()
+            for entry in (answer.body or {}).get("value", [])[:1]:
+                found[what][key] = RemoteRef(entry["id"], change_key_of(entry), folder_id)
+        return found["sync"], found["uid"]
 
     def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         state = CalendarToken.load(token)

@@ -53,16 +53,16 @@ def wanted_streams(
         state=SynchronizerState.RUNNING,
         settings__push_enabled=True,
         settings__synchronize_activities=True,
-        settings__backend=Backend.EWS,
     )
     held_by_env: dict[int, list[tuple[int, ...]]] = {}
     for environment_id, user_ids in held:
         held_by_env.setdefault(environment_id, []).append(user_ids)
     for env in envs:
+        # A hybrid environment: only the mailboxes reached over EWS (H1); Graph's webhooks take the rest.
         users = dict(
-            SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True).values_list(
-                "pk", "mailbox_email"
-            )
+            SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True)
+            .filter(SyncUser.on_backend(Backend.EWS))
+            .values_list("pk", "mailbox_email")
         )
         for group in plan_groups(users, held_by_env.get(env.pk, [])):
             streams[(env.pk, tuple(pk for pk, _ in group))] = group
@@ -113,7 +113,7 @@ def listen(
         backend: MailboxBackend | None = None
         try:
             env = Environment.objects.select_related("settings").get(pk=environment_id)
-            backend = open_backend(env.settings)
+            backend = open_backend(env.settings, Backend.EWS)
             connection.close()
             # The stream has connections of its own, never the workers' nor another group's.
             for mailbox in backend.stream_calendar_changes(
@@ -226,8 +226,7 @@ def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
     """(user id, "calendar") → {"state", "expires_at", "error"} of its EWS stream, as published."""
     s = env.settings
     if not (
-        s.backend == Backend.EWS
-        and s.push_enabled
+        s.push_enabled
         and s.synchronize_activities
         and env.state == SynchronizerState.RUNNING
     ):
@@ -238,8 +237,10 @@ def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
     except Exception:
         log.warning("could not read the push streams' state", exc_info=True)
         return {}
-    users = SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True).values_list(
-        "pk", flat=True
+    users = (
+        SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True)
+        .filter(SyncUser.on_backend(Backend.EWS))
+        .values_list("pk", flat=True)
     )
     out = {}
     for user_id in users:

@@ -114,17 +114,26 @@ def _push_environment(env: Environment) -> bool:
     s = env.settings
     return (
         env.state == SynchronizerState.RUNNING
-        and s.backend == Backend.GRAPH
         and s.push_enabled
         and s.synchronize_activities
     )
+
+
+def _graph_in_use(env: Environment) -> bool:
+    """The environment's backend is Graph, or some of its mailboxes are (a hybrid organisation)."""
+    return Backend.GRAPH in env.settings.backends_in_use()
 
 
 def wanted_users(env: Environment) -> list[SyncUser]:
     """The sync users that should hold a calendar subscription now."""
     if not _push_environment(env):
         return []
-    users = SyncUser.objects.filter(environment=env, active=True).select_related("environment__settings")
+    # A hybrid environment: only the mailboxes reached over Graph (H1); EWS streams take the rest.
+    users = (
+        SyncUser.objects.filter(environment=env, active=True)
+        .filter(SyncUser.on_backend(Backend.GRAPH))
+        .select_related("environment__settings")
+    )
     return [user for user in users if passes.runnable_kind(user, SyncKind.CALENDAR)]
 
 
@@ -147,7 +156,7 @@ def maintain(environment_id: int) -> dict[str, int]:
         return counts
     backend: MailboxBackend | None = None
     try:
-        backend = open_backend(env.settings) if env.settings.backend == Backend.GRAPH else None
+        backend = open_backend(env.settings, Backend.GRAPH) if _graph_in_use(env) else None
         now = timezone.now()
         url = current_notification_url()
         held = set()
@@ -333,7 +342,7 @@ def _row_still_wanted(subscription_pk: int) -> GraphSubscription | None:
 @contextmanager
 def _graph(sync_settings: SyncSettings) -> Iterator[MailboxBackend]:
     """The environment's Graph backend, closed after use."""
-    backend = open_backend(sync_settings)
+    backend = open_backend(sync_settings, Backend.GRAPH)
     try:
         yield backend
     finally:
@@ -350,7 +359,7 @@ def maintenance_schedule_name(env: Environment | int) -> str:
 def schedule_maintenance(env: Environment) -> None:
     """Start of a Graph environment: maintain now, then every MAINTENANCE_MINUTES."""
     unschedule_maintenance(env)
-    if env.settings.backend != Backend.GRAPH:
+    if not _graph_in_use(env):
         return
     queue.every_minutes(
         maintenance_schedule_name(env), "synccore.tasks.maintain_graph_subscriptions", env, MAINTENANCE_MINUTES
@@ -385,7 +394,11 @@ def _follow(environment_id: int) -> bool:
     env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
     if env is None or env.state != SynchronizerState.RUNNING or not _out_of_step(env):
         return False
-    queue.enqueue("synccore.tasks.maintain_graph_subscriptions", env.pk)
+    if _graph_in_use(env):
+        # Maybe the first mailbox moved to Graph in a hybrid environment: renewals from now on too.
+        schedule_maintenance(env)  # which maintains at once
+    else:
+        queue.enqueue("synccore.tasks.maintain_graph_subscriptions", env.pk)
     return True
 
 
@@ -408,7 +421,7 @@ def _out_of_step(env: Environment) -> bool:
         return True
     held = {user_id: resource for user_id, resource, _, _ in rows}
     # A pure function of the address, asked of the backend's class: no connection, no request.
-    events_resource = backend_class(env.settings.backend).events_resource
+    events_resource = backend_class(Backend.GRAPH).events_resource
     wanted = {user.pk: events_resource(user.mailbox_email) for user in wanted_users(env)}
     return held != wanted
 
@@ -426,7 +439,7 @@ def release(user: SyncUser) -> None:
 def delete_subscription(environment_id: int, mailbox: str, subscription_id: str) -> None:
     """Delete one subscription we no longer hold a row for (its user was deleted)."""
     env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
-    if env is None or env.settings.backend != Backend.GRAPH:
+    if env is None or not _graph_in_use(env):
         return  # its credentials are gone: it expires by itself, its notifications are ignored
     try:
         with _graph(env.settings) as backend:
