@@ -448,3 +448,37 @@ def test_sync_id_property_is_the_same_on_both_protocols():
 
     expected = f"String {{{PROPERTY_SET_ID}}} Name {SYNC_ID_PROPERTY}"
     assert expected == SYNC_ID_PROPERTY_ID
+
+
+@pytest.mark.parametrize("first,second", [("ews", "graph"), ("graph", "ews")])
+def test_h2_contacts_in_a_categorization_folder_are_found_again(hybrid, messages, first, second):
+    hybrid.configure(backend=first, categorize_contacts=True, contact_folder_name="CRM Contacts")
+    for n in range(2):
+        f.contact(hybrid.env, first_name=f"Ann {n}")
+    for _ in range(2):
+        run_contact_pass(hybrid.alice.pk)
+    before = mailboxes(hybrid.sim)
+    folders = sorted(folder.id for folder in hybrid.mailbox().folders())
+    hybrid.configure(backend=second)
+    hybrid.sim.counters.reset()
+    run = run_contact_pass(hybrid.alice.pk)
+    assert (run.created, run.updated, run.deleted, run.failed) == (0, 0, 0, 0), run.error
+    assert writes(hybrid.sim) == 0 and mailboxes(hybrid.sim) == before
+    assert not ItemLink.objects.exclude(state=LinkState.SYNCED).exists()
+    assert sorted(folder.id for folder in hybrid.mailbox().folders()) == folders  # no folder made either
+
+
+def test_h1_the_console_previews_a_move_then_makes_it(hybrid, client):
+    from tests.fixtures.api import user_with_role
+
+    synchronized(hybrid)
+    client.force_login(user_with_role(None, superuser=True))
+    url = f"/environments/{hybrid.env.pk}/switch-backend/"
+    before = database()
+    page = client.post(url, {"to": "graph", "user": ""})
+    assert page.status_code == 200
+    assert b"confirm-switch" in page.content and b"alice@contoso.example" in page.content
+    assert database() == before
+    done = client.post(url, {"to": "graph", "user": "", "confirm": "1"})
+    assert done.status_code == 302
+    assert SyncSettings.objects.get(pk=hybrid.settings.pk).backend == "graph"

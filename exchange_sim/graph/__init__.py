@@ -3,6 +3,7 @@
 ``frontend``  `GraphFrontEnd` (``sim.graph``): apps, tokens, throttling, delta tokens, subscriptions, TLS
 ``contacts``  contact folders and contacts; ``events`` calendars and events; ``extended`` extended properties
 ``todo``      Microsoft To Do: task lists, tasks, linkedResources, tasks delta
+``translate`` translateExchangeIds: an item's id in the EWS, REST and immutable formats (delegated tokens only)
 ``delta``     contacts delta and the tokens; ``calendar_delta`` calendarView/delta; ``subscriptions`` webhooks
 ``zones``     time zone names; ``values`` date formats
 ``server``    the TLS listener: /v1.0, /{tenant}/oauth2/v2.0/token, openid-configuration, /_sim/

@@ -36,7 +36,7 @@ class GraphFrontEnd:
         apps: list[tuple[str, str]] | list[tuple[str, str, list[str] | None]] | None = None,
         tls_dir: str | None = None,
     ) -> None:
-        from exchange_sim.graph import calendar_delta, contacts, delta, events, subscriptions, todo  # noqa: F401  (routes)
+        from exchange_sim.graph import calendar_delta, contacts, delta, events, subscriptions, todo, translate  # noqa: F401  (routes)
 
         self.sim = simulator
         self.port = port

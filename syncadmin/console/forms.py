@@ -152,3 +152,11 @@ class SyncNowForm(forms.Form):
 
 class ResolveForm(forms.Form):
     keep = forms.ChoiceField(choices=[("crm", "CRM"), ("exchange", "Exchange")])
+
+
+class SwitchBackendForm(forms.Form):
+    """Move the environment (or one mailbox) to another backend: a preview, then the move (H3)."""
+
+    to = forms.ChoiceField(choices=Backend.choices)
+    user = forms.EmailField(required=False, help_text="Empty: every mailbox of the environment.")
+    confirm = forms.BooleanField(required=False)

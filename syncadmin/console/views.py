@@ -458,3 +458,41 @@ def audit_log(request: HttpRequest) -> HttpResponse:
             Q(username__icontains=query) | Q(target__icontains=query) | Q(action__icontains=query)
         )
     return render(request, "console/audit.html", {"entries": entries[:500], "q": query})
+
+
+# --- moving mailboxes to another backend (H2, H3) -------------------------------------------------
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def switch_backend(request: HttpRequest, pk: int) -> HttpResponse:
+    """The preview of a move first (nothing changes); the move once the administrator confirms it."""
+    env = get_object_or_404(Environment.objects.select_related("settings"), pk=pk)
+    form = forms.SwitchBackendForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Move: " + "; ".join(m for ms in form.errors.values() for m in ms))
+        return redirect(_environment_url(pk, "settings"))
+    to, user = form.cleaned_data["to"], form.cleaned_data["user"] or None
+    label = dict(forms.SwitchBackendForm.base_fields["to"].choices)[to]
+    try:
+        if not form.cleaned_data["confirm"]:
+            report = runtime.switch_backend(pk, to, user_email=user, dry_run=True)
+            context = {"env": env, "report": report, "to": to, "to_label": label, "user": user or ""}
+            return render(request, "console/switch_backend.html", context)
+        report = audit.audited(
+            request.user,
+            AuditAction.SETTINGS_CHANGED,
+            env,
+            lambda: runtime.switch_backend(pk, to, user_email=user, dry_run=False),
+            target=user or "",
+            changes={"backend": [None, to]},
+        )
+    except LookupError as exc:
+        messages.error(request, str(exc))
+        return redirect(_environment_url(pk, "settings"))
+    messages.success(
+        request,
+        f"{user or 'Every mailbox of ' + env.name} moves to {label}: {report['found']} of {report['links']} "
+        f"links carry over at the next pass, {report['not_found']} not found.",
+    )
+    return redirect(_environment_url(pk, "settings"))
