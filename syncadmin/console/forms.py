@@ -90,6 +90,8 @@ class SyncUserForm(forms.ModelForm):
     def __init__(self, *args, environment, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.instance.environment = environment
+        # The environment's page holds the settings form too, whose backend is id_backend.
+        self.fields["backend"].widget.attrs["id"] = "id_user_backend"
         self.fields["backend"].choices = [("", f"The environment's ({environment.settings.get_backend_display()})")] + [
             c for c in self.fields["backend"].choices if c[0]
         ]
