@@ -316,7 +316,7 @@ def test_h2_an_item_deleted_meanwhile_is_listed_not_recreated(hybrid, messages):
     attention = ItemLink.objects.filter(environment=hybrid.env, state__in=runtime.ATTENTION_LINK_STATES)
     assert contact_link in attention
     event_link.refresh_from_db()
-    assert event_link.state == LinkState.DELETED_REMOTE and "not found" in event_link.last_error.lower()
+    assert event_link.state == LinkState.NOT_FOUND and event_link in attention
     assert Activity.objects.filter(pk=items["personal"].pk).exists()  # the CRM keeps it
 
 
@@ -334,6 +334,21 @@ def test_h2_retry_of_an_item_not_found_re_creates_it(hybrid):
     assert link.state == LinkState.SYNCED and link.remote_id
     found = hybrid.mailbox().find_by_extended(SYNC_ID_PROPERTY, str(link.sync_id))
     assert len(found) == 1
+
+
+def test_h2_retry_of_an_event_not_found_re_creates_it(hybrid):
+    items = synchronized(hybrid)
+    link = ItemLink.objects.get(sync_user=hybrid.alice, activity=items["personal"])
+    hybrid.mailbox().delete(link.remote_id, hard=True)
+    hybrid.configure(backend="graph")
+    all_passes(hybrid)
+    link.refresh_from_db()
+    assert link.state == LinkState.NOT_FOUND
+    runtime.retry_item(link.pk)
+    assert run_calendar_pass(hybrid.alice.pk).created == 1
+    link.refresh_from_db()
+    assert link.state == LinkState.SYNCED
+    assert [e.props["Subject"] for e in hybrid.mailbox().events()].count("Dentist") == 1
 
 
 # --- H3: the preview and the switch ---------------------------------------------------------------

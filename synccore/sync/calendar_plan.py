@@ -335,6 +335,8 @@ class CalendarPlanner:
                     then=lambda: self.linked(link, entry, event, gone),
                 )
             ]
+        if link.state == LinkState.NOT_FOUND:
+            return []  # lost in a change of backend (H2): left alone until an administrator retries
         if activity.is_stub:
             return self.stub_copy(link, event, gone)
         if link.state == LinkState.DELETED_REMOTE:

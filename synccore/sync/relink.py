@@ -12,9 +12,8 @@ finds each linked item again over the new protocol before the contact and calend
 
 The old protocol's folder ids and tokens are dropped and the new folders taken; nothing is
 created, updated, cancelled or sent by the move itself. A link whose item cannot be found is
-left alone and listed (never deleted, never re-created until an administrator asks for it:
-contacts as ``NOT_FOUND``, in "Needs attention"; events as ``DELETED_REMOTE``, which the
-calendar engine keeps without re-creating, with the reason in their error).
+left alone as ``NOT_FOUND`` and listed in "Needs attention" (never deleted, never re-created
+until an administrator retries it: the contact and calendar engines skip such links).
 
 ``preview`` does the finding and writes nothing (H3); ``follow_backend`` runs before a pass.
 """
@@ -171,8 +170,7 @@ def apply(relinking: Relinking) -> None:
                 f"Not found in {user.mailbox_email} over {relinking.backend} after the move from "
                 f"{moved_from}: left as it is. Retry re-creates it."
             )
-            # The calendar engine keeps a DELETED_REMOTE link without re-creating it (K16).
-            link.state = LinkState.NOT_FOUND if link.kind in CONTACT_KINDS else LinkState.DELETED_REMOTE
+            link.state = LinkState.NOT_FOUND
             link.remote_id, link.remote_change_key = "", ""
             link.last_error, link.last_error_at = note, now
             link.save(
