@@ -24,10 +24,17 @@ def url(env):
         ({"autodiscover_email": "x@attacker.example", "ews_url": ""}, "service_password"),
         ({"graph_endpoint": "https://attacker.example/v1.0"}, "oauth_client_secret"),
         ({"authority_url": "https://attacker.example/tenant"}, "oauth_client_secret"),
-        ({"ca_bundle": "/tmp/attacker-ca.pem"}, "oauth_client_secret"),
+        ({"ca_bundle": "A PEM FILE"}, "oauth_client_secret"),
     ],
 )
-def test_changing_where_a_secret_is_sent_requires_entering_it_again_in_the_api(admin_api, env, changes, secret):
+def test_changing_where_a_secret_is_sent_requires_entering_it_again_in_the_api(
+    admin_api, env, changes, secret, tmp_path
+):
+    if changes.get("ca_bundle"):
+        import trustme
+
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "attacker-ca.pem"))
+        changes = {"ca_bundle": str(tmp_path / "attacker-ca.pem")}
     env.settings.oauth_client_secret = "client-secret"
     env.settings.save()
     response = admin_api.patch(url(env), changes, format="json")

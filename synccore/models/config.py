@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -95,6 +96,25 @@ class PersonalDeletionPolicy(models.TextChoices):
 SECRET_FIELDS = ("service_password", "oauth_client_secret")
 # Endpoints that receive credentials: plain http only to this machine, unless allowed.
 PLAIN_HTTP_CHECKED = ("ews_url", "graph_endpoint", "authority_url")
+
+
+# A bundle of every public CA is about 250 KB; a file far larger is not one.
+MAX_CA_BUNDLE_BYTES = 5 * 1024 * 1024
+
+
+def ca_bundle_problem(path: str) -> str:
+    """Why the file at ``path`` is not a PEM bundle of CA certificates this server can use, or ''.
+    Checked when the settings are saved, so a bad bundle never reaches a connection."""
+    bundle = Path(path)
+    try:
+        if bundle.stat().st_size > MAX_CA_BUNDLE_BYTES:
+            return f"The CA bundle {path} is larger than {MAX_CA_BUNDLE_BYTES // (1024 * 1024)} MB: not a bundle."
+        ssl.create_default_context(cafile=str(bundle))
+    except FileNotFoundError:
+        return f"The CA bundle {path} is not a file on this server."
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"The CA bundle {path} is not a PEM file of certificates this server can read ({exc})."
+    return ""
 
 
 def _plain_http_elsewhere(url: str) -> bool:
@@ -258,6 +278,10 @@ class SyncSettings(models.Model):
             message = missing_iso_codes_message(self.environment)
             if message:
                 errors.setdefault("synchronize_contacts", []).append(message)
+        if self.ca_bundle:
+            problem = ca_bundle_problem(self.ca_bundle)
+            if problem:
+                errors.setdefault("ca_bundle", []).append(problem)
         if not self.allow_plain_http:
             for name in self.plain_http_fields():
                 errors.setdefault(name, []).append(
