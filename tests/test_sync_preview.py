@@ -12,10 +12,14 @@ from django.apps import apps
 from django.core.management import call_command
 from django.utils import timezone
 
+from syncadmin.models import AuditEntry
+from syncadmin.roles import OPERATOR
 from synccore.models import Attendee, SynchronizerState
+from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.preview import preview_passes
 from tests.fixtures import factories as f
+from tests.fixtures.api import client_for, user_with_role
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
@@ -177,3 +181,44 @@ class TestCommand:
         assert {"would_update", "would_delete", "cancellations", "conflicts", "held"} <= summary.keys()
         assert (database(), mailboxes(crm.sim)) == (db_before, mail_before)
         assert crm.env.state != SynchronizerState.RUNNING  # a preview needs no running synchronizer
+
+
+class TestApi:
+    def test_p1_a_dry_run_answers_200_while_stopped_with_the_summary_and_pages_of_actions(
+        self, crm, start, monkeypatch
+    ):
+        assert crm.env.state == SynchronizerState.STOPPED
+        for i in range(3):
+            f.contact(crm.env, first_name="Ann", last_name=f"Lee {i}")
+        meeting(crm, start, subject="Review")
+        monkeypatch.setattr(runtime, "PREVIEW_PAGE_SIZE", 2)
+        api = client_for(user_with_role(OPERATOR))
+        url = f"/api/v1/environments/{crm.env.pk}/sync-now/"
+        db_before, mail_before = database(), mailboxes(crm.sim)
+        response = api.post(url, {"dry_run": True, "user": crm.alice.mailbox_email}, format="json")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["summary"]["dry_run"] is True
+        assert (body["summary"]["would_create"], body["summary"]["invitations"]) == (4, 2)
+        assert body["messages"][0]["kind"] == "invitation"
+        seen = body["actions"]
+        assert len(seen) == 2
+        while body["next_cursor"]:
+            body = api.post(
+                url,
+                {"dry_run": True, "user": crm.alice.mailbox_email, "cursor": body["next_cursor"]},
+                format="json",
+            ).json()
+            seen += body["actions"]
+        assert sorted(a["item"]["subject"] for a in seen) == ["Ann Lee 0", "Ann Lee 1", "Ann Lee 2", "Review"]
+        assert {a["action"] for a in seen} == {"create"}
+        assert (database(), mailboxes(crm.sim)) == (db_before, mail_before)
+        assert not AuditEntry.objects.exists()
+
+    def test_p1_a_dry_run_refuses_an_unknown_user_and_a_bad_cursor(self, crm):
+        api = client_for(user_with_role(OPERATOR))
+        url = f"/api/v1/environments/{crm.env.pk}/sync-now/"
+        response = api.post(url, {"dry_run": True, "user": "nobody@contoso.example"}, format="json")
+        assert (response.status_code, list(response.json())) == (400, ["user"])
+        response = api.post(url, {"dry_run": True, "cursor": "later"}, format="json")
+        assert (response.status_code, list(response.json())) == (400, ["cursor"])

@@ -15,7 +15,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from synccore.crmio import BatchClash
 from synccore.mailbox.base import MailboxError
-from synccore.runtime.service import IllegalTransition, StartFailed, UnknownUser, UserStillActive
+from synccore.runtime.service import (
+    IllegalTransition,
+    StartFailed,
+    UnknownCursor,
+    UnknownUser,
+    UserStillActive,
+)
 
 
 def _validation_detail(exc: DjangoValidationError) -> dict | list:
@@ -39,6 +45,8 @@ def exception_handler(exc, context):
         return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
     elif isinstance(exc, UnknownUser):
         exc = exceptions.ValidationError({"user": [str(exc)]})
+    elif isinstance(exc, UnknownCursor):
+        exc = exceptions.ValidationError({"cursor": [str(exc)]})
     elif isinstance(exc, MailboxError):
         # Exchange answered with an error (or not at all): the gateway failed, not this server.
         return Response({"detail": f"Exchange: {exc}"}, status=status.HTTP_502_BAD_GATEWAY)

@@ -105,6 +105,19 @@ class SyncNowSerializer(serializers.Serializer):
     user = serializers.EmailField(required=False, allow_null=True, default=None)
     kind = serializers.ChoiceField(choices=["all", "contacts", "calendar"], default="all")
     full = serializers.BooleanField(default=False)
+    # P1: answer what the passes would do (200), write nothing, enqueue nothing.
+    dry_run = serializers.BooleanField(default=False)
+    cursor = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PreviewSerializer(serializers.Serializer):
+    """A dry run's answer: the summary, the meeting messages, one page of actions."""
+
+    summary = serializers.DictField()
+    errors = serializers.ListField(child=serializers.CharField())
+    messages = serializers.ListField(child=serializers.DictField())
+    actions = serializers.ListField(child=serializers.DictField())
+    next_cursor = serializers.CharField(allow_null=True)
 
 
 class SwitchBackendSerializer(serializers.Serializer):

@@ -97,12 +97,26 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
     def stop(self, request, pk=None):
         return self._operate(AuditAction.STOP, runtime.stop)
 
-    @extend_schema(request=s.SyncNowSerializer, responses={202: s.StatusSerializer, 409: CONFLICT_409})
+    @extend_schema(
+        request=s.SyncNowSerializer,
+        responses={200: s.PreviewSerializer, 202: s.StatusSerializer, 409: CONFLICT_409},
+    )
     @action(detail=True, methods=["post"], url_path="sync-now")
     def sync_now(self, request, pk=None):
         body = s.SyncNowSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         options = body.validated_data
+        if options["dry_run"]:  # a preview changes nothing: no audit entry, any synchronizer state
+            preview = runtime.preview(
+                self.get_object().pk,
+                user_email=options["user"],
+                kind=options["kind"],
+                full=options["full"],
+                cursor=options["cursor"],
+            )
+            return Response(preview)
+        options.pop("cursor")
+        options.pop("dry_run")
         return self._operate(
             AuditAction.SYNC_NOW,
             lambda env_id: runtime.sync_now(

@@ -40,6 +40,7 @@ from synccore.runtime import config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, relink
 from synccore.sync.connection import ConnectionReport, check_connection
+from synccore.sync.preview import preview_passes
 
 KINDS = passes.KINDS
 
@@ -62,6 +63,10 @@ class StartFailed(RuntimeServiceError):
 
 
 class UnknownUser(RuntimeServiceError):
+    pass
+
+
+class UnknownCursor(RuntimeServiceError):
     pass
 
 
@@ -133,6 +138,41 @@ def sync_now(
             if passes.runnable_kind(user, one_kind):
                 passes.enqueue_pass(user, one_kind, full=full, trigger=trigger, broker=broker)
     return status(environment_id)
+
+
+PREVIEW_PAGE_SIZE = 100
+
+
+def preview(
+    environment_id: int,
+    *,
+    user_email: str | None = None,
+    kind: str = "all",
+    full: bool = False,
+    cursor: str = "",
+    page_size: int | None = None,
+) -> dict[str, Any]:
+    """P1: what sync-now would do, in the foreground, writing nothing (so also while stopped).
+
+    The preview is taken again for each page: ``cursor`` is where the page starts in its list
+    of actions (a later page of a changed environment shows the plan as it is then)."""
+    env = Environment.objects.get(pk=environment_id)
+    _users(env, user_email)  # an unknown or inactive user is refused as sync-now refuses it
+    try:
+        offset = max(0, int(cursor or 0))
+    except ValueError:
+        raise UnknownCursor(f"“{cursor}” is not a cursor of this preview.") from None
+    result = preview_passes(env.name, user_email=user_email, kind=kind, full=full)
+    page_size = page_size or PREVIEW_PAGE_SIZE
+    page = result.actions[offset : offset + page_size]
+    following = offset + page_size
+    return {
+        "summary": result.summary(),
+        "errors": result.errors,
+        "messages": [message.as_dict() for message in result.messages],
+        "actions": [planned.as_dict() for planned in page],
+        "next_cursor": str(following) if following < len(result.actions) else None,
+    }
 
 
 def sync_all(environment_id: int, *, user_email: str | None = None) -> dict[str, Any]:
