@@ -222,3 +222,25 @@ class TestApi:
         assert (response.status_code, list(response.json())) == (400, ["user"])
         response = api.post(url, {"dry_run": True, "cursor": "later"}, format="json")
         assert (response.status_code, list(response.json())) == (400, ["cursor"])
+
+
+class TestConsole:
+    def test_p1_preview_beside_sync_now_shows_the_numbers_and_writes_nothing(self, crm, start, client):
+        meeting(crm, start, subject="Review")
+        client.force_login(user_with_role(OPERATOR))
+        page = client.get(f"/environments/{crm.env.pk}/").content.decode()
+        assert 'data-action="preview-all"' in page
+        db_before, mail_before = database(), mailboxes(crm.sim)
+        response = client.post(f"/environments/{crm.env.pk}/preview/", {"kind": "all"})
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert '<td data-field="would_create">1</td>' in page
+        assert '<td data-field="invitations">2</td>' in page
+        assert "would create “Review”" in page
+        assert 'data-action="sync-now-confirmed"' in page
+        assert (database(), mailboxes(crm.sim)) == (db_before, mail_before)
+        assert not AuditEntry.objects.exists()
+
+    def test_p1_a_viewer_cannot_preview(self, crm, client):
+        client.force_login(user_with_role("viewer"))
+        assert client.post(f"/environments/{crm.env.pk}/preview/", {"kind": "all"}).status_code in (302, 403)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("environments/<int:pk>/start/", views.start, name="start"),
     path("environments/<int:pk>/stop/", views.stop, name="stop"),
     path("environments/<int:pk>/sync-now/", views.sync_now, name="sync-now"),
+    path("environments/<int:pk>/preview/", views.preview, name="preview"),
     path("environments/<int:pk>/test-connection/", views.test_connection, name="test-connection"),
     path("environments/<int:pk>/switch-backend/", views.switch_backend, name="switch-backend"),
     path("environments/<int:pk>/settings/", views.save_settings, name="settings"),

@@ -144,6 +144,26 @@ def sync_now(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @role_required(OPERATOR)
+def preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """P1: what "Sync now" would do, shown before anything is done (nothing is written)."""
+    environment = get_object_or_404(Environment, pk=pk)
+    form = forms.SyncNowForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Preview: " + "; ".join(m for ms in form.errors.values() for m in ms))
+        return redirect(_environment_url(pk, "users"))
+    options = form.cleaned_data
+    user = options["user"] or None
+    try:
+        result = runtime.preview(pk, user_email=user, kind=options["kind"], full=options["full"])
+    except RuntimeServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect(_environment_url(pk, "users"))
+    context = {"env": environment, "preview": result, "target": user or "every active user", "options": options}
+    return render(request, "console/preview.html", context)
+
+
+@require_POST
+@role_required(OPERATOR)
 def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
     environment = get_object_or_404(Environment, pk=pk)
     report = runtime.test_connection(environment.pk)
