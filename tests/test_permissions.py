@@ -176,6 +176,7 @@ CONSOLE = [
     ("start", "post", OP, {}),
     ("stop", "post", OP, {}),
     ("sync-now", "post", OP, {}),
+    ("preview", "post", OP, {}),
     ("test-connection", "post", OP, {}),
     ("switch-backend", "post", A, {}),
     ("settings", "post", A, {}),
