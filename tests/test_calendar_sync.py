@@ -468,3 +468,47 @@ class TestRecurrence:
         activity = Activity.objects.get(subject="Standup")
         assert "FREQ=DAILY" in activity.recurrence and "COUNT=3" in activity.recurrence
         assert calendar_pass(crm).updated == 0
+
+
+class TestBehavioursThatHadNoTest:
+    """Issue 15, finding 5: behaviours that worked without a test to hold them."""
+
+    def test_finding5_k3_an_attendee_with_invite_off_is_not_written(self, crm, start):
+        activity = meeting(crm, start, subject="Review")
+        Attendee.objects.create(activity=activity, email="quiet@fabrikam.example", type="other", invite=False)
+        calendar_pass(crm)
+        (event,) = crm.mailbox().events()
+        written = {
+            a["Mailbox"]["EmailAddress"].lower()
+            for name in ("RequiredAttendees", "OptionalAttendees")
+            for a in event.props.get(name) or []
+        }
+        assert "bob@contoso.example" in written
+        assert "quiet@fabrikam.example" not in written
+        assert calendar_pass(crm).updated == 0  # the attendee left out is not a difference
+
+    def test_finding5_k11_a_private_outlook_event_imports_as_private(self, crm, start):
+        crm.mailbox().create_event("Doctor", start, start + timedelta(hours=1), Sensitivity="Private")
+        crm.mailbox().create_event("Team lunch", start, start + timedelta(hours=1))
+        calendar_pass(crm)
+        assert dict(Activity.objects.values_list("subject", "private")) == {"Doctor": True, "Team lunch": False}
+
+    def test_finding5_k3_a_changed_location_or_time_reaches_the_invitees_as_a_meeting_update(self, crm, start):
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        calendar_pass(crm)
+        bob = crm.mailbox(crm.bob)
+        assert [m.props["MeetingRequestType"] for m in bob.items("inbox")] == ["NewMeetingRequest"]
+
+        activity.location = "Room 2"
+        activity.save()
+        calendar_pass(crm)
+        (copy,) = bob.events()
+        assert copy.props["Location"] == "Room 2"
+        assert [m.props["MeetingRequestType"] for m in bob.items("inbox")][-1] == "FullUpdate"
+
+        activity.start, activity.end = start + timedelta(hours=2), start + timedelta(hours=3)
+        activity.save()
+        calendar_pass(crm)
+        (copy,) = bob.events()
+        assert copy.props["Start"] == start + timedelta(hours=2)
+        assert [m.props["MeetingRequestType"] for m in bob.items("inbox")].count("FullUpdate") == 2
