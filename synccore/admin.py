@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import (
@@ -236,7 +236,12 @@ class ActivityAdmin(CrmAdmin):
     date_hierarchy = "start"
     autocomplete_fields = ["organizer"]
     inlines = [AttendeeInline]
-    readonly_fields = ["created_at", "updated_at", "meeting_uid", "is_stub"]
+    readonly_fields = ["warnings", "created_at", "updated_at", "meeting_uid", "is_stub"]
+
+    @admin.display(description="warnings")
+    def warnings(self, obj: Activity) -> str:
+        found = obj.warnings() if obj.pk else []
+        return format_html_join("", "<p>{}</p>", ((w,) for w in found)) or "—"
 
     # K14: a back-office edit reaches Exchange as an API write does, through the runtime's one
     # door (which waits for the commit), not at the next pull.

@@ -197,6 +197,7 @@ def _export_activity(activity: Activity) -> dict[str, Any]:
             }
             for a in activity.attendees.all()
         ],
+        "warnings": activity.warnings(),
     }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime, timedelta
 
-from synccore.models import Activity, Contact, ItemLink, SyncUser
+import pytest
+from django.urls import reverse
+
+from synccore.models import Activity, Attendee, Contact, Employee, ItemLink, SyncUser
 from synccore.runtime import service as runtime
 from tests.fixtures import factories
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
@@ -269,3 +272,25 @@ def test_an_attendee_change_made_by_the_synchronizer_shows_as_a_change_of_the_ac
     assert [a["external_id"] for a in since] == ["A-ATT"]
     assert since[0]["updated_at"] > before
     assert [a["synchronized"] for a in since[0]["attendees"] if a["email"] == "BOB@contoso.example"] == [True]
+
+
+START = datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+
+def test_finding7_an_employee_attendee_without_an_address_is_a_visible_warning(admin_api, env, admin_client):
+    nameless = Employee.objects.create(environment=env, name="Nora Noaddress", external_id="E-NORA")
+    activity = Activity.objects.create(
+        environment=env, external_id="A-W", subject="Visit", start=START, end=START + timedelta(hours=1)
+    )
+    Attendee.objects.create(activity=activity, type="employee", employee=nameless)
+    Attendee.objects.create(activity=activity, type="employee", email="bob@contoso.example")
+    body = admin_api.get(url(env, "activities", "A-W/")).json()
+    (warning,) = body["warnings"]
+    assert "Nora Noaddress" in warning and "no e-mail address" in warning
+    page = admin_client.get(reverse("admin:synccore_activity_change", args=[activity.pk])).content.decode()
+    assert "Nora Noaddress has no e-mail address" in page
+
+
+def test_finding7_an_activity_whose_employees_all_have_addresses_has_no_warnings(admin_api, env):
+    assert upsert(admin_api, env, "activities", [MEETING])[0]["status"] == "created"
+    assert admin_api.get(url(env, "activities", "A-1/")).json()["warnings"] == []

@@ -129,6 +129,11 @@ class ActivitySerializer(CrmRecordSerializer):
     exceptions = OccurrenceExceptionSerializer(many=True, required=False, max_length=crmio.MAX_EXCEPTIONS)
     reminder_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=40320)
     attendees = AttendeeSerializer(many=True, required=False, max_length=crmio.MAX_ATTENDEES)
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What the synchronizer cannot do with the activity, e.g. an employee attendee without an address.",
+    )
 
 
 SERIALIZERS = {

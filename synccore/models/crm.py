@@ -403,6 +403,27 @@ class Activity(CrmRecord):
     def has_links(self) -> bool:
         return self.links.exists()
 
+    def warnings(self) -> list[str]:
+        """What the synchronizer cannot do with this activity as it stands, for people to see.
+
+        An employee is matched to a sync user (the organizer's mailbox, an invitee's copy, K3)
+        by address only: an employee attendee without one is silently left out otherwise."""
+        found = []
+        if self.organizer_id and not (self.organizer.email or self.organizer_email):
+            found.append(
+                f"The organizer {self.organizer.name} has no e-mail address: the activity cannot be "
+                "matched to a sync user's calendar."
+            )
+        for attendee in self.attendees.all():
+            if attendee.type != AttendeeType.EMPLOYEE or attendee.email:
+                continue
+            name = attendee.name or (attendee.employee.name if attendee.employee_id else "?")
+            found.append(
+                f"The employee attendee {name} has no e-mail address: it cannot be matched to a "
+                "sync user, so it is neither invited nor given a copy in Exchange."
+            )
+        return found
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.start and self.end and self.end < self.start:
