@@ -102,3 +102,13 @@ def test_the_audit_log_reads_back_who_did_what(viewer_api, operator_api, env):
     assert body["results"][0]["changes"] == {"user": None, "kind": "contacts", "full": False}
     assert body["results"][0]["environment"] == "Production"
     assert viewer_api.get("/api/v1/audit/", {"environment": "x"}).status_code == 400
+
+
+def test_an_audit_filter_by_an_environment_id_that_is_not_ascii_digits_or_too_large_is_a_400(viewer_api, env):
+    # "²".isdigit() is true, and 30 digits overflow the database's integer: both were 500s.
+    for value in ("²", "1" * 30):
+        assert viewer_api.get("/api/v1/audit/", {"environment": value}).status_code == 400
+
+
+def test_a_sync_user_id_too_large_for_the_database_is_a_404(viewer_api, env):
+    assert viewer_api.get(url(env, "users/" + "9" * 30 + "/")).status_code == 404

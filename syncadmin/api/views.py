@@ -5,6 +5,7 @@ Errors raised by the services become 400 / 404 / 409 / 422 in ``syncadmin.api.er
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 
 from django.http import Http404
@@ -201,7 +202,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     def get_object(self):
         value = self.kwargs["pk"]
         users = self.get_queryset()
-        if value.isascii() and value.isdigit():
+        if re.fullmatch(r"[0-9]{1,18}", value):  # ASCII digits that fit a bigint
             user = get_object_or_404(users, pk=int(value))
         elif "@" in value and "\x00" not in value:
             user = get_object_or_404(users, mailbox_email__iexact=value)
@@ -455,7 +456,9 @@ class AuditViewSet(viewsets.GenericViewSet, mixins.ListModelMixin):
         entries = AuditEntry.objects.select_related("environment")
         params = self.request.query_params
         if "environment" in params:
-            if not params["environment"].isdigit():
+            # str.isdigit() takes "²" and unbounded numbers overflow the database's integer: ASCII
+            # digits that fit a bigint only.
+            if not re.fullmatch(r"[0-9]{1,18}", params["environment"]):
                 raise serializers.ValidationError({"environment": ["An environment id."]})
             entries = entries.filter(environment_id=int(params["environment"]))
         if "action" in params:
