@@ -89,3 +89,25 @@ def test_a_user_is_found_by_its_mailbox_address_as_well_as_its_id(viewer_api, ad
     SyncUser.objects.filter(pk=alice.pk).update(health=Health.UNHEALTHY)
     response = admin_api.post(url(env, "alice@contoso.example/re-enable/"))
     assert response.status_code == 200 and response.json()["health"] == "healthy"
+
+
+def test_finding6_sets_and_clears_the_per_user_categorization_switch(admin_api, env):
+    alice = SyncUser.objects.get(mailbox_email="alice@contoso.example")
+    assert admin_api.get(url(env, f"{alice.pk}/")).json()["categorize_override"] is None
+    response = admin_api.patch(url(env, f"{alice.pk}/"), {"categorize_override": True}, format="json")
+    assert response.status_code == 200 and response.json()["categorize_override"] is True
+    alice.refresh_from_db()
+    assert alice.categorize_contacts is True
+    response = admin_api.patch(url(env, f"{alice.pk}/"), {"categorize_override": None}, format="json")
+    assert response.json()["categorize_override"] is None
+    alice.refresh_from_db()
+    assert alice.categorize_contacts is env.settings.categorize_contacts
+
+
+def test_finding6_categorization_on_for_a_user_needs_a_folder_name(admin_api, env):
+    env.settings.contact_folder_name = ""
+    env.settings.save()
+    alice = SyncUser.objects.get(mailbox_email="alice@contoso.example")
+    response = admin_api.patch(url(env, f"{alice.pk}/"), {"categorize_override": True}, format="json")
+    assert response.status_code == 400
+    assert "contact_folder_override" in response.json()

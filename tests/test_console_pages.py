@@ -220,3 +220,20 @@ def test_test_connection_without_javascript_reports_what_it_tried(client, demo, 
     page = response.content.decode()
     assert "Connection failed: Connection refused" in page
     assert "POST http://127.0.0.1:9/EWS/Exchange.asmx" in page
+
+
+def test_finding6_the_user_form_offers_the_per_user_categorization_switch(client, demo):
+    login(client, "administrator")
+    user = SyncUser.objects.filter(environment=demo).first()
+    page = client.get(f"/environments/{demo.pk}/users/{user.pk}/edit/").content.decode()
+    assert "As the environment" in page
+    data = {
+        "employee": user.employee_id,
+        "mailbox_email": user.mailbox_email,
+        "contacts_enabled": "on",
+        "active": "on",
+        "categorize_override": "false",
+    }
+    assert client.post(f"/environments/{demo.pk}/users/{user.pk}/edit/", data).status_code == 302
+    user.refresh_from_db()
+    assert user.categorize_override is False and user.categorize_contacts is False

@@ -130,6 +130,31 @@ class TestFolders:
         crm.contacts_pass()
         assert len(crm.mailbox().contacts("contacts/Customers")) == 1
 
+    def test_finding6_c5_a_per_user_switch_turns_categorization_on_for_that_user_only(self, crm):
+        crm.configure(categorize_contacts=False, contact_folder_name="CRM")
+        crm.alice.categorize_override = True
+        crm.alice.save()
+        make_contacts(crm, 1)
+        crm.contacts_pass(crm.alice)
+        crm.contacts_pass(crm.bob)
+        assert len(crm.mailbox(crm.alice).contacts("contacts/CRM")) == 1
+        assert crm.mailbox(crm.alice).contacts() == []
+        assert len(crm.mailbox(crm.bob).contacts()) == 1
+
+    def test_finding6_c5_a_per_user_switch_turns_categorization_off_for_that_user_only(self, crm):
+        crm.configure(categorize_contacts=True, contact_folder_name="CRM")
+        crm.alice.categorize_override = False
+        crm.alice.save()
+        make_contacts(crm, 1)
+        crm.contacts_pass(crm.alice)
+        crm.contacts_pass(crm.bob)
+        assert len(crm.mailbox(crm.alice).contacts()) == 1
+        assert len(crm.mailbox(crm.bob).contacts("contacts/CRM")) == 1
+        crm.alice.categorize_override = None  # back to the environment's: existing contacts move (C5)
+        crm.alice.save()
+        crm.contacts_pass(crm.alice)
+        assert len(crm.mailbox(crm.alice).contacts("contacts/CRM")) == 1
+
     def test_a_pass_in_a_fresh_process_does_not_look_the_folder_up_again(self, crm):
         crm.configure(categorize_contacts=True, contact_folder_name="CRM")
         make_contacts(crm, 1)

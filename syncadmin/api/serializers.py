@@ -204,6 +204,7 @@ class SyncUserSerializer(serializers.ModelSerializer):
             "contacts_enabled",
             "calendar_enabled",
             "contact_folder_override",
+            "categorize_override",
             "active",
             "backend",
             "effective_backend",

@@ -74,6 +74,14 @@ class FiltersForm(forms.ModelForm):
         fields = FILTER_FIELDS
 
 
+class OverrideSelect(forms.NullBooleanSelect):
+    """Empty follows the environment's setting."""
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs)
+        self.choices = [("unknown", "As the environment"), ("true", "On"), ("false", "Off")]
+
+
 class SyncUserForm(forms.ModelForm):
     class Meta:
         model = SyncUser
@@ -83,9 +91,11 @@ class SyncUserForm(forms.ModelForm):
             "contacts_enabled",
             "calendar_enabled",
             "contact_folder_override",
+            "categorize_override",
             "active",
             "backend",
         ]
+        widgets = {"categorize_override": OverrideSelect}
 
     def __init__(self, *args, environment, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -411,6 +411,12 @@ class SyncUser(models.Model):
         blank=True,
         help_text="A contact folder for this user only (empty: the environment's).",
     )
+    categorize_override = models.BooleanField(
+        "categorization",
+        null=True,
+        blank=True,
+        help_text="Categorization on or off for this user only (empty: the environment's).",
+    )
     active = models.BooleanField(
         default=True, help_text="Inactive users are not synchronized; their mailboxes are left as they are."
     )
@@ -485,6 +491,13 @@ class SyncUser(models.Model):
         return Q(backend=backend) | Q(backend="", environment__settings__backend=backend)
 
     @property
+    def categorize_contacts(self) -> bool:
+        """C5 for this user: the override when set, else the environment's switch."""
+        if self.categorize_override is not None:
+            return self.categorize_override
+        return self.environment.settings.categorize_contacts
+
+    @property
     def email_case_warning(self) -> str:
         """A visible warning when the addresses differ only in case (K5), or ''."""
         employee_email = self.employee.email if self.employee_id else ""
@@ -512,6 +525,8 @@ class SyncUser(models.Model):
                 errors["mailbox_email"] = (
                     f"The mailbox e-mail must be the employee's address ({employee.email})."
                 )
+        if self.categorize_override and self.environment_id and not self.contact_folder_name.strip():
+            errors["contact_folder_override"] = "Categorization needs a folder name."
         if self.mailbox_email and self.environment_id:
             clash = SyncUser.objects.filter(
                 environment_id=self.environment_id, mailbox_email__iexact=self.mailbox_email

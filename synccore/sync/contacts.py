@@ -215,7 +215,7 @@ class ContactPass:
     # Folders -------------------------------------------------------------------------------
 
     def target_folder_name(self) -> str:
-        return self.user.contact_folder_name.strip() if self.settings.categorize_contacts else ""
+        return self.user.contact_folder_name.strip() if self.user.categorize_contacts else ""
 
     def folder_state(self, name: str) -> FolderState:
         state, _ = FolderState.objects.get_or_create(
@@ -330,7 +330,7 @@ class ContactPass:
                 plan.updates.append((link, item, list(item.values)))  # C6: overwrite everything mapped
             elif item.hash != link.crm_hash:
                 plan.updates.append((link, item, cards.changed_fields(item.values, link.snapshot)))
-            if self.settings.categorize_contacts and link.remote_folder_id != target_folder_id:
+            if self.user.categorize_contacts and link.remote_folder_id != target_folder_id:
                 plan.moves.append(link)  # C5: existing contacts move into the categorization folder
         for key, item in wanted.items():
             if key in linked:
