@@ -354,6 +354,20 @@ class TestDeletions:
         calendar_pass(crm)
         assert crm.mailbox().events() == []
 
+    def test_k9_an_event_created_in_a_pass_that_also_deleted_one_is_seen_deleted_in_outlook(self, crm, start):
+        # The pass that deletes one event and creates another must still move its token past
+        # both: Exchange reports no deletion of an item created after the token it is given.
+        gone = f.activity(crm.env, subject="Gone", start=start, organizer=crm.alice.employee)
+        calendar_pass(crm)
+        gone.delete()
+        new = f.activity(crm.env, subject="Focus time", start=start, organizer=crm.alice.employee)
+        run = calendar_pass(crm)
+        assert (run.created, run.deleted) == (1, 1)
+        crm.mailbox().delete(crm.mailbox().events()[0], hard=True)
+        calendar_pass(crm)
+        assert ItemLink.objects.get(activity=new).state == LinkState.DELETED_REMOTE
+        assert crm.mailbox().events() == []
+
     @pytest.mark.parametrize("recurrence", ["", "FREQ=WEEKLY;COUNT=5"], ids=["single", "series"])
     def test_k9_an_event_outlook_moved_to_deleted_items_counts_as_deleted(self, crm, start, recurrence):
         # Outlook deletes to Deleted Items, where the event keeps its (immutable) id and can still

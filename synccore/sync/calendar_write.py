@@ -77,6 +77,7 @@ class CalendarWriter:
         self.now = scope.now
         self.folder_id = ""
         self.wrote = False  # whether anything reached Exchange (then our writes are absorbed)
+        self.removed: set[str] = set()  # Exchange ids this pass deleted (absorbed with the rest)
         self.creates: list[tuple[Activity, Target, ItemLink]] = []
         self.deletes: list[tuple[ItemLink, bool]] = []  # with whether cancellations are sent
 
@@ -481,6 +482,7 @@ class CalendarWriter:
             last = None
         self.wrote = True
         if last is None:
+            self.removed.add(ref.item_id)
             return self.backend.delete_events(self.mailbox, [ref], send_cancellations=send)[0]
         parts = dict(
             p.split("=", 1) for p in ev.canonical_rrule(event.recurrence, event.start, event.time_zone).split(";")
@@ -737,6 +739,7 @@ class CalendarWriter:
             if not batch:
                 continue
             refs = [RemoteRef(link.remote_id, link.remote_change_key) for link in batch]
+            self.removed.update(ref.item_id for ref in refs)
             results = self.backend.delete_events(self.mailbox, refs, send_cancellations=cancel)
             self.wrote = True
             for link, result in zip(batch, results, strict=True):
@@ -752,7 +755,9 @@ class CalendarWriter:
 
     def absorb_own_writes(self, state: FolderState) -> None:
         """Advance the token past our own writes; a foreign edit meanwhile stays visible because
-        its change key differs from the one we recorded."""
+        its change key differs from the one we recorded. Our own deletions are absorbed too: a
+        token left before this pass's creates would never report their deletion (Exchange reports
+        no Delete for an item created after the token), and the link would point at nothing."""
         known = dict(
             ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY)
             .exclude(remote_id="")
@@ -765,5 +770,5 @@ class CalendarWriter:
         foreign = [
             ref for ref in page.changed if ref.item_id not in known or known[ref.item_id] != ref.change_key
         ]
-        if not foreign and not page.deleted:
+        if not foreign and set(page.deleted) <= self.removed:
             state.sync_token = page.token
