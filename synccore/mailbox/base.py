@@ -322,6 +322,37 @@ EVENT_FIELDS = (
 )
 
 
+TaskStatus = Literal["open", "completed"]
+TaskImportance = Literal["low", "normal", "high"]
+
+
+@dataclass
+class TaskItem:
+    """A task (EWS: the Tasks folder; Graph: the default Microsoft To Do list) as the engine sees it.
+
+    Exchange keeps a task's dates as whole days: ``due``, ``start`` and ``completed_at`` are dates,
+    written as midnight UTC of that day and read back as that day, so the engine compares days,
+    never instants. Completion is the server's: a task written ``completed`` gets 100 % and today's
+    completion day from the server (EWS refuses a completion date from a client), and reopening
+    drops it. ``reminder`` is an instant (None: no reminder)."""
+
+    subject: str = ""
+    body: str = ""
+    status: TaskStatus = "open"
+    due: date | None = None
+    start: date | None = None
+    completed_at: date | None = None
+    importance: TaskImportance = "normal"
+    reminder: datetime | None = None
+    sync_id: str = ""
+    ref: RemoteRef | None = None
+    last_modified: datetime | None = None
+
+
+# The fields of ``update_tasks`` (``completed_at`` follows ``status``: the server sets it).
+TASK_FIELDS = ("subject", "body", "status", "due", "start", "importance", "reminder")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, PostalAddress):
         return {f.name: getattr(value, f.name) for f in fields(value)}
@@ -487,6 +518,48 @@ class MailboxBackend(abc.ABC):
         self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool
     ) -> list[ItemResult]:
         """Delete (the organizer's copy: cancel) events; already gone counts as deleted."""
+
+    # Tasks (T1–T6) ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ensure_task_folder(self, mailbox: str) -> str:
+        """The id of the mailbox's default task folder (EWS: Tasks; Graph: the default To Do list)."""
+
+    @abc.abstractmethod
+    def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        """Every task changed or removed since ``token`` ('' = from the start), all pages.
+
+        Raises InvalidSyncToken when the token is not accepted."""
+
+    @abc.abstractmethod
+    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
+        """Read tasks whole, in input order; a task that is gone gives ItemNotFound."""
+
+    @abc.abstractmethod
+    def find_tasks_by_sync_ids(
+        self, mailbox: str, folder_id: str, sync_ids: Sequence[str]
+    ) -> dict[str, RemoteRef]:
+        """Tasks carrying these sync ids (a create whose link was lost): sync id → ref."""
+
+    @abc.abstractmethod
+    def create_tasks(self, mailbox: str, folder_id: str, tasks: Sequence[TaskItem]) -> list[ItemResult]:
+        """Create tasks (with their sync ids) in batches; one result per task, in order."""
+
+    @abc.abstractmethod
+    def update_tasks(
+        self, mailbox: str, updates: Sequence[tuple[RemoteRef, TaskItem, Iterable[str]]]
+    ) -> list[ItemResult]:
+        """Write only the named fields (``TASK_FIELDS``) of each task onto the referenced item
+        (the engine has merged both sides first, as for events: the write overwrites)."""
+
+    def complete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
+        """Complete tasks: the server sets 100 % and the completion day (T2)."""
+        done = TaskItem(status="completed")
+        return self.update_tasks(mailbox, [(ref, done, ("status",)) for ref in refs])
+
+    @abc.abstractmethod
+    def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
+        """Delete tasks; one already gone counts as deleted."""
 
     # Push (K14) -------------------------------------------------------------------------------
     # A backend offers at most one style; the caller reads ``push_style`` and calls only that

@@ -4,7 +4,8 @@
   errors translated into the ``MailboxError`` family);
 - ``translation.py``: contact cards and calendar events ⇄ exchangelib items, recurrences, zones
   and the sync id property;
-- ``calendar.py``: the calendar operations; ``streaming.py``: stream push; both mixed into
+- ``calendar.py``: the calendar operations; ``tasks.py``: the task operations; ``streaming.py``:
+  stream push; all mixed into
   ``EwsBackend`` (``backend.py``).
 """
 

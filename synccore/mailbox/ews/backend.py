@@ -4,7 +4,7 @@ Choices that matter (see DESIGN §7):
 - folder objects are built from stored ids, so a pass in a fresh process does not walk the
   folder tree;
 - updates send only the named fields (a full ``save()`` rewrites times and empties fields);
-- the calendar operations are mixed in from ``calendar.py``; conversions are in
+- the calendar and task operations are mixed in from ``calendar.py`` and ``tasks.py``; conversions are in
   ``translation.py``; exchangelib's errors, retries and request counting in ``client.py``.
 """
 
@@ -56,12 +56,13 @@ from synccore.mailbox.ews.client import (
     translate,
 )
 from synccore.mailbox.ews.streaming import StreamingOperations
+from synccore.mailbox.ews.tasks import TaskOperations
 from synccore.mailbox.ews.translation import SYNC_ID_FIELD, ews_fields, to_contact
 
 log = logging.getLogger(__name__)
 
 
-class EwsBackend(CalendarOperations, StreamingOperations, MailboxBackend):
+class EwsBackend(CalendarOperations, TaskOperations, StreamingOperations, MailboxBackend):
     """A ``MailboxBackend`` over EWS: contacts and folders here, the calendar and stream push
     mixed in."""
 

@@ -2,7 +2,7 @@
 
 One object per connection, as the engine wants it: a ``GraphClient`` (the wire: tokens,
 throttling, ``$batch``; see ``client.py``) held by composition, and the operations mixed in by
-subject — contacts (``contacts.py``), calendar (``calendar.py``), change-notification
+subject — contacts (``contacts.py``), calendar (``calendar.py``), tasks (``tasks.py``), change-notification
 subscriptions (``subscriptions.py``) — which all send through that one client, so one backend
 counts every request of a pass. Translation to and from Graph's JSON is in ``translation.py``.
 """
@@ -17,9 +17,12 @@ from synccore.mailbox.graph.calendar import CalendarOperations
 from synccore.mailbox.graph.client import GraphClient, odata_query, user_path
 from synccore.mailbox.graph.contacts import ContactOperations
 from synccore.mailbox.graph.subscriptions import SubscriptionOperations
+from synccore.mailbox.graph.tasks import TaskOperations
 
 
-class GraphBackend(ContactOperations, CalendarOperations, SubscriptionOperations, MailboxBackend):
+class GraphBackend(
+    ContactOperations, CalendarOperations, TaskOperations, SubscriptionOperations, MailboxBackend
+):
     """A ``MailboxBackend`` over Graph: one client, the operations mixed in by subject."""
 
     push_style: ClassVar[PushStyle] = "webhook"
