@@ -231,10 +231,20 @@ class AttendeeInline(admin.TabularInline):
 @admin.register(Activity)
 class ActivityAdmin(CrmAdmin):
     list_display = ["subject", "type", "start", "end", "all_day", "synchronize", "organizer", "environment"]
-    list_filter = ["environment", "type", "synchronize", "created_by_erp", "all_day", "private", "is_stub"]
+    list_filter = [
+        "environment",
+        "type",
+        "synchronize",
+        "created_by_erp",
+        "all_day",
+        "private",
+        "is_stub",
+        "status",
+        "priority",
+    ]
     search_fields = ["subject", "external_id", "location", "meeting_uid", "organizer_email"]
     date_hierarchy = "start"
-    autocomplete_fields = ["organizer"]
+    autocomplete_fields = ["organizer", "responsible", "contact", "company"]
     inlines = [AttendeeInline]
     readonly_fields = ["warnings", "created_at", "updated_at", "meeting_uid", "is_stub"]
 

@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from synccore.mailbox import recurrence
 from synccore.models import (
     Activity,
+    ActivityType,
     Attendee,
     AttendeeType,
     Company,
@@ -36,6 +37,7 @@ from synccore.models import (
     Environment,
     Language,
     SalesGroup,
+    TaskStatus,
 )
 from synccore.models.crm import is_time_zone
 from synccore.runtime import service as runtime
@@ -83,7 +85,9 @@ def queryset(environment: Environment, entity: str, *, include_deleted: bool = F
     elif entity == "companies":
         records = records.select_related("country")
     elif entity == "activities":
-        records = records.select_related("organizer").prefetch_related("attendees")
+        records = records.select_related("organizer", "responsible", "contact", "company").prefetch_related(
+            "attendees"
+        )
     return records.annotate(changed_at=_changed_at(entity))
 
 
@@ -186,6 +190,7 @@ def _export_activity(activity: Activity) -> dict[str, Any]:
         "exdates": list(activity.recurrence_exdates or []),
         "exceptions": list(activity.recurrence_exceptions or []),
         "reminder_minutes": activity.reminder_minutes,
+        **_export_task(activity, zone),
         "attendees": [
             {
                 "email": a.email,
@@ -198,6 +203,19 @@ def _export_activity(activity: Activity) -> dict[str, Any]:
             for a in activity.attendees.all()
         ],
         "warnings": activity.warnings(),
+    }
+
+
+def _export_task(activity: Activity, zone: ZoneInfo) -> dict[str, Any]:
+    """A task's own fields (every activity has them; other types keep the defaults)."""
+    return {
+        "status": activity.status,
+        "due": activity.due.isoformat() if activity.due else None,
+        "completed_at": activity.completed_at.astimezone(zone).isoformat() if activity.completed_at else None,
+        "priority": activity.priority,
+        "responsible_email": activity.responsible.email if activity.responsible else "",
+        "contact_external_id": activity.contact.external_id if activity.contact else None,
+        "company_external_id": activity.company.external_id if activity.company else None,
     }
 
 
@@ -323,6 +341,7 @@ class _Batch:
         self.languages: dict[str, Language] = {}
         self.groups: dict[str, SalesGroup] = {}
         self.contacts_by_email: dict[str, Contact] = {}
+        self.contacts: dict[str, Contact] = {}
         self.attendees: dict[int, list[Attendee]] = {}
         self.changed_attendees: set[int] = set()
         if entity in ("contacts", "companies"):
@@ -347,6 +366,16 @@ class _Batch:
             } - {""}
             if addresses:
                 self.contacts_by_email = _contacts_by_email(environment, addresses)
+            company_ids = {i.get("company_external_id") for i in items} - {None, ""}
+            if company_ids:
+                self.companies = {
+                    c.external_id: c for c in Company.objects.filter(external_id__in=company_ids, **in_env)
+                }
+            contact_ids = {i.get("contact_external_id") for i in items} - {None, ""}
+            if contact_ids:
+                self.contacts = {
+                    c.external_id: c for c in Contact.objects.filter(external_id__in=contact_ids, **in_env)
+                }
             existing = [r.pk for r in self.records.values()]
             for attendee in Attendee.objects.filter(activity_id__in=existing).order_by("pk"):
                 self.attendees.setdefault(attendee.activity_id, []).append(attendee)
@@ -524,6 +553,7 @@ def _emails_named(entity: str, items: list[dict[str, Any]]) -> set[str]:
             found.update(item.get("favorite_of") or [])
         elif entity == "activities":
             found.add(item.get("organizer_email"))
+            found.add(item.get("responsible_email"))
             found.update(a.get("email") for a in item.get("attendees") or [] if isinstance(a, dict))
     return {e.strip().lower() for e in found if isinstance(e, str) and e.strip()}
 
@@ -651,6 +681,7 @@ def _write_activity(batch: _Batch, plan: _Plan, item) -> None:
         activity.organizer_email = "" if activity.organizer else email
     if plan.created and "synchronize" not in item:
         activity.synchronize = True
+    _write_task_fields(batch, activity, item, zone, errors)
     if activity.start is None or activity.end is None:
         for name in ("start", "end"):
             if getattr(activity, name) is None and name not in errors:
@@ -660,6 +691,53 @@ def _write_activity(batch: _Batch, plan: _Plan, item) -> None:
         plan.attendees = _plan_attendees(batch, plan, attendees, errors)
     if errors:
         raise ItemError(errors)
+
+
+def _write_task_fields(batch: _Batch, activity: Activity, item, zone: ZoneInfo | None, errors: Errors) -> None:
+    """A task's own fields; a task needs no start or end (they default to its due day, or now)."""
+    _set_plain(activity, item, ("status", "priority"))
+    if "due" in item:
+        activity.due = _due(item["due"], zone, errors)
+    if "completed_at" in item:
+        activity.completed_at = _aware(item["completed_at"], "completed_at", errors) if item["completed_at"] else None
+    if activity.status == TaskStatus.COMPLETED and activity.completed_at is None:
+        activity.completed_at = batch.now
+    elif activity.status == TaskStatus.OPEN and "status" in item:
+        activity.completed_at = None
+    if "responsible_email" in item:
+        email = (item["responsible_email"] or "").strip()
+        activity.responsible = batch.employee(email, "responsible_email", errors) if email else None
+    if "contact_external_id" in item:
+        activity.contact = _by_external_id(batch.contacts, item["contact_external_id"], "contact", errors)
+    if "company_external_id" in item:
+        activity.company = _by_external_id(batch.companies, item["company_external_id"], "company", errors)
+    if activity.type == ActivityType.TASK and zone is not None:
+        if activity.start is None and "start" not in item:
+            activity.start = _midnight(activity.due, zone) if activity.due else batch.now
+        if activity.end is None and "end" not in item:
+            activity.end = activity.start
+
+
+def _due(value: Any, zone: ZoneInfo | None, errors: Errors) -> date | None:
+    """A due day: a date, or a date-time taken as its day in the activity's zone."""
+    text = (value or "").strip() if isinstance(value, str) else ""
+    if not text:
+        return None
+    if len(text) == 10:
+        day = parse_date(text)
+        if day is not None:
+            return day
+    moment = _aware(text, "due", errors)
+    return moment.astimezone(zone or UTC).date() if moment else None
+
+
+def _by_external_id(records: dict[str, Any], external_id: Any, what: str, errors: Errors) -> Any:
+    if not external_id:
+        return None
+    found = records.get(external_id)
+    if found is None:
+        errors.setdefault(f"{what}_external_id", []).append(f"No {what} with external id “{external_id}”.")
+    return found
 
 
 _WRITERS = {

@@ -17,6 +17,7 @@ from syncadmin.api import crm_serializers as cs
 from syncadmin.api.schema import ErrorSerializer
 from syncadmin.api.views import ENVIRONMENT_PARAM, EnvironmentScoped
 from synccore import crmio
+from synccore.models import ActivityType
 
 
 class UpdatedAtCursor(BasePagination):
@@ -118,6 +119,8 @@ class CrmViewSet(EnvironmentScoped, viewsets.GenericViewSet):
         records = self.get_queryset()
         if "external_id" in request.query_params:
             records = records.filter(external_id=request.query_params["external_id"])
+        if self.entity == "activities" and "type" in request.query_params:
+            records = records.filter(type=_activity_type(request.query_params["type"]))
         if "updated_since" in request.query_params:
             records = records.filter(changed_at__gte=_since(request.query_params["updated_since"]))
         page = self.paginate_queryset(records)
@@ -186,6 +189,12 @@ def _since(raw: str):
     except ValueError:
         pass
     raise ValidationError({"updated_since": ["Give an ISO 8601 date and time, e.g. 2026-05-04T09:00:00Z."]})
+
+
+def _activity_type(value: str) -> str:
+    if value not in ActivityType.values:
+        raise ValidationError({"type": [f"Not an activity type; one of: {', '.join(ActivityType.values)}."]})
+    return value
 
 
 def _flatten(errors) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from synccore import crmio
-from synccore.models import ActivityType, AttendeeType
+from synccore.models import ActivityType, AttendeeType, TaskPriority, TaskStatus
 
 
 def _text(max_length: int | None = None, **kwargs) -> serializers.CharField:
@@ -134,6 +134,14 @@ class ActivitySerializer(CrmRecordSerializer):
         read_only=True,
         help_text="What the synchronizer cannot do with the activity, e.g. an employee attendee without an address.",
     )
+    # A task's own fields (type task); a task needs no start or end: they default to its due day.
+    status = serializers.ChoiceField(choices=TaskStatus.values, required=False)
+    due = _text(40, help_text="A task's due day (YYYY-MM-DD), or a date-time taken as its day in time_zone")
+    completed_at = MomentField(required=False, allow_null=True)
+    priority = serializers.ChoiceField(choices=TaskPriority.values, required=False)
+    responsible_email = _text(254, help_text="The employee whose mailbox gets the task")
+    contact_external_id = _text(100)
+    company_external_id = _text(100)
 
 
 SERIALIZERS = {

@@ -23,6 +23,8 @@ from synccore.models.crm import (
     Employee,
     Language,
     SalesGroup,
+    TaskPriority,
+    TaskStatus,
 )
 from synccore.models.runtime import GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
@@ -70,6 +72,8 @@ __all__ = [
     "SyncSettings",
     "SyncUser",
     "SynchronizerState",
+    "TaskPriority",
+    "TaskStatus",
     "Trigger",
     "UserLease",
 ]

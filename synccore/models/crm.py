@@ -303,6 +303,17 @@ class ActivityType(models.TextChoices):
 SYNCHRONIZED_ACTIVITY_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
 
 
+class TaskStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETED = "completed", "Completed"
+
+
+class TaskPriority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+
+
 # Files of the tz database that are not zones a person lives in: "Factory" (its abbreviation is
 # "-00"), "localtime" (this server's own setting), and what ZoneInfo also opens outside the list
 # of zones (posixrules, posix/…, right/…, whose leap seconds Exchange knows nothing of).
@@ -374,6 +385,25 @@ class Activity(CrmRecord):
     is_stub = models.BooleanField(
         default=False,
         help_text="A stub for a meeting organized outside the sync users, shared by all invitee mailboxes.",
+    )
+    # A task's own fields (type Task, T1–T6); other types leave them at their defaults.
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    due = models.DateField(null=True, blank=True, help_text="A task's due day (Exchange keeps task dates as days).")
+    completed_at = models.DateTimeField(null=True, blank=True)
+    priority = models.CharField(max_length=10, choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    responsible = models.ForeignKey(
+        Employee,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="responsible_for_activities",
+        help_text="A task goes to this employee's sync user (T1).",
+    )
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_activities"
+    )
+    company = models.ForeignKey(
+        Company, null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_activities"
     )
 
     class Meta:
