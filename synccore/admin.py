@@ -105,13 +105,22 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         "employee",
         "contacts_enabled",
         "calendar_enabled",
+        "tasks_enabled",
         "active",
         "backend",
         "health",
         "last_contact_pass_at",
         "last_calendar_pass_at",
     ]
-    list_filter = ["environment", "active", "backend", "health", "contacts_enabled", "calendar_enabled"]
+    list_filter = [
+        "environment",
+        "active",
+        "backend",
+        "health",
+        "contacts_enabled",
+        "calendar_enabled",
+        "tasks_enabled",
+    ]
     search_fields = ["mailbox_email", "employee__name", "employee__email"]
     autocomplete_fields = ["employee"]
     list_select_related = ["environment", "employee"]

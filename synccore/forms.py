@@ -11,7 +11,16 @@ from synccore.models.config import SECRET_FIELDS
 # (plus what the reference called its "COM parameters": what to synchronize at all); the admin's
 # fieldsets and the console's settings page both use them.
 SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
-    ("What to synchronize", ["synchronize_contacts", "synchronize_activities"]),
+    (
+        "What to synchronize",
+        [
+            "synchronize_contacts",
+            "synchronize_activities",
+            "synchronize_tasks",
+            "calendar_direction",
+            "tasks_direction",
+        ],
+    ),
     (
         "Connection",
         [
@@ -51,6 +60,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "calendar_horizon_days",
             "reminder_call_minutes",
             "reminder_appointment_minutes",
+            "reminder_task_minutes",
             "conflict_policy",
             "personal_deletion_policy",
             "internal_domains",

@@ -203,6 +203,7 @@ class SyncUserSerializer(serializers.ModelSerializer):
             "employee_name",
             "contacts_enabled",
             "calendar_enabled",
+            "tasks_enabled",
             "contact_folder_override",
             "categorize_override",
             "active",

@@ -90,6 +90,7 @@ class SyncUserForm(forms.ModelForm):
             "mailbox_email",
             "contacts_enabled",
             "calendar_enabled",
+            "tasks_enabled",
             "contact_folder_override",
             "categorize_override",
             "active",

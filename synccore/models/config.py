@@ -88,6 +88,15 @@ class ConflictPolicy(models.TextChoices):
     EXCHANGE_WINS = "exchange_wins", "Exchange wins"
 
 
+class SyncDirection(models.TextChoices):
+    """Which way a data type flows (T5); contacts are always CRM → mailbox (C6)."""
+
+    BOTH = "both", "Both ways"
+    CRM_TO_MAILBOX = "crm_to_mailbox", "CRM → mailbox"
+    MAILBOX_TO_CRM = "mailbox_to_crm", "Mailbox → CRM"
+    OFF = "off", "Off"
+
+
 class PersonalDeletionPolicy(models.TextChoices):
     KEEP = "keep", "Keep the CRM activity"
     DELETE = "delete", "Delete the CRM activity"
@@ -141,6 +150,15 @@ class SyncSettings(models.Model):
         default=False, help_text="Needs ISO codes on the countries and languages in use."
     )
     synchronize_activities = models.BooleanField(default=False)
+    synchronize_tasks = models.BooleanField(
+        default=False, help_text="CRM activities of type Task ⇄ Exchange tasks / Microsoft To Do (T1)."
+    )
+    calendar_direction = models.CharField(
+        max_length=20, choices=SyncDirection.choices, default=SyncDirection.BOTH, help_text="T5."
+    )
+    tasks_direction = models.CharField(
+        max_length=20, choices=SyncDirection.choices, default=SyncDirection.BOTH, help_text="T5."
+    )
 
     # Connection
     backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.EWS)
@@ -210,6 +228,12 @@ class SyncSettings(models.Model):
     )
     reminder_call_minutes = models.PositiveIntegerField(null=True, blank=True, default=15)
     reminder_appointment_minutes = models.PositiveIntegerField(null=True, blank=True, default=15)
+    reminder_task_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Minutes before the due day's start that new tasks remind (K13); empty: no reminder.",
+    )
     conflict_policy = models.CharField(
         max_length=20, choices=ConflictPolicy.choices, default=ConflictPolicy.LATER_WINS
     )
@@ -406,6 +430,7 @@ class SyncUser(models.Model):
     mailbox_email = models.EmailField("mailbox e-mail", max_length=254)
     contacts_enabled = models.BooleanField("synchronize contacts", default=True)
     calendar_enabled = models.BooleanField("synchronize calendar", default=True)
+    tasks_enabled = models.BooleanField("synchronize tasks", default=True)
     contact_folder_override = models.CharField(
         max_length=100,
         blank=True,
