@@ -12,6 +12,7 @@ import pytest
 from synccore.mailbox import base
 from synccore.mailbox.base import TaskItem
 from synccore.sync.connection import backend_for, connection_config
+from synccore.sync.preview_backend import PreviewBackend
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
@@ -152,3 +153,17 @@ def test_a_thousand_new_tasks_cost_the_issue_budget_and_an_idle_read_one_request
     idle = mailbox.task_changes(address, folder, page.token)
     assert (idle.changed, idle.deleted) == ([], [])
     assert mailbox.requests - before == 1
+
+
+def test_a_preview_reads_tasks_through_and_records_task_writes(crm, mailbox):
+    address = crm.alice.mailbox_email
+    folder = mailbox.ensure_task_folder(address)
+    (ref,) = created(mailbox, address, folder, [a_task()])
+    preview = PreviewBackend(mailbox)
+    (made,) = preview.create_tasks(address, folder, [a_task(1)])
+    preview.complete_tasks(address, [ref])
+    preview.delete_tasks(address, [ref])
+    assert [w.operation for w in preview.writes] == ["create_tasks", "update_tasks", "delete_tasks"]
+    (task, missing) = preview.get_tasks(address, [ref, made.ref])
+    assert task.status == "open" and isinstance(missing, base.ItemNotFound)
+    assert len(crm.mailbox().tasks()) == 1

@@ -22,6 +22,7 @@ from synccore.mailbox.base import (
     MailboxBackend,
     MailboxError,
     RemoteRef,
+    TaskItem,
 )
 
 # Ids this backend makes up; never sent to the server.
@@ -139,6 +140,25 @@ class PreviewBackend(MailboxBackend):
             out.append(event)
         return out
 
+    def ensure_task_folder(self, mailbox: str) -> str:
+        return self.inner.ensure_task_folder(mailbox)
+
+    def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        return self.inner.task_changes(mailbox, folder_id, token)
+
+    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
+        real = [ref for ref in refs if not self._made_up(ref.item_id)]
+        found = iter(self.inner.get_tasks(mailbox, real) if real else [])
+        return [
+            ItemNotFound(f"{ref.item_id} exists only in this preview") if self._made_up(ref.item_id) else next(found)
+            for ref in refs
+        ]
+
+    def find_tasks_by_sync_ids(
+        self, mailbox: str, folder_id: str, sync_ids: Sequence[str]
+    ) -> dict[str, RemoteRef]:
+        return self.inner.find_tasks_by_sync_ids(mailbox, folder_id, sync_ids)
+
     # --- Writes, recorded -----------------------------------------------------------------------
 
     def create_contacts(self, mailbox: str, folder_id: str, cards: Sequence[ContactCard]) -> list[ItemResult]:
@@ -188,6 +208,20 @@ class PreviewBackend(MailboxBackend):
         if send_cancellations:
             for ref in refs:
                 self._message(CANCELLATION, mailbox, self._read.get(ref.item_id) or self._known(mailbox, ref))
+        return [ItemResult() for _ in refs]
+
+    def create_tasks(self, mailbox: str, folder_id: str, tasks: Sequence[TaskItem]) -> list[ItemResult]:
+        self._record("create_tasks", mailbox, len(tasks))
+        return [ItemResult(ref=self._new_ref(folder_id)) for _ in tasks]
+
+    def update_tasks(
+        self, mailbox: str, updates: Sequence[tuple[RemoteRef, TaskItem, Iterable[str]]]
+    ) -> list[ItemResult]:
+        self._record("update_tasks", mailbox, len(updates))
+        return [ItemResult(ref=RemoteRef(ref.item_id, "preview", ref.folder_id)) for ref, _, _ in updates]
+
+    def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
+        self._record("delete_tasks", mailbox, len(refs))
         return [ItemResult() for _ in refs]
 
     def _known(self, mailbox: str, ref: RemoteRef) -> CalendarEvent:
