@@ -235,6 +235,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SyncKindEnum": "synccore.models.state.SyncKind",
         "EntityEnum": "synccore.mapping.ENTITY_CHOICES",
+        "SyncDirectionEnum": "synccore.models.config.SyncDirection",
     },
 }
 

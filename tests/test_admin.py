@@ -74,6 +74,8 @@ def settings_form_data(settings: SyncSettings, **overrides) -> dict:
     data = {
         "synchronize_contacts": "on",
         "synchronize_activities": "on",
+        "calendar_direction": "both",
+        "tasks_direction": "both",
         "backend": settings.backend,
         "ews_url": settings.ews_url,
         "autodiscover_email": "",
