@@ -133,7 +133,7 @@ def test_a_batch_that_fails_while_written_stores_nothing_and_answers_409(admin_a
         Contact.objects.bulk_create([Contact(environment=env, external_id="P-0")])
         raise IntegrityError("duplicate key")
 
-    monkeypatch.setattr(crmio._Batch, "write", clash)
+    monkeypatch.setattr(crmio.writing._Batch, "write", clash)
     response = admin_api.post(url(env, "contacts"), contacts(5), format="json")
     assert response.status_code == 409 and "nothing was stored" in response.json()["detail"]
     assert not Contact.all_objects.filter(environment=env).exists()
