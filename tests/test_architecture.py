@@ -200,3 +200,29 @@ def test_the_runtime_reaches_the_mailbox_through_the_interface_only():
         and _within(i.imported, "synccore.mailbox.ews", "synccore.mailbox.graph")
     ]
     assert wrong == []
+
+
+# --- Size (issue 13): rooms small enough to read -----------------------------------------------
+
+MAX_MODULE_LINES = 900
+MAX_GRAPH_BACKEND_LINES = 700
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_no_module_of_synccore_is_over_900_lines():
+    too_long = {
+        module: _lines(path)
+        for module, path in production_modules().items()
+        if _within(module, "synccore") and _lines(path) > MAX_MODULE_LINES
+    }
+    assert too_long == {}
+
+
+def test_the_graph_backends_module_is_under_700_lines():
+    import synccore.mailbox.graph as graph
+
+    module = graph.GraphBackend.__module__
+    assert _lines(production_modules()[module]) < MAX_GRAPH_BACKEND_LINES
