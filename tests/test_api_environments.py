@@ -99,6 +99,7 @@ def test_start_with_incomplete_settings_names_what_is_missing(operator_api, env)
 
 
 def test_sync_now_answers_202_for_all_or_one_user(operator_api, env):
+    env.set_state("running")
     assert operator_api.post(url(env, "sync-now/"), {}, format="json").status_code == 202
     response = operator_api.post(
         url(env, "sync-now/"),
@@ -109,7 +110,14 @@ def test_sync_now_answers_202_for_all_or_one_user(operator_api, env):
     assert response.json()["id"] == env.pk
 
 
+def test_sync_now_on_a_stopped_synchronizer_is_refused_with_409(operator_api, env):
+    response = operator_api.post(url(env, "sync-now/"), {}, format="json")
+    assert response.status_code == 409
+    assert "start the synchronizer first" in response.json()["detail"]
+
+
 def test_sync_now_rejects_an_unknown_user_and_kind_field_by_field(operator_api, env):
+    env.set_state("running")
     response = operator_api.post(url(env, "sync-now/"), {"user": "nobody@contoso.example"}, format="json")
     assert response.status_code == 400
     assert "user" in response.json()

@@ -79,18 +79,24 @@ def _record_first_passes(env: Environment) -> None:
     """Stands in for the scheduler: the first pass of each active user, as a pass records it."""
     now = timezone.now()
     for user in SyncUser.objects.filter(environment=env, active=True):
-        SyncRun.objects.create(
-            environment=env,
-            sync_user=user,
-            kind="contacts",
-            trigger="start",
-            outcome="success",
-            started_at=now,
-            finished_at=now,
-            created=10,
-            requests=3,
+        for kind in ("contacts", "calendar"):
+            SyncRun.objects.create(
+                environment=env,
+                sync_user=user,
+                kind=kind,
+                trigger="start",
+                outcome="success",
+                started_at=now,
+                finished_at=now,
+                created=10 if kind == "contacts" else 0,
+                requests=3,
+            )
+        healthy = {"state": "healthy", "since": now.isoformat()}
+        SyncUser.objects.filter(pk=user.pk).update(
+            last_contact_pass_at=now,
+            last_calendar_pass_at=now,
+            kind_health={"contacts": healthy, "calendar": healthy},
         )
-        SyncUser.objects.filter(pk=user.pk).update(last_contact_pass_at=now)
 
 
 def log_in(page, base_url: str, username: str, password: str) -> None:
@@ -120,7 +126,7 @@ def test_an_administrator_starts_edits_and_stops_the_demo_environment(browser, l
     expect(row.locator('[data-field="state"]')).to_have_text("Running")
     expect(row.locator('[data-field="last_pass"]')).not_to_have_text("—")
     expect(row.locator('[data-field="healthy"]')).to_have_text("3")
-    assert SyncRun.objects.filter(environment=env, trigger="start").count() == 3
+    assert SyncRun.objects.filter(environment=env, trigger="start").count() == 3 * 2
 
     # The overview follows the state without a reload (another operator stops and restarts it).
     runtime.stop(env.pk)

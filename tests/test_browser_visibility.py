@@ -5,6 +5,8 @@ Test connection failures, the settings of the chosen backend only, checkboxes be
 The fixtures (Chromium, the demo with a stubbed connection check) are test_browser_console's.
 """
 
+# ruff: noqa: F811  (the fixtures imported from test_browser_console are parameters here)
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 TABS = ["users", "settings", "filters", "mapping", "history", "conflicts", "attention", "audit"]
 
 
-def open_environment(browser, live_server, demo, width: int = 1440):  # noqa: F811
+def open_environment(browser, live_server, demo, width: int = 1440):
     env, username, password = demo
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.on("dialog", lambda dialog: dialog.accept())
@@ -28,7 +30,7 @@ def open_environment(browser, live_server, demo, width: int = 1440):  # noqa: F8
     return env, page
 
 
-def test_the_environment_page_has_tabs_and_shows_one_at_a_time(browser, live_server, demo):  # noqa: F811
+def test_the_environment_page_has_tabs_and_shows_one_at_a_time(browser, live_server, demo):
     from playwright.sync_api import expect
 
     env, page = open_environment(browser, live_server, demo)
@@ -48,7 +50,7 @@ def test_the_environment_page_has_tabs_and_shows_one_at_a_time(browser, live_ser
     expect(page.locator("#mapping")).to_be_visible()
 
 
-def test_the_users_table_fits_1280_px_with_every_action_visible(browser, live_server, demo):  # noqa: F811
+def test_the_users_table_fits_1280_px_with_every_action_visible(browser, live_server, demo):
     from playwright.sync_api import expect
 
     env, _, _ = demo
@@ -74,7 +76,7 @@ def test_the_users_table_fits_1280_px_with_every_action_visible(browser, live_se
         expect(page.locator(f'#users [data-action="{name}"]').first).to_be_visible()
 
 
-def test_a_live_refresh_keeps_the_badges_words(browser, live_server, demo):  # noqa: F811
+def test_a_live_refresh_keeps_the_badges_words(browser, live_server, demo):
     from playwright.sync_api import expect
 
     env, _, _ = demo
@@ -92,7 +94,10 @@ def test_a_live_refresh_keeps_the_badges_words(browser, live_server, demo):  # n
 
 
 def test_a_failed_test_connection_reads_as_a_sentence_with_the_detail_folded(
-    browser, live_server, demo, monkeypatch  # noqa: F811
+    browser,
+    live_server,
+    demo,
+    monkeypatch,
 ):
     from playwright.sync_api import expect
 
@@ -109,7 +114,9 @@ def test_a_failed_test_connection_reads_as_a_sentence_with_the_detail_folded(
     page.click('[data-tab="settings"]')
     page.click('[data-action="test-connection"]')
     out = page.locator('[data-field="connection-report"]')
-    expect(out.locator('[data-field="connection-sentence"]')).to_have_text("Connection failed: " + report.error)
+    expect(out.locator('[data-field="connection-sentence"]')).to_have_text(
+        "Connection failed: " + report.error
+    )
     expect(out).not_to_contain_text("Tried")
     detail = out.locator("details.detail pre")
     expect(detail).to_be_hidden()
@@ -117,7 +124,7 @@ def test_a_failed_test_connection_reads_as_a_sentence_with_the_detail_folded(
     expect(detail).to_have_text(report.detail)
 
 
-def test_the_settings_show_only_the_chosen_backends_fields(browser, live_server, demo):  # noqa: F811
+def test_the_settings_show_only_the_chosen_backends_fields(browser, live_server, demo):
     from playwright.sync_api import expect
 
     _env, page = open_environment(browser, live_server, demo)
@@ -135,7 +142,7 @@ def test_the_settings_show_only_the_chosen_backends_fields(browser, live_server,
     expect(page.locator("#id_service_account")).to_be_hidden()
 
 
-def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, live_server, demo):  # noqa: F811
+def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, live_server, demo):
     _env, page = open_environment(browser, live_server, demo)
     page.click('[data-tab="mapping"]')
     page.click("text=Add a mapping row")
@@ -146,7 +153,7 @@ def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, li
     assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange", "both"]
 
 
-def test_checkboxes_sit_beside_their_labels_on_the_user_form(browser, live_server, demo):  # noqa: F811
+def test_checkboxes_sit_beside_their_labels_on_the_user_form(browser, live_server, demo):
     env, page = open_environment(browser, live_server, demo)
     user = SyncUser.objects.filter(environment=env).first()
     page.goto(f"{live_server.url}/environments/{env.pk}/users/{user.pk}/edit/")
@@ -156,3 +163,62 @@ def test_checkboxes_sit_beside_their_labels_on_the_user_form(browser, live_serve
     assert label["x"] > box["x"] + box["width"] - 1
     assert abs((label["y"] + label["height"] / 2) - (box["y"] + box["height"] / 2)) < box["height"]
 
+
+def test_a_held_user_is_in_needs_attention_and_confirm_deletions_works_from_there(
+    browser,
+    live_server,
+    demo,
+):
+    from playwright.sync_api import expect
+
+    env, _, _ = demo
+    held = {
+        "state": "held",
+        "since": "2026-12-01T09:00:00+00:00",
+        "reason": "The safety limit held back deletions.",
+    }
+    SyncUser.objects.filter(environment=env, mailbox_email="alice@contoso.example").update(
+        health="held",
+        kind_health={"contacts": held, "calendar": {"state": "healthy", "since": held["since"]}},
+    )
+    env, page = open_environment(browser, live_server, demo)
+    expect(page.locator('[data-tab="attention"] .count')).to_have_text("1")
+    page.click('[data-tab="attention"]')
+    row = page.locator('tr[data-attention-user="alice@contoso.example"][data-kind="contacts"]')
+    expect(row).to_contain_text("Held by the safety limit")
+    expect(row).to_contain_text("The safety limit held back deletions.")
+    row.locator('[data-action="confirm-deletions"]').click()
+    expect(page.locator(".message.success")).to_contain_text("allowed to delete beyond the safety limit")
+    expect(page.locator("#attention")).to_be_visible()  # back on the Attention tab
+    expect(page.locator('tr[data-attention-user="alice@contoso.example"]')).to_have_count(0)
+    alice = SyncUser.objects.get(environment=env, mailbox_email="alice@contoso.example")
+    assert alice.deletions_confirmed and alice.health == "healthy"
+
+
+def test_the_degraded_badge_follows_the_users_health(browser, live_server, demo):
+    from playwright.sync_api import expect
+
+    env, _, _ = demo
+    healthy = {"state": "healthy", "since": "2026-12-01T09:00:00+00:00"}
+    SyncUser.objects.filter(environment=env).update(kind_health={"contacts": healthy, "calendar": healthy})
+    env.set_state("running")
+    env, page = open_environment(browser, live_server, demo)
+    degraded = page.locator('h1 [data-field="degraded"]')
+    expect(page.locator("h1 [data-field=state]")).to_have_text("Running")
+    expect(degraded).to_be_hidden()
+    failing = {
+        "state": "failing",
+        "since": healthy["since"],
+        "reason": "Exchange has no mailbox bob@contoso.example.",
+    }
+    SyncUser.objects.filter(environment=env, mailbox_email="bob@contoso.example").update(
+        health="unhealthy", kind_health={"contacts": failing, "calendar": healthy}
+    )
+    expect(degraded).to_be_visible(timeout=15_000)
+    expect(degraded).to_have_text("Degraded")
+    bob = page.locator('tr[data-user="bob@contoso.example"]')
+    expect(bob.locator('[data-field="health"]')).to_have_text("Failing")
+    expect(bob.locator('[data-field="reason"]')).to_have_text("Exchange has no mailbox bob@contoso.example.")
+    env.set_state("stopped")
+    expect(degraded).to_be_hidden(timeout=15_000)
+    expect(page.locator('[data-action="sync-now-all"]')).to_be_disabled()

@@ -48,8 +48,8 @@ function summarize(status) {
   passes.sort(byTime);
   due.sort(byTime);
   return {
-    healthy: users.filter((u) => u.health === "healthy").length,
-    unhealthy: users.filter((u) => u.health !== "healthy").length,
+    healthy: users.filter((u) => u.state === "healthy").length,
+    unhealthy: users.filter((u) => ["backing_off", "held", "failing"].includes(u.state)).length,
     last_pass: passes.length ? passes[passes.length - 1] : null,
     next_pass: due.length ? due[0] : null,
   };
@@ -72,6 +72,13 @@ function applyStatus(scope, status) {
   setField(scope, "unhealthy", String(figures.unhealthy));
   setField(scope, "last_pass", formatTime(figures.last_pass));
   setField(scope, "next_pass", formatTime(figures.next_pass));
+  const degraded = scope.querySelector('[data-field="degraded"]');
+  if (degraded) degraded.hidden = !status.degraded;
+  // Sync now only while running (the server refuses it otherwise).
+  for (const button of document.querySelectorAll("[data-needs-running]")) {
+    button.disabled = status.state !== "running";
+    button.title = button.disabled ? "Start the synchronizer first." : "";
+  }
   const start = scope.querySelector('[data-role="start"]');
   const stop = scope.querySelector('[data-role="stop"]');
   if (start) start.hidden = !["stopped", "failed"].includes(status.state);
@@ -82,11 +89,18 @@ function applyStatus(scope, status) {
 function applyUser(u) {
   const row = document.querySelector(`tr[data-user="${CSS.escape(u.email)}"]`);
   if (!row) return;
-  const health = setField(row, "health", label("health", u.health));
-  if (health) health.className = `badge health-${u.health}`;
+  const health = setField(row, "health", label("user_state", u.state));
+  if (health) health.className = `badge health-${u.state}`;
+  const reason = row.querySelector('[data-field="reason"]');
+  if (reason) {
+    reason.textContent = ["healthy", "inactive"].includes(u.state) ? "" : u.reason || "";
+    reason.hidden = !reason.textContent;
+  }
   for (const kind of ["contacts", "calendar"]) {
     const last = u[kind].last_pass;
     setField(row, `${kind}_last`, last && last.finished_at ? formatTime(last.finished_at) : "—");
+    const state = setField(row, `${kind}_state`, label("user_state", u[kind].state));
+    if (state) state.className = `badge small health-${u[kind].state}`;
   }
   // A pass in flight shows its progress (Sync now / Sync all).
   let done = 0, total = 0, running = false;

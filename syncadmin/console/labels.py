@@ -10,6 +10,15 @@ LABELS: dict[str, dict[str, str]] = {
     "health": dict(Health.choices),
     "outcome": dict(Outcome.choices),
     "push": dict(PushSubscriptionState.choices),
+    # A user's and each of its kinds' state (synccore.sync.runs), as the status reports them.
+    "user_state": {
+        "healthy": "Healthy",
+        "never_tested": "Never tested",
+        "backing_off": "Backing off",
+        "held": "Held by the safety limit",
+        "failing": "Failing",
+        "inactive": "Inactive",
+    },
 }
 
 

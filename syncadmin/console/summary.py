@@ -7,6 +7,8 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 HEALTHY = {"healthy"}
+# Not healthy: what needs a person (never tested and inactive users are neither).
+UNHEALTHY = {"backing_off", "held", "failing"}
 
 
 def summarize(status: dict[str, Any]) -> dict[str, Any]:
@@ -19,8 +21,9 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
     ]
     due = [u[kind]["next_due"] for u in users for kind in ("contacts", "calendar") if u[kind]["next_due"]]
     return {
-        "healthy": sum(1 for u in users if u["health"] in HEALTHY),
-        "unhealthy": sum(1 for u in users if u["health"] not in HEALTHY),
+        "healthy": sum(1 for u in users if u["state"] in HEALTHY),
+        "unhealthy": sum(1 for u in users if u["state"] in UNHEALTHY),
+        "never_tested": sum(1 for u in users if u["state"] == "never_tested"),
         "last_pass": parse_datetime(max(passes)) if passes else None,
         "next_pass": parse_datetime(min(due)) if due else None,
     }

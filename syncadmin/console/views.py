@@ -238,6 +238,8 @@ def _render_environment(
         .select_related("sync_user", "contact", "company", "activity")
         .order_by("-updated_at")[:200],
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
+        "attention_entries": _attention_entries(status_body, users),
+        "kinds": [kind.value for kind in runtime.KINDS],
         "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
         "active_tab": tab or _tab(request),
         **_rights(request),
@@ -251,11 +253,42 @@ def _render_environment(
     return render(request, "console/environment.html", context, status=status)
 
 
+def _attention_entries(status_body: dict, users: list[SyncUser]) -> list[dict]:
+    """What needs a person about users (O2): each kind held, failing or backing off, and each
+    push that failed, with the action beside it."""
+    by_email = {user.mailbox_email: user for user in users}
+    entries = []
+    for row in status_body["users"]:
+        user = by_email.get(row["email"])
+        if user is None or not row["active"]:
+            continue
+        for kind in runtime.KINDS:
+            state = row[kind.value]
+            if state["state"] in runtime.NEEDS_ATTENTION:
+                action = "confirm-deletions" if state["state"] == "held" else "re-enable"
+                entries.append({"user": user, "kind": kind.value, **state, "action": action, "push": False})
+            push = state.get("push")
+            if push and push.get("state") == "failed":
+                entries.append(
+                    {
+                        "user": user,
+                        "kind": kind.value,
+                        "state": "failing",
+                        "since": None,
+                        "reason": push.get("error", ""),
+                        "detail": "",
+                        "action": "",
+                        "push": True,
+                    }
+                )
+    return entries
+
+
 def _tabs(context: dict) -> list[tuple[str, str, int]]:
     """(name, title, count) of each tab; the count is what waits for a person there."""
     counts = {
         "conflicts": sum(1 for c in context["conflicts"] if not c.resolved_at),
-        "attention": len(context["attention_items"]) + len(context["attention_users"]),
+        "attention": len(context["attention_items"]) + len(context["attention_entries"]),
     }
     return [(name, title, counts.get(name, 0)) for name, title in TABS]
 

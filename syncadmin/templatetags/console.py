@@ -64,3 +64,9 @@ def label_filter(value, vocabulary: str) -> str:
 def console_labels():
     """The label table for the status script."""
     return json_script(labels.LABELS, "console-labels")
+
+
+@register.filter
+def item(mapping, key):
+    """``mapping[key]`` in a template (a status dict's kind)."""
+    return (mapping or {}).get(key)

@@ -469,6 +469,14 @@ class SyncUser(models.Model):
     last_error = models.TextField(blank=True, editable=False)
     last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
     backoff_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Per kind (contacts, calendar, …): its state, since when and why (synccore.sync.runs); the
+    # user's health above is the worst of them.
+    kind_health = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="Per kind: its state (healthy, backing_off, held, failing), since when and why.",
+    )
     deletions_confirmed = models.BooleanField(
         default=False,
         editable=False,

@@ -38,15 +38,18 @@ from synccore.models import (
 )
 from synccore.runtime import config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
-from synccore.sync import contacts, relink
+from synccore.sync import contacts, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection
 from synccore.sync.preview import preview_passes
+from synccore.sync.service import kind_enabled
 
 KINDS = passes.KINDS
 
 # Link states an administrator is shown in “items needing attention”.
 ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD, LinkState.NOT_FOUND)
-ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD)
+ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD, Health.BACKING_OFF)
+# A user's kind in one of these states needs a person (O2): the console's Attention tab lists it.
+NEEDS_ATTENTION = runs.NEEDS_ATTENTION
 _KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "activity": SyncKind.CALENDAR}
 
 
@@ -127,8 +130,14 @@ def stop(environment_id: int) -> dict[str, Any]:
 def sync_now(
     environment_id: int, *, user_email: str | None = None, kind: str = "all", full: bool = False
 ) -> dict[str, Any]:
-    """Enqueue passes now for one user or every active user (S4 when full)."""
+    """Enqueue passes now for one user or every active user (S4 when full). Only while running:
+    a stopped synchronizer writes to no mailbox (`manage.py sync_now` is the foreground tool that
+    runs anyway)."""
     env = Environment.objects.get(pk=environment_id)
+    if env.state != SynchronizerState.RUNNING:
+        raise IllegalTransition(
+            f"The synchronizer of {env.name} is {env.get_state_display().lower()}: start the synchronizer first."
+        )
     users = _users(env, user_email)
     kinds = list(KINDS) if kind == "all" else [SyncKind(kind)]
     trigger = Trigger.FULL if full else Trigger.MANUAL
@@ -207,35 +216,43 @@ def status(environment_id: int) -> dict[str, Any]:
     last_runs = _last_runs(env)
     # Push over Graph (subscriptions) or EWS (the listener's streams): None where nothing is held.
     subscriptions = push.status_by_user(env)
-    return {
-        "environment": env.name,
-        "id": env.pk,
-        "state": env.state,
-        "since": _iso(env.state_changed_at),
-        "reason": env.state_reason,
-        "queue_depth": queue.queue_depth(),
-        "workers": queue.live_clusters(),
-        "users": [
+    rows = []
+    for user in users:
+        user.environment = env  # the settings are loaded once, not per user
+        kinds = {
+            kind.value: {
+                "enabled": user.contacts_enabled if kind == SyncKind.CONTACTS else user.calendar_enabled,
+                "last_pass": _run_summary(last_runs.get((user.pk, kind.value))),
+                "next_due": _iso(_next_due(env, user, kind)),
+                "push": subscriptions.get((user.pk, kind.value)),
+                **runs.kind_state(user, kind.value, kind_enabled(user, kind)),
+            }
+            for kind in KINDS
+        }
+        shown = [kinds[kind.value] for kind in KINDS if kinds[kind.value]["state"] != runs.INACTIVE]
+        rows.append(
             {
                 "email": user.mailbox_email,
                 "active": user.active,
                 "backend": user.backend or env.settings.backend,  # H1: the one in use
                 "health": user.health,
                 "last_error": user.last_error,
-                **{
-                    kind.value: {
-                        "enabled": user.contacts_enabled
-                        if kind == SyncKind.CONTACTS
-                        else user.calendar_enabled,
-                        "last_pass": _run_summary(last_runs.get((user.pk, kind.value))),
-                        "next_due": _iso(_next_due(env, user, kind)),
-                        "push": subscriptions.get((user.pk, kind.value)),
-                    }
-                    for kind in KINDS
-                },
+                **runs.worst_state(shown if user.active else []),
+                **kinds,
             }
-            for user in users
-        ],
+        )
+    return {
+        "environment": env.name,
+        "id": env.pk,
+        "state": env.state,
+        "since": _iso(env.state_changed_at),
+        "reason": env.state_reason,
+        # Running, but some user is not healthy (O1): the console's "degraded".
+        "degraded": env.state == SynchronizerState.RUNNING
+        and any(row["state"] in runs.NEEDS_ATTENTION for row in rows),
+        "queue_depth": queue.queue_depth(),
+        "workers": queue.live_clusters(),
+        "users": rows,
     }
 
 
@@ -337,20 +354,27 @@ def delete_user(user_id: int) -> None:
 
 def reenable(user_id: int) -> SyncUser:
     """An unhealthy user (a permanent error) is synchronized again; with the synchronizer
-    running, at once."""
-    SyncUser.objects.filter(pk=user_id).update(
-        health=Health.HEALTHY, backoff_until=None, updated_at=timezone.now()
-    )
+    running, at once. Its failing and backing-off kinds count as healthy until their next pass;
+    their error disappears (O4)."""
+    _clear_states(user_id, (runs.FAILING, runs.BACKING_OFF))
     _enqueue_now(user_id)
     return SyncUser.objects.get(pk=user_id)
 
 
 def confirm_deletions(user_id: int) -> SyncUser:
     """The administrator allows the next pass to delete beyond the safety limit (§5); it runs
-    now."""
+    now. Only the held kinds are cleared: another kind's failure stays (O1)."""
     contacts.allow_deletions_beyond_limit(user_id)
+    _clear_states(user_id, (runs.HELD,))
     _enqueue_now(user_id)
     return SyncUser.objects.get(pk=user_id)
+
+
+def _clear_states(user_id: int, states: tuple[str, ...]) -> None:
+    with transaction.atomic():
+        user = SyncUser.objects.select_for_update().get(pk=user_id)
+        fields = runs.clear_kind_states(user, states, at=timezone.now())
+        user.save(update_fields=[*fields, "updated_at"])
 
 
 def _enqueue_now(user_id: int) -> None:

@@ -1,11 +1,11 @@
-"""Run records and user health: what every pass does before and after its work (S2, S3)."""
+"""Run records and user health: what every pass does before and after its work (S2, S3, O1)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -13,7 +13,8 @@ from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync import relink
 from synccore.sync.actions import Action
-from synccore.sync.connection import open_user_backend
+from synccore.sync.connection import open_user_backend, server_name
+from synccore.sync.readable import Readable, explain
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,16 @@ def finish_run(run: SyncRun, user: SyncUser, *, requests: int, held: bool = Fals
     run.save()
     last_pass_field = "last_contact_pass_at" if run.kind == SyncKind.CONTACTS else "last_calendar_pass_at"
     setattr(user, last_pass_field, run.finished_at)
-    fields = [last_pass_field, "updated_at"]
     if held:
-        user.health = Health.HELD
-        fields.append("health")
-    elif user.health in (Health.BACKING_OFF, Health.HELD):
-        user.health, user.backoff_until = Health.HEALTHY, None
-        fields += ["health", "backoff_until"]
-    user.save(update_fields=fields)
+        fields = set_kind_state(user, run.kind, HELD, at=run.finished_at, readable=HELD_REASON)
+    else:
+        fields = set_kind_state(user, run.kind, HEALTHY, at=run.finished_at)
+    user.save(update_fields=[last_pass_field, "updated_at", *fields])
     return run
 
 
 def fail_run(run: SyncRun, user: SyncUser, error: Exception, *, requests: int) -> SyncRun:
-    """A whole pass failed: record why and set the user's health (S3)."""
+    """A whole pass failed: record why and set the user's health for this kind (S3, O1, O4)."""
     run.finished_at = timezone.now()
     run.requests = requests
     run.error = str(error)
@@ -82,14 +80,84 @@ def fail_run(run: SyncRun, user: SyncUser, error: Exception, *, requests: int) -
     run.save()
     if isinstance(error, PassAborted):
         return run
-    user.last_error, user.last_error_at = str(error), run.finished_at
+    readable = explain(error, mailbox=user.mailbox_email, server=server_name(user.environment.settings))
+    user.last_error_at = run.finished_at
     if isinstance(error, MailboxError) and not error.permanent:
-        user.health = Health.BACKING_OFF
-        user.backoff_until = run.finished_at + timedelta(seconds=_backoff_seconds(user, error))
+        until = run.finished_at + timedelta(seconds=_backoff_seconds(user, error))
+        fields = set_kind_state(user, run.kind, BACKING_OFF, at=run.finished_at, readable=readable)
+        user.backoff_until = max(until, user.backoff_until or until)
     else:
-        user.health = Health.UNHEALTHY
-    user.save(update_fields=["last_error", "last_error_at", "health", "backoff_until", "updated_at"])
+        fields = set_kind_state(user, run.kind, FAILING, at=run.finished_at, readable=readable)
+    user.save(update_fields=["last_error_at", "updated_at", *fields])
     return run
+
+
+# --- Health per kind (O1) ----------------------------------------------------------------------
+#
+# Each kind's state is kept on its own in ``SyncUser.kind_health`` ({kind: {"state", "since",
+# "reason", "code", "detail"}}); a kind without an entry has not been tested yet. The user's
+# ``health`` (and ``last_error``) is the worst of its kinds', so a pass of one kind never clears
+# another kind's state, and a cleared error disappears.
+
+HEALTHY, BACKING_OFF, HELD, FAILING = "healthy", "backing_off", "held", "failing"
+_USER_HEALTH = {
+    HEALTHY: Health.HEALTHY,
+    BACKING_OFF: Health.BACKING_OFF,
+    HELD: Health.HELD,
+    FAILING: Health.UNHEALTHY,
+}
+_SEVERITY = [Health.HEALTHY, Health.BACKING_OFF, Health.HELD, Health.UNHEALTHY]
+HELD_REASON = Readable(
+    "held",
+    "The safety limit held back deletions: this pass would delete more than the limit allows. "
+    "Confirm the deletions if they are intended, or change the filter.",
+)
+
+
+def set_kind_state(
+    user: SyncUser, kind: str, state: str, *, at: datetime, readable: Readable | None = None
+) -> list[str]:
+    """Record one kind's state and derive the user's health from all its kinds; the fields to save."""
+    entries = dict(user.kind_health or {})
+    before = entries.get(str(kind), {})
+    entry: dict[str, str] = {
+        "state": state,
+        "since": before["since"] if before.get("state") == state and "since" in before else at.isoformat(),
+    }
+    if readable is not None:
+        entry |= {"reason": readable.sentence, "code": readable.code, "detail": readable.detail}
+    entries[str(kind)] = entry
+    user.kind_health = entries
+    return ["kind_health", *derive_user_health(user)]
+
+
+def clear_kind_states(user: SyncUser, states: tuple[str, ...], *, at: datetime) -> list[str]:
+    """An administrator dealt with these states (re-enable, confirm deletions): those kinds count
+    as healthy until their next pass says otherwise."""
+    entries = dict(user.kind_health or {})
+    for kind, entry in entries.items():
+        if entry.get("state") in states:
+            entries[kind] = {"state": HEALTHY, "since": at.isoformat()}
+    user.kind_health = entries
+    return ["kind_health", *derive_user_health(user)]
+
+
+def derive_user_health(user: SyncUser) -> list[str]:
+    """The user's health, back-off and last error from its kinds' states (the worst wins)."""
+    entries = user.kind_health or {}
+    worst_kind, worst = None, Health.HEALTHY
+    for kind, entry in entries.items():
+        health = _USER_HEALTH.get(entry.get("state", HEALTHY), Health.HEALTHY)
+        if _SEVERITY.index(health) > _SEVERITY.index(worst):
+            worst_kind, worst = kind, health
+    user.health = worst
+    if worst_kind is None:
+        user.last_error, user.last_error_at = "", None  # a cleared error disappears (O4)
+    else:
+        user.last_error = entries[worst_kind].get("reason", "")
+    if not any(entry.get("state") == BACKING_OFF for entry in entries.values()):
+        user.backoff_until = None
+    return ["health", "last_error", "last_error_at", "backoff_until"]
 
 
 def _backoff_seconds(user: SyncUser, error: MailboxError) -> float:
@@ -127,3 +195,45 @@ def execute_pass(
         if own_backend:
             backend.close()
     return finish_run(run, user, requests=backend.requests - before, held=not allowed)
+
+
+# --- What the console and the API show (O1, O2) --------------------------------------------------
+
+NEVER_TESTED, INACTIVE = "never_tested", "inactive"
+# Worst last: the user's state is its worst kind's.
+STATE_ORDER = [INACTIVE, HEALTHY, NEVER_TESTED, BACKING_OFF, HELD, FAILING]
+NEEDS_ATTENTION = (BACKING_OFF, HELD, FAILING)
+NEVER_TESTED_REASON = "No pass has reached this mailbox yet: Sync now (with the synchronizer running) tests it."
+
+
+def kind_state(user: SyncUser, kind: str, enabled: bool) -> dict[str, str | None]:
+    """One kind's state, since when and why, as the status shows it."""
+    if not (user.active and enabled):
+        return {"state": INACTIVE, "since": None, "reason": "", "code": "", "detail": ""}
+    entry = (user.kind_health or {}).get(str(kind))
+    if not entry and user.health != Health.HEALTHY:
+        # A health set without its kinds (older rows, the back office): it holds for every kind.
+        since = user.last_error_at or user.updated_at
+        entry = {
+            "state": {v: k for k, v in _USER_HEALTH.items()}[user.health],
+            "since": since.isoformat() if since else None,
+            "reason": user.last_error,
+        }
+    if not entry:
+        since = user.created_at.isoformat() if user.created_at else None
+        return {"state": NEVER_TESTED, "since": since, "reason": NEVER_TESTED_REASON, "code": "", "detail": ""}
+    return {
+        "state": entry.get("state", HEALTHY),
+        "since": entry.get("since"),
+        "reason": entry.get("reason", ""),
+        "code": entry.get("code", ""),
+        "detail": entry.get("detail", ""),
+    }
+
+
+def worst_state(states: list[dict[str, str | None]]) -> dict[str, str | None]:
+    """The user's state: its worst kind's (inactive when no kind is synchronized)."""
+    if not states:
+        return {"state": INACTIVE, "since": None, "reason": ""}
+    worst = max(states, key=lambda s: STATE_ORDER.index(s["state"]))
+    return {"state": worst["state"], "since": worst["since"], "reason": worst["reason"]}
