@@ -22,6 +22,7 @@ class AuditAction(models.TextChoices):
     ITEMS_RETRIED = "items_retried", "Items retried"
     ITEMS_REMOVED = "items_removed", "Synchronized items removed from a mailbox"
     CRM_WRITE = "crm_write", "CRM data written through the API"
+    TEST_MAILBOXES = "test_mailboxes", "Mailboxes tested"
 
 
 class AuditEntry(models.Model):

@@ -6,7 +6,7 @@ task rows: they stay here, whatever moves beneath them.
 
 from __future__ import annotations
 
-from synccore.runtime import housekeeping, passes, scheduling
+from synccore.runtime import housekeeping, passes, scheduling, service
 from synccore.runtime.push import graph as graph_push
 
 
@@ -36,3 +36,7 @@ def resubscribe_graph_subscription(subscription_pk: int) -> bool:
 
 def delete_graph_subscription(environment_id: int, mailbox: str, subscription_id: str) -> None:
     graph_push.delete_subscription(environment_id, mailbox, subscription_id)
+
+
+def test_mailbox(user_id: int) -> dict:
+    return service.test_mailbox(user_id).as_dict()

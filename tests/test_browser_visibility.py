@@ -222,3 +222,34 @@ def test_the_degraded_badge_follows_the_users_health(browser, live_server, demo)
     env.set_state("stopped")
     expect(degraded).to_be_hidden(timeout=15_000)
     expect(page.locator('[data-action="sync-now-all"]')).to_be_disabled()
+
+
+def test_test_and_enable_of_a_missing_mailbox_shows_a_readable_reason(
+    browser, live_server, demo, monkeypatch
+):
+    from playwright.sync_api import expect
+
+    sentence = (
+        "Exchange at http://127.0.0.1:8765/EWS/Exchange.asmx has no mailbox frank@contoso.example. "
+        "Check the sync user's mailbox address, or deactivate it."
+    )
+    monkeypatch.setattr(
+        runtime,
+        "check_mailbox",
+        lambda user: ConnectionReport(
+            ok=False, error=sentence, code="mailbox_not_found", detail="ErrorNonExistentMailbox: …"
+        ),
+    )
+    env, page = open_environment(browser, live_server, demo)
+    page.click("#users details > summary")
+    page.select_option("#id_employee", label="Frank Fischer <frank@contoso.example>")
+    page.fill("#id_mailbox_email", "frank@contoso.example")
+    page.click("#users form button.primary")
+    expect(page.locator(".message.success")).to_contain_text("Its mailbox is being tested")
+    row = page.locator('tr[data-user="frank@contoso.example"]')
+    expect(row.locator('[data-field="health"]')).to_have_text("Never tested")
+    # The worker runs the test it was given (here, in the test's thread).
+    frank = SyncUser.objects.get(environment=env, mailbox_email="frank@contoso.example")
+    runtime.test_mailbox(frank.pk)
+    expect(row.locator('[data-field="health"]')).to_have_text("Failing", timeout=15_000)
+    expect(row.locator('[data-field="reason"]')).to_have_text(sentence)

@@ -95,6 +95,7 @@ function applyUser(u) {
   if (reason) {
     reason.textContent = ["healthy", "inactive"].includes(u.state) ? "" : u.reason || "";
     reason.hidden = !reason.textContent;
+    reason.className = `small reason-${u.state}`;
   }
   for (const kind of ["contacts", "calendar"]) {
     const last = u[kind].last_pass;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from rest_framework import serializers
@@ -134,6 +136,10 @@ class SwitchReportSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
 
 
+class TestMailboxesSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="How many mailboxes are being tested.")
+
+
 class ConnectionReportSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     tried = serializers.ListField(child=serializers.CharField())
@@ -251,7 +257,9 @@ class SyncUserSerializer(serializers.ModelSerializer):
                     {"mailbox_email": [f"No employee of {environment.name} has the address {email}."]}
                 )
             attrs["employee"] = employee
-        candidate = self.instance or SyncUser(environment=environment)
+        # A copy: the instance itself must keep its stored values until saved (the audit's
+        # "before" and Test & enable's "what changed" read them).
+        candidate = copy.copy(self.instance) if self.instance else SyncUser(environment=environment)
         for name, value in attrs.items():
             setattr(candidate, name, value)
         candidate.environment = environment

@@ -72,7 +72,13 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Environment.objects.all()
     serializer_class = s.EnvironmentSerializer
     lookup_value_regex = "[0-9]+"
-    action_roles = {"start": OPERATOR, "stop": OPERATOR, "sync_now": OPERATOR, "test_connection": OPERATOR}
+    action_roles = {
+        "start": OPERATOR,
+        "stop": OPERATOR,
+        "sync_now": OPERATOR,
+        "test_connection": OPERATOR,
+        "test_mailboxes": OPERATOR,
+    }
 
     def _operate(self, action: str, call, changes=None) -> Response:
         environment = self.get_object()
@@ -125,6 +131,24 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
             ),
             changes={k: v for k, v in options.items()},
         )
+
+    @extend_schema(
+        request=None,
+        responses={202: s.TestMailboxesSerializer},
+        description="Test & enable (O5): every active mailbox is tested on a worker; the users' "
+        "states in the status show the results.",
+    )
+    @action(detail=True, methods=["post"], url_path="test-mailboxes")
+    def test_mailboxes(self, request, pk=None):
+        environment = self.get_object()
+        queued = audit.audited(
+            request.user,
+            AuditAction.TEST_MAILBOXES,
+            environment,
+            lambda: runtime.test_mailboxes(environment.pk),
+            via="api",
+        )
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses=s.ConnectionReportSerializer)
     @action(detail=True, methods=["post"], url_path="test-connection")
@@ -180,8 +204,9 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
     def perform_update(self, serializer):
         before = audit.snapshot(serializer.instance)
         instance = serializer.save()
-        runtime.configuration_changed(self.environment.pk)
-        self.audit(AuditAction.SETTINGS_CHANGED, str(instance), audit.diff(before, audit.snapshot(instance)))
+        changes = audit.diff(before, audit.snapshot(instance))
+        runtime.settings_saved(self.environment.pk, set(changes))
+        self.audit(AuditAction.SETTINGS_CHANGED, str(instance), changes)
 
 
 # --- sync users --------------------------------------------------------------------------------------
@@ -222,14 +247,15 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         user = serializer.save()
-        runtime.configuration_changed(self.environment.pk)
+        runtime.user_saved(user.pk, None)  # Test & enable: its mailbox is tested on a worker
         self.audit(AuditAction.USER_ADDED, user.mailbox_email, audit.snapshot(user))
 
     def perform_update(self, serializer):
         before = audit.snapshot(serializer.instance)
         user = serializer.save()
-        runtime.configuration_changed(self.environment.pk)
-        self.audit(AuditAction.USER_CHANGED, user.mailbox_email, audit.diff(before, audit.snapshot(user)))
+        changes = audit.diff(before, audit.snapshot(user))
+        runtime.user_saved(user.pk, set(changes))
+        self.audit(AuditAction.USER_CHANGED, user.mailbox_email, changes)
 
     def perform_destroy(self, instance):
         email = instance.mailbox_email

@@ -164,6 +164,19 @@ def preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @role_required(OPERATOR)
+def test_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
+    """Test & enable (O5): every active mailbox is tested on a worker; the states show the result."""
+    return _operate(
+        request,
+        pk,
+        AuditAction.TEST_MAILBOXES,
+        lambda: runtime.test_mailboxes(pk),
+        "Every active mailbox of {name} is being tested: the users' states show the results.",
+    )
+
+
+@require_POST
+@role_required(OPERATOR)
 def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
     environment = get_object_or_404(Environment, pk=pk)
     report = runtime.test_connection(environment.pk)
@@ -328,15 +341,11 @@ def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
         key = "filters_form" if filters else "settings_form"
         return _render_environment(request, env, **{key: form}, tab="filters" if filters else "settings")
     saved = form.save()
-    runtime.configuration_changed(pk)
-    audit.record(
-        request.user,
-        AuditAction.SETTINGS_CHANGED,
-        environment=env,
-        target=str(saved),
-        changes=audit.diff(before, audit.snapshot(saved)),
-    )
-    messages.success(request, "Filters saved." if filters else "Settings saved.")
+    changes = audit.diff(before, audit.snapshot(saved))
+    tested = runtime.settings_saved(pk, set(changes))
+    audit.record(request.user, AuditAction.SETTINGS_CHANGED, environment=env, target=str(saved), changes=changes)
+    testing = f" The connection changed: {tested} mailboxes are being tested." if tested else ""
+    messages.success(request, ("Filters saved." if filters else "Settings saved.") + testing)
     plain = saved.plain_http_fields() if saved.allow_plain_http else []
     if plain:
         names = ", ".join(str(saved._meta.get_field(name).verbose_name) for name in plain)
@@ -357,16 +366,12 @@ def user_form(request: HttpRequest, pk: int, user_id: int | None = None) -> Http
     form = forms.SyncUserForm(request.POST or None, instance=user, environment=env)
     if request.method == "POST" and form.is_valid():
         saved = form.save()
-        runtime.configuration_changed(pk)
+        changes = audit.diff(before, audit.snapshot(saved))
+        tested = runtime.user_saved(saved.pk, set(changes) if user else None)
         action = AuditAction.USER_CHANGED if user else AuditAction.USER_ADDED
-        audit.record(
-            request.user,
-            action,
-            environment=env,
-            target=saved.mailbox_email,
-            changes=audit.diff(before, audit.snapshot(saved)),
-        )
-        messages.success(request, f"Sync user {saved.mailbox_email} saved.")
+        audit.record(request.user, action, environment=env, target=saved.mailbox_email, changes=changes)
+        testing = " Its mailbox is being tested: the result shows as its state." if tested else ""
+        messages.success(request, f"Sync user {saved.mailbox_email} saved.{testing}")
         return redirect(_environment_url(pk, "users"))
     return render(request, "console/user_form.html", {"env": env, "form": form, "sync_user": user})
 

@@ -39,8 +39,9 @@ from synccore.models import (
 from synccore.runtime import config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, relink, runs
-from synccore.sync.connection import ConnectionReport, check_connection
+from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.preview import preview_passes
+from synccore.sync.readable import Readable
 from synccore.sync.service import kind_enabled
 
 KINDS = passes.KINDS
@@ -207,6 +208,61 @@ def test_connection(environment_id: int) -> ConnectionReport:
     if problems:
         return ConnectionReport(ok=False, tried=["Checked the settings"], error=" ".join(problems))
     return check_connection(env)
+
+
+TEST_MAILBOX = "synccore.tasks.test_mailbox"
+
+
+def test_mailboxes(environment_id: int, user_ids: list[int] | None = None) -> int:
+    """Test & enable (O5): test each active mailbox of the environment (or those given) on a
+    worker, not in the request; the result shows as the users' state. Returns how many."""
+    users = SyncUser.objects.filter(environment_id=environment_id, active=True)
+    if user_ids is not None:
+        users = users.filter(pk__in=user_ids)
+    ids = list(users.values_list("pk", flat=True))
+    broker = queue.current_broker() if ids else None
+    for user_id in ids:
+        queue.enqueue(TEST_MAILBOX, user_id, broker=broker)
+    return len(ids)
+
+
+# A change to any of these re-tests every mailbox (O5); a user added or re-addressed is tested.
+CONNECTION_FIELDS = frozenset(
+    {
+        "backend", "ews_url", "autodiscover_email", "auth_type", "access_type", "service_account",
+        "service_password", "oauth_tenant_id", "oauth_client_id", "oauth_client_secret",
+        "graph_endpoint", "authority_url", "ca_bundle",
+    }
+)  # fmt: skip
+USER_FIELDS_TESTED = frozenset({"mailbox_email", "active", "contacts_enabled", "calendar_enabled"})
+
+
+def settings_saved(environment_id: int, changed: set[str]) -> int:
+    """The settings were saved: what runs follows, and a new connection re-tests every mailbox."""
+    configuration_changed(environment_id)
+    return test_mailboxes(environment_id) if changed & CONNECTION_FIELDS else 0
+
+
+def user_saved(user_id: int, changed: set[str] | None) -> int:
+    """A sync user was added (``changed`` None) or changed: a new or re-addressed mailbox is tested."""
+    user = SyncUser.objects.get(pk=user_id)
+    configuration_changed(user.environment_id)
+    if changed is None or changed & USER_FIELDS_TESTED:
+        return test_mailboxes(user.environment_id, [user.pk])
+    return 0
+
+
+def test_mailbox(user_id: int) -> ConnectionReport:
+    """One mailbox's test (the worker's side of `test_mailboxes`): its kinds' state follows."""
+    user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id, active=True).first()
+    if user is None:
+        return ConnectionReport(ok=False, error="No such active sync user.", code="no_user")
+    report = check_mailbox(user)
+    if report.code != "settings":  # incomplete settings are the environment's, not the mailbox's
+        kinds = [kind.value for kind in KINDS if kind_enabled(user, kind)]
+        failure = None if report.ok else Readable(report.code, report.error, report.detail)
+        runs.record_mailbox_test(user, kinds, report.ok, failure)
+    return report
 
 
 def status(environment_id: int) -> dict[str, Any]:

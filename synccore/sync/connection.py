@@ -130,3 +130,22 @@ def check_user_connection(user: SyncUser) -> ConnectionReport:
         return ConnectionReport.failed(explain(exc, mailbox=user.mailbox_email, server=server))
     finally:
         backend.close()
+
+
+def check_mailbox(user: SyncUser) -> ConnectionReport:
+    """Test & enable (O5): can the service account open this one mailbox?"""
+    sync_settings = user.environment.settings
+    problems = sync_settings.connection_problems()
+    if problems:
+        return ConnectionReport.failed(Readable("settings", " ".join(problems)))
+    server = server_name(sync_settings)
+    try:
+        backend = open_backend(sync_settings)
+    except MailboxError as exc:
+        return ConnectionReport.failed(explain(exc, server=server))
+    try:
+        return ConnectionReport(ok=True, tried=backend.check(user.mailbox_email))
+    except MailboxError as exc:
+        return ConnectionReport.failed(explain(exc, mailbox=user.mailbox_email, server=server))
+    finally:
+        backend.close()

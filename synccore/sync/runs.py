@@ -237,3 +237,31 @@ def worst_state(states: list[dict[str, str | None]]) -> dict[str, str | None]:
         return {"state": INACTIVE, "since": None, "reason": ""}
     worst = max(states, key=lambda s: STATE_ORDER.index(s["state"]))
     return {"state": worst["state"], "since": worst["since"], "reason": worst["reason"]}
+
+
+# --- Test & enable (O5) --------------------------------------------------------------------------
+
+_TRANSIENT_CODES = ("unreachable", "throttled")
+
+
+def record_mailbox_test(user: SyncUser, kinds: list[str], ok: bool, readable: Readable | None) -> None:
+    """A mailbox test's result becomes its kinds' state: reached, a never-tested or failing kind is
+    healthy (a held one stays held); not reached, each kind fails (or backs off) with the reason."""
+    now = timezone.now()
+    entries = user.kind_health or {}
+    fields: list[str] = []
+    for kind in kinds:
+        current = entries.get(kind, {}).get("state")
+        if ok:
+            if current in (None, FAILING, BACKING_OFF):
+                fields = set_kind_state(user, kind, HEALTHY, at=now)
+        elif readable is not None and readable.code in _TRANSIENT_CODES:
+            fields = set_kind_state(user, kind, BACKING_OFF, at=now, readable=readable)
+            user.backoff_until = now + timedelta(seconds=BACKOFF_FIRST_S)
+        else:
+            fields = set_kind_state(user, kind, FAILING, at=now, readable=readable)
+    if not ok:
+        user.last_error_at = now
+        fields.append("last_error_at")
+    if fields:
+        user.save(update_fields=[*set(fields), "updated_at"])
