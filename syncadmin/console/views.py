@@ -64,6 +64,9 @@ TABS = [
 ]
 
 
+TABS_KINDS = [("contacts", "contacts"), ("calendar", "calendar")]
+
+
 def _environment_url(environment_id: int, tab: str = "") -> str:
     url = reverse("console:environment", args=[environment_id])
     return f"{url}?tab={tab}" if tab else url
@@ -241,7 +244,11 @@ def _render_environment(
         ],
         "mapping_form": mapping_form or forms.FieldMappingForm(environment=env, prefix="new"),
         "mapping_vocabulary": forms.mapping_vocabulary(),
-        **_history(env),
+        **_history(
+            env,
+            user=request.GET.get("run_user", "").strip(),
+            kind=request.GET.get("run_kind", "") if request.GET.get("run_kind") in dict(TABS_KINDS) else "",
+        ),
         "conflicts": Conflict.objects.filter(link__environment=env)
         .select_related("link__sync_user", "link__activity", "link__contact", "link__company")
         .order_by("resolved_at", "-detected_at")[:100],
@@ -306,20 +313,27 @@ def _tabs(context: dict) -> list[tuple[str, str, int]]:
     return [(name, title, counts.get(name, 0)) for name, title in TABS]
 
 
-def _history(env: Environment) -> dict:
-    runs = list(
-        SyncRun.objects.filter(environment=env).select_related("sync_user").order_by("-started_at")[:100]
-    )
+def _history(env: Environment, user: str = "", kind: str = "") -> dict:
+    """The run history, for one user and / or one kind when asked; the charts follow the choice."""
+    runs = SyncRun.objects.filter(environment=env).select_related("sync_user")
+    if user:
+        runs = runs.filter(sync_user__mailbox_email__iexact=user)
+    if kind:
+        runs = runs.filter(kind=kind)
+    runs = list(runs.order_by("-started_at")[:100])
     oldest_first = list(reversed(runs))
     times = [r.started_at for r in oldest_first]
     return {
         "runs": runs[:50],
+        "history_user": user,
+        "history_kind": kind,
         "items_chart": line_chart(
             "Items per pass",
             times,
             {
-                name: [getattr(r, name) for r in oldest_first]
-                for name in ("created", "updated", "deleted", "failed")
+                **{name: [getattr(r, name) for r in oldest_first] for name in ("created", "updated", "deleted", "failed")},
+                # A pass that failed as a whole shows as a spike, whatever its item counts.
+                "failed pass": [1 if r.outcome == "failed" else 0 for r in oldest_first],
             },
         ),
         "requests_chart": line_chart(
