@@ -231,7 +231,7 @@ CONNECTION_FIELDS = frozenset(
     {
         "backend", "ews_url", "autodiscover_email", "auth_type", "access_type", "service_account",
         "service_password", "oauth_tenant_id", "oauth_client_id", "oauth_client_secret",
-        "graph_endpoint", "authority_url", "ca_bundle",
+        "graph_endpoint", "authority_url", "ca_bundle", "allow_plain_http",
     }
 )  # fmt: skip
 USER_FIELDS_TESTED = frozenset({"mailbox_email", "active", "contacts_enabled", "calendar_enabled"})

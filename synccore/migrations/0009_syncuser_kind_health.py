@@ -23,7 +23,7 @@ def carry_health_over(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("synccore", "0007_graph_subscription_notification_url")]
+    dependencies = [("synccore", "0008_allow_plain_http")]
 
     operations = [
         migrations.AddField(
