@@ -138,9 +138,9 @@ def check_mailbox(user: SyncUser) -> ConnectionReport:
     problems = sync_settings.connection_problems()
     if problems:
         return ConnectionReport.failed(Readable("settings", " ".join(problems)))
-    server = server_name(sync_settings)
+    server = server_name(sync_settings, user.effective_backend)
     try:
-        backend = open_backend(sync_settings)
+        backend = open_user_backend(user)  # its own backend, else the environment's
     except MailboxError as exc:
         return ConnectionReport.failed(explain(exc, server=server))
     try:

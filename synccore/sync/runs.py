@@ -80,7 +80,7 @@ def fail_run(run: SyncRun, user: SyncUser, error: Exception, *, requests: int) -
     run.save()
     if isinstance(error, PassAborted):
         return run
-    readable = explain(error, mailbox=user.mailbox_email, server=server_name(user.environment.settings))
+    readable = explain(error, mailbox=user.mailbox_email, server=server_name(user.environment.settings, user.effective_backend))
     user.last_error_at = run.finished_at
     if isinstance(error, MailboxError) and not error.permanent:
         until = run.finished_at + timedelta(seconds=_backoff_seconds(user, error))

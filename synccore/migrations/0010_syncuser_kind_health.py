@@ -23,7 +23,7 @@ def carry_health_over(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("synccore", "0008_allow_plain_http")]
+    dependencies = [("synccore", "0009_sync_user_backend")]
 
     operations = [
         migrations.AddField(
