@@ -55,6 +55,7 @@ def test_lists_items_that_failed_were_skipped_or_are_held(viewer_api, env, faile
 def test_retrying_an_item_queues_a_pass_and_is_audited(admin_api, env, failed_item, monkeypatch):
     calls = []
     monkeypatch.setattr(runtime, "sync_now", lambda env_id, **kw: calls.append((env_id, kw)) or {})
+    env.set_state("running")  # while stopped the item waits for the first pass after a start
     response = admin_api.post(url(env, f"attention/{failed_item.pk}/retry/"))
     assert response.status_code == 202
     assert calls == [(env.pk, {"user_email": "alice@contoso.example", "kind": "contacts"})]

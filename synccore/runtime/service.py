@@ -454,7 +454,9 @@ def retry_item(link_id: int) -> ItemLink:
         # re-creates it; the pass first looks for it once more by its sync id.
         link.state, link.remote_id, link.remote_change_key = LinkState.PENDING, "", ""
         link.save(update_fields=["state", "remote_id", "remote_change_key", "updated_at"])
-    sync_now(link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value)
+    # While stopped, no mailbox is written: the item waits for the first pass after a start.
+    if Environment.objects.filter(pk=link.environment_id, state=SynchronizerState.RUNNING).exists():
+        sync_now(link.environment_id, user_email=link.sync_user.mailbox_email, kind=_KIND_OF_LINK[link.kind].value)
     return link
 
 
