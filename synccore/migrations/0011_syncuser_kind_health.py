@@ -23,7 +23,7 @@ def carry_health_over(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("synccore", "0009_sync_user_backend")]
+    dependencies = [("synccore", "0010_sync_user_categorize_override")]
 
     operations = [
         migrations.AddField(
