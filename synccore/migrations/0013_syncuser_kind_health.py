@@ -23,7 +23,7 @@ def carry_health_over(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("synccore", "0010_sync_user_categorize_override")]
+    dependencies = [("synccore", "0012_tasks_settings_and_directions")]
 
     operations = [
         migrations.AddField(
