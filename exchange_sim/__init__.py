@@ -129,7 +129,7 @@ the other way round (property names differ, the store is the same; the sync id w
     sim.ca_bundle                 # PEM file of the test CA (httpx/msal verify=...)
     sim.graph_app, sim.tenant     # ("demo-client", "demo-secret"), "contoso" (GUID and contoso.onmicrosoft.com too)
     sim.graph.add_app("crm", "pw", mailboxes=["alice@contoso.example"])   # an application access policy: 403 elsewhere
-    sim.graph.add_app("dir", "pw", roles=("User.Read.All", "Contacts.ReadWrite"))  # default roles: Contacts/Calendars.ReadWrite, Tasks.ReadWrite.All
+    sim.graph.add_app("dir", "pw", roles=("User.Read.All", "Contacts.ReadWrite"))  # default roles: Contacts/Calendars.ReadWrite, Tasks.ReadWrite.All, Mail.ReadWrite, Mail.Send
     sim.graph.expire_tokens()     # or sim.clock.advance(timedelta(hours=1)): 401 InvalidAuthenticationToken
     sim.counters.for_mailbox("alice@contoso.example", protocol="graph")   # Graph requests are "graph.<resource>.<action>"
     Simulator(graph=False)        # EWS only
@@ -168,6 +168,17 @@ Microsoft To Do over the same store (`exchange_sim.graph.todo`): ``users/{user}/
 DELETE), ``tasks/delta`` (``@removed``, nextLink/deltaLink), ``tasks/{id}/linkedResources`` (+ ``/{id}``); the app
 role is Tasks.ReadWrite.All (or Tasks.Read.All to read). A client's own id rides in a linkedResource's
 ``externalId``; Graph documents no filter on it, so find a task by listing with ``$expand=linkedResources``.
+
+Mail over the same store (`exchange_sim.graph.mail`, semantics in `exchange_sim.messages`): ``users/{user}/mailFolders/{folder}``
+(well-known names ``inbox``, ``sentitems``, ``drafts``…; ``childFolders``), ``mailFolders/{folder}/messages`` and
+``messages/delta`` (``$select`` baked into the tokens, ``@removed``), ``users/{user}/messages/{id}`` (read with
+``$expand=attachments($select=name)``, PATCH ``categories`` / ``isRead`` on any message, the rest on drafts only,
+DELETE), ``POST users/{user}/messages`` (a draft), ``messages/{id}/send`` and ``sendMail`` (delivered to the
+simulator's recipients, the copy in Sent Items); roles Mail.ReadWrite (Mail.Read to read) and Mail.Send. Every
+message has an ``internetMessageId`` its sent and received copies share; EWS sees the same messages
+(``InternetMessageId``, ``Categories``, ``IsDraft``). Tests put a message into a mailbox with
+``sim.user(a).receive_message("Offer", "ann@fabrikam.example", categories=["CRM"])`` or ``send_message`` (or
+``POST /_sim/mailboxes/<address>/messages``).
 
 Change notifications: ``POST /v1.0/subscriptions`` (resources ``users/{user}/contacts``,
 ``users/{user}/contactFolders/{id}/contacts``, ``users/{user}/events``, ``users/{user}/calendar/events``,

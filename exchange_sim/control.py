@@ -18,6 +18,12 @@
                                                Outlook or To Do (the Tasks folder is To Do's default list), e.g. props
                                                {"DueDate": "2027-03-10", "Importance": "High", "Status": "InProgress",
                                                "ReminderIsSet": true, "ReminderDueBy": ISO, "Categories": [...]}
+    POST /_sim/mailboxes/<address>/messages   {"folder": "inbox", "from": ADDRESS, "to": [...], "cc": [...], "subject", "body",
+                                               "categories": [...], "received": ISO, "internet_message_id": optional,
+                                               "attachments": [NAME | {"name", "content"}]}: a message as received from
+                                               outside (folder "sentitems": sent from here by another client); with
+                                               "send": true it is sent from this mailbox instead (delivered to the
+                                               simulator's recipients, the copy kept in Sent Items). Answers the new item
     POST /_sim/mailboxes/<address>/folders     {"name": "CRM", "parent": "contacts"}
     POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes); <id> URL-encoded (ids hold '/'); on a
                                                task {"props": {"Status": "Completed"}} ticks it off (100 %, completed
@@ -185,10 +191,34 @@ class ControlApi:
         if method == "POST" and what == "tasks":
             props = props_from_json("Task", data.get("props", {}))
             return 201, item_json(user.create_task(data["subject"], data.get("folder", "tasks"), **props))
+        if method == "POST" and what == "messages":
+            return 201, item_json(self._message(user.address, data))
         if method == "POST" and what == "folders":
             folder = user.create_folder(data["name"], data.get("parent", "contacts"), data.get("folder_class"))
             return 201, folder.__dict__
         return 404, {"error": "not found"}
+
+    def _message(self, address: str, data: dict[str, Any]) -> Item:
+        from exchange_sim import messages
+
+        common = {k: data[k] for k in ("subject", "body", "categories", "attachments") if k in data}
+        if data.get("send"):
+            sent = messages.send(self.sim.store, address, to=data.get("to") or [], cc=data.get("cc"), **common)
+            if sent is None:
+                raise ValueError("a message sent without a copy leaves no item to answer")
+            return sent
+        received = parse_datetime(data["received"]) if data.get("received") else None
+        return messages.deliver(
+            self.sim.store,
+            address,
+            folder=data.get("folder", "inbox"),
+            sender=data.get("from"),
+            to=data.get("to"),
+            cc=data.get("cc"),
+            received=received,
+            internet_message_id=data.get("internet_message_id"),
+            **common,
+        )
 
     def _item_action(self, item_id: str, action: str, data: dict[str, Any]) -> tuple[int, Any]:
         item = self.sim.store.item(item_id)

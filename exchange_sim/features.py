@@ -1,4 +1,4 @@
-"""Wires the optional layers (calendar, meetings, tasks, notifications) into a Simulator."""
+"""Wires the optional layers (calendar, meetings, tasks, messages, notifications) into a Simulator."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from typing import Any
 
 
 def install(simulator: Any) -> None:
-    from exchange_sim import calendar, meetings, tasks
+    from exchange_sim import calendar, meetings, messages, tasks
     from exchange_sim.ews import directory_ops
 
     directory_ops.install(simulator)
     calendar.install(simulator)
     meetings.install(simulator)
     tasks.install(simulator)
+    messages.install(simulator)
     try:
         from exchange_sim import notifications
     except ImportError:  # notifications are optional while being built

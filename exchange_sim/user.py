@@ -133,6 +133,28 @@ class MailboxUser:
         """Tick the task off, as in Outlook or To Do: Completed, 100 %, completed today."""
         return self.edit(ref, Status="Completed")
 
+    # ---- mail (see messages.py / mail.py for the semantics) ------------------------------------------
+    def receive_message(self, subject: str, sender: str, **kw: Any) -> Item:
+        """``receive_message("Offer", "ann@fabrikam.example", to=[me], categories=["CRM"])``: a message from
+        outside lands in the Inbox (``folder=`` another one; see `messages.deliver` for the rest)."""
+        from exchange_sim import messages
+
+        kw.setdefault("to", [self.address])
+        return messages.deliver(self.store, self.address, subject=subject, sender=sender, **kw)
+
+    def send_message(self, subject: str, to: list[Any], **kw: Any) -> Item | None:
+        """Send as in Outlook: simulator recipients get it in their Inbox, the copy goes to Sent Items."""
+        from exchange_sim import messages
+
+        return messages.send(self.store, self.address, subject=subject, to=to, **kw)
+
+    def messages(self, folder: str = "inbox") -> list[Item]:
+        return self.items(folder, "Message")
+
+    def categorize(self, ref: ItemRef, *categories: str) -> Item:
+        """Set an item's categories, as ticking them in Outlook (none clears them)."""
+        return self.edit(ref, Categories=list(categories) or None)
+
     # ---- calendar (see calendar.py / meetings.py for the semantics) --------------------------------
     def create_event(
         self,

@@ -20,7 +20,7 @@ Deviations from Microsoft Graph (deliberate)
   (msal needs ``instance_discovery=False`` or ``validate_authority=False``).
 * HTTP/1.1 only (ALPN offers no h2); the certificate is for 127.0.0.1, localhost and the bound host.
 * Users are the simulator's mailboxes; a user's id is a GUID derived from the address; reading users needs
-  the app role User.Read.All (the demo app has Contacts.ReadWrite, Calendars.ReadWrite and Tasks.ReadWrite.All only).
+  the app role User.Read.All (the demo app has Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite.All, Mail.ReadWrite and Mail.Send only).
 * ``contactFolders/contacts`` names the default Contacts folder (clients do use it; Microsoft documents
   well-known names for mail folders only). ``users/{id}/contacts/delta`` is the default folder's delta.
 * Delta page size: ``Prefer: odata.maxpagesize`` up to 200, default ``sim.graph.page_size`` (10); contacts

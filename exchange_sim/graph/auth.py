@@ -35,7 +35,7 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_SCOPES = {f"{GRAPH_RESOURCE}/.default", f"{GRAPH_APP_ID}/.default"}
 DEMO_APP = ("demo-client", "demo-secret")
 DEMO_TENANT = "contoso"
-DEFAULT_ROLES = ("Contacts.ReadWrite", "Calendars.ReadWrite", "Tasks.ReadWrite.All")
+DEFAULT_ROLES = ("Contacts.ReadWrite", "Calendars.ReadWrite", "Tasks.ReadWrite.All", "Mail.ReadWrite", "Mail.Send")
 TOKEN_LIFETIME = timedelta(seconds=3599)
 WWW_AUTHENTICATE = (
     'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '

@@ -36,7 +36,16 @@ class GraphFrontEnd:
         apps: list[tuple[str, str]] | list[tuple[str, str, list[str] | None]] | None = None,
         tls_dir: str | None = None,
     ) -> None:
-        from exchange_sim.graph import calendar_delta, contacts, delta, events, subscriptions, todo, translate  # noqa: F401  (routes)
+        from exchange_sim.graph import (  # noqa: F401  (routes)
+            calendar_delta,
+            contacts,
+            delta,
+            events,
+            mail,
+            subscriptions,
+            todo,
+            translate,
+        )
 
         self.sim = simulator
         self.port = port
@@ -63,7 +72,7 @@ class GraphFrontEnd:
         return self.directory.tenant.id
 
     def add_app(self, client_id: str, secret: str, mailboxes: list[str] | None = None, roles: tuple[str, ...] | None = None) -> App:
-        """Register an app (roles default: Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite.All); mailboxes restricts it."""
+        """Register an app (roles default: Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite.All, Mail.ReadWrite, Mail.Send); mailboxes restricts it."""
         if roles is None:
             return self.directory.add_app(client_id, secret, mailboxes)
         return self.directory.add_app(client_id, secret, mailboxes, roles)
