@@ -353,6 +353,51 @@ class TaskItem:
 TASK_FIELDS = ("subject", "body", "status", "due", "start", "importance", "reminder")
 
 
+MailFolder = Literal["inbox", "sentitems"]
+# The folders e-mail filing reads (E1): received messages in the Inbox, sent ones in Sent Items.
+MAIL_FOLDERS: tuple[MailFolder, ...] = ("inbox", "sentitems")
+
+
+@dataclass
+class MailAddress:
+    address: str
+    name: str = ""
+
+
+@dataclass
+class MailMessage:
+    """A message of the Inbox or Sent Items as the engine sees it (e-mail filing, E1–E6).
+
+    ``message_id`` is the Internet message id, the same in the sender's and every recipient's copy.
+    ``message_changes`` gives the headers (no ``body``, no ``attachment_names``); ``get_messages``
+    adds the body as text and the attachments' names (never their content)."""
+
+    message_id: str = ""
+    subject: str = ""
+    folder: MailFolder = "inbox"
+    sender: MailAddress | None = None
+    to: list[MailAddress] = field(default_factory=list)
+    cc: list[MailAddress] = field(default_factory=list)
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+    categories: list[str] = field(default_factory=list)
+    is_draft: bool = False
+    has_attachments: bool = False
+    body: str = ""
+    attachment_names: list[str] = field(default_factory=list)
+    ref: RemoteRef | None = None
+
+
+@dataclass
+class MessagePage:
+    """Messages of one folder created or changed since a token (headers), ids of removed ones, the
+    token to pass next time."""
+
+    messages: list[MailMessage] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    token: str = ""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, PostalAddress):
         return {f.name: getattr(value, f.name) for f in fields(value)}
@@ -560,6 +605,24 @@ class MailboxBackend(abc.ABC):
     @abc.abstractmethod
     def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         """Delete tasks; one already gone counts as deleted."""
+
+    # E-mail filing (E1–E6) ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
+        """Messages of the Inbox or Sent Items created or changed since ``token`` ("" for all), with
+        their headers: one request per page (an idle folder: one request). Raises InvalidSyncToken
+        when the server no longer knows the token."""
+
+    @abc.abstractmethod
+    def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
+        """Messages with their text body and attachment names, in batches; one result per ref."""
+
+    @abc.abstractmethod
+    def set_message_categories(
+        self, mailbox: str, changes: Sequence[tuple[RemoteRef, Sequence[str]]]
+    ) -> list[ItemResult]:
+        """Write each message's whole list of categories, in batches; one result per change."""
 
     # Push (K14) -------------------------------------------------------------------------------
     # A backend offers at most one style; the caller reads ``push_style`` and calls only that

@@ -21,6 +21,9 @@ from synccore.mailbox.base import (
     ItemResult,
     MailboxBackend,
     MailboxError,
+    MailFolder,
+    MailMessage,
+    MessagePage,
     RemoteRef,
     TaskItem,
 )
@@ -223,6 +226,18 @@ class PreviewBackend(MailboxBackend):
     def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         self._record("delete_tasks", mailbox, len(refs))
         return [ItemResult() for _ in refs]
+
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
+        return self.inner.message_changes(mailbox, folder, token)
+
+    def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
+        return self.inner.get_messages(mailbox, refs)
+
+    def set_message_categories(
+        self, mailbox: str, changes: Sequence[tuple[RemoteRef, Sequence[str]]]
+    ) -> list[ItemResult]:
+        self._record("set_message_categories", mailbox, len(changes))
+        return [ItemResult(ref=ref) for ref, _ in changes]
 
     def _known(self, mailbox: str, ref: RemoteRef) -> CalendarEvent:
         """The event a cancellation is about, read now when the pass had no cause to read it."""

@@ -55,6 +55,7 @@ from synccore.mailbox.ews.client import (
     requests_sent,
     translate,
 )
+from synccore.mailbox.ews.messages import MessageOperations
 from synccore.mailbox.ews.streaming import StreamingOperations
 from synccore.mailbox.ews.tasks import TaskOperations
 from synccore.mailbox.ews.translation import SYNC_ID_FIELD, ews_fields, to_contact
@@ -62,7 +63,7 @@ from synccore.mailbox.ews.translation import SYNC_ID_FIELD, ews_fields, to_conta
 log = logging.getLogger(__name__)
 
 
-class EwsBackend(CalendarOperations, TaskOperations, StreamingOperations, MailboxBackend):
+class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, StreamingOperations, MailboxBackend):
     """A ``MailboxBackend`` over EWS: contacts and folders here, the calendar and stream push
     mixed in."""
 

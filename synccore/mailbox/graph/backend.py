@@ -16,12 +16,18 @@ from synccore.mailbox.base import ConnectionConfig, MailboxBackend, MailboxError
 from synccore.mailbox.graph.calendar import CalendarOperations
 from synccore.mailbox.graph.client import GraphClient, odata_query, user_path
 from synccore.mailbox.graph.contacts import ContactOperations
+from synccore.mailbox.graph.messages import MessageOperations
 from synccore.mailbox.graph.subscriptions import SubscriptionOperations
 from synccore.mailbox.graph.tasks import TaskOperations
 
 
 class GraphBackend(
-    ContactOperations, CalendarOperations, TaskOperations, SubscriptionOperations, MailboxBackend
+    ContactOperations,
+    CalendarOperations,
+    TaskOperations,
+    MessageOperations,
+    SubscriptionOperations,
+    MailboxBackend,
 ):
     """A ``MailboxBackend`` over Graph: one client, the operations mixed in by subject."""
 
