@@ -2,7 +2,10 @@
 backends' own shapes (EWS ``Recurrence``, Graph ``patternedRecurrence``).
 
 Both protocols describe the same Exchange series, so the rules of what can be represented live
-here once; each backend only renders a ``SeriesPattern`` in its own vocabulary.
+here once; each backend only renders a ``SeriesPattern`` in its own vocabulary. The numeric limits
+of each protocol (how many occurrences, how far apart) are ``LIMITS``, one entry per protocol: the
+CRM API refuses what any of them cannot carry (a mailbox may move to another backend, H2), and each
+backend checks its own before it writes, so one bad series is one item error, never a failed batch.
 """
 
 from __future__ import annotations
@@ -25,6 +28,30 @@ RELATIVE_DAY_SETS = (EVERY_DAY, WEEKDAYS, WEEKEND)
 
 class Unrepresentable(ValueError):
     """An RRULE Exchange has no pattern for: the item is refused, not written differently."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one protocol's series pattern can carry: the most occurrences of a numbered series and
+    the widest interval per frequency (a frequency absent has no interval: always 1)."""
+
+    protocol: str  # as people read it, in error messages
+    max_count: int
+    max_interval: dict[str, int]
+
+
+# Exchange Web Services (exchangelib checks these before it sends: NumberedRecurrence 1…999,
+# DailyRecurrence every 1…999 days, Weekly / (Relative)Monthly every 1…99; yearly patterns have no
+# interval). Microsoft Graph writes the same Exchange store, which keeps the same limits (Outlook's
+# own: at most 999 occurrences, every 999 days, 99 weeks, 99 months).
+EWS_LIMITS = Limits("Exchange (EWS)", 999, {"DAILY": 999, "WEEKLY": 99, "MONTHLY": 99})
+GRAPH_LIMITS = Limits("Exchange (Microsoft Graph)", 999, {"DAILY": 999, "WEEKLY": 99, "MONTHLY": 99})
+# HCL Domino: its limits join here with its backend ("domino": Limits(...)); the API then refuses
+# what Domino cannot carry either.
+LIMITS: dict[str, Limits] = {"ews": EWS_LIMITS, "graph": GRAPH_LIMITS}
+
+_UNITS = {"DAILY": "days", "WEEKLY": "weeks", "MONTHLY": "months", "YEARLY": "years"}
+_MONTH_LENGTHS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # a yearly day must exist (29 Feb)
 
 
 @dataclass(frozen=True)
@@ -61,20 +88,51 @@ def check_syntax(rrule: str) -> None:
     """Raises ValueError for what is not an RFC 5545 RRULE. UNTIL may be a UTC time (…Z) or a
     floating day or time: clients write both."""
     rule = rrule.strip().upper().removeprefix("RRULE:")
+    if {"COUNT", "UNTIL"} <= _parts(rule).keys():
+        raise ValueError("COUNT and UNTIL together (a series ends after a number or on a date)")
     aware = (_parts(rule).get("UNTIL") or "").endswith("Z")
     rrulestr(rule, dtstart=datetime(2026, 1, 1, tzinfo=UTC if aware else None))
 
 
-def parse_rrule(rrule: str, first: date) -> SeriesPattern:
-    """The pattern of an RRULE whose first occurrence falls on ``first`` (in the event's zone)."""
+def parse_rrule(rrule: str, first: date, protocol: str | None = None) -> SeriesPattern:
+    """The pattern of an RRULE whose first occurrence falls on ``first`` (in the event's zone),
+    within the limits of ``protocol`` (a key of ``LIMITS``), or of every protocol when None."""
+    names = [p.split("=", 1)[0] for p in rrule.upper().removeprefix("RRULE:").split(";") if "=" in p]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise Unrepresentable(f"{', '.join(twice)} is given more than once in the recurrence")
     parts = _parts(rrule)
     unsupported = set(parts) - _KNOWN_PARTS
     if unsupported:
         raise Unrepresentable(f"Exchange cannot represent {', '.join(sorted(unsupported))} in a recurrence")
+    if "COUNT" in parts and "UNTIL" in parts:
+        raise Unrepresentable("A recurrence ends after a number of occurrences (COUNT) or on a date (UNTIL), not both")
     try:
-        return _pattern(parts, first)
+        pattern = _pattern(parts, first)
+    except Unrepresentable:
+        raise
     except (ValueError, IndexError):
         raise Unrepresentable(f"Exchange cannot represent the recurrence {rrule}") from None
+    for limits in [LIMITS[protocol]] if protocol else LIMITS.values():
+        check_limits(pattern, limits)
+    return pattern
+
+
+def check_limits(pattern: SeriesPattern, limits: Limits) -> None:
+    """Raises Unrepresentable when a pattern is beyond what one protocol can carry."""
+    widest = limits.max_interval.get(pattern.freq, 1)
+    if pattern.interval > widest:
+        unit = _UNITS[pattern.freq]
+        raise Unrepresentable(
+            f"{limits.protocol} repeats a {pattern.freq.lower()} event at most every {widest} {unit}"
+            if widest > 1
+            else f"{limits.protocol} cannot represent an INTERVAL on a {pattern.freq.lower()} event"
+        )
+    if pattern.count is not None and not 1 <= pattern.count <= limits.max_count:
+        raise Unrepresentable(
+            f"{limits.protocol} repeats an event 1 to {limits.max_count} times (COUNT); "
+            "leave COUNT out for a series without an end"
+        )
 
 
 def _pattern(parts: dict[str, str], first: date) -> SeriesPattern:
@@ -86,7 +144,9 @@ def _pattern(parts: dict[str, str], first: date) -> SeriesPattern:
         _split(parts.get("BYMONTH", "")),
     )
     setpos = _split(parts.get("BYSETPOS", ""))
-    if freq not in FREQUENCIES or interval < 1 or len(month_days) > 1 or len(months) > 1 or len(setpos) > 1:
+    if interval < 1:
+        raise Unrepresentable("INTERVAL is a whole number from 1 on")
+    if freq not in FREQUENCIES or len(month_days) > 1 or len(months) > 1 or len(setpos) > 1:
         raise ValueError
     if freq == "DAILY" and days:
         if interval != 1:
@@ -96,8 +156,6 @@ def _pattern(parts: dict[str, str], first: date) -> SeriesPattern:
         raise ValueError
     if freq == "WEEKLY" and any(d not in RRULE_DAYS for d in days):
         raise ValueError
-    if freq == "YEARLY" and interval != 1:
-        raise ValueError  # EWS has no interval on yearly patterns; both backends refuse alike
     if freq == "MONTHLY" and months:
         raise ValueError
     weekdays, week_index, day_of_month = (), 0, 0
@@ -115,6 +173,11 @@ def _pattern(parts: dict[str, str], first: date) -> SeriesPattern:
         day_of_month = int(month_days[0]) if month_days else first.day
         if not 1 <= day_of_month <= 31:
             raise ValueError
+    month = int(months[0]) if months else (first.month if freq == "YEARLY" else 0)
+    if months and not 1 <= month <= 12:
+        raise Unrepresentable("BYMONTH is a month from 1 to 12")
+    if freq == "YEARLY" and day_of_month > _MONTH_LENGTHS[month - 1]:
+        raise Unrepresentable(f"Month {month} has no day {day_of_month}")
     count = int(parts["COUNT"]) if "COUNT" in parts else None
     return SeriesPattern(
         freq=freq,
@@ -122,7 +185,7 @@ def _pattern(parts: dict[str, str], first: date) -> SeriesPattern:
         interval=interval,
         weekdays=weekdays,
         day_of_month=day_of_month,
-        month=int(months[0]) if months else (first.month if freq == "YEARLY" else 0),
+        month=month,
         week_index=week_index,
         count=count,
         until=_day(parts["UNTIL"]) if "UNTIL" in parts and count is None else None,

@@ -386,16 +386,33 @@ def in_window(
     horizon_end: datetime,
     time_zone: str = "UTC",
 ) -> bool:
-    """Present or future (K2) and within the horizon; a series counts while it still occurs."""
+    """Present or future (K2) and within the horizon; a series counts while it still occurs. A
+    series Exchange cannot represent (e.g. COUNT=0) counts too: its write is tried and refused as
+    an item error people see in "Needs attention" (DESIGN §5), never silently left out."""
     if start >= horizon_end:
         return False
     if not rrule:
         return end > now
+    if unrepresentable(rrule, start, time_zone):
+        return True
     try:
         nxt = next(Series(rrule, start, time_zone).starts(after=now - (end - start)), None)
     except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
         return end > now
     return nxt is not None and nxt + (end - start) > now
+
+
+def unrepresentable(rrule: str, start: datetime, time_zone: str = "UTC") -> bool:
+    """Whether no backend can write this series (``mailbox.recurrence`` and its limits)."""
+    try:
+        first = start.astimezone(ZoneInfo(time_zone or "UTC")).date()
+    except (ValueError, KeyError):
+        first = start.astimezone(UTC).date()
+    try:
+        recurrence.parse_rrule(rrule, first)
+    except recurrence.Unrepresentable:
+        return True
+    return False
 
 
 def default_reminder(activity: Activity, sync_settings) -> int | None:

@@ -163,7 +163,7 @@ def _ews_week(index: int) -> int:
 def rrule_to_recurrence(rrule: str, first: date) -> Recurrence:
     """An RFC 5545 RRULE → an EWS recurrence; raises Unrepresentable (a ValueError) for what
     Exchange cannot represent."""
-    p = recurrence.parse_rrule(rrule, first)
+    p = recurrence.parse_rrule(rrule, first, "ews")
     if p.freq == "DAILY":
         pattern = DailyPattern(interval=p.interval)
     elif p.freq == "WEEKLY":
@@ -187,7 +187,11 @@ def rrule_to_recurrence(rrule: str, first: date) -> Recurrence:
         boundary = EndDatePattern(start=first, end=p.until)
     else:
         boundary = NoEndPattern(start=first)
-    return Recurrence(pattern=pattern, boundary=boundary)
+    result = Recurrence(pattern=pattern, boundary=boundary)
+    # exchangelib checks its fields only while it sends a whole batch: checked here, a value it
+    # refuses fails this item (InvalidItem), not the batch.
+    result.clean()
+    return result
 
 
 def _relative_days(weekday: int) -> tuple[int, ...]:

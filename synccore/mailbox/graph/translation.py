@@ -264,7 +264,7 @@ _GRAPH_FREQUENCIES = {
 def rrule_to_recurrence(rrule: str, first: date, zone_name: str) -> dict[str, Any]:
     """An RFC 5545 RRULE → a Graph patternedRecurrence (what Exchange can represent, as over EWS)."""
     try:
-        p = recurrence.parse_rrule(rrule, first)
+        p = recurrence.parse_rrule(rrule, first, "graph")
     except recurrence.Unrepresentable as exc:
         raise base.InvalidItem(str(exc)) from exc
     days = [_GRAPH_DAYS[d] for d in p.weekdays]
