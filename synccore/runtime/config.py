@@ -27,6 +27,11 @@ def lease_ttl_s() -> float:
     return _conf("SYNC_LEASE_SECONDS", leases.DEFAULT_TTL_S)
 
 
+def foreground_wait_s() -> float:
+    """How long ``manage.py sync_now`` waits for a pass that holds a mailbox before giving up."""
+    return _conf("SYNC_NOW_WAIT_SECONDS", 60)
+
+
 def retention_days() -> float:
     return _conf("SYNC_RETENTION_DAYS", 30)
 

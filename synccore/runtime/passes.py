@@ -7,6 +7,7 @@ holder for a re-run, so a push notification arriving during a pass is never drop
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.utils import timezone
@@ -119,6 +120,35 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
     for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
         queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
     return result
+
+
+def run_foreground(user: SyncUser, kind: str, ctx: PassContext, *, wait_s: float | None = None) -> SyncRun | None:
+    """A pass in this process (``manage.py sync_now``) under the mailbox's lease, as a worker's
+    pass runs: it waits up to ``wait_s`` for another pass holding the mailbox to finish, then
+    gives up (None). Re-runs asked for while it held the lease go to the workers."""
+    holder, ttl = leases.new_holder(), config.lease_ttl_s()
+    deadline = time.monotonic() + (config.foreground_wait_s() if wait_s is None else wait_s)
+    while not leases.acquire(user.pk, holder, ttl):
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)
+    try:
+        leases.close_orphaned_runs(user.pk)
+        asked_to_stop = ctx.should_stop
+
+        def should_stop() -> bool:
+            if not leases.renew(user.pk, holder, ttl):
+                raise PassAborted("The lease on this mailbox was lost (taken over after expiry).")
+            return asked_to_stop()
+
+        ctx.should_stop = should_stop
+        run = pass_runner(kind)(user.pk, ctx)
+        SyncRun.objects.filter(pk=run.pk).update(worker=leases.worker_name())
+    finally:
+        leases.release(user.pk, holder)
+    for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
+        queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
+    return run
 
 
 def push_calendar(user_id: int) -> bool:

@@ -12,6 +12,7 @@ connection fail raises ``StartFailed`` after moving the environment to "failed" 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +43,7 @@ from synccore.sync import contacts, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.preview import preview_passes
 from synccore.sync.readable import Readable
-from synccore.sync.service import kind_enabled
+from synccore.sync.service import Summary, kind_enabled, run_passes
 
 KINDS = passes.KINDS
 
@@ -148,6 +149,27 @@ def sync_now(
             if passes.runnable_kind(user, one_kind):
                 passes.enqueue_pass(user, one_kind, full=full, trigger=trigger, broker=broker)
     return status(environment_id)
+
+
+def sync_now_foreground(
+    environment_name: str,
+    *,
+    user_email: str | None = None,
+    kind: str = "all",
+    full: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> Summary:
+    """``manage.py sync_now``: the passes in this process, also while stopped, each under its
+    mailbox's lease as a worker's pass (a pass holding the mailbox is waited for, then the
+    mailbox is reported busy). Raises ``UnknownTarget`` for an unknown environment or user."""
+    return run_passes(
+        environment_name,
+        user_email=user_email,
+        kind=kind,
+        full=full,
+        on_progress=on_progress,
+        runner=passes.run_foreground,
+    )
 
 
 PREVIEW_PAGE_SIZE = 100

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from synccore.mailbox.base import MailboxBackend, MailboxError
@@ -77,8 +78,11 @@ def fail_run(run: SyncRun, user: SyncUser, error: Exception, *, requests: int) -
     run.requests = requests
     run.error = str(error)
     run.outcome = Outcome.ABORTED if isinstance(error, PassAborted) else Outcome.FAILED
+    if isinstance(error, DatabaseError):
+        # Our own database, not the mailbox: the run says so; the mailbox's state is not touched.
+        run.error = f"A database error stopped this pass (the mailbox is not at fault): {error}"
     run.save()
-    if isinstance(error, PassAborted):
+    if isinstance(error, PassAborted | DatabaseError):
         return run
     readable = explain(error, mailbox=user.mailbox_email, server=server_name(user.environment.settings, user.effective_backend))
     user.last_error_at = run.finished_at

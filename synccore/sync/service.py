@@ -11,6 +11,10 @@ from synccore.sync.contacts import run_contact_pass
 from synccore.sync.runs import PassContext
 
 COUNTS = ("created", "updated", "deleted", "skipped", "failed", "conflicts", "requests")
+BUSY = "another pass holds this mailbox"
+
+# Runs one pass of one kind for one user; None when it could not (another pass holds the mailbox).
+Runner = Callable[[SyncUser, str, PassContext], SyncRun | None]
 
 
 class UnknownTarget(LookupError):
@@ -25,6 +29,7 @@ class Summary:
     failed_passes: int = 0
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     runs: list[SyncRun] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # "mailbox kind" of passes not run: held elsewhere
 
     def add(self, run: SyncRun) -> None:
         self.users += 1
@@ -40,7 +45,13 @@ class Summary:
             self.aborted += 1
 
     def as_dict(self) -> dict:
-        return {"environment": self.environment, "users": self.users, **self.totals, "aborted": self.aborted}
+        return {
+            "environment": self.environment,
+            "users": self.users,
+            **self.totals,
+            "aborted": self.aborted,
+            "busy": len(self.busy),
+        }
 
 
 def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun]:
@@ -80,7 +91,10 @@ def run_passes(
     full: bool = False,
     trigger: str = "command",
     on_progress: Callable[[str, int, int], None] | None = None,
+    runner: Runner | None = None,
 ) -> Summary:
+    """Passes in this process, one after the other. ``runner`` runs each (the runtime's takes the
+    mailbox's lease, as a worker's pass does); without it, the pass runs as it is (tests, benches)."""
     environment, users = target_users(environment_name, user_email)
     kinds = [SyncKind.CONTACTS, SyncKind.CALENDAR] if kind == "all" else [SyncKind(kind)]
     summary = Summary(environment.name)
@@ -94,5 +108,10 @@ def run_passes(
                 def progress(done: int, total: int, email=user.mailbox_email, k=one_kind) -> None:
                     on_progress(f"{email} {k}", done, total)
 
-            summary.add(pass_runner(one_kind)(user.pk, PassContext(trigger=trigger, full=full, on_progress=progress)))
+            ctx = PassContext(trigger=trigger, full=full, on_progress=progress)
+            run = runner(user, one_kind, ctx) if runner else pass_runner(one_kind)(user.pk, ctx)
+            if run is None:
+                summary.busy.append(f"{user.mailbox_email} {one_kind}")
+            else:
+                summary.add(run)
     return summary

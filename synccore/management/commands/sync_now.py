@@ -7,8 +7,9 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from synccore.runtime.service import sync_now_foreground
 from synccore.sync.preview import preview_passes
-from synccore.sync.service import UnknownTarget, run_passes
+from synccore.sync.service import BUSY, UnknownTarget
 
 
 class Command(BaseCommand):
@@ -31,7 +32,7 @@ class Command(BaseCommand):
             return
         show_progress = sys.stderr.isatty()
         try:
-            summary = run_passes(
+            summary = sync_now_foreground(
                 options["environment"],
                 user_email=options["user"],
                 kind=options["kind"],
@@ -48,8 +49,10 @@ class Command(BaseCommand):
                 self.stderr.write(
                     f"{run.sync_user.mailbox_email} {run.kind}: {run.get_outcome_display()}: {run.error}"
                 )
+        for busy in summary.busy:
+            self.stderr.write(f"{busy}: {BUSY}; not run")
         self.stdout.write(json.dumps(summary.as_dict()))
-        if summary.aborted or summary.failed_passes:
+        if summary.aborted or summary.failed_passes or summary.busy:
             sys.exit(1)
 
     def _preview(self, options) -> None:
