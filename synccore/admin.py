@@ -106,6 +106,7 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         "contacts_enabled",
         "calendar_enabled",
         "tasks_enabled",
+        "email_enabled",
         "active",
         "backend",
         "health",
@@ -120,6 +121,7 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         "contacts_enabled",
         "calendar_enabled",
         "tasks_enabled",
+        "email_enabled",
     ]
     search_fields = ["mailbox_email", "employee__name", "employee__email"]
     autocomplete_fields = ["employee"]

@@ -67,6 +67,17 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "comment_to_external_attendees",
         ],
     ),
+    (
+        "E-mail filing",
+        [
+            "file_emails",
+            "file_emails_from",
+            "email_filing_category",
+            "email_filed_category",
+            "track_all_emails",
+            "email_body_limit",
+        ],
+    ),
     ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
 ]
 

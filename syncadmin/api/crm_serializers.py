@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from synccore import crmio
-from synccore.models import ActivityType, AttendeeType, TaskPriority, TaskStatus
+from synccore.models import ActivityType, AttendeeType, EmailDirection, TaskPriority, TaskStatus
 
 
 def _text(max_length: int | None = None, **kwargs) -> serializers.CharField:
@@ -111,6 +111,15 @@ class OccurrenceExceptionSerializer(serializers.Serializer):
     location = serializers.CharField(required=False, allow_blank=True)
 
 
+class EmailAddressSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    name = serializers.CharField()
+
+
+class RecipientSerializer(EmailAddressSerializer):
+    type = serializers.ChoiceField(choices=["to", "cc"])
+
+
 class ActivitySerializer(CrmRecordSerializer):
     type = serializers.ChoiceField(choices=ActivityType.values, required=False)
     subject = _text(255)
@@ -142,6 +151,18 @@ class ActivitySerializer(CrmRecordSerializer):
     responsible_email = _text(254, help_text="The employee whose mailbox gets the task")
     contact_external_id = _text(100)
     company_external_id = _text(100)
+    # A filed e-mail's own fields (type email, E3): written by the synchronizer, read here.
+    direction = serializers.ChoiceField(
+        choices=EmailDirection.values, read_only=True, allow_null=True, help_text="in (received) | out (sent)"
+    )
+    message_id = serializers.CharField(read_only=True, allow_null=True, help_text="The Internet message id")
+    sender = EmailAddressSerializer(read_only=True, allow_null=True)
+    recipients = RecipientSerializer(many=True, read_only=True, help_text="To and cc")
+    sent_at = serializers.CharField(read_only=True, allow_null=True, help_text="ISO 8601, in time_zone")
+    body = serializers.CharField(read_only=True, help_text="The message's text, capped (the settings' email_body_limit)")
+    attachment_names = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Names only: attachments are never copied"
+    )
 
 
 SERIALIZERS = {

@@ -210,6 +210,7 @@ class SyncUserSerializer(serializers.ModelSerializer):
             "contacts_enabled",
             "calendar_enabled",
             "tasks_enabled",
+            "email_enabled",
             "contact_folder_override",
             "categorize_override",
             "active",

@@ -91,6 +91,7 @@ class SyncUserForm(forms.ModelForm):
             "contacts_enabled",
             "calendar_enabled",
             "tasks_enabled",
+            "email_enabled",
             "contact_folder_override",
             "categorize_override",
             "active",

@@ -142,6 +142,7 @@ def _export_activity(activity: Activity) -> dict[str, Any]:
         "exceptions": list(activity.recurrence_exceptions or []),
         "reminder_minutes": activity.reminder_minutes,
         **_export_task(activity, zone),
+        **_export_email(activity, zone),
         "attendees": [
             {
                 "email": a.email,
@@ -167,6 +168,19 @@ def _export_task(activity: Activity, zone: ZoneInfo) -> dict[str, Any]:
         "responsible_email": activity.responsible.email if activity.responsible else "",
         "contact_external_id": activity.contact.external_id if activity.contact else None,
         "company_external_id": activity.company.external_id if activity.company else None,
+    }
+
+
+def _export_email(activity: Activity, zone: ZoneInfo) -> dict[str, Any]:
+    """A filed e-mail's own fields (E3; other types keep them empty)."""
+    return {
+        "direction": activity.direction or None,
+        "message_id": activity.message_id or None,
+        "sender": dict(activity.sender) if activity.sender else None,
+        "recipients": list(activity.recipients or []),
+        "sent_at": activity.sent_at.astimezone(zone).isoformat() if activity.sent_at else None,
+        "body": activity.body,
+        "attachment_names": list(activity.attachment_names or []),
     }
 
 

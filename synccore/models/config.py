@@ -252,6 +252,38 @@ class SyncSettings(models.Model):
         "write CRM comments into meetings with external attendees", default=False
     )
 
+    # E-mail filing (E1–E6)
+    file_emails = models.BooleanField(
+        "file e-mails",
+        default=False,
+        help_text="Messages users mark in Outlook (or, with track all, every message with a CRM address) "
+        "become CRM activities of type E-mail (E1).",
+    )
+    file_emails_from = models.DateField(
+        "file e-mails from",
+        null=True,
+        blank=True,
+        help_text="Only messages received or sent on or after this day (empty: from when filing is turned on).",
+    )
+    email_filing_category = models.CharField(
+        max_length=255, default="CRM", help_text="The Outlook category users mark a message with (E2)."
+    )
+    email_filed_category = models.CharField(
+        max_length=255, default="Filed in CRM", help_text="The category a filed message gets (E6)."
+    )
+    track_all_emails = models.BooleanField(
+        "track all e-mails",
+        default=False,
+        help_text="File every message with a CRM contact or company among its sender and recipients, "
+        "without a category (E2).",
+    )
+    email_body_limit = models.PositiveIntegerField(
+        "e-mail body limit",
+        default=20000,
+        validators=[MinValueValidator(0), MaxValueValidator(1_000_000)],
+        help_text="Characters of a message's text kept in the activity (E3).",
+    )
+
     # Safety
     safety_limit_percent = models.PositiveSmallIntegerField(
         "safety limit (%)",
@@ -431,6 +463,9 @@ class SyncUser(models.Model):
     contacts_enabled = models.BooleanField("synchronize contacts", default=True)
     calendar_enabled = models.BooleanField("synchronize calendar", default=True)
     tasks_enabled = models.BooleanField("synchronize tasks", default=True)
+    email_enabled = models.BooleanField(
+        "file e-mails", default=True, help_text="E-mail filing for this user, while the environment files e-mails (E1)."
+    )
     contact_folder_override = models.CharField(
         max_length=100,
         blank=True,

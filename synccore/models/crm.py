@@ -308,6 +308,11 @@ class TaskStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
 
 
+class EmailDirection(models.TextChoices):
+    IN = "in", "Received"
+    OUT = "out", "Sent"
+
+
 class TaskPriority(models.TextChoices):
     LOW = "low", "Low"
     NORMAL = "normal", "Normal"
@@ -399,6 +404,18 @@ class Activity(CrmRecord):
         related_name="responsible_for_activities",
         help_text="A task goes to this employee's sync user (T1).",
     )
+    # A filed e-mail's own fields (type E-mail, E3–E5); other types leave them empty.
+    direction = models.CharField(max_length=3, choices=EmailDirection.choices, blank=True)
+    message_id = models.CharField(
+        max_length=998, blank=True, help_text="A filed e-mail's Internet message id: it is filed once (E5)."
+    )
+    sender = models.JSONField(default=dict, blank=True, help_text='{"address", "name"}')
+    recipients = models.JSONField(
+        default=list, blank=True, help_text='To and cc: [{"address", "name", "type": "to" | "cc"}]'
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    body = models.TextField(blank=True, help_text="A filed e-mail's text, capped (E3).")
+    attachment_names = models.JSONField(default=list, blank=True, help_text="Names only, never the content.")
     contact = models.ForeignKey(
         Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_activities"
     )
@@ -421,6 +438,13 @@ class Activity(CrmRecord):
             models.CheckConstraint(
                 condition=Q(end__gte=models.F("start")), name="activity_end_not_before_start"
             ),
+            models.UniqueConstraint(
+                fields=["environment", "message_id"],
+                # tombstones too: an e-mail deleted in the CRM is not filed again (E5, E6)
+                condition=~Q(message_id=""),
+                name="activity_unique_message_id",
+                violation_error_message="This e-mail is already filed in this environment.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -431,7 +455,9 @@ class Activity(CrmRecord):
         return self.synchronize and self.type in SYNCHRONIZED_ACTIVITY_TYPES
 
     def has_links(self) -> bool:
-        return self.links.exists()
+        # A filed e-mail leaves a tombstone: its message is not filed again (E5), and an outside
+        # CRM reading changes learns of the deletion.
+        return bool(self.message_id) or self.links.exists()
 
     def warnings(self) -> list[str]:
         """What the synchronizer cannot do with this activity as it stands, for people to see.
