@@ -635,14 +635,18 @@ class MailboxBackend(abc.ABC):
         on_subscribed: Callable[[], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         connection_timeout_minutes: int = 1,
+        on_unreachable: Callable[[str, MailboxError], None] | None = None,
     ) -> Iterator[str]:
         """Stream push: yield the address of each mailbox whose calendar changed, for as long as
         the stream lives.
 
         The stream has connections of its own, never this backend's pool (it holds one for
         minutes), and releases them when it ends. ``on_subscribed`` is called once the server
-        watches every mailbox: what happened before is not replayed, so the caller catches up
-        then. Raises MailboxError when the stream breaks; the caller backs off and calls again.
+        watches every mailbox it could: what happened before is not replayed, so the caller
+        catches up then. A mailbox that cannot be watched for a reason of its own (no such
+        mailbox, no rights on it) is told to ``on_unreachable`` and left out; the others stream on
+        (O3). Raises MailboxError when the stream breaks, or when no mailbox could be watched; the
+        caller backs off and calls again.
         """
         raise self._push_not_supported("stream")
 

@@ -29,6 +29,7 @@ class StreamingOperations:
         on_subscribed: Callable[[], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         connection_timeout_minutes: int = 1,
+        on_unreachable: Callable[[str, MailboxError], None] | None = None,
     ) -> Iterator[str]:
         """Yield the address of each mailbox whose calendar changed, for as long as the stream lives.
 
@@ -40,9 +41,12 @@ class StreamingOperations:
         live on one Mailbox server and one request reads them all.
 
         ``on_subscribed`` is called once the subscriptions exist: streaming cannot replay what happened
-        before, so the caller runs its catch-up then. Raises ``MailboxError`` when the stream breaks
-        (a stream that ends without the server closing it counts as broken); the caller backs off and
-        calls again (a new gap, a new catch-up).
+        before, so the caller runs its catch-up then. A mailbox whose subscription is refused for a
+        reason of its own (``MailboxNotFound``, ``AccessDenied``) is told to ``on_unreachable`` and
+        left out, and the group's anchor is its first mailbox that could subscribe: one missing
+        mailbox never takes the others' push down (O3). Raises ``MailboxError`` when the stream
+        breaks (a stream that ends without the server closing it counts as broken) or when no
+        mailbox could subscribe; the caller backs off and calls again (a new gap, a new catch-up).
         """
         if len(mailboxes) > MAX_SUBSCRIPTIONS_PER_CONNECTION:
             raise ValueError(f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection")
@@ -52,14 +56,24 @@ class StreamingOperations:
         # connections (a pass's), nor another stream's; closed when the stream ends.
         backend = type(self)(self.config, own_pool=True)
         ordered = sorted(mailboxes, key=str.lower)
-        anchor = backend.account(ordered[0])
+        anchor = None
         subscriptions: dict[str, str] = {}
         try:
             for mailbox in ordered:
                 account = backend.account(mailbox)
-                if account is not anchor:
+                if anchor is not None:
                     account.affinity_cookie = anchor.affinity_cookie
-                subscriptions[backend.call(account.calendar.subscribe_to_streaming)] = mailbox
+                try:
+                    subscriptions[backend.call(lambda a=account: a.calendar.subscribe_to_streaming())] = mailbox
+                except (base.MailboxNotFound, base.AccessDenied) as exc:
+                    if on_unreachable is None or len(ordered) == 1:
+                        raise
+                    on_unreachable(mailbox, exc)
+                    continue
+                if anchor is None:
+                    anchor = account
+            if anchor is None:
+                raise base.PermanentMailboxError("None of the stream's mailboxes could be subscribed to.")
             if on_subscribed:
                 on_subscribed()
             while not should_stop():

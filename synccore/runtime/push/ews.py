@@ -9,7 +9,10 @@ of the environment. Each group runs in a thread with connections of its own, and
 targeted calendar pass for the mailbox that changed. After every (re)connection it enqueues a
 catch-up pass for each of its mailboxes, because a stream cannot replay what happened while it
 was down. A broken stream reconnects with exponential back-off. Environments that stop, or turn
-push off, lose their threads at the next poll.
+push off, lose their threads at the next poll. A mailbox that cannot be subscribed to (no such
+mailbox, no rights on it) is left out of its group's stream, which goes on without it, and streams
+in a group of its own that retries with a back-off of its own (O3): one missing mailbox never
+costs the others their push.
 
 The listener publishes the state of each group's stream in the shared cache at every poll;
 `stream_status` turns it into the status's per-user "push" entry (the same shape as a Graph
@@ -27,10 +30,11 @@ from django.core.cache import cache
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from synccore.mailbox.base import MailboxBackend, MailboxError
+from synccore.mailbox.base import AccessDenied, MailboxBackend, MailboxError, MailboxNotFound
 from synccore.models import Backend, Environment, PushSubscriptionState, SynchronizerState, SyncKind, SyncUser
 from synccore.runtime import leases, passes
 from synccore.sync.connection import open_backend
+from synccore.sync.readable import explain
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +42,23 @@ log = logging.getLogger(__name__)
 GROUP_SIZE = 200
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
+# A mailbox that cannot be subscribed to (no such mailbox, no rights) streams alone and is tried
+# again less often: it is synchronized by pull meanwhile, and its state says so.
+BACKOFF_ALONE_MAX_S = 300.0
 
 
 def wanted_streams(
     held: Iterable[tuple[int, tuple[int, ...]]] = (),
+    isolated: Iterable[int] = (),
 ) -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]:
     """(environment id, user ids) → [(user id, mailbox)] for every stream that should be held.
 
     ``held`` are the streams held now: their groups are kept as they are, less the users who left,
     so a user who joins or leaves restarts (and catches up) one group, not all of them.
+    ``isolated`` are users whose mailbox could not be subscribed to: each streams on its own (and
+    retries with its own back-off), out of the group it shared (O3).
     """
+    isolated = set(isolated)
     streams = {}
     envs = Environment.objects.filter(
         state=SynchronizerState.RUNNING,
@@ -64,20 +75,24 @@ def wanted_streams(
             .filter(SyncUser.on_backend(Backend.EWS))
             .values_list("pk", "mailbox_email")
         )
-        for group in plan_groups(users, held_by_env.get(env.pk, [])):
+        for group in plan_groups(users, held_by_env.get(env.pk, []), isolated):
             streams[(env.pk, tuple(pk for pk, _ in group))] = group
     return streams
 
 
-def plan_groups(users: dict[int, str], held: list[tuple[int, ...]]) -> list[list[tuple[int, str]]]:
+def plan_groups(
+    users: dict[int, str], held: list[tuple[int, ...]], isolated: Iterable[int] = ()
+) -> list[list[tuple[int, str]]]:
     """Groups of at most GROUP_SIZE users, each in address order (its first is the anchor).
 
     Held groups keep their members that are still wanted; newcomers, in address order, fill the
-    groups with room, then new groups.
+    groups with room, then new groups. An isolated user has a group of its own, which no one joins.
     """
-    groups = [[pk for pk in group if pk in users] for group in held]
+    isolated = {pk for pk in isolated if pk in users}
+    alone = [[pk] for pk in sorted(isolated)]
+    groups = [[pk for pk in group if pk in users and pk not in isolated] for group in held]
     groups = [group for group in groups if group]
-    placed = {pk for group in groups for pk in group}
+    placed = isolated | {pk for group in groups for pk in group}
     newcomers = sorted((pk for pk in users if pk not in placed), key=lambda pk: (users[pk].lower(), pk))
     for pk in newcomers:
         room = next((group for group in groups if len(group) < GROUP_SIZE), None)
@@ -85,7 +100,10 @@ def plan_groups(users: dict[int, str], held: list[tuple[int, ...]]) -> list[list
             room = []
             groups.append(room)
         room.append(pk)
-    return [sorted(((pk, users[pk]) for pk in group), key=lambda u: (u[1].lower(), u[0])) for group in groups]
+    return [
+        sorted(((pk, users[pk]) for pk in group), key=lambda u: (u[1].lower(), u[0]))
+        for group in groups + alone
+    ]
 
 
 def listen(
@@ -93,13 +111,23 @@ def listen(
     users: list[tuple[int, str]],
     stop: threading.Event,
     report: Callable[[str, str], None] = lambda state, error: None,
+    isolate: Callable[[int, str], None] | None = None,
 ) -> None:
     """Hold one stream until `stop` is set: enqueue passes, reconnect with back-off.
 
     ``report(state, error)`` is told when the stream is subscribed ("active") and when it broke
-    ("failed", with the reason and when it tries again)."""
+    ("failed", with the reason and when it tries again). ``isolate(user id, reason)`` is told of a
+    member whose mailbox could not be subscribed to: the stream goes on without it, and the
+    listener gives it a stream of its own at its next poll. A stream of one mailbox that cannot be
+    subscribed to waits up to BACKOFF_ALONE_MAX_S between tries."""
     by_mailbox = {email.lower(): pk for pk, email in users}
     wait = BACKOFF_FIRST_S
+    most = BACKOFF_ALONE_MAX_S if len(users) == 1 else BACKOFF_MAX_S
+
+    def unreachable(mailbox: str, exc: MailboxError) -> None:
+        user_id = by_mailbox.get(mailbox.lower())
+        if user_id and isolate is not None:
+            isolate(user_id, _no_push(exc, mailbox, 0))
 
     def catch_up() -> None:
         nonlocal wait
@@ -117,61 +145,94 @@ def listen(
             connection.close()
             # The stream has connections of its own, never the workers' nor another group's.
             for mailbox in backend.stream_calendar_changes(
-                [email for _, email in users], on_subscribed=catch_up, should_stop=stop.is_set
+                [email for _, email in users],
+                on_subscribed=catch_up,
+                should_stop=stop.is_set,
+                on_unreachable=unreachable if isolate is not None else None,
             ):
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
                     passes.push_calendar(user_id)
                     connection.close()
+        except (MailboxNotFound, AccessDenied) as exc:  # a stream of one mailbox that cannot be watched
+            log.warning("no push for %s: %s; again in %.0f s", users[0][1], exc, wait)
+            report(PushSubscriptionState.FAILED, _no_push(exc, users[0][1], wait))
+            stop.wait(wait)
+            wait = min(most, wait * 2)
         except (MailboxError, Environment.DoesNotExist) as exc:
             log.warning(
                 "push stream for environment %s broke: %s; again in %.0f s", environment_id, exc, wait
             )
             report(PushSubscriptionState.FAILED, f"The stream broke: {exc} Reconnecting in {wait:.0f} s.")
             stop.wait(wait)
-            wait = min(BACKOFF_MAX_S, wait * 2)
+            wait = min(most, wait * 2)
         except Exception as exc:
             log.exception("push stream for environment %s failed; again in %.0f s", environment_id, wait)
             report(PushSubscriptionState.FAILED, f"The stream failed: {exc} Reconnecting in {wait:.0f} s.")
             stop.wait(wait)
-            wait = min(BACKOFF_MAX_S, wait * 2)
+            wait = min(most, wait * 2)
         finally:
             if backend is not None:
                 backend.close()
             connection.close()
 
 
+def _no_push(exc: MailboxError, mailbox: str, wait: float) -> str:
+    again = f" Push is tried again in {wait:.0f} s." if wait else " Push is tried again on its own."
+    return f"No push for this mailbox (it is synchronized by pull only): {explain(exc, mailbox=mailbox).sentence}{again}"
+
+
 def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Callable | None = None) -> None:
-    """Keep the wanted streams held until `stop` is set."""
-    running: dict[tuple, tuple[threading.Thread, threading.Event]] = {}
+    """Keep the wanted streams held until `stop` is set.
+
+    A member whose mailbox could not be subscribed to is isolated: its group streams on without it
+    (restarted once, at the next poll), and it streams alone, retrying with a back-off of its own,
+    until its stream is subscribed; from then on its group is one like any other, which newcomers
+    may join. A re-addressed user's group restarts with the new address."""
+    running: dict[tuple, tuple[threading.Thread, threading.Event, list[tuple[int, str]]]] = {}
     states: dict[tuple, dict[str, str]] = {}
+    # User id → (the address it failed with, why), written by the streams' threads.
+    isolated: dict[int, tuple[str, str]] = {}
     try:
         while not stop.is_set():
-            wanted = wanted_streams(running)
+            for key, state in list(states.items()):
+                if len(key[1]) == 1 and state["state"] == PushSubscriptionState.ACTIVE:
+                    isolated.pop(key[1][0], None)  # its mailbox streams again: back to a group
+            wanted = wanted_streams(running, isolated)
             close_old_connections()
             connection.close()
             for key in list(running):
-                if key not in wanted:
-                    running.pop(key)[1].set()  # environment stopped, push off, users changed
+                if key not in wanted or running[key][2] != wanted[key]:
+                    # Environment stopped, push off, users changed (joined, left, re-addressed).
+                    running.pop(key)[1].set()
                     states.pop(key, None)
+            for pk, (mailbox, _) in list(isolated.items()):
+                if not any((pk, mailbox) in users for users in wanted.values()):
+                    isolated.pop(pk)  # gone, or re-addressed: planned as anyone else from now on
             for key, users in wanted.items():
                 if key not in running:
                     ends = threading.Event()
-                    states[key] = _state(PushSubscriptionState.CREATING, "")
+                    alone = isolated.get(users[0][0]) if len(users) == 1 else None
+                    states[key] = (
+                        _state(PushSubscriptionState.FAILED, alone[1])
+                        if alone
+                        else _state(PushSubscriptionState.CREATING, "")
+                    )
                     thread = threading.Thread(
                         target=listen,
                         args=(key[0], users, ends, _reporter(states, key)),
+                        kwargs={"isolate": _isolator(isolated, users) if len(users) > 1 else None},
                         name=f"push-{key[0]}-{users[0][1]}",
                         daemon=True,
                     )
                     thread.start()
-                    running[key] = (thread, ends)
+                    running[key] = (thread, ends, users)
             _publish(wanted, states, poll_s)
             if on_change:
                 on_change(sorted(running))
             stop.wait(poll_s)
     finally:
-        for _, ends in running.values():
+        for _, ends, _ in running.values():
             ends.set()
         _unpublish({key[0] for key in running})
         connection.close()
@@ -188,6 +249,15 @@ def _env_key(environment_id: int) -> str:
 
 def _state(state: str, error: str) -> dict[str, str]:
     return {"state": str(state), "error": error, "since": timezone.now().isoformat()}
+
+
+def _isolator(isolated: dict[int, tuple[str, str]], users: list[tuple[int, str]]) -> Callable[[int, str], None]:
+    addresses = dict(users)
+
+    def isolate(user_id: int, reason: str) -> None:
+        isolated[user_id] = (addresses[user_id], reason)
+
+    return isolate
 
 
 def _reporter(states: dict[tuple, dict[str, str]], key: tuple) -> Callable[[str, str], None]:
