@@ -405,8 +405,11 @@ class SyncSettings(models.Model):
             for field in ("oauth_tenant_id", "oauth_client_id", "oauth_client_secret"):
                 if not getattr(self, field):
                     problems.append(f"Give the {self._meta.get_field(field).verbose_name}.")
-        if Backend.GRAPH in in_use and self.ca_bundle and not Path(self.ca_bundle).is_file():
-            problems.append(f"The CA bundle {self.ca_bundle} is not a readable file on this server.")
+        if Backend.GRAPH in in_use and self.ca_bundle:
+            # Checked on save too; the file may have changed since (replaced, removed).
+            problem = ca_bundle_problem(self.ca_bundle)
+            if problem:
+                problems.append(problem)
         if not (self.synchronize_contacts or self.synchronize_activities):
             problems.append("Turn on contact or activity synchronization (or both).")
         return problems

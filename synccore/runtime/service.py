@@ -12,6 +12,7 @@ connection fail raises ``StartFailed`` after moving the environment to "failed" 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -42,8 +43,10 @@ from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.preview import preview_passes
-from synccore.sync.readable import Readable
+from synccore.sync.readable import Readable, explain
 from synccore.sync.service import Summary, kind_enabled, run_passes
+
+log = logging.getLogger(__name__)
 
 KINDS = passes.KINDS
 
@@ -97,15 +100,21 @@ def start(environment_id: int) -> dict[str, Any]:
                 f"The synchronizer of {env.name} is still stopping; start it once it has stopped."
             )
         env.set_state(SynchronizerState.STARTING)
-    problems = env.settings.connection_problems()
-    if problems:
-        _fail_start(env, " ".join(problems))
-    report = test_connection(environment_id)
-    if not report.ok:
-        _fail_start(env, report.error or "The connection test failed.")
-    # Running before anything is enqueued: passes refuse to start for an environment not running.
-    env.set_state(SynchronizerState.RUNNING)
-    scheduling.schedule_environment(env)
+    try:
+        problems = env.settings.connection_problems()
+        if problems:
+            _fail_start(env, " ".join(problems))
+        report = test_connection(environment_id)
+        if not report.ok:
+            _fail_start(env, report.error or "The connection test failed.")
+        # Running before anything is enqueued: passes refuse to start for an environment not running.
+        env.set_state(SynchronizerState.RUNNING)
+        scheduling.schedule_environment(env)
+    except StartFailed:
+        raise
+    except Exception as exc:  # any error while starting: failed (422), never left "starting"
+        log.exception("starting the synchronizer of %s failed", env.name)
+        _fail_start(env, explain(exc).sentence)
     return status(environment_id)
 
 
@@ -224,12 +233,17 @@ def _users(env: Environment, user_email: str | None) -> list[SyncUser]:
 
 
 def test_connection(environment_id: int) -> ConnectionReport:
-    """Try the environment's Exchange connection and say what was tried and why it failed."""
+    """Try the environment's Exchange connection and say what was tried and why it failed (an
+    unexpected error too: the report says it, the caller never sees it raised)."""
     env = Environment.objects.select_related("settings").get(pk=environment_id)
     problems = env.settings.connection_problems()
     if problems:
         return ConnectionReport(ok=False, tried=["Checked the settings"], error=" ".join(problems))
-    return check_connection(env)
+    try:
+        return check_connection(env)
+    except Exception as exc:
+        log.exception("testing the connection of %s failed", env.name)
+        return ConnectionReport.failed(explain(exc))
 
 
 TEST_MAILBOX = "synccore.tasks.test_mailbox"

@@ -288,6 +288,19 @@ def user_path(mailbox: str) -> str:
     return f"/users/{quote(mailbox, safe='@')}"
 
 
+def _tls_context(ca_bundle: str) -> ssl.SSLContext | bool:
+    """The TLS verification for a CA bundle (the system's CAs without one); a bundle this server
+    cannot read is a permanent error of the connection, never an unexpected one."""
+    if not ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise base.PermanentMailboxError(
+            f"The CA bundle {ca_bundle} is not a PEM file of certificates this server can read ({exc})."
+        ) from exc
+
+
 class GraphClient:
     """One backend's connection to Graph: its own httpx pool, its token, its 401s; the msal
     applications and the Retry-After times it shares with the rest of the process."""
@@ -299,7 +312,7 @@ class GraphClient:
         self.authority = (config.authority_url or f"{DEFAULT_AUTHORITY_HOST}/{config.tenant_id}").rstrip("/")
         self._verify: str | bool = config.ca_bundle or True
         self._http = httpx.Client(
-            verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
+            verify=_tls_context(config.ca_bundle),
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
             headers={"Accept": "application/json"},
