@@ -5,11 +5,16 @@ their request budgets."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 
 from synccore.mailbox.base import MailMessage
+from synccore.models import Activity, ActivityType, Outcome
 from synccore.sync.connection import backend_for, connection_config
+from synccore.sync.email import EmailFilingDisabled, run_email_pass
+from synccore.sync.runs import PassContext
+from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
@@ -72,3 +77,165 @@ def test_e6_set_message_categories_writes_the_whole_list_in_batches(crm, mailbox
     per_request = crm.writes_per_request(crm.settings.batch_size)
     assert mailbox.requests - before <= math.ceil(30 / per_request)
     assert {tuple(m.props["Categories"]) for m in crm.mailbox().messages()} == {("CRM", "Filed in CRM")}
+
+
+# --- The filing pass (E1–E6) ----------------------------------------------------------------------
+
+ANN = "ann@fabrikam.example"
+
+
+@pytest.fixture
+def filing(crm):
+    """E-mail filing on, a CRM contact Ann at Fabrikam."""
+    crm.configure(file_emails=True)
+    fabrikam = f.company(crm.env, "Fabrikam", email="info@fabrikam.example")
+    crm.ann = f.contact(crm.env, first_name="Ann", last_name="Lee", email1=ANN, company=fabrikam)
+    crm.fabrikam = fabrikam
+    return crm
+
+
+def email_pass(crm, user=None, **ctx):
+    run = run_email_pass((user or crm.alice).pk, PassContext(**ctx) if ctx else None)
+    assert run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL), run.error
+    return run
+
+
+def filed() -> list[Activity]:
+    return list(Activity.objects.filter(type=ActivityType.EMAIL).order_by("pk"))
+
+
+def test_e1_nothing_is_filed_while_filing_is_off_for_the_environment_or_the_user(filing):
+    filing.mailbox().receive_message("Offer", ANN, categories=["CRM"])
+    filing.configure(file_emails=False)
+    with pytest.raises(EmailFilingDisabled):
+        run_email_pass(filing.alice.pk)
+    filing.configure(file_emails=True)
+    filing.alice.email_enabled = False
+    filing.alice.save()
+    with pytest.raises(EmailFilingDisabled):
+        run_email_pass(filing.alice.pk)
+    filing.alice.email_enabled = True
+    filing.alice.save()
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Offer"]
+
+
+def test_e1_messages_before_the_start_day_and_drafts_are_never_filed(filing):
+    now = filing.sim.clock.now()
+    filing.configure(file_emails_from=(now - timedelta(days=1)).date())
+    user = filing.mailbox()
+    user.receive_message("Old", ANN, categories=["CRM"], received=now - timedelta(days=3))
+    user.receive_message("New", ANN, categories=["CRM"])
+    user.create_item("Message", "drafts", Subject="Draft", ToRecipients=[{"EmailAddress": ANN}], Categories=["CRM"])
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["New"]
+
+
+def test_e2_only_marked_messages_are_filed_and_track_all_files_those_with_a_crm_address(filing):
+    user = filing.mailbox()
+    user.receive_message("Marked", ANN, categories=["CRM"])
+    user.receive_message("Unmarked", ANN)
+    user.receive_message("Stranger", "who@elsewhere.example")
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Marked"]
+    filing.configure(track_all_emails=True)
+    user.receive_message("Tracked", "who@elsewhere.example", cc=[ANN])
+    user.receive_message("Stranger again", "who@elsewhere.example")
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Marked", "Tracked"]
+
+
+def test_e3_an_activity_carries_the_messages_fields_a_capped_body_and_attachment_names_only(filing):
+    filing.configure(email_body_limit=10)
+    filing.mailbox().receive_message(
+        "Offer",
+        ANN,
+        to=[filing.alice.mailbox_email],
+        cc=["carol@contoso.example"],
+        body="0123456789 and more",
+        categories=["CRM"],
+        attachments=[{"name": "offer.pdf", "content": "secret"}],
+    )
+    email_pass(filing)
+    (activity,) = filed()
+    assert (activity.direction, activity.subject, activity.body) == ("in", "Offer", "0123456789")
+    assert activity.message_id.startswith("<") and activity.sent_at is not None
+    assert activity.sender == {"address": ANN, "name": ANN}
+    assert [(r["address"], r["type"]) for r in activity.recipients] == [
+        (filing.alice.mailbox_email, "to"),
+        ("carol@contoso.example", "cc"),
+    ]
+    assert activity.attachment_names == ["offer.pdf"] and "secret" not in str(activity.__dict__)
+    assert (activity.contact, activity.company) == (filing.ann, filing.fabrikam)
+
+
+def test_e4_outbound_by_the_first_to_inbound_by_the_sender_contact_before_company(filing):
+    user = filing.mailbox()
+    user.send_message("Quote", ["someone@fabrikam.example", ANN], categories=["CRM"])
+    user.receive_message("Question", ANN, categories=["CRM"])
+    email_pass(filing)
+    by_subject = {a.subject: a for a in filed()}
+    quote, question = by_subject["Quote"], by_subject["Question"]
+    # Outbound: the first To is no contact, so the company by its domain.
+    assert (quote.direction, quote.contact, quote.company) == ("out", None, filing.fabrikam)
+    assert quote.organizer == filing.alice.employee
+    assert (question.direction, question.contact) == ("in", filing.ann)
+
+
+def test_e4_several_candidates_of_the_same_rank_file_without_a_link_and_list_them(filing):
+    f.contact(filing.env, first_name="Ann", last_name="Other", email2=ANN)
+    filing.mailbox().receive_message("Who?", ANN, categories=["CRM"])
+    email_pass(filing)
+    (activity,) = filed()
+    assert (activity.contact, activity.company) == (None, None)
+    assert sorted(c["name"] for c in activity.filing_candidates) == ["Ann Lee", "Ann Other"]
+
+
+def test_e5_a_message_between_two_sync_users_files_once_and_rerunning_files_nothing(filing):
+    filing.configure(track_all_emails=True)
+    filing.mailbox().send_message("Both", [filing.bob.mailbox_email, ANN], categories=["CRM"])
+    email_pass(filing)
+    email_pass(filing, filing.bob)
+    (activity,) = filed()
+    assert activity.direction == "out"
+    before = filing.mailbox_requests()
+    again = email_pass(filing)
+    assert again.created == 0 and filed() == [activity]
+    assert filing.mailbox_requests() - before <= 2  # an idle pass: one request per folder
+    # Bob's copy was marked too: it gets the filed category without a second activity.
+    (bobs,) = filing.mailbox(filing.bob).messages()
+    assert "Filed in CRM" in bobs.props["Categories"]
+
+
+def test_e6_the_filed_category_appears_unmarking_does_not_unfile_and_deleting_the_activity_leaves_the_mailbox(
+    filing,
+):
+    user = filing.mailbox()
+    item = user.receive_message("Offer", ANN, categories=["CRM"])
+    email_pass(filing)
+    assert user.get(item).props["Categories"] == ["CRM", "Filed in CRM"]
+    user.categorize(user.get(item), "Filed in CRM")  # the user removes the first category
+    email_pass(filing)
+    (activity,) = filed()
+    activity.delete()  # a filed e-mail leaves a tombstone
+    assert filed() == [] and Activity.all_objects.filter(pk=activity.pk).exists()
+    user.categorize(user.get(item), "CRM")  # marked again: still filed once
+    email_pass(filing)
+    assert filed() == [] and user.get(item).subject == "Offer"
+
+
+def test_e6_filing_500_marked_messages_stays_within_the_request_budget(filing):
+    user = filing.mailbox()
+    for n in range(500):
+        user.receive_message(f"Offer {n}", ANN, categories=["CRM"])
+    before = filing.mailbox_requests()
+    run = email_pass(filing)
+    assert run.created == 500
+    used = filing.mailbox_requests() - before
+    if not filing.is_graph:
+        assert used <= math.ceil(500 / 100) * 2 + 5
+    else:
+        assert used <= math.ceil(500 / 20) * 2 + 8  # $batch carries 20; delta pages carry 200
+    before = filing.mailbox_requests()
+    email_pass(filing)
+    assert filing.mailbox_requests() - before <= 2

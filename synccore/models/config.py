@@ -263,7 +263,7 @@ class SyncSettings(models.Model):
         "file e-mails from",
         null=True,
         blank=True,
-        help_text="Only messages received or sent on or after this day (empty: from when filing is turned on).",
+        help_text="Only messages received or sent on or after this day (empty: no limit).",
     )
     email_filing_category = models.CharField(
         max_length=255, default="CRM", help_text="The Outlook category users mark a message with (E2)."

@@ -416,6 +416,12 @@ class Activity(CrmRecord):
     sent_at = models.DateTimeField(null=True, blank=True)
     body = models.TextField(blank=True, help_text="A filed e-mail's text, capped (E3).")
     attachment_names = models.JSONField(default=list, blank=True, help_text="Names only, never the content.")
+    filing_candidates = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="A filed e-mail that matched several CRM records of the same rank (E4): "
+        '[{"kind", "external_id", "name"}]; filed without a link and listed in Needs attention.',
+    )
     contact = models.ForeignKey(
         Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="linked_activities"
     )

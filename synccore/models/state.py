@@ -133,6 +133,7 @@ class ItemLink(models.Model):
 class SyncKind(models.TextChoices):
     CONTACTS = "contacts", "Contacts"
     CALENDAR = "calendar", "Calendar"
+    EMAIL = "email", "E-mail"
 
 
 class FolderState(models.Model):
