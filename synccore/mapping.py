@@ -12,17 +12,18 @@ from dataclasses import dataclass
 CONTACT = "contact"
 COMPANY = "company"
 ACTIVITY = "activity"
-ENTITY_CHOICES = [(CONTACT, "Contact"), (COMPANY, "Company"), (ACTIVITY, "Activity")]
+TASK = "task"
+ENTITY_CHOICES = [(CONTACT, "Contact"), (COMPANY, "Company"), (ACTIVITY, "Activity"), (TASK, "Task")]
 
 CRM_TO_EXCHANGE = "crm_to_exchange"
 BOTH = "both"
 DIRECTION_CHOICES = [(CRM_TO_EXCHANGE, "CRM → Exchange"), (BOTH, "Both ways")]
 # Contacts and companies flow one way (C6): an Outlook edit is overwritten with the CRM's values,
 # so only activities may map a field both ways.
-TWO_WAY_ENTITIES = frozenset({ACTIVITY})
+TWO_WAY_ENTITIES = frozenset({ACTIVITY, TASK})
 ONE_WAY_MESSAGE = (
     "Contacts and companies are synchronized one way, CRM → Exchange: an edit made in Outlook is "
-    "overwritten by the CRM's value. Only activity fields can go both ways."
+    "overwritten by the CRM's value. Only activity and task fields can go both ways."
 )
 
 
@@ -104,11 +105,38 @@ CRM_ACTIVITY_FIELDS = {
     "reminder_minutes": "Reminder",
 }
 
-CRM_FIELDS = {CONTACT: CRM_CONTACT_FIELDS, COMPANY: CRM_COMPANY_FIELDS, ACTIVITY: CRM_ACTIVITY_FIELDS}
+# Tasks (T3): the Exchange names are ``TaskItem``'s (the To Do names over Graph).
+TASK_EXCHANGE_FIELDS = {
+    "subject": "Subject",
+    "body": "Body",
+    "status": "Status (completion)",
+    "due": "Due date",
+    "start": "Start date",
+    "importance": "Importance",
+    "reminder": "Reminder",
+}
+
+CRM_TASK_FIELDS = {
+    "subject": "Description",
+    "comment": "Comment",
+    "status": "Status",
+    "due": "Due date",
+    "start": "Start date",
+    "priority": "Priority",
+    "reminder_minutes": "Reminder",
+}
+
+CRM_FIELDS = {
+    CONTACT: CRM_CONTACT_FIELDS,
+    COMPANY: CRM_COMPANY_FIELDS,
+    ACTIVITY: CRM_ACTIVITY_FIELDS,
+    TASK: CRM_TASK_FIELDS,
+}
 EXCHANGE_FIELDS = {
     CONTACT: CONTACT_EXCHANGE_FIELDS,
     COMPANY: CONTACT_EXCHANGE_FIELDS,
     ACTIVITY: ACTIVITY_EXCHANGE_FIELDS,
+    TASK: TASK_EXCHANGE_FIELDS,
 }
 
 
@@ -146,4 +174,13 @@ DEFAULT_ROWS: tuple[DefaultRow, ...] = (
     DefaultRow(ACTIVITY, "location", "location", False, BOTH),
     DefaultRow(ACTIVITY, "private", "is_private", False, BOTH),
     DefaultRow(ACTIVITY, "reminder_minutes", "reminder_minutes", False, CRM_TO_EXCHANGE),
+    # T3: description → subject, status, due, start, comment → body (K12), priority → importance,
+    # the reminder per the settings' default (K13), written on create only.
+    DefaultRow(TASK, "subject", "subject", True, BOTH),
+    DefaultRow(TASK, "status", "status", True, BOTH),
+    DefaultRow(TASK, "due", "due", False, BOTH),
+    DefaultRow(TASK, "start", "start", False, BOTH),
+    DefaultRow(TASK, "comment", "body", False, BOTH),
+    DefaultRow(TASK, "priority", "importance", False, BOTH),
+    DefaultRow(TASK, "reminder_minutes", "reminder", False, CRM_TO_EXCHANGE),
 )

@@ -410,8 +410,8 @@ class SyncSettings(models.Model):
             problem = ca_bundle_problem(self.ca_bundle)
             if problem:
                 problems.append(problem)
-        if not (self.synchronize_contacts or self.synchronize_activities):
-            problems.append("Turn on contact or activity synchronization (or both).")
+        if not (self.synchronize_contacts or self.synchronize_activities or self.synchronize_tasks):
+            problems.append("Turn on contact, activity or task synchronization.")
         return problems
 
 
@@ -504,6 +504,7 @@ class SyncUser(models.Model):
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.HEALTHY, editable=False)
     last_contact_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_calendar_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_task_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
     last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
     backoff_until = models.DateTimeField(null=True, blank=True, editable=False)

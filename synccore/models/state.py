@@ -21,6 +21,9 @@ class LinkState(models.TextChoices):
     # After a change of backend the item was not found again (H2): left alone, never re-created
     # until an administrator asks for it (Retry).
     NOT_FOUND = "not_found", "Not found after a change of backend"
+    # A task made in Outlook whose text names several CRM contacts or companies: imported without
+    # a link to any of them, and listed for an administrator (T4). Otherwise it syncs as SYNCED.
+    AMBIGUOUS = "ambiguous", "Imported without a link: several CRM records match"
 
 
 class ItemLink(models.Model):
@@ -106,7 +109,7 @@ class ItemLink(models.Model):
                         activity__isnull=True,
                     )
                     | Q(
-                        kind=mapping.ACTIVITY,
+                        kind__in=[mapping.ACTIVITY, mapping.TASK],
                         contact__isnull=True,
                         company__isnull=True,
                         activity__isnull=False,
@@ -134,6 +137,7 @@ class SyncKind(models.TextChoices):
     CONTACTS = "contacts", "Contacts"
     CALENDAR = "calendar", "Calendar"
     EMAIL = "email", "E-mail"
+    TASKS = "tasks", "Tasks"
 
 
 class FolderState(models.Model):

@@ -69,7 +69,7 @@ def release(user_id: int, holder: str) -> None:
 
 
 def _rerun_field(kind: str) -> str:
-    return "rerun_contacts" if kind == SyncKind.CONTACTS else "rerun_calendar"
+    return f"rerun_{SyncKind(kind).value}"
 
 
 def request_rerun(user_id: int, kind: str, trigger: str) -> None:
@@ -81,7 +81,7 @@ def request_rerun(user_id: int, kind: str, trigger: str) -> None:
 def take_reruns(user_id: int) -> list[tuple[str, str]]:
     """(kind, trigger) re-runs asked for while the lease was held; each is handed out once."""
     found = []
-    for kind in (SyncKind.CONTACTS, SyncKind.CALENDAR):
+    for kind in (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS):
         name = _rerun_field(kind)
         trigger = (
             UserLease.objects.filter(sync_user_id=user_id).exclude(**{name: ""}).values_list(name, flat=True)

@@ -26,7 +26,7 @@ from synccore.runtime import config, leases, queue
 from synccore.sync.runs import PassAborted, PassContext
 from synccore.sync.service import kind_enabled, pass_runner
 
-KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR)
+KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS)
 AUTOMATIC = (Trigger.SCHEDULE, Trigger.START, Trigger.PUSH)
 RUN_PASS = "synccore.tasks.run_pass"
 
@@ -37,7 +37,7 @@ def active_users(env: Environment) -> list[SyncUser]:
 
 def enqueued_field(kind: str) -> str:
     """The lease row's field that says when this kind's pass was last enqueued."""
-    return "contacts_enqueued_at" if kind == SyncKind.CONTACTS else "calendar_enqueued_at"
+    return f"{SyncKind(kind).value}_enqueued_at"
 
 
 def runnable_kind(user: SyncUser, kind: str) -> bool:

@@ -44,18 +44,29 @@ from synccore.sync import contacts, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.preview import preview_passes
 from synccore.sync.readable import Readable, explain
-from synccore.sync.service import Summary, kind_enabled, run_passes
+from synccore.sync.service import Summary, kind_enabled, kind_switched_on, run_passes
 
 log = logging.getLogger(__name__)
 
 KINDS = passes.KINDS
 
 # Link states an administrator is shown in “items needing attention”.
-ATTENTION_LINK_STATES = (LinkState.FAILED, LinkState.SKIPPED, LinkState.HELD, LinkState.NOT_FOUND)
+ATTENTION_LINK_STATES = (
+    LinkState.FAILED,
+    LinkState.SKIPPED,
+    LinkState.HELD,
+    LinkState.NOT_FOUND,
+    LinkState.AMBIGUOUS,
+)
 ATTENTION_HEALTH = (Health.UNHEALTHY, Health.HELD, Health.BACKING_OFF)
 # A user's kind in one of these states needs a person (O2): the console's Attention tab lists it.
 NEEDS_ATTENTION = runs.NEEDS_ATTENTION
-_KIND_OF_LINK = {"contact": SyncKind.CONTACTS, "company": SyncKind.CONTACTS, "activity": SyncKind.CALENDAR}
+_KIND_OF_LINK = {
+    "contact": SyncKind.CONTACTS,
+    "company": SyncKind.CONTACTS,
+    "activity": SyncKind.CALENDAR,
+    "task": SyncKind.TASKS,
+}
 
 
 class RuntimeServiceError(Exception):
@@ -313,7 +324,7 @@ def status(environment_id: int) -> dict[str, Any]:
         user.environment = env  # the settings are loaded once, not per user
         kinds = {
             kind.value: {
-                "enabled": user.contacts_enabled if kind == SyncKind.CONTACTS else user.calendar_enabled,
+                "enabled": kind_switched_on(user, kind),
                 "last_pass": _run_summary(last_runs.get((user.pk, kind.value))),
                 "next_due": _iso(_next_due(env, user, kind)),
                 "push": subscriptions.get((user.pk, kind.value)),

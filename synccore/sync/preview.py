@@ -22,7 +22,7 @@ from synccore.sync.actions import Action
 from synccore.sync.connection import open_user_backend
 from synccore.sync.preview_backend import CANCELLATION, INVITATION, UPDATE, Message, PreviewBackend
 from synccore.sync.runs import PassContext
-from synccore.sync.service import kind_enabled, pass_runner, target_users
+from synccore.sync.service import ALL_KINDS, kind_enabled, pass_runner, target_users
 
 HOLD = "hold"  # a decision the safety limit would hold back (DESIGN §5)
 
@@ -117,7 +117,7 @@ def preview_passes(
 ) -> Preview:
     """Run the passes ``sync_now`` would run, as a preview. Raises UnknownTarget for bad arguments."""
     environment, users = target_users(environment_name, user_email)
-    kinds = [SyncKind.CONTACTS, SyncKind.CALENDAR] if kind == "all" else [SyncKind(kind)]
+    kinds = list(ALL_KINDS) if kind == "all" else [SyncKind(kind)]
     preview = Preview(environment.name)
     for user in users:
         for one_kind in kinds:

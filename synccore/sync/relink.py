@@ -47,6 +47,7 @@ class Relinking:
     not_found: list[ItemLink] = field(default_factory=list)
     contact_folders: dict[str, str] = field(default_factory=dict)  # folder name → new folder id
     calendar_folder: str = ""
+    task_folder: str = ""
     error: str = ""  # the new backend could not be reached for this mailbox
 
     @property
@@ -134,6 +135,19 @@ def find_links(user: SyncUser, backend: MailboxBackend, to: str) -> Relinking:
             if ref is not None and not ref.folder_id:
                 ref = RemoteRef(ref.item_id, ref.change_key, relinking.calendar_folder)
             _place(relinking, link, ref)
+    task_links = [link for link in links if link.kind == mapping.TASK]
+    if task_links or any(s.kind == SyncKind.TASKS for s in states):
+        # Tasks are found by their sync id alone: one imported from Outlook carries none, and
+        # an EWS-written sync id (an extended property) is invisible to To Do (docs/architecture.md).
+        relinking.task_folder = backend.ensure_task_folder(mailbox)
+        by_sync = backend.find_tasks_by_sync_ids(
+            mailbox, relinking.task_folder, [str(link.sync_id) for link in task_links]
+        ) if task_links else {}
+        for link in task_links:
+            ref = by_sync.get(str(link.sync_id))
+            if ref is not None and not ref.folder_id:
+                ref = RemoteRef(ref.item_id, ref.change_key, relinking.task_folder)
+            _place(relinking, link, ref)
     return relinking
 
 
@@ -190,6 +204,8 @@ def apply(relinking: Relinking) -> None:
                 state.remote_folder_id = relinking.contact_folders.get(state.folder_name, "")
             elif state.kind == SyncKind.CALENDAR:
                 state.remote_folder_id = relinking.calendar_folder
+            elif state.kind == SyncKind.TASKS:
+                state.remote_folder_id = relinking.task_folder
             else:
                 state.remote_folder_id = ""  # another kind's folder is looked up again by its pass
             state.sync_token = ""

@@ -20,6 +20,11 @@ from synccore.sync.readable import Readable, explain
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 60.0
+LAST_PASS_FIELDS = {
+    SyncKind.CONTACTS: "last_contact_pass_at",
+    SyncKind.CALENDAR: "last_calendar_pass_at",
+    SyncKind.TASKS: "last_task_pass_at",
+}
 BACKOFF_MAX_S = 3600.0
 
 
@@ -62,7 +67,7 @@ def finish_run(run: SyncRun, user: SyncUser, *, requests: int, held: bool = Fals
     else:
         run.outcome = Outcome.PARTIAL if (run.failed or run.skipped) else Outcome.SUCCESS
     run.save()
-    last_pass_field = "last_contact_pass_at" if run.kind == SyncKind.CONTACTS else "last_calendar_pass_at"
+    last_pass_field = LAST_PASS_FIELDS.get(run.kind, "last_calendar_pass_at")
     setattr(user, last_pass_field, run.finished_at)
     if held:
         fields = set_kind_state(user, run.kind, HELD, at=run.finished_at, readable=HELD_REASON)

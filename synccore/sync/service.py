@@ -9,6 +9,7 @@ from synccore.models import Environment, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.contacts import run_contact_pass
 from synccore.sync.runs import PassContext
+from synccore.sync.tasks import run_task_pass
 
 COUNTS = ("created", "updated", "deleted", "skipped", "failed", "conflicts", "requests")
 BUSY = "another pass holds this mailbox"
@@ -54,14 +55,30 @@ class Summary:
         }
 
 
+# Every kind a pass is run for, in the order ``all`` runs them.
+ALL_KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS)
+
+
 def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun]:
-    return run_contact_pass if kind == SyncKind.CONTACTS else run_calendar_pass
+    if kind == SyncKind.CONTACTS:
+        return run_contact_pass
+    return run_task_pass if kind == SyncKind.TASKS else run_calendar_pass
+
+
+def kind_switched_on(user: SyncUser, kind: str) -> bool:
+    """The user's own on/off for a kind (beside the environment's)."""
+    if kind == SyncKind.CONTACTS:
+        return user.contacts_enabled
+    return user.tasks_enabled if kind == SyncKind.TASKS else user.calendar_enabled
 
 
 def kind_enabled(user: SyncUser, kind: str) -> bool:
     sync_settings = user.environment.settings
     if kind == SyncKind.CONTACTS:
         return sync_settings.synchronize_contacts and user.contacts_enabled
+    if kind == SyncKind.TASKS:
+        # T1, T5: only while task synchronization is on and its direction is not off.
+        return sync_settings.synchronize_tasks and sync_settings.tasks_direction != "off" and user.tasks_enabled
     return sync_settings.synchronize_activities and user.calendar_enabled
 
 
@@ -96,7 +113,7 @@ def run_passes(
     """Passes in this process, one after the other. ``runner`` runs each (the runtime's takes the
     mailbox's lease, as a worker's pass does); without it, the pass runs as it is (tests, benches)."""
     environment, users = target_users(environment_name, user_email)
-    kinds = [SyncKind.CONTACTS, SyncKind.CALENDAR] if kind == "all" else [SyncKind(kind)]
+    kinds = list(ALL_KINDS) if kind == "all" else [SyncKind(kind)]
     summary = Summary(environment.name)
     for user in users:
         for one_kind in kinds:
