@@ -10,10 +10,24 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from synccore import mapping
-from synccore.models import Activity, FieldMapping, ItemLink, LinkState, Outcome, SyncKind, SyncRun
+from synccore.models import (
+    Activity,
+    FieldMapping,
+    GraphSubscription,
+    ItemLink,
+    LinkState,
+    Outcome,
+    PushSubscriptionState,
+    SynchronizerState,
+    SyncKind,
+    SyncRun,
+)
 from synccore.runtime import service as runtime
+from synccore.runtime.push import graph as graph_push
 from synccore.sync.preview import preview_passes
 from synccore.sync.service import run_passes
 from synccore.sync.tasks import TaskSyncDisabled, run_task_pass
@@ -370,3 +384,39 @@ class TestCostAndPreview:
         preview = preview_passes(crm.env.name, kind="tasks")
         assert [(a.action.kind, a.action.rule) for a in preview.actions] == [("create", "T1")]
         assert outlook(crm) == [] and not ItemLink.objects.exists()
+
+
+class TestPush:
+    @pytest.mark.django_db(transaction=True)
+    @pytest.mark.backends("graph")
+    def test_k14_graph_subscribes_to_the_todo_list_and_an_outlook_task_enqueues_a_task_pass(
+        self, crm, live_server, settings
+    ):
+        settings.PUBLIC_BASE_URL = live_server.url
+        crm.configure(push_enabled=True, synchronize_activities=False)
+        crm.sim.graph.subscriptions.retry_delays = [0.1]
+        crm.bob.tasks_enabled = False
+        crm.bob.save()
+        crm.env.set_state(SynchronizerState.RUNNING)
+        assert graph_push.maintain(crm.env.pk)["created"] == 1
+        row = GraphSubscription.objects.get()
+        assert (row.sync_user, row.kind, row.state) == (crm.alice, "tasks", PushSubscriptionState.ACTIVE)
+        assert "/todo/lists/" in row.resource and row.resource.endswith("/tasks")
+        assert not graph_push._out_of_step(crm.env)
+        OrmQ.objects.all().delete()
+        crm.mailbox().create_task("Pushed")
+        assert crm.sim.graph.subscriptions.wait_idle()
+        assert (crm.alice.pk, "tasks", "push") in push_passes()
+        # After the task pass the stored list id gives the same resource: nothing to maintain.
+        task_pass(crm)
+        assert not graph_push._out_of_step(crm.env)
+        assert graph_push.maintain(crm.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+
+
+def push_passes() -> set[tuple]:
+    found = set()
+    for row in OrmQ.objects.all():
+        task = SignedPackage.loads(row.payload)
+        if task["func"] == "synccore.tasks.run_pass" and task["args"][2] == "push":
+            found.add(tuple(task["args"][:3]))
+    return found

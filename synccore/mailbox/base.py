@@ -656,6 +656,12 @@ class MailboxBackend(abc.ABC):
         function of the address: no request)."""
         raise cls._push_not_supported("webhook")
 
+    @classmethod
+    def tasks_resource(cls, mailbox: str, list_id: str) -> str:
+        """Webhook push: what a subscription to the tasks of the mailbox's task list (the id
+        ``ensure_task_folder`` gives) watches (a pure function: no request)."""
+        raise cls._push_not_supported("webhook")
+
     def create_subscription(
         self,
         mailbox: str,

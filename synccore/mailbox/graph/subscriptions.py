@@ -28,6 +28,11 @@ class SubscriptionOperations:
         """The subscription resource for a mailbox's calendar events (every calendar of it)."""
         return user_path(mailbox).lstrip("/") + "/events"
 
+    @classmethod
+    def tasks_resource(cls, mailbox: str, list_id: str) -> str:
+        """The subscription resource for the tasks of one Microsoft To Do list (T1, K14)."""
+        return user_path(mailbox).lstrip("/") + f"/todo/lists/{segment(list_id)}/tasks"
+
     def create_subscription(
         self,
         mailbox: str,

@@ -45,6 +45,7 @@ from synccore.mailbox.base import ItemNotFound, MailboxBackend, MailboxError
 from synccore.models import (
     Backend,
     Environment,
+    FolderState,
     GraphSubscription,
     PushSubscriptionState,
     SynchronizerState,
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 # Graph lets Outlook subscriptions live up to 10080 minutes; three days leaves room for a
 # maintenance run that is late by a day or two before anything expires.
 LIFETIME = timedelta(days=3)
+# To Do task subscriptions live at most 4230 minutes (Graph refuses more): a little under that.
+TASKS_LIFETIME = timedelta(minutes=4200)
 RENEW_WITHIN = timedelta(days=2)
 MAINTENANCE_MINUTES = 60
 # A row left "creating" this long belongs to a worker that died while subscribing.
@@ -110,12 +113,16 @@ def public_base_url_problem(url: str) -> str:
 # --- What is wanted -----------------------------------------------------------------------------
 
 
+# The kinds that hold a subscription: calendar events, and To Do tasks (T1). Contacts flow one way.
+PUSHED_KINDS = (SyncKind.CALENDAR, SyncKind.TASKS)
+
+
 def _push_environment(env: Environment) -> bool:
     s = env.settings
     return (
         env.state == SynchronizerState.RUNNING
         and s.push_enabled
-        and s.synchronize_activities
+        and (s.synchronize_activities or s.synchronize_tasks)
     )
 
 
@@ -137,6 +144,38 @@ def wanted_users(env: Environment) -> list[SyncUser]:
     return [user for user in users if passes.runnable_kind(user, SyncKind.CALENDAR)]
 
 
+def wanted_rows(env: Environment) -> dict[tuple[int, str], SyncUser]:
+    """(user id, kind) → user: every subscription that should be held now."""
+    wanted = {(user.pk, SyncKind.CALENDAR.value): user for user in wanted_users(env)}
+    if _push_environment(env):
+        users = (
+            SyncUser.objects.filter(environment=env, active=True)
+            .filter(SyncUser.on_backend(Backend.GRAPH))
+            .select_related("environment__settings")
+        )
+        for user in users:
+            if passes.runnable_kind(user, SyncKind.TASKS):
+                wanted[(user.pk, SyncKind.TASKS.value)] = user
+    return wanted
+
+
+def task_list_id(user: SyncUser) -> str:
+    """The To Do list the user's task pass syncs (from its folder state: no request); "" before
+    its first pass over Graph."""
+    if user.linked_backend and user.linked_backend != Backend.GRAPH:
+        return ""  # ids of another protocol: the next pass relinks first
+    state = FolderState.objects.filter(sync_user=user, kind=SyncKind.TASKS, folder_name="").first()
+    return state.remote_folder_id if state is not None else ""
+
+
+def resource_for(backend: MailboxBackend | type[MailboxBackend], user: SyncUser, kind: str) -> str:
+    """What a subscription of this kind watches; "" when not known yet (tasks before a pass)."""
+    if kind == SyncKind.TASKS:
+        list_id = task_list_id(user)
+        return backend.tasks_resource(user.mailbox_email, list_id) if list_id else ""
+    return backend.events_resource(user.mailbox_email)
+
+
 def _hash(client_state: str) -> str:
     return hashlib.sha256(client_state.encode()).hexdigest()
 
@@ -150,7 +189,7 @@ def maintain(environment_id: int) -> dict[str, int]:
     counts = {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
     if env is None:
         return counts
-    wanted = {user.pk: user for user in wanted_users(env)}
+    wanted = wanted_rows(env)
     rows = list(GraphSubscription.objects.filter(environment=env).select_related("sync_user"))
     if not wanted and not rows:
         return counts
@@ -161,17 +200,17 @@ def maintain(environment_id: int) -> dict[str, int]:
         url = current_notification_url()
         held = set()
         for row in rows:
-            if row.sync_user_id not in wanted or row.kind != SyncKind.CALENDAR or backend is None:
+            if (row.sync_user_id, row.kind) not in wanted or backend is None:
                 _remove(backend, row)
                 counts["removed"] += 1
                 continue
-            held.add(row.sync_user_id)
+            held.add((row.sync_user_id, row.kind))
             outcome = _keep(backend, row, now, url)
             if outcome:
                 counts[outcome] += 1
-        for user_id, user in wanted.items():
-            if user_id not in held and backend is not None:
-                counts["created" if _subscribe(backend, user) else "failed"] += 1
+        for key, user in wanted.items():
+            if key not in held and backend is not None:
+                counts["created" if _subscribe(backend, user, kind=key[1]) else "failed"] += 1
     except MailboxError as exc:  # the backend could not even be opened: try again next time
         log.warning("Graph subscriptions of environment %s not maintained: %s", environment_id, exc)
     finally:
@@ -189,7 +228,8 @@ def _keep(backend: MailboxBackend, row: GraphSubscription, now, url: str) -> str
         return "created" if _subscribe(backend, row.sync_user, row) else "failed"
     if row.state != PushSubscriptionState.ACTIVE:
         return ""  # another worker is creating it
-    if row.resource != backend.events_resource(row.sync_user.mailbox_email):
+    resource = resource_for(backend, row.sync_user, row.kind)
+    if resource and row.resource != resource:
         # The user's mailbox address changed: this subscription watches the old mailbox.
         return "created" if _subscribe(backend, row.sync_user, row) else "failed"
     if url and row.notification_url != url:
@@ -205,8 +245,18 @@ def _keep(backend: MailboxBackend, row: GraphSubscription, now, url: str) -> str
     return "renewed" if _renew(backend, row) else "failed"
 
 
-def _subscribe(backend: MailboxBackend, user: SyncUser, row: GraphSubscription | None = None) -> bool:
+def _subscribe(
+    backend: MailboxBackend, user: SyncUser, row: GraphSubscription | None = None, *, kind: str = SyncKind.CALENDAR
+) -> bool:
     """Make a new subscription for a user (claiming or creating its row first), then catch up."""
+    kind = row.kind if row is not None else kind
+    resource = resource_for(backend, user, kind)
+    if not resource:
+        try:  # a task list before the user's first task pass: asked for once
+            resource = backend.tasks_resource(user.mailbox_email, backend.ensure_task_folder(user.mailbox_email))
+        except MailboxError as exc:
+            log.warning("no Graph task subscription for %s yet: %s", user.mailbox_email, exc)
+            return False
     client_state = secrets.token_urlsafe(32)
     claim = {
         "state": PushSubscriptionState.CREATING,
@@ -214,13 +264,13 @@ def _subscribe(backend: MailboxBackend, user: SyncUser, row: GraphSubscription |
         "subscription_id": "",
         "expires_at": None,
         "error": "",
-        "resource": backend.events_resource(user.mailbox_email),
+        "resource": resource,
     }
     if row is None:
         try:
             with transaction.atomic():
                 row = GraphSubscription.objects.create(
-                    environment_id=user.environment_id, sync_user=user, kind=SyncKind.CALENDAR, **claim
+                    environment_id=user.environment_id, sync_user=user, kind=kind, **claim
                 )
         except IntegrityError:
             return False  # another worker claimed it first
@@ -246,7 +296,7 @@ def _subscribe(backend: MailboxBackend, user: SyncUser, row: GraphSubscription |
             notification_url=notification_url,
             lifecycle_url=lifecycle_url,
             client_state=client_state,
-            expires_at=timezone.now() + LIFETIME,
+            expires_at=timezone.now() + _lifetime(kind),
         )
     except (MailboxError, PushConfigurationError) as exc:
         GraphSubscription.objects.filter(pk=row.pk, client_state_hash=claim["client_state_hash"]).update(
@@ -265,14 +315,18 @@ def _subscribe(backend: MailboxBackend, user: SyncUser, row: GraphSubscription |
         _delete_remote(backend, user.mailbox_email, made.id)
         return False
     # Changes made before the subscription existed were never notified: catch up now.
-    passes.push_pass(user.pk, SyncKind.CALENDAR)
+    passes.push_pass(user.pk, kind)
     return True
+
+
+def _lifetime(kind: str) -> timedelta:
+    return TASKS_LIFETIME if kind == SyncKind.TASKS else LIFETIME
 
 
 def _renew(backend: MailboxBackend, row: GraphSubscription) -> bool:
     try:
         renewed = backend.renew_subscription(
-            row.sync_user.mailbox_email, row.subscription_id, timezone.now() + LIFETIME
+            row.sync_user.mailbox_email, row.subscription_id, timezone.now() + _lifetime(row.kind)
         )
     except ItemNotFound:
         # Graph no longer has it (removed on its side): a new one, and catch up.
@@ -419,11 +473,15 @@ def _out_of_step(env: Environment) -> bool:
         state == PushSubscriptionState.ACTIVE and row_url != url for _, _, state, row_url in rows
     ):
         return True
-    held = {user_id: resource for user_id, resource, _, _ in rows}
-    # A pure function of the address, asked of the backend's class: no connection, no request.
-    events_resource = backend_class(Backend.GRAPH).events_resource
-    wanted = {user.pk: events_resource(user.mailbox_email) for user in wanted_users(env)}
-    return held != wanted
+    rows_by_key = GraphSubscription.objects.filter(environment=env).values_list("sync_user_id", "kind", "resource")
+    held = {(user_id, kind): resource for user_id, kind, resource in rows_by_key}
+    # A pure function of the address (and the task list's stored id), asked of the backend's
+    # class: no connection, no request. A task list not known yet matches whatever is held.
+    graph = backend_class(Backend.GRAPH)
+    wanted = {key: resource_for(graph, user, key[1]) for key, user in wanted_rows(env).items()}
+    if held.keys() != wanted.keys():
+        return True
+    return any(resource and held[key] != resource for key, resource in wanted.items())
 
 
 def release(user: SyncUser) -> None:

@@ -1,0 +1,178 @@
+"""Task sync benchmark (issue 18): initial sync of N CRM tasks into one mailbox (EWS: the Tasks
+folder; Graph: the default Microsoft To Do list), then an idle pass, against exchange_sim running as
+its own process with simulated latency, compared with a naive baseline in the same run (one
+request per task) — over EWS and over Microsoft Graph.
+
+    .venv/bin/python bench/tasks.py [--tasks 2000] [--small 500] [--latency-ms 20]
+                                    [--backends ews,graph]
+
+Each measured pass runs in a fresh process, so its peak RSS is the synchronizer's own. The last
+line printed is one JSON object with the keys of bench/contacts.py (requests, naive_requests,
+request_ratio, wall_s, naive_wall_s, wall_ratio, idle_requests, peak_rss_mb, peak_rss_mb_small):
+the figures of the first backend measured (EWS by default), and the same keys per backend under
+"backends". Over Graph a $batch carries at most 20 writes, so its request ratio cannot exceed
+about 20.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, where calendar.py would shadow the standard
+# library's calendar module (http.cookiejar, requests and Django import it): put bench/ last.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from _harness import (
+    configure_backend,
+    fetch_token,
+    naive_backend,
+    parse_backends,
+    peak_rss_mb,
+    run_step,
+    start_simulator,
+    step_django,
+    step_params,
+    stop_simulator,
+)
+
+
+def worker(mode: str, **params: str) -> dict:
+    return run_step(__file__, mode, **params)
+
+
+# --- Worker side (a fresh process per measurement) ---------------------------------------------
+
+
+def run_worker(mode: str) -> None:
+    params = step_params()
+    step_django()
+    from django.core.management import call_command
+
+    if mode == "setup":
+        call_command("migrate", verbosity=0)
+        print(json.dumps(setup(params)))
+    elif mode == "sync":
+        from synccore.models import SyncUser
+        from synccore.sync.tasks import run_task_pass
+
+        user = SyncUser.objects.select_related("environment__settings").get(mailbox_email=params["mailbox"])
+        fetch_token(user.environment.settings)
+        started = time.perf_counter()
+        run = run_task_pass(user.pk)
+        wall = time.perf_counter() - started
+        print(json.dumps({"wall_s": wall, "requests": run.requests, "created": run.created, "outcome": run.outcome,
+                          "error": run.error, "peak_rss_mb": peak_rss_mb()}))
+    elif mode == "naive":
+        print(json.dumps(naive(params)))
+
+
+def setup(params: dict) -> dict:
+    from datetime import UTC, date, datetime
+
+    from synccore.models import Activity, Environment, SyncUser
+    from tests.fixtures import factories as f
+
+    env = Environment.objects.create(name="Bench")
+    s = env.settings
+    configure_backend(s, params["backend"], params)
+    s.synchronize_tasks, s.batch_size = True, 100
+    s.save()
+    due = date(2027, 3, 10)
+    midnight = datetime(2027, 3, 10, tzinfo=UTC)
+    for mailbox, count in ((params["big"], int(params["tasks"])), (params["small"], int(params["small_count"]))):
+        employee = f.employee(env, mailbox)
+        SyncUser.objects.create(environment=env, employee=employee, mailbox_email=mailbox)
+        # Each task goes to its responsible employee's mailbox only (T1): the two runs are independent.
+        Activity.objects.bulk_create(
+            Activity(environment=env, type="task", subject=f"Bench task {i:05d}", comment="Call back about the offer",
+                     due=due, priority="high" if i % 7 == 0 else "normal", responsible=employee,
+                     start=midnight, end=midnight)
+            for i in range(count)
+        )  # fmt: skip
+    return {"ok": True}
+
+
+def naive(params: dict) -> dict:
+    """One request per task: the same backend, every task written on its own."""
+    from datetime import date
+
+    from synccore.mailbox.base import TaskItem
+
+    backend = naive_backend(params["backend"], params)
+    mailbox = params["mailbox"]
+    folder = backend.ensure_task_folder(mailbox)
+    started, before = time.perf_counter(), backend.requests
+    for i in range(int(params["count"])):
+        task = TaskItem(subject=f"Bench task {i:05d}", body="Call back about the offer", due=date(2027, 3, 10),
+                        importance="high" if i % 7 == 0 else "normal", sync_id=f"naive-{i}")
+        backend.create_tasks(mailbox, folder, [task])
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "requests": backend.requests - before}
+
+
+# --- Driver -------------------------------------------------------------------------------------
+
+
+def measure(backend: str, args, endpoints: dict[str, str]) -> dict:
+    """One backend's figures: its own database, its own mailboxes."""
+    big, small, naive_box = (f"{name}-{backend}@contoso.example" for name in ("big", "small", "naive"))
+    workdir = tempfile.mkdtemp(prefix=f"bench-tasks-{backend}-")
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/bench.sqlite3"
+    worker("setup", **endpoints, backend=backend, big=big, small=small, tasks=str(args.tasks),
+           small_count=str(args.small))  # fmt: skip
+    small_run = worker("sync", mailbox=small)
+    initial = worker("sync", mailbox=big)
+    idle = worker("sync", mailbox=big)
+    naive_run = worker("naive", **endpoints, backend=backend, mailbox=naive_box, count=str(args.tasks))
+    if initial["outcome"] != "success":
+        raise SystemExit(f"{backend}: the initial pass did not succeed: {initial['error']}")
+    print(f"{backend} initial pass: {initial['created']} tasks, {initial['requests']} requests, {initial['wall_s']:.1f} s")
+    print(f"{backend} idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
+    print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    return {
+        "requests": initial["requests"],
+        "naive_requests": naive_run["requests"],
+        "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),
+        "wall_s": round(initial["wall_s"], 2),
+        "naive_wall_s": round(naive_run["wall_s"], 2),
+        "wall_ratio": round(naive_run["wall_s"] / max(initial["wall_s"], 1e-9), 1),
+        "idle_requests": idle["requests"],
+        "idle_wall_s": round(idle["wall_s"], 3),
+        "peak_rss_mb": round(initial["peak_rss_mb"], 1),
+        "peak_rss_mb_small": round(small_run["peak_rss_mb"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--backends", default="ews,graph", help="comma-separated: ews, graph (default both)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker)
+        return
+    backends = parse_backends(parser, args.backends)
+
+    mailboxes = [f"{n}-{b}@contoso.example" for b in backends for n in ("big", "small", "naive")]
+    sim, endpoints = start_simulator(args.latency_ms, mailboxes)
+    try:
+        figures = {backend: measure(backend, args, endpoints) for backend in backends}
+    finally:
+        stop_simulator(sim)
+    result = {"tasks": args.tasks, "latency_ms": args.latency_ms, **figures[backends[0]], "backends": figures}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
