@@ -699,6 +699,12 @@ class Store:
                     return
             self._remove_item(item)
 
+    def lose_item(self, item_id: str) -> None:
+        """The item vanishes and no sync feed says so: a restore from an older backup, a mailbox
+        reset (what the synchronizer's drift audit is for)."""
+        with self._lock:
+            self._drop_item(self._item(item_id))
+
     def _remove_item(self, item: Item) -> None:
         self._drop_item(item)
         self._record(mailbox=item.mailbox, op="deleted", is_folder=False, id=item.id, folder_id=item.folder_id)

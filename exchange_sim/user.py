@@ -120,6 +120,10 @@ class MailboxUser:
     def move(self, ref: ItemRef, folder: str) -> Item:
         return self.store.move_item(_id(ref), self.folder(folder).id)
 
+    def lose(self, ref: ItemRef) -> None:
+        """The item is gone and no change feed reports it (a restore from an older backup)."""
+        self.store.lose_item(_id(ref))
+
     # ---- tasks (see tasks.py for the semantics) ---------------------------------------------------
     def create_task(self, subject: str, folder: str = "tasks", extended: dict[ExtendedKey, Any] | None = None, **props: Any) -> Item:
         """``create_task("Call Ann", DueDate=date(2027, 3, 10), Importance="High")``: a task in the Tasks folder

@@ -18,6 +18,14 @@ def run_pass(user_id: int, kind: str, trigger: str = "schedule", full: bool = Fa
     return passes.run_pass(user_id, kind, trigger, full)
 
 
+def audit_environment(environment_id: int) -> int:
+    return scheduling.audit_environment(environment_id)
+
+
+def audit_mailbox(user_id: int) -> str:
+    return passes.audit_mailbox(user_id)
+
+
 def prune() -> dict[str, int]:
     return housekeeping.prune()
 

@@ -32,6 +32,11 @@ def foreground_wait_s() -> float:
     return _conf("SYNC_NOW_WAIT_SECONDS", 60)
 
 
+def drift_audit_hours() -> float:
+    """How often each mailbox's drift audit runs (issue 16, finding 9); 0 turns it off."""
+    return _conf("SYNC_DRIFT_AUDIT_HOURS", 24)
+
+
 def retention_days() -> float:
     return _conf("SYNC_RETENTION_DAYS", 30)
 

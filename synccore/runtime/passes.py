@@ -7,11 +7,13 @@ holder for a re-run, so a push notification arriving during a pass is never drop
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from django.utils import timezone
 
+from synccore.mailbox.base import MailboxError
 from synccore.models import (
     Environment,
     Health,
@@ -23,8 +25,11 @@ from synccore.models import (
     UserLease,
 )
 from synccore.runtime import config, leases, queue
+from synccore.sync import drift
 from synccore.sync.runs import PassAborted, PassContext
 from synccore.sync.service import kind_enabled, pass_runner
+
+log = logging.getLogger(__name__)
 
 KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS)
 AUTOMATIC = (Trigger.SCHEDULE, Trigger.START, Trigger.PUSH)
@@ -149,6 +154,41 @@ def run_foreground(user: SyncUser, kind: str, ctx: PassContext, *, wait_s: float
     for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
         queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
     return run
+
+
+def audit_mailbox(user_id: int) -> str:
+    """The drift audit of one mailbox (issue 16, finding 9) under its lease, as a pass: the
+    linked items Exchange lost without reporting a deletion show in "Needs attention", and a pass
+    of their kind is enqueued at once to write them again. Returns what happened."""
+    user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
+    if user is None or not user.active:
+        return "skipped: no such active user"
+    if user.environment.state != SynchronizerState.RUNNING:
+        return f"skipped: the synchronizer is {user.environment.state}"
+    reason = skip_reason(user, Trigger.SCHEDULE)
+    if reason:
+        return f"skipped: {reason}"
+    holder = leases.new_holder()
+    if not leases.acquire(user.pk, holder, config.lease_ttl_s()):
+        return "deferred: another worker holds this mailbox"  # audited next time
+    try:
+        found = drift.audit_mailbox(user)
+    except MailboxError as exc:
+        return f"not audited: {exc}"  # the passes report the mailbox's trouble
+    finally:
+        leases.release(user.pk, holder)
+    for kind in found:
+        if kind.missing:
+            log.warning(
+                "drift audit of %s: %d of %d synchronized %s items are missing from the mailbox; "
+                "writing them again",
+                user.mailbox_email,
+                len(kind.missing),
+                kind.checked,
+                kind.kind,
+            )
+            enqueue_pass(user, kind.kind, full=False, trigger=Trigger.SCHEDULE)
+    return "audited: " + ", ".join(f"{k.kind} {len(k.missing)} missing of {k.checked}" for k in found)
 
 
 def push_calendar(user_id: int) -> bool:

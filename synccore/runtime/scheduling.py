@@ -19,6 +19,12 @@ from synccore.runtime import config, leases, passes, push, queue
 
 TICK = "synccore.tasks.tick"
 PRUNE = "synccore.tasks.prune"
+DRIFT_AUDIT = "synccore.tasks.audit_environment"
+AUDIT_MAILBOX = "synccore.tasks.audit_mailbox"
+
+
+def drift_audit_schedule_name(env: Environment | int) -> str:
+    return f"{queue.tick_schedule_name(env)}:drift-audit"
 
 
 def schedule_environment(env: Environment) -> None:
@@ -26,6 +32,9 @@ def schedule_environment(env: Environment) -> None:
     unschedule_environment(env)
     tick_schedule = queue.every_minutes(queue.tick_schedule_name(env), TICK, env, queue.HEARTBEAT_MINUTES)
     queue.daily_once(queue.PRUNE_SCHEDULE, PRUNE)
+    audit_hours = config.drift_audit_hours()
+    if audit_hours > 0:
+        queue.every_minutes(drift_audit_schedule_name(env), DRIFT_AUDIT, env, max(1, round(audit_hours * 60)))
     broker = queue.current_broker()
     # The first passes at once (S1), not a minute later. Kind by kind, not user by user: a
     # user's two passes share its lease, so side by side in the queue two workers would take
@@ -43,6 +52,7 @@ def schedule_environment(env: Environment) -> None:
 def unschedule_environment(env: Environment) -> None:
     """Nothing ticks for this environment any more (its push maintenance included)."""
     queue.delete_schedule(queue.tick_schedule_name(env))
+    queue.delete_schedule(drift_audit_schedule_name(env))
     push.unschedule(env)
 
 
@@ -79,6 +89,19 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
     if chain_schedule_id and config.tick_seconds_in_tests():
         _chain_tick(env, chain_schedule_id)
     return enqueued
+
+
+def audit_environment(environment_id: int) -> int:
+    """The periodic drift audit (issue 16, finding 9): one audit task per active mailbox of a
+    running environment, each under the mailbox's lease on a worker. Returns how many."""
+    env = Environment.objects.filter(pk=environment_id).first()
+    if env is None or env.state != SynchronizerState.RUNNING:
+        return 0
+    users = [user for user in passes.active_users(env) if not passes.skip_reason(user, Trigger.SCHEDULE)]
+    broker = queue.current_broker() if users else None
+    for user in users:
+        queue.enqueue(AUDIT_MAILBOX, user.pk, broker=broker)
+    return len(users)
 
 
 def _chain_tick(env: Environment, schedule_id: int) -> None:
