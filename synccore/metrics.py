@@ -82,7 +82,7 @@ def _users(statuses: list[dict[str, Any]]) -> Metric:
         counts = dict.fromkeys(((kind, health) for kind in KINDS for health in HEALTH_STATES), 0)
         for user in status["users"]:
             for kind in KINDS:
-                if user[kind]["enabled"]:
+                if user["kinds"][kind]["enabled"]:
                     health = user["health"] if user["active"] else INACTIVE
                     counts[(kind, health)] = counts.get((kind, health), 0) + 1
         for (kind, health), n in counts.items():
@@ -99,7 +99,7 @@ def _push(statuses: list[dict[str, Any]]) -> Metric:
         counts = dict.fromkeys(PUSH_STATES, 0)
         for user in status["users"]:
             for kind in KINDS:
-                push = user[kind]["push"]
+                push = user["kinds"][kind]["push"]
                 if push:
                     counts[push["state"]] = counts.get(push["state"], 0) + 1
         for state, n in counts.items():

@@ -4,15 +4,19 @@ their request budgets."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 
 from synccore.mailbox.base import MailMessage
 from synccore.models import Activity, ActivityType, Outcome
 from synccore.sync.connection import backend_for, connection_config
 from synccore.sync.email import EmailFilingDisabled, run_email_pass
+from synccore.sync.preview import preview_passes
 from synccore.sync.runs import PassContext
 from tests.fixtures import factories as f
 
@@ -239,3 +243,34 @@ def test_e6_filing_500_marked_messages_stays_within_the_request_budget(filing):
     before = filing.mailbox_requests()
     email_pass(filing)
     assert filing.mailbox_requests() - before <= 2
+
+
+# --- Kind email in the runtime ---------------------------------------------------------------------
+
+
+def test_sync_now_kind_email_files_and_a_preview_writes_nothing(filing):
+    filing.mailbox().receive_message("Offer", ANN, categories=["CRM"])
+    preview = preview_passes(filing.env.name, kind="email")
+    assert any("would create “Offer”" in line for line in preview.lines()), preview.lines()
+    assert filed() == [] and filing.mailbox().messages()[0].props["Categories"] == ["CRM"]
+    out = StringIO()
+    call_command("sync_now", environment=filing.env.name, kind="email", stdout=out)
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    assert summary["created"] == 1 and summary["users"] == 2
+    assert [a.subject for a in filed()] == ["Offer"]
+    filing.alice.refresh_from_db()
+    assert filing.alice.last_email_pass_at is not None
+    assert filing.alice.kind_health["email"]["state"] == "healthy"
+
+
+def test_o1_the_status_shows_the_email_kind_per_user(filing):
+    from synccore.runtime import service
+
+    filing.alice.email_enabled = False
+    filing.alice.save()
+    rows = {row["email"]: row for row in service.status(filing.env.pk)["users"]}
+    alice, bob = rows[filing.alice.mailbox_email], rows[filing.bob.mailbox_email]
+    assert alice["email"] == filing.alice.mailbox_email  # the address keeps its key
+    assert (alice["kinds"]["email"]["enabled"], alice["kinds"]["email"]["state"]) == (False, "inactive")
+    assert bob["kinds"]["email"]["state"] == "never_tested"
+    assert bob["kinds"]["contacts"] == bob["contacts"]

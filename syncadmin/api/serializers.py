@@ -90,6 +90,11 @@ class UserStatusSerializer(serializers.Serializer):
     last_error = serializers.CharField(allow_blank=True)
     contacts = KindStatusSerializer()
     calendar = KindStatusSerializer()
+    kinds = serializers.DictField(
+        child=KindStatusSerializer(),
+        help_text="Every kind's state by its name (contacts, calendar, email): the e-mail kind is here only, "
+        "since a user's email is its address.",
+    )
 
 
 class StatusSerializer(serializers.Serializer):
@@ -105,7 +110,7 @@ class StatusSerializer(serializers.Serializer):
 
 class SyncNowSerializer(serializers.Serializer):
     user = serializers.EmailField(required=False, allow_null=True, default=None)
-    kind = serializers.ChoiceField(choices=["all", "contacts", "calendar"], default="all")
+    kind = serializers.ChoiceField(choices=["all", "contacts", "calendar", "email"], default="all")
     full = serializers.BooleanField(default=False)
     # P1: answer what the passes would do (200), write nothing, enqueue nothing.
     dry_run = serializers.BooleanField(default=False)

@@ -159,7 +159,7 @@ def _choices(vocabulary: dict[str, dict[str, str]], entity: str) -> list[tuple[s
 class SyncNowForm(forms.Form):
     user = forms.EmailField(required=False)
     kind = forms.ChoiceField(
-        choices=[("all", "all"), ("contacts", "contacts"), ("calendar", "calendar")], initial="all"
+        choices=[("all", "all"), ("contacts", "contacts"), ("calendar", "calendar"), ("email", "email")], initial="all"
     )
     full = forms.BooleanField(required=False)
 

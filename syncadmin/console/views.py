@@ -64,7 +64,7 @@ TABS = [
 ]
 
 
-TABS_KINDS = [("contacts", "contacts"), ("calendar", "calendar")]
+TABS_KINDS = [("contacts", "contacts"), ("calendar", "calendar"), ("email", "email")]
 
 
 def _environment_url(environment_id: int, tab: str = "") -> str:
@@ -283,7 +283,7 @@ def _attention_entries(status_body: dict, users: list[SyncUser]) -> list[dict]:
         if user is None or not row["active"]:
             continue
         for kind in runtime.KINDS:
-            state = row[kind.value]
+            state = row["kinds"][kind.value]
             if state["state"] in runtime.NEEDS_ATTENTION:
                 action = "confirm-deletions" if state["state"] == "held" else "re-enable"
                 entries.append({"user": user, "kind": kind.value, **state, "action": action, "push": False})

@@ -505,6 +505,7 @@ class SyncUser(models.Model):
     last_contact_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_calendar_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_task_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_email_pass_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
     last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
     backoff_until = models.DateTimeField(null=True, blank=True, editable=False)

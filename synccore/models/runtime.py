@@ -24,10 +24,12 @@ class UserLease(models.Model):
     rerun_contacts = models.CharField(max_length=20, blank=True)
     rerun_calendar = models.CharField(max_length=20, blank=True)
     rerun_tasks = models.CharField(max_length=20, blank=True)
+    rerun_email = models.CharField(max_length=20, blank=True)
     # When the last pass of each kind was enqueued: the next is due one pull interval later.
     contacts_enqueued_at = models.DateTimeField(null=True, blank=True)
     calendar_enqueued_at = models.DateTimeField(null=True, blank=True)
     tasks_enqueued_at = models.DateTimeField(null=True, blank=True)
+    email_enqueued_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"lease of {self.sync_user_id}: {self.holder or 'free'}"

@@ -81,7 +81,7 @@ def request_rerun(user_id: int, kind: str, trigger: str) -> None:
 def take_reruns(user_id: int) -> list[tuple[str, str]]:
     """(kind, trigger) re-runs asked for while the lease was held; each is handed out once."""
     found = []
-    for kind in (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS):
+    for kind in (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL):
         name = _rerun_field(kind)
         trigger = (
             UserLease.objects.filter(sync_user_id=user_id).exclude(**{name: ""}).values_list(name, flat=True)

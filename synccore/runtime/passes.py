@@ -31,7 +31,7 @@ from synccore.sync.service import kind_enabled, pass_runner
 
 log = logging.getLogger(__name__)
 
-KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS)
+KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL)
 AUTOMATIC = (Trigger.SCHEDULE, Trigger.START, Trigger.PUSH)
 RUN_PASS = "synccore.tasks.run_pass"
 

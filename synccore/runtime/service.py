@@ -341,7 +341,10 @@ def status(environment_id: int) -> dict[str, Any]:
                 "health": user.health,
                 "last_error": user.last_error,
                 **runs.worst_state(shown if user.active else []),
-                **kinds,
+                # Each kind under its name, and all of them under "kinds": the e-mail kind is
+                # there only, since "email" is the mailbox's address.
+                **{name: state for name, state in kinds.items() if name != SyncKind.EMAIL},
+                "kinds": kinds,
             }
         )
     return {

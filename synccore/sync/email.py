@@ -57,7 +57,8 @@ from synccore.models import (
     SyncSettings,
     SyncUser,
 )
-from synccore.sync import events
+from synccore.sync import actions, events
+from synccore.sync.actions import Action, ItemKey
 from synccore.sync.runs import PassContext, execute_pass
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,7 @@ class EmailPass:
             )
         ) if ids else set()  # fmt: skip
         decided = plan(messages, self.settings, matcher, already)
+        self.tell(decided)
         self.run.skipped += len(decided.errors)
         self.item_errors += [f"{m.subject or m.message_id}: {reason}" for m, reason in decided.errors]
         self.run.progress_total = len(decided.to_file)
@@ -311,6 +313,21 @@ class EmailPass:
         if self.item_errors:
             self.run.error = "; ".join(self.item_errors)[:2000]
         return True
+
+    def tell(self, decided: EmailPlan) -> None:
+        """The decisions as actions, for a preview (P1)."""
+        filed_category = self.settings.email_filed_category
+        for filing in decided.to_file:
+            key = ItemKey(remote_id=filing.header.ref.item_id if filing.header.ref else "", subject=filing.header.subject)
+            reason = "marked" if has_category(filing.header, self.settings.email_filing_category) else "track all"
+            self.ctx.decided(Action(actions.CREATE, key, actions.CRM, reason=reason, rule="E2"))
+        for message in [*(f.header for f in decided.to_file), *decided.to_mark]:
+            if not has_category(message, filed_category):
+                key = ItemKey(remote_id=message.ref.item_id if message.ref else "", subject=message.subject)
+                fields = {"categories": (message.categories, [*message.categories, filed_category])}
+                self.ctx.decided(Action(actions.UPDATE, key, actions.EXCHANGE, fields, rule="E6"))
+        for message, reason in decided.errors:
+            self.ctx.decided(Action(actions.SKIP, ItemKey(subject=message.subject), actions.CRM, reason=reason, rule="E3"))
 
     def read_changes(self) -> tuple[list[FolderState], list[MailMessage]]:
         states: list[FolderState] = []

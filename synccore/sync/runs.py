@@ -24,6 +24,7 @@ LAST_PASS_FIELDS = {
     SyncKind.CONTACTS: "last_contact_pass_at",
     SyncKind.CALENDAR: "last_calendar_pass_at",
     SyncKind.TASKS: "last_task_pass_at",
+    SyncKind.EMAIL: "last_email_pass_at",
 }
 BACKOFF_MAX_S = 3600.0
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from synccore.models import Environment, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.contacts import run_contact_pass
+from synccore.sync.email import filing_enabled, run_email_pass
 from synccore.sync.runs import PassContext
 from synccore.sync.tasks import run_task_pass
 
@@ -56,12 +57,14 @@ class Summary:
 
 
 # Every kind a pass is run for, in the order ``all`` runs them.
-ALL_KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS)
+ALL_KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL)
 
 
-def pass_runner(kind: str) -> Callable[[int, PassContext], SyncRun]:
+def pass_runner(kind: str) -> Callable[..., SyncRun]:
     if kind == SyncKind.CONTACTS:
         return run_contact_pass
+    if kind == SyncKind.EMAIL:
+        return run_email_pass
     return run_task_pass if kind == SyncKind.TASKS else run_calendar_pass
 
 
@@ -69,6 +72,8 @@ def kind_switched_on(user: SyncUser, kind: str) -> bool:
     """The user's own on/off for a kind (beside the environment's)."""
     if kind == SyncKind.CONTACTS:
         return user.contacts_enabled
+    if kind == SyncKind.EMAIL:
+        return user.email_enabled
     return user.tasks_enabled if kind == SyncKind.TASKS else user.calendar_enabled
 
 
@@ -79,6 +84,8 @@ def kind_enabled(user: SyncUser, kind: str) -> bool:
     if kind == SyncKind.TASKS:
         # T1, T5: only while task synchronization is on and its direction is not off.
         return sync_settings.synchronize_tasks and sync_settings.tasks_direction != "off" and user.tasks_enabled
+    if kind == SyncKind.EMAIL:
+        return filing_enabled(sync_settings, user)  # E1
     return sync_settings.synchronize_activities and user.calendar_enabled
 
 

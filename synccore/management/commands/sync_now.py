@@ -13,12 +13,12 @@ from synccore.sync.service import BUSY, UnknownTarget
 
 
 class Command(BaseCommand):
-    help = "Run contact, calendar and/or task passes now, in the foreground; ends with one line of JSON."
+    help = "Run contact, calendar, task and/or e-mail filing passes now, in the foreground; ends with one line of JSON."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--environment", required=True, help="The environment's name")
         parser.add_argument("--user", help="Only this sync user's mailbox (e-mail address)")
-        parser.add_argument("--kind", choices=["contacts", "calendar", "tasks", "all"], default="all")
+        parser.add_argument("--kind", choices=["contacts", "calendar", "tasks", "email", "all"], default="all")
         parser.add_argument("--full", action="store_true", help="Re-write every item (sync all)")
         parser.add_argument(
             "--dry-run",
