@@ -23,6 +23,7 @@ class AuditAction(models.TextChoices):
     ITEMS_REMOVED = "items_removed", "Synchronized items removed from a mailbox"
     CRM_WRITE = "crm_write", "CRM data written through the API"
     TEST_MAILBOXES = "test_mailboxes", "Mailboxes tested"
+    ALERT_SENT = "alert_sent", "Alert sent"
 
 
 class AuditEntry(models.Model):

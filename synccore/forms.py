@@ -36,6 +36,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "oauth_client_id",
             "oauth_client_secret",
             "clear_oauth_client_secret",
+            "oauth_client_secret_expires_on",
             "graph_endpoint",
             "authority_url",
             "ca_bundle",
@@ -79,6 +80,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
+    ("Alerts", ["alert_emails", "alert_webhook_url"]),
 ]
 
 

@@ -6,7 +6,7 @@ task rows: they stay here, whatever moves beneath them.
 
 from __future__ import annotations
 
-from synccore.runtime import housekeeping, passes, scheduling, service
+from synccore.runtime import housekeeping, scheduling, service
 from synccore.runtime.push import graph as graph_push
 
 
@@ -15,7 +15,7 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
 
 
 def run_pass(user_id: int, kind: str, trigger: str = "schedule", full: bool = False) -> str:
-    return passes.run_pass(user_id, kind, trigger, full)
+    return service.run_pass(user_id, kind, trigger, full)
 
 
 def audit_environment(environment_id: int) -> int:
@@ -48,3 +48,7 @@ def delete_graph_subscription(environment_id: int, mailbox: str, subscription_id
 
 def test_mailbox(user_id: int) -> dict:
     return service.test_mailbox(user_id).as_dict()
+
+
+def deliver_alerts(environment_id: int, events: list[dict], channels: list[str], attempt: int = 0) -> dict:
+    return service.deliver_alerts(environment_id, events, channels, attempt)

@@ -25,6 +25,7 @@ SHOWN_WHEN = {
     "oauth_client_id": "oauth",
     "oauth_client_secret": "oauth",
     "clear_oauth_client_secret": "oauth",
+    "oauth_client_secret_expires_on": "oauth",
     "graph_endpoint": "graph",
     "authority_url": "graph",
     "ca_bundle": "graph",

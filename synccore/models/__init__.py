@@ -28,7 +28,7 @@ from synccore.models.crm import (
     TaskPriority,
     TaskStatus,
 )
-from synccore.models.runtime import GraphSubscription, PushSubscriptionState, UserLease
+from synccore.models.runtime import AlertState, GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
     Conflict,
     ConflictChoice,
@@ -45,6 +45,7 @@ __all__ = [
     "AccessType",
     "Activity",
     "ActivityType",
+    "AlertState",
     "Attendee",
     "AttendeeType",
     "AuthType",

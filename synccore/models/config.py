@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -176,6 +177,13 @@ class SyncSettings(models.Model):
     oauth_tenant_id = models.CharField("tenant id", max_length=100, blank=True)
     oauth_client_id = models.CharField("client id", max_length=100, blank=True)
     oauth_client_secret = EncryptedTextField("client secret", blank=True)
+    oauth_client_secret_expires_on = models.DateField(
+        "client secret expires on",
+        null=True,
+        blank=True,
+        help_text="The day the client secret (or certificate) stops working, as Entra ID shows it: "
+        "alerts are sent 30 days before and when it has expired. Empty: not watched.",
+    )
     graph_endpoint = models.URLField(
         "Graph endpoint",
         blank=True,
@@ -284,6 +292,22 @@ class SyncSettings(models.Model):
         help_text="Characters of a message's text kept in the activity (E3).",
     )
 
+    # Alerts (O6)
+    alert_emails = models.TextField(
+        "alert e-mail addresses",
+        blank=True,
+        help_text="Who is told when a user turns unhealthy or recovers, the environment fails or "
+        "degrades, push is lost or back, or the client secret is about to expire: one or more "
+        "addresses, separated by commas or new lines (empty: no e-mail).",
+    )
+    alert_webhook_url = models.URLField(
+        "alert webhook URL",
+        max_length=500,
+        blank=True,
+        help_text="Receives each alert as a JSON POST (environment, event, user, kind, state, reason, "
+        "at); empty: no webhook.",
+    )
+
     # Safety
     safety_limit_percent = models.PositiveSmallIntegerField(
         "safety limit (%)",
@@ -315,6 +339,10 @@ class SyncSettings(models.Model):
     def pull_interval_delta(self) -> timedelta:
         return timedelta(**{self.pull_interval_unit: self.pull_interval})
 
+    def alert_addresses(self) -> list[str]:
+        """The alert e-mail addresses, as entered (commas, semicolons or new lines between them)."""
+        return [a for a in re.split(r"[\s,;]+", self.alert_emails or "") if a]
+
     def organisation_domains(self) -> set[str]:
         configured = {d.strip().lower().lstrip("@") for d in self.internal_domains.split(",") if d.strip()}
         if configured:
@@ -334,6 +362,11 @@ class SyncSettings(models.Model):
             message = missing_iso_codes_message(self.environment)
             if message:
                 errors.setdefault("synchronize_contacts", []).append(message)
+        bad = [a for a in self.alert_addresses() if not _is_email(a)]
+        if bad:
+            errors.setdefault("alert_emails", []).append(
+                f"Not an e-mail address: {', '.join(bad)}. Separate addresses with commas or new lines."
+            )
         if self.ca_bundle:
             problem = ca_bundle_problem(self.ca_bundle)
             if problem:
@@ -413,6 +446,14 @@ class SyncSettings(models.Model):
         if not (self.synchronize_contacts or self.synchronize_activities or self.synchronize_tasks):
             problems.append("Turn on contact, activity or task synchronization.")
         return problems
+
+
+def _is_email(value: str) -> bool:
+    try:
+        validate_email(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def missing_iso_codes_message(environment: Environment) -> str:

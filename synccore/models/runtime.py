@@ -91,3 +91,28 @@ class GraphSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} subscription of {self.sync_user_id}: {self.state}"
+
+
+class AlertState(models.Model):
+    """The state an alert was last decided on, per environment and subject (O6): a message goes
+    out when a subject's state changes, never again while it lasts.
+
+    Subjects: ``environment``, ``user:<id>:<kind>``, ``push:<id>:<kind>``, ``secret``, ``items``.
+    ``alerted`` says whether the last message about it was bad news, so recovery is told only
+    after a problem was."""
+
+    environment = models.ForeignKey(
+        "synccore.Environment", on_delete=models.CASCADE, related_name="alert_states"
+    )
+    subject = models.CharField(max_length=100)
+    state = models.CharField(max_length=30)
+    alerted = models.BooleanField(default=False)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "subject"], name="one_alert_state_per_subject")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.state}"

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from synccore.models import SyncRun
 from synccore.models.crm import purge_tombstones_older_than
-from synccore.runtime import config, queue
+from synccore.runtime import alerts, config, queue
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
@@ -29,4 +29,6 @@ def prune(now: datetime | None = None) -> dict[str, int]:
             audit = None
         if audit is not None:
             removed["audit"] = audit.objects.filter(at__lt=cutoff).delete()[0]
+    # Once a day for every environment, running or not: a client secret about to expire (O6).
+    removed["alerts"] = alerts.observe_all()
     return removed

@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from synccore.models import Environment, SynchronizerState, Trigger, UserLease
-from synccore.runtime import config, leases, passes, push, queue
+from synccore.runtime import alerts, config, leases, passes, push, queue
 
 TICK = "synccore.tasks.tick"
 PRUNE = "synccore.tasks.prune"
@@ -86,6 +86,7 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
                     passes.RUN_PASS, user.pk, kind.value, Trigger.SCHEDULE.value, False, broker=broker
                 )
                 enqueued += 1
+    alerts.observe_quietly(env.pk)  # O6: push lost or back, a secret about to expire, …
     if chain_schedule_id and config.tick_seconds_in_tests():
         _chain_tick(env, chain_schedule_id)
     return enqueued

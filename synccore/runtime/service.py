@@ -38,7 +38,7 @@ from synccore.models import (
     SyncUser,
     Trigger,
 )
-from synccore.runtime import config, passes, push, queue, scheduling
+from synccore.runtime import alerts, config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
@@ -133,6 +133,7 @@ def _fail_start(env: Environment, reason: str) -> None:
     # Nothing may keep ticking for an environment that failed to start.
     scheduling.unschedule_environment(env)
     env.set_state(SynchronizerState.FAILED, reason)
+    alerts.observe_quietly(env.pk)  # O6: "the environment failed" (sent on a worker)
     raise StartFailed(reason)
 
 
@@ -241,6 +242,20 @@ def _users(env: Environment, user_email: str | None) -> list[SyncUser]:
     if not users:
         raise UnknownUser(f"{user_email} is not an active sync user of {env.name}.")
     return list(users)
+
+
+def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False) -> str:
+    """A worker's pass for one mailbox, then what changed is told (O6)."""
+    result = passes.run_pass(user_id, kind, trigger, full)
+    if not result.startswith("skipped"):
+        environment_id = SyncUser.objects.filter(pk=user_id).values_list("environment_id", flat=True).first()
+        if environment_id:
+            alerts.observe_quietly(environment_id)
+    return result
+
+
+def deliver_alerts(environment_id: int, events: list[dict], channels: list[str], attempt: int = 0) -> dict:
+    return alerts.deliver(environment_id, events, channels, attempt)
 
 
 def test_connection(environment_id: int) -> ConnectionReport:
