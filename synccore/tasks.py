@@ -6,7 +6,7 @@ task rows: they stay here, whatever moves beneath them.
 
 from __future__ import annotations
 
-from synccore.runtime import housekeeping, scheduling, service
+from synccore.runtime import housekeeping, passes, scheduling, service
 from synccore.runtime.push import graph as graph_push
 
 

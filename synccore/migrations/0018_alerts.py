@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('synccore', '0014_email_filing'),
+        ('synccore', '0017_email_kind_runtime'),
     ]
 
     operations = [
