@@ -177,3 +177,28 @@ def test_finding_1_a_bad_series_in_a_batch_is_an_item_error_and_the_others_are_w
     viewer = client_for(user_with_role("viewer"))
     listed = viewer.get(f"/api/v1/environments/{crm.env.pk}/attention/").json()["results"]
     assert [(i["state"], i["last_error"]) for i in listed] == [("skipped", links[bad.pk].last_error)]
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("ews")  # exchangelib's own checks: EWS only
+def test_finding_1_a_value_exchangelib_refuses_fails_its_item_not_the_batch(crm):
+    """Whatever exchangelib refuses while it serializes a batch (here a negative reminder) is
+    found per item before the batch is sent: the other events are written."""
+    from synccore.mailbox.base import CalendarEvent
+    from synccore.sync.connection import open_user_backend
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    events = [
+        CalendarEvent(subject=subject, start=start, end=start + timedelta(hours=1), reminder_minutes=minutes)
+        for subject, minutes in (("Before", 15), ("Refused", -1), ("After", None))
+    ]
+    backend = open_user_backend(crm.alice)
+    try:
+        folder = backend.ensure_calendar_folder(crm.alice.mailbox_email)
+        results = backend.create_events(crm.alice.mailbox_email, folder, events, send_invitations=False)
+    finally:
+        backend.close()
+    assert [r.ok for r in results] == [True, False, True]
+    assert isinstance(results[1].error, InvalidItem)
+    subjects = {item.props.get("Subject") for item in crm.mailbox().items("calendar")}
+    assert subjects == {"Before", "After"}

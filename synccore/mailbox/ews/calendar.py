@@ -32,6 +32,16 @@ from synccore.mailbox.ews.translation import (
 )
 
 
+def checked(item: CalendarItem, account: Account) -> CalendarItem:
+    """The item, once exchangelib has serialized it: a value it refuses (it checks only while it
+    sends a whole batch) fails this item (InvalidItem), never the batch or the pass (DESIGN §5)."""
+    try:
+        item.to_xml(version=account.version)
+    except (ValueError, TypeError) as exc:
+        raise base.InvalidItem(f"Exchange cannot take this event: {exc}") from exc
+    return item
+
+
 class CalendarOperations:
     """The calendar half of ``MailboxBackend`` over EWS, mixed into ``EwsBackend``, whose
     ``account``, ``call``, ``root``, ``folder`` and ``contact_changes`` it uses."""
@@ -143,7 +153,7 @@ class CalendarOperations:
         prepared: list[CalendarItem | MailboxError] = []
         for event in events:
             try:
-                prepared.append(to_calendar_item(event, account, folder))
+                prepared.append(checked(to_calendar_item(event, account, folder), account))
             except MailboxError as exc:
                 prepared.append(exc)
         valid = [p for p in prepared if not isinstance(p, MailboxError)]
@@ -178,7 +188,7 @@ class CalendarOperations:
         for index, (ref, event, names) in enumerate(updates):
             names = set(names)
             try:
-                item = to_calendar_item(event, account)
+                item = checked(to_calendar_item(event, account), account)
                 item.id, item.changekey = ref.item_id, ref.change_key or None
             except MailboxError as exc:
                 results[index] = ItemResult(error=exc)
