@@ -11,6 +11,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from synccore.mailbox.base import MailMessage
 from synccore.models import Activity, ActivityType, Outcome
@@ -19,6 +20,7 @@ from synccore.sync.email import EmailFilingDisabled, run_email_pass
 from synccore.sync.preview import preview_passes
 from synccore.sync.runs import PassContext
 from tests.fixtures import factories as f
+from tests.fixtures.api import client_for, user_with_role
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
@@ -274,3 +276,41 @@ def test_o1_the_status_shows_the_email_kind_per_user(filing):
     assert (alice["kinds"]["email"]["enabled"], alice["kinds"]["email"]["state"]) == (False, "inactive")
     assert bob["kinds"]["email"]["state"] == "never_tested"
     assert bob["kinds"]["contacts"] == bob["contacts"]
+
+
+# --- Reading filed e-mails (API) and ambiguous filings (Needs attention) ----------------------------
+
+
+def test_e3_filed_emails_are_read_through_the_crm_api_with_updated_since(filing):
+    admin_api = client_for(user_with_role("administrator"))
+    filing.mailbox().receive_message("Offer", ANN, categories=["CRM"], attachments=["offer.pdf"])
+    email_pass(filing)
+    url = f"/api/v1/environments/{filing.env.pk}/crm/activities/"
+    (body,) = admin_api.get(url, {"type": "email"}).json()["results"]
+    assert (body["type"], body["direction"], body["subject"], body["contact_external_id"]) == (
+        "email",
+        "in",
+        "Offer",
+        filing.ann.external_id,
+    )
+    assert body["company_external_id"] == filing.fabrikam.external_id
+    assert body["sender"]["address"] == ANN and body["attachment_names"] == ["offer.pdf"]
+    assert body["message_id"].startswith("<") and body["recipients"][0]["type"] == "to"
+    later = (timezone.now() + timedelta(minutes=1)).isoformat()
+    assert admin_api.get(url, {"type": "email", "updated_since": later}).json()["results"] == []
+
+
+def test_e4_an_ambiguous_filing_is_listed_in_needs_attention_with_its_candidates(filing, client):
+    from synccore.runtime import service
+
+    f.contact(filing.env, first_name="Ann", last_name="Other", email1=ANN)
+    filing.mailbox().receive_message("Who?", ANN, categories=["CRM"])
+    email_pass(filing)
+    (waiting,) = service.ambiguous_filings(filing.env.pk)
+    assert waiting.subject == "Who?"
+    client.force_login(user_with_role("administrator"))
+    page = client.get(f"/environments/{filing.env.pk}/?tab=attention").content.decode()
+    assert "E-mails filed without a link" in page and "Ann Other" in page
+    waiting.contact = filing.ann  # linked in the CRM: the list forgets it
+    waiting.save()
+    assert service.ambiguous_filings(filing.env.pk) == []

@@ -163,6 +163,11 @@ class ActivitySerializer(CrmRecordSerializer):
     attachment_names = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text="Names only: attachments are never copied"
     )
+    filing_candidates = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        read_only=True,
+        help_text="Filed without a link: the CRM records of the same rank it matched (kind, external_id, name)",
+    )
 
 
 SERIALIZERS = {

@@ -64,7 +64,7 @@ TABS = [
 ]
 
 
-TABS_KINDS = [("contacts", "contacts"), ("calendar", "calendar"), ("email", "email")]
+TABS_KINDS = [("contacts", "contacts"), ("calendar", "calendar"), ("tasks", "tasks"), ("email", "email")]
 
 
 def _environment_url(environment_id: int, tab: str = "") -> str:
@@ -258,6 +258,7 @@ def _render_environment(
         .select_related("sync_user", "contact", "company", "activity")
         .order_by("-updated_at")[:200],
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
+        "attention_filings": runtime.ambiguous_filings(env.pk),
         "attention_entries": _attention_entries(status_body, users),
         "kinds": [kind.value for kind in runtime.KINDS],
         "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
@@ -308,7 +309,9 @@ def _tabs(context: dict) -> list[tuple[str, str, int]]:
     """(name, title, count) of each tab; the count is what waits for a person there."""
     counts = {
         "conflicts": sum(1 for c in context["conflicts"] if not c.resolved_at),
-        "attention": len(context["attention_items"]) + len(context["attention_entries"]),
+        "attention": len(context["attention_items"])
+        + len(context["attention_entries"])
+        + len(context["attention_filings"]),
     }
     return [(name, title, counts.get(name, 0)) for name, title in TABS]
 

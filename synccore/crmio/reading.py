@@ -181,6 +181,7 @@ def _export_email(activity: Activity, zone: ZoneInfo) -> dict[str, Any]:
         "sent_at": activity.sent_at.astimezone(zone).isoformat() if activity.sent_at else None,
         "body": activity.body,
         "attachment_names": list(activity.attachment_names or []),
+        "filing_candidates": list(activity.filing_candidates or []),
     }
 
 

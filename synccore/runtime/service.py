@@ -40,7 +40,7 @@ from synccore.models import (
 )
 from synccore.runtime import alerts, config, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
-from synccore.sync import contacts, relink, runs
+from synccore.sync import contacts, email, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.preview import preview_passes
 from synccore.sync.readable import Readable, explain
@@ -325,6 +325,11 @@ def test_mailbox(user_id: int) -> ConnectionReport:
         failure = None if report.ok else Readable(report.code, report.error, report.detail)
         runs.record_mailbox_test(user, kinds, report.ok, failure)
     return report
+
+
+def ambiguous_filings(environment_id: int) -> list[Activity]:
+    """Filed e-mails waiting for a person to link them (E4, O2): at most 200, newest first."""
+    return list(email.ambiguous_filings(environment_id)[:200])
 
 
 def status(environment_id: int) -> dict[str, Any]:

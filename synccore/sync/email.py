@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -401,6 +401,15 @@ class EmailPass:
             return
         if all(m.ref is not None and m.ref.change_key in change_keys for m in page.messages):
             state.sync_token = page.token
+
+
+def ambiguous_filings(environment_id: int) -> QuerySet[Activity]:
+    """Filed e-mails that matched several CRM records and are still without a link (E4, O2)."""
+    return (
+        Activity.objects.filter(environment_id=environment_id, type=ActivityType.EMAIL, contact=None, company=None)
+        .exclude(filing_candidates=[])
+        .order_by("-start")
+    )
 
 
 def run_email_pass(user_id: int, ctx: PassContext | None = None, backend: MailboxBackend | None = None) -> SyncRun:
