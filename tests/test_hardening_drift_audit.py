@@ -127,3 +127,29 @@ def test_finding_9_a_running_environment_is_audited_on_a_configurable_schedule(c
     settings.SYNC_DRIFT_AUDIT_HOURS = 0  # off
     scheduling.schedule_environment(crm.env)
     assert not Schedule.objects.filter(name=scheduling.drift_audit_schedule_name(crm.env)).exists()
+
+
+def test_finding_9_a_lost_task_is_written_again_once(crm):
+    from synccore.sync.tasks import run_task_pass
+
+    crm.configure(synchronize_tasks=True)
+    due = date.today() + timedelta(days=5)
+    for subject in ("Kept", "Lost"):
+        f.activity(
+            crm.env,
+            type="task",
+            subject=subject,
+            due=due,
+            responsible=crm.alice.employee,
+            start=datetime(due.year, due.month, due.day, tzinfo=UTC),
+        )
+    assert run_task_pass(crm.alice.pk).created == 2
+    lost = next(t for t in crm.mailbox().tasks() if t.props.get("Subject") == "Lost")
+    crm.mailbox().lose(lost)
+    assert run_task_pass(crm.alice.pk).created == 0
+
+    assert by_kind(audit_mailbox(crm.alice))[SyncKind.TASKS] == (2, 1)
+    assert [i["state"] for i in attention(crm)] == ["failed"]
+    assert run_task_pass(crm.alice.pk).created == 1
+    assert sorted(t.props.get("Subject") for t in crm.mailbox().tasks()) == ["Kept", "Lost"]
+    assert attention(crm) == []

@@ -19,7 +19,15 @@ from django.utils import timezone
 
 from synccore import mapping
 from synccore.mailbox.base import MailboxBackend
-from synccore.models import FolderState, ItemLink, LinkState, SyncKind, SyncUser
+from synccore.models import (
+    FolderState,
+    ItemLink,
+    LinkState,
+    SyncDirection,
+    SyncKind,
+    SyncUser,
+    TaskStatus,
+)
 from synccore.sync.calendar_plan import CalendarScope
 from synccore.sync.connection import open_user_backend
 from synccore.sync.service import kind_enabled
@@ -55,6 +63,8 @@ def audit_mailbox(user: SyncUser, backend: MailboxBackend | None = None) -> list
             found.append(_audit_contacts(user, backend))
         if kind_enabled(user, SyncKind.CALENDAR):
             found.append(_audit_calendar(user, backend))
+        if kind_enabled(user, SyncKind.TASKS):
+            found.append(_audit_tasks(user, backend))
         return found
     finally:
         if own:
@@ -108,6 +118,31 @@ def _audit_calendar(user: SyncUser, backend: MailboxBackend) -> Drift:
     absent = [link for link in links if link.remote_id not in present]
     if absent and state.sync_token:
         page = backend.calendar_changes(user.mailbox_email, state.remote_folder_id, state.sync_token)
+        absent = [link for link in absent if link.remote_id not in set(page.deleted)]
+    drift.missing = _mark_lost(absent)
+    return drift
+
+
+def _audit_tasks(user: SyncUser, backend: MailboxBackend) -> Drift:
+    """The linked open tasks of live activities, while the CRM's tasks reach the mailbox: those
+    the next pass would write again (T1)."""
+    drift = Drift(SyncKind.TASKS)
+    state = FolderState.objects.filter(sync_user=user, kind=SyncKind.TASKS, folder_name="").first()
+    pushes = user.environment.settings.tasks_direction in (SyncDirection.BOTH, SyncDirection.CRM_TO_MAILBOX)
+    if state is None or not state.remote_folder_id or not pushes:
+        return drift
+    links = [
+        link
+        for link in _synced_links(user, (mapping.TASK,)).select_related("activity")
+        if not link.activity.is_tombstone and link.activity.status != TaskStatus.COMPLETED
+    ]
+    drift.checked = len(links)
+    present = backend.find_tasks_by_sync_ids(
+        user.mailbox_email, state.remote_folder_id, [str(link.sync_id) for link in links]
+    )
+    absent = [link for link in links if str(link.sync_id) not in present]
+    if absent and state.sync_token:
+        page = backend.task_changes(user.mailbox_email, state.remote_folder_id, state.sync_token)
         absent = [link for link in absent if link.remote_id not in set(page.deleted)]
     drift.missing = _mark_lost(absent)
     return drift
