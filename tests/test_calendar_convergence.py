@@ -24,9 +24,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import hypothesis
 import pytest
 from django.db import transaction
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, reproduce_failure, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -66,6 +67,7 @@ PROFILE = settings(
     # CALENDAR_NO_SHRINK=1: report the first failing run as found (shrinking one takes minutes).
     phases=[p for p in Phase if p != Phase.shrink] if os.environ.get("CALENDAR_NO_SHRINK") else tuple(Phase),
 )
+# CALENDAR_REPRODUCE=<blob> replays the run of a failure's ``@reproduce_failure`` line.
 
 
 # A fault aimed at one kind of request, named as each backend's requests are counted. Graph writes
@@ -494,6 +496,20 @@ class CalendarMachine(RuleBasedStateMachine):
     # --- Invariants ---------------------------------------------------------------------------
 
     @invariant()
+    def trace(self):
+        if not os.environ.get("CALENDAR_TRACE"):
+            return
+        print("  TRACE now", self.now)
+        for owner in SYNC_USERS:
+            for i in self.mailbox(owner).events():
+                rec = i.props.get("Recurrence")
+                print("   ", owner[:5], i.id[-8:], i.props.get("UID")[-10:], i.props.get("Subject"), i.props["Start"], (rec or {}).get("range"), "cancel" if i.props.get("IsCancelled") else "")
+        for a in Activity.all_objects.filter(is_stub=False).order_by("pk"):
+            print("    A", a.pk, a.subject, a.start, a.recurrence, a.meeting_uid[-10:], "sync" if a.synchronize else "UNSYNC", "DEL" if a.deleted_at else "", a.recurrence_exdates, [e.get("original_start") for e in a.recurrence_exceptions])
+        for link in ItemLink.objects.filter(kind="activity"):
+            print("    L", link.activity_id, link.sync_user.mailbox_email[:5], link.remote_id[-8:], link.state, link.series_from)
+
+    @invariant()
     def no_crm_duplicates(self):
         uids = [a.meeting_uid for a in Activity.objects.exclude(meeting_uid="")]
         assert len(uids) == len(set(uids)), "two live activities for one meeting UID"
@@ -620,7 +636,12 @@ def test_calendar_sync_converges(crm, clock):
     CalendarMachine.clock = clock
     CalendarMachine.backend = CrashingBackend(backend_for(config))
     CalendarMachine.pristine = crm.sim.store.to_json()
+    machine = CalendarMachine
+    if os.environ.get("CALENDAR_REPRODUCE"):  # a failure's blob: replay exactly that run
+        machine = reproduce_failure(hypothesis.__version__, os.environ["CALENDAR_REPRODUCE"].encode())(
+            type("ReplayedCalendarMachine", (CalendarMachine,), {})
+        )
     try:
-        run_state_machine_as_test(CalendarMachine, settings=PROFILE)
+        run_state_machine_as_test(machine, settings=PROFILE)
     finally:
         CalendarMachine.backend._backend.close()

@@ -407,3 +407,27 @@ class TestSeriesThatBeganInThePast:
         coming = [o.props["Subject"] for o in carol.view(week(first, 2, -1), week(first, 7)) if not o.props.get("IsCancelled")]
         assert coming == ["Jour fixe (kept)"] * 4
         quiet(crm)
+
+    def test_k2_a_meeting_series_un_synchronized_and_synchronized_again_is_a_new_meeting(self, crm, clock):
+        """Un-synchronizing ends a series that began in the past (its past stays, under its UID);
+        synchronizing it again writes the rest as a new meeting, never a second item with that
+        UID in the organizer's calendar."""
+        first = clock.now().replace(hour=9, minute=0) + timedelta(days=1)
+        activity = series(crm, first, count=6, invite=("bob@contoso.example",))
+        calendar_pass(crm)
+        clock.set(week(first, 2, -1), frozen=True)
+        activity.refresh_from_db()
+        activity.synchronize = False
+        activity.save()
+        calendar_pass(crm)
+        activity.synchronize = True
+        activity.save()
+        calendar_pass(crm)
+        uids = [e.props.get("UID") for e in crm.mailbox().events()]
+        assert len(uids) == len(set(uids)) == 2
+        assert [start for start, _, _ in self.view(crm, first)] == [week(first, n) for n in range(6)]
+        calendar_pass(crm, crm.bob)
+        bob_uids = [e.props.get("UID") for e in crm.mailbox(crm.bob).events() if not e.props.get("IsCancelled")]
+        assert len(bob_uids) == len(set(bob_uids))
+        quiet(crm)
+        quiet(crm, crm.bob)

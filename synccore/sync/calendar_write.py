@@ -252,9 +252,10 @@ class CalendarWriter:
             present = self.scope.first_present_occurrence(activity)
             if present is not None and present != link.series_from:
                 link.series_from = present
-                if link.snapshot and target.invitations:
-                    # Written before: the attendees keep that meeting's past under its UID (K2),
-                    # so the series written again is a new meeting, as in a K15 split.
+                if (link.snapshot or activity.meeting_uid) and target.invitations:
+                    # Written before (under this link, or under one an un-synchronize ended): the
+                    # past of that meeting stays in the calendars under its UID (K2), so the series
+                    # written again is a new meeting, as in a K15 split.
                     link.sync_id = uuid.uuid4()
                     activity.meeting_uid = ""
                     Activity.all_objects.filter(pk=activity.pk).update(meeting_uid="")
