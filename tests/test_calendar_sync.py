@@ -389,6 +389,20 @@ class TestDeletions:
         assert [e.props["Location"] for e in crm.mailbox().events()] == ["Room 9"]
         assert calendar_pass(crm).updated == 0
 
+    def test_k9_an_outlook_edit_does_not_bring_back_an_activity_deleted_and_un_synchronized(self, crm, start):
+        # The edit beats the deletion only: an activity also taken out of synchronization stays out,
+        # and its meeting is cancelled as for any un-synchronized one.
+        activity = meeting(crm, start, subject="Review", location="Room 1", invite=("carol@contoso.example",))
+        calendar_pass(crm)
+        activity.synchronize = False
+        activity.save()
+        activity.delete()
+        crm.mailbox().edit(crm.mailbox().events()[0], Location="Room 9")
+        calendar_pass(crm)
+        assert [e for e in crm.mailbox().events() if not e.props.get("IsCancelled")] == []
+        assert not ItemLink.objects.filter(activity_id=activity.pk).exists()
+        assert calendar_pass(crm).updated == 0
+
     def test_k9_a_crash_right_after_writing_again_an_event_deleted_in_outlook_leaves_no_duplicate(
         self, crm, start
     ):

@@ -363,7 +363,12 @@ class CalendarPlanner:
                 # K2: its event is over and stays; the tombstone may be purged
                 return [Step(actions.DROP_LINK, "K2", "Over: the event stays as it was.", link=link)]
             return []  # K2: the past is never touched
-        if event is not None and activity.is_tombstone and self.scope.changed_remotely(link, event):
+        if (
+            event is not None
+            and activity.is_tombstone
+            and self.scope.target_for_me(activity) is not None  # not also un-synchronized (K1)
+            and self.scope.changed_remotely(link, event)
+        ):
             reason = "Edited in Exchange after its deletion in the CRM: an edit beats a delete."
 
             def compare_restored() -> list[Step]:
