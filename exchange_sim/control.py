@@ -24,6 +24,8 @@
                                                outside (folder "sentitems": sent from here by another client); with
                                                "send": true it is sent from this mailbox instead (delivered to the
                                                simulator's recipients, the copy kept in Sent Items). Answers the new item
+                                               ("copies": N delivers N such messages, subjects numbered, for benches;
+                                               answers the last)
     POST /_sim/mailboxes/<address>/folders     {"name": "CRM", "parent": "contacts"}
     POST /_sim/items/<id>/edit                 {"props": {...}}  (null removes); <id> URL-encoded (ids hold '/'); on a
                                                task {"props": {"Status": "Completed"}} ticks it off (100 %, completed
@@ -208,17 +210,22 @@ class ControlApi:
                 raise ValueError("a message sent without a copy leaves no item to answer")
             return sent
         received = parse_datetime(data["received"]) if data.get("received") else None
-        return messages.deliver(
-            self.sim.store,
-            address,
-            folder=data.get("folder", "inbox"),
-            sender=data.get("from"),
-            to=data.get("to"),
-            cc=data.get("cc"),
-            received=received,
-            internet_message_id=data.get("internet_message_id"),
-            **common,
-        )
+        copies = max(1, int(data.get("copies", 1)))
+        for n in range(copies):
+            if copies > 1:
+                common["subject"] = f"{data.get('subject', '')} {n:05d}"
+            item = messages.deliver(
+                self.sim.store,
+                address,
+                folder=data.get("folder", "inbox"),
+                sender=data.get("from"),
+                to=data.get("to"),
+                cc=data.get("cc"),
+                received=received,
+                internet_message_id=data.get("internet_message_id") if copies == 1 else None,
+                **common,
+            )
+        return item
 
     def _item_action(self, item_id: str, action: str, data: dict[str, Any]) -> tuple[int, Any]:
         item = self.sim.store.item(item_id)
