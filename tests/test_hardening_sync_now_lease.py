@@ -127,3 +127,24 @@ def test_finding_2_a_database_error_is_not_reported_as_a_mailbox_failure(crm, mo
     alice = SyncUser.objects.get(pk=crm.alice.pk)
     assert alice.health == Health.HEALTHY and not alice.last_error
     assert "contacts" not in (alice.kind_health or {})
+
+
+def test_finding_2_removing_synchronized_items_takes_the_lease_too(crm, monkeypatch):
+    from synccore.runtime import service as runtime
+    from synccore.sync import contacts
+
+    removed = []
+    monkeypatch.setattr(
+        contacts,
+        "remove_synchronized_items",
+        lambda user_id, confirm: removed.append(UserLease.objects.get(sync_user_id=user_id).holder) or 1,
+    )
+    SyncUser.objects.filter(pk=crm.alice.pk).update(active=False)
+    assert leases.acquire(crm.alice.pk, "a-worker", ttl_s=60)
+    with pytest.raises(runtime.MailboxBusy, match="Another pass holds"):
+        runtime.remove_synchronized_items(crm.alice.pk)
+    assert removed == []
+    leases.release(crm.alice.pk, "a-worker")
+    assert runtime.remove_synchronized_items(crm.alice.pk) == 1
+    assert removed and removed[0]  # done while holding the lease
+    assert UserLease.objects.get(sync_user=crm.alice).holder == ""

@@ -38,7 +38,7 @@ from synccore.models import (
     SyncUser,
     Trigger,
 )
-from synccore.runtime import alerts, config, passes, push, queue, scheduling
+from synccore.runtime import alerts, config, leases, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, email, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
@@ -87,6 +87,10 @@ class UnknownUser(RuntimeServiceError):
 
 class UnknownCursor(RuntimeServiceError):
     pass
+
+
+class MailboxBusy(IllegalTransition):
+    """Another pass holds the mailbox's lease (issue 16, finding 2): try again when it is done."""
 
 
 class UserStillActive(RuntimeServiceError):
@@ -568,7 +572,14 @@ def remove_synchronized_items(sync_user_id: int) -> int:
     user = SyncUser.objects.get(pk=sync_user_id)
     if user.active:
         raise UserStillActive(f"Deactivate {user.mailbox_email} first: its next pass would write them again.")
-    return contacts.remove_synchronized_items(user.pk, confirm=True)
+    # Under the mailbox's lease, as a pass: never beside a pass still finishing its writes.
+    holder = leases.new_holder()
+    if not leases.acquire(user.pk, holder, config.lease_ttl_s()):
+        raise MailboxBusy(f"Another pass holds {user.mailbox_email}: try again when it is done.")
+    try:
+        return contacts.remove_synchronized_items(user.pk, confirm=True)
+    finally:
+        leases.release(user.pk, holder)
 
 
 # --- Push (K14) ---------------------------------------------------------------------------------
