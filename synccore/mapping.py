@@ -16,14 +16,15 @@ TASK = "task"
 ENTITY_CHOICES = [(CONTACT, "Contact"), (COMPANY, "Company"), (ACTIVITY, "Activity"), (TASK, "Task")]
 
 CRM_TO_EXCHANGE = "crm_to_exchange"
+EXCHANGE_TO_CRM = "exchange_to_crm"
 BOTH = "both"
-DIRECTION_CHOICES = [(CRM_TO_EXCHANGE, "CRM → Exchange"), (BOTH, "Both ways")]
+DIRECTION_CHOICES = [(CRM_TO_EXCHANGE, "CRM → Exchange"), (BOTH, "Both ways"), (EXCHANGE_TO_CRM, "Exchange → CRM")]
 # Contacts and companies flow one way (C6): an Outlook edit is overwritten with the CRM's values,
 # so only activities may map a field both ways.
 TWO_WAY_ENTITIES = frozenset({ACTIVITY, TASK})
 ONE_WAY_MESSAGE = (
     "Contacts and companies are synchronized one way, CRM → Exchange: an edit made in Outlook is "
-    "overwritten by the CRM's value. Only activity and task fields can go both ways."
+    "overwritten by the CRM's value. Only activity and task fields can go both ways or Exchange → CRM."
 )
 
 

@@ -703,7 +703,7 @@ class FieldMapping(models.Model):
             errors["crm_field"] = f"“{self.crm_field}” is not a CRM field of a {self.entity}."
         if self.exchange_field not in mapping.EXCHANGE_FIELDS.get(self.entity, {}):
             errors["exchange_field"] = f"“{self.exchange_field}” is not an Exchange field of a {self.entity}."
-        if self.direction == mapping.BOTH and self.entity not in mapping.TWO_WAY_ENTITIES:
+        if self.direction != mapping.CRM_TO_EXCHANGE and self.entity not in mapping.TWO_WAY_ENTITIES:
             errors["direction"] = mapping.ONE_WAY_MESSAGE
         if self.pk and self.fixed:
             original = FieldMapping.objects.get(pk=self.pk)

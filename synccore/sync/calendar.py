@@ -34,6 +34,7 @@ from synccore.models import (
     Activity,
     FolderState,
     ItemLink,
+    SyncDirection,
     SyncKind,
     SyncRun,
     SyncUser,
@@ -52,6 +53,9 @@ __all__ = ["CALENDAR_TYPES", "CalendarPass", "CalendarSyncDisabled", "Target", "
 log = logging.getLogger(__name__)
 
 
+PROGRESS_EVERY = 100  # linked items between two progress reports
+
+
 class CalendarSyncDisabled(Exception):
     pass
 
@@ -64,6 +68,7 @@ class CalendarPass(CalendarScope):
         self.backend = backend
         self.ctx = ctx
         self.run = run
+        self.full = ctx.full
         self.planner = CalendarPlanner(self)
         self.writer = CalendarWriter(self, self.planner, backend, ctx, run)
 
@@ -72,11 +77,15 @@ class CalendarPass(CalendarScope):
     def read_changes(
         self, state: FolderState, links_by_remote: dict[str, ItemLink]
     ) -> tuple[list[RemoteRef], set[str]]:
-        """Changed refs worth reading (not our own writes) and ids deleted, since the token."""
+        """Changed refs worth reading (not our own writes) and ids deleted, since the token. A
+        full pass reads the folder from the start, and every linked item with it."""
         try:
+            if self.full:
+                raise InvalidSyncToken("a full pass reads the folder again")
             page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token)
         except InvalidSyncToken:
-            log.warning("calendar sync token of %s rejected; reading the folder again", self.mailbox)
+            if not self.full:
+                log.warning("calendar sync token of %s rejected; reading the folder again", self.mailbox)
             page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, "")
             known = {ref.item_id for ref in page.changed}
             state.sync_token = page.token
@@ -171,7 +180,11 @@ class CalendarPass(CalendarScope):
                 links_by_remote[item_id] = step.link
 
         # Linked items: both ways.
-        for link in links:
+        new = [pair for pk, pair in mine.items() if pk not in links_by_activity]
+        self.progress(0, len(links) + len(new))
+        for done, link in enumerate(links, 1):
+            if done % PROGRESS_EVERY == 0:
+                self.progress(done)
             self.ctx.checkpoint()
             try:
                 entry = mine.get(link.activity_id)
@@ -181,15 +194,25 @@ class CalendarPass(CalendarScope):
                 writer.item_failed(link, exc)
 
         # CRM → Exchange for activities of mine without a link (K3).
-        for activity_id, (activity, target) in mine.items():
-            if activity_id in links_by_activity:
-                continue
+        for activity, target in new:
             step = planner.new(activity, target)
             if step is not None:
                 writer.carry_out([step])
 
         writer.write_creates()
-        return writer.write_deletes(links)
+        held = writer.write_deletes(links)
+        self.progress(self.run.progress_total)
+        return held
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Items done of the pass's total, as the contact pass reports them (console, API)."""
+        fields = {"progress_done": done}
+        self.run.progress_done = done
+        if total is not None:
+            self.run.progress_total = fields["progress_total"] = total
+        SyncRun.objects.filter(pk=self.run.pk).update(**fields)
+        if self.ctx.on_progress:
+            self.ctx.on_progress(done, self.run.progress_total)
 
 
 def run_calendar_pass(
@@ -200,6 +223,8 @@ def run_calendar_pass(
     user = SyncUser.objects.select_related("environment__settings", "employee").get(pk=user_id)
     if not user.environment.settings.synchronize_activities:
         raise CalendarSyncDisabled(f"Activity synchronization is off in {user.environment.name}.")
+    if user.environment.settings.calendar_direction == SyncDirection.OFF:
+        raise CalendarSyncDisabled(f"The calendar's direction is off in {user.environment.name} (T5).")
     if not (user.active and user.calendar_enabled):
         raise CalendarSyncDisabled(
             f"{user.mailbox_email} does not synchronize its calendar (inactive or turned off)."

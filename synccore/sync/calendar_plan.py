@@ -24,6 +24,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from synccore import mapping
 from synccore.mailbox.base import Attendee as EventAttendee
 from synccore.mailbox.base import CalendarEvent, RemoteRef, Series
 from synccore.models import (
@@ -31,9 +32,11 @@ from synccore.models import (
     ActivityType,
     ConflictChoice,
     ConflictPolicy,
+    FieldMapping,
     ItemLink,
     LinkState,
     PersonalDeletionPolicy,
+    SyncDirection,
     SyncUser,
 )
 from synccore.sync import actions
@@ -45,6 +48,56 @@ FOREVER = datetime.max.replace(tzinfo=UTC)
 # Normal-form fields that give a series its shape (Exchange drops exceptions when they change).
 SHAPE = {"start", "end", "all_day", "recurrence", "occurrences"}
 _MISSING = object()
+
+
+# The activity rows of the field mapping that may be switched off or turned one way, by CRM
+# field, with the normal-form field each decides (subject, start and end are fixed rows).
+OPTIONAL_ROWS = {"location": "location", "private": "private", "comment": "comment", "reminder_minutes": None}
+NORMAL_FIELDS = ("subject", "location", "all_day", "private", "recurrence", "start", "end", "comment", "attendees", "occurrences")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the field mapping and the calendar's direction (T5) let a pass do with activities."""
+
+    direction: str = SyncDirection.BOTH
+    off: frozenset[str] = frozenset()  # CRM fields of disabled rows: neither written nor compared
+    pushed_only: frozenset[str] = frozenset()  # normal-form fields never pulled (CRM → Exchange)
+    pulled_only: frozenset[str] = frozenset()  # normal-form fields never pushed (Exchange → CRM)
+
+    @property
+    def imports(self) -> bool:
+        """Outlook's own events become activities (K6), and Outlook's deletions reach the CRM."""
+        return self.direction != SyncDirection.CRM_TO_MAILBOX
+
+    @property
+    def exports(self) -> bool:
+        """CRM activities are written into mailboxes, and CRM deletions reach them."""
+        return self.direction != SyncDirection.MAILBOX_TO_CRM
+
+    def normal_off(self) -> set[str]:
+        return {OPTIONAL_ROWS[name] for name in self.off if OPTIONAL_ROWS.get(name)}
+
+    @classmethod
+    def of(cls, env_id: int, direction: str) -> Flow:
+        off: set[str] = set()
+        pushed: set[str] = set()
+        pulled: set[str] = set()
+        rows = FieldMapping.objects.filter(environment_id=env_id, entity=mapping.ACTIVITY)
+        for row in rows:
+            if row.crm_field not in OPTIONAL_ROWS:
+                continue  # fixed rows: the pass depends on them
+            if not row.enabled:
+                off.add(row.crm_field)
+            elif OPTIONAL_ROWS[row.crm_field] and row.direction == mapping.CRM_TO_EXCHANGE:
+                pushed.add(OPTIONAL_ROWS[row.crm_field])
+            elif OPTIONAL_ROWS[row.crm_field] and row.direction == mapping.EXCHANGE_TO_CRM:
+                pulled.add(OPTIONAL_ROWS[row.crm_field])
+        if direction == SyncDirection.CRM_TO_MAILBOX:
+            pushed, pulled = set(NORMAL_FIELDS), set()
+        elif direction == SyncDirection.MAILBOX_TO_CRM:
+            pushed, pulled = set(), set(NORMAL_FIELDS)
+        return cls(direction, frozenset(off), frozenset(pushed), frozenset(pulled))
 
 
 @dataclass
@@ -85,6 +138,8 @@ class CalendarScope:
             ).select_related("employee")
         }
         self.domains = self.settings.organisation_domains()
+        self.flow = Flow.of(self.env.pk, self.settings.calendar_direction)
+        self.full = False  # a full pass (set by the pass): every linked item read and compared
 
     # CRM side
 
@@ -150,7 +205,14 @@ class CalendarScope:
 
     def crm_values(self, activity: Activity, target: Target, link: ItemLink | None = None) -> dict[str, Any]:
         series_from = link.series_from if link is not None else None
-        return ev.activity_values(activity, _attendee_emails(target), target.with_comment, series_from)
+        values = ev.activity_values(activity, _attendee_emails(target), target.with_comment, series_from)
+        return self.mapped(values)
+
+    def mapped(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The normal form without the fields of disabled mapping rows (neither written nor compared)."""
+        for name in self.flow.normal_off():
+            values.pop(name, None)
+        return values
 
     # Exchange side
 
@@ -163,7 +225,7 @@ class CalendarScope:
         return not ev.in_window(event.start, event.end, event.recurrence, self.now, FOREVER, event.time_zone)
 
     def remote_values(self, event: CalendarEvent, target: Target) -> dict[str, Any]:
-        return ev.event_values(event, target.invitations, target.with_comment, self.me)
+        return self.mapped(ev.event_values(event, target.invitations, target.with_comment, self.me))
 
     # Comparing with the snapshot
 
@@ -301,16 +363,21 @@ class CalendarPlanner:
                 # Not unknown after all (a copy of a meeting the CRM has): never a second activity.
                 reason = f"“{event.subject}” is a copy of a meeting the CRM already has."
                 return Step(actions.SKIP, "K6", reason, event=event)
+            if not s.flow.imports:
+                reason = "Made in Outlook; the calendar flows CRM → mailbox only (T5)."
+                return Step(actions.SKIP, "T5", reason, event=event)
             return Step(actions.IMPORT, "K6", "Made in Outlook, unknown to the CRM.", event=event)
         if organizer in s.sync_users:
             # K7: the organizer's copy is the one synced; K4: this attendee now has it.
             return Step(actions.IGNORE, "K7", "An invitee's copy of a sync user's meeting.", event=event)
+        if not s.flow.imports:
+            return None  # an outside organizer's meeting comes into the CRM only (T5)
         return Step(actions.STUB, "K7", "A meeting an outside organizer invited to.", event=event)
 
     # CRM → Exchange: an activity of mine without a link (K3) -------------------------------------
 
     def new(self, activity: Activity, target: Target) -> Step | None:
-        if not self.scope.activity_in_window(activity):
+        if not self.scope.activity_in_window(activity) or not self.scope.flow.exports:
             return None
         return Step(actions.CREATE, "K3", "New in the CRM.", activity=activity, target=target)
 
@@ -342,7 +409,7 @@ class CalendarPlanner:
         if link.state == LinkState.DELETED_REMOTE:
             return []  # kept under the deletion policy; not re-created (K16)
         if not link.remote_id:
-            if entry and s.activity_in_window(activity):
+            if entry and s.activity_in_window(activity) and s.flow.exports:
                 return [Step(actions.CREATE, "K3", "Not yet in Exchange.", link=link, activity=activity, target=entry[1])]
             return []
         if entry is None or activity.is_tombstone:
@@ -358,6 +425,8 @@ class CalendarPlanner:
         self, link: ItemLink, activity: Activity, event: CalendarEvent | None, gone: bool
     ) -> list[Step]:
         """Deleted in the CRM, un-synchronized, or no longer this mailbox's (K1, K3, K9)."""
+        if not self.scope.flow.exports:
+            return []  # the mailbox is the source (T5): a CRM deletion leaves its event alone
         if self.scope.activity_over(activity):
             if activity.is_tombstone:
                 # K2: its event is over and stays; the tombstone may be purged
@@ -396,6 +465,11 @@ class CalendarPlanner:
         """K9: a meeting deleted in Exchange deletes the activity; a personal one follows the policy.
         An edit beats a delete: a CRM change since the last agreement re-creates the event."""
         crm = self.scope.crm_values(activity, target, link)
+        if not self.scope.flow.imports:
+            reason = "Deleted in Exchange; the calendar flows CRM → mailbox only: written again (T5)."
+            return [
+                Step(actions.CREATE, "T5", reason, link=link, activity=activity, target=target, recreate=True)
+            ]
         if self.scope.changed_fields(link.snapshot, crm):
             reason = "Deleted in Exchange, changed in the CRM: an edit beats a delete."
             return [
@@ -475,6 +549,8 @@ class CalendarPlanner:
         snapshot = link.snapshot or {}
         if event is None or not target.invitations or "attendees" not in snapshot:
             return False
+        if "attendees" in self.scope.flow.pushed_only:
+            return False
         theirs = self.scope.remote_values(event, target).get("attendees")
         ours = self.scope.crm_values(activity, target, link).get("attendees")
         return not (theirs == snapshot["attendees"] or ours != snapshot["attendees"])
@@ -485,11 +561,15 @@ class CalendarPlanner:
         """Each side against the snapshot: push what changed in the CRM, pull what changed in
         Exchange, and let the policy choose where both changed (a conflict is recorded)."""
         s = self.scope
+        flow = s.flow
         crm = s.crm_values(activity, target, link)
         snapshot = link.snapshot or {}
+        for name in flow.pulled_only & crm.keys() & snapshot.keys():
+            crm[name] = snapshot[name]  # Exchange → CRM: a CRM edit is not carried (T5)
         crm_changed = s.changed_fields(snapshot, crm)
         # K12: a comment written before outside attendees joined must leave the body now.
-        withdraw = "comment" not in crm and "comment" in snapshot
+        withdraw = "comment" not in crm and "comment" in snapshot and "comment" not in flow.off
+        full = s.full
         if event is None and not crm_changed and not withdraw:
             return []  # nothing moved on either side
         ex = s.remote_values(event, target) if event is not None else {}
@@ -497,13 +577,23 @@ class CalendarPlanner:
         if snapshot and "comment" not in snapshot:
             # The comment was kept out of Exchange (K12): its body is no source for it.
             ex_changed.discard("comment")
-        if event is not None and not ex_changed and not crm_changed and not withdraw:
+        # CRM → Exchange: an Outlook edit is written over with the CRM's value (as contacts, C6).
+        overwrite = {k for k in ex_changed & flow.pushed_only if s.differs(k, ex[k], crm[k], crm)}
+        ex_changed -= flow.pushed_only
+        if full and event is not None:
+            # A full pass repairs drift the tokens missed: what still differs is written again.
+            overwrite |= {
+                k
+                for k in crm.keys() & ex.keys()
+                if k not in crm_changed | ex_changed and k not in flow.pulled_only and s.differs(k, ex[k], crm[k], crm)
+            }
+        if event is not None and not ex_changed and not crm_changed and not withdraw and not overwrite:
             reason = "A change key moved without a real edit."
             return [
                 Step(actions.AGREE, "K8", reason, link=link, values=crm, ref=event.ref, change_key_only=True)
             ]
         steps: list[Step] = []
-        push = set(crm_changed - ex_changed) | ({"comment"} if withdraw else set())
+        push = set(crm_changed - ex_changed) | overwrite | ({"comment"} if withdraw else set())
         pull = set(ex_changed - crm_changed)
         occurrences = ex.get("occurrences")
         for name in crm_changed & ex_changed:

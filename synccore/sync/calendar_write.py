@@ -218,14 +218,21 @@ class CalendarWriter:
     def event_for(
         self, activity: Activity, target: Target, body_now: str = "", link: ItemLink | None = None
     ) -> CalendarEvent:
-        return ev.event_from_activity(
+        off = self.scope.flow.off
+        event = ev.event_from_activity(
             activity,
             attendees=target.attendees if target.invitations else [],
-            comment=ev.body_text(activity.comment) if target.with_comment else None,
+            comment=ev.body_text(activity.comment) if target.with_comment and "comment" not in off else None,
             body_now=body_now,
-            reminder=ev.default_reminder(activity, self.settings),
+            reminder=None if "reminder_minutes" in off else ev.default_reminder(activity, self.settings),
             series_from=link.series_from if link is not None else None,
         )
+        # Disabled mapping rows are not written: a new event gets Exchange's own default.
+        if "location" in off:
+            event.location = ""
+        if "private" in off:
+            event.is_private = False
+        return event
 
     def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
         """Queue a create: its link is committed now (pending, with the sync id the item will
@@ -611,7 +618,9 @@ class CalendarWriter:
     # --- Foreign events (K6, K7, K16) ------------------------------------------------------------
 
     def import_event(self, event: CalendarEvent) -> None:
-        """K6: an event unknown to the CRM becomes an Appointment activity."""
+        """K6: an event unknown to the CRM becomes an Appointment activity (the fields of disabled
+        mapping rows left empty)."""
+        off = self.scope.flow.off
         with transaction.atomic():
             activity = Activity.objects.create(
                 environment=self.env,
@@ -619,14 +628,14 @@ class CalendarWriter:
                 synchronize=True,
                 created_by_erp=False,
                 subject=(event.subject or "(no subject)")[:255],
-                comment=ev.remote_comment(event),
-                location=event.location[:255],
+                comment="" if "comment" in off else ev.remote_comment(event),
+                location="" if "location" in off else event.location[:255],
                 start=event.start,
                 end=event.end,
                 all_day=event.is_all_day,
                 time_zone=event.time_zone or "UTC",
-                private=event.is_private,
-                reminder_minutes=event.reminder_minutes,
+                private=False if "private" in off else event.is_private,
+                reminder_minutes=None if "reminder_minutes" in off else event.reminder_minutes,
                 recurrence=event.recurrence,
                 **self.exception_lists(event),
                 organizer=self.user.employee,

@@ -115,7 +115,7 @@ def mapping_rows(env_id: int) -> dict[str, Row]:
     rows["reminder"] = Row(both_ways=False)
     for row in FieldMapping.objects.filter(environment_id=env_id, entity=mapping.TASK):
         if row.exchange_field in rows:
-            rows[row.exchange_field] = Row(row.enabled, row.direction == mapping.BOTH)
+            rows[row.exchange_field] = Row(row.enabled, row.direction != mapping.CRM_TO_EXCHANGE)
     for name in ("subject", "status"):  # fixed rows: the pass depends on them
         rows[name] = Row(True, rows[name].both_ways)
     return rows
