@@ -202,3 +202,29 @@ def test_finding_1_a_value_exchangelib_refuses_fails_its_item_not_the_batch(crm)
     assert isinstance(results[1].error, InvalidItem)
     subjects = {item.props.get("Subject") for item in crm.mailbox().items("calendar")}
     assert subjects == {"Before", "After"}
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("ews")  # exchangelib's own checks: EWS only
+def test_finding_1_a_contact_exchangelib_refuses_fails_its_card_not_the_batch(crm, monkeypatch):
+    """The same for contacts: a card exchangelib refuses while serializing is an item error in
+    "Needs attention", the rest of the batch is written and the pass does not fail."""
+    from synccore.mailbox.ews import backend as ews_backend
+
+    made = ews_backend.to_contact
+
+    def refused_for_two(card, account, folder=None):
+        contact = made(card, account, folder)
+        if card.surname == "Two":
+            contact.file_as_mapping = "Nonsense"  # a value exchangelib refuses
+        return contact
+
+    monkeypatch.setattr(ews_backend, "to_contact", refused_for_two)
+    for name in ("One", "Two", "Three"):
+        f.contact(crm.env, last_name=name)
+    run = crm.contacts_pass()
+    assert (run.created, run.skipped, run.failed) == (2, 1, 0), run.error
+    assert SyncUser.objects.get(pk=crm.alice.pk).health == Health.HEALTHY
+    assert sorted(c.props.get("Surname") for c in crm.mailbox().contacts()) == ["One", "Three"]
+    bad = ItemLink.objects.get(sync_user=crm.alice, contact__last_name="Two")
+    assert bad.state == LinkState.SKIPPED and "file_as_mapping" in bad.last_error

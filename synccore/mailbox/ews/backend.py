@@ -281,7 +281,9 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
         items: list[Contact | Exception] = []
         for card in cards:
             try:
-                items.append(to_contact(card, account, folder))
+                contact = to_contact(card, account, folder)
+                contact.to_xml(version=account.version)  # what exchangelib refuses fails this card only
+                items.append(contact)
             except (ValueError, TypeError) as exc:
                 items.append(exc)
         valid = [item for item in items if not isinstance(item, Exception)]
@@ -306,6 +308,7 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
             try:
                 contact = to_contact(card, account)
                 contact.id, contact.changekey = ref.item_id, ref.change_key or None
+                contact.to_xml(version=account.version)  # what exchangelib refuses fails this card only
                 fieldnames = ews_fields(names)
                 if card.sync_id:
                     fieldnames.append(SYNC_ID_FIELD)
