@@ -4,13 +4,14 @@ own process with simulated latency — compared with a naive baseline in the sam
 the same events with one request per event — over EWS and over Microsoft Graph.
 
     .venv/bin/python bench/calendar.py [--users 50] [--events 200] [--latency-ms 20]
-                                       [--backends ews,graph]
+                                       [--backends ews,graph] [--full]
 
 The initial synchronization is every user's first pass plus one more round (meetings written by
 later users land in earlier users' calendars and are read then); the idle pass is the round after.
 Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The last
 line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
-naive_wall_s, wall_ratio, idle_requests, peak_rss_mb): the figures of the first backend measured
+naive_wall_s, wall_ratio, idle_requests, peak_rss_mb; with --full also full_requests, full_wall_s,
+full_updated: a full pass of every user after the idle one): the figures of the first backend measured
 (EWS by default), and the same keys per backend under "backends". Each backend has mailboxes and a
 database of its own; the naive baseline uses the same backend with batch size 1.
 """
@@ -86,7 +87,7 @@ def run_worker(mode: str) -> None:
         call_command("migrate", verbosity=0)
         print(json.dumps(setup(params)))
     elif mode == "sync":
-        print(json.dumps(sync_all()))
+        print(json.dumps(sync_all(full=params.get("full") == "1")))
     elif mode == "naive":
         print(json.dumps(naive(params)))
 
@@ -141,16 +142,17 @@ def setup(params: dict) -> dict:
     return {"activities": len(activities), "attendees": len(attendees)}
 
 
-def sync_all() -> dict:
+def sync_all(full: bool = False) -> dict:
     from synccore.models import SyncUser
     from synccore.sync.calendar import run_calendar_pass
+    from synccore.sync.runs import PassContext
 
     fetch_token(SyncUser.objects.select_related("environment__settings").first().environment.settings)
     totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
     outcomes = set()
     started = time.perf_counter()
     for user in SyncUser.objects.order_by("mailbox_email"):
-        run = run_calendar_pass(user.pk)
+        run = run_calendar_pass(user.pk, PassContext(full=full))
         outcomes.add(run.outcome)
         for name in totals:
             totals[name] += getattr(run, name)
@@ -200,8 +202,9 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
     # initial synchronization ends with the round that reads those invitations.
     settle = worker("sync")
     idle = worker("sync")
+    full = worker("sync", **{**params, "full": "1"}) if args.full else None
     naive_run = worker("naive", **params)
-    for run in (first, settle, idle):
+    for run in (first, settle, idle, *([full] if full else [])):
         if run["failed"] or run["outcomes"] != ["success"]:
             raise SystemExit(f"{backend}: a pass did not succeed: {run}")
     requests = first["requests"] + settle["requests"]
@@ -212,8 +215,13 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
     )
     print(f"{backend} idle pass: {idle['requests']} requests ({idle['requests'] / args.users:.1f} per user), "
           f"{idle['wall_s']:.1f} s")  # fmt: skip
+    if full:
+        print(f"{backend} full pass: {full['requests']} requests, {full['updated']} events written again, "
+              f"{full['wall_s']:.1f} s")  # fmt: skip
     print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    extra = {"full_requests": full["requests"], "full_wall_s": round(full["wall_s"], 2), "full_updated": full["updated"]} if full else {}
     return {
+        **extra,
         "requests": requests,
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(requests, 1), 1),
@@ -234,6 +242,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--backends", default="ews,graph", help="comma-separated: ews, graph (default both)")
+    parser.add_argument("--full", action="store_true", help="also time a full pass of every user (Sync all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
