@@ -194,6 +194,15 @@ class SyncSettingsSerializer(serializers.ModelSerializer):
 # --- sync users ----------------------------------------------------------------------------------------
 
 
+class BulkUsersSerializer(serializers.Serializer):
+    users = serializers.ListField(
+        child=serializers.CharField(max_length=254),
+        allow_empty=False,
+        max_length=10000,
+        help_text="The users' ids or mailbox addresses.",
+    )
+
+
 class SyncUserSerializer(serializers.ModelSerializer):
     employee_external_id = serializers.CharField(
         required=False,

@@ -23,7 +23,7 @@ from syncadmin.api import serializers as s
 from syncadmin.api.schema import ErrorSerializer
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import OPERATOR
-from synccore.models import Environment, FieldMapping, Health, ItemLink, SyncRun, SyncUser
+from synccore.models import Environment, FieldMapping, ItemLink, SyncRun, SyncUser
 from synccore.runtime import service as runtime
 
 ENVIRONMENT_PARAM = OpenApiParameter("environment_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -216,7 +216,13 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
 @extend_schema_view(
     list=extend_schema(
         parameters=[
-            OpenApiParameter("health", OpenApiTypes.STR, enum=["healthy", "backing_off", "unhealthy", "held"])
+            OpenApiParameter(
+                "health",
+                OpenApiTypes.STR,
+                enum=list(dict.fromkeys(runtime.HEALTH_FILTERS)),
+                description="A state as the status gives it; unhealthy: backing off, held or failing "
+                "(the overview's count); healthy leaves never-tested and inactive users out.",
+            )
         ]
     )
 )
@@ -239,10 +245,11 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
     def get_queryset(self):
         users = SyncUser.objects.filter(environment=self.environment).select_related("employee")
         if self.action == "list" and "health" in self.request.query_params:
-            health = self.request.query_params["health"]
-            if health not in Health.values:
-                raise serializers.ValidationError({"health": [f"One of {', '.join(Health.values)}."]})
-            users = users.filter(health=health)
+            try:
+                ids = runtime.users_in_health(self.environment.pk, self.request.query_params["health"])
+            except ValueError as exc:
+                raise serializers.ValidationError({"health": [str(exc)]}) from exc
+            users = users.filter(pk__in=ids)
         return users
 
     def perform_create(self, serializer):
@@ -268,6 +275,23 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
         user = runtime.reenable(self.get_object().pk)
         self.audit(AuditAction.USER_RE_ENABLED, user.mailbox_email)
         return Response(self.get_serializer(user).data)
+
+    @extend_schema(
+        request=s.BulkUsersSerializer,
+        responses=s.SyncUserSerializer(many=True),
+        description="Bulk Re-enable: each listed user (its id or mailbox address) is re-enabled.",
+    )
+    @action(detail=False, methods=["post"], url_path="re-enable")
+    def re_enable_many(self, request, environment_pk=None):
+        body = s.BulkUsersSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            done = runtime.reenable_users(self.environment.pk, body.validated_data["users"])
+        except runtime.UnknownUser as exc:
+            raise serializers.ValidationError({"users": [str(exc)]}) from exc
+        for user in done:
+            self.audit(AuditAction.USER_RE_ENABLED, user.mailbox_email)
+        return Response(self.get_serializer(done, many=True).data)
 
     @extend_schema(
         request=None,

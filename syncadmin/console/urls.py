@@ -17,6 +17,7 @@ urlpatterns = [
     path("environments/<int:pk>/test-connection/", views.test_connection, name="test-connection"),
     path("environments/<int:pk>/switch-backend/", views.switch_backend, name="switch-backend"),
     path("environments/<int:pk>/test-mailboxes/", views.test_mailboxes, name="test-mailboxes"),
+    path("environments/<int:pk>/re-enable/", views.reenable_users, name="re-enable-users"),
     path("environments/<int:pk>/settings/", views.save_settings, name="settings"),
     path("environments/<int:pk>/users/add/", views.user_form, name="user-add"),
     path("environments/<int:pk>/users/<int:user_id>/edit/", views.user_form, name="user-edit"),

@@ -432,6 +432,26 @@ def user_action(request: HttpRequest, pk: int, user_id: int, action: str) -> Htt
     return redirect(_next_or(request, _environment_url(pk, "users")))
 
 
+@require_POST
+@role_required(ADMINISTRATOR)
+def reenable_users(request: HttpRequest, pk: int) -> HttpResponse:
+    """Bulk Re-enable (O5) of the users ticked in the users table."""
+    env = get_object_or_404(Environment, pk=pk)
+    chosen = request.POST.getlist("users")
+    if not chosen:
+        messages.error(request, "Tick the users to re-enable first.")
+        return redirect(_environment_url(pk, "users"))
+    try:
+        done = runtime.reenable_users(env.pk, chosen)
+    except RuntimeServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        for user in done:
+            audit.record(request.user, AuditAction.USER_RE_ENABLED, environment=env, target=user.mailbox_email)
+        messages.success(request, f"{len(done)} users re-enabled: {', '.join(u.mailbox_email for u in done)}.")
+    return redirect(_environment_url(pk, "users"))
+
+
 # --- field mappings -------------------------------------------------------------------------------
 
 

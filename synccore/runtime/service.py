@@ -491,6 +491,46 @@ def reenable(user_id: int) -> SyncUser:
     return SyncUser.objects.get(pk=user_id)
 
 
+def reenable_users(environment_id: int, users: list[int | str]) -> list[SyncUser]:
+    """Bulk Re-enable (O5): each of these users of the environment (ids or mailbox addresses), as
+    `reenable` does one. Raises UnknownUser, with nothing done, naming those that are not its users."""
+    known = dict(SyncUser.objects.filter(environment_id=environment_id).values_list("pk", "mailbox_email"))
+    by_address = {email.lower(): pk for pk, email in known.items()}
+    ids, unknown = [], []
+    for value in users:
+        text = str(value).strip()
+        found = int(text) if text.isascii() and text.isdigit() and int(text) in known else by_address.get(text.lower())
+        if found:
+            ids.append(found)
+        else:
+            unknown.append(text)
+    if unknown:
+        raise UnknownUser(f"No such sync user in this environment: {', '.join(unknown)}.")
+    return [reenable(pk) for pk in dict.fromkeys(ids)]
+
+
+# The users' `?health=` filter: a stored health, or a state as the status gives it; "unhealthy"
+# is everything the overview counts as unhealthy (backing off, held or failing), "failing" alone
+# the permanent errors, and "healthy" leaves never-tested and inactive users out.
+HEALTH_FILTERS = ("healthy", "unhealthy", *runs.STATE_ORDER)
+
+
+def users_in_health(environment_id: int, health: str) -> list[int]:
+    """The ids of the environment's users in that state (see HEALTH_FILTERS)."""
+    if health not in HEALTH_FILTERS:
+        raise ValueError(f"One of {', '.join(dict.fromkeys(HEALTH_FILTERS))}.")
+    wanted = set(runs.NEEDS_ATTENTION) if health == "unhealthy" else {health}
+    env = Environment.objects.select_related("settings").get(pk=environment_id)
+    ids = []
+    for user in SyncUser.objects.filter(environment=env):
+        user.environment = env
+        kinds = [runs.kind_state(user, kind.value, kind_enabled(user, kind)) for kind in KINDS]
+        shown = [k for k in kinds if k["state"] != runs.INACTIVE] if user.active else []
+        if runs.worst_state(shown)["state"] in wanted:
+            ids.append(user.pk)
+    return ids
+
+
 def confirm_deletions(user_id: int) -> SyncUser:
     """The administrator allows the next pass to delete beyond the safety limit (§5); it runs
     now. Only the held kinds are cleared: another kind's failure stays (O1)."""
