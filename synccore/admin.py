@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 
+from synccore import mapping
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
 from synccore.models import (
     Activity,
@@ -23,6 +25,7 @@ from synccore.models import (
     SyncRun,
     SyncSettings,
     SyncUser,
+    custom,
 )
 from synccore.runtime import service as runtime
 
@@ -43,6 +46,31 @@ class TombstoneAdmin(admin.ModelAdmin):
             label = self.model._meta.verbose_name_plural
             model_count[label] = model_count.get(label, 0) + len(linked)
         return to_delete, model_count, perms_needed, protected
+
+
+class CustomFieldsAdmin(admin.ModelAdmin):
+    """Records with custom fields: checked against the environment's types, new keys recorded
+    (so the field mapping offers them)."""
+
+    custom_entity = ""
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        entity = self.custom_entity
+
+        class CheckedForm(form):
+            def _post_clean(self) -> None:
+                super()._post_clean()
+                try:
+                    self.new_custom_keys = custom.check_record(self.instance, entity)
+                except ValidationError as exc:
+                    self._update_errors(exc)
+
+        return CheckedForm
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        custom.CustomField.register(obj.environment_id, self.custom_entity, getattr(form, "new_custom_keys", {}))
 
 
 class EnvironmentScopedAdmin(admin.ModelAdmin):
@@ -205,7 +233,8 @@ class SalesGroupAdmin(CrmAdmin):
 
 
 @admin.register(Company)
-class CompanyAdmin(CrmAdmin):
+class CompanyAdmin(CustomFieldsAdmin, CrmAdmin):
+    custom_entity = mapping.COMPANY
     list_display = ["name", "division", "country", "synchronize", "environment", "updated_at"]
     list_filter = ["environment", "synchronize", "country"]
     search_fields = ["name", "division", "external_id", "email"]
@@ -213,7 +242,8 @@ class CompanyAdmin(CrmAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(CrmAdmin):
+class ContactAdmin(CustomFieldsAdmin, CrmAdmin):
+    custom_entity = mapping.CONTACT
     list_display = ["__str__", "company", "email1", "synchronize", "rep", "environment", "updated_at"]
     list_filter = ["environment", "synchronize", "country", "language", "sales_groups"]
     search_fields = ["first_name", "last_name", "email1", "email2", "email3", "external_id", "company__name"]
@@ -240,7 +270,8 @@ class AttendeeInline(admin.TabularInline):
 
 
 @admin.register(Activity)
-class ActivityAdmin(CrmAdmin):
+class ActivityAdmin(CustomFieldsAdmin, CrmAdmin):
+    custom_entity = mapping.ACTIVITY
     list_display = ["subject", "type", "start", "end", "all_day", "synchronize", "organizer", "environment"]
     list_filter = [
         "environment",

@@ -7,7 +7,10 @@ row without knowing the backend.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from synccore.mailbox.base import PROPERTY_PREFIX
 
 CONTACT = "contact"
 COMPANY = "company"
@@ -185,3 +188,59 @@ DEFAULT_ROWS: tuple[DefaultRow, ...] = (
     DefaultRow(TASK, "priority", "importance", False, BOTH),
     DefaultRow(TASK, "reminder_minutes", "reminder", False, CRM_TO_EXCHANGE),
 )
+
+
+# --- Custom CRM fields ---------------------------------------------------------------------------
+# A record's ``custom_fields`` key is offered as the CRM field ``custom:<key>`` for every key in
+# use in the environment; it maps to a free Exchange field or to ``property:<Name>``, a named
+# extended property of the product's own property set (Outlook lists it among the item's
+# custom fields). Only the contact engine writes them (contacts and companies).
+CUSTOM_PREFIX = "custom:"
+CUSTOM_ENTITIES = frozenset({CONTACT, COMPANY})
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+# Structured Exchange fields: only the matching structured CRM field fills them.
+STRUCTURED = frozenset({"business_address"})
+
+
+def is_custom(crm_field: str) -> bool:
+    return crm_field.startswith(CUSTOM_PREFIX)
+
+
+def custom_key(crm_field: str) -> str:
+    return crm_field[len(CUSTOM_PREFIX) :]
+
+
+def is_property(exchange_field: str) -> bool:
+    return exchange_field.startswith(PROPERTY_PREFIX) and bool(
+        _NAME_RE.match(exchange_field[len(PROPERTY_PREFIX) :])
+    )
+
+
+def property_name(exchange_field: str) -> str:
+    return exchange_field[len(PROPERTY_PREFIX) :]
+
+
+def crm_fields(entity: str, custom_keys: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The CRM fields a row of this entity may take: the built-in ones, then the custom keys."""
+    fields = dict(CRM_FIELDS.get(entity, {}))
+    if entity in CUSTOM_ENTITIES:
+        fields.update({CUSTOM_PREFIX + key: f"Custom: {key}" for key in sorted(custom_keys)})
+    return fields
+
+
+def exchange_fields(entity: str, custom_keys: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The Exchange fields offered for this entity: the built-in ones, then an extended property
+    named after each custom key (any ``property:<Name>`` is accepted)."""
+    fields = dict(EXCHANGE_FIELDS.get(entity, {}))
+    if entity in CUSTOM_ENTITIES:
+        fields.update(
+            {PROPERTY_PREFIX + key: f"Outlook custom field “{key}”" for key in sorted(custom_keys)}
+        )
+    return fields
+
+
+def pair_problem(entity: str, crm_field: str, exchange_field: str) -> str:
+    """Why this CRM field cannot fill this Exchange field ('' when it can)."""
+    if (crm_field in STRUCTURED) != (exchange_field in STRUCTURED):
+        return "An address maps only to an address."
+    return ""

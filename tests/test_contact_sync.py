@@ -284,6 +284,26 @@ class TestMapping:
         assert run.updated == 2
         assert all("JobTitle" not in item.props for item in crm.mailbox().contacts())
 
+    def test_finding2_a_disabled_contact_row_is_neither_written_nor_compared(self, crm):
+        (contact,) = make_contacts(crm, 1, job_title="CFO")
+        crm.contacts_pass()
+        FieldMapping.objects.filter(environment=crm.env, crm_field="job_title").update(enabled=False)
+        crm.contacts_pass()  # what the product wrote there is cleared once (C8)
+        (item,) = crm.mailbox().contacts()
+        crm.mailbox().edit(item, JobTitle="Chief of everything", Department="Edited")
+        contact.job_title = "CEO"
+        contact.save()
+        run = crm.contacts_pass()
+        (item,) = crm.mailbox().contacts()
+        # The Outlook edit of the unmapped field stays; the CRM's change of it is not written.
+        assert item.props["JobTitle"] == "Chief of everything"
+        assert run.updated == 1  # the Outlook edit still overwrites what is mapped (C6)
+        assert crm.contacts_pass().updated == 0
+        FieldMapping.objects.filter(environment=crm.env, crm_field="job_title").update(enabled=True)
+        assert crm.contacts_pass().updated == 1
+        (item,) = crm.mailbox().contacts()
+        assert item.props["JobTitle"] == "CEO"
+
     def test_c8_a_mapped_fax_is_outlooks_business_fax(self, crm):
         # Graph v1.0 has no fax field: the backend writes PidTagBusinessFaxNumber (0x3A24), the
         # property behind EWS's BusinessFax.

@@ -25,6 +25,25 @@ class MomentField(serializers.CharField):
     """ISO 8601 date-time with offset; a date (YYYY-MM-DD, end exclusive) for all-day activities."""
 
 
+@extend_schema_field(
+    {"type": "object", "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]}}
+)
+class CustomFieldsField(serializers.JSONField):
+    """Custom CRM fields: key → text, number or date (YYYY-MM-DD); merged key by key on upsert,
+    null removes a key. crmio checks the keys and the types."""
+
+
+def _custom() -> CustomFieldsField:
+    return CustomFieldsField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Custom fields: key → text, number or date (YYYY-MM-DD). An upsert merges them key by "
+            "key; null removes a key. A key keeps the type it was first given."
+        ),
+    )
+
+
 class CrmRecordSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -54,6 +73,7 @@ class CompanySerializer(CrmRecordSerializer):
     city = _text(100)
     state = _text(100)
     comment = _text()
+    custom_fields = _custom()
 
 
 class ContactSerializer(CrmRecordSerializer):
@@ -86,6 +106,7 @@ class ContactSerializer(CrmRecordSerializer):
     favorite_of = serializers.ListField(
         child=serializers.CharField(max_length=254), required=False, max_length=crmio.MAX_FAVORITES
     )
+    custom_fields = _custom()
 
 
 class EmployeeSerializer(CrmRecordSerializer):
@@ -129,6 +150,7 @@ class ActivitySerializer(CrmRecordSerializer):
     time_zone = _text(64, help_text="IANA, e.g. Europe/Amsterdam")
     location = _text(255)
     comment = _text()
+    custom_fields = _custom()
     private = serializers.BooleanField(required=False)
     synchronize = serializers.BooleanField(required=False)
     created_by_erp = serializers.BooleanField(required=False)

@@ -6,7 +6,7 @@ from django import forms
 
 from synccore import mapping
 from synccore.forms import SETTINGS_GROUPS, SyncSettingsForm
-from synccore.models import AuthType, Backend, Employee, FieldMapping, SyncSettings, SyncUser
+from synccore.models import AuthType, Backend, CustomField, Employee, FieldMapping, SyncSettings, SyncUser
 
 FILTER_FIELDS = ["filter_by_rep", "filter_by_sales_group", "filter_by_favorites", "synchronize_companies"]
 
@@ -123,11 +123,12 @@ class FieldMappingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.instance.environment = environment
         entity = self.data.get(self.add_prefix("entity")) or self.instance.entity or mapping.CONTACT
+        keys = CustomField.keys(environment.pk, entity)
         self.fields["crm_field"] = forms.ChoiceField(
-            label="CRM field", choices=_choices(mapping.CRM_FIELDS, entity)
+            label="CRM field", choices=_sorted(mapping.crm_fields(entity, keys))
         )
         self.fields["exchange_field"] = forms.ChoiceField(
-            label="Exchange field", choices=_choices(mapping.EXCHANGE_FIELDS, entity)
+            label="Exchange field", choices=_sorted(mapping.exchange_fields(entity, keys))
         )
         self.fields["direction"].choices = mapping.direction_choices(entity)
         if self.instance.pk:
@@ -141,20 +142,22 @@ class FieldMappingForm(forms.ModelForm):
         return exclusions
 
 
-def mapping_vocabulary() -> dict[str, dict[str, list[tuple[str, str]]]]:
-    """Per entity, the CRM and Exchange field choices (the editor swaps them with the entity)."""
-    return {
-        entity: {
-            "crm": _choices(mapping.CRM_FIELDS, entity),
-            "exchange": _choices(mapping.EXCHANGE_FIELDS, entity),
+def mapping_vocabulary(environment_id: int | None = None) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Per entity, the CRM and Exchange field choices (the editor swaps them with the entity),
+    with the environment's custom fields."""
+    vocabulary = {}
+    for entity, _ in mapping.ENTITY_CHOICES:
+        keys = CustomField.keys(environment_id, entity)
+        vocabulary[entity] = {
+            "crm": _sorted(mapping.crm_fields(entity, keys)),
+            "exchange": _sorted(mapping.exchange_fields(entity, keys)),
             "direction": mapping.direction_choices(entity),
         }
-        for entity, _ in mapping.ENTITY_CHOICES
-    }
+    return vocabulary
 
 
-def _choices(vocabulary: dict[str, dict[str, str]], entity: str) -> list[tuple[str, str]]:
-    return sorted(vocabulary.get(entity, {}).items(), key=lambda item: item[1])
+def _sorted(fields: dict[str, str]) -> list[tuple[str, str]]:
+    return sorted(fields.items(), key=lambda item: item[1])
 
 
 class SyncNowForm(forms.Form):

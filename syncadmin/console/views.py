@@ -243,7 +243,7 @@ def _render_environment(
             for row in mappings
         ],
         "mapping_form": mapping_form or forms.FieldMappingForm(environment=env, prefix="new"),
-        "mapping_vocabulary": forms.mapping_vocabulary(),
+        "mapping_vocabulary": forms.mapping_vocabulary(env.pk),
         **_history(
             env,
             user=request.GET.get("run_user", "").strip(),

@@ -93,6 +93,7 @@ def _export_company(company: Company) -> dict[str, Any]:
         "country": company.country.iso_code if company.country else None,
         "synchronize": company.synchronize,
         **{name: getattr(company, name) for name in COMPANY_TEXT},
+        "custom_fields": company.custom_fields or {},
     }
 
 
@@ -108,6 +109,7 @@ def _export_contact(contact: Contact) -> dict[str, Any]:
         "rep_email": contact.rep.email if contact.rep else None,
         "sales_groups": sorted(g.name for g in contact.sales_groups.all()),
         "favorite_of": sorted(e.email for e in contact.favorite_of.all() if e.email),
+        "custom_fields": contact.custom_fields or {},
     }
 
 
@@ -132,6 +134,7 @@ def _export_activity(activity: Activity) -> dict[str, Any]:
         "time_zone": activity.time_zone,
         "location": activity.location,
         "comment": activity.comment,
+        "custom_fields": activity.custom_fields or {},
         "private": activity.private,
         "synchronize": activity.synchronize,
         "created_by_erp": activity.created_by_erp,

@@ -16,6 +16,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
+from synccore import mapping
 from synccore.crmio import values
 from synccore.crmio.base import ENTITIES, Errors, ItemError, UpsertResult
 from synccore.crmio.reading import COMPANY_TEXT, CONTACT_TEXT
@@ -32,6 +33,7 @@ from synccore.models import (
     Language,
     SalesGroup,
     TaskStatus,
+    custom,
 )
 from synccore.runtime import service as runtime
 
@@ -128,6 +130,11 @@ class _Batch:
         self.contacts: dict[str, Contact] = {}
         self.attendees: dict[int, list[Attendee]] = {}
         self.changed_attendees: set[int] = set()
+        self.custom_entity = _CUSTOM_ENTITY.get(entity, "")
+        self.custom_types: dict[str, str] = {}
+        self.custom_new: dict[str, str] = {}
+        if self.custom_entity and any("custom_fields" in i for i in items):
+            self.custom_types = custom.CustomField.types(environment.pk, self.custom_entity)
         if entity in ("contacts", "companies"):
             self.countries = _first_by(Country.objects.filter(**in_env), None, "iso_code")
         if entity == "contacts":
@@ -191,6 +198,16 @@ class _Batch:
         self.plans.append(plan)
         return UpsertResult(external_id, "created" if created else "updated", record=record)
 
+    def custom_fields(self, record: models.Model, item: dict[str, Any], errors: Errors) -> None:
+        """``custom_fields`` merged key by key into the record's (null removes a key), typed."""
+        if "custom_fields" not in item:
+            return
+        known = {**self.custom_types, **self.custom_new}
+        merged, new = custom.merge(record.custom_fields, item["custom_fields"], known, errors)
+        record.custom_fields = merged
+        if "custom_fields" not in errors:
+            self.custom_new.update(new)
+
     def employee(self, email: str | None, name: str | None, errors: Errors) -> Employee | None:
         if not email:
             return None
@@ -250,6 +267,7 @@ class _Batch:
             self.model.all_objects.bulk_create(new, batch_size=500)
         if old:
             _update_rows(self.model, old)
+        custom.CustomField.register(self.environment.pk, self.custom_entity, self.custom_new)
         if self.entity == "contacts":
             self._write_memberships()
         if self.entity == "activities":
@@ -390,6 +408,7 @@ def _write_company(batch: _Batch, plan: _Plan, item) -> None:
     company = plan.record
     _set_plain(company, item, ("name", "division", "synchronize", *COMPANY_TEXT))
     errors: Errors = {}
+    batch.custom_fields(company, item, errors)
     if "country" in item:
         company.country = batch.country(item["country"], errors)
     if errors:
@@ -404,6 +423,7 @@ def _write_contact(batch: _Batch, plan: _Plan, item) -> None:
     contact = plan.record
     errors: Errors = {}
     _set_plain(contact, item, (*CONTACT_TEXT, "synchronize"))
+    batch.custom_fields(contact, item, errors)
     if "emails" in item:
         emails = list(item["emails"] or [])
         if len(emails) > 3:
@@ -439,6 +459,7 @@ def _write_activity(batch: _Batch, plan: _Plan, item) -> None:
         item,
         ("type", "subject", "all_day", "location", "comment", "private", "synchronize", "created_by_erp"),
     )
+    batch.custom_fields(activity, item, errors)
     if "reminder_minutes" in item:
         activity.reminder_minutes = item["reminder_minutes"]
     if "time_zone" in item:
@@ -523,6 +544,8 @@ def _by_external_id(records: dict[str, Any], external_id: Any, what: str, errors
         errors.setdefault(f"{what}_external_id", []).append(f"No {what} with external id “{external_id}”.")
     return found
 
+
+_CUSTOM_ENTITY = {"companies": mapping.COMPANY, "contacts": mapping.CONTACT, "activities": mapping.ACTIVITY}
 
 _WRITERS = {
     "companies": _write_company,

@@ -24,6 +24,9 @@ from dateutil.rrule import rrule, rrulestr
 # extended property of this set, so a lost link can be found again.
 PROPERTY_SET_ID = "6a1f1f7e-3c52-4d43-9a55-8f3c5b0d2a11"
 SYNC_ID_PROPERTY = "CrmSyncId"
+# A contact card's named extended properties of that set (custom CRM fields) are written under
+# this prefix in the field names a backend is asked to write: ``property:Region``.
+PROPERTY_PREFIX = "property:"
 
 
 # --- Errors -----------------------------------------------------------------------------------
@@ -179,14 +182,26 @@ class ContactCard:
     file_as: str = ""
     sync_id: str = ""
     ref: RemoteRef | None = None
+    # Named extended properties of the product's property set (custom CRM fields): name → text.
+    properties: dict[str, str] = field(default_factory=dict)
+    # The mapped fields (enabled rows); None: every field of MAPPED. Only these are written and
+    # compared: a field no row maps is left to Outlook.
+    mapped_fields: tuple[str, ...] | None = None
 
     def mapped_values(self) -> dict[str, Any]:
         """The values the engine compares and hashes (JSON-friendly)."""
+        names = self.MAPPED if self.mapped_fields is None else [n for n in self.MAPPED if n in self.mapped_fields]
         values = {}
-        for name in (*self.MAPPED, "display_name", "file_as"):
+        for name in (*names, "display_name", "file_as"):
             value = getattr(self, name)
             values[name] = _plain(value)
+        for name in sorted(self.properties):
+            values[PROPERTY_PREFIX + name] = self.properties[name]
         return values
+
+    def property_value(self, field_name: str) -> str:
+        """The value of ``property:<Name>`` ('' when the card has none: written as cleared)."""
+        return self.properties.get(field_name[len(PROPERTY_PREFIX) :], "")
 
 
 @dataclass(frozen=True)
@@ -499,8 +514,12 @@ class MailboxBackend(abc.ABC):
         """Write only the named fields of each card onto the referenced item."""
 
     @abc.abstractmethod
-    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
-        """Move items to a folder; the results carry the new refs (a move changes the id)."""
+    def move_items(
+        self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()
+    ) -> list[ItemResult]:
+        """Move items to a folder; the results carry the new refs (a move changes the id).
+        ``properties``: the named extended properties of the product's set the items may carry
+        (custom CRM fields), which a backend that moves by copying must copy too."""
 
     @abc.abstractmethod
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:

@@ -28,6 +28,7 @@ from synccore.models.crm import (
     TaskPriority,
     TaskStatus,
 )
+from synccore.models.custom import CustomField, CustomType
 from synccore.models.runtime import AlertState, GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
     Conflict,
@@ -56,6 +57,8 @@ __all__ = [
     "ConflictPolicy",
     "Contact",
     "Country",
+    "CustomField",
+    "CustomType",
     "EmailDirection",
     "Employee",
     "Environment",

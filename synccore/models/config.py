@@ -697,12 +697,30 @@ class FieldMapping(models.Model):
             if (row.entity, row.crm_field, row.exchange_field) not in existing
         )
 
+    def custom_keys(self) -> list[str]:
+        """The custom field keys in use in the environment for this row's entity."""
+        if not self.environment_id or self.entity not in mapping.CUSTOM_ENTITIES:
+            return []
+        return list(
+            self.environment.custom_fields.filter(entity=self.entity).values_list("key", flat=True)
+        )
+
     def clean(self) -> None:
         errors = {}
-        if self.crm_field not in mapping.CRM_FIELDS.get(self.entity, {}):
+        keys = self.custom_keys()
+        if self.crm_field not in mapping.crm_fields(self.entity, keys):
             errors["crm_field"] = f"“{self.crm_field}” is not a CRM field of a {self.entity}."
-        if self.exchange_field not in mapping.EXCHANGE_FIELDS.get(self.entity, {}):
+            if mapping.is_custom(self.crm_field) and self.entity in mapping.CUSTOM_ENTITIES:
+                errors["crm_field"] += " No record of the environment has this custom field."
+        exchange_ok = self.exchange_field in mapping.exchange_fields(self.entity, keys) or (
+            self.entity in mapping.CUSTOM_ENTITIES and mapping.is_property(self.exchange_field)
+        )
+        if not exchange_ok:
             errors["exchange_field"] = f"“{self.exchange_field}” is not an Exchange field of a {self.entity}."
+        elif "crm_field" not in errors and (
+            problem := mapping.pair_problem(self.entity, self.crm_field, self.exchange_field)
+        ):
+            errors["exchange_field"] = problem
         if self.direction != mapping.CRM_TO_EXCHANGE and self.entity not in mapping.TWO_WAY_ENTITIES:
             errors["direction"] = mapping.ONE_WAY_MESSAGE
         if self.pk and self.fixed:

@@ -217,6 +217,9 @@ class Company(CrmRecord, AddressFields):
     fax = models.CharField(max_length=50, blank=True)
     website = models.CharField(max_length=200, blank=True)
     comment = models.TextField(blank=True)
+    custom_fields = models.JSONField(
+        default=dict, blank=True, help_text="Custom CRM fields: key → text, number or date (YYYY-MM-DD)."
+    )
     synchronize = models.BooleanField(default=True)
 
     class Meta:
@@ -254,6 +257,9 @@ class Contact(CrmRecord, AddressFields):
     fax = models.CharField(max_length=50, blank=True)
     website = models.CharField(max_length=200, blank=True)
     comment = models.TextField(blank=True)
+    custom_fields = models.JSONField(
+        default=dict, blank=True, help_text="Custom CRM fields: key → text, number or date (YYYY-MM-DD)."
+    )
     language = models.ForeignKey(Language, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     synchronize = models.BooleanField(
         default=True, help_text="Only contacts with Synchronize on go to Exchange."
@@ -358,6 +364,9 @@ class Activity(CrmRecord):
     )
     subject = models.CharField("description", max_length=255)
     comment = models.TextField(blank=True)
+    custom_fields = models.JSONField(
+        default=dict, blank=True, help_text="Custom CRM fields: key → text, number or date (YYYY-MM-DD)."
+    )
     location = models.CharField(max_length=255, blank=True)
     start = models.DateTimeField(db_index=True)
     end = models.DateTimeField()

@@ -13,7 +13,7 @@ from django.core.validators import validate_email
 
 from synccore import mapping
 from synccore.mailbox.base import ContactCard, PostalAddress
-from synccore.models import Company, Contact, Environment, FieldMapping
+from synccore.models import Company, Contact, Environment, FieldMapping, custom
 
 # Exchange's limits on contact properties (longer values are refused by the server).
 TEXT_LIMIT = 255
@@ -87,10 +87,27 @@ def _clean(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def _fill(
+    card: ContactCard, record: Contact | Company, rows: Mapping, values: dict[str, Callable[[Any], Any]]
+) -> None:
+    """The enabled rows onto the card; only their fields are written and compared."""
+    for exchange_field, crm_field in rows.rows:
+        if mapping.is_custom(crm_field):
+            value = custom.as_text((record.custom_fields or {}).get(mapping.custom_key(crm_field)))
+        elif crm_field in values:
+            value = values[crm_field](record)
+        else:
+            continue
+        if mapping.is_property(exchange_field):
+            card.properties[mapping.property_name(exchange_field)] = _clean(value)
+        elif exchange_field in ContactCard.MAPPED:
+            setattr(card, exchange_field, _clean(value))
+    card.mapped_fields = tuple(exchange for exchange, _ in rows.rows if exchange in ContactCard.MAPPED)
+
+
 def contact_card(contact: Contact, rows: Mapping) -> ContactCard:
     card = ContactCard()
-    for exchange_field, crm_field in rows.rows:
-        setattr(card, exchange_field, _clean(CONTACT_VALUES[crm_field](contact)))
+    _fill(card, contact, rows, CONTACT_VALUES)
     full_name = " ".join(p for p in (card.given_name, card.middle_name, card.surname) if p)
     card.display_name = full_name or card.company_name
     card.file_as = ", ".join(
@@ -101,8 +118,7 @@ def contact_card(contact: Contact, rows: Mapping) -> ContactCard:
 
 def company_card(company: Company, rows: Mapping) -> ContactCard:
     card = ContactCard()
-    for exchange_field, crm_field in rows.rows:
-        setattr(card, exchange_field, _clean(COMPANY_VALUES[crm_field](company)))
+    _fill(card, company, rows, COMPANY_VALUES)
     card.display_name = card.file_as = company.display_name.strip()
     return card
 
@@ -137,6 +153,8 @@ def validate_card(card: ContactCard, *, is_company: bool) -> None:
 
 
 def _label(name: str) -> str:
+    if mapping.is_property(name):
+        return f"The Outlook custom field “{mapping.property_name(name)}”"
     return mapping.CONTACT_EXCHANGE_FIELDS.get(name, name.replace("_", " ").capitalize())
 
 
@@ -147,6 +165,18 @@ def card_hash(values: dict[str, Any]) -> str:
 def changed_fields(values: dict[str, Any], snapshot: dict[str, Any]) -> list[str]:
     """Fields whose value differs from the last agreed snapshot (C8: only those are written)."""
     return [name for name, value in values.items() if snapshot.get(name, _MISSING) != value]
+
+
+def dropped_fields(values: dict[str, Any], snapshot: dict[str, Any]) -> list[str]:
+    """Fields we wrote with a value that no enabled row maps any more: cleared once (C8), then
+    left to Outlook — neither written nor compared again."""
+    return [name for name, value in (snapshot or {}).items() if name not in values and _filled(value)]
+
+
+def _filled(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(value.values())
+    return value not in ("", None)
 
 
 _MISSING = object()

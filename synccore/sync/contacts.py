@@ -135,6 +135,7 @@ class Plan:
     moves: list[ItemLink] = field(default_factory=list)
     deletes: list[ItemLink] = field(default_factory=list)
     skips: list[tuple[ItemLink | None, Desired]] = field(default_factory=list)
+    rehash: list[tuple[ItemLink, Desired]] = field(default_factory=list)
 
     def size(self) -> int:
         return len(self.creates) + len(self.updates) + len(self.moves) + len(self.deletes)
@@ -211,6 +212,7 @@ class ContactPass:
         self.run = run
         self.mailbox = user.mailbox_email
         self.now = timezone.now()
+        self.property_names: list[str] = []
 
     # Folders -------------------------------------------------------------------------------
 
@@ -277,6 +279,9 @@ class ContactPass:
 
     def desired(self) -> dict[tuple[str, int], Desired]:
         rows = cards.Mapping.load(self.user.environment)
+        self.property_names = sorted(
+            {mapping.property_name(e) for m in rows.values() for e, _ in m.rows if mapping.is_property(e)}
+        )
         wanted: dict[tuple[str, int], Desired] = {}
         contacts = qualifying_contacts(self.user, self.settings).select_related("company", "country")
         for contact in contacts:
@@ -326,10 +331,16 @@ class ContactPass:
             if not link.remote_id or link.pk in gone:
                 plan.creates.append((link, item))  # pending (found by sync id first) or deleted in Outlook
                 continue
+            dropped = cards.dropped_fields(item.values, link.snapshot)
             if link.pk in edited or self.ctx.full or link.state == LinkState.FAILED or not link.crm_hash:
-                plan.updates.append((link, item, list(item.values)))  # C6: overwrite everything mapped
+                # C6: overwrite everything mapped (and only that: an unmapped field is Outlook's)
+                plan.updates.append((link, item, [*item.values, *dropped]))
             elif item.hash != link.crm_hash:
-                plan.updates.append((link, item, cards.changed_fields(item.values, link.snapshot)))
+                names = [*cards.changed_fields(item.values, link.snapshot), *dropped]
+                if names:
+                    plan.updates.append((link, item, names))
+                else:  # a row disabled whose field was empty: nothing to write, only to agree on
+                    plan.rehash.append((link, item))
             if self.user.categorize_contacts and link.remote_folder_id != target_folder_id:
                 plan.moves.append(link)  # C5: existing contacts move into the categorization folder
         for key, item in wanted.items():
@@ -419,7 +430,10 @@ class ContactPass:
     def write_moves(self, moves: list[ItemLink], folder_id: str) -> None:
         for batch in self._batches(moves):
             results = self.backend.move_items(
-                self.mailbox, [RemoteRef(link.remote_id, link.remote_change_key) for link in batch], folder_id
+                self.mailbox,
+                [RemoteRef(link.remote_id, link.remote_change_key) for link in batch],
+                folder_id,
+                self.property_names,
             )
             for link, result in zip(batch, results, strict=True):
                 if result.ok:
@@ -587,6 +601,7 @@ class ContactPass:
         self.write_creates(plan.creates, target.remote_folder_id, [s.remote_folder_id for s in states])
         self.write_adopted()
         self.write_updates(plan.updates)
+        self.write_rehash(plan.rehash)
 
         wrote = plan.size() > 0 or bool(gone)
         for state in states:
@@ -612,6 +627,12 @@ class ContactPass:
             )
         )
         return [target, *others]
+
+    def write_rehash(self, rehash: list[tuple[ItemLink, Desired]]) -> None:
+        """Links whose mapped values changed shape but not content: the new hash, no write."""
+        for link, item in rehash:
+            link.crm_hash, link.snapshot = item.hash, item.values
+        save_links([link for link, _ in rehash])
 
     def write_adopted(self) -> None:
         """Items found by sync id after a crash: linked now, then brought up to date."""

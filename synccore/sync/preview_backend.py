@@ -174,7 +174,9 @@ class PreviewBackend(MailboxBackend):
         self._record("update_contacts", mailbox, len(updates))
         return [ItemResult(ref=RemoteRef(ref.item_id, "preview", ref.folder_id)) for ref, _, _ in updates]
 
-    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+    def move_items(
+        self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()
+    ) -> list[ItemResult]:
         self._record("move_items", mailbox, len(refs))
         return [ItemResult(ref=self._new_ref(folder_id)) for _ in refs]
 

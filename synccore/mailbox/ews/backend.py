@@ -334,7 +334,10 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
             )
         return out
 
-    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+    def move_items(
+        self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()
+    ) -> list[ItemResult]:
+        # A real move: every property goes with the item.
         if not refs:
             return []
         account = self.account(mailbox)

@@ -59,6 +59,23 @@ if SYNC_ID_FIELD not in {f.name for f in CalendarItem.FIELDS}:
     CalendarItem.register(SYNC_ID_FIELD, SyncIdProperty)
 
 
+_PROPERTY_FIELD_PREFIX = "synccore_prop_"
+
+
+def property_field(name: str) -> str:
+    """The exchangelib field of the named extended property ``name`` of the product's property
+    set on contacts (a custom CRM field), registered on first use."""
+    attr = _PROPERTY_FIELD_PREFIX + name
+    if attr not in {f.name for f in Contact.FIELDS}:
+        prop = type(
+            f"CustomProperty_{name}",
+            (ExtendedProperty,),
+            {"property_set_id": base.PROPERTY_SET_ID, "property_name": name, "property_type": "String"},
+        )
+        Contact.register(attr, prop)
+    return attr
+
+
 # --- Translation of contact cards -------------------------------------------------------------
 
 _PHONE_LABELS = {
@@ -99,6 +116,8 @@ def ews_fields(card_fields: Iterable[str]) -> list[str]:
             target = "email_addresses"
         elif name == "business_address":
             target = "physical_addresses"
+        elif name.startswith(base.PROPERTY_PREFIX):
+            target = property_field(name[len(base.PROPERTY_PREFIX) :])
         else:
             target = _SIMPLE_FIELDS[name]
         if target not in names:
@@ -141,6 +160,8 @@ def to_contact(card: ContactCard, account: Account, folder: Folder | None = None
         contact.display_name = card.file_as or "(no name)"
     if card.sync_id:
         setattr(contact, SYNC_ID_FIELD, card.sync_id)
+    for name, value in card.properties.items():
+        setattr(contact, property_field(name), value or None)
     if card.ref:
         contact.id, contact.changekey = card.ref.item_id, card.ref.change_key or None
     return contact

@@ -19,7 +19,6 @@ from synccore.mailbox.graph.client import (
     user_path,
 )
 from synccore.mailbox.graph.translation import (
-    ALL_CARD_FIELDS,
     BUSINESS_FAX_PROPERTY_ID,
     EXPAND_SYNC_ID,
     SYNC_ID_PROPERTY_ID,
@@ -31,6 +30,7 @@ from synccore.mailbox.graph.translation import (
     if_match,
     item_results,
     odata_string,
+    property_id,
     sync_id_filter,
 )
 
@@ -158,9 +158,11 @@ class ContactOperations:
         if not updates:
             return []
         calls = []
+        asked: list[list[str]] = []
         for ref, card, names in updates:
             names = list(names)
-            whole = set(ALL_CARD_FIELDS) <= set(names)
+            asked.append(names)
+            whole = set(card.mapped_values()) <= set(names)
             # A partial update is made against the version we know; a whole overwrite (C6) is not.
             headers = {} if whole else if_match(ref.change_key)
             calls.append(
@@ -177,7 +179,7 @@ class ContactOperations:
                     Call(
                         "PATCH",
                         self._contact_url(mailbox, updates[i][0].item_id),
-                        contact_body(updates[i][1], ALL_CARD_FIELDS),
+                        contact_body(updates[i][1], {*updates[i][1].mapped_values(), *asked[i]}),
                     )
                     for i in stale
                 ],
@@ -194,14 +196,18 @@ class ContactOperations:
     def _contact_url(self, mailbox: str, item_id: str) -> str:
         return f"{user_path(mailbox)}/contacts/{segment(item_id)}"
 
-    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+    def move_items(
+        self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()
+    ) -> list[ItemResult]:
         """Graph v1.0 cannot move a contact: copy it into the folder, then delete the original
         (the copy has a new id; a copy left by an interrupted move is found by its sync id)."""
         if not refs:
             return []
+        ids = [SYNC_ID_PROPERTY_ID, BUSINESS_FAX_PROPERTY_ID, *(property_id(name) for name in properties)]
         expand = (
-            "singleValueExtendedProperties($filter=id eq "
-            f"{odata_string(SYNC_ID_PROPERTY_ID)} or id eq {odata_string(BUSINESS_FAX_PROPERTY_ID)})"
+            "singleValueExtendedProperties($filter="
+            + " or ".join(f"id eq {odata_string(i)}" for i in ids)
+            + ")"
         )
         reads = self.client.batch(
             mailbox,

@@ -120,9 +120,16 @@ _NOT_COPIED = frozenset(
 )
 
 
+def property_id(name: str) -> str:
+    """The Graph id of a named extended property of the product's set (a custom CRM field)."""
+    return f"String {{{base.PROPERTY_SET_ID}}} Name {name}"
+
+
 def contact_body(card: ContactCard, names: Iterable[str] | None = None) -> dict[str, Any]:
     """The Graph JSON of the named card fields (all of them when None); the sync id always."""
     wanted = set(ALL_CARD_FIELDS if names is None else names)
+    if names is None:
+        wanted |= {base.PROPERTY_PREFIX + name for name in card.properties}
     creating = names is None
     body: dict[str, Any] = {}
     for name, prop in _SIMPLE_FIELDS.items():
@@ -156,6 +163,10 @@ def contact_body(card: ContactCard, names: Iterable[str] | None = None) -> dict[
         extended.append({"id": SYNC_ID_PROPERTY_ID, "value": card.sync_id})
     if "business_fax" in wanted and (card.business_fax or not creating):
         extended.append({"id": BUSINESS_FAX_PROPERTY_ID, "value": card.business_fax})
+    for name in sorted(n for n in wanted if n.startswith(base.PROPERTY_PREFIX)):
+        value = card.property_value(name)
+        if value or not creating:  # Graph cannot remove an extended property: cleared is empty
+            extended.append({"id": property_id(name[len(base.PROPERTY_PREFIX) :]), "value": value})
     if extended:
         body["singleValueExtendedProperties"] = extended
     if creating:

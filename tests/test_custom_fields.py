@@ -1,0 +1,214 @@
+"""Custom CRM fields (issue 15): records carry ``custom_fields`` through the CRM API, the mapping
+offers ``custom:<key>``, and the contact engine writes them to a standard Exchange field or to a
+named extended property of the product's property set, over EWS and Graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncadmin.console.forms import FieldMappingForm, mapping_vocabulary
+from synccore import crmio
+from synccore.mailbox.base import PROPERTY_SET_ID
+from synccore.models import Contact, CustomField, FieldMapping
+from tests.fixtures.api import *  # noqa: F403  (fixtures)
+
+pytestmark = pytest.mark.django_db
+
+
+def crm_url(env, entity, tail=""):
+    return f"/api/v1/environments/{env.pk}/crm/{entity}/{tail}"
+
+
+def upsert(client, env, entity, items):
+    response = client.post(crm_url(env, entity, "bulk-upsert/"), items, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def read(client, env, entity, external_id):
+    response = client.get(crm_url(env, entity, f"{external_id}/"))
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+# --- The CRM API --------------------------------------------------------------------------------
+
+
+def test_custom_fields_round_trip_and_merge_key_by_key_with_null_removing_a_key(admin_api, env):
+    first = {"region": "EMEA", "seats": 12, "renewal": "2027-03-01"}
+    assert upsert(admin_api, env, "contacts", [{"external_id": "P-1", "last_name": "Lee", "custom_fields": first}])[0][
+        "status"
+    ] == "created"
+    assert read(admin_api, env, "contacts", "P-1")["custom_fields"] == first
+    upsert(admin_api, env, "contacts", [{"external_id": "P-1", "custom_fields": {"seats": 15.5, "region": None}}])
+    assert read(admin_api, env, "contacts", "P-1")["custom_fields"] == {"seats": 15.5, "renewal": "2027-03-01"}
+    # An upsert without custom_fields leaves them as they are.
+    upsert(admin_api, env, "contacts", [{"external_id": "P-1", "job_title": "CFO"}])
+    assert read(admin_api, env, "contacts", "P-1")["custom_fields"] == {"seats": 15.5, "renewal": "2027-03-01"}
+
+
+def test_companies_and_activities_carry_custom_fields_too(admin_api, env):
+    upsert(admin_api, env, "companies", [{"external_id": "C-1", "name": "Fabrikam", "custom_fields": {"tier": "A"}}])
+    assert read(admin_api, env, "companies", "C-1")["custom_fields"] == {"tier": "A"}
+    upsert(
+        admin_api,
+        env,
+        "activities",
+        [
+            {
+                "external_id": "A-1",
+                "type": "call",
+                "subject": "Call",
+                "start": "2026-12-01T09:00:00+00:00",
+                "end": "2026-12-01T09:30:00+00:00",
+                "custom_fields": {"outcome": "won", "due": "2026-12-24"},
+            }
+        ],
+    )
+    assert read(admin_api, env, "activities", "A-1")["custom_fields"] == {"outcome": "won", "due": "2026-12-24"}
+
+
+def test_types_are_checked_and_a_date_stays_a_date(admin_api, env):
+    upsert(
+        admin_api,
+        env,
+        "contacts",
+        [{"external_id": "P-1", "last_name": "Lee", "custom_fields": {"renewal": "2027-03-01", "seats": 3}}],
+    )
+    assert CustomField.types(env.pk, "contact") == {"renewal": "date", "seats": "number"}
+    results = upsert(
+        admin_api,
+        env,
+        "contacts",
+        [
+            {"external_id": "P-2", "last_name": "Ng", "custom_fields": {"renewal": "next spring"}},
+            {"external_id": "P-3", "last_name": "Ng", "custom_fields": {"seats": "many"}},
+            {"external_id": "P-4", "last_name": "Ng", "custom_fields": {"notes": {"nested": 1}}},
+            {"external_id": "P-5", "last_name": "Ng", "custom_fields": {"1bad key": "x"}},
+            {"external_id": "P-6", "last_name": "Ng", "custom_fields": ["not", "an", "object"]},
+            {"external_id": "P-7", "last_name": "Ng", "custom_fields": {"flag": True}},
+        ],
+    )
+    assert [r["status"] for r in results] == ["error"] * 6
+    assert all("custom_fields" in r["errors"] for r in results)
+    assert "a date (YYYY-MM-DD)" in results[0]["errors"]["custom_fields"][0]
+    assert "a number" in results[1]["errors"]["custom_fields"][0]
+    assert not Contact.objects.filter(external_id__in=["P-2", "P-3", "P-4", "P-5", "P-6", "P-7"]).exists()
+    # The stored date reads back as the same date, not a date-time.
+    assert read(admin_api, env, "contacts", "P-1")["custom_fields"]["renewal"] == "2027-03-01"
+
+
+# --- The mapping vocabulary ---------------------------------------------------------------------
+
+
+def test_the_mapping_offers_custom_keys_in_use_and_refuses_unknown_ones(admin_api, env):
+    url = f"/api/v1/environments/{env.pk}/field-mappings/"
+    refused = admin_api.post(
+        url, {"entity": "contact", "crm_field": "custom:region", "exchange_field": "department"}, format="json"
+    )
+    assert refused.status_code == 400 and "crm_field" in refused.json()
+    upsert(admin_api, env, "contacts", [{"external_id": "P-1", "last_name": "Lee", "custom_fields": {"region": "EMEA"}}])
+    vocabulary = mapping_vocabulary(env.pk)
+    assert ("custom:region", "Custom: region") in vocabulary["contact"]["crm"]
+    assert "property:region" in dict(vocabulary["contact"]["exchange"])
+    form = FieldMappingForm(environment=env, prefix="new")
+    assert "custom:region" in dict(form.fields["crm_field"].choices)
+    accepted = admin_api.post(
+        url, {"entity": "contact", "crm_field": "custom:region", "exchange_field": "property:SalesRegion"}, format="json"
+    )
+    assert accepted.status_code == 201, accepted.json()
+    address = admin_api.post(
+        url, {"entity": "contact", "crm_field": "custom:region", "exchange_field": "business_address"}, format="json"
+    )
+    assert address.status_code == 400 and "exchange_field" in address.json()
+    bad_name = admin_api.post(
+        url, {"entity": "contact", "crm_field": "custom:region", "exchange_field": "property:no spaces"}, format="json"
+    )
+    assert bad_name.status_code == 400 and "exchange_field" in bad_name.json()
+
+
+# --- The contact engine, over both backends -----------------------------------------------------
+
+
+def _contact(crm, **custom):
+    result = crmio.upsert(
+        crm.env, "contacts", {"external_id": "P-1", "first_name": "Ann", "last_name": "Lee", "custom_fields": custom}
+    )
+    assert result.status != "error", result.errors
+
+
+def _property(item, name):
+    return item.extended_value(name, property_set_id=PROPERTY_SET_ID)
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_field_mapped_to_an_extended_property_round_trips(crm):
+    _contact(crm, renewal="2027-03-01", seats=12)
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:renewal", exchange_field="property:Renewal"
+    )
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:seats", exchange_field="property:Seats"
+    )
+    assert crm.contacts_pass().created == 1
+    (item,) = crm.mailbox().contacts()
+    assert (_property(item, "Renewal"), _property(item, "Seats")) == ("2027-03-01", "12")
+
+    crmio.upsert(crm.env, "contacts", {"external_id": "P-1", "custom_fields": {"seats": 14, "renewal": None}})
+    run = crm.contacts_pass()
+    assert run.updated == 1
+    (item,) = crm.mailbox().contacts()
+    assert _property(item, "Seats") == "14"
+    assert _property(item, "Renewal") in (None, "")  # removed (EWS) or emptied (Graph cannot remove)
+    assert crm.contacts_pass().updated == 0  # agreed: nothing left to write
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_field_mapped_to_a_standard_exchange_field(crm):
+    _contact(crm, region="EMEA")
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:region", exchange_field="department"
+    )
+    crm.contacts_pass()
+    (item,) = crm.mailbox().contacts()
+    assert item.props["Department"] == "EMEA"
+    crmio.upsert(crm.env, "contacts", {"external_id": "P-1", "custom_fields": {"region": "APAC"}})
+    assert crm.contacts_pass().updated == 1
+    (item,) = crm.mailbox().contacts()
+    assert item.props["Department"] == "APAC"
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_property_survives_an_outlook_edit_overwrite_and_a_move(crm):
+    _contact(crm, region="EMEA")
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:region", exchange_field="property:Region"
+    )
+    crm.contacts_pass()
+    (item,) = crm.mailbox().contacts()
+    crm.mailbox().edit(item, JobTitle="Edited in Outlook")
+    crm.contacts_pass()  # C6: the CRM's values again, the property among them
+    crm.configure(categorize_contacts=True, contact_folder_name="CRM")
+    crm.contacts_pass()
+    (moved,) = crm.mailbox().contacts("contacts/CRM")
+    assert _property(moved, "Region") == "EMEA"
+
+
+def test_a_back_office_edit_is_type_checked_and_records_new_keys(admin_client, admin_api, env):
+    from tests.fixtures.admin_forms import change_form_data
+
+    upsert(admin_api, env, "contacts", [{"external_id": "P-1", "last_name": "Lee", "custom_fields": {"seats": 3}}])
+    contact = Contact.objects.get(external_id="P-1")
+    page = f"/admin/synccore/contact/{contact.pk}/change/"
+    refused = admin_client.post(
+        page, change_form_data(admin_client.get(page).content.decode(), custom_fields='{"seats": "many"}')
+    )
+    assert refused.status_code == 200 and "must be a number" in refused.content.decode()
+    saved = admin_client.post(
+        page,
+        change_form_data(admin_client.get(page).content.decode(), custom_fields='{"seats": 4, "tier": "A"}'),
+    )
+    assert saved.status_code == 302
+    contact.refresh_from_db()
+    assert contact.custom_fields == {"seats": 4, "tier": "A"}
+    assert CustomField.types(env.pk, "contact") == {"seats": "number", "tier": "text"}
