@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from synccore.mailbox.base import MailMessage
-from synccore.models import Activity, ActivityType, Outcome
+from synccore.models import Activity, ActivityType, FolderState, Outcome
 from synccore.sync.connection import backend_for, connection_config
 from synccore.sync.email import EmailFilingDisabled, run_email_pass
 from synccore.sync.preview import preview_passes
@@ -59,6 +59,18 @@ def test_message_changes_read_headers_of_the_inbox_and_sent_items_and_an_idle_fo
     before = mailbox.requests
     assert mailbox.message_changes(address, "inbox", inbox.token).messages == []
     assert mailbox.requests - before == 1
+
+
+def test_message_subfolders_lists_the_folders_below_the_inbox_at_any_depth(crm, mailbox):
+    address = crm.alice.mailbox_email
+    crm.mailbox().create_folder("Projects", "inbox")
+    crm.mailbox().create_folder("Fabrikam", "inbox/Projects")
+    crm.mailbox().create_folder("Archive 2026", "sentitems")
+    assert sorted(name for _, name in mailbox.message_subfolders(address, "inbox")) == ["Fabrikam", "Projects"]
+    ((folder_id, _),) = mailbox.message_subfolders(address, "sentitems")
+    crm.mailbox().receive_message("Moved by a rule", OUTSIDER, folder="sentitems/Archive 2026")
+    (message,) = mailbox.message_changes(address, "sentitems", "", folder_id).messages
+    assert (message.subject, message.folder, message.ref.folder_id) == ("Moved by a rule", "sentitems", folder_id)
 
 
 def test_e3_get_messages_reads_the_body_as_text_and_attachment_names_only(crm, mailbox):
@@ -151,6 +163,26 @@ def test_e2_only_marked_messages_are_filed_and_track_all_files_those_with_a_crm_
     assert [a.subject for a in filed()] == ["Marked", "Tracked"]
 
 
+def test_e1_messages_in_sub_folders_of_the_inbox_and_sent_items_are_filed_too(filing, clock):
+    user = filing.mailbox()
+    user.create_folder("Customers", "inbox")
+    user.receive_message("Filed by a rule", ANN, categories=["CRM"], folder="inbox/Customers")
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Filed by a rule"]
+    assert user.messages("inbox/Customers")[0].props["Categories"] == ["CRM", "Filed in CRM"]
+    before = filing.mailbox_requests()
+    email_pass(filing)
+    assert filing.mailbox_requests() - before <= 3  # one request per folder: Inbox, Customers, Sent Items
+    user.create_folder("Later", "sentitems")
+    user.receive_message("In a new folder", ANN, categories=["CRM"], folder="sentitems/Later")
+    user.delete_folder("inbox/Customers")
+    email_pass(filing)  # a deleted sub-folder is let go at once
+    assert FolderState.objects.filter(sync_user=filing.alice, kind="email").count() == 2
+    clock.advance(timedelta(days=1))  # new sub-folders are found when the folders are listed again, daily
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Filed by a rule", "In a new folder"]
+
+
 def test_e3_an_activity_carries_the_messages_fields_a_capped_body_and_attachment_names_only(filing):
     filing.configure(email_body_limit=10)
     filing.mailbox().receive_message(
@@ -241,7 +273,8 @@ def test_e6_filing_500_marked_messages_stays_within_the_request_budget(filing):
     if not filing.is_graph:
         assert used <= math.ceil(500 / 100) * 2 + 5
     else:
-        assert used <= math.ceil(500 / 20) * 2 + 8  # $batch carries 20; delta pages carry 200
+        # A $batch carries 20; delta pages carry 200; the sub-folders are listed once a day.
+        assert used <= math.ceil(500 / 20) * 2 + 10
     before = filing.mailbox_requests()
     email_pass(filing)
     assert filing.mailbox_requests() - before <= 2

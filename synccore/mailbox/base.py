@@ -628,10 +628,15 @@ class MailboxBackend(abc.ABC):
     # E-mail filing (E1–E6) ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
-        """Messages of the Inbox or Sent Items created or changed since ``token`` ("" for all), with
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str, folder_id: str = "") -> MessagePage:
+        """Messages of the Inbox or Sent Items (or, with ``folder_id``, of one of their sub-folders,
+        its messages given as ``folder``'s) created or changed since ``token`` ("" for all), with
         their headers: one request per page (an idle folder: one request). Raises InvalidSyncToken
-        when the server no longer knows the token."""
+        when the server no longer knows the token, ItemNotFound when the sub-folder is gone."""
+
+    @abc.abstractmethod
+    def message_subfolders(self, mailbox: str, folder: MailFolder) -> list[tuple[str, str]]:
+        """Every mail folder below the Inbox or Sent Items, at any depth: (id, display name)."""
 
     @abc.abstractmethod
     def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:

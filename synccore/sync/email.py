@@ -27,6 +27,7 @@ its reason, never a failed pass.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ from django.utils import timezone
 from synccore.mailbox.base import (
     MAIL_FOLDERS,
     InvalidSyncToken,
+    ItemNotFound,
     MailAddress,
     MailboxBackend,
     MailboxError,
+    MailFolder,
     MailMessage,
     RemoteRef,
 )
@@ -307,8 +310,9 @@ class EmailPass:
         filed = self.file(decided.to_file)
         written = self.mark([*filed, *decided.to_mark])
         for state in states:
-            if state.folder_name in written:
-                self.absorb(state, written[state.folder_name])
+            key = state.remote_folder_id or state.folder_name
+            if key in written:
+                self.absorb(state, written[key])
             state.save(update_fields=["sync_token", "updated_at"])
         if self.item_errors:
             self.run.error = "; ".join(self.item_errors)[:2000]
@@ -330,20 +334,55 @@ class EmailPass:
             self.ctx.decided(Action(actions.SKIP, ItemKey(subject=message.subject), actions.CRM, reason=reason, rule="E3"))
 
     def read_changes(self) -> tuple[list[FolderState], list[MailMessage]]:
+        """The changes of the Inbox, Sent Items and their sub-folders; sub-folders are listed again
+        once a day (and on a full pass), so an idle pass costs one request per folder."""
         states: list[FolderState] = []
         messages: list[MailMessage] = []
-        for folder in MAIL_FOLDERS:
-            state, _ = FolderState.objects.get_or_create(sync_user=self.user, kind=SyncKind.EMAIL, folder_name=folder)
-            token = "" if self.ctx.full else state.sync_token
-            try:
-                page = self.backend.message_changes(self.mailbox, folder, token)
-            except InvalidSyncToken:
-                # The server forgot the token: read the folder again; E5 files nothing twice.
-                page = self.backend.message_changes(self.mailbox, folder, "")
-            state.sync_token = page.token
-            states.append(state)
-            messages += page.messages
+        for root in MAIL_FOLDERS:
+            state, _ = FolderState.objects.get_or_create(sync_user=self.user, kind=SyncKind.EMAIL, folder_name=root)
+            for one in [state, *self.subfolder_states(state)]:
+                token = "" if self.ctx.full else one.sync_token
+                try:
+                    try:
+                        page = self.backend.message_changes(self.mailbox, root, token, one.remote_folder_id)
+                    except InvalidSyncToken:
+                        # The server forgot the token: read the folder again; E5 files nothing twice.
+                        page = self.backend.message_changes(self.mailbox, root, "", one.remote_folder_id)
+                except ItemNotFound:
+                    if not one.remote_folder_id:
+                        raise
+                    one.delete()  # a sub-folder deleted since it was listed
+                    continue
+                one.sync_token = page.token
+                states.append(one)
+                for message in page.messages:
+                    message.folder = root
+                messages += page.messages
         return states, messages
+
+    def subfolder_states(self, root: FolderState) -> list[FolderState]:
+        """The sub-folders' states below one of the two folders, listed again when due."""
+        root_name: MailFolder = root.folder_name  # type: ignore[assignment]
+        known = {
+            s.remote_folder_id: s
+            for s in FolderState.objects.filter(sync_user=self.user, kind=SyncKind.EMAIL, folder_name__startswith=f"{root_name}/")
+        }  # fmt: skip
+        today = timezone.now().date()
+        if not (self.ctx.full or root.window_end is None or root.window_end.date() != today):
+            return list(known.values())
+        listed = dict(self.backend.message_subfolders(self.mailbox, root_name))
+        for folder_id, state in list(known.items()):
+            if folder_id not in listed:
+                state.delete()
+                del known[folder_id]
+        for folder_id in listed.keys() - known.keys():
+            digest = hashlib.sha256(folder_id.encode()).hexdigest()[:32]
+            known[folder_id] = FolderState.objects.create(
+                sync_user=self.user, kind=SyncKind.EMAIL, folder_name=f"{root_name}/{digest}", remote_folder_id=folder_id
+            )
+        root.window_end = timezone.now()
+        root.save(update_fields=["window_end", "updated_at"])
+        return list(known.values())
 
     def file(self, filings: Sequence[Filing]) -> list[MailMessage]:
         """Read the bodies and make the activities (E3, E5); the messages filed."""
@@ -357,6 +396,7 @@ class EmailPass:
                 self.run.skipped += 1
                 self.item_errors.append(f"{filing.header.subject}: {message}")
                 continue
+            message.folder = filing.header.folder  # a sub-folder's message is read as the Inbox's
             try:
                 activity = activity_for(filing, message, self.user, self.settings)
                 with transaction.atomic():
@@ -395,9 +435,10 @@ class EmailPass:
     def absorb(self, state: FolderState, change_keys: set[str]) -> None:
         """Our own category writes are no changes: read the folder once more and keep the newer
         token only if nothing but our writes moved, so the next idle pass costs one request."""
+        root: MailFolder = "sentitems" if state.folder_name.startswith("sentitems") else "inbox"
         try:
-            page = self.backend.message_changes(self.mailbox, state.folder_name, state.sync_token)  # type: ignore[arg-type]
-        except InvalidSyncToken:
+            page = self.backend.message_changes(self.mailbox, root, state.sync_token, state.remote_folder_id)
+        except (InvalidSyncToken, ItemNotFound):
             return
         if all(m.ref is not None and m.ref.change_key in change_keys for m in page.messages):
             state.sync_token = page.token

@@ -229,8 +229,11 @@ class PreviewBackend(MailboxBackend):
         self._record("delete_tasks", mailbox, len(refs))
         return [ItemResult() for _ in refs]
 
-    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
-        return self.inner.message_changes(mailbox, folder, token)
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str, folder_id: str = "") -> MessagePage:
+        return self.inner.message_changes(mailbox, folder, token, folder_id)
+
+    def message_subfolders(self, mailbox: str, folder: MailFolder) -> list[tuple[str, str]]:
+        return self.inner.message_subfolders(mailbox, folder)
 
     def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
         return self.inner.get_messages(mailbox, refs)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from exchangelib import Message
-from exchangelib.folders import Inbox, SentItems
+from exchangelib.folders import DEEP, FolderCollection, Inbox, SentItems
 from exchangelib.properties import DistinguishedFolderId, Mailbox
 
 from synccore.mailbox import base
@@ -97,8 +97,8 @@ class MessageOperations:
             ),
         )
 
-    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
-        target = self.mail_folder(mailbox, folder)
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str, folder_id: str = "") -> MessagePage:
+        target = self.folder(self.account(mailbox), folder_id) if folder_id else self.mail_folder(mailbox, folder)
         page = MessagePage()
 
         def consume() -> None:
@@ -108,21 +108,40 @@ class MessageOperations:
                 if change_type == "delete":
                     page.deleted.append(item.id)
                 elif change_type in ("create", "update") and isinstance(item, Message):
-                    page.messages.append(from_message(item, folder))
+                    page.messages.append(from_message(item, folder, folder_id))
 
         self.call(consume)
         page.token = target.item_sync_state or ""
         return page
+
+    def message_subfolders(self, mailbox: str, folder: MailFolder) -> list[tuple[str, str]]:
+        target = self.mail_folder(mailbox, folder)
+
+        def find() -> list[tuple[str, str]]:
+            found = FolderCollection(account=target.account, folders=[target]).find_folders(depth=DEEP)
+            return [
+                (f.id, f.name or "")
+                for f in found
+                if not isinstance(f, Exception) and (f.folder_class or "IPF.Note").startswith("IPF.Note")
+            ]
+
+        return self.call(find)
 
     def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
         if not refs:
             return []
         account = self.account(mailbox)
         fields = [*HEADER_FIELDS, "body", "attachments"]
+        # The Inbox (by its distinguished id) validates the fields: exchangelib's default asks the
+        # server for the root folder first, one request more.
+        validation = self.mail_folder(mailbox, "inbox")
         items = self.call(
             lambda: list(
                 account.fetch(
-                    ids=[(r.item_id, None) for r in refs], only_fields=fields, chunk_size=self.config.batch_size
+                    ids=[(r.item_id, None) for r in refs],
+                    folder=validation,
+                    only_fields=fields,
+                    chunk_size=self.config.batch_size,
                 )
             )
         )
@@ -133,6 +152,7 @@ class MessageOperations:
             elif not isinstance(item, Message):
                 out.append(base.InvalidItem(f"{ref.item_id} is not a message.", code="ErrorItemNotFound"))
             else:
+                # A sub-folder's message reads as the Inbox's here: the caller has its headers.
                 folder: MailFolder = "sentitems" if ref.folder_id == "sentitems" else "inbox"
                 out.append(from_message(item, folder, ref.folder_id, full=True))
         return out

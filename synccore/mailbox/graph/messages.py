@@ -21,6 +21,7 @@ from synccore.mailbox.base import (
 from synccore.mailbox.graph.client import (
     DELTA_PAGE_SIZE,
     IMMUTABLE_IDS,
+    PAGE_SIZE,
     Call,
     GraphClient,
     odata_query,
@@ -49,7 +50,7 @@ def _addresses(values: list[dict[str, Any]] | None) -> list[MailAddress]:
     return [found for found in (_address(v) for v in values or []) if found]
 
 
-def from_graph(entity: dict[str, Any], folder: MailFolder, full: bool = False) -> MailMessage:
+def from_graph(entity: dict[str, Any], folder: MailFolder, folder_id: str = "", full: bool = False) -> MailMessage:
     message = MailMessage(
         message_id=entity.get("internetMessageId") or "",
         subject=entity.get("subject") or "",
@@ -62,7 +63,7 @@ def from_graph(entity: dict[str, Any], folder: MailFolder, full: bool = False) -
         categories=list(entity.get("categories") or []),
         is_draft=bool(entity.get("isDraft")),
         has_attachments=bool(entity.get("hasAttachments")),
-        ref=RemoteRef(entity["id"], change_key_of(entity), folder),
+        ref=RemoteRef(entity["id"], change_key_of(entity), folder_id or folder),
     )
     if full:
         message.body = ((entity.get("body") or {}).get("content") or "").strip()
@@ -75,8 +76,9 @@ class MessageOperations:
 
     client: GraphClient
 
-    def message_changes(self, mailbox: str, folder: MailFolder, token: str) -> MessagePage:
-        first = f"{user_path(mailbox)}/mailFolders/{folder}/messages/delta?{odata_query(select=HEADERS)}"
+    def message_changes(self, mailbox: str, folder: MailFolder, token: str, folder_id: str = "") -> MessagePage:
+        path = f"{user_path(mailbox)}/mailFolders/{segment(folder_id) if folder_id else folder}/messages/delta"
+        first = f"{path}?{odata_query(select=HEADERS)}"
         headers = {"Prefer": f"{IMMUTABLE_IDS}, odata.maxpagesize={DELTA_PAGE_SIZE}"}
         changed: dict[str, MailMessage] = {}
         deleted: dict[str, None] = {}
@@ -89,7 +91,7 @@ class MessageOperations:
                         deleted[entry["id"]] = None
                     else:
                         deleted.pop(entry["id"], None)
-                        changed[entry["id"]] = from_graph(entry, folder)
+                        changed[entry["id"]] = from_graph(entry, folder, folder_id)
         except (base.ItemNotFound, base.InvalidItem) as exc:
             if token:  # a token the server no longer knows, or a foreign one (stored by EWS)
                 raise base.InvalidSyncToken(str(exc), code=exc.code) from exc
@@ -98,6 +100,19 @@ class MessageOperations:
         if not next_token:
             raise base.TransientMailboxError("Microsoft Graph ended a delta round without a deltaLink.")
         return MessagePage(messages=list(changed.values()), deleted=list(deleted), token=next_token)
+
+    def message_subfolders(self, mailbox: str, folder: MailFolder) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        parents = [folder]
+        while parents:
+            parent = parents.pop()
+            query = odata_query(select="id,displayName,childFolderCount", top=PAGE_SIZE)
+            for page in self.client.pages(mailbox, f"{user_path(mailbox)}/mailFolders/{segment(parent)}/childFolders?{query}"):
+                for child in page.get("value", []):
+                    found.append((child["id"], child.get("displayName") or ""))
+                    if child.get("childFolderCount"):
+                        parents.append(child["id"])
+        return found
 
     def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
         if not refs:
@@ -108,8 +123,9 @@ class MessageOperations:
         ]
         out: list[MailMessage | MailboxError] = []
         for ref, answer in zip(refs, self.client.batch(mailbox, calls), strict=True):
+            # A sub-folder's message reads as the Inbox's here: the caller has its headers.
             folder: MailFolder = "sentitems" if ref.folder_id == "sentitems" else "inbox"
-            out.append(from_graph(answer.body, folder, full=True) if answer.ok else answer.error())
+            out.append(from_graph(answer.body, folder, ref.folder_id, full=True) if answer.ok else answer.error())
         return out
 
     def set_message_categories(
