@@ -53,6 +53,25 @@ def test_ews_with_oauth_shows_the_app_fields_and_not_the_password(admin_client, 
     assert not shown["service_password"] and not shown["graph_endpoint"]
 
 
+def test_h1_a_hybrid_environment_shows_both_connections(admin_client, env):
+    # Bob's mailbox is in Exchange Online (Graph) while the environment's backend is EWS: the
+    # settings hold both connections, so both are shown (and the page tells the script so).
+    SyncUser.objects.filter(mailbox_email="bob@contoso.example").update(backend="graph")
+    page = admin_client.get(f"/environments/{env.pk}/").content.decode()
+    shown = shown_fields(page)
+    assert shown["ews_url"] and shown["service_password"]
+    assert shown["graph_endpoint"] and shown["oauth_tenant_id"] and shown["oauth_client_secret"]
+    assert 'data-users-backends="graph"' in page
+
+
+def test_h1_a_graph_environment_with_an_ews_mailbox_shows_the_ews_connection(admin_client, env):
+    env.settings.backend = "graph"
+    env.settings.save()
+    SyncUser.objects.filter(mailbox_email="alice@contoso.example").update(backend="ews")
+    shown = shown_fields(admin_client.get(f"/environments/{env.pk}/").content.decode())
+    assert shown["graph_endpoint"] and shown["ews_url"] and shown["auth_type"]
+
+
 def test_fields_of_the_other_backend_are_kept_when_saving(admin_client, env):
     env.settings.graph_endpoint = "https://graph.example/v1.0"
     env.settings.save()

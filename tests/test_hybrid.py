@@ -497,3 +497,25 @@ def test_h1_the_console_previews_a_move_then_makes_it(hybrid, client):
     done = client.post(url, {"to": "graph", "user": "", "confirm": "1"})
     assert done.status_code == 302
     assert SyncSettings.objects.get(pk=hybrid.settings.pk).backend == "graph"
+
+
+@pytest.mark.parametrize("first, second", [("ews", "graph"), ("graph", "ews")])
+def test_h2_personal_appointments_made_in_outlook_are_found_again_by_what_they_hold(hybrid, messages, first, second):
+    # Imported from Outlook, they carry no sync id of ours and no meeting UID is kept for them:
+    # the move finds each by its subject, start and end, when exactly one event matches.
+    hybrid.configure(backend=first)
+    start = monday()
+    alice = hybrid.mailbox()
+    alice.create_event("Dentist", start, start + timedelta(hours=1))
+    alice.create_event("Gym", start + timedelta(days=1), start + timedelta(days=1, hours=1))
+    alice.create_event("Twin", start + timedelta(days=2), start + timedelta(days=2, hours=1))
+    alice.create_event("Twin", start + timedelta(days=2), start + timedelta(days=2, hours=1))
+    run_calendar_pass(hybrid.alice.pk)
+    assert Activity.objects.filter(subject__in=("Dentist", "Gym")).count() == 2
+    before_boxes, before_crm = mailboxes(hybrid.sim), crm_records()
+    hybrid.configure(backend=second)
+    assert_moved_without_writing(hybrid, messages, before_boxes, before_crm)
+    found = {link.activity.subject: link.state for link in ItemLink.objects.filter(sync_user=hybrid.alice)}
+    assert found["Dentist"] == found["Gym"] == LinkState.SYNCED
+    # Two identical events cannot be told apart: listed, never guessed.
+    assert set(ItemLink.objects.filter(activity__subject="Twin").values_list("state", flat=True)) == {LinkState.NOT_FOUND}

@@ -218,13 +218,15 @@ document.addEventListener("change", (event) => {
 
 // Settings: only the fields of the chosen backend and authentication (as the server renders them;
 // hidden fields are still posted, so nothing is lost by switching back and forth).
-function applies(condition, backend, authType) {
-  const graph = backend === "graph";
+// A hybrid environment (H1) shows the connection of every backend its sync users have of their own.
+function applies(condition, backend, authType, usersBackends) {
+  const graph = backend === "graph" || usersBackends.includes("graph");
+  const ews = backend !== "graph" || usersBackends.includes("ews");
   return {
     "": true,
-    ews: !graph,
-    "ews-password": !graph && ["ntlm", "basic"].includes(authType),
-    oauth: graph || authType === "oauth2",
+    ews: ews,
+    "ews-password": ews && ["ntlm", "basic"].includes(authType),
+    oauth: graph || (ews && authType === "oauth2"),
     graph: graph,
   }[condition];
 }
@@ -234,7 +236,8 @@ function showSettingsFields(form) {
   const authType = form.querySelector("[name=auth_type]");
   if (!backend || !authType) return;
   for (const row of form.querySelectorAll("[data-when]")) {
-    row.hidden = !applies(row.dataset.when, backend.value, authType.value);
+    const usersBackends = (form.dataset.usersBackends || "").split(" ").filter(Boolean);
+    row.hidden = !applies(row.dataset.when, backend.value, authType.value, usersBackends);
   }
 }
 

@@ -32,14 +32,17 @@ SHOWN_WHEN = {
 }
 
 
-def applies(condition: str, backend: str, auth_type: str) -> bool:
-    """Whether fields shown under ``condition`` matter for this backend and authentication."""
-    graph = backend == Backend.GRAPH
+def applies(condition: str, backend: str, auth_type: str, users_backends: frozenset[str] = frozenset()) -> bool:
+    """Whether fields shown under ``condition`` matter for this backend and authentication, or
+    for the backend a sync user of the environment has of its own (H1: a hybrid environment
+    holds the EWS and the Graph connection side by side)."""
+    graph = backend == Backend.GRAPH or Backend.GRAPH in users_backends
+    ews = backend != Backend.GRAPH or Backend.EWS in users_backends
     return {
         "": True,
-        "ews": not graph,
-        "ews-password": not graph and auth_type in (AuthType.NTLM, AuthType.BASIC),
-        "oauth": graph or auth_type == AuthType.OAUTH2,
+        "ews": ews,
+        "ews-password": ews and auth_type in (AuthType.NTLM, AuthType.BASIC),
+        "oauth": graph or (ews and auth_type == AuthType.OAUTH2),
         "graph": graph,
     }[condition]
 
@@ -53,9 +56,17 @@ class ConsoleSettingsForm(SyncSettingsForm):
             return self.data.get(self.add_prefix(name), "")
         return getattr(self.instance, name)
 
+    def users_backends(self) -> frozenset[str]:
+        """The backends sync users of this environment have of their own (H1)."""
+        if not self.instance.pk:
+            return frozenset()
+        users = SyncUser.objects.filter(environment_id=self.instance.environment_id).exclude(backend="")
+        return frozenset(users.values_list("backend", flat=True))
+
     def groups(self):
         """(title, [(bound field, condition, shown)]) in display order."""
         backend, auth_type = self._current("backend"), self._current("auth_type")
+        others = self.users_backends()
         groups = []
         for title, names in SETTINGS_GROUPS:
             rows = []
@@ -63,7 +74,7 @@ class ConsoleSettingsForm(SyncSettingsForm):
                 if name not in self.fields:
                     continue
                 condition = SHOWN_WHEN.get(name, "")
-                rows.append((self[name], condition, applies(condition, backend, auth_type)))
+                rows.append((self[name], condition, applies(condition, backend, auth_type, others)))
             if rows:
                 groups.append((title, rows))
         return groups

@@ -140,6 +140,7 @@ class CalendarScope:
         self.domains = self.settings.organisation_domains()
         self.flow = Flow.of(self.env.pk, self.settings.calendar_direction)
         self.full = False  # a full pass (set by the pass): every linked item read and compared
+        self._unplaced: set[tuple] | None = None
 
     # CRM side
 
@@ -245,6 +246,14 @@ class CalendarScope:
         target = Target(invitations="attendees" in link.snapshot, with_comment="comment" in link.snapshot)
         values = self.remote_values(event, target)
         return any(self.differs(k, v, values.get(k), values) for k, v in link.snapshot.items())
+
+    def lost_in_a_move(self, event: CalendarEvent) -> bool:
+        """Whether this event looks like a personal appointment whose link a change of backend
+        could not place (H2): never imported a second time while that link waits."""
+        if self._unplaced is None:
+            links = ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY, state=LinkState.NOT_FOUND)
+            self._unplaced = {ev.content_key(link.snapshot) for link in links if link.snapshot}
+        return bool(self._unplaced) and ev.content_key(ev.event_values(event, False, False, self.me)) in self._unplaced
 
     # A series that began in the past (K15)
 
@@ -366,6 +375,9 @@ class CalendarPlanner:
             if not s.flow.imports:
                 reason = "Made in Outlook; the calendar flows CRM → mailbox only (T5)."
                 return Step(actions.SKIP, "T5", reason, event=event)
+            if not event.is_meeting and s.lost_in_a_move(event):
+                reason = f"“{event.subject}” may be an appointment a change of backend could not tell apart (H2)."
+                return Step(actions.SKIP, "H2", reason, event=event)
             return Step(actions.IMPORT, "K6", "Made in Outlook, unknown to the CRM.", event=event)
         if organizer in s.sync_users:
             # K7: the organizer's copy is the one synced; K4: this attendee now has it.

@@ -455,3 +455,8 @@ def event_from_activity(
         event.end_date = event.start_date + timedelta(days=days)
     event.body = compose_body(body_text(body_now), comment) if comment is not None else body_text(body_now)
     return event
+
+
+def content_key(values: dict[str, Any]) -> tuple:
+    """What tells a personal appointment apart when nothing of ours is written in it (H2)."""
+    return (values.get("subject", ""), values.get("start"), values.get("end"), values.get("all_day", False))

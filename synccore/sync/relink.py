@@ -8,7 +8,10 @@ finds each linked item again over the new protocol before the contact and calend
 - by the sync id written into every item we create (the named property ``CrmSyncId`` of our
   property set: an EWS extended property, the same Graph ``singleValueExtendedProperties`` id);
 - by the meeting UID (``iCalUId``) for events: an invitee's copy and an imported meeting carry
-  no sync id of ours.
+  no sync id of ours;
+- by what it holds, for a personal appointment imported from Outlook (no sync id of ours, no
+  meeting UID kept): the one event of the calendar with the subject, start and end the link last
+  agreed on, when exactly one matches and no other link claims it (``match_by_content``).
 
 The old protocol's folder ids and tokens are dropped and the new folders taken; nothing is
 created, updated, cancelled or sent by the move itself. A link whose item cannot be found is
@@ -22,14 +25,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from synccore import mapping
-from synccore.mailbox.base import MailboxBackend, MailboxError, RemoteRef
+from synccore.mailbox.base import CalendarEvent, MailboxBackend, MailboxError, RemoteRef
 from synccore.models import Environment, FolderState, ItemLink, LinkState, SyncKind, SyncSettings, SyncUser
+from synccore.sync import events as ev
 from synccore.sync.connection import open_backend
 
 log = logging.getLogger(__name__)
@@ -130,11 +135,19 @@ def find_links(user: SyncUser, backend: MailboxBackend, to: str) -> Relinking:
         by_sync, by_uid = backend.find_events(
             mailbox, relinking.calendar_folder, [str(link.sync_id) for link in event_links], uids
         )
+        unfound = []
         for link in event_links:
             ref = by_sync.get(str(link.sync_id)) or by_uid.get(link.activity.meeting_uid or "\0")
             if ref is not None and not ref.folder_id:
                 ref = RemoteRef(ref.item_id, ref.change_key, relinking.calendar_folder)
-            _place(relinking, link, ref)
+            if ref is None and not link.activity.meeting_uid and link.snapshot.get("start"):
+                unfound.append(link)
+            else:
+                _place(relinking, link, ref)
+        claimed = {ref.item_id for _, ref in relinking.found}
+        matched = match_by_content(backend, mailbox, relinking.calendar_folder, unfound, claimed)
+        for link in unfound:
+            _place(relinking, link, matched.get(link.pk))
     task_links = [link for link in links if link.kind == mapping.TASK]
     if task_links or any(s.kind == SyncKind.TASKS for s in states):
         # Tasks are found by their sync id alone: one imported from Outlook carries none, and
@@ -149,6 +162,35 @@ def find_links(user: SyncUser, backend: MailboxBackend, to: str) -> Relinking:
                 ref = RemoteRef(ref.item_id, ref.change_key, relinking.task_folder)
             _place(relinking, link, ref)
     return relinking
+
+
+def match_by_content(
+    backend: MailboxBackend, mailbox: str, folder_id: str, links: list[ItemLink], claimed: set[str]
+) -> dict[int, RemoteRef]:
+    """Personal appointments imported from Outlook, found by the subject, start and end their
+    links last agreed on: one read of the calendar over the days they span; a key two events or
+    two links share is left unmatched (never a guess)."""
+    if not links:
+        return {}
+    moments = [ev.moment(value) for link in links for value in (link.snapshot["start"], link.snapshot.get("end") or link.snapshot["start"])]
+    refs = backend.calendar_slice(mailbox, folder_id, min(moments) - timedelta(days=1), max(moments) + timedelta(days=1))
+    refs = [ref for ref in refs if ref.item_id not in claimed]
+    by_key: dict[tuple, list[RemoteRef]] = {}
+    for start in range(0, len(refs), 100):
+        batch = refs[start : start + 100]
+        for ref, event in zip(batch, backend.get_events(mailbox, batch), strict=True):
+            if isinstance(event, CalendarEvent) and not event.is_meeting:
+                values = ev.event_values(event, False, False, mailbox.lower())
+                found = RemoteRef(ref.item_id, event.ref.change_key if event.ref else ref.change_key, folder_id)
+                by_key.setdefault(ev.content_key(values), []).append(found)
+    wanted: dict[tuple, list[ItemLink]] = {}
+    for link in links:
+        wanted.setdefault(ev.content_key(link.snapshot), []).append(link)
+    return {
+        group[0].pk: by_key[key][0]
+        for key, group in wanted.items()
+        if len(group) == 1 and len(by_key.get(key, [])) == 1
+    }
 
 
 def _place(relinking: Relinking, link: ItemLink, ref: RemoteRef | None) -> None:
