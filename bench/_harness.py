@@ -45,6 +45,8 @@ def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.P
     for mailbox in mailboxes:
         args += ["--mailbox", mailbox]
     proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    # Step processes read the simulator's CPU time from /proc (see Meter).
+    os.environ["BENCH_SIM_PID"] = str(proc.pid)
     found: dict[str, str] = {}
     for line in proc.stdout:
         for key, label in ENDPOINT_LINES.items():
@@ -210,6 +212,50 @@ def step_django() -> None:
     django.setup()
 
 
+class Meter:
+    """Wall time and CPU time of one measured section of a step process: the product's own (this
+    process, ``resource.getrusage``) and the simulator's (its ``/proc/<pid>/stat``, the pid from
+    BENCH_SIM_PID, which start_simulator sets). ``stop()`` gives wall_s, cpu_s, sim_cpu_s."""
+
+    def __init__(self) -> None:
+        self.sim_pid = int(os.environ.get("BENCH_SIM_PID") or 0)
+        self.sim_started = cpu_seconds(pid=self.sim_pid) if self.sim_pid else 0.0
+        self.cpu_started = own_cpu_seconds()
+        self.started = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.started
+        cpu = own_cpu_seconds() - self.cpu_started
+        sim = (cpu_seconds(pid=self.sim_pid) - self.sim_started) if self.sim_pid else 0.0
+        return {"wall_s": wall, "cpu_s": cpu, "sim_cpu_s": sim}
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_figures(run: dict, items: int, prefix: str = "") -> dict[str, float]:
+    """The CPU keys of a bench's JSON line for one measured step of ``items`` items: the
+    product's and the simulator's CPU seconds and their milliseconds per item."""
+    items = max(items, 1)
+    return {
+        f"{prefix}cpu_s": round(run["cpu_s"], 2),
+        f"{prefix}sim_cpu_s": round(run["sim_cpu_s"], 2),
+        f"{prefix}cpu_ms_per_item": round(1000 * run["cpu_s"] / items, 3),
+        f"{prefix}sim_cpu_ms_per_item": round(1000 * run["sim_cpu_s"] / items, 3),
+    }
+
+
+def cpu_line(label: str, run: dict, items: int) -> str:
+    items = max(items, 1)
+    return (f"{label} CPU: product {run['cpu_s']:.2f} s ({1000 * run['cpu_s'] / items:.2f} ms per item), "
+            f"simulator {run['sim_cpu_s']:.2f} s ({1000 * run['sim_cpu_s'] / items:.2f} ms per item), "
+            f"wall {run['wall_s']:.2f} s")  # fmt: skip
+
+
 def peak_rss_mb() -> float:
     import resource
 
@@ -275,7 +321,8 @@ def cpu_seconds(*, pid: int | None = None, group: int | None = None) -> float:
     """CPU time (user + system) used so far by one process, or by every process of a group."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for entry in Path("/proc").iterdir():
+    entries = [Path(f"/proc/{pid}")] if pid is not None else Path("/proc").iterdir()
+    for entry in entries:
         if not entry.name.isdigit() or (pid is not None and int(entry.name) != pid):
             continue
         try:

@@ -14,6 +14,10 @@ naive_wall_s, wall_ratio, idle_requests, peak_rss_mb; with --full also full_requ
 full_updated: a full pass of every user after the idle one): the figures of the first backend measured
 (EWS by default), and the same keys per backend under "backends". Each backend has mailboxes and a
 database of its own; the naive baseline uses the same backend with batch size 1.
+
+CPU, product and simulator apart (measured in the step process: its own getrusage, the
+simulator's /proc/<pid>/stat): cpu_s, sim_cpu_s and per event cpu_ms_per_item,
+sim_cpu_ms_per_item, the same with naive_ for the baseline; idle_cpu_s, idle_sim_cpu_s.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from _harness import (
+    Meter,
     configure_backend,
+    cpu_figures,
+    cpu_line,
     fetch_token,
     naive_backend,
     parse_backends,
@@ -150,13 +156,13 @@ def sync_all(full: bool = False) -> dict:
     fetch_token(SyncUser.objects.select_related("environment__settings").first().environment.settings)
     totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
     outcomes = set()
-    started = time.perf_counter()
+    meter = Meter()
     for user in SyncUser.objects.order_by("mailbox_email"):
         run = run_calendar_pass(user.pk, PassContext(full=full))
         outcomes.add(run.outcome)
         for name in totals:
             totals[name] += getattr(run, name)
-    return {**totals, "wall_s": time.perf_counter() - started, "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb()}
+    return {**totals, **meter.stop(), "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb()}
 
 
 def naive(params: dict) -> dict:
@@ -167,7 +173,7 @@ def naive(params: dict) -> dict:
     first_day = datetime.fromisoformat(params["first_day"]).date()
     backend = naive_backend(params["backend"], params)
     boxes = mailboxes(params["prefix"] + "n", users)
-    started, before = time.perf_counter(), backend.requests
+    meter, before = Meter(), backend.requests
     for user, mailbox in enumerate(boxes):
         folder = backend.ensure_calendar_folder(mailbox)
         for index in range(events):
@@ -184,7 +190,7 @@ def naive(params: dict) -> dict:
             (result,) = backend.create_events(mailbox, folder, [event], send_invitations=bool(p["invite"]))
             if not result.ok:
                 raise SystemExit(f"naive create failed: {result.error}")
-    return {"wall_s": time.perf_counter() - started, "requests": backend.requests - before}
+    return {**meter.stop(), "requests": backend.requests - before}
 
 
 # --- Driver -------------------------------------------------------------------------------------
@@ -209,6 +215,8 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
             raise SystemExit(f"{backend}: a pass did not succeed: {run}")
     requests = first["requests"] + settle["requests"]
     wall = first["wall_s"] + settle["wall_s"]
+    initial = {key: first[key] + settle[key] for key in ("wall_s", "cpu_s", "sim_cpu_s")}
+    events = args.users * args.events
     print(
         f"{backend} initial sync: {args.users} users, {first['created']} events created, "
         f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), {wall:.1f} s"
@@ -219,9 +227,15 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
         print(f"{backend} full pass: {full['requests']} requests, {full['updated']} events written again, "
               f"{full['wall_s']:.1f} s")  # fmt: skip
     print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    print(cpu_line(f"{backend} initial sync", initial, events))
+    print(cpu_line(f"{backend} naive", naive_run, events))
     extra = {"full_requests": full["requests"], "full_wall_s": round(full["wall_s"], 2), "full_updated": full["updated"]} if full else {}
     return {
         **extra,
+        **cpu_figures(initial, events),
+        **cpu_figures(naive_run, events, "naive_"),
+        "idle_cpu_s": round(idle["cpu_s"], 2),
+        "idle_sim_cpu_s": round(idle["sim_cpu_s"], 2),
         "requests": requests,
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(requests, 1), 1),

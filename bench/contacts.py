@@ -10,6 +10,10 @@ line printed is one JSON object (pinned keys: requests, naive_requests, request_
 naive_wall_s, wall_ratio, idle_requests, peak_rss_mb, peak_rss_mb_small): the figures of the
 first backend measured (EWS by default), and the same keys per backend under "backends". Over
 Graph a $batch carries at most 20 writes, so its request ratio cannot exceed about 20.
+
+CPU, product and simulator apart (measured in the step process: its own getrusage, the
+simulator's /proc/<pid>/stat): cpu_s, sim_cpu_s and per contact cpu_ms_per_item,
+sim_cpu_ms_per_item, the same with naive_ for the baseline; idle_cpu_s, idle_sim_cpu_s.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import argparse
 import json
 import os
 import tempfile
-import time
 
 from _harness import (
+    Meter,
     configure_backend,
+    cpu_figures,
+    cpu_line,
     fetch_token,
     naive_backend,
     parse_backends,
@@ -63,10 +69,9 @@ def run_worker(mode: str) -> None:
 
         user = SyncUser.objects.select_related("environment__settings").get(mailbox_email=params["mailbox"])
         fetch_token(user.environment.settings)
-        started = time.perf_counter()
+        meter = Meter()
         run = run_contact_pass(user.pk)
-        wall = time.perf_counter() - started
-        print(json.dumps({"wall_s": wall, "requests": run.requests, "created": run.created, "outcome": run.outcome,
+        print(json.dumps({**meter.stop(), "requests": run.requests, "created": run.created, "outcome": run.outcome,
                           "error": run.error, "peak_rss_mb": peak_rss_mb()}))
     elif mode == "naive":
         print(json.dumps(naive(params)))
@@ -106,13 +111,12 @@ def naive(params: dict) -> dict:
     backend = naive_backend(params["backend"], params)
     mailbox = params["mailbox"]
     folder = backend.ensure_contact_folder(mailbox, "")
-    started, before = time.perf_counter(), backend.requests
+    meter, before = Meter(), backend.requests
     for i in range(int(params["count"])):
         card = ContactCard(given_name="Bench", surname=f"Contact {i:05d}", email_address_1=f"c{i}@example.com",
                            business_phone="+31 20 555 0000", job_title="Buyer", display_name=f"Bench Contact {i:05d}")
         backend.create_contacts(mailbox, folder, [card])
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "requests": backend.requests - before}
+    return {**meter.stop(), "requests": backend.requests - before}
 
 
 # --- Driver -------------------------------------------------------------------------------------
@@ -134,7 +138,13 @@ def measure(backend: str, args, endpoints: dict[str, str]) -> dict:
     print(f"{backend} initial pass: {initial['created']} contacts, {initial['requests']} requests, {initial['wall_s']:.1f} s")
     print(f"{backend} idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
     print(f"{backend} naive: {naive_run['requests']} requests, {naive_run['wall_s']:.1f} s")
+    print(cpu_line(f"{backend} initial pass", initial, args.contacts))
+    print(cpu_line(f"{backend} naive", naive_run, args.contacts))
     return {
+        **cpu_figures(initial, args.contacts),
+        **cpu_figures(naive_run, args.contacts, "naive_"),
+        "idle_cpu_s": round(idle["cpu_s"], 3),
+        "idle_sim_cpu_s": round(idle["sim_cpu_s"], 3),
         "requests": initial["requests"],
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(initial["requests"], 1), 1),

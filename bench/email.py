@@ -8,6 +8,10 @@ over EWS and over Microsoft Graph.
 Each measured pass runs in a fresh process, so its peak RSS is the synchronizer's own. The last line
 printed is one JSON object: requests, wall_s, idle_requests, peak_rss_mb (the first backend measured,
 EWS by default) and the same keys per backend under "backends".
+
+CPU, product and simulator apart (measured in the step process: its own getrusage, the
+simulator's /proc/<pid>/stat): cpu_s, sim_cpu_s and per message read cpu_ms_per_item,
+sim_cpu_ms_per_item; idle_cpu_s, idle_sim_cpu_s.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from urllib.parse import quote
 
 from _harness import (
+    Meter,
     SimProcess,
     configure_backend,
+    cpu_figures,
+    cpu_line,
     fetch_token,
     parse_backends,
     peak_rss_mb,
@@ -62,10 +68,9 @@ def run_worker(mode: str) -> None:
 
         user = SyncUser.objects.select_related("environment__settings").get(mailbox_email=params["mailbox"])
         fetch_token(user.environment.settings)
-        started = time.perf_counter()
+        meter = Meter()
         run = run_email_pass(user.pk)
-        wall = time.perf_counter() - started
-        print(json.dumps({"wall_s": wall, "requests": run.requests, "created": run.created, "outcome": run.outcome,
+        print(json.dumps({**meter.stop(), "requests": run.requests, "created": run.created, "outcome": run.outcome,
                           "error": run.error, "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
 
 
@@ -109,7 +114,11 @@ def measure(backend: str, args, sim: SimProcess) -> dict:
     print(f"{backend} first pass: {first['created']} filed of {args.messages}, {first['requests']} requests, "
           f"{first['wall_s']:.1f} s")  # fmt: skip
     print(f"{backend} idle pass: {idle['requests']} requests, {idle['wall_s']:.2f} s")
+    print(cpu_line(f"{backend} first pass (per message read)", first, args.messages))
     return {
+        **cpu_figures(first, args.messages),
+        "idle_cpu_s": round(idle["cpu_s"], 3),
+        "idle_sim_cpu_s": round(idle["sim_cpu_s"], 3),
         "requests": first["requests"],
         "wall_s": round(first["wall_s"], 2),
         "idle_requests": idle["requests"],
