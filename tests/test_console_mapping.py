@@ -100,3 +100,39 @@ def test_activity_rows_still_go_both_ways(admin_api, env):
         f"/api/v1/environments/{env.pk}/field-mappings/{row.pk}/", {"direction": "both"}, format="json"
     )
     assert response.status_code == 200, response.json()
+
+
+@pytest.mark.parametrize("direction", ["both", "exchange_to_crm"])
+@pytest.mark.parametrize(
+    "entity, crm_field, exchange_field", [("contact", "department", "department"), ("company", "website", "business_homepage")]
+)
+def test_finding2_contacts_and_companies_refuse_every_direction_but_crm_to_exchange(
+    admin_client, admin_api, env, entity, crm_field, exchange_field, direction
+):
+    api = f"/api/v1/environments/{env.pk}/field-mappings/"
+    response = admin_api.post(
+        api, {"entity": entity, "crm_field": crm_field, "exchange_field": exchange_field, "direction": direction}, format="json"
+    )
+    assert response.status_code == 400 and ONE_WAY in response.json()["direction"][0]
+    row = FieldMapping.objects.filter(environment=env, entity=entity, enabled=True, fixed=False).first()
+    response = admin_api.patch(f"{api}{row.pk}/", {"direction": direction}, format="json")
+    assert response.status_code == 400 and "direction" in response.json()
+    response = admin_client.post(
+        f"/environments/{env.pk}/mappings/add/",
+        row_data("new", entity=entity, crm_field=crm_field, exchange_field=exchange_field, direction=direction),
+    )
+    assert response.status_code == 200
+    assert not FieldMapping.objects.filter(environment=env, entity=entity, crm_field=crm_field).exists()
+    row.refresh_from_db()
+    assert row.direction == "crm_to_exchange"
+
+
+def test_finding2_activity_rows_take_all_three_directions(admin_api, env):
+    row = FieldMapping.objects.get(environment=env, entity="activity", crm_field="location")
+    for direction in ("crm_to_exchange", "exchange_to_crm", "both"):
+        response = admin_api.patch(
+            f"/api/v1/environments/{env.pk}/field-mappings/{row.pk}/", {"direction": direction}, format="json"
+        )
+        assert response.status_code == 200, response.json()
+        row.refresh_from_db()
+        assert row.direction == direction
