@@ -3,7 +3,7 @@
 [--graph-port N] [--app CLIENT_ID:SECRET[:MAILBOX,...] ...] [--tls-dir DIR] [--no-graph]
 
 Prints ``EWS endpoint: http://HOST:PORT/EWS/Exchange.asmx``, then (unless --no-graph)
-``Graph endpoint: https://HOST:PORT/v1.0``, ``Token endpoint: https://HOST:PORT/contoso/oauth2/v2.0/token``
+``Graph endpoint: https://HOST:PORT/v1.0``, ``Domino endpoint: http://HOST:PORT/api``, ``Token endpoint: https://HOST:PORT/contoso/oauth2/v2.0/token``
 and ``CA bundle: PATH``."""
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Graph endpoint: {sim.graph_url}", flush=True)
         print(f"Token endpoint: {sim.token_url}", flush=True)
         print(f"CA bundle: {sim.ca_bundle}", flush=True)
+    if sim.domino is not None:
+        print(f"Domino endpoint: {sim.domino_url}", flush=True)
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@
     GET  /_sim/log                             POST /_sim/log {"enabled": true} | {"clear": true}
     GET  /_sim/violations                      schema violations seen so far
     POST /_sim/save                            write the --state file now
+    GET  /_sim/domino                          Domino endpoint; POST /_sim/domino/expire_tokens, /_sim/domino/token_seconds {"seconds"}
     GET  /_sim/graph                           Graph endpoints, apps, throttling; POST /_sim/graph/expire_tokens,
                                                /_sim/graph/invalidate_delta_tokens, /_sim/graph/apps {"client_id",
                                                "secret", "mailboxes", "roles"}, /_sim/graph/throttling {"concurrency",
@@ -127,6 +128,8 @@ class ControlApi:
             return self._clock(method, data)
         if head == "graph" and sim.graph is not None:
             return sim.graph.control(method, parts[1:], data)
+        if head == "domino" and sim.domino is not None:
+            return sim.domino.control(method, parts[1:], data)
         if head == "mailboxes":
             return self._mailboxes(method, parts[1:], query, data)
         if head == "items" and len(parts) >= 3 and method == "POST":

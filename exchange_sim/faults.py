@@ -165,7 +165,12 @@ class Faults:
 GRAPH_PREFIX = "graph."
 
 
+DOMINO_PREFIX = "domino."
+
+
 def _protocol_of(operation: str) -> str:
+    if operation.startswith(DOMINO_PREFIX):
+        return "domino"
     return "graph" if operation.startswith(GRAPH_PREFIX) else "ews"
 
 

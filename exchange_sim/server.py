@@ -125,12 +125,33 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
             self._read_body()
             self.sim.control.handle(self, "GET", b"")
             return
+        if self._domino("GET"):
+            return
         self.send_bytes(404, b"not found", "text/plain")
+
+    def do_PUT(self) -> None:
+        if not self._domino("PUT"):
+            self.send_bytes(404, b"not found", "text/plain")
+
+    def do_DELETE(self) -> None:
+        if not self._domino("DELETE"):
+            self.send_bytes(404, b"not found", "text/plain")
+
+    def _domino(self, method: str, body: bytes | None = None) -> bool:
+        """The Domino REST API front end answers under /api (see exchange_sim.domino)."""
+        from exchange_sim.domino import DOMINO_PREFIX
+
+        if self.sim.domino is None or not self.path.startswith(DOMINO_PREFIX + "/"):
+            return False
+        self.sim.domino.handle(self, method, self._read_body() if body is None else body)
+        return True
 
     def do_POST(self) -> None:
         body = self._read_body()
         if self.path.startswith("/_sim/"):
             self.sim.control.handle(self, "POST", body)
+            return
+        if self._domino("POST", body):
             return
         if self.path.split("?")[0].lower() != EWS_PATH.lower():
             self.send_bytes(404, b"not found", "text/plain")

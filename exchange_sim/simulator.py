@@ -17,6 +17,7 @@ from exchange_sim.store import Store
 from exchange_sim.user import MailboxUser
 
 if TYPE_CHECKING:
+    from exchange_sim.domino import DominoFrontEnd
     from exchange_sim.graph.frontend import GraphFrontEnd
 
 log = logging.getLogger("exchange_sim")
@@ -91,6 +92,7 @@ class Simulator:
         tenant: str = "contoso",
         apps: list[tuple[str, str]] | list[tuple[str, str, list[str] | None]] | None = None,
         tls_dir: str | None = None,
+        domino: bool = True,
     ) -> None:
         self.store = store or Store()
         self.host, self.port = host, port
@@ -124,6 +126,12 @@ class Simulator:
             from exchange_sim.graph.frontend import GraphFrontEnd
 
             self.graph = GraphFrontEnd(self, port=graph_port, tenant=tenant, apps=apps, tls_dir=tls_dir)
+        # The HCL Domino REST API front end over the same store, under /api on the EWS port.
+        self.domino: DominoFrontEnd | None = None
+        if domino:
+            from exchange_sim.domino import DominoFrontEnd
+
+            self.domino = DominoFrontEnd(self)
 
     def _install_features(self) -> None:
         """Optional layers (calendar, meetings, notifications) register themselves here."""
@@ -243,6 +251,13 @@ class Simulator:
         return f"{self.base_url}{EWS_PATH}"
 
     endpoint = url
+
+    @property
+    def domino_url(self) -> str:
+        """The Domino REST API base, e.g. http://127.0.0.1:8765/api (``/v1/auth``, ``/pim-v1/...``)."""
+        if self.domino is None:
+            raise RuntimeError("this simulator serves no Domino (domino=False)")
+        return self.domino.url
 
     # ---- Graph -------------------------------------------------------------------------------------
     def _graph(self) -> GraphFrontEnd:

@@ -1,0 +1,28 @@
+"""The HCL Domino REST API front end over the same store (``sim.domino``).
+
+One simulated organisation, three doors: what Outlook writes over EWS or Graph is read over Domino and
+back. Served on the EWS port over plain HTTP under ``/api`` (the "Domino endpoint" the CLI prints):
+
+    POST /api/v1/auth                                   {"username", "password"} -> {"bearer", "expSeconds", ...}
+    GET  /api/pim-v1/calendars?mailboxid=ADDR           the mailbox's calendars ("default")
+    GET  /api/pim-v1/calendar/default?mailboxid=ADDR&startdate=YYYY-MM-DD&enddate=YYYY-MM-DD
+    POST /api/pim-v1/calendar/default?mailboxid=ADDR&send=true|false      JSCalendar jsevent
+    GET|PUT|DELETE /api/pim-v1/calendar/default/{uid}?mailboxid=ADDR[&send=...]
+
+Entries are JSCalendar ``jsevent`` objects (RFC 8984, as openapi.pim.json shows them); the entry id is its
+``uid``. The product's sync id rides in ``AdditionalFields.CrmSyncId`` (the Notes item the REST API writes
+for ``AdditionalFields``), the same value as the EWS/Graph extended property ``CrmSyncId``. Every write
+moves ``updated`` (strictly, even under a frozen clock: the server stamps each write later than the last).
+Errors are ``{"status", "message"}`` with the HTTP status. Knobs::
+
+    sim.domino.expire_tokens()            # every issued JWT answers 401 from now on
+    sim.domino.token_seconds = 60         # lifetime of a new JWT (expSeconds), on the simulator clock
+    sim.faults.http_503(operation="domino.calendar.list")   # faults by operation ("domino.auth", ...)
+
+Deviations: no recurrence (recurrenceRules are refused with 501), no To Do, contacts or mail yet;
+``timeZone`` is answered as an IANA name (real servers may answer a Notes zone string).
+"""
+
+from exchange_sim.domino.frontend import DOMINO_PREFIX, DominoFrontEnd
+
+__all__ = ["DOMINO_PREFIX", "DominoFrontEnd"]

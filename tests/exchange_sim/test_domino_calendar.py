@@ -1,0 +1,153 @@
+"""The Domino REST API front end: JWT login, PIM calendar entries (JSCalendar) over the shared store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from exchange_sim import Simulator
+
+ALICE = "alice@contoso.example"
+BOB = "bob@contoso.example"
+
+
+def login(sim: Simulator, username: str = "", password: str = "") -> httpx.Client:
+    if not username:
+        username, password = sim.credentials
+    client = httpx.Client(base_url=sim.domino_url, timeout=10)
+    answer = client.post("/v1/auth", json={"username": username, "password": password})
+    assert answer.status_code == 200, answer.text
+    client.headers["Authorization"] = f"Bearer {answer.json()['bearer']}"
+    return client
+
+
+def entry(title: str, start: str = "2030-05-06T10:00:00", **extra: object) -> dict[str, object]:
+    return {"@type": "jsevent", "title": title, "start": start, "duration": "PT1H", "timeZone": "Europe/Berlin", **extra}
+
+
+def test_auth_gives_a_jwt_with_its_lifetime_and_refuses_a_wrong_password(exchange_sim: Simulator) -> None:
+    user, password = exchange_sim.credentials
+    with httpx.Client(base_url=exchange_sim.domino_url) as client:
+        answer = client.post("/v1/auth", json={"username": user, "password": password})
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["bearer"].count(".") == 2 and body["expSeconds"] == 21600
+        refused = client.post("/v1/auth", json={"username": user, "password": "nope"})
+        assert refused.status_code == 401 and refused.json()["status"] == 401
+        assert client.get("/pim-v1/calendars", params={"mailboxid": ALICE}).status_code == 401
+
+
+def test_a_token_expires_on_the_simulator_clock_and_when_expired_by_hand(exchange_sim: Simulator) -> None:
+    exchange_sim.domino.token_seconds = 60
+    client = login(exchange_sim)
+    assert client.get("/pim-v1/calendars", params={"mailboxid": ALICE}).status_code == 200
+    exchange_sim.clock.advance(timedelta(seconds=61))
+    assert client.get("/pim-v1/calendars", params={"mailboxid": ALICE}).status_code == 401
+    client = login(exchange_sim)
+    exchange_sim.domino.expire_tokens()
+    assert client.get("/pim-v1/calendars", params={"mailboxid": ALICE}).status_code == 401
+
+
+def test_a_mailbox_owner_reaches_only_their_own_mail_file(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim, ALICE, "alice-password")
+    assert client.get("/pim-v1/calendars").status_code == 200
+    assert client.get("/pim-v1/calendars", params={"mailboxid": BOB}).status_code == 403
+    service = login(exchange_sim)
+    assert service.get("/pim-v1/calendars", params={"mailboxid": "nobody@contoso.example"}).status_code == 404
+
+
+def test_create_read_update_list_and_delete_an_entry_seen_from_ews_too(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    mailbox = {"mailboxid": ALICE}
+    created = client.post(
+        "/pim-v1/calendar/default",
+        params=mailbox,
+        json=entry("Review", description="Agenda", locations={"x": {"@type": "Location", "name": "Room 1"}}, AdditionalFields={"CrmSyncId": "crm-7"}),
+    )
+    assert created.status_code == 200, created.text
+    body = created.json()
+    uid = body["uid"]
+    assert body["title"] == "Review" and body["start"] == "2030-05-06T10:00:00" and body["duration"] == "PT1H"
+    assert body["AdditionalFields"] == {"CrmSyncId": "crm-7"}
+    (item,) = exchange_sim.user(ALICE).events()
+    assert item.props["Start"] == datetime(2030, 5, 6, 8, tzinfo=UTC)
+    assert item.props["Location"] == "Room 1" and item.extended_value("CrmSyncId") == "crm-7"
+
+    read = client.get(f"/pim-v1/calendar/default/{uid}", params=mailbox).json()
+    assert read["description"] == "Agenda" and read["updated"] == body["updated"]
+
+    updated = client.put(f"/pim-v1/calendar/default/{uid}", params=mailbox, json={"title": "Review 2"}).json()
+    assert updated["title"] == "Review 2" and updated["updated"] > body["updated"]
+    assert updated["description"] == "Agenda"  # left out: left as it is
+
+    listed = client.get("/pim-v1/calendar/default", params={**mailbox, "startdate": "2030-05-06", "enddate": "2030-05-06"}).json()
+    assert [e["uid"] for e in listed] == [uid]
+    assert client.get("/pim-v1/calendar/default", params={**mailbox, "startdate": "2030-05-07", "enddate": "2030-05-09"}).json() == []
+
+    assert client.delete(f"/pim-v1/calendar/default/{uid}", params=mailbox).status_code == 200
+    assert client.get(f"/pim-v1/calendar/default/{uid}", params=mailbox).status_code == 404
+    assert exchange_sim.user(ALICE).events() == []
+
+
+def test_an_outlook_edit_moves_updated_even_under_a_frozen_clock(exchange_sim: Simulator) -> None:
+    exchange_sim.clock.set(datetime(2030, 1, 1, tzinfo=UTC), frozen=True)
+    alice = exchange_sim.user(ALICE)
+    item = alice.create_event("Outlook", datetime(2030, 1, 2, 9, tzinfo=UTC), datetime(2030, 1, 2, 10, tzinfo=UTC))
+    client = login(exchange_sim)
+    before = client.get(f"/pim-v1/calendar/default/{item.props['UID']}", params={"mailboxid": ALICE}).json()
+    alice.edit(item, Subject="Outlook 2")
+    after = client.get(f"/pim-v1/calendar/default/{item.props['UID']}", params={"mailboxid": ALICE}).json()
+    assert after["title"] == "Outlook 2" and after["updated"] != before["updated"]
+
+
+def test_send_delivers_the_invitation_and_a_cancelled_status_cancels_it(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    participants = {
+        "a": {"@type": "Participant", "email": ALICE, "roles": {"owner": True, "chair": True}},
+        "b": {"@type": "Participant", "email": BOB, "roles": {"attendee": True}},
+    }
+    body = client.post("/pim-v1/calendar/default", params={"mailboxid": ALICE, "send": "true"}, json=entry("Meet", participants=participants)).json()
+    (copy,) = exchange_sim.user(BOB).events()
+    assert copy.props["UID"] == body["uid"]
+    roles = {p["email"]: p["roles"] for p in body["participants"].values()}
+    assert roles == {ALICE: {"owner": True, "chair": True}, BOB: {"attendee": True}}
+    answer = client.put(f"/pim-v1/calendar/default/{body['uid']}", params={"mailboxid": ALICE, "send": "true"}, json={"status": "cancelled"})
+    assert answer.status_code == 200
+    assert exchange_sim.user(ALICE).events() == []
+    (copy,) = exchange_sim.user(BOB).events()
+    assert copy.props.get("IsCancelled")
+    bob_view = client.get(f"/pim-v1/calendar/default/{body['uid']}", params={"mailboxid": BOB}).json()
+    assert bob_view["status"] == "cancelled"
+
+
+def test_without_send_no_invitation_goes_out(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    participants = {"b": {"@type": "Participant", "email": BOB, "roles": {"attendee": True}}}
+    client.post("/pim-v1/calendar/default", params={"mailboxid": ALICE}, json=entry("Draft", participants=participants))
+    assert exchange_sim.user(BOB).events() == []
+
+
+def test_faults_and_counters_work_for_domino_operations(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    exchange_sim.faults.http_503(operation="domino.calendar.list", retry_after=2)
+    answer = client.get("/pim-v1/calendar/default", params={"mailboxid": ALICE})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "2"
+    exchange_sim.faults.unauthorized(operation="domino.calendar.list")
+    assert client.get("/pim-v1/calendar/default", params={"mailboxid": ALICE}).status_code == 401
+    assert client.get("/pim-v1/calendar/default", params={"mailboxid": ALICE}).status_code == 200
+    assert exchange_sim.counters["domino.calendar.list"] == 3
+    assert exchange_sim.counters.for_mailbox(ALICE, protocol="domino") == 3
+    exchange_sim.faults.drop_connection(operation="domino.calendar.get")
+    with pytest.raises(httpx.TransportError):
+        client.get("/pim-v1/calendar/default/x", params={"mailboxid": ALICE})
+
+
+def test_bad_input_answers_400_and_recurrence_501(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    params = {"mailboxid": ALICE}
+    assert client.post("/pim-v1/calendar/default", params=params, json={"title": "no start"}).status_code == 400
+    assert client.post("/pim-v1/calendar/default", params=params, json=entry("x", duration="1 hour")).status_code == 400
+    rule = [{"@type": "RecurrenceRule", "frequency": "weekly"}]
+    assert client.post("/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule)).status_code == 501
