@@ -127,6 +127,18 @@ class PreviewSerializer(serializers.Serializer):
     next_cursor = serializers.CharField(allow_null=True)
 
 
+class ExplainSerializer(serializers.Serializer):
+    """P2: one CRM record's links and the decisions passes took about it, newest first."""
+
+    environment = serializers.IntegerField()
+    kind = serializers.CharField()
+    external_id = serializers.CharField()
+    record = serializers.DictField(allow_null=True)
+    links = serializers.ListField(child=serializers.DictField())
+    conflicts = serializers.ListField(child=serializers.DictField())
+    decisions = serializers.ListField(child=serializers.DictField())
+
+
 class SwitchBackendSerializer(serializers.Serializer):
     to = serializers.ChoiceField(choices=["ews", "graph"])
     user = serializers.EmailField(required=False, allow_null=True, default=None)

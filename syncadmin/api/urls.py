@@ -22,5 +22,10 @@ for entity in ("companies", "contacts", "employees", "activities"):
 
 urlpatterns = [
     re_path(rf"^{ENV}/settings/$", views.SettingsView.as_view(), name="settings"),
+    re_path(
+        rf"^{ENV}/items/(?P<kind>[a-z]+)/(?P<external_id>[^/]+)/explain/$",
+        views.ItemExplainView.as_view(),
+        name="item-explain",
+    ),
     *router.urls,
 ]

@@ -209,6 +209,26 @@ class SettingsView(EnvironmentScoped, generics.RetrieveUpdateAPIView):
         self.audit(AuditAction.SETTINGS_CHANGED, str(instance), changes)
 
 
+@extend_schema(
+    tags=["items"],
+    parameters=[
+        ENVIRONMENT_PARAM,
+        OpenApiParameter(
+            "kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=["contacts", "companies", "activities", "tasks"]
+        ),
+        OpenApiParameter("external_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+    ],
+    responses=s.ExplainSerializer,
+    description="Why does this item look like this (P2): its links per mailbox and every decision "
+    "the passes took about it — rule, reason, fields before → after, outcome — newest first.",
+)
+class ItemExplainView(EnvironmentScoped, generics.GenericAPIView):
+    serializer_class = s.ExplainSerializer
+
+    def get(self, request, environment_pk=None, kind=None, external_id=None):
+        return Response(runtime.explain_item(self.environment.pk, kind, external_id))
+
+
 # --- sync users --------------------------------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -539,6 +540,17 @@ def retry_item(request: HttpRequest, pk: int, link_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Retry queued for {link}.")
     return redirect(_environment_url(pk, "attention"))
+
+
+@role_required(VIEWER)
+def explain_item(request: HttpRequest, pk: int, kind: str, external_id: str) -> HttpResponse:
+    """P2: "why does this item look like this?" — its links and its decisions, newest first."""
+    environment = get_object_or_404(Environment, pk=pk)
+    try:
+        history = runtime.explain_item(pk, kind, external_id)
+    except ObjectDoesNotExist as exc:
+        raise Http404(str(exc)) from exc
+    return render(request, "console/explain.html", {"env": environment, "item": history})
 
 
 # --- audit log -----------------------------------------------------------------------------------------

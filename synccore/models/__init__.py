@@ -29,6 +29,7 @@ from synccore.models.crm import (
     TaskStatus,
 )
 from synccore.models.custom import CustomField, CustomType
+from synccore.models.decisions import Decision, DecisionOutcome
 from synccore.models.runtime import AlertState, GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
     Conflict,
@@ -59,6 +60,8 @@ __all__ = [
     "Country",
     "CustomField",
     "CustomType",
+    "Decision",
+    "DecisionOutcome",
     "EmailDirection",
     "Employee",
     "Environment",

@@ -7,16 +7,18 @@ from datetime import datetime, timedelta
 from django.apps import apps
 from django.utils import timezone
 
-from synccore.models import SyncRun
+from synccore.models import Decision, SyncRun
 from synccore.models.crm import purge_tombstones_older_than
 from synccore.runtime import alerts, config, queue
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
-    """Delete run rows, task results, audit entries and unlinked tombstones older than
+    """Delete decisions, run rows, task results, audit entries and unlinked tombstones older than
     SYNC_RETENTION_DAYS."""
     cutoff = (now or timezone.now()) - timedelta(days=config.retention_days())
     removed = {
+        # What passes decided (P2) goes with their runs, at the same age.
+        "decisions": Decision.objects.filter(at__lt=cutoff).delete()[0],
         "runs": SyncRun.objects.filter(finished_at__lt=cutoff).delete()[0],
         "tasks": queue.delete_task_results(cutoff),
         "tombstones": purge_tombstones_older_than(cutoff),

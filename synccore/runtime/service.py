@@ -42,6 +42,7 @@ from synccore.runtime import alerts, config, leases, passes, push, queue, schedu
 from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, email, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
+from synccore.sync.explain import explain_item as item_history
 from synccore.sync.preview import preview_passes
 from synccore.sync.readable import Readable, explain
 from synccore.sync.service import Summary, kind_enabled, kind_switched_on, run_passes
@@ -230,6 +231,13 @@ def preview(
         "actions": [planned.as_dict() for planned in page],
         "next_cursor": str(following) if following < len(result.actions) else None,
     }
+
+
+def explain_item(environment_id: int, kind: str, external_id: str) -> dict[str, Any]:
+    """P2: "why does this item look like this?" — a CRM record's links and the decisions passes
+    took about it, newest first. Unknown environment or item: ``ObjectDoesNotExist`` (404)."""
+    Environment.objects.get(pk=environment_id)
+    return item_history(environment_id, kind, external_id)
 
 
 def sync_all(environment_id: int, *, user_email: str | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ END_SERIES = "end_series"  # the series a split left behind is ended at its past
 AGREE = "agree"  # both sides hold the same: only the agreement (snapshot, change key) moves
 MOVE = "move"  # move the item into another folder (C5)
 SKIP = "skip"  # bad input: the item is left out and the reason shown
+HOLD = "hold"  # held back instead of written: the loop detector (P3) or a limit (P4, DESIGN §5)
 
 EXCHANGE = "exchange"
 CRM = "crm"
@@ -42,6 +43,8 @@ class ItemKey:
     record_id: int | None = None  # the CRM record (activity, contact, company), when there is one
     remote_id: str = ""  # the Exchange item, when there is one
     subject: str = ""
+    # The CRM record's kind (contact, company, activity) when the pass alone cannot tell it.
+    entity: str = ""
 
     def __str__(self) -> str:
         name = f"“{self.subject}”" if self.subject else "(no subject)"

@@ -196,7 +196,8 @@ def _item_key(link: ItemLink | None, item: Desired | None) -> ItemKey:
     if record_id is None and link is not None:
         record_id = link.contact_id if link.kind == mapping.CONTACT else link.company_id
     name = (item.card.display_name or item.card.file_as) if item is not None else ""
-    return ItemKey(record_id, link.remote_id if link is not None else "", name)
+    entity = item.kind if item is not None else link.kind if link is not None else ""
+    return ItemKey(record_id, link.remote_id if link is not None else "", name, entity)
 
 
 def _record_key(link: ItemLink) -> tuple[str, int]:

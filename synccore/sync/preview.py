@@ -128,7 +128,7 @@ def preview_passes(
 
 def _preview_one(preview: Preview, user, kind: str, full: bool) -> None:
     decided: list[Action] = []
-    ctx = PassContext(trigger="manual", full=full, on_action=decided.append)
+    ctx = PassContext(trigger="manual", full=full, on_action=decided.append, record=False)
     backend = PreviewBackend(open_user_backend(user))
     try:
         with transaction.atomic():

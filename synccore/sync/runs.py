@@ -15,6 +15,7 @@ from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync import relink
 from synccore.sync.actions import Action
 from synccore.sync.connection import open_user_backend, server_name
+from synccore.sync.explain import Recorder
 from synccore.sync.readable import Readable, explain
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,18 @@ class PassContext:
     on_progress: Callable[[int, int], None] | None = None
     # Told every decision the pass takes, before it is written (a preview collects them, P1).
     on_action: Callable[[Action], None] | None = None
+    # Whether the pass's decisions are kept for "Explain" (P2); a preview's are not.
+    record: bool = True
+    recorder: Recorder | None = field(default=None, repr=False)
 
-    def decided(self, action: Action) -> None:
+    def decided(self, action: Action) -> bool:
+        """Tell a decision before it is written; False when it must not be written (held back)."""
+        allowed = True
+        if self.recorder is not None:
+            action, allowed = self.recorder.decide(action)
         if self.on_action is not None:
             self.on_action(action)
+        return allowed
 
     def checkpoint(self) -> None:
         """Called between write batches: an item boundary where a pass may stop cleanly."""
@@ -190,6 +199,7 @@ def execute_pass(
 
     ``work`` returns False when the safety limit held deletions back."""
     run = start_run(user, kind, ctx)
+    ctx.recorder = Recorder(run, user, kind)
     own_backend = backend is None
     backend = backend or open_user_backend(user)
     before = backend.requests
@@ -200,11 +210,21 @@ def execute_pass(
     except Exception as exc:  # the pass fails as a whole; the reason is recorded for people
         if not isinstance(exc, MailboxError):
             log.exception("%s pass for %s failed", kind, user.mailbox_email)
-        return fail_run(run, user, exc, requests=backend.requests - before)
+        return _recorded(ctx, fail_run(run, user, exc, requests=backend.requests - before))
     finally:
         if own_backend:
             backend.close()
-    return finish_run(run, user, requests=backend.requests - before, held=not allowed)
+    return _recorded(ctx, finish_run(run, user, requests=backend.requests - before, held=not allowed))
+
+
+def _recorded(ctx: PassContext, run: SyncRun) -> SyncRun:
+    """The pass's decisions kept for Explain (P2); a failure to keep them never fails the pass."""
+    if ctx.record and ctx.recorder is not None:
+        try:
+            ctx.recorder.flush()
+        except DatabaseError:
+            log.exception("could not record the decisions of run %s", run.pk)
+    return run
 
 
 # --- What the console and the API show (O1, O2) --------------------------------------------------

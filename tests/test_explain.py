@@ -1,0 +1,159 @@
+"""P2: every decision a real pass takes about an item is recorded with its rule and reason, and
+"Explain" on an item (API, console, command) shows its links and its history of decisions."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from syncadmin.roles import VIEWER
+from synccore.models import Activity, Attendee, Decision
+from synccore.runtime import housekeeping
+from synccore.runtime import service as runtime
+from synccore.sync.calendar import run_calendar_pass
+from synccore.sync.preview import preview_passes
+from tests.fixtures import factories as f
+from tests.fixtures.api import client_for, user_with_role
+
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+
+
+@pytest.fixture
+def start():
+    return timezone.now().replace(second=0, microsecond=0) + timedelta(days=2)
+
+
+def meeting(crm, start, **fields):
+    organizer = crm.alice.employee
+    activity = f.activity(crm.env, start=start, organizer=organizer, **fields)
+    Attendee.objects.create(activity=activity, email=organizer.email, type="employee", meeting_organizer=True)
+    Attendee.objects.create(activity=activity, email="bob@contoso.example", type="employee", invite=True)
+    return activity
+
+
+def explained(crm, kind, record):
+    return runtime.explain_item(crm.env.pk, kind, record.external_id)
+
+
+def decisions_of(history, run_id=None):
+    return [d for d in history["decisions"] if run_id is None or d["run"] == run_id]
+
+
+class TestCalendar:
+    def test_p2_an_outlook_edit_merged_with_a_crm_edit_of_another_field_shows_both_with_the_rule(self, crm, start):
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        first = run_calendar_pass(crm.alice.pk)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Location="Outlook room")
+        activity.subject = "CRM subject"
+        activity.save()
+        merged = run_calendar_pass(crm.alice.pk)
+
+        history = explained(crm, "activities", activity)
+        assert history["record"]["id"] == activity.pk
+        assert [(link["user"], link["state"]) for link in history["links"]] == [(crm.alice.mailbox_email, "synced")]
+        latest = {d["action"]: d for d in decisions_of(history, merged.pk)}
+        assert set(latest) == {"pull", "update"}
+        pull, update = latest["pull"], latest["update"]
+        assert (pull["side"], pull["rule"], pull["outcome"]) == ("crm", "K8", "done")
+        assert pull["fields"] == {"location": {"before": "Room 1", "after": "Outlook room"}}
+        assert "Exchange" in pull["reason"]
+        assert (update["side"], update["rule"]) == ("exchange", "K8")
+        assert update["fields"] == {"subject": {"before": "Review", "after": "CRM subject"}}
+        # Newest first: the first pass's create comes after this pass's decisions.
+        assert history["decisions"][-1]["action"] == "create" and history["decisions"][-1]["run"] == first.pk
+
+    def test_p2_a_conflict_shows_the_policy_that_decided(self, crm, start):
+        crm.configure(conflict_policy="crm_wins")
+        activity = meeting(crm, start, subject="Review")
+        run_calendar_pass(crm.alice.pk)
+        (event,) = crm.mailbox().events()
+        crm.mailbox().edit(event, Subject="Outlook subject")
+        activity.subject = "CRM subject"
+        activity.save()
+        run = run_calendar_pass(crm.alice.pk)
+
+        history = explained(crm, "activities", activity)
+        (conflict,) = [d for d in decisions_of(history, run.pk) if d["action"] == "conflict"]
+        assert conflict["rule"] == "K8, conflict policy: CRM wins"
+        assert conflict["fields"] == {"subject": {"before": "CRM subject", "after": "Outlook subject"}}
+        assert "CRM's" in conflict["reason"]
+        assert [c["field"] for c in history["conflicts"]] == ["subject"]
+
+    def test_p2_an_event_made_in_outlook_is_explained_by_its_import(self, crm, start):
+        crm.mailbox().create_event(subject="Lunch", start=start, end=start + timedelta(hours=1))
+        run = run_calendar_pass(crm.alice.pk)
+        activity = Activity.objects.get(subject="Lunch")
+        (decision,) = decisions_of(explained(crm, "activities", activity), run.pk)
+        assert (decision["action"], decision["side"], decision["rule"]) == ("import", "crm", "K6")
+
+    def test_p2_an_idle_pass_and_a_preview_record_nothing(self, crm, start):
+        meeting(crm, start, subject="Review")
+        run_calendar_pass(crm.alice.pk)
+        recorded = Decision.objects.count()
+        assert recorded > 0
+        run_calendar_pass(crm.alice.pk)
+        f.activity(crm.env, subject="Dentist", start=start, organizer=crm.alice.employee)
+        preview_passes(crm.env.name, user_email=crm.alice.mailbox_email, kind="calendar")
+        assert Decision.objects.count() == recorded
+
+
+class TestContacts:
+    def test_p2_contact_decisions_with_fields_before_and_after(self, crm):
+        contact = f.contact(crm.env, first_name="Ann", last_name="Lee", job_title="Buyer")
+        created = crm.contacts_pass()
+        contact.job_title = "CFO"
+        contact.save()
+        updated = crm.contacts_pass()
+        history = explained(crm, "contacts", contact)
+        assert [(d["run"], d["action"]) for d in history["decisions"]] == [
+            (updated.pk, "update"),
+            (created.pk, "create"),
+        ]
+        assert history["decisions"][0]["fields"]["job_title"] == {"before": "Buyer", "after": "CFO"}
+        assert history["decisions"][0]["rule"] == "C6"
+        assert "job_title: 'Buyer' → 'CFO'" in history["decisions"][0]["line"]
+
+
+@pytest.mark.backends("ews")
+class TestEdges:
+    def test_p2_the_api_explains_an_item_and_refuses_unknown_ones(self, crm):
+        contact = f.contact(crm.env, first_name="Ann", last_name="Lee")
+        crm.contacts_pass()
+        client = client_for(user_with_role(VIEWER))
+        url = f"/api/v1/environments/{crm.env.pk}/items/contacts/{contact.external_id}/explain/"
+        answer = client.get(url)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert set(body) == {"environment", "kind", "external_id", "record", "links", "conflicts", "decisions"}
+        assert [d["action"] for d in body["decisions"]] == ["create"]
+        assert client.get(f"/api/v1/environments/{crm.env.pk}/items/contacts/nope/explain/").status_code == 404
+        assert client.get(f"/api/v1/environments/{crm.env.pk}/items/widgets/x/explain/").status_code == 404
+        assert client.get(f"/api/v1/environments/999999/items/contacts/x/explain/").status_code == 404
+        assert client_for(None).get(url).status_code in (401, 403)
+
+    def test_p2_the_console_and_the_command_explain_an_item(self, crm, client):
+        contact = f.contact(crm.env, first_name="Ann", last_name="Lee")
+        crm.contacts_pass()
+        client.force_login(user_with_role(VIEWER))
+        page = client.get(reverse("console:explain", args=[crm.env.pk, "contact", contact.external_id]))
+        assert page.status_code == 200
+        assert b'data-action-kind="create"' in page.content and b"Ann Lee" in page.content
+        out = StringIO()
+        call_command("explain", "contacts", contact.external_id, environment=crm.env.name, stdout=out)
+        lines = out.getvalue().splitlines()
+        assert any("create in Exchange" in line and "(C2)" in line for line in lines)
+        assert json.loads(lines[-1])["decisions"][0]["action"] == "create"
+
+    def test_p2_decisions_are_kept_as_long_as_run_history(self, crm):
+        f.contact(crm.env, first_name="Ann", last_name="Lee")
+        crm.contacts_pass()
+        assert Decision.objects.count() == 1
+        removed = housekeeping.prune(now=timezone.now() + timedelta(days=400))
+        assert removed["decisions"] == 1 and Decision.objects.count() == 0
