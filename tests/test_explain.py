@@ -135,7 +135,7 @@ class TestEdges:
         assert [d["action"] for d in body["decisions"]] == ["create"]
         assert client.get(f"/api/v1/environments/{crm.env.pk}/items/contacts/nope/explain/").status_code == 404
         assert client.get(f"/api/v1/environments/{crm.env.pk}/items/widgets/x/explain/").status_code == 404
-        assert client.get(f"/api/v1/environments/999999/items/contacts/x/explain/").status_code == 404
+        assert client.get("/api/v1/environments/999999/items/contacts/x/explain/").status_code == 404
         assert client_for(None).get(url).status_code in (401, 403)
 
     def test_p2_the_console_and_the_command_explain_an_item(self, crm, client):
