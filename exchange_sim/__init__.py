@@ -182,7 +182,8 @@ message has an ``internetMessageId`` its sent and received copies share; EWS see
 
 Change notifications: ``POST /v1.0/subscriptions`` (resources ``users/{user}/contacts``,
 ``users/{user}/contactFolders/{id}/contacts``, ``users/{user}/events``, ``users/{user}/calendar/events``,
-``users/{user}/calendars/{id}/events``, ``users/{user}/todo/lists/{id}/tasks``) first POSTs ``?validationToken=...`` to the notificationUrl (and the
+``users/{user}/calendars/{id}/events``, ``users/{user}/todo/lists/{id}/tasks``, ``users/{user}/messages`` (every mail
+folder), ``users/{user}/mailFolders/{id}/messages``) first POSTs ``?validationToken=...`` to the notificationUrl (and the
 lifecycleNotificationUrl) and wants it echoed as 200 text/plain, else 400 ValidationError; then every change of
 the store (from Graph, EWS, Outlook or meeting delivery) is POSTed there with ``clientState``,
 ``subscriptionId``, ``changeType``, ``resource`` and ``resourceData``. Plain http is allowed for loopback URLs.

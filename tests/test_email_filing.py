@@ -347,3 +347,37 @@ def test_e4_an_ambiguous_filing_is_listed_in_needs_attention_with_its_candidates
     waiting.contact = filing.ann  # linked in the CRM: the list forgets it
     waiting.save()
     assert service.ambiguous_filings(filing.env.pk) == []
+
+
+# --- Push (Graph webhooks on the mailbox's messages) --------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.backends("graph")
+def test_k14_graph_subscribes_to_the_messages_and_a_marked_message_enqueues_an_email_pass(filing, live_server, settings):
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    from synccore.models import GraphSubscription, PushSubscriptionState, SynchronizerState
+    from synccore.runtime.push import graph as graph_push
+
+    settings.PUBLIC_BASE_URL = live_server.url
+    filing.configure(push_enabled=True, synchronize_activities=False)
+    filing.sim.graph.subscriptions.retry_delays = [0.1]
+    filing.bob.email_enabled = False
+    filing.bob.save()
+    filing.env.set_state(SynchronizerState.RUNNING)
+    assert graph_push.maintain(filing.env.pk)["created"] == 1
+    row = GraphSubscription.objects.get()
+    assert (row.sync_user, row.kind, row.state) == (filing.alice, "email", PushSubscriptionState.ACTIVE)
+    assert row.resource.endswith("/messages")
+    OrmQ.objects.all().delete()
+    filing.mailbox().receive_message("Pushed", ANN, categories=["CRM"])
+    assert filing.sim.graph.subscriptions.wait_idle()
+    pushed = set()
+    for queued in OrmQ.objects.all():
+        task = SignedPackage.loads(queued.payload)
+        if task["func"] == "synccore.tasks.run_pass":
+            pushed.add(tuple(task["args"][:3]))
+    assert (filing.alice.pk, "email", "push") in pushed
+    assert graph_push.maintain(filing.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}

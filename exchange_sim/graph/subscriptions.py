@@ -57,6 +57,7 @@ ROLES = {
     "Contact": ("Contacts.Read", "Contacts.ReadWrite"),
     "CalendarItem": ("Calendars.Read", "Calendars.ReadWrite"),
     "Task": ("Tasks.Read.All", "Tasks.ReadWrite.All"),
+    "Message": ("Mail.Read", "Mail.ReadWrite"),
 }
 OP_NAMES = {"created": "created", "modified": "updated", "deleted": "deleted"}
 
@@ -238,6 +239,9 @@ class Webhooks:
         if sub.kind == "CalendarItem":
             root = store.distinguished_folder(sub.mailbox, "calendar")
             return {root.id} | {f.id for f in store.child_folders(root.id, deep=True) if f.folder_class == "IPF.Appointment"}
+        if sub.kind == "Message":  # users/{id}/messages: every mail folder of the mailbox
+            root = store.distinguished_folder(sub.mailbox, "msgfolderroot")
+            return {f.id for f in store.child_folders(root.id, deep=True) if (f.folder_class or "").startswith("IPF.Note")}
         root = store.distinguished_folder(sub.mailbox, "msgfolderroot")
         deleted = {store.distinguished_folder(sub.mailbox, "deleteditems").id}
         return {f.id for f in store.child_folders(root.id, deep=True) if f.folder_class == "IPF.Contact" and f.id not in deleted}
@@ -265,6 +269,8 @@ class Webhooks:
         if sub.kind == "Task":
             resource = f"Users/{user_id(sub.mailbox)}/todo/lists/{folder_graph_id(change.folder_id or '')}/tasks/{graph_id}"
             type_name = "todoTask"
+        elif sub.kind == "Message":
+            resource, type_name = f"Users/{user_id(sub.mailbox)}/Messages/{graph_id}", "Message"
         else:
             segment = "Contacts" if sub.kind == "Contact" else "Events"
             resource, type_name = f"Users/{user_id(sub.mailbox)}/{segment}/{graph_id}", segment[:-1]
@@ -386,7 +392,7 @@ def parse_resource(request: GraphRequest, resource: Any) -> tuple[str, str, str 
     lowered = [s.lower() for s in segments]
     if lowered and lowered[0] == "me":
         raise bad_request("/me request is only valid with delegated authentication flow.")
-    unsupported = bad_request(f"Resource '{resource}' is not supported by the simulator: subscribe to contacts, events or To Do tasks.", "InvalidRequest")
+    unsupported = bad_request(f"Resource '{resource}' is not supported by the simulator: subscribe to contacts, events, To Do tasks or messages.", "InvalidRequest")
     if len(segments) < 3 or lowered[0] != "users":
         raise unsupported
     front = request.front
@@ -406,6 +412,11 @@ def parse_resource(request: GraphRequest, resource: Any) -> tuple[str, str, str 
             return mailbox, "CalendarItem", _folder(store, mailbox, segments[3], "calendar", "IPF.Appointment")
         if len(rest) == 4 and rest[:2] == ["todo", "lists"] and rest[3] == "tasks":
             return mailbox, "Task", _folder(store, mailbox, segments[4], "tasks", "IPF.Task")
+        if rest == ["messages"]:
+            return mailbox, "Message", None
+        if len(rest) == 3 and rest[0] == "mailfolders" and rest[2] == "messages":
+            well_known = segments[3].lower() if segments[3].lower() in ("inbox", "sentitems", "drafts") else "inbox"
+            return mailbox, "Message", _folder(store, mailbox, segments[3], well_known, "IPF.Note")
     raise unsupported
 
 

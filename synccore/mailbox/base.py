@@ -681,6 +681,12 @@ class MailboxBackend(abc.ABC):
         raise cls._push_not_supported("webhook")
 
     @classmethod
+    def messages_resource(cls, mailbox: str) -> str:
+        """Webhook push: what a subscription to the mailbox's messages (every mail folder: e-mail
+        filing, E1) watches (a pure function of the address: no request)."""
+        raise cls._push_not_supported("webhook")
+
+    @classmethod
     def tasks_resource(cls, mailbox: str, list_id: str) -> str:
         """Webhook push: what a subscription to the tasks of the mailbox's task list (the id
         ``ensure_task_folder`` gives) watches (a pure function: no request)."""

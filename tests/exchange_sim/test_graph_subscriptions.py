@@ -62,7 +62,7 @@ def test_bad_subscription_requests(exchange_sim, graph, webhook_receiver):
 
     assert error(subscribe(graph, exchange_sim, webhook_receiver, notificationUrl="http://hooks.example.com/graph"))[0] == 400
     assert error(subscribe(graph, exchange_sim, webhook_receiver, changeType="renamed"))[0] == 400
-    assert error(subscribe(graph, exchange_sim, webhook_receiver, resource=f"users/{ALICE}/messages"))[0] == 400
+    assert error(subscribe(graph, exchange_sim, webhook_receiver, resource=f"users/{ALICE}/onenote/notebooks"))[0] == 400
     too_far = subscribe(graph, exchange_sim, webhook_receiver, expirationDateTime=expiry(exchange_sim, 10081 + 5))
     assert error(too_far) == (400, "ExtensionError") and "10080 minutes" in too_far.json()["error"]["message"]
     assert error(subscribe(graph, exchange_sim, webhook_receiver, expirationDateTime=expiry(exchange_sim, -5)))[0] == 400

@@ -141,3 +141,14 @@ def test_graph_send_mail_delivers_and_keeps_the_copy_in_sent_items(exchange_sim:
         draft["isDraft"] is True
         and graph.get(f"{A}/mailFolders/drafts/messages").json()["value"][0]["subject"] == "Later"
     )
+
+
+def test_a_subscription_to_a_users_messages_is_notified_of_a_delivered_message(exchange_sim: Simulator, graph, webhook_receiver):
+    from .test_graph_subscriptions import subscribe
+
+    answer = subscribe(graph, exchange_sim, webhook_receiver, resource=f"users/{ALICE}/messages")
+    assert answer.status_code == 201, answer.text
+    exchange_sim.user(ALICE).receive_message("Hello", "ann@fabrikam.example")
+    assert exchange_sim.graph.subscriptions.wait_idle()
+    resources = [n["resource"] for n in webhook_receiver.notifications]
+    assert any("/Messages/" in r for r in resources), resources

@@ -29,6 +29,11 @@ class SubscriptionOperations:
         return user_path(mailbox).lstrip("/") + "/events"
 
     @classmethod
+    def messages_resource(cls, mailbox: str) -> str:
+        """The subscription resource for a mailbox's messages, every folder (e-mail filing)."""
+        return user_path(mailbox).lstrip("/") + "/messages"
+
+    @classmethod
     def tasks_resource(cls, mailbox: str, list_id: str) -> str:
         """The subscription resource for the tasks of one Microsoft To Do list (T1, K14)."""
         return user_path(mailbox).lstrip("/") + f"/todo/lists/{segment(list_id)}/tasks"

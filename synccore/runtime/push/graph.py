@@ -113,8 +113,9 @@ def public_base_url_problem(url: str) -> str:
 # --- What is wanted -----------------------------------------------------------------------------
 
 
-# The kinds that hold a subscription: calendar events, and To Do tasks (T1). Contacts flow one way.
-PUSHED_KINDS = (SyncKind.CALENDAR, SyncKind.TASKS)
+# The kinds that hold a subscription: calendar events, To Do tasks (T1) and messages (e-mail
+# filing). Contacts flow one way.
+PUSHED_KINDS = (SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL)
 
 
 def _push_environment(env: Environment) -> bool:
@@ -122,7 +123,7 @@ def _push_environment(env: Environment) -> bool:
     return (
         env.state == SynchronizerState.RUNNING
         and s.push_enabled
-        and (s.synchronize_activities or s.synchronize_tasks)
+        and (s.synchronize_activities or s.synchronize_tasks or s.file_emails)
     )
 
 
@@ -154,8 +155,9 @@ def wanted_rows(env: Environment) -> dict[tuple[int, str], SyncUser]:
             .select_related("environment__settings")
         )
         for user in users:
-            if passes.runnable_kind(user, SyncKind.TASKS):
-                wanted[(user.pk, SyncKind.TASKS.value)] = user
+            for kind in (SyncKind.TASKS, SyncKind.EMAIL):
+                if passes.runnable_kind(user, kind):
+                    wanted[(user.pk, kind.value)] = user
     return wanted
 
 
@@ -173,6 +175,8 @@ def resource_for(backend: MailboxBackend | type[MailboxBackend], user: SyncUser,
     if kind == SyncKind.TASKS:
         list_id = task_list_id(user)
         return backend.tasks_resource(user.mailbox_email, list_id) if list_id else ""
+    if kind == SyncKind.EMAIL:
+        return backend.messages_resource(user.mailbox_email)
     return backend.events_resource(user.mailbox_email)
 
 
