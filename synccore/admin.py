@@ -315,6 +315,19 @@ class ActivityAdmin(CustomFieldsAdmin, CrmAdmin):
             runtime.notify_crm_change(environment_id, activity_ids)
 
 
+@admin.register(custom.CustomField)
+class CustomFieldAdmin(EnvironmentScopedAdmin):
+    """The custom field keys in use, with their types; deleting one frees its key's type."""
+
+    list_display = ["key", "entity", "value_type", "environment", "created_at"]
+    list_filter = ["environment", "entity", "value_type"]
+    search_fields = ["key"]
+    readonly_fields = ["environment", "entity", "key", "value_type", "created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """The synchronizer writes these; people only look."""
 

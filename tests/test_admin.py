@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def demo(django_db_setup):
     call_command("seed_demo", "--users", "2", "--contacts", "12", "--activities", "6", stdout=StringIO())
-    from synccore.models import Contact, Environment, SyncUser
+    from synccore.models import Contact, CustomField, Environment, SyncUser
 
     env = Environment.objects.get(name="Demo")
     user = SyncUser.objects.filter(environment=env).first()
@@ -30,6 +30,7 @@ def demo(django_db_setup):
     Conflict.objects.create(
         link=link, run=run, field="subject", crm_value="a", exchange_value="b", choice="crm"
     )
+    CustomField.register(env.pk, "contact", {"region": "text"})
     return env
 
 
