@@ -84,7 +84,8 @@ def start_stop_cycle(crm, clusters, renv: dict[str, str]) -> None:
     status = last_json(synchronizer("status", crm.env, renv).stdout)
     assert status["state"] == "running" and status["workers"], status
     assert {user["email"] for user in status["users"]} == {"alice@contoso.example", "bob@contoso.example"}
-    assert status["users"][0]["contacts"]["last_pass"]["outcome"] == Outcome.SUCCESS
+    # Ticks keep coming: the last pass may be one still running (ticks are two seconds apart).
+    assert status["users"][0]["contacts"]["last_pass"]["outcome"] in (Outcome.SUCCESS, Outcome.RUNNING)
     assert status["users"][0]["contacts"]["next_due"]
 
     stopped = synchronizer("stop", crm.env, renv)
