@@ -540,3 +540,24 @@ class TestBehavioursThatHadNoTest:
         (copy,) = bob.events()
         assert copy.props["Start"] == start + timedelta(hours=2)
         assert [m.props["MeetingRequestType"] for m in bob.items("inbox")].count("FullUpdate") == 2
+
+
+class TestSafetyLimitOnCrmDeletions:
+    def test_an_emptied_outlook_calendar_does_not_delete_every_crm_meeting(self, crm, start):
+        # Reliability contract: an emptied folder is no reason to delete everything on the other
+        # side; K9's deletions in the CRM count against the safety limit as Exchange's do.
+        crm.configure(safety_limit_minimum=3, safety_limit_percent=20)
+        activities = [meeting(crm, start + timedelta(hours=i), subject=f"Review {i}") for i in range(5)]
+        calendar_pass(crm)
+        for event in crm.mailbox().events():
+            crm.mailbox().delete(event)
+        run = calendar_pass(crm)
+        assert run.outcome == Outcome.HELD and "Held" in run.error
+        assert Activity.objects.filter(pk__in=[a.pk for a in activities]).count() == 5
+        assert calendar_pass(crm).outcome == Outcome.HELD  # read again until someone decides
+        crm.alice.deletions_confirmed = True
+        crm.alice.save()
+        run = calendar_pass(crm)
+        assert (run.outcome, run.deleted) == (Outcome.SUCCESS, 5)
+        assert not Activity.objects.filter(pk__in=[a.pk for a in activities]).exists()
+        assert calendar_pass(crm).deleted == 0

@@ -149,6 +149,10 @@ class CalendarPass(CalendarScope):
 
         mine = self.my_activities()
         held = self.decide_and_write(links, links_by_remote, links_by_activity, mine, remote, deleted_ids)
+        if held and self.writer.crm_deletes:
+            # Exchange reports a deletion once: the token stays where it was, so the next pass
+            # (after an administrator confirmed) reads the deletions it held again.
+            return False
         if self.writer.wrote:
             self.writer.absorb_own_writes(state)
         state.save()

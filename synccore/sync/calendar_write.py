@@ -80,6 +80,9 @@ class CalendarWriter:
         self.removed: set[str] = set()  # Exchange ids this pass deleted (absorbed with the rest)
         self.creates: list[tuple[Activity, Target, ItemLink]] = []
         self.deletes: list[tuple[ItemLink, bool]] = []  # with whether cancellations are sent
+        # Activities Exchange's deletions retire (K9): under the same safety limit (an emptied
+        # calendar is no reason to delete everything in the CRM).
+        self.crm_deletes: list[tuple[ItemLink, Activity]] = []
 
     # --- Carrying out steps ---------------------------------------------------------------------
 
@@ -120,9 +123,7 @@ class CalendarWriter:
         elif kind in (actions.CANCEL, actions.DELETE) and step.side == actions.EXCHANGE:
             self.deletes.append((link, kind == actions.CANCEL))  # written at the end (safety limit)
         elif kind == actions.DELETE:
-            link.delete()
-            activity.retire()  # a tombstone: the outside CRM reads the deletion
-            self.run.deleted += 1
+            self.crm_deletes.append((link, activity))  # written at the end (safety limit)
         elif kind == actions.KEEP:
             link.state, link.remote_id = LinkState.DELETED_REMOTE, ""
             link.save()
@@ -713,22 +714,29 @@ class CalendarWriter:
     # --- Deletions with the safety limit ---------------------------------------------------------
 
     def write_deletes(self, links: list[ItemLink]) -> bool:
-        """The queued deletes and cancellations; True when the safety limit held them."""
+        """The queued deletes and cancellations, in Exchange and in the CRM; True when the safety
+        limit held them."""
         deletes = self.deletes
-        if not deletes:
+        count = len(deletes) + len(self.crm_deletes)
+        if not count:
             return False
         synced = sum(1 for link in links if link.remote_id)
-        share = len(deletes) * 100 / max(synced, 1)
+        share = count * 100 / max(synced, 1)
         if (
-            len(deletes) > self.settings.safety_limit_minimum
+            count > self.settings.safety_limit_minimum
             and share > self.settings.safety_limit_percent
             and not self.user.deletions_confirmed
         ):
+            where = " (in the CRM, after deletions in Exchange)" if not deletes else ""
             self.run.error = (
-                f"Held: this pass would delete or cancel {len(deletes)} of {synced} synchronized events "
+                f"Held: this pass would delete or cancel {count} of {synced} synchronized events{where} "
                 f"({share:.0f} %), more than the safety limit. An administrator must confirm the deletions."
             )
             return True
+        for link, activity in self.crm_deletes:
+            link.delete()
+            activity.retire()  # a tombstone: the outside CRM reads the deletion
+            self.run.deleted += 1
         ended = [
             link
             for link, _ in deletes
