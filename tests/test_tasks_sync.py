@@ -32,6 +32,7 @@ from synccore.sync.preview import preview_passes
 from synccore.sync.service import run_passes
 from synccore.sync.tasks import TaskSyncDisabled, run_task_pass
 from tests.fixtures import factories as f
+from tests.fixtures.crm import connection_fields
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
@@ -205,6 +206,25 @@ class TestT3Mapping:
         quiet(crm)
 
 
+    def test_t3_a_row_exchange_to_crm_takes_outlooks_edits_and_never_writes_the_crms(self, crm):
+        FieldMapping.create_defaults(crm.env)
+        FieldMapping.objects.filter(environment=crm.env, entity=mapping.TASK, exchange_field="importance").update(
+            direction=mapping.EXCHANGE_TO_CRM
+        )
+        activity = task(crm, priority="normal")
+        task_pass(crm)
+        activity.priority = "high"
+        activity.save()
+        task_pass(crm)
+        (item,) = outlook(crm)
+        assert item.props["Importance"] == "Normal"
+        crm.mailbox().edit(item, Importance="Low")
+        task_pass(crm)
+        activity.refresh_from_db()
+        assert activity.priority == "low"
+        quiet(crm)
+
+
 class TestT4FromOutlook:
     def test_t4_an_outlook_task_becomes_a_crm_task_linked_to_the_one_matching_contact(self, crm):
         ann = f.contact(crm.env, email1="ann@fabrikam.example")
@@ -334,6 +354,17 @@ class TestT6Deletions:
         task_pass(crm)
         assert subjects(crm) == ["Still wanted"]
 
+    def test_t6_an_edit_in_outlook_beats_a_delete_in_the_crm(self, crm):
+        activity = task(crm)
+        task_pass(crm)
+        activity.retire()
+        crm.mailbox().edit(outlook(crm)[0], Subject="Still needed")
+        task_pass(crm)
+        activity = Activity.objects.get(pk=activity.pk)
+        assert activity.subject == "Still needed" and activity.deleted_at is None
+        assert subjects(crm) == ["Still needed"]
+        quiet(crm)
+
     def test_t6_the_safety_limit_holds_a_mass_delete(self, crm):
         crm.configure(safety_limit_minimum=3, safety_limit_percent=20)
         tasks = [task(crm, f"Task {i}") for i in range(10)]
@@ -420,3 +451,30 @@ def push_passes() -> set[tuple]:
         if task["func"] == "synccore.tasks.run_pass" and task["args"][2] == "push":
             found.add(tuple(task["args"][:3]))
     return found
+
+
+class TestH2Move:
+    @pytest.mark.backends("ews")
+    def test_h2_tasks_written_over_ews_are_found_again_over_graph_and_never_imported_twice(
+        self, crm, _graph_process_state
+    ):
+        graph = connection_fields(crm.sim, "graph")
+        graph.pop("backend")
+        crm.configure(**graph)
+        first = task(crm, "Written over EWS")
+        second = task(crm, "Also over EWS", due=date(2027, 4, 1))
+        task_pass(crm)
+        crm.alice.backend = "graph"
+        crm.alice.save()
+        run = task_pass(crm)
+        assert run.outcome == Outcome.SUCCESS, run.error
+        assert Activity.objects.filter(type="task").count() == 2
+        assert len(outlook(crm)) == 2
+        states = set(ItemLink.objects.filter(kind=mapping.TASK).values_list("state", flat=True))
+        assert states == {LinkState.SYNCED}
+        # Still linked: a CRM edit reaches the same To Do task.
+        second.subject = "Edited after the move"
+        second.save()
+        task_pass(crm)
+        assert subjects(crm) == ["Edited after the move", first.subject]
+        quiet(crm)

@@ -110,7 +110,7 @@ class StatusSerializer(serializers.Serializer):
 
 class SyncNowSerializer(serializers.Serializer):
     user = serializers.EmailField(required=False, allow_null=True, default=None)
-    kind = serializers.ChoiceField(choices=["all", "contacts", "calendar", "email"], default="all")
+    kind = serializers.ChoiceField(choices=["all", "contacts", "calendar", "tasks", "email"], default="all")
     full = serializers.BooleanField(default=False)
     # P1: answer what the passes would do (200), write nothing, enqueue nothing.
     dry_run = serializers.BooleanField(default=False)

@@ -380,7 +380,7 @@ class FieldMappingViewSet(EnvironmentScoped, viewsets.ModelViewSet):
 
 RUN_FILTERS = [
     OpenApiParameter("user", OpenApiTypes.STR, description="A sync user's mailbox e-mail."),
-    OpenApiParameter("kind", OpenApiTypes.STR, enum=["contacts", "calendar", "email"]),
+    OpenApiParameter("kind", OpenApiTypes.STR, enum=["contacts", "calendar", "tasks", "email"]),
     OpenApiParameter(
         "outcome", OpenApiTypes.STR, enum=["running", "success", "partial", "held", "failed", "aborted"]
     ),
@@ -394,7 +394,7 @@ RUN_FILTERS = [
 
 class RunFilters(serializers.Serializer):
     user = serializers.CharField(required=False)
-    kind = serializers.ChoiceField(["contacts", "calendar", "email"], required=False)
+    kind = serializers.ChoiceField(["contacts", "calendar", "tasks", "email"], required=False)
     outcome = serializers.ChoiceField(
         ["running", "success", "partial", "held", "failed", "aborted"], required=False
     )

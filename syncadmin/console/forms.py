@@ -174,7 +174,7 @@ def _sorted(fields: dict[str, str]) -> list[tuple[str, str]]:
 class SyncNowForm(forms.Form):
     user = forms.EmailField(required=False)
     kind = forms.ChoiceField(
-        choices=[("all", "all"), ("contacts", "contacts"), ("calendar", "calendar"), ("email", "email")], initial="all"
+        choices=[("all", "all"), ("contacts", "contacts"), ("calendar", "calendar"), ("tasks", "tasks"), ("email", "email")], initial="all"
     )
     full = forms.BooleanField(required=False)
 

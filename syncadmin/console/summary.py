@@ -16,10 +16,10 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
     passes = [
         u[kind]["last_pass"]["finished_at"] or u[kind]["last_pass"]["started_at"]
         for u in users
-        for kind in ("contacts", "calendar")
+        for kind in ("contacts", "calendar", "tasks")
         if u[kind]["last_pass"]
     ]
-    due = [u[kind]["next_due"] for u in users for kind in ("contacts", "calendar") if u[kind]["next_due"]]
+    due = [u[kind]["next_due"] for u in users for kind in ("contacts", "calendar", "tasks") if u[kind]["next_due"]]
     return {
         "healthy": sum(1 for u in users if u["state"] in HEALTHY),
         "unhealthy": sum(1 for u in users if u["state"] in UNHEALTHY),

@@ -28,6 +28,7 @@ from synccore.models import (
     ActivityType,
     FolderState,
     ItemLink,
+    LinkState,
     SyncDirection,
     SyncKind,
     SyncRun,
@@ -81,21 +82,24 @@ class TaskPass(TaskWrites):
         return {activity.pk: activity for activity in found}
 
     def read_changes(self, state: FolderState, by_remote: dict[str, ItemLink]) -> tuple[list[RemoteRef], set[str]]:
+        """Changed refs worth reading (not our own writes) and the ids gone, since the token."""
+        token = state.sync_token
         try:
-            page = self.backend.task_changes(self.mailbox, state.remote_folder_id, state.sync_token)
+            page = self.backend.task_changes(self.mailbox, state.remote_folder_id, token)
         except InvalidSyncToken:
             log.warning("task sync token of %s rejected; reading the folder again", self.mailbox)
+            token = ""
             page = self.backend.task_changes(self.mailbox, state.remote_folder_id, "")
-            state.sync_token = page.token
-            present = {ref.item_id for ref in page.changed}
-            changed = [r for r in page.changed if r.item_id not in by_remote or by_remote[r.item_id].remote_change_key != r.change_key]
-            return changed, set(by_remote) - present
         state.sync_token = page.token
         changed = [
             ref
             for ref in page.changed
             if ref.item_id not in by_remote or by_remote[ref.item_id].remote_change_key != ref.change_key
         ]
+        if not token:
+            # A read from the start lists the folder whole: a linked task it lacks is gone (also one
+            # created after the token a crashed pass left, whose deletion no token reports).
+            return changed, set(by_remote) - {ref.item_id for ref in page.changed}
         return changed, set(page.deleted)
 
     def read_tasks(self, refs: list[RemoteRef], by_remote: dict[str, ItemLink], deleted: set[str]) -> dict[str, TaskItem]:
@@ -145,12 +149,26 @@ class TaskPass(TaskWrites):
         by_remote = {link.remote_id for link in links if link.remote_id}
         pending = {str(link.sync_id): link for link in links if not link.remote_id}
         known = {str(link.sync_id) for link in links}
+        # Lost in a move to Graph (H2): a task EWS wrote carries its sync id where To Do cannot
+        # see it. Found again by subject and due day as last agreed, never imported a second time.
+        lost = {
+            (link.snapshot.get("subject"), link.snapshot.get("due")): link
+            for link in links
+            if link.state == LinkState.NOT_FOUND and link.snapshot
+        }
         steps = []
         for item_id, task in remote.items():
-            if item_id not in by_remote:
-                step = self.planner.foreign(task, pending, known)
-                if step is not None:
-                    steps.append(step)
+            if item_id in by_remote:
+                continue
+            key = ((task.subject or "").strip(), task.due.isoformat() if task.due else None)
+            link = lost.pop(key, None) if not task.sync_id else None
+            if link is not None:
+                reason = "Found again by subject and due day after a change of backend."
+                steps.append(Step(actions.ADOPT, "H2", reason, link=link, task=task))
+                continue
+            step = self.planner.foreign(task, pending, known)
+            if step is not None:
+                steps.append(step)
         return steps
 
     def execute(self) -> bool:

@@ -13,6 +13,7 @@ before it (a CRM task without a start has its due day's midnight as start).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -106,7 +107,8 @@ class Row:
     """One task mapping row as the pass honours it (T3)."""
 
     enabled: bool = True
-    both_ways: bool = True
+    both_ways: bool = True  # Outlook's edits are taken (both ways, or Exchange → CRM)
+    to_mailbox: bool = True  # the CRM's edits are written (both ways, or CRM → Exchange)
 
 
 def mapping_rows(env_id: int) -> dict[str, Row]:
@@ -115,9 +117,11 @@ def mapping_rows(env_id: int) -> dict[str, Row]:
     rows["reminder"] = Row(both_ways=False)
     for row in FieldMapping.objects.filter(environment_id=env_id, entity=mapping.TASK):
         if row.exchange_field in rows:
-            rows[row.exchange_field] = Row(row.enabled, row.direction != mapping.CRM_TO_EXCHANGE)
+            rows[row.exchange_field] = Row(
+                row.enabled, row.direction != mapping.CRM_TO_EXCHANGE, row.direction != mapping.EXCHANGE_TO_CRM
+            )
     for name in ("subject", "status"):  # fixed rows: the pass depends on them
-        rows[name] = Row(True, rows[name].both_ways)
+        rows[name] = dataclasses.replace(rows[name], enabled=True)
     return rows
 
 
@@ -256,7 +260,8 @@ class TaskPlanner:
         """The three-way merge (K8) within the direction (T5) and the mapping rows (T3)."""
         snapshot = link.snapshot or {}
         crm = self.crm(activity)
-        crm_changed = self.changed(snapshot, crm)
+        # A row that goes Exchange → CRM only: the CRM's edit of it is not written (T3).
+        crm_changed = {k for k in self.changed(snapshot, crm) if self.rows[k].to_mailbox}
         if task is None and not crm_changed:
             return []
         ex = self.remote(task) if task is not None else {}
@@ -296,7 +301,10 @@ class TaskPlanner:
         # What both sides hold once the writes are done; fields not written keep the last agreement.
         agreed = {k: ex[k] if k in pull else crm[k] if k in push else snapshot.get(k, crm[k]) for k in crm}
         if self.direction == SyncDirection.BOTH:
-            agreed = {k: ex[k] if k in pull else crm[k] for k in crm}
+            agreed = {
+                k: ex[k] if k in pull else crm[k] if k in push or self.rows[k].to_mailbox else snapshot.get(k, crm[k])
+                for k in crm
+            }
         if pull:
             steps.append(
                 Step(

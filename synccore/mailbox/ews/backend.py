@@ -51,6 +51,8 @@ from synccore.mailbox.ews.client import (
     SERVER_BUILD,
     SYNC_PAGE,
     SyncRetryPolicy,
+    bulk_create,
+    bulk_update,
     item_result,
     requests_sent,
     translate,
@@ -278,24 +280,15 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
             return []
         account = self.account(mailbox)
         folder = self.folder(account, folder_id)
-        items: list[Contact | Exception] = []
-        for card in cards:
-            try:
-                contact = to_contact(card, account, folder)
-                contact.to_xml(version=account.version)  # what exchangelib refuses fails this card only
-                items.append(contact)
-            except (ValueError, TypeError) as exc:
-                items.append(exc)
-        valid = [item for item in items if not isinstance(item, Exception)]
-        results = iter(
-            self.call(account.bulk_create, folder=folder, items=valid, chunk_size=self.config.batch_size)
+        return bulk_create(
+            self.call,
+            account,
+            folder,
+            cards,
+            lambda card: to_contact(card, account, folder),
+            folder_id=folder_id,
+            chunk_size=self.config.batch_size,
         )
-        return [
-            ItemResult(error=translate(item))
-            if isinstance(item, Exception)
-            else item_result(next(results), folder_id)
-            for item in items
-        ]
 
     def update_contacts(
         self, mailbox: str, updates: Sequence[tuple[RemoteRef, ContactCard, Iterable[str]]]
@@ -303,36 +296,15 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
         if not updates:
             return []
         account = self.account(mailbox)
-        prepared: list[tuple[Contact, list[str]] | Exception] = []
-        for ref, card, names in updates:
-            try:
-                contact = to_contact(card, account)
-                contact.id, contact.changekey = ref.item_id, ref.change_key or None
-                contact.to_xml(version=account.version)  # what exchangelib refuses fails this card only
-                fieldnames = ews_fields(names)
-                if card.sync_id:
-                    fieldnames.append(SYNC_ID_FIELD)
-                prepared.append((contact, fieldnames))
-            except (ValueError, TypeError) as exc:
-                prepared.append(exc)
-        valid = [p for p in prepared if not isinstance(p, Exception)]
+
+        def build(card: ContactCard, names: Iterable[str]) -> tuple[Contact, list[str]]:
+            fieldnames = ews_fields(names)
+            if card.sync_id:
+                fieldnames.append(SYNC_ID_FIELD)
+            return to_contact(card, account), fieldnames
+
         # AlwaysOverwrite: the CRM is the source for contacts (C6), whatever Outlook did since.
-        results = iter(
-            self.call(
-                account.bulk_update,
-                items=valid,
-                conflict_resolution="AlwaysOverwrite",
-                chunk_size=self.config.batch_size,
-            )
-        )
-        out = []
-        for (ref, _, _), p in zip(updates, prepared, strict=True):
-            out.append(
-                ItemResult(error=translate(p))
-                if isinstance(p, Exception)
-                else item_result(next(results), ref.folder_id)
-            )
-        return out
+        return bulk_update(self.call, account, updates, build, chunk_size=self.config.batch_size)
 
     def move_items(
         self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()

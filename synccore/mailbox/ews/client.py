@@ -10,7 +10,8 @@ Choices that matter (see DESIGN §7):
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import requests
 import requests.adapters
@@ -125,6 +126,76 @@ def translate(exc: Exception) -> MailboxError:
     if isinstance(exc, ews_errors.ResponseMessageError | ews_errors.EWSError):
         return base.TransientMailboxError(message, code=name)
     raise exc
+
+
+V = TypeVar("V")
+# What building an exchangelib item from a value may raise: bad input of that one item.
+BAD_INPUT = (ValueError, TypeError, KeyError)
+
+
+def bad_input(exc: Exception) -> MailboxError:
+    """A value refused before sending (by exchangelib or the translation): that item's bad input."""
+    if isinstance(exc, ValueError | TypeError):
+        return translate(exc)
+    return base.InvalidItem(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
+
+
+def bulk_create(
+    call: Callable[..., Any],
+    account: Any,
+    folder: Any,
+    values: Sequence[V],
+    build: Callable[[V], Any],
+    *,
+    folder_id: str,
+    chunk_size: int,
+) -> list[ItemResult]:
+    """Create items in batches (``CreateItem``, ``chunk_size`` per request); a value ``build``
+    cannot turn into an item is that item's error, the others are written. In input order."""
+    items: list[Any] = []
+    for value in values:
+        try:
+            item = build(value)
+            item.to_xml(version=account.version)  # what exchangelib refuses fails this item only
+            items.append(item)
+        except BAD_INPUT as exc:
+            items.append(exc)
+    valid = [item for item in items if not isinstance(item, Exception)]
+    results = iter(call(account.bulk_create, folder=folder, items=valid, chunk_size=chunk_size))
+    return [
+        ItemResult(error=bad_input(item)) if isinstance(item, Exception) else item_result(next(results), folder_id)
+        for item in items
+    ]
+
+
+def bulk_update(
+    call: Callable[..., Any],
+    account: Any,
+    updates: Sequence[tuple[RemoteRef, V, Iterable[str]]],
+    build: Callable[[V, Iterable[str]], tuple[Any, list[str]]],
+    *,
+    chunk_size: int,
+) -> list[ItemResult]:
+    """Write the named fields of each value onto its item (``UpdateItem`` in batches), overwriting
+    what the server holds (AlwaysOverwrite: the engine decided what wins before writing). ``build``
+    gives the item and its exchangelib field names; its bad input is that item's error. In order."""
+    prepared: list[tuple[Any, list[str]] | Exception] = []
+    for ref, value, names in updates:
+        try:
+            item, fieldnames = build(value, names)
+            item.id, item.changekey = ref.item_id, ref.change_key or None
+            item.to_xml(version=account.version)  # what exchangelib refuses fails this item only
+            prepared.append((item, fieldnames))
+        except BAD_INPUT as exc:
+            prepared.append(exc)
+    valid = [p for p in prepared if not isinstance(p, Exception)]
+    results = iter(
+        call(account.bulk_update, items=valid, conflict_resolution="AlwaysOverwrite", chunk_size=chunk_size)
+    )
+    return [
+        ItemResult(error=bad_input(p)) if isinstance(p, Exception) else item_result(next(results), ref.folder_id)
+        for (ref, _, _), p in zip(updates, prepared, strict=True)
+    ]
 
 
 def item_result(value: Any, folder_id: str = "") -> ItemResult:

@@ -16,7 +16,7 @@ from exchangelib.folders import Tasks
 
 from synccore.mailbox import base
 from synccore.mailbox.base import ChangePage, ConnectionConfig, ItemResult, MailboxError, RemoteRef, TaskItem
-from synccore.mailbox.ews.client import item_result, translate
+from synccore.mailbox.ews.client import bulk_create, bulk_update, translate
 from synccore.mailbox.ews.translation import SYNC_ID_FIELD, SyncIdProperty
 
 if SYNC_ID_FIELD not in {f.name for f in Task.FIELDS}:
@@ -133,21 +133,15 @@ class TaskOperations:
             return []
         account = self.account(mailbox)
         folder = self.folder(account, folder_id)
-        items: list[Task | Exception] = []
-        for task in tasks:
-            try:
-                items.append(to_task(task, account, folder))
-            except (ValueError, TypeError, KeyError) as exc:
-                items.append(exc)
-        valid = [item for item in items if not isinstance(item, Exception)]
-        results = iter(
-            self.call(account.bulk_create, folder=folder, items=valid, chunk_size=self.config.batch_size)
+        return bulk_create(
+            self.call,
+            account,
+            folder,
+            tasks,
+            lambda task: to_task(task, account, folder),
+            folder_id=folder_id,
+            chunk_size=self.config.batch_size,
         )
-        return [
-            ItemResult(error=base.InvalidItem(str(item))) if isinstance(item, Exception)
-            else item_result(next(results), folder_id)
-            for item in items
-        ]  # fmt: skip
 
     def update_tasks(
         self, mailbox: str, updates: Sequence[tuple[RemoteRef, TaskItem, Iterable[str]]]
@@ -155,32 +149,15 @@ class TaskOperations:
         if not updates:
             return []
         account = self.account(mailbox)
-        prepared: list[tuple[Task, list[str]] | Exception] = []
-        for ref, task, names in updates:
-            try:
-                item = to_task(task, account)
-                item.id, item.changekey = ref.item_id, ref.change_key or None
-                fieldnames = task_fieldnames(names)
-                if task.sync_id:
-                    fieldnames.append(SYNC_ID_FIELD)
-                prepared.append((item, fieldnames))
-            except (ValueError, TypeError, KeyError) as exc:
-                prepared.append(exc)
-        valid = [p for p in prepared if not isinstance(p, Exception)]
+
+        def build(task: TaskItem, names: Iterable[str]) -> tuple[Task, list[str]]:
+            fieldnames = task_fieldnames(names)
+            if task.sync_id:
+                fieldnames.append(SYNC_ID_FIELD)
+            return to_task(task, account), fieldnames
+
         # The engine merged both sides before writing (as for events): the write overwrites.
-        results = iter(
-            self.call(
-                account.bulk_update,
-                items=valid,
-                conflict_resolution="AlwaysOverwrite",
-                chunk_size=self.config.batch_size,
-            )
-        )
-        return [
-            ItemResult(error=base.InvalidItem(str(p))) if isinstance(p, Exception)
-            else item_result(next(results), ref.folder_id)
-            for (ref, _, _), p in zip(updates, prepared, strict=True)
-        ]  # fmt: skip
+        return bulk_update(self.call, account, updates, build, chunk_size=self.config.batch_size)
 
     def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         return self.delete_items(mailbox, refs)
