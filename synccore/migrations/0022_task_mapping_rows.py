@@ -40,7 +40,7 @@ def add_task_rows(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('synccore', '0020_custom_fields'),
+        ('synccore', '0021_decisions'),
     ]
 
     operations = [
