@@ -113,7 +113,8 @@ def test_o6_each_delivery_is_recorded_in_the_audit_log(alerting, mailoutbox):
         "",
         crm.env.pk,
     )
-    assert entry.target == "user_unhealthy" and entry.changes["channels"] == ["email", "webhook"]
+    assert entry.target == "user_unhealthy" and entry.changes["channels"] == "email, webhook"
+    assert "nobody@contoso.example (contacts) needs attention" in entry.changes["events"]
 
 
 def test_o6_a_running_environment_that_degrades_says_so_in_the_same_message(alerting, mailoutbox):
@@ -233,3 +234,18 @@ def test_o6_a_graph_push_failure_is_told(crm_graph, webhook_receiver, mailoutbox
     (event,) = alerts.observe(crm.env.pk)
     assert (event["event"], event["user"], event["kind"]) == ("push_lost", "alice@contoso.example", "calendar")
     assert mailoutbox == []  # no addresses: the webhook alone
+
+
+def test_o2_an_expiring_client_secret_is_in_needs_attention_and_the_status(crm, client):
+    from tests.fixtures.api import user_with_role
+
+    expires = timezone.localdate() + timedelta(days=5)
+    crm.configure(oauth_client_secret="s3cret", oauth_client_secret_expires_on=expires)
+    secret = runtime.status(crm.env.pk)["secret"]
+    assert (secret["state"], secret["expires_on"]) == ("expiring", expires.isoformat())
+    client.force_login(user_with_role("viewer"))
+    page = client.get(f"/environments/{crm.env.pk}/?tab=attention").content.decode()
+    assert 'data-attention="secret"' in page and f"expires on {expires:%Y-%m-%d}" in page
+    assert '<span class="count">1</span>' in page.split('data-tab="attention"', 1)[1].split("</a>", 1)[0]
+    crm.configure(oauth_client_secret_expires_on=expires + timedelta(days=365))
+    assert runtime.status(crm.env.pk)["secret"]["state"] == "valid"

@@ -97,6 +97,12 @@ class UserStatusSerializer(serializers.Serializer):
     )
 
 
+class SecretStatusSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["unwatched", "valid", "expiring", "expired"])
+    reason = serializers.CharField(allow_blank=True)
+    expires_on = serializers.DateField(allow_null=True)
+
+
 class StatusSerializer(serializers.Serializer):
     environment = serializers.CharField()
     id = serializers.IntegerField()
@@ -106,6 +112,7 @@ class StatusSerializer(serializers.Serializer):
     queue_depth = serializers.IntegerField()
     workers = serializers.ListField(child=serializers.DictField())
     users = UserStatusSerializer(many=True)
+    secret = SecretStatusSerializer(help_text="The Graph client secret's expiry (O2, O6).")
 
 
 class SyncNowSerializer(serializers.Serializer):

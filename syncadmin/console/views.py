@@ -261,6 +261,7 @@ def _render_environment(
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
         "attention_filings": runtime.ambiguous_filings(env.pk),
         "attention_entries": _attention_entries(status_body, users),
+        "attention_secret": status_body["secret"] if status_body["secret"]["state"] in ("expiring", "expired") else None,
         "kinds": [kind.value for kind in runtime.KINDS],
         "audit_entries": AuditEntry.objects.filter(environment=env)[:20],
         "active_tab": tab or _tab(request),
@@ -312,7 +313,8 @@ def _tabs(context: dict) -> list[tuple[str, str, int]]:
         "conflicts": sum(1 for c in context["conflicts"] if not c.resolved_at),
         "attention": len(context["attention_items"])
         + len(context["attention_entries"])
-        + len(context["attention_filings"]),
+        + len(context["attention_filings"])
+        + (1 if context["attention_secret"] else 0),
     }
     return [(name, title, counts.get(name, 0)) for name, title in TABS]
 

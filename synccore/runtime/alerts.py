@@ -80,7 +80,8 @@ def _environment_state(env: Environment, user_states: dict[str, str]) -> tuple[s
     return "healthy", ""
 
 
-def _secret_state(env: Environment, today: date) -> tuple[str, str]:
+def secret_state(env: Environment, today: date) -> tuple[str, str]:
+    """The client secret's state (unwatched, valid, expiring, expired) and what to do about it."""
     s = env.settings
     expires = s.oauth_client_secret_expires_on
     if expires is None or not s.oauth_client_secret:
@@ -123,7 +124,7 @@ def current_states(env: Environment) -> dict[str, dict[str, str]]:
             }
     state, reason = _environment_state(env, user_states)
     out["environment"] = {"state": state, "reason": reason, "user": "", "kind": ""}
-    state, reason = _secret_state(env, timezone.localdate())
+    state, reason = secret_state(env, timezone.localdate())
     out["secret"] = {"state": state, "reason": reason, "user": "", "kind": ""}
     items = ItemLink.objects.filter(environment=env, state__in=ATTENTION_ITEMS).count()
     out["items"] = {
@@ -317,9 +318,10 @@ def _audit(env: Environment, events: list[dict[str, str]], outcome: dict[str, st
         environment=env,
         action="alert_sent",
         target=", ".join(sorted({e["event"] for e in events}))[:255],
+        # Plain text, not lists: the audit table reads a two-item list as "before → after".
         changes={
-            "events": [_line(e) for e in events][:50],
-            "channels": sorted(outcome),
+            "events": "; ".join(_line(e) for e in events[:50]),
+            "channels": ", ".join(sorted(outcome)),
             "attempt": attempt + 1,
         },
         via="worker",

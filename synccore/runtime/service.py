@@ -391,7 +391,15 @@ def status(environment_id: int) -> dict[str, Any]:
         "queue_depth": queue.queue_depth(),
         "workers": queue.live_clusters(),
         "users": rows,
+        "secret": _secret(env),
     }
+
+
+def _secret(env: Environment) -> dict[str, Any]:
+    """The client secret's expiry as Needs attention shows it (O2): expiring within 30 days, or expired."""
+    state, reason = alerts.secret_state(env, timezone.localdate())
+    expires = env.settings.oauth_client_secret_expires_on
+    return {"state": state, "reason": reason, "expires_on": expires.isoformat() if expires else None}
 
 
 def _last_runs(env: Environment) -> dict[tuple[int, str], SyncRun]:
