@@ -212,3 +212,18 @@ def test_a_back_office_edit_is_type_checked_and_records_new_keys(admin_client, a
     contact.refresh_from_db()
     assert contact.custom_fields == {"seats": 4, "tier": "A"}
     assert CustomField.types(env.pk, "contact") == {"seats": "number", "tier": "text"}
+
+
+def test_a_long_custom_text_fits_an_extended_property_but_not_a_255_character_field(crm):
+    _contact(crm, history="x" * 1000)
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:history", exchange_field="property:History"
+    )
+    assert crm.contacts_pass().created == 1
+    (item,) = crm.mailbox().contacts()
+    assert _property(item, "History") == "x" * 1000
+    FieldMapping.objects.create(
+        environment=crm.env, entity="contact", crm_field="custom:history", exchange_field="office_location"
+    )
+    run = crm.contacts_pass()
+    assert run.skipped == 1 and "Office" in Contact.objects.get().links.get().last_error

@@ -141,7 +141,7 @@ def validate_card(card: ContactCard, *, is_company: bool) -> None:
         except ValidationError:
             raise BadInput(f"{_label(name)} “{value}” is not a valid e-mail address.") from None
     for name, value in card.mapped_values().items():
-        limit = NOTES_LIMIT if name == "notes" else TEXT_LIMIT
+        limit = NOTES_LIMIT if name == "notes" or mapping.is_property(name) else TEXT_LIMIT
         if isinstance(value, str) and len(value) > limit:
             raise BadInput(
                 f"{_label(name)} is longer than Exchange allows ({len(value)} > {limit} characters)."
