@@ -41,7 +41,8 @@ ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_u
 def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
     """exchange_sim as its own process; its EWS, Graph and token endpoints and its CA bundle,
     read from the lines it prints (keys: url, graph_url, token_url, ca_bundle)."""
-    args = [PYTHON, "-m", "exchange_sim", "--port", "0", "--latency-ms", str(latency_ms)]
+    entry = [str(PROJECT / "bench" / "_simprofile.py")] if os.environ.get("BENCH_PROFILE") else ["-m", "exchange_sim"]
+    args = [PYTHON, *entry, "--port", "0", "--latency-ms", str(latency_ms)]
     for mailbox in mailboxes:
         args += ["--mailbox", mailbox]
     proc = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, text=True)
@@ -215,17 +216,30 @@ def step_django() -> None:
 class Meter:
     """Wall time and CPU time of one measured section of a step process: the product's own (this
     process, ``resource.getrusage``) and the simulator's (its ``/proc/<pid>/stat``, the pid from
-    BENCH_SIM_PID, which start_simulator sets). ``stop()`` gives wall_s, cpu_s, sim_cpu_s."""
+    BENCH_SIM_PID, which start_simulator sets). ``stop()`` gives wall_s, cpu_s, sim_cpu_s.
+
+    With BENCH_PROFILE=DIR in the environment, the section runs under cProfile, written to
+    DIR/product-<pid>.prof (and the simulator's request threads to DIR/simulator.prof)."""
 
     def __init__(self) -> None:
+        self.profile = None
+        if os.environ.get("BENCH_PROFILE"):
+            import cProfile
+
+            self.profile = cProfile.Profile()
         self.sim_pid = int(os.environ.get("BENCH_SIM_PID") or 0)
         self.sim_started = cpu_seconds(pid=self.sim_pid) if self.sim_pid else 0.0
         self.cpu_started = own_cpu_seconds()
         self.started = time.perf_counter()
+        if self.profile is not None:
+            self.profile.enable()
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self.started
         cpu = own_cpu_seconds() - self.cpu_started
+        if self.profile is not None:
+            self.profile.disable()
+            self.profile.dump_stats(os.path.join(os.environ["BENCH_PROFILE"], f"product-{os.getpid()}.prof"))
         sim = (cpu_seconds(pid=self.sim_pid) - self.sim_started) if self.sim_pid else 0.0
         return {"wall_s": wall, "cpu_s": cpu, "sim_cpu_s": sim}
 

@@ -22,7 +22,7 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
-from synccore.mailbox.ews.client import FIND_PAGE, item_result, translate
+from synccore.mailbox.ews.client import FIND_PAGE, item_result, serialize_once, translate
 from synccore.mailbox.ews.translation import (
     event_fieldnames,
     ews_timezone,
@@ -32,11 +32,15 @@ from synccore.mailbox.ews.translation import (
 )
 
 
-def checked(item: CalendarItem, account: Account) -> CalendarItem:
+def checked(item: CalendarItem, account: Account, *, create: bool = False) -> CalendarItem:
     """The item, once exchangelib has serialized it: a value it refuses (it checks only while it
-    sends a whole batch) fails this item (InvalidItem), never the batch or the pass (DESIGN §5)."""
+    sends a whole batch) fails this item (InvalidItem), never the batch or the pass (DESIGN §5).
+    An item to create is not serialized again for its batch (``serialize_once``)."""
     try:
-        item.to_xml(version=account.version)
+        if create:
+            serialize_once(item, account.version)
+        else:
+            item.to_xml(version=account.version)
     except (ValueError, TypeError) as exc:
         raise base.InvalidItem(f"Exchange cannot take this event: {exc}") from exc
     return item
@@ -153,7 +157,7 @@ class CalendarOperations:
         prepared: list[CalendarItem | MailboxError] = []
         for event in events:
             try:
-                prepared.append(checked(to_calendar_item(event, account, folder), account))
+                prepared.append(checked(to_calendar_item(event, account, folder), account, create=True))
             except MailboxError as exc:
                 prepared.append(exc)
         valid = [p for p in prepared if not isinstance(p, MailboxError)]
