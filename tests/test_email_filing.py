@@ -381,3 +381,21 @@ def test_k14_graph_subscribes_to_the_messages_and_a_marked_message_enqueues_an_e
             pushed.add(tuple(task["args"][:3]))
     assert (filing.alice.pk, "email", "push") in pushed
     assert graph_push.maintain(filing.env.pk) == {"created": 0, "renewed": 0, "removed": 0, "failed": 0}
+
+
+def test_e1_an_environment_that_only_files_emails_can_start(filing):
+    filing.configure(synchronize_contacts=False, synchronize_activities=False, file_emails=True)
+    assert not any("Turn on" in p for p in filing.settings.connection_problems())
+    filing.configure(file_emails=False)
+    assert any("e-mail filing" in p for p in filing.settings.connection_problems())
+
+
+def test_the_console_offers_the_email_filing_settings_and_the_users_switch(filing, client):
+    client.force_login(user_with_role("administrator"))
+    page = client.get(f"/environments/{filing.env.pk}/?tab=settings").content.decode()
+    assert "E-mail filing" in page
+    for name in ("file_emails", "file_emails_from", "email_filing_category", "email_filed_category", "track_all_emails",
+                 "email_body_limit"):  # fmt: skip
+        assert f'name="{name}"' in page, name
+    edit = client.get(f"/environments/{filing.env.pk}/users/{filing.alice.pk}/edit/").content.decode()
+    assert 'name="email_enabled"' in edit

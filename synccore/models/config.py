@@ -443,8 +443,8 @@ class SyncSettings(models.Model):
             problem = ca_bundle_problem(self.ca_bundle)
             if problem:
                 problems.append(problem)
-        if not (self.synchronize_contacts or self.synchronize_activities or self.synchronize_tasks):
-            problems.append("Turn on contact, activity or task synchronization.")
+        if not (self.synchronize_contacts or self.synchronize_activities or self.synchronize_tasks or self.file_emails):
+            problems.append("Turn on contact, activity or task synchronization, or e-mail filing.")
         return problems
 
 
