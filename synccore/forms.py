@@ -39,6 +39,7 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "oauth_client_secret_expires_on",
             "graph_endpoint",
             "authority_url",
+            "domino_url",
             "ca_bundle",
             "allow_plain_http",
         ],

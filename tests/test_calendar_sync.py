@@ -13,7 +13,7 @@ from synccore.sync.calendar import CalendarSyncDisabled, run_calendar_pass
 from synccore.sync.connection import open_backend
 from tests.fixtures import factories as f
 
-pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph", "domino")]
 
 
 @pytest.fixture
@@ -372,6 +372,8 @@ class TestDeletions:
     def test_k9_an_event_outlook_moved_to_deleted_items_counts_as_deleted(self, crm, start, recurrence):
         # Outlook deletes to Deleted Items, where the event keeps its (immutable) id and can still
         # be read by it: over Graph, only being gone from the calendar says it was deleted.
+        if recurrence:
+            crm.domino_differs("repeating entries are not synchronized yet")
         activity = meeting(crm, start, subject="Review", recurrence=recurrence)
         calendar_pass(crm)
         crm.mailbox().delete(crm.mailbox().events()[0])
@@ -455,15 +457,20 @@ class TestCost:
         crm.sim.counters.reset()
         assert calendar_pass(crm).created == 7
         counters = crm.sim.counters
-        creates = (
-            counters["graph.$batch"] + counters["graph.events.create"] if crm.is_graph else counters["CreateItem"]
-        )
-        assert creates == 3 + 1  # 5 appointments in batches of 2, the 2 meetings in one
+        if crm.backend == "domino":
+            # The Domino REST API has no batch: one request per entry (docs/domino.md).
+            assert counters["domino.calendar.create"] == 7
+        else:
+            creates = (
+                counters["graph.$batch"] + counters["graph.events.create"] if crm.is_graph else counters["CreateItem"]
+            )
+            assert creates == 3 + 1  # 5 appointments in batches of 2, the 2 meetings in one
         assert len(crm.mailbox(crm.bob).events()) == 2  # the invitations went out
 
 
 class TestRecurrence:
     def test_k10_a_crm_series_is_written_as_an_exchange_series_and_stays_quiet(self, crm, start):
+        crm.domino_differs("repeating entries are not synchronized yet")
         f.activity(
             crm.env,
             subject="Weekly",
@@ -479,6 +486,7 @@ class TestRecurrence:
         assert (run.updated, run.conflicts) == (0, 0)
 
     def test_k10_an_outlook_series_is_imported_with_its_pattern(self, crm, start):
+        crm.domino_differs("repeating entries are not synchronized yet")
         crm.mailbox().create_event(
             "Standup",
             start,

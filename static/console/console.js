@@ -221,13 +221,16 @@ document.addEventListener("change", (event) => {
 // A hybrid environment (H1) shows the connection of every backend its sync users have of their own.
 function applies(condition, backend, authType, usersBackends) {
   const graph = backend === "graph" || usersBackends.includes("graph");
-  const ews = backend !== "graph" || usersBackends.includes("ews");
+  const ews = !["graph", "domino"].includes(backend) || usersBackends.includes("ews");
+  const domino = backend === "domino" || usersBackends.includes("domino");
   return {
     "": true,
     ews: ews,
-    "ews-password": ews && ["ntlm", "basic"].includes(authType),
+    "ews-password": (ews && ["ntlm", "basic"].includes(authType)) || domino,
     oauth: graph || (ews && authType === "oauth2"),
     graph: graph,
+    domino: domino,
+    tls: graph || domino,
   }[condition];
 }
 

@@ -28,7 +28,8 @@ SHOWN_WHEN = {
     "oauth_client_secret_expires_on": "oauth",
     "graph_endpoint": "graph",
     "authority_url": "graph",
-    "ca_bundle": "graph",
+    "domino_url": "domino",
+    "ca_bundle": "tls",
 }
 
 
@@ -37,13 +38,16 @@ def applies(condition: str, backend: str, auth_type: str, users_backends: frozen
     for the backend a sync user of the environment has of its own (H1: a hybrid environment
     holds the EWS and the Graph connection side by side)."""
     graph = backend == Backend.GRAPH or Backend.GRAPH in users_backends
-    ews = backend != Backend.GRAPH or Backend.EWS in users_backends
+    ews = backend not in (Backend.GRAPH, Backend.DOMINO) or Backend.EWS in users_backends
+    domino = backend == Backend.DOMINO or Backend.DOMINO in users_backends
     return {
         "": True,
         "ews": ews,
-        "ews-password": ews and auth_type in (AuthType.NTLM, AuthType.BASIC),
+        "ews-password": (ews and auth_type in (AuthType.NTLM, AuthType.BASIC)) or domino,
+        "domino": domino,
         "oauth": graph or (ews and auth_type == AuthType.OAUTH2),
         "graph": graph,
+        "tls": graph or domino,
     }[condition]
 
 

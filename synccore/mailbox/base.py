@@ -435,7 +435,7 @@ class ChangePage:
 class ConnectionConfig:
     """Everything a backend needs, taken from the environment's settings by the engine."""
 
-    backend: str  # "ews" | "graph"
+    backend: str  # "ews" | "graph" | "domino"
     ews_url: str = ""
     autodiscover_email: str = ""
     auth_type: str = "basic"  # ntlm | basic | oauth2
@@ -446,6 +446,7 @@ class ConnectionConfig:
     client_secret: str = ""
     graph_endpoint: str = ""
     authority_url: str = ""
+    domino_url: str = ""  # the Domino REST API base (``/v1/auth`` and ``/pim-v1/…`` hang from it)
     ca_bundle: str = ""
     impersonation: bool = True
     batch_size: int = 100

@@ -64,6 +64,7 @@ class Environment(models.Model):
 class Backend(models.TextChoices):
     EWS = "ews", "Exchange Server (EWS)"
     GRAPH = "graph", "Exchange Online (Microsoft Graph)"
+    DOMINO = "domino", "HCL Domino (REST API)"
 
 
 class AuthType(models.TextChoices):
@@ -105,7 +106,7 @@ class PersonalDeletionPolicy(models.TextChoices):
 
 SECRET_FIELDS = ("service_password", "oauth_client_secret")
 # Endpoints that receive credentials: plain http only to this machine, unless allowed.
-PLAIN_HTTP_CHECKED = ("ews_url", "graph_endpoint", "authority_url")
+PLAIN_HTTP_CHECKED = ("ews_url", "graph_endpoint", "authority_url", "domino_url")
 
 
 # A bundle of every public CA is about 250 KB; a file far larger is not one.
@@ -191,6 +192,12 @@ class SyncSettings(models.Model):
     )
     authority_url = models.URLField(
         "token authority", blank=True, help_text="Empty: https://login.microsoftonline.com/<tenant id>."
+    )
+    domino_url = models.URLField(
+        "Domino REST API URL",
+        blank=True,
+        help_text="HCL Domino mail files: the REST API base that /v1/auth and /pim-v1/… hang from, "
+        "e.g. https://domino.example.com:8880/api. The service account and its password log in.",
     )
     allow_plain_http = models.BooleanField(
         "allow plain http",
@@ -391,7 +398,7 @@ class SyncSettings(models.Model):
         oauth = ("authority_url", "graph_endpoint", "ca_bundle", "oauth_tenant_id")
         if self.auth_type == AuthType.OAUTH2:
             oauth = (*oauth, "ews_url")
-        return {"service_password": ("ews_url", "autodiscover_email"), "oauth_client_secret": oauth}
+        return {"service_password": ("ews_url", "autodiscover_email", "domino_url"), "oauth_client_secret": oauth}
 
     def _redirected_secrets(self) -> dict[str, list[str]]:
         """A stored secret may not follow a changed destination unless it is entered again: else
@@ -438,6 +445,13 @@ class SyncSettings(models.Model):
             for field in ("oauth_tenant_id", "oauth_client_id", "oauth_client_secret"):
                 if not getattr(self, field):
                     problems.append(f"Give the {self._meta.get_field(field).verbose_name}.")
+        if Backend.DOMINO in in_use:
+            if not self.domino_url:
+                problems.append("Give the Domino REST API URL.")
+            if not self.service_account:
+                problems.append("Give the service account.")
+            if not self.service_password:
+                problems.append("Give the service account's password.")
         if Backend.GRAPH in in_use and self.ca_bundle:
             # Checked on save too; the file may have changed since (replaced, removed).
             problem = ca_bundle_problem(self.ca_bundle)

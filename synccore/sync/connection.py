@@ -27,6 +27,7 @@ def connection_config(sync_settings: SyncSettings, backend: str = "") -> Connect
         client_secret=sync_settings.oauth_client_secret,
         graph_endpoint=sync_settings.graph_endpoint,
         authority_url=sync_settings.authority_url,
+        domino_url=sync_settings.domino_url,
         ca_bundle=sync_settings.ca_bundle,
         impersonation=sync_settings.access_type == AccessType.IMPERSONATION,
         batch_size=sync_settings.batch_size,
@@ -57,6 +58,10 @@ def backend_class(backend: str) -> type[MailboxBackend]:
         from synccore.mailbox.graph import GraphBackend
 
         return GraphBackend
+    if backend == Backend.DOMINO:
+        from synccore.mailbox.domino import DominoBackend
+
+        return DominoBackend
     from synccore.mailbox.ews import EwsBackend
 
     return EwsBackend
@@ -86,6 +91,8 @@ def server_name(sync_settings: SyncSettings, backend: str = "") -> str:
     environment's)."""
     if (backend or sync_settings.backend) == Backend.GRAPH:
         return GRAPH
+    if (backend or sync_settings.backend) == Backend.DOMINO:
+        return f"HCL Domino at {sync_settings.domino_url}" if sync_settings.domino_url else "HCL Domino"
     if sync_settings.ews_url:
         return f"Exchange at {sync_settings.ews_url}"
     return "Exchange"

@@ -1,0 +1,267 @@
+"""Calendar events ⇄ the Domino REST API's JSCalendar ``jsevent`` JSON, and the change token.
+
+An entry is known by its ``uid`` (the id of ``/calendar/{calid}/{calentryid}``) and versioned by
+``updated`` (the change key). The sync id rides in ``AdditionalFields.CrmSyncId``. Times: ``start``
+is a local date-time in ``timeZone`` (IANA), ``duration`` an ISO 8601 duration; an all-day entry
+has ``showWithoutTime`` and whole days.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from synccore.mailbox import base
+from synccore.mailbox.base import Attendee, CalendarEvent, RemoteRef
+
+SYNC_ID_FIELD = "CrmSyncId"
+_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_RESPONSES = {
+    "accepted": "Accept",
+    "declined": "Decline",
+    "tentative": "Tentative",
+    "needs-action": "NoResponseReceived",
+}
+# Engine field → the JSCalendar properties that carry it.
+_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "subject": ("title",),
+    "body": ("description", "descriptionContentType"),
+    "location": ("locations",),
+    "start": ("start", "duration", "timeZone", "showWithoutTime"),
+    "end": ("start", "duration", "timeZone", "showWithoutTime"),
+    "is_all_day": ("start", "duration", "timeZone", "showWithoutTime"),
+    "time_zone": ("start", "duration", "timeZone", "showWithoutTime"),
+    "is_private": ("privacy",),
+    "reminder_minutes": ("alerts",),
+    "attendees": ("participants",),
+    "recurrence": ("recurrenceRules",),
+}
+
+
+# --- The change token ---------------------------------------------------------------------------
+
+
+@dataclass
+class CalendarToken:
+    """What the last listing saw: each entry's ``updated`` stamp, and where the window ended."""
+
+    stamps: dict[str, str] = field(default_factory=dict)
+    window_end: str = ""
+
+    def dump(self) -> str:
+        return "domino:" + json.dumps({"s": self.stamps, "w": self.window_end}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, token: str) -> CalendarToken | None:
+        """None for '' (from the start); InvalidSyncToken for another backend's token."""
+        if not token:
+            return None
+        if not token.startswith("domino:"):
+            raise base.InvalidSyncToken("The calendar token is not a Domino one.", code="ForeignToken")
+        try:
+            data = json.loads(token[7:])
+            return cls(dict(data["s"]), str(data.get("w") or ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise base.InvalidSyncToken(f"The Domino calendar token cannot be read ({exc}).") from exc
+
+
+# --- Reading --------------------------------------------------------------------------------------
+
+
+def parse_duration(text: Any) -> timedelta:
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def duration_text(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = "P" + (f"{days}D" if days else "")
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (f"{secs}S" if secs else "")
+    text += f"T{clock}" if clock else ""
+    return text if text != "P" else "PT0S"
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise base.InvalidItem(f"unknown time zone {name!r}", code="UnknownZone") from exc
+
+
+def ref_of(entry: dict[str, Any], folder_id: str) -> RemoteRef:
+    return RemoteRef(str(entry["uid"]), str(entry.get("updated") or ""), folder_id)
+
+
+def parse_utc(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> CalendarEvent:
+    """A JSCalendar entry as the engine's event; InvalidItem for one it cannot read."""
+    title = entry.get("title") or "(no subject)"
+    if entry.get("recurrenceRules") or entry.get("recurrenceOverrides"):
+        raise base.InvalidItem(
+            f"“{title}” is a repeating Notes entry: repeating entries are not synchronized over Domino yet "
+            "(docs/domino.md).",
+            code="RecurrenceNotSupported",
+        )
+    zone_name = str(entry.get("timeZone") or "UTC")
+    zone = _zone(zone_name)
+    try:
+        local = datetime.fromisoformat(str(entry["start"]).rstrip("Z"))
+        length = parse_duration(entry.get("duration") or "PT0S")
+    except (KeyError, ValueError) as exc:
+        raise base.InvalidItem(f"“{title}” has no readable start or duration ({exc}).") from exc
+    organizer, attendees, my_status = "", [], ""
+    for participant in (entry.get("participants") or {}).values():
+        address = str(participant.get("email") or "").lower()
+        if not address:
+            continue
+        roles = participant.get("roles") or {}
+        status = str(participant.get("participationStatus") or "needs-action")
+        if roles.get("owner"):
+            organizer = address
+            continue
+        if address == mailbox.lower():
+            my_status = status
+        attendees.append(
+            Attendee(
+                email=address,
+                name=str(participant.get("name") or ""),
+                required=not roles.get("optional") and not roles.get("informational"),
+                response=_RESPONSES.get(status, "NoResponseReceived"),
+            )
+        )
+    organizer = organizer or mailbox.lower()
+    locations = [v for v in (entry.get("locations") or {}).values() if isinstance(v, dict)]
+    reminder = None
+    for alert in (entry.get("alerts") or {}).values():
+        offset = str(((alert or {}).get("trigger") or {}).get("offset") or "")
+        if offset.startswith("-"):
+            reminder = int(parse_duration(offset[1:]).total_seconds() // 60)
+            break
+    event = CalendarEvent(
+        subject=str(entry.get("title") or ""),
+        body=str(entry.get("description") or ""),
+        location=str(locations[0].get("name") or "") if locations else "",
+        time_zone=zone.key,
+        is_private=entry.get("privacy") in ("private", "secret"),
+        reminder_minutes=reminder,
+        organizer=organizer,
+        attendees=attendees,
+        uid=str(entry.get("uid") or ""),
+        is_meeting=bool(attendees),
+        is_cancelled=entry.get("status") == "cancelled",
+        my_response="Organizer"
+        if organizer == mailbox.lower()
+        else _RESPONSES.get(my_status, "NoResponseReceived"),
+        sync_id=str((entry.get("AdditionalFields") or {}).get(SYNC_ID_FIELD) or ""),
+        ref=ref_of(entry, folder_id),
+        last_modified=parse_utc(entry.get("updated")),
+    )
+    if entry.get("showWithoutTime"):
+        days = max(length.days, 1)
+        event.is_all_day = True
+        event.start_date = local.date()
+        event.end_date = local.date() + timedelta(days=days)
+        event.start = datetime.combine(event.start_date, time.min, zone).astimezone(UTC)
+        event.end = datetime.combine(event.end_date, time.min, zone).astimezone(UTC)
+    else:
+        event.start = local.replace(tzinfo=zone).astimezone(UTC)
+        event.end = event.start + length
+    return event
+
+
+# --- Writing --------------------------------------------------------------------------------------
+
+
+def _participant_key(address: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address.lower()}"))
+
+
+def entry_body(event: CalendarEvent, mailbox: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSCalendar JSON of the named fields (all when None); the sync id always."""
+    if event.recurrence and (names is None or "recurrence" in set(names)):
+        raise base.InvalidItem(
+            "Repeating appointments are not written to Domino yet (docs/domino.md).",
+            code="RecurrenceNotSupported",
+        )
+    wanted: set[str] = set()
+    for name in _PROPERTIES if names is None else names:
+        wanted.update(_PROPERTIES.get(name, ()))
+    body: dict[str, Any] = {"@type": "jsevent"} if names is None else {}
+    if "title" in wanted:
+        body["title"] = event.subject
+    if "description" in wanted:
+        body["description"] = event.body
+        body["descriptionContentType"] = "text/plain"
+    if "locations" in wanted:
+        body["locations"] = {"1": {"@type": "Location", "name": event.location}} if event.location else {}
+    if "start" in wanted:
+        zone = _zone(event.time_zone or "UTC")
+        body["timeZone"] = zone.key
+        if event.is_all_day:
+            first: date = event.start_date or event.start.astimezone(zone).date()
+            last: date = event.end_date or event.end.astimezone(zone).date()
+            body["start"] = datetime.combine(first, time.min).strftime("%Y-%m-%dT%H:%M:%S")
+            body["duration"] = f"P{max((last - first).days, 1)}D"
+            body["showWithoutTime"] = True
+        else:
+            body["start"] = event.start.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
+            body["duration"] = duration_text(event.end - event.start)
+            body["showWithoutTime"] = False
+    if "privacy" in wanted:
+        body["privacy"] = "private" if event.is_private else "public"
+    if "alerts" in wanted:
+        body["alerts"] = (
+            {
+                "1": {
+                    "@type": "Alert",
+                    "trigger": {
+                        "@type": "OffsetTrigger",
+                        "offset": f"-PT{event.reminder_minutes}M",
+                        "relativeTo": "start",
+                    },
+                }
+            }
+            if event.reminder_minutes is not None
+            else {}
+        )
+    if "participants" in wanted:
+        participants: dict[str, Any] = {}
+        if event.attendees:
+            owner = event.organizer or mailbox
+            participants[_participant_key(owner)] = {
+                "@type": "Participant",
+                "email": owner,
+                "roles": {"owner": True, "chair": True},
+            }
+        for attendee in event.attendees:
+            participants[_participant_key(attendee.email)] = {
+                "@type": "Participant",
+                "email": attendee.email,
+                **({"name": attendee.name} if attendee.name else {}),
+                "roles": {"attendee": True} if attendee.required else {"optional": True},
+            }
+        body["participants"] = participants
+    if event.sync_id:
+        body["AdditionalFields"] = {SYNC_ID_FIELD: event.sync_id}
+    return body
