@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("synccore", "0020_custom_fields"),
+        ("synccore", "0022_task_mapping_rows"),
     ]
 
     operations = [
