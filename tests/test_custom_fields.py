@@ -227,3 +227,22 @@ def test_a_long_custom_text_fits_an_extended_property_but_not_a_255_character_fi
     )
     run = crm.contacts_pass()
     assert run.skipped == 1 and "Office" in Contact.objects.get().links.get().last_error
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_company_custom_field_reaches_its_contact_card(crm):
+    crm.configure(synchronize_companies=True)
+    result = crmio.upsert(crm.env, "companies", {"external_id": "C-1", "name": "Fabrikam", "custom_fields": {"tier": "A"}})
+    assert result.status == "created", result.errors
+    FieldMapping.objects.create(
+        environment=crm.env, entity="company", crm_field="custom:tier", exchange_field="property:Tier"
+    )
+    crm.contacts_pass()
+    (card,) = crm.mailbox().contacts()
+    assert _property(card, "Tier") == "A"
+
+
+def test_the_console_mapping_tab_offers_the_custom_keys(admin_client, admin_api, env):
+    upsert(admin_api, env, "contacts", [{"external_id": "P-1", "last_name": "Lee", "custom_fields": {"region": "EMEA"}}])
+    page = admin_client.get(f"/environments/{env.pk}/?tab=mapping").content.decode()
+    assert "custom:region" in page and "property:region" in page
