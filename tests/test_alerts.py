@@ -249,3 +249,27 @@ def test_o2_an_expiring_client_secret_is_in_needs_attention_and_the_status(crm, 
     assert '<span class="count">1</span>' in page.split('data-tab="attention"', 1)[1].split("</a>", 1)[0]
     crm.configure(oauth_client_secret_expires_on=expires + timedelta(days=365))
     assert runtime.status(crm.env.pk)["secret"]["state"] == "valid"
+
+
+def test_o6_a_test_alert_reaches_both_channels_and_needs_one(alerting, mailoutbox, admin_api):
+    crm, receiver = alerting
+    response = admin_api.post(f"/api/v1/environments/{crm.env.pk}/test-alert/")
+    assert response.status_code == 202 and response.json() == {"channels": ["email", "webhook"]}
+    run_deliveries()
+    assert len(mailoutbox) == 1 and "sent a test alert" in mailoutbox[0].subject
+    (post,) = receiver.posts
+    assert set(post[1]) == PINNED_KEYS and post[1]["event"] == "test"
+    crm.configure(alert_emails="", alert_webhook_url="")
+    response = admin_api.post(f"/api/v1/environments/{crm.env.pk}/test-alert/")
+    assert response.status_code == 409 and "Settings" in response.json()["detail"]
+
+
+def test_o6_the_console_sends_a_test_alert(alerting, mailoutbox, client):
+    from tests.fixtures.api import user_with_role
+
+    crm, receiver = alerting
+    client.force_login(user_with_role("operator"))
+    page = client.post(f"/environments/{crm.env.pk}/test-alert/", follow=True).content.decode()
+    assert "A test alert of Sync test is on its way" in page
+    run_deliveries()
+    assert len(mailoutbox) == 1 and len(receiver.posts) == 1

@@ -160,6 +160,12 @@ class SwitchReportSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
 
 
+class TestAlertSerializer(serializers.Serializer):
+    channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=["email", "webhook"]), help_text="Where the test alert goes."
+    )
+
+
 class TestMailboxesSerializer(serializers.Serializer):
     queued = serializers.IntegerField(help_text="How many mailboxes are being tested.")
 

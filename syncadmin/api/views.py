@@ -78,6 +78,7 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
         "sync_now": OPERATOR,
         "test_connection": OPERATOR,
         "test_mailboxes": OPERATOR,
+        "test_alert": OPERATOR,
     }
 
     def _operate(self, action: str, call, changes=None) -> Response:
@@ -149,6 +150,25 @@ class EnvironmentViewSet(viewsets.ReadOnlyModelViewSet):
             via="api",
         )
         return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: s.TestAlertSerializer, 409: CONFLICT_409},
+        description="O6: a test alert to the environment's alert e-mail addresses and webhook, sent "
+        "on a worker (409 when it has neither).",
+    )
+    @action(detail=True, methods=["post"], url_path="test-alert")
+    def test_alert(self, request, pk=None):
+        environment = self.get_object()
+        channels = audit.audited(
+            request.user,
+            AuditAction.ALERT_SENT,
+            environment,
+            lambda: runtime.send_test_alert(environment.pk, request.user.get_username()),
+            target="test",
+            via="api",
+        )
+        return Response({"channels": channels}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses=s.ConnectionReportSerializer)
     @action(detail=True, methods=["post"], url_path="test-connection")

@@ -15,6 +15,7 @@ urlpatterns = [
     path("environments/<int:pk>/sync-now/", views.sync_now, name="sync-now"),
     path("environments/<int:pk>/preview/", views.preview, name="preview"),
     path("environments/<int:pk>/test-connection/", views.test_connection, name="test-connection"),
+    path("environments/<int:pk>/test-alert/", views.test_alert, name="test-alert"),
     path("environments/<int:pk>/switch-backend/", views.switch_backend, name="switch-backend"),
     path("environments/<int:pk>/test-mailboxes/", views.test_mailboxes, name="test-mailboxes"),
     path("environments/<int:pk>/re-enable/", views.reenable_users, name="re-enable-users"),

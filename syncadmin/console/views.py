@@ -181,6 +181,20 @@ def test_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @role_required(OPERATOR)
+def test_alert(request: HttpRequest, pk: int) -> HttpResponse:
+    """O6: a test alert on the environment's channels, so an administrator sees they work."""
+    return _operate(
+        request,
+        pk,
+        AuditAction.ALERT_SENT,
+        lambda: runtime.send_test_alert(pk, request.user.get_username()),
+        "A test alert of {name} is on its way to its alert addresses and webhook.",
+        changes={"action": "test"},
+    )
+
+
+@require_POST
+@role_required(OPERATOR)
 def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
     environment = get_object_or_404(Environment, pk=pk)
     report = runtime.test_connection(environment.pk)

@@ -62,6 +62,7 @@ EVENTS = {
     "secret_expiring": "is about to expire",
     "secret_expired": "has expired",
     "items_need_attention": "need attention",
+    "test": "sent a test alert",
 }
 _BAD_USER = (runs.HELD, runs.FAILING)
 
@@ -209,6 +210,26 @@ def observe(environment_id: int) -> list[dict[str, str]]:
         channels = (["email"] if s.alert_addresses() else []) + (["webhook"] if s.alert_webhook_url else [])
         queue.enqueue(DELIVER, env.pk, events, channels, 0)
     return events
+
+
+def send_test(environment_id: int, requested_by: str) -> list[str]:
+    """A test alert on every channel of the environment, sent on a worker; returns the channels
+    ([] when the environment has neither addresses nor a webhook)."""
+    env = Environment.objects.select_related("settings").get(pk=environment_id)
+    s = env.settings
+    channels = (["email"] if s.alert_addresses() else []) + (["webhook"] if s.alert_webhook_url else [])
+    if channels:
+        event = {
+            "environment": env.name,
+            "event": "test",
+            "user": "",
+            "kind": "",
+            "state": "test",
+            "reason": f"Asked for by {requested_by or 'an administrator'}: alerts of this environment reach you.",
+            "at": timezone.now().isoformat(),
+        }
+        queue.enqueue(DELIVER, env.pk, [event], channels, 0)
+    return channels
 
 
 def observe_quietly(environment_id: int) -> None:

@@ -82,6 +82,10 @@ class StartFailed(RuntimeServiceError):
     pass
 
 
+class NoAlertChannel(IllegalTransition):
+    """A test alert for an environment with neither alert addresses nor a webhook."""
+
+
 class UnknownUser(RuntimeServiceError):
     pass
 
@@ -264,6 +268,14 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
         if environment_id:
             alerts.observe_quietly(environment_id)
     return result
+
+
+def send_test_alert(environment_id: int, requested_by: str = "") -> list[str]:
+    """O6: a test alert on the environment's channels (on a worker); the channels it goes to."""
+    channels = alerts.send_test(environment_id, requested_by)
+    if not channels:
+        raise NoAlertChannel("Enter alert e-mail addresses or an alert webhook URL in Settings, and save, first.")
+    return channels
 
 
 def deliver_alerts(environment_id: int, events: list[dict], channels: list[str], attempt: int = 0) -> dict:
