@@ -8,7 +8,11 @@ write, CRM activities to create in Exchange, an Outlook event to import). The cl
 tick until the last pass has finished.
 
     .venv/bin/python bench/scale.py [--users 200] [--latency-ms 50] [--contacts 20]
-                                    [--activities 2] [--database postgres|sqlite]
+                                    [--activities 2] [--database postgres|sqlite] [--idle]
+
+With ``--idle`` (users 2,000 by default, no contacts or activities unless given): every user's
+first passes run in a tick without latency first, then the measured tick is one of idle passes
+(each asks the mailbox what changed and hears "nothing"): what a worker sustains in steady state.
 
 The last line printed is one JSON object (pinned keys: users, users_per_min_1_worker,
 users_per_min_4_workers, speedup = users_per_min_4_workers / users_per_min_1_worker), with what
@@ -44,7 +48,7 @@ from _harness import (
 )
 
 
-def setup(sim: SimProcess, mailboxes: list[str], contacts: int, activities: int):
+def setup(sim: SimProcess, mailboxes: list[str], contacts: int, activities: int, outlook_events: bool = True):
     from synccore.models import Activity, Contact, Environment, SyncUser
     from tests.fixtures import factories as f
 
@@ -76,6 +80,8 @@ def setup(sim: SimProcess, mailboxes: list[str], contacts: int, activities: int)
             )
             for i in range(activities)
         )
+        if not outlook_events:
+            continue
         event_start = start + timedelta(hours=activities + 1)
         sim.create_event(
             mailbox, f"Outlook {n}", event_start.isoformat(), (event_start + timedelta(hours=1)).isoformat()
@@ -95,16 +101,18 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
     from django.utils import timezone
     from django_q.models import Task
 
-    from synccore.models import Outcome, SynchronizerState, SyncRun
-    from synccore.runtime import scheduling
+    from synccore.models import Outcome, SynchronizerState, SyncRun, UserLease
+    from synccore.runtime import passes, scheduling
 
     env.set_state(SynchronizerState.RUNNING)  # running, without start's own first passes
+    # Every (user, kind) due now, also right after a tick of first passes (--idle).
+    UserLease.objects.filter(sync_user__environment=env).update(**{passes.enqueued_field(k): None for k in passes.KINDS})
     cpu_before = cpu_seconds(pid=sim.proc.pid), cpu_seconds(group=cluster.proc.pid)
     began = timezone.now()
     enqueued = scheduling.tick(env.pk)
     if enqueued != expected:
         raise SystemExit(f"the tick enqueued {enqueued} passes, expected {expected}")
-    runs = SyncRun.objects.filter(environment=env, trigger="schedule")
+    runs = SyncRun.objects.filter(environment=env, trigger="schedule", started_at__gte=began)
     wait_until(
         lambda: runs.exclude(outcome=Outcome.RUNNING).count() >= expected,
         timeout=3600,
@@ -118,7 +126,7 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
     spans = [(r.finished_at - r.started_at).total_seconds() for r in runs.only("started_at", "finished_at")]
     deferred = sum(
         str(task.result).startswith("deferred")
-        for task in Task.objects.filter(func="synccore.tasks.run_pass")
+        for task in Task.objects.filter(func="synccore.tasks.run_pass", started__gte=began)
     )
     outcomes = {
         outcome: runs.filter(outcome=outcome).count() for outcome in runs.values_list("outcome", flat=True)
@@ -137,17 +145,20 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
 
 
 def measure(args: argparse.Namespace, workers: int) -> dict:
-    mailboxes = [f"user{i:03d}@contoso.example" for i in range(args.users)]
+    mailboxes = [f"user{i:04d}@contoso.example" for i in range(args.users)]
     sim = SimProcess(mailboxes, 0)  # no latency while the data is set up
     cluster = None
     try:
         with fresh_database(args.database) as database_url:
             configure_environment(database_url, Q_WORKERS=str(workers))
             django_setup()
-            env = setup(sim, mailboxes, args.contacts, args.activities)
-            sim.call("POST", "latency", {"ms": args.latency_ms})
+            env = setup(sim, mailboxes, args.contacts, args.activities, outlook_events=not args.idle)
             cluster = Managed("qcluster", log_name=f"bench-scale-{workers}")
             wait_until(lambda: cluster_ready(workers), timeout=120, every=0.5, what="the cluster")
+            if args.idle:
+                first = one_tick(env, 2 * args.users, sim, cluster)  # first passes, without latency
+                print(f"{workers} worker(s): first passes of {args.users} users (no latency) in {first['seconds']:.1f} s")
+            sim.call("POST", "latency", {"ms": args.latency_ms})
             result = one_tick(env, 2 * args.users, sim, cluster)
             cluster.stop()
             cluster = None
@@ -173,13 +184,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--users", type=int, help="sync users (default 200; 2,000 with --idle)")
     parser.add_argument("--latency-ms", type=int, default=50)
-    parser.add_argument("--contacts", type=int, default=20, help="synchronized contacts every user receives")
-    parser.add_argument("--activities", type=int, default=2, help="CRM activities organised by each user")
+    parser.add_argument("--contacts", type=int, help="synchronized contacts every user receives (20; 0 with --idle)")
+    parser.add_argument("--activities", type=int, help="CRM activities organised by each user (2; 0 with --idle)")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--idle", action="store_true", help="measure a tick of idle passes (after the first ones)")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # one worker count, in this process
     args = parser.parse_args()
+    if args.users is None:
+        args.users = 2000 if args.idle else 200
+    if args.contacts is None:
+        args.contacts = 0 if args.idle else 20
+    if args.activities is None:
+        args.activities = 0 if args.idle else 2
     if args.measure:
         print(json.dumps(measure(args, args.measure)))
         return
@@ -200,6 +218,7 @@ def main() -> None:
     four = run(4)
     result = {
         "users": args.users,
+        "idle": args.idle,
         "latency_ms": args.latency_ms,
         "database": args.database,
         "contacts_per_user": args.contacts,
@@ -212,6 +231,7 @@ def main() -> None:
         "mean_pass_s_1_worker": round(one["mean_pass_s"], 3),
         "mean_pass_s_4_workers": round(four["mean_pass_s"], 3),
         "cluster_cpu_ms_per_pass": round(one["cpu_s_cluster"] / (2 * args.users) * 1000, 1),
+        "simulator_cpu_ms_per_pass": round(one["cpu_s_simulator"] / (2 * args.users) * 1000, 1),
         "deferred_4_workers": four["deferred"],
         "users_per_min_1_worker": round(one["users_per_min"], 1),
         "users_per_min_4_workers": round(four["users_per_min"], 1),
