@@ -80,7 +80,17 @@ SETTINGS_GROUPS: list[tuple[str, list[str]]] = [
             "email_body_limit",
         ],
     ),
-    ("Safety", ["safety_limit_percent", "safety_limit_minimum", "batch_size"]),
+    (
+        "Safety",
+        [
+            "safety_limit_percent",
+            "safety_limit_minimum",
+            "meeting_message_limit",
+            "loop_flips",
+            "loop_passes",
+            "batch_size",
+        ],
+    ),
     ("Alerts", ["alert_emails", "alert_webhook_url"]),
 ]
 

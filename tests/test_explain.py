@@ -131,7 +131,9 @@ class TestEdges:
         answer = client.get(url)
         assert answer.status_code == 200
         body = answer.json()
-        assert set(body) == {"environment", "kind", "external_id", "record", "links", "conflicts", "decisions"}
+        assert set(body) == {
+            "environment", "kind", "external_id", "record", "links", "conflicts", "loop_hold", "decisions"
+        }
         assert [d["action"] for d in body["decisions"]] == ["create"]
         assert client.get(f"/api/v1/environments/{crm.env.pk}/items/contacts/nope/explain/").status_code == 404
         assert client.get(f"/api/v1/environments/{crm.env.pk}/items/widgets/x/explain/").status_code == 404

@@ -143,6 +143,7 @@ class ExplainSerializer(serializers.Serializer):
     record = serializers.DictField(allow_null=True)
     links = serializers.ListField(child=serializers.DictField())
     conflicts = serializers.ListField(child=serializers.DictField())
+    loop_hold = serializers.DictField(allow_null=True, help_text="P3: the loop detector holds it.")
     decisions = serializers.ListField(child=serializers.DictField())
 
 

@@ -27,5 +27,10 @@ urlpatterns = [
         views.ItemExplainView.as_view(),
         name="item-explain",
     ),
+    re_path(
+        rf"^{ENV}/items/(?P<kind>[a-z]+)/(?P<external_id>[^/]+)/release/$",
+        views.ItemReleaseView.as_view(),
+        name="item-release",
+    ),
     *router.urls,
 ]

@@ -249,6 +249,36 @@ class ItemExplainView(EnvironmentScoped, generics.GenericAPIView):
         return Response(runtime.explain_item(self.environment.pk, kind, external_id))
 
 
+@extend_schema(
+    tags=["items"],
+    parameters=[
+        ENVIRONMENT_PARAM,
+        OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH),
+        OpenApiParameter("external_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+    ],
+    request=None,
+    responses=s.ExplainSerializer,
+    description="P3: release an item the loop detector holds (once whatever wrote it back is fixed); "
+    "a full pass of its kind decides it afresh. Answers the item's explanation; 404 when not held.",
+)
+class ItemReleaseView(EnvironmentScoped, generics.GenericAPIView):
+    serializer_class = s.ExplainSerializer
+
+    def post(self, request, environment_pk=None, kind=None, external_id=None):
+        held = runtime.explain_item(self.environment.pk, kind, external_id)["loop_hold"]
+        if held is None:
+            raise NotFound("The loop detector does not hold this item.")
+        audit.audited(
+            request.user,
+            AuditAction.ITEMS_RETRIED,
+            self.environment,
+            lambda: runtime.release_loop_hold(held["id"], request.user.get_username()),
+            target=f"{kind} {external_id}",
+            via="api",
+        )
+        return Response(runtime.explain_item(self.environment.pk, kind, external_id))
+
+
 # --- sync users --------------------------------------------------------------------------------------
 
 

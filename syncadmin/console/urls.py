@@ -32,6 +32,7 @@ urlpatterns = [
         "environments/<int:pk>/conflicts/<int:conflict_id>/resolve/", views.resolve_conflict, name="resolve"
     ),
     path("environments/<int:pk>/items/<int:link_id>/retry/", views.retry_item, name="retry"),
+    path("environments/<int:pk>/loops/<int:hold_id>/release/", views.release_loop, name="release-loop"),
     path(
         "environments/<int:pk>/items/<slug:kind>/<str:external_id>/explain/",
         views.explain_item,

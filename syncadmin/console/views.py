@@ -24,7 +24,7 @@ from syncadmin.console.summary import summarize
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import ADMINISTRATOR, OPERATOR, VIEWER, has_role
 from synccore.mailbox.base import MailboxError
-from synccore.models import Conflict, Environment, FieldMapping, ItemLink, SyncRun, SyncUser
+from synccore.models import Conflict, Environment, FieldMapping, ItemLink, LoopHold, SyncRun, SyncUser
 from synccore.runtime import service as runtime
 from synccore.runtime.service import RuntimeServiceError
 
@@ -274,6 +274,7 @@ def _render_environment(
         .order_by("-updated_at")[:200],
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
         "attention_filings": runtime.ambiguous_filings(env.pk),
+        "attention_loops": runtime.loop_holds(env.pk),
         "attention_entries": _attention_entries(status_body, users),
         "attention_secret": status_body["secret"] if status_body["secret"]["state"] in ("expiring", "expired") else None,
         "kinds": [kind.value for kind in runtime.KINDS],
@@ -328,6 +329,7 @@ def _tabs(context: dict) -> list[tuple[str, str, int]]:
         "attention": len(context["attention_items"])
         + len(context["attention_entries"])
         + len(context["attention_filings"])
+        + len(context["attention_loops"])
         + (1 if context["attention_secret"] else 0),
     }
     return [(name, title, counts.get(name, 0)) for name, title in TABS]
@@ -555,6 +557,22 @@ def retry_item(request: HttpRequest, pk: int, link_id: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Retry queued for {link}.")
+    return redirect(_environment_url(pk, "attention"))
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def release_loop(request: HttpRequest, pk: int, hold_id: int) -> HttpResponse:
+    """P3: release an item the loop detector held, once whatever wrote it back is fixed."""
+    hold = get_object_or_404(LoopHold, pk=hold_id, environment_id=pk)
+    released = audit.audited(
+        request.user,
+        AuditAction.ITEMS_RETRIED,
+        hold.environment,
+        lambda: runtime.release_loop_hold(hold.pk, request.user.get_username()),
+        target=str(hold),
+    )
+    messages.success(request, f"Released: {released.subject or released.entity} is synchronized again.")
     return redirect(_environment_url(pk, "attention"))
 
 

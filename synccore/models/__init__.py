@@ -29,7 +29,7 @@ from synccore.models.crm import (
     TaskStatus,
 )
 from synccore.models.custom import CustomField, CustomType
-from synccore.models.decisions import Decision, DecisionOutcome
+from synccore.models.decisions import Decision, DecisionOutcome, LoopHold
 from synccore.models.runtime import AlertState, GraphSubscription, PushSubscriptionState, UserLease
 from synccore.models.state import (
     Conflict,
@@ -73,6 +73,7 @@ __all__ = [
     "ItemLink",
     "Language",
     "LinkState",
+    "LoopHold",
     "Outcome",
     "PersonalDeletionPolicy",
     "PushSubscriptionState",

@@ -327,6 +327,24 @@ class SyncSettings(models.Model):
         default=10,
         help_text="…and only when it would delete more than this many items.",
     )
+    loop_flips = models.PositiveSmallIntegerField(
+        "loop detector (flips)",
+        default=3,
+        help_text="An item whose same fields flip back and forth this many times is held instead of "
+        "written again (0: off).",
+    )
+    loop_passes = models.PositiveSmallIntegerField(
+        "loop detector (passes)",
+        default=10,
+        validators=[MinValueValidator(2), MaxValueValidator(100)],
+        help_text="…within this many passes of the mailbox.",
+    )
+    meeting_message_limit = models.PositiveIntegerField(
+        "meeting message limit",
+        default=50,
+        help_text="A calendar pass that would send more invitations, or more cancellations, than this "
+        "is held until an administrator confirms (0: no limit).",
+    )
     batch_size = models.PositiveIntegerField(
         default=100,
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
@@ -575,7 +593,8 @@ class SyncUser(models.Model):
     deletions_confirmed = models.BooleanField(
         default=False,
         editable=False,
-        help_text="An administrator allowed the next pass to delete beyond the safety limit.",
+        help_text="An administrator allowed the next pass to delete beyond the safety limit, or to send "
+        "more meeting messages than the meeting message limit.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

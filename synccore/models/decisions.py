@@ -46,3 +46,34 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.entity} {self.record_id or self.remote_id} ({self.rule})"
+
+
+class LoopHold(models.Model):
+    """An item whose fields flipped back and forth over several passes (P3): held, not written,
+    until an administrator releases it (after fixing whatever writes it back)."""
+
+    environment = models.ForeignKey("synccore.Environment", on_delete=models.CASCADE, related_name="+")
+    sync_user = models.ForeignKey("synccore.SyncUser", on_delete=models.CASCADE, related_name="loop_holds")
+    pass_kind = models.CharField(max_length=20)
+    entity = models.CharField(max_length=20)
+    record_id = models.BigIntegerField()
+    external_id = models.CharField(max_length=100, blank=True)
+    subject = models.CharField(max_length=255, blank=True)
+    fields = models.JSONField(default=dict, blank=True, help_text="{field: [the values it flips between]}")
+    history = models.JSONField(default=list, blank=True, help_text="The writes that flipped, oldest first.")
+    held_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-held_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sync_user", "pass_kind", "entity", "record_id"],
+                condition=models.Q(released_at__isnull=True),
+                name="loophold_one_open_per_item",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.subject or self.record_id} held for {self.sync_user} ({self.pass_kind})"

@@ -31,6 +31,7 @@ from synccore.models import (
     Health,
     ItemLink,
     LinkState,
+    LoopHold,
     Outcome,
     SynchronizerState,
     SyncKind,
@@ -40,7 +41,7 @@ from synccore.models import (
 )
 from synccore.runtime import alerts, config, leases, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
-from synccore.sync import contacts, email, relink, runs
+from synccore.sync import contacts, email, loops, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.explain import explain_item as item_history
 from synccore.sync.preview import preview_passes
@@ -242,6 +243,21 @@ def explain_item(environment_id: int, kind: str, external_id: str) -> dict[str, 
     took about it, newest first. Unknown environment or item: ``ObjectDoesNotExist`` (404)."""
     Environment.objects.get(pk=environment_id)
     return item_history(environment_id, kind, external_id)
+
+
+def loop_holds(environment_id: int) -> list[LoopHold]:
+    """P3: items the loop detector holds (Needs attention), newest first."""
+    return loops.open_holds(environment_id)
+
+
+def release_loop_hold(hold_id: int, released_by: str) -> LoopHold:
+    """P3: one click after a fix — the item is decided afresh by a full pass of its kind for its
+    mailbox, now when the synchronizer runs (else at its first pass after a start)."""
+    hold = loops.release(hold_id, released_by)
+    user = hold.sync_user
+    if user.active and Environment.objects.filter(pk=hold.environment_id, state=SynchronizerState.RUNNING).exists():
+        sync_now(hold.environment_id, user_email=user.mailbox_email, kind=hold.pass_kind, full=True)
+    return hold
 
 
 def sync_all(environment_id: int, *, user_email: str | None = None) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from synccore.models import (
     SyncRun,
     SyncUser,
 )
+from synccore.sync import limits
 from synccore.sync.calendar_plan import (
     CALENDAR_TYPES,
     CalendarPlanner,
@@ -203,10 +204,12 @@ class CalendarPass(CalendarScope):
             if step is not None:
                 writer.carry_out([step])
 
+        messages_held = limits.hold_meeting_messages(writer)  # P4
         writer.write_creates()
         held = writer.write_deletes(links)
+        limits.consume_confirmation(writer)
         self.progress(self.run.progress_total)
-        return held
+        return held or messages_held
 
     def progress(self, done: int, total: int | None = None) -> None:
         """Items done of the pass's total, as the contact pass reports them (console, API)."""

@@ -92,7 +92,8 @@ class CalendarWriter:
         for step in steps:
             if step.kind == actions.UPDATE and retarget is not None:
                 step.target = retarget
-            self.ctx.decided(step.action())
+            if not self.ctx.decided(step.action()):
+                continue  # held back (the loop detector, P3): not written
             done, new_target = self.write(step)
             retarget = new_target or retarget
             if done and step.then is not None:

@@ -191,6 +191,16 @@ class Plan:
         return out
 
 
+    def hold_back(self, keys: set[tuple[str, int | None]]) -> None:
+        """Leave out the items held back (by CRM kind and record)."""
+        if not keys:
+            return
+        self.creates = [(link, item) for link, item in self.creates if (item.kind, item.record_id) not in keys]
+        self.updates = [entry for entry in self.updates if (entry[1].kind, entry[1].record_id) not in keys]
+        self.moves = [link for link in self.moves if _record_key(link) not in keys]
+        self.deletes = [link for link in self.deletes if _record_key(link) not in keys]
+
+
 def _item_key(link: ItemLink | None, item: Desired | None) -> ItemKey:
     record_id = item.record_id if item is not None else None
     if record_id is None and link is not None:
@@ -593,8 +603,8 @@ class ContactPass:
         self.run.progress_total = plan.size() if allowed else plan.size() - len(plan.deletes)
         SyncRun.objects.filter(pk=self.run.pk).update(progress_total=self.run.progress_total)
 
-        for action in plan.actions():
-            self.ctx.decided(action)
+        held = {(a.item.entity, a.item.record_id) for a in plan.actions() if not self.ctx.decided(a)}
+        plan.hold_back(held)  # the loop detector's items are not written (P3)
         self.record_skips(plan.skips)
         if allowed:
             self.write_deletes(plan.deletes)

@@ -30,6 +30,7 @@ from synccore.models import (
     DecisionOutcome,
     ItemLink,
     LinkState,
+    LoopHold,
     Outcome,
     SyncKind,
     SyncRun,
@@ -63,15 +64,15 @@ class UnknownItem(ObjectDoesNotExist):
     """No CRM record of that kind and external id, and no decision about one (a 404)."""
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A value as JSON carries it, long texts cut (a body is recognised by its start)."""
     value = json.loads(json.dumps(value, default=str))
     if isinstance(value, str) and len(value) > MAX_TEXT:
         return value[:MAX_TEXT] + "…"
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -100,6 +101,13 @@ class Recorder:
         if action.kind not in QUIET:
             self.taken.append(action)
         return action, allowed
+
+    def supersede(self, kind: str, record_id: int | None) -> None:
+        """A decision taken earlier in the pass was not carried out after all (a limit held it)."""
+        for index in range(len(self.taken) - 1, -1, -1):
+            if self.taken[index].kind == kind and self.taken[index].item.record_id == record_id:
+                del self.taken[index]
+                return
 
     def flush(self) -> int:
         """Store the decisions as ``Decision`` rows; the number stored."""
@@ -136,7 +144,7 @@ class Recorder:
                     subject=(action.item.subject or "")[:255],
                     action=action.kind,
                     side=action.side,
-                    fields={name: [_plain(b), _plain(a)] for name, (b, a) in sorted(action.fields.items())},
+                    fields={name: [plain(b), plain(a)] for name, (b, a) in sorted(action.fields.items())},
                     reason=action.reason,
                     rule=rule[:200],
                     outcome=outcome,
@@ -257,6 +265,11 @@ def explain_item(environment_id: int, kind: str, external_id: str, *, limit: int
         if record is not None
         else []
     )
+    hold = (
+        LoopHold.objects.filter(match, environment_id=environment_id, entity=entity, released_at__isnull=True)
+        .select_related("sync_user")
+        .first()
+    )
     conflicts = Conflict.objects.filter(link__in=links).order_by("-detected_at")[:50] if links else []
     return {
         "environment": environment_id,
@@ -276,6 +289,7 @@ def explain_item(environment_id: int, kind: str, external_id: str, *, limit: int
             }
             for c in conflicts
         ],
+        "loop_hold": _hold_dict(hold) if hold is not None else None,
         "decisions": [decision_dict(row, row.sync_user.mailbox_email if row.sync_user else "") for row in rows],
     }
 
@@ -301,4 +315,15 @@ def _link_dict(link: ItemLink) -> dict[str, Any]:
         "sync_id": str(link.sync_id),
         "synced_at": link.synced_at.isoformat() if link.synced_at else None,
         "last_error": link.last_error,
+    }
+
+
+def _hold_dict(hold: LoopHold) -> dict[str, Any]:
+    return {
+        "id": hold.pk,
+        "user": hold.sync_user.mailbox_email,
+        "pass": hold.pass_kind,
+        "held_at": hold.held_at.isoformat(),
+        "fields": hold.fields,
+        "history": hold.history,
     }

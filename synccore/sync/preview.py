@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 
 from synccore.models import Outcome, SyncKind
-from synccore.sync import actions
+from synccore.sync import actions, limits
 from synccore.sync.actions import Action
 from synccore.sync.connection import open_user_backend
 from synccore.sync.preview_backend import CANCELLATION, INVITATION, UPDATE, Message, PreviewBackend
@@ -141,8 +141,10 @@ def _preview_one(preview: Preview, user, kind: str, full: bool) -> None:
     if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
         preview.errors.append(f"{user.mailbox_email} {kind}: {run.error}")
     held = run.outcome == Outcome.HELD
+    # Held back by the meeting message limit (P4): the hold stands in for the create or cancel.
+    limited = {a.item.record_id for a in decided if a.kind == HOLD and a.rule == limits.RULE}
     for action in decided:
-        if action.kind in QUIET:
+        if action.kind in QUIET or (action.kind in CREATES | DELETES and action.item.record_id in limited):
             continue
         if held and action.kind in DELETES and action.side == actions.EXCHANGE:
             action = Action(HOLD, action.item, action.side, action.fields, run.error, "safety limit")

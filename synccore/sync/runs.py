@@ -16,6 +16,7 @@ from synccore.sync import relink
 from synccore.sync.actions import Action
 from synccore.sync.connection import open_user_backend, server_name
 from synccore.sync.explain import Recorder
+from synccore.sync.loops import LoopDetector
 from synccore.sync.readable import Readable, explain
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class PassContext:
     # Whether the pass's decisions are kept for "Explain" (P2); a preview's are not.
     record: bool = True
     recorder: Recorder | None = field(default=None, repr=False)
+    # Why the pass held something back when it is not the safety limit (P4), for the user's state.
+    held_reason: Readable | None = None
 
     def decided(self, action: Action) -> bool:
         """Tell a decision before it is written; False when it must not be written (held back)."""
@@ -69,7 +72,9 @@ def start_run(user: SyncUser, kind: SyncKind, ctx: PassContext) -> SyncRun:
     )
 
 
-def finish_run(run: SyncRun, user: SyncUser, *, requests: int, held: bool = False) -> SyncRun:
+def finish_run(
+    run: SyncRun, user: SyncUser, *, requests: int, held: bool = False, held_reason: Readable | None = None
+) -> SyncRun:
     run.finished_at = timezone.now()
     run.requests = requests
     if held:
@@ -80,7 +85,7 @@ def finish_run(run: SyncRun, user: SyncUser, *, requests: int, held: bool = Fals
     last_pass_field = LAST_PASS_FIELDS.get(run.kind, "last_calendar_pass_at")
     setattr(user, last_pass_field, run.finished_at)
     if held:
-        fields = set_kind_state(user, run.kind, HELD, at=run.finished_at, readable=HELD_REASON)
+        fields = set_kind_state(user, run.kind, HELD, at=run.finished_at, readable=held_reason or HELD_REASON)
     else:
         fields = set_kind_state(user, run.kind, HEALTHY, at=run.finished_at)
     user.save(update_fields=[last_pass_field, "updated_at", *fields])
@@ -199,7 +204,7 @@ def execute_pass(
 
     ``work`` returns False when the safety limit held deletions back."""
     run = start_run(user, kind, ctx)
-    ctx.recorder = Recorder(run, user, kind)
+    ctx.recorder = Recorder(run, user, kind, gates=[LoopDetector(run, user, kind)])
     own_backend = backend is None
     backend = backend or open_user_backend(user)
     before = backend.requests
@@ -214,7 +219,7 @@ def execute_pass(
     finally:
         if own_backend:
             backend.close()
-    return _recorded(ctx, finish_run(run, user, requests=backend.requests - before, held=not allowed))
+    return _recorded(ctx, finish_run(run, user, requests=backend.requests - before, held=not allowed, held_reason=ctx.held_reason))
 
 
 def _recorded(ctx: PassContext, run: SyncRun) -> SyncRun:

@@ -185,16 +185,14 @@ class TaskPass(TaskWrites):
         changed, deleted = ([], set()) if fresh else self.read_changes(state, by_remote)
         remote = self.read_tasks(changed, by_remote, deleted)
         steps = self.plan(links, self.my_tasks(), remote, deleted)
-        for step in steps:
-            self.ctx.decided(step.action())
+        steps = [step for step in steps if self.ctx.decided(step.action())]  # held back: not written (P3)
         allowed = self.write(steps, links)
         if fresh:
             links = self.links()
             by_remote = {link.remote_id: link for link in links if link.remote_id}
             changed, deleted = self.read_changes(state, by_remote)
             foreign = self.plan_foreign(links, self.read_tasks(changed, by_remote, deleted))
-            for step in foreign:
-                self.ctx.decided(step.action())
+            foreign = [step for step in foreign if self.ctx.decided(step.action())]
             self.write(foreign, links)
         elif self.wrote:
             self.absorb_own_writes(state)

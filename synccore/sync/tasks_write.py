@@ -116,7 +116,8 @@ class TaskWrites:
                 activity.save(update_fields=["responsible", "updated_at"])
             # Compared again now that it is back: the mailbox's edit flows into the CRM.
             for follow in self.planner.compare(link, activity, task):
-                self.ctx.decided(follow.action())
+                if not self.ctx.decided(follow.action()):
+                    continue  # held back (P3)
                 if follow.kind == actions.UPDATE:
                     self.write_updates([follow])
                 else:
