@@ -85,7 +85,9 @@ class DominoBackend(CalendarOperations, MailboxBackend):
     ) -> list[ItemResult]:
         _refuse("Contacts")
 
-    def move_items(self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str) -> list[ItemResult]:
+    def move_items(
+        self, mailbox: str, refs: Sequence[RemoteRef], folder_id: str, properties: Sequence[str] = ()
+    ) -> list[ItemResult]:
         _refuse("Contacts")
 
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
