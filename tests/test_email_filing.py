@@ -399,3 +399,22 @@ def test_the_console_offers_the_email_filing_settings_and_the_users_switch(filin
         assert f'name="{name}"' in page, name
     edit = client.get(f"/environments/{filing.env.pk}/users/{filing.alice.pk}/edit/").content.decode()
     assert 'name="email_enabled"' in edit
+
+
+def test_e3_a_message_that_cannot_be_read_is_an_item_error_never_a_failed_pass(filing, mailbox):
+    user = filing.mailbox()
+    gone = user.receive_message("Gone meanwhile", ANN, categories=["CRM"])
+    user.receive_message("Kept", ANN, categories=["CRM"])
+    read = mailbox.get_messages
+
+    def get_messages(address, refs):
+        user.delete(gone, hard=True)  # deleted in Outlook between the two reads
+        return read(address, refs)
+
+    mailbox.get_messages = get_messages
+    run = run_email_pass(filing.alice.pk, None, mailbox)
+    assert (run.outcome, run.created, run.skipped) == (Outcome.PARTIAL, 1, 1)
+    assert "Gone meanwhile" in run.error
+    assert [a.subject for a in filed()] == ["Kept"]
+    filing.alice.refresh_from_db()
+    assert filing.alice.kind_health["email"]["state"] == "healthy"
