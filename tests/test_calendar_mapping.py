@@ -5,6 +5,7 @@ turns whole flows off, and a full pass re-reads every linked item and repairs wh
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -208,3 +209,19 @@ class TestFullPass:
         assert kept.location == "Room 1"
         assert ItemLink.objects.filter(activity=drifted).get().snapshot["location"] == "Missed room"
         assert calendar_pass(crm).updated == 0
+
+
+def test_finding_3_sync_now_full_kind_calendar_on_an_unchanged_environment_rewrites_nothing(crm, start):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    for i in range(3):
+        visit(crm, start + timedelta(hours=i))
+    calendar_pass(crm)
+    crm.sim.counters.reset()
+    out = StringIO()
+    call_command("sync_now", "--environment", crm.env.name, "--user", crm.alice.mailbox_email, "--kind", "calendar", "--full", stdout=out, stderr=StringIO())
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert (result["created"], result["updated"], result["deleted"]) == (0, 0, 0)
+    assert crm.event_writes() == 0
