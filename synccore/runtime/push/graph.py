@@ -1,8 +1,10 @@
 """Push over Microsoft Graph (K14): change-notification subscriptions and their notifications.
 
 For a running environment on the Graph backend with push on, every active sync user whose calendar
-is synchronized holds one Graph subscription on ``users/{mailbox}/events`` (``GraphSubscription``
-rows). Graph POSTs each change to ``PUBLIC_BASE_URL`` + ``/hooks/graph/``; the webhook hands the
+is synchronized holds one Graph subscription on ``users/{mailbox}/events``, and every one whose
+tasks are synchronized one on its To Do list, ``users/{mailbox}/todo/lists/{list}/tasks`` (the list
+its task pass syncs; To Do lets these live 4230 minutes at most) — ``GraphSubscription`` rows, one
+per user and kind. Graph POSTs each change to ``PUBLIC_BASE_URL`` + ``/hooks/graph/``; the webhook hands the
 entries, through the runtime service, to `receive_notifications`, which checks each one's
 clientState against the row its subscription id names and enqueues a targeted calendar pass for
 that mailbox (the pass itself runs on a worker, never in the request). Lifecycle notifications arrive at ``/hooks/graph/lifecycle/``:
