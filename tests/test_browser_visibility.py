@@ -253,3 +253,24 @@ def test_test_and_enable_of_a_missing_mailbox_shows_a_readable_reason(
     runtime.test_mailbox(frank.pk)
     expect(row.locator('[data-field="health"]')).to_have_text("Failing", timeout=15_000)
     expect(row.locator('[data-field="reason"]')).to_have_text(sentence)
+
+
+def test_o1_the_overview_shows_degraded_and_o5_ticked_users_are_re_enabled_together(browser, live_server, demo):
+    from playwright.sync_api import expect
+
+    env, username, password = demo
+    SyncUser.objects.filter(environment=env, mailbox_email__in=["alice@contoso.example", "bob@contoso.example"]).update(
+        health="unhealthy", last_error="Exchange has no such mailbox."
+    )
+    env.set_state("running")  # no worker here: the page only reads the state
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, live_server.url, username, password)
+    page.goto(f"{live_server.url}/")
+    expect(page.locator(f'tr[data-env="{env.pk}"] [data-field="degraded"]')).to_have_text("Degraded")
+
+    page.goto(f"{live_server.url}/environments/{env.pk}/")
+    for email in ("alice@contoso.example", "bob@contoso.example"):
+        page.check(f'tr[data-user="{email}"] [data-select-user]')
+    page.click('[data-action="re-enable-selected"]')
+    expect(page.locator("body")).to_contain_text("Re-enabled: alice@contoso.example, bob@contoso.example.")
+    assert set(SyncUser.objects.filter(environment=env).values_list("health", flat=True)) == {"healthy"}

@@ -97,7 +97,7 @@ def test_o5_bulk_re_enable_in_the_console(client, troubled):
     alice = SyncUser.objects.get(mailbox_email="alice@contoso.example")
     carol = SyncUser.objects.get(mailbox_email="carol@contoso.example")
     response = client.post(f"/environments/{env.pk}/re-enable/", {"users": [alice.pk, carol.pk]}, follow=True)
-    assert "2 users re-enabled" in response.content.decode()
+    assert "Re-enabled: alice@contoso.example, carol@contoso.example." in response.content.decode()
     assert SyncUser.objects.get(pk=alice.pk).health == "healthy"
     response = client.post(f"/environments/{env.pk}/re-enable/", {}, follow=True)
     assert "Tick the users to re-enable first." in response.content.decode()

@@ -467,7 +467,7 @@ def reenable_users(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         for user in done:
             audit.record(request.user, AuditAction.USER_RE_ENABLED, environment=env, target=user.mailbox_email)
-        messages.success(request, f"{len(done)} users re-enabled: {', '.join(u.mailbox_email for u in done)}.")
+        messages.success(request, f"Re-enabled: {', '.join(u.mailbox_email for u in done)}.")
     return redirect(_environment_url(pk, "users"))
 
 
