@@ -15,7 +15,7 @@ from synccore.models import Activity, Attendee, ItemLink, LinkState, Outcome
 from synccore.sync.calendar import run_calendar_pass
 from tests.fixtures import factories as f
 
-pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph", "domino")]
 
 # 2027: Europe/Berlin leaves winter time on 28 March, America/New_York on 14 March.
 DST = {"Europe/Berlin": date(2027, 3, 28), "America/New_York": date(2027, 3, 14)}
@@ -58,6 +58,7 @@ class TestDaylightSavingTime:
         return day - timedelta(days=day.weekday())
 
     def test_k10_a_crm_weekly_series_keeps_its_local_time_across_the_dst_change(self, crm, before_dst, zone):
+        crm.domino_differs("repeating entries are not synchronized yet")
         first = self.first_monday(zone)
         activity = f.activity(
             crm.env,
@@ -82,6 +83,7 @@ class TestDaylightSavingTime:
         quiet(crm)
 
     def test_k10_an_occurrence_after_the_change_is_found_by_its_local_time(self, crm, before_dst, zone):
+        crm.domino_differs("repeating entries are not synchronized yet")
         first = self.first_monday(zone)
         activity = f.activity(
             crm.env,
@@ -102,6 +104,7 @@ class TestDaylightSavingTime:
         quiet(crm)
 
     def test_k10_an_outlook_series_across_the_change_is_imported_in_its_zone(self, crm, before_dst, zone):
+        crm.domino_differs("repeating entries are not synchronized yet")
         first = self.first_monday(zone)
         crm.mailbox().create_event(
             "Outlook weekly",
@@ -171,6 +174,7 @@ class TestAllDay:
         quiet(crm)
 
     def test_k10_an_occurrence_of_an_all_day_series_renamed_in_outlook_keeps_its_day(self, crm, clock):
+        crm.domino_differs("repeating entries are not synchronized yet")
         # Graph gives an all-day occurrence as midnights whatever zone it is asked in: the
         # occurrence is read in the series' own zone, so it stays on its day (found in New York).
         zone = "America/New_York"
@@ -222,6 +226,7 @@ class TestSlidingWindow:
         return clock
 
     def test_k15_the_window_slides_a_day_and_each_new_slice_is_read_once(self, crm, window):
+        crm.domino_differs("repeating entries are not synchronized yet")
         beyond = datetime(2027, 3, 17, 10, tzinfo=UTC)
         crm.mailbox().create_event("Far Outlook", beyond, beyond + timedelta(hours=1))
         f.activity(crm.env, subject="Far CRM", start=beyond, organizer=crm.alice.employee)
@@ -299,6 +304,7 @@ class TestSlidingWindow:
         quiet(crm)
 
     def test_k10_k15_an_outlook_edit_of_an_occurrence_beyond_the_horizon_comes_back(self, crm, window):
+        crm.domino_differs("repeating entries are not synchronized yet")
         weekly = f.activity(
             crm.env,
             subject="Weekly",

@@ -91,6 +91,19 @@ def utc_text(value: datetime) -> str:
     return text + "Z"
 
 
+def _known_zone(stored: str | None) -> bool:
+    """Whether a stored zone id names a real zone (an unknown one is answered as it is stored)."""
+    from exchange_sim.calendar import WINDOWS_TO_IANA
+
+    if not stored:
+        return True
+    try:
+        ZoneInfo(WINDOWS_TO_IANA.get(stored, stored))
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 # ---- rendering ------------------------------------------------------------------------------------------
 def _participant_id(address: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address.lower()}"))
@@ -109,7 +122,7 @@ def entry_json(front: DominoFrontEnd, item: Item) -> dict[str, Any]:
         "uid": props.get("UID"),
         "title": props.get("Subject") or "",
         "start": local_start.strftime("%Y-%m-%dT%H:%M:%S"),
-        "timeZone": zone.key,
+        "timeZone": zone.key if _known_zone(stored_zone) else str(stored_zone),
         "duration": duration_text(end - start),
         "privacy": "private" if props.get("Sensitivity") in {"Private", "Confidential", "Personal"} else "public",
         "created": utc_text(item.created or front.sim.clock.now()),
@@ -218,9 +231,13 @@ def entry_changes(
             length = props["End"] - props["Start"]
         else:
             length = timedelta(days=1) if all_day else timedelta(0)
+        end = start + length
+        if all_day:  # whole local days, whatever a DST change does to the hours between
+            local = start.astimezone(zone)
+            end = datetime.combine(local.date() + timedelta(days=max(length.days, 1)), datetime.min.time(), zone).astimezone(UTC)
         set_props.update(
             Start=start,
-            End=start + length,
+            End=end,
             StartTimeZone=store_zone(zone_name),
             EndTimeZone=store_zone(zone_name),
             IsAllDayEvent=all_day,

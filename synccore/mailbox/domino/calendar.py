@@ -25,7 +25,7 @@ from synccore.mailbox.base import (
     RemoteRef,
 )
 from synccore.mailbox.domino.client import DominoClient
-from synccore.mailbox.domino.translation import CalendarToken, entry_body, event_from_entry, ref_of
+from synccore.mailbox.domino.translation import CalendarToken, entry_body, event_from_entry, ref_of, start_day
 
 CALENDAR_ID = "default"
 CALENDAR_PATH = f"/pim-v1/calendar/{CALENDAR_ID}"
@@ -81,22 +81,39 @@ class CalendarOperations:
         return self._list(mailbox, start.date(), (end - timedelta(microseconds=1)).date())
 
     def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+        """One listing from yesterday to the horizon — or further, to the last entry the token
+        knows beyond it (a linked entry moved beyond the horizon stays watched). Entries first
+        seen beyond the horizon are left for the day the window reaches them (K15)."""
         state = CalendarToken.load(token)
         start, end = self.calendar_window()
-        entries = self._list_window(mailbox, start, end)
-        stamps = {str(e["uid"]): str(e.get("updated") or "") for e in entries}
+        horizon_day = (end - timedelta(microseconds=1)).date()
+        known_last = state.last_day() if state else None
+        last = max(horizon_day, known_last + timedelta(days=1)) if known_last else horizon_day
+        entries = self._list(mailbox, start.date(), last)
+        seen: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            uid = str(entry["uid"])
+            day = start_day(entry)
+            if (day and day <= horizon_day.isoformat()) or (state is not None and uid in state.stamps):
+                seen[uid] = entry
+        stamps = {uid: str(e.get("updated") or "") for uid, e in seen.items()}
+        days = {uid: start_day(e) for uid, e in seen.items()}
         if state is None:
-            changed = [ref_of(e, folder_id) for e in entries]
-            return ChangePage(changed=changed, token=CalendarToken(stamps, end.isoformat()).dump())
-        changed = [
-            ref_of(e, folder_id) for e in entries if state.stamps.get(str(e["uid"])) != stamps[str(e["uid"])]
-        ]
-        vanished = [uid for uid in state.stamps if uid not in stamps]
-        present = self.calendar_present(mailbox, folder_id, vanished) if vanished else {}
-        changed += [RemoteRef(uid, key, folder_id) for uid, key in present.items()]
-        deleted = sorted(set(vanished) - present.keys())
+            changed = [ref_of(e, folder_id) for e in seen.values()]
+            return ChangePage(changed=changed, token=CalendarToken(stamps, end.isoformat(), days).dump())
+        changed = [ref_of(e, folder_id) for uid, e in seen.items() if state.stamps.get(uid) != stamps[uid]]
+        vanished = [uid for uid in state.stamps if uid not in seen]
+        deleted: list[str] = []
+        for uid in vanished:
+            entry = self._read(mailbox, uid)
+            if entry is None:
+                deleted.append(uid)
+                continue
+            # Moved beyond what was listed: a change, and watched from now on.
+            changed.append(ref_of(entry, folder_id))
+            stamps[uid], days[uid] = str(entry.get("updated") or ""), start_day(entry)
         return ChangePage(
-            changed=changed, deleted=deleted, token=CalendarToken(stamps, end.isoformat()).dump()
+            changed=changed, deleted=sorted(deleted), token=CalendarToken(stamps, end.isoformat(), days).dump()
         )
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:

@@ -49,13 +49,21 @@ _PROPERTIES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class CalendarToken:
-    """What the last listing saw: each entry's ``updated`` stamp, and where the window ended."""
+    """What the last listing saw: each entry's ``updated`` stamp and start day (entries of the
+    window, and those known before that now lie beyond it), and where the window ended."""
 
     stamps: dict[str, str] = field(default_factory=dict)
     window_end: str = ""
+    days: dict[str, str] = field(default_factory=dict)
 
     def dump(self) -> str:
-        return "domino:" + json.dumps({"s": self.stamps, "w": self.window_end}, separators=(",", ":"))
+        data = {"s": self.stamps, "w": self.window_end, "d": self.days}
+        return "domino:" + json.dumps(data, separators=(",", ":"))
+
+    def last_day(self) -> date | None:
+        """The latest start day of a known entry (the listing reaches at least that far)."""
+        days = [date.fromisoformat(d) for d in self.days.values() if d]
+        return max(days) if days else None
 
     @classmethod
     def load(cls, token: str) -> CalendarToken | None:
@@ -66,7 +74,7 @@ class CalendarToken:
             raise base.InvalidSyncToken("The calendar token is not a Domino one.", code="ForeignToken")
         try:
             data = json.loads(token[7:])
-            return cls(dict(data["s"]), str(data.get("w") or ""))
+            return cls(dict(data["s"]), str(data.get("w") or ""), dict(data.get("d") or {}))
         except (ValueError, KeyError, TypeError) as exc:
             raise base.InvalidSyncToken(f"The Domino calendar token cannot be read ({exc}).") from exc
 
@@ -100,6 +108,15 @@ def _zone(name: str) -> ZoneInfo:
         raise base.InvalidItem(f"unknown time zone {name!r}", code="UnknownZone") from exc
 
 
+def start_day(entry: dict[str, Any]) -> str:
+    """The local day an entry starts (its ``start``'s date), '' when unreadable."""
+    text = str(entry.get("start") or "")[:10]
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return ""
+
+
 def ref_of(entry: dict[str, Any], folder_id: str) -> RemoteRef:
     return RemoteRef(str(entry["uid"]), str(entry.get("updated") or ""), folder_id)
 
@@ -124,7 +141,15 @@ def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> Cal
             code="RecurrenceNotSupported",
         )
     zone_name = str(entry.get("timeZone") or "UTC")
-    zone = _zone(zone_name)
+    try:
+        zone = _zone(zone_name)
+    except base.InvalidItem as exc:
+        # Its times would shift across DST (and its dates could move): reported instead (K10).
+        raise base.InvalidItem(
+            f"“{title}” uses a time zone this product does not know ({zone_name}); it is not synchronized "
+            "rather than shifted.",
+            code="UnknownZone",
+        ) from exc
     try:
         local = datetime.fromisoformat(str(entry["start"]).rstrip("Z"))
         length = parse_duration(entry.get("duration") or "PT0S")
