@@ -72,6 +72,20 @@ class GraphTarget:
         if not (self.token_url.startswith("https://") and self.token_url.rstrip("/").endswith(TOKEN_PATH)):
             found.append(f"--token-url must be an https URL ending in {TOKEN_PATH}")
         return found
+@dataclass(frozen=True)
+class DominoTarget:
+    """Where the demo reaches HCL Domino: the REST API base (``/v1/auth`` and ``/pim-v1/…`` hang
+    from it) and an optional CA bundle; the demo service account logs in."""
+
+    domino_url: str
+    ca_bundle: str = ""
+
+    def problems(self) -> list[str]:
+        if not self.domino_url.startswith(("http://", "https://")):
+            return ["--domino-url must be an http(s) URL (e.g. http://127.0.0.1:8765/api)"]
+        return []
+
+
 ADMIN_USERNAME = "admin"
 
 COUNTRIES = [
@@ -230,6 +244,7 @@ def seed_demo(
     activities: int = 20,
     ews_url: str = "",
     graph: GraphTarget | None = None,
+    domino: DominoTarget | None = None,
     now: datetime | None = None,
 ) -> DemoResult:
     rng = random.Random(20261121)
@@ -237,7 +252,7 @@ def seed_demo(
     environment, _ = Environment.objects.get_or_create(
         name=environment_name, defaults={"description": "Demo CRM data against the local Exchange simulator."}
     )
-    _configure_settings(environment, ews_url or settings.EXCHANGE_SIM_DEFAULT_URL, graph)
+    _configure_settings(environment, ews_url or settings.EXCHANGE_SIM_DEFAULT_URL, graph, domino)
 
     countries = {
         code: _upsert(Country, environment, f"country-{code}", name=name, iso_code=code)
@@ -323,7 +338,9 @@ def seed_demo(
     return DemoResult(environment, users, contacts, activities, username, password)
 
 
-def _configure_settings(environment: Environment, ews_url: str, graph: GraphTarget | None = None) -> None:
+def _configure_settings(
+    environment: Environment, ews_url: str, graph: GraphTarget | None = None, domino: DominoTarget | None = None
+) -> None:
     s = environment.settings
     s.backend = Backend.EWS
     s.ews_url = ews_url
@@ -337,6 +354,12 @@ def _configure_settings(environment: Environment, ews_url: str, graph: GraphTarg
         s.oauth_tenant_id = graph.tenant
         s.oauth_client_id, s.oauth_client_secret = GRAPH_APP
     s.synchronize_contacts = True
+    if domino is not None:
+        # Calendar only over Domino so far (docs/domino.md): contacts refuse there.
+        s.backend = Backend.DOMINO
+        s.domino_url = domino.domino_url
+        s.ca_bundle = domino.ca_bundle
+        s.synchronize_contacts = False
     s.synchronize_activities = True
     s.pull_interval = 5
     s.internal_domains = DEMO_DOMAIN

@@ -101,11 +101,45 @@ def test_backend_graph_points_the_demo_at_a_graph_endpoint_with_the_demo_app(exc
     assert len(exchange_sim.user("alice@contoso.example").contacts()) == run.created
 
 
+def test_backend_domino_points_the_demo_at_a_domino_endpoint_with_the_service_account(exchange_sim):
+    from synccore.mailbox import domino
+    from synccore.models import Backend
+    from synccore.sync.calendar import run_calendar_pass
+
+    output = seed(
+        "--users",
+        "2",
+        "--contacts",
+        "0",
+        "--activities",
+        "3",
+        "--backend",
+        "domino",
+        "--domino-url",
+        exchange_sim.domino_url,
+    )
+    assert f"HCL Domino: {exchange_sim.domino_url}" in output
+    settings = Environment.objects.get(name="Demo").settings
+    assert (settings.backend, settings.domino_url) == (Backend.DOMINO, exchange_sim.domino_url)
+    assert not settings.synchronize_contacts  # calendar only over Domino (docs/domino.md)
+    assert settings.connection_problems() == []
+    domino.forget_process_state()
+    alice = SyncUser.objects.get(environment__name="Demo", mailbox_email="alice@contoso.example")
+    run = run_calendar_pass(alice.pk)
+    assert run.outcome in ("success", "partial"), run.error
+    assert exchange_sim.counters["domino.calendar.list"] >= 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--backend", "domino"], "--domino-url"),
+        (["--domino-url", "http://h/api"], "--backend domino"),
         (["--backend", "graph", "--token-url", "https://h/contoso/oauth2/v2.0/token"], "--graph-url"),
-        (["--backend", "graph", "--graph-url", "https://h/v1.0", "--token-url", "https://h/x"], "--token-url"),
+        (
+            ["--backend", "graph", "--graph-url", "https://h/v1.0", "--token-url", "https://h/x"],
+            "--token-url",
+        ),
         (["--graph-url", "https://h/v1.0"], "--backend graph"),
     ],
 )
