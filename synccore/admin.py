@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from synccore import mapping
@@ -207,6 +208,22 @@ class CrmAdmin(TombstoneAdmin, EnvironmentScopedAdmin):
     readonly_fields = ["created_at", "updated_at"]
 
 
+class ExplainLinkAdmin(admin.ModelAdmin):
+    """P2: "Explain" from a CRM record — its links and the decisions passes took about it."""
+
+    explain_kind = ""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "explain"]
+
+    @admin.display(description="synchronization")
+    def explain(self, obj) -> str:
+        if not obj.pk:
+            return "—"
+        url = reverse("console:explain", args=[obj.environment_id, self.explain_kind, obj.external_id])
+        return format_html('<a href="{}" data-action="explain">Explain: links and decisions</a>', url)
+
+
 @admin.register(Country)
 class CountryAdmin(CrmAdmin):
     list_display = ["name", "iso_code", "environment", "external_id"]
@@ -233,7 +250,8 @@ class SalesGroupAdmin(CrmAdmin):
 
 
 @admin.register(Company)
-class CompanyAdmin(CustomFieldsAdmin, CrmAdmin):
+class CompanyAdmin(ExplainLinkAdmin, CustomFieldsAdmin, CrmAdmin):
+    explain_kind = "companies"
     custom_entity = mapping.COMPANY
     list_display = ["name", "division", "country", "synchronize", "environment", "updated_at"]
     list_filter = ["environment", "synchronize", "country"]
@@ -242,7 +260,8 @@ class CompanyAdmin(CustomFieldsAdmin, CrmAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(CustomFieldsAdmin, CrmAdmin):
+class ContactAdmin(ExplainLinkAdmin, CustomFieldsAdmin, CrmAdmin):
+    explain_kind = "contacts"
     custom_entity = mapping.CONTACT
     list_display = ["__str__", "company", "email1", "synchronize", "rep", "environment", "updated_at"]
     list_filter = ["environment", "synchronize", "country", "language", "sales_groups"]
@@ -270,7 +289,8 @@ class AttendeeInline(admin.TabularInline):
 
 
 @admin.register(Activity)
-class ActivityAdmin(CustomFieldsAdmin, CrmAdmin):
+class ActivityAdmin(ExplainLinkAdmin, CustomFieldsAdmin, CrmAdmin):
+    explain_kind = "activities"
     custom_entity = mapping.ACTIVITY
     list_display = ["subject", "type", "start", "end", "all_day", "synchronize", "organizer", "environment"]
     list_filter = [

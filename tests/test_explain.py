@@ -153,6 +153,22 @@ class TestEdges:
         assert any("create in Exchange" in line and "(C2)" in line for line in lines)
         assert json.loads(lines[-1])["decisions"][0]["action"] == "create"
 
+    def test_p2_explain_is_offered_from_the_run_history_and_from_the_crm_record(self, crm, client):
+        contact = f.contact(crm.env, first_name="Ann", last_name="Lee")
+        run = crm.contacts_pass()
+        client.force_login(user_with_role(VIEWER))
+        history = client.get(reverse("console:environment", args=[crm.env.pk]) + "?tab=history")
+        run_url = reverse("console:run", args=[crm.env.pk, run.pk])
+        assert run_url.encode() in history.content
+        page = client.get(run_url)
+        explain_url = reverse("console:explain", args=[crm.env.pk, "contacts", contact.external_id])
+        assert page.status_code == 200 and explain_url.encode() in page.content
+        assert b'data-action-kind="create"' in page.content
+        assert client.get(reverse("console:run", args=[crm.env.pk, run.pk + 999])).status_code == 404
+        client.force_login(user_with_role(None, superuser=True))
+        change = client.get(reverse("admin:synccore_contact_change", args=[contact.pk]))
+        assert change.status_code == 200 and explain_url.encode() in change.content
+
     def test_p2_decisions_are_kept_as_long_as_run_history(self, crm):
         f.contact(crm.env, first_name="Ann", last_name="Lee")
         crm.contacts_pass()

@@ -577,6 +577,17 @@ def release_loop(request: HttpRequest, pk: int, hold_id: int) -> HttpResponse:
 
 
 @role_required(VIEWER)
+def run_decisions(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+    """P2: what one pass of the run history decided, each item with its Explain."""
+    environment = get_object_or_404(Environment, pk=pk)
+    try:
+        run = runtime.run_decisions(pk, run_id)
+    except ObjectDoesNotExist as exc:
+        raise Http404("No such run.") from exc
+    return render(request, "console/run.html", {"env": environment, "run": run})
+
+
+@role_required(VIEWER)
 def explain_item(request: HttpRequest, pk: int, kind: str, external_id: str) -> HttpResponse:
     """P2: "why does this item look like this?" — its links and its decisions, newest first."""
     environment = get_object_or_404(Environment, pk=pk)

@@ -44,6 +44,7 @@ from synccore.runtime.push import graph as graph_push
 from synccore.sync import contacts, email, loops, relink, runs
 from synccore.sync.connection import ConnectionReport, check_connection, check_mailbox
 from synccore.sync.explain import explain_item as item_history
+from synccore.sync.explain import run_decisions as decisions_of_run
 from synccore.sync.preview import preview_passes
 from synccore.sync.readable import Readable, explain
 from synccore.sync.service import Summary, kind_enabled, kind_switched_on, run_passes
@@ -243,6 +244,11 @@ def explain_item(environment_id: int, kind: str, external_id: str) -> dict[str, 
     took about it, newest first. Unknown environment or item: ``ObjectDoesNotExist`` (404)."""
     Environment.objects.get(pk=environment_id)
     return item_history(environment_id, kind, external_id)
+
+
+def run_decisions(environment_id: int, run_id: int) -> dict[str, Any]:
+    """P2: what one run decided, item by item, in the order it decided."""
+    return decisions_of_run(environment_id, run_id)
 
 
 def loop_holds(environment_id: int) -> list[LoopHold]:

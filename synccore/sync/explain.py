@@ -327,3 +327,32 @@ def _hold_dict(hold: LoopHold) -> dict[str, Any]:
         "fields": hold.fields,
         "history": hold.history,
     }
+
+
+RUN_LIMIT = 1000
+URL_KINDS = {mapping.CONTACT: "contacts", mapping.COMPANY: "companies", mapping.ACTIVITY: "activities"}
+
+
+def run_decisions(environment_id: int, run_id: int, *, limit: int = RUN_LIMIT) -> dict[str, Any]:
+    """What one run decided, item by item (the run history's "Explain"); ``SyncRun.DoesNotExist``
+    for a run of another environment."""
+    run = SyncRun.objects.select_related("sync_user").get(pk=run_id, environment_id=environment_id)
+    rows = list(Decision.objects.filter(run=run).order_by("id")[:limit])
+    email = run.sync_user.mailbox_email if run.sync_user else ""
+    return {
+        "run": run.pk,
+        "user": email,
+        "kind": run.kind,
+        "outcome": run.outcome,
+        "started_at": run.started_at.isoformat(),
+        "error": run.error,
+        "decisions": [
+            {
+                **decision_dict(row, email),
+                "subject": row.subject,
+                "item_kind": URL_KINDS.get(row.entity, ""),
+                "external_id": row.external_id,
+            }
+            for row in rows
+        ],
+    }
