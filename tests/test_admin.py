@@ -103,6 +103,9 @@ def settings_form_data(settings: SyncSettings, **overrides) -> dict:
         "internal_domains": "contoso.example",
         "safety_limit_percent": "20",
         "safety_limit_minimum": "10",
+        "meeting_message_limit": "50",
+        "loop_flips": "3",
+        "loop_passes": "10",
         "batch_size": "100",
     }
     return data | overrides
