@@ -142,7 +142,7 @@ def test_the_settings_show_only_the_chosen_backends_fields(browser, live_server,
     expect(page.locator("#id_service_account")).to_be_hidden()
 
 
-def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, live_server, demo):
+def test_new_contact_rows_offer_one_direction_and_activity_rows_every_direction(browser, live_server, demo):
     _env, page = open_environment(browser, live_server, demo)
     page.click('[data-tab="mapping"]')
     page.click("text=Add a mapping row")
@@ -150,7 +150,7 @@ def test_new_contact_rows_offer_one_direction_and_activity_rows_both(browser, li
     directions = editor.locator("select[name$=direction] option")
     assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange"]
     editor.locator("select[name$=entity]").select_option("activity")
-    assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange", "both"]
+    assert directions.evaluate_all("options => options.map(o => o.value)") == ["crm_to_exchange", "both", "exchange_to_crm"]
 
 
 def test_checkboxes_sit_beside_their_labels_on_the_user_form(browser, live_server, demo):

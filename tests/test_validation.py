@@ -158,7 +158,7 @@ class TestSettings:
         env = f.environment(backend="graph", ca_bundle=str(tmp_path / "missing.pem"))
         problems = " ".join(env.settings.connection_problems())
         assert "tenant id" in problems and "client id" in problems and "client secret" in problems
-        assert "missing.pem is not a readable file" in problems and "EWS URL" not in problems
+        assert "missing.pem is not a file on this server" in problems and "EWS URL" not in problems
         (tmp_path / "missing.pem").write_text("-----BEGIN CERTIFICATE-----\n")
         assert "CA bundle" not in " ".join(env.settings.connection_problems())
 
