@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import trustme
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -159,7 +160,7 @@ class TestSettings:
         problems = " ".join(env.settings.connection_problems())
         assert "tenant id" in problems and "client id" in problems and "client secret" in problems
         assert "missing.pem is not a file on this server" in problems and "EWS URL" not in problems
-        (tmp_path / "missing.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "missing.pem"))  # now a real bundle
         assert "CA bundle" not in " ".join(env.settings.connection_problems())
 
     def test_organisation_domains_default_to_the_sync_users_domains(self):
