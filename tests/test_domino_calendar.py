@@ -226,3 +226,12 @@ def test_a_repeating_crm_activity_is_reported_not_written(crm, start):
     run = calendar_pass(crm)
     assert run.created == 0
     assert crm.mailbox().events() == []
+
+
+def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm):
+    from synccore.runtime import service
+
+    assert service.test_mailbox(crm.alice.pk).ok
+    aaron = f.sync_user(crm.env, "aaron@contoso.example")
+    report = service.test_mailbox(aaron.pk)
+    assert not report.ok and report.code == "mailbox_not_found", report
