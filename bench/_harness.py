@@ -35,7 +35,8 @@ POSTGRES_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 # --- exchange_sim in its own process ------------------------------------------------------------
 
 
-ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_url": "Token endpoint", "ca_bundle": "CA bundle"}
+ENDPOINT_LINES = {"url": "EWS endpoint", "graph_url": "Graph endpoint", "token_url": "Token endpoint", "ca_bundle": "CA bundle",
+                  "domino_url": "Domino endpoint"}
 
 
 def start_simulator(latency_ms: int, mailboxes: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -290,6 +291,9 @@ def configure_backend(sync_settings: Any, backend: str, endpoints: dict[str, str
         s.authority_url = endpoints["token_url"].removesuffix("/oauth2/v2.0/token")
         s.oauth_tenant_id = s.authority_url.rsplit("/", 1)[-1]  # contoso
         s.oauth_client_id, s.oauth_client_secret = GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET
+    if backend == "domino":
+        s.backend, s.domino_url = "domino", endpoints["domino_url"]
+        s.synchronize_contacts = False  # calendar only over Domino (docs/domino.md)
 
 
 def fetch_token(sync_settings: Any) -> None:
@@ -315,16 +319,23 @@ def naive_backend(backend: str, endpoints: dict[str, str]) -> Any:
         graph = GraphBackend(config)
         graph.client.access_token()  # the token is not what is measured
         return graph
+    if backend == "domino":
+        from synccore.mailbox.domino import DominoBackend
+
+        domino = DominoBackend(ConnectionConfig(backend="domino", domino_url=endpoints["domino_url"],
+                                                username=SERVICE_ACCOUNT, password=SERVICE_PASSWORD, batch_size=1))
+        domino.client.token()  # the login is not what is measured
+        return domino
     from synccore.mailbox.ews import EwsBackend
 
     return EwsBackend(ConnectionConfig(backend="ews", ews_url=endpoints["url"], auth_type="basic",
                                        username=SERVICE_ACCOUNT, password=SERVICE_PASSWORD, batch_size=1))
 
 
-def parse_backends(parser: Any, value: str) -> list[str]:
+def parse_backends(parser: Any, value: str, allowed: tuple[str, ...] = ("ews", "graph")) -> list[str]:
     backends = [b.strip() for b in value.split(",") if b.strip()]
-    if not backends or set(backends) - {"ews", "graph"} or len(set(backends)) != len(backends):
-        parser.error("--backends takes ews, graph or both")
+    if not backends or set(backends) - set(allowed) or len(set(backends)) != len(backends):
+        parser.error(f"--backends takes {', '.join(allowed)} (one or more)")
     return backends
 
 
