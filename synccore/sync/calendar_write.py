@@ -287,6 +287,7 @@ class CalendarWriter:
     def write_create_batch(self, batch: list[tuple[Activity, Target, ItemLink]], invitations: bool) -> None:
         ready: list[tuple[Activity, Target, ItemLink, dict[str, Any]]] = []
         events: list[CalendarEvent] = []
+        new_uids: list[Activity] = []
         for activity, target, link in batch:
             try:
                 event = self.event_for(activity, target, link=link)
@@ -300,39 +301,51 @@ class CalendarWriter:
                 # pass can tell which CRM activity a copy belongs to (K4, K7).
                 if not activity.meeting_uid:
                     activity.meeting_uid = f"crm-{link.sync_id}"
-                    Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=activity.meeting_uid)
+                    new_uids.append(activity)
                 event.uid = activity.meeting_uid
             ready.append((activity, target, link, crm))
             events.append(event)
+        if new_uids:  # one query for the batch, before its request
+            Activity.all_objects.bulk_update(new_uids, ["meeting_uid"])
         if not events:
             return
         results = self.backend.create_events(self.mailbox, self.folder_id, events, send_invitations=invitations)
         self.wrote = True
-        for (activity, target, link, crm), result in zip(ready, results, strict=True):
-            if not result.ok:
-                self.item_failed(link, result.error)
-                continue
-            if target.invitations and result.uid and result.uid != activity.meeting_uid:
-                # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
-                activity.meeting_uid = result.uid
-                Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
-            # A new series has no exceptions yet: they are written next, as an update (K10).
-            written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
-            self.agree(link, written, result.ref)
-            link.save()
-            self.run.created += 1
-            self.flag_attendees(activity, target)
-            if self.scope.differs("occurrences", {}, crm.get("occurrences", {}), crm):
-                self.push(link, activity, target, {"occurrences"}, None, counted=False)
+        created: list[tuple[Activity, Target]] = []
+        try:
+            for (activity, target, link, crm), result in zip(ready, results, strict=True):
+                if not result.ok:
+                    self.item_failed(link, result.error)
+                    continue
+                if target.invitations and result.uid and result.uid != activity.meeting_uid:
+                    # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
+                    activity.meeting_uid = result.uid
+                    Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
+                # A new series has no exceptions yet: they are written next, as an update (K10).
+                written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
+                self.agree(link, written, result.ref)
+                link.save()
+                self.run.created += 1
+                created.append((activity, target))
+                if self.scope.differs("occurrences", {}, crm.get("occurrences", {}), crm):
+                    self.push(link, activity, target, {"occurrences"}, None, counted=False)
+        finally:
+            self.flag_attendees(created)
 
-    def flag_attendees(self, activity: Activity, target: Target) -> None:
-        """K4, each attendee row on its own so passes of different users never overwrite each other."""
-        if target.invitations:
-            emails = [a.email for a in target.attendees]
-            Attendee.objects.filter(activity=activity, email__in=emails).exclude(
-                email__iexact=self.me
-            ).update(sent_to_synchronizer=True, updated_at=self.now)
-        Attendee.objects.filter(activity=activity, email__iexact=self.me).update(
+    def flag_attendees(self, created: list[tuple[Activity, Target]]) -> None:
+        """K4, each attendee row on its own (an UPDATE of the rows, never a read and a save) so
+        passes of different users never overwrite each other; a batch's rows in two queries."""
+        if not created:
+            return
+        invited = Q()
+        for activity, target in created:
+            if target.invitations:
+                invited |= Q(activity=activity, email__in=[a.email for a in target.attendees])
+        if invited:
+            Attendee.objects.filter(invited).exclude(email__iexact=self.me).update(
+                sent_to_synchronizer=True, updated_at=self.now
+            )
+        Attendee.objects.filter(activity__in=[activity.pk for activity, _ in created], email__iexact=self.me).update(
             synchronized=True, sent_to_synchronizer=True, updated_at=self.now
         )
 
