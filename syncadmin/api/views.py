@@ -350,6 +350,7 @@ class SyncUserViewSet(EnvironmentScoped, viewsets.ModelViewSet):
         request=s.BulkUsersSerializer,
         responses=s.SyncUserSerializer(many=True),
         description="Bulk Re-enable: each listed user (its id or mailbox address) is re-enabled.",
+        operation_id="environments_users_re_enable_many",
     )
     @action(detail=False, methods=["post"], url_path="re-enable")
     def re_enable_many(self, request, environment_pk=None):
