@@ -58,7 +58,6 @@ class TestDaylightSavingTime:
         return day - timedelta(days=day.weekday())
 
     def test_k10_a_crm_weekly_series_keeps_its_local_time_across_the_dst_change(self, crm, before_dst, zone):
-        crm.domino_differs("repeating entries are not synchronized yet")
         first = self.first_monday(zone)
         activity = f.activity(
             crm.env,
@@ -83,7 +82,7 @@ class TestDaylightSavingTime:
         quiet(crm)
 
     def test_k10_an_occurrence_after_the_change_is_found_by_its_local_time(self, crm, before_dst, zone):
-        crm.domino_differs("repeating entries are not synchronized yet")
+        crm.domino_differs("changed or removed occurrences of a repeating entry are not synchronized yet")
         first = self.first_monday(zone)
         activity = f.activity(
             crm.env,
@@ -104,7 +103,6 @@ class TestDaylightSavingTime:
         quiet(crm)
 
     def test_k10_an_outlook_series_across_the_change_is_imported_in_its_zone(self, crm, before_dst, zone):
-        crm.domino_differs("repeating entries are not synchronized yet")
         first = self.first_monday(zone)
         crm.mailbox().create_event(
             "Outlook weekly",
@@ -174,7 +172,7 @@ class TestAllDay:
         quiet(crm)
 
     def test_k10_an_occurrence_of_an_all_day_series_renamed_in_outlook_keeps_its_day(self, crm, clock):
-        crm.domino_differs("repeating entries are not synchronized yet")
+        crm.domino_differs("changed or removed occurrences of a repeating entry are not synchronized yet")
         # Graph gives an all-day occurrence as midnights whatever zone it is asked in: the
         # occurrence is read in the series' own zone, so it stays on its day (found in New York).
         zone = "America/New_York"
@@ -226,7 +224,6 @@ class TestSlidingWindow:
         return clock
 
     def test_k15_the_window_slides_a_day_and_each_new_slice_is_read_once(self, crm, window):
-        crm.domino_differs("repeating entries are not synchronized yet")
         beyond = datetime(2027, 3, 17, 10, tzinfo=UTC)
         crm.mailbox().create_event("Far Outlook", beyond, beyond + timedelta(hours=1))
         f.activity(crm.env, subject="Far CRM", start=beyond, organizer=crm.alice.employee)
@@ -255,7 +252,9 @@ class TestSlidingWindow:
         crm.sim.counters.reset()
         run = calendar_pass(crm)
         assert (run.created, run.updated, run.deleted) == (2, 0, 0)
-        assert crm.sim.counters[crm.op("calendar_slice")] == 1
+        # Over Domino the slice is taken from the pass's one listing; the second listing is the
+        # one after the pass's own writes (docs/domino.md).
+        assert crm.sim.counters[crm.op("calendar_slice")] == (2 if crm.backend == "domino" else 1)
         assert reads is None or crm.sim.counters[reads] == 1
         assert Activity.objects.filter(subject="Far Outlook").count() == 1
         assert sorted(e.props["Subject"] for e in crm.mailbox().events()) == ["Far CRM", "Far Outlook", "Weekly"]
@@ -304,7 +303,7 @@ class TestSlidingWindow:
         quiet(crm)
 
     def test_k10_k15_an_outlook_edit_of_an_occurrence_beyond_the_horizon_comes_back(self, crm, window):
-        crm.domino_differs("repeating entries are not synchronized yet")
+        crm.domino_differs("changed or removed occurrences of a repeating entry are not synchronized yet")
         weekly = f.activity(
             crm.env,
             subject="Weekly",

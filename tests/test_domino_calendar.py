@@ -219,13 +219,21 @@ def test_contacts_and_tasks_refuse_with_a_clear_message(crm):
         backend.ensure_task_folder(ALICE)
 
 
-def test_a_repeating_crm_activity_is_reported_not_written(crm, start):
-    f.activity(
-        crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3"
-    )
+def test_k10_a_crm_series_is_a_repeating_notes_entry_and_an_occurrence_change_is_refused(crm, start):
+    weekly = f.activity(crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3")
+    assert calendar_pass(crm).created == 1
+    uid = weekly.links.get().remote_id
+    entry = notes(crm).get(f"/pim-v1/calendar/default/{uid}").json()
+    assert entry["recurrenceRules"][0]["frequency"] == "weekly" and entry["recurrenceRules"][0]["count"] == 3
+    assert len(crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=4))) == 3
+    quiet = calendar_pass(crm)
+    assert (quiet.created, quiet.updated) == (0, 0)
+    weekly.recurrence_exdates = [(start + timedelta(weeks=1)).isoformat()]
+    weekly.save()
     run = calendar_pass(crm)
-    assert run.created == 0
-    assert crm.mailbox().events() == []
+    link = weekly.links.get()
+    assert run.outcome == Outcome.PARTIAL and "occurrences" in link.last_error, (run.outcome, link.last_error)
+    assert len(crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=4))) == 3  # unchanged
 
 
 def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm):

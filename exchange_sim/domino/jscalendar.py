@@ -150,7 +150,9 @@ def entry_json(front: DominoFrontEnd, item: Item) -> dict[str, Any]:
     if fields:
         body["AdditionalFields"] = fields
     if props.get("Recurrence"):
-        body["recurrenceRules"] = [{"@type": "RecurrenceRule", "frequency": "unsupported-by-simulator"}]
+        from exchange_sim.domino.recurrence import rules_json
+
+        body["recurrenceRules"] = rules_json(item)
     return body
 
 
@@ -196,9 +198,9 @@ def entry_changes(
     data: dict[str, Any], current: Item | None, owner: str
 ) -> tuple[dict[str, Any], list[str], dict[ExtendedKey, Any]]:
     """A JSCalendar body as store writes (set, delete, extended). Properties left out stay as they are."""
-    unknown = set(data) - WRITABLE
-    if "recurrenceRules" in unknown or "recurrenceOverrides" in unknown:
-        raise DominoError(501, "Recurring entries are not implemented by the simulator.")
+    unknown = set(data) - WRITABLE - {"recurrenceRules"}
+    if "recurrenceOverrides" in unknown:
+        raise DominoError(501, "Overrides of repeating entries are not implemented by the simulator.")
     if unknown:
         raise DominoError(400, f"Unknown property '{sorted(unknown)[0]}'.")
     if data.get("@type", "jsevent").lower() != "jsevent":
@@ -269,6 +271,14 @@ def entry_changes(
             set_props.update(ReminderIsSet=True, ReminderMinutesBeforeStart=minutes)
     if "participants" in data:
         _write_participants(data["participants"] or {}, props, owner, set_props, delete)
+    if "recurrenceRules" in data:
+        from exchange_sim.domino.recurrence import parse_rules
+
+        first = set_props.get("Start", props.get("Start"))
+        if data["recurrenceRules"]:
+            set_props["Recurrence"] = parse_rules(data["recurrenceRules"], first.astimezone(zone).date())
+        else:
+            delete.append("Recurrence")
     extended: dict[ExtendedKey, Any] = {}
     fields = data.get("AdditionalFields") or {}
     if not isinstance(fields, dict):

@@ -46,9 +46,10 @@ class Limits:
 # own: at most 999 occurrences, every 999 days, 99 weeks, 99 months).
 EWS_LIMITS = Limits("Exchange (EWS)", 999, {"DAILY": 999, "WEEKLY": 99, "MONTHLY": 99})
 GRAPH_LIMITS = Limits("Exchange (Microsoft Graph)", 999, {"DAILY": 999, "WEEKLY": 99, "MONTHLY": 99})
-# HCL Domino: its limits join here with its backend ("domino": Limits(...)); the API then refuses
-# what Domino cannot carry either.
-LIMITS: dict[str, Limits] = {"ews": EWS_LIMITS, "graph": GRAPH_LIMITS}
+# HCL Domino: the REST API takes JSCalendar rules (RFC 8984, RRULE in JSON); Notes repeats within
+# Outlook's limits here (a series that syncs over Exchange syncs over Domino).
+DOMINO_LIMITS = Limits("HCL Domino", 999, {"DAILY": 999, "WEEKLY": 99, "MONTHLY": 99})
+LIMITS: dict[str, Limits] = {"ews": EWS_LIMITS, "graph": GRAPH_LIMITS, "domino": DOMINO_LIMITS}
 
 _UNITS = {"DAILY": "days", "WEEKLY": "weeks", "MONTHLY": "months", "YEARLY": "years"}
 _MONTH_LENGTHS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # a yearly day must exist (29 Feb)

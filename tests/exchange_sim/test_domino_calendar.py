@@ -149,5 +149,20 @@ def test_bad_input_answers_400_and_recurrence_501(exchange_sim: Simulator) -> No
     params = {"mailboxid": ALICE}
     assert client.post("/pim-v1/calendar/default", params=params, json={"title": "no start"}).status_code == 400
     assert client.post("/pim-v1/calendar/default", params=params, json=entry("x", duration="1 hour")).status_code == 400
-    rule = [{"@type": "RecurrenceRule", "frequency": "weekly"}]
-    assert client.post("/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule)).status_code == 501
+    rule = [{"@type": "RecurrenceRule", "frequency": "weekly", "count": 3}]
+    overrides = {"2030-05-13T10:00:00": {"excluded": True}}
+    answer = client.post(
+        "/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule, recurrenceOverrides=overrides)
+    )
+    assert answer.status_code == 501
+
+
+def test_a_repeating_entry_is_a_series_in_the_store_and_comes_back_as_its_rule(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    rule = {"@type": "RecurrenceRule", "frequency": "weekly", "byDay": [{"@type": "NDay", "day": "mo"}], "count": 3}
+    body = client.post("/pim-v1/calendar/default", params={"mailboxid": ALICE}, json=entry("Weekly", recurrenceRules=[rule])).json()
+    (back,) = body["recurrenceRules"]
+    assert (back["frequency"], back["count"], back["byDay"][0]["day"]) == ("weekly", 3, "mo")
+    (series,) = exchange_sim.user(ALICE).events()
+    view = exchange_sim.user(ALICE).view(datetime(2030, 5, 1, tzinfo=UTC), datetime(2030, 6, 1, tzinfo=UTC))
+    assert series.props["Recurrence"] and len(view) == 3

@@ -45,6 +45,7 @@ class DominoBackend(CalendarOperations, MailboxBackend):
         self.config = config
         self.client = DominoClient(config)
         self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._listed: dict[str, Any] = {}
 
     @property
     def requests(self) -> int:  # type: ignore[override]

@@ -48,6 +48,7 @@ class CalendarOperations:
     client: DominoClient
     config: ConnectionConfig
     _entries: dict[tuple[str, str], dict[str, Any]]
+    _listed: dict[str, tuple[date, date, list[dict[str, Any]]]]
 
     def ensure_calendar_folder(self, mailbox: str) -> str:
         calendars = (
@@ -75,6 +76,7 @@ class CalendarOperations:
         out = [e for e in entries or [] if isinstance(e, dict) and e.get("uid")]
         for entry in out:
             self._entries[(mailbox.lower(), str(entry["uid"]))] = entry
+        self._listed[mailbox.lower()] = (first, last, out)
         return out
 
     def _list_window(self, mailbox: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -117,6 +119,12 @@ class CalendarOperations:
         )
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
+        """From this pass's listing when it covered the slice (it reaches the horizon): no request."""
+        first, last = start.date(), (end - timedelta(microseconds=1)).date()
+        listed = self._listed.get(mailbox.lower())
+        if listed is not None and listed[0] <= first and last <= listed[1]:
+            low, high = first.isoformat(), last.isoformat()
+            return [ref_of(e, folder_id) for e in listed[2] if low <= start_day(e) <= high]
         return [ref_of(e, folder_id) for e in self._list_window(mailbox, start, end)]
 
     def _read(self, mailbox: str, uid: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from synccore.mailbox import base
+from synccore.mailbox import base, recurrence
 from synccore.mailbox.base import Attendee, CalendarEvent, RemoteRef
 
 SYNC_ID_FIELD = "CrmSyncId"
@@ -134,10 +134,10 @@ def parse_utc(value: Any) -> datetime | None:
 def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> CalendarEvent:
     """A JSCalendar entry as the engine's event; InvalidItem for one it cannot read."""
     title = entry.get("title") or "(no subject)"
-    if entry.get("recurrenceRules") or entry.get("recurrenceOverrides"):
+    if entry.get("recurrenceOverrides") or len(entry.get("recurrenceRules") or []) > 1:
         raise base.InvalidItem(
-            f"“{title}” is a repeating Notes entry: repeating entries are not synchronized over Domino yet "
-            "(docs/domino.md).",
+            f"“{title}” is a repeating Notes entry with changed or removed occurrences (or several rules): "
+            "those are not synchronized over Domino yet (docs/domino.md).",
             code="RecurrenceNotSupported",
         )
     zone_name = str(entry.get("timeZone") or "UTC")
@@ -212,7 +212,75 @@ def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> Cal
     else:
         event.start = local.replace(tzinfo=zone).astimezone(UTC)
         event.end = event.start + length
+    if entry.get("recurrenceRules"):
+        try:
+            text = rule_to_rrule(entry["recurrenceRules"][0])
+            event.recurrence = recurrence.to_rrule(recurrence.parse_rrule(text, local.date()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise base.InvalidItem(f"“{title}” repeats in a way this product cannot read ({exc}).") from exc
     return event
+
+
+_SHORT_DAYS = ("mo", "tu", "we", "th", "fr", "sa", "su")
+
+
+def rule_to_rrule(rule: dict[str, Any]) -> str:
+    """A JSCalendar RecurrenceRule as RRULE text (the two are the same thing in two spellings)."""
+    parts = [f"FREQ={str(rule['frequency']).upper()}"]
+    if rule.get("interval") and int(rule["interval"]) != 1:
+        parts.append(f"INTERVAL={int(rule['interval'])}")
+    days = []
+    for nday in rule.get("byDay") or []:
+        day = str(nday["day"]).lower()
+        if day not in _SHORT_DAYS:
+            raise ValueError(f"unknown day {day!r}")
+        nth = nday.get("nthOfPeriod")
+        days.append(f"{int(nth) if nth else ''}{day.upper()}")
+    if days:
+        parts.append("BYDAY=" + ",".join(days))
+    for key, name in (("byMonthDay", "BYMONTHDAY"), ("byMonth", "BYMONTH"), ("bySetPosition", "BYSETPOS")):
+        if rule.get(key):
+            parts.append(f"{name}=" + ",".join(str(v) for v in rule[key]))
+    if rule.get("count"):
+        parts.append(f"COUNT={int(rule['count'])}")
+    elif rule.get("until"):
+        until = datetime.fromisoformat(str(rule["until"]).rstrip("Z"))
+        parts.append(f"UNTIL={until:%Y%m%dT%H%M%S}")
+    return ";".join(parts)
+
+
+def rrule_to_rule(rrule: str) -> dict[str, Any]:
+    """RRULE text (the engine's canonical spelling) as a JSCalendar RecurrenceRule."""
+    parts = dict(p.split("=", 1) for p in rrule.upper().removeprefix("RRULE:").split(";") if "=" in p)
+    rule: dict[str, Any] = {"@type": "RecurrenceRule", "frequency": parts["FREQ"].lower()}
+    if "INTERVAL" in parts:
+        rule["interval"] = int(parts["INTERVAL"])
+    if "BYDAY" in parts:
+        days = []
+        for value in parts["BYDAY"].split(","):
+            match = re.match(r"^([+-]?\d*)([A-Z]{2})$", value)
+            if not match:
+                raise ValueError(f"BYDAY {value!r}")
+            nday: dict[str, Any] = {"@type": "NDay", "day": match[2].lower()}
+            if match[1]:
+                nday["nthOfPeriod"] = int(match[1])
+            days.append(nday)
+        rule["byDay"] = days
+    if "BYMONTHDAY" in parts:
+        rule["byMonthDay"] = [int(v) for v in parts["BYMONTHDAY"].split(",")]
+    if "BYMONTH" in parts:
+        rule["byMonth"] = parts["BYMONTH"].split(",")
+    if "BYSETPOS" in parts:
+        rule["bySetPosition"] = [int(v) for v in parts["BYSETPOS"].split(",")]
+    if "WKST" in parts:
+        rule["firstDayOfWeek"] = parts["WKST"].lower()
+    if "COUNT" in parts:
+        rule["count"] = int(parts["COUNT"])
+    elif "UNTIL" in parts:
+        value = parts["UNTIL"].rstrip("Z")
+        day = f"{value[:4]}-{value[4:6]}-{value[6:8]}"
+        rule["until"] = f"{day}T23:59:59" if len(value) == 8 else f"{day}T{value[9:11]}:{value[11:13]}:{value[13:15]}"
+    return rule
 
 
 # --- Writing --------------------------------------------------------------------------------------
@@ -224,11 +292,6 @@ def _participant_key(address: str) -> str:
 
 def entry_body(event: CalendarEvent, mailbox: str, names: Iterable[str] | None = None) -> dict[str, Any]:
     """The JSCalendar JSON of the named fields (all when None); the sync id always."""
-    if event.recurrence and (names is None or "recurrence" in set(names)):
-        raise base.InvalidItem(
-            "Repeating appointments are not written to Domino yet (docs/domino.md).",
-            code="RecurrenceNotSupported",
-        )
     wanted: set[str] = set()
     for name in _PROPERTIES if names is None else names:
         wanted.update(_PROPERTIES.get(name, ()))
@@ -287,6 +350,17 @@ def entry_body(event: CalendarEvent, mailbox: str, names: Iterable[str] | None =
                 "roles": {"attendee": True} if attendee.required else {"optional": True},
             }
         body["participants"] = participants
+    if "recurrenceRules" in wanted:
+        if event.recurrence:
+            zone = _zone(event.time_zone or "UTC")
+            first = event.start_date if event.is_all_day and event.start_date else event.start.astimezone(zone).date()
+            try:
+                canonical = recurrence.to_rrule(recurrence.parse_rrule(event.recurrence, first, "domino"))
+            except recurrence.Unrepresentable as exc:
+                raise base.InvalidItem(str(exc), code="Unrepresentable") from exc
+            body["recurrenceRules"] = [rrule_to_rule(canonical)]
+        else:
+            body["recurrenceRules"] = []
     if event.sync_id:
         body["AdditionalFields"] = {SYNC_ID_FIELD: event.sync_id}
     return body
