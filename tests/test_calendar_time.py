@@ -261,7 +261,8 @@ class TestSlidingWindow:
 
         crm.sim.counters.reset()
         run = calendar_pass(crm)  # the same day again: the slice is not read twice
-        assert crm.sim.counters[crm.op("calendar_slice")] == 0 and run.requests <= 2
+        listings = 1 if crm.backend == "domino" else 0  # over Domino: the pass's own listing
+        assert crm.sim.counters[crm.op("calendar_slice")] == listings and run.requests <= 2
         assert ItemLink.objects.get(activity=weekly).remote_change_key  # merely in range: untouched
 
     def test_k15_a_linked_event_moved_beyond_the_horizon_in_the_crm_follows(self, crm, window):
