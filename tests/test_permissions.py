@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from synccore.models import Conflict, FieldMapping, ItemLink, SyncRun
+from synccore.models import Conflict, FieldMapping, ItemLink, LoopHold, SyncRun
 from synccore.runtime import service as runtime
 from synccore.sync.connection import ConnectionReport
 from tests.fixtures import factories
@@ -69,6 +69,8 @@ MATRIX = [
     ("get", "/api/v1/environments/{environment_pk}/conflicts/", V, None),
     ("get", "/api/v1/environments/{environment_pk}/conflicts/{id}/", V, None),
     ("post", "/api/v1/environments/{environment_pk}/conflicts/{id}/resolve/", A, {"keep": "crm"}),
+    ("get", "/api/v1/environments/{environment_pk}/items/{kind}/{external_id}/explain/", V, None),
+    ("post", "/api/v1/environments/{environment_pk}/items/{kind}/{external_id}/release/", A, None),
 ]
 for _entity in ("companies", "contacts", "employees", "activities"):
     _base = f"/api/v1/environments/{{environment_pk}}/crm/{_entity}/"
@@ -109,8 +111,12 @@ def world(monkeypatch):
     factories.company(env, external_id="X-1")
     factories.contact(env, external_id="X-1")
     factories.employee(env, "x1@contoso.example", external_id="X-1")
+    hold = LoopHold.objects.create(
+        environment=env, sync_user=alice, pass_kind="calendar", entity="activity", record_id=activity.pk
+    )
     return {
         "id": env.pk,
+        "hold_id": hold.pk,
         "environment_pk": env.pk,
         "user_id": alice.pk,
         "run_id": run.pk,
@@ -122,6 +128,7 @@ def world(monkeypatch):
 
 def _path(template: str, ids: dict) -> str:
     path = template.replace("{environment_pk}", str(ids["environment_pk"])).replace("{external_id}", "X-1")
+    path = path.replace("{kind}", "activities")
     for segment, key in (
         ("/users/{id}/", "user_id"),
         ("/runs/{id}/", "run_id"),
@@ -196,6 +203,9 @@ CONSOLE = [
     ("mapping-delete", "post", A, {"mapping_id": "mapping_id"}),
     ("resolve", "post", A, {"conflict_id": "conflict_id"}),
     ("retry", "post", A, {"link_id": "link_id"}),
+    ("explain", "get", V, {"kind": "activities", "external_id": "X-1"}),
+    ("run", "get", V, {"run_id": "run_id"}),
+    ("release-loop", "post", A, {"hold_id": "hold_id"}),
 ]
 
 
