@@ -31,6 +31,7 @@ from synccore.models import (
 from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.contacts import run_contact_pass
+from synccore.sync.tasks import run_task_pass
 from tests.fixtures import factories as f
 from tests.fixtures.crm import connection_fields, make_crm
 
@@ -50,6 +51,10 @@ WRITES = (
     "graph.events.update",
     "graph.events.delete",
     "graph.events.cancel",
+    "graph.todoTasks.create",
+    "graph.todoTasks.update",
+    "graph.todoTasks.delete",
+    "graph.todoLinkedResources.create",
 )
 
 
@@ -101,10 +106,22 @@ def meeting(crm, start, *, organizer, invite, **fields) -> Activity:
     return activity
 
 
-def synchronized(crm) -> dict[str, object]:
-    """Contacts, a recurring meeting with exceptions and attendees, single events, all synchronized."""
+def synchronized(crm, *, tasks: bool = False) -> dict[str, object]:
+    """Contacts, a recurring meeting with exceptions and attendees, single events (and tasks),
+    all synchronized."""
+    crm.configure(synchronize_tasks=tasks)
     for n in range(3):
         f.contact(crm.env, first_name=f"Ann {n}")
+    due = (monday() + timedelta(days=3)).date()
+    for n, user in enumerate((crm.alice, crm.bob) if tasks else ()):
+        f.activity(
+            crm.env,
+            type="task",
+            subject=f"Follow up {n}",
+            due=due,
+            start=datetime(due.year, due.month, due.day, tzinfo=UTC),
+            responsible=user.employee,
+        )
     start = monday()
     series = meeting(
         crm,
@@ -128,6 +145,8 @@ def all_passes(crm) -> list:
     for user in SyncUser.objects.filter(environment=crm.env).order_by("mailbox_email"):
         runs.append(run_contact_pass(user.pk))
         runs.append(run_calendar_pass(user.pk))
+        if crm.env.settings.synchronize_tasks:
+            runs.append(run_task_pass(user.pk))
     return runs
 
 
@@ -136,7 +155,7 @@ def mailboxes(sim) -> dict[str, dict[str, str]]:
     out = {}
     for address in (*ADDRESSES, "carol@contoso.example"):
         box = sim.user(address)
-        out[address] = {item.id: item.changekey for item in [*box.all_contacts(), *box.events()]}
+        out[address] = {item.id: item.changekey for item in [*box.all_contacts(), *box.events(), *box.tasks()]}
     return out
 
 
@@ -253,10 +272,10 @@ def test_h1_contacts_of_a_graph_user_and_an_ews_user_in_one_environment(hybrid):
 @pytest.mark.parametrize("first,second", [("ews", "graph"), ("graph", "ews")])
 def test_h2_an_environment_switched_writes_nothing_and_sends_nothing(hybrid, messages, first, second):
     hybrid.configure(backend=first)
-    synchronized(hybrid)
+    synchronized(hybrid, tasks=True)
     before_boxes, before_crm = mailboxes(hybrid.sim), crm_records()
     links = ItemLink.objects.count()
-    assert links >= 7
+    assert links >= 9 and ItemLink.objects.filter(kind="task").count() == 2
 
     hybrid.configure(backend=second)
     assert_moved_without_writing(hybrid, messages, before_boxes, before_crm)
@@ -272,7 +291,7 @@ def test_h2_an_environment_switched_writes_nothing_and_sends_nothing(hybrid, mes
 
 
 def test_h2_one_user_moves_while_the_others_stay(hybrid, messages):
-    synchronized(hybrid)
+    synchronized(hybrid, tasks=True)
     before_boxes, before_crm = mailboxes(hybrid.sim), crm_records()
     hybrid.bob.backend = "graph"
     hybrid.bob.save()
