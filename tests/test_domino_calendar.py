@@ -243,3 +243,15 @@ def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm)
     aaron = f.sync_user(crm.env, "aaron@contoso.example")
     report = service.test_mailbox(aaron.pk)
     assert not report.ok and report.code == "mailbox_not_found", report
+
+
+def test_k10_an_occurrence_changed_in_outlook_makes_the_series_need_attention_not_diverge(crm, start):
+    weekly = f.activity(crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3")
+    calendar_pass(crm)
+    mailbox = crm.mailbox()
+    (series,) = mailbox.events()
+    mailbox.edit(mailbox.occurrence(series, 2), Subject="Weekly (moved)")
+    calendar_pass(crm)
+    weekly.refresh_from_db()
+    assert weekly.subject == "Weekly" and not weekly.recurrence_exceptions
+    assert "changed or removed occurrences" in weekly.links.get().last_error

@@ -19,8 +19,8 @@ Errors are ``{"status", "message"}`` with the HTTP status. Knobs::
     sim.domino.token_seconds = 60         # lifetime of a new JWT (expSeconds), on the simulator clock
     sim.faults.http_503(operation="domino.calendar.list")   # faults by operation ("domino.auth", ...)
 
-Deviations: a series is one ``recurrenceRules`` rule; its changed or removed occurrences are not rendered
-(``recurrenceOverrides`` are refused with 501); no To Do, contacts or mail yet;
+Deviations: a series is one ``recurrenceRules`` rule; its changed and removed occurrences are rendered as
+``recurrenceOverrides`` but not taken in writes (501); no To Do, contacts or mail yet;
 ``timeZone`` is answered as an IANA name (real servers may answer a Notes zone string).
 """
 

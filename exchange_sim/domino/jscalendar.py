@@ -150,9 +150,12 @@ def entry_json(front: DominoFrontEnd, item: Item) -> dict[str, Any]:
     if fields:
         body["AdditionalFields"] = fields
     if props.get("Recurrence"):
-        from exchange_sim.domino.recurrence import rules_json
+        from exchange_sim.domino.recurrence import overrides_json, rules_json
 
         body["recurrenceRules"] = rules_json(item)
+        overrides = overrides_json(item)
+        if overrides:
+            body["recurrenceOverrides"] = overrides
     return body
 
 

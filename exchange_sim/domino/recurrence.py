@@ -94,3 +94,32 @@ def parse_rules(value: Any, first: date) -> dict[str, Any] | None:
         return parse_recurrence({"pattern": pattern, "range": rng})
     except GraphError as exc:
         raise DominoError(400, exc.message if hasattr(exc, "message") else str(exc)) from None
+
+
+def overrides_json(item: Item) -> dict[str, Any]:
+    """The series' removed and changed occurrences as ``recurrenceOverrides`` (keyed by the
+    occurrence's original local start, as JSCalendar's recurrence ids are)."""
+    from datetime import datetime
+
+    from exchange_sim.calendar import zone_for
+    from exchange_sim.domino.jscalendar import duration_text
+
+    zone = zone_for(item.props.get("StartTimeZone"))
+
+    def local(value: datetime) -> str:
+        return value.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
+
+    out: dict[str, Any] = {}
+    for key in item.props.get("_deleted") or []:
+        out[local(datetime.fromisoformat(key.replace("Z", "+00:00")))] = {"excluded": True}
+    for key, changes in (item.props.get("_exceptions") or {}).items():
+        patch: dict[str, Any] = {}
+        if changes.get("Start") and changes.get("End"):
+            patch["start"] = local(changes["Start"])
+            patch["duration"] = duration_text(changes["End"] - changes["Start"])
+        if changes.get("Subject"):
+            patch["title"] = changes["Subject"]
+        if changes.get("Location"):
+            patch["locations"] = {"1": {"@type": "Location", "name": changes["Location"]}}
+        out.setdefault(local(datetime.fromisoformat(key.replace("Z", "+00:00"))), patch)
+    return out

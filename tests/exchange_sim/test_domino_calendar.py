@@ -166,3 +166,16 @@ def test_a_repeating_entry_is_a_series_in_the_store_and_comes_back_as_its_rule(e
     (series,) = exchange_sim.user(ALICE).events()
     view = exchange_sim.user(ALICE).view(datetime(2030, 5, 1, tzinfo=UTC), datetime(2030, 6, 1, tzinfo=UTC))
     assert series.props["Recurrence"] and len(view) == 3
+
+
+def test_an_occurrence_removed_or_changed_in_outlook_shows_as_an_override(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    rule = {"@type": "RecurrenceRule", "frequency": "daily", "count": 3}
+    body = client.post("/pim-v1/calendar/default", params={"mailboxid": ALICE}, json=entry("Daily", recurrenceRules=[rule])).json()
+    alice = exchange_sim.user(ALICE)
+    (series,) = alice.events()
+    alice.delete(alice.occurrence(series, 2))
+    alice.edit(alice.occurrence(series, 3), Subject="Daily (moved)")
+    read = client.get(f"/pim-v1/calendar/default/{body['uid']}", params={"mailboxid": ALICE}).json()
+    assert read["recurrenceOverrides"]["2030-05-07T10:00:00"] == {"excluded": True}
+    assert read["recurrenceOverrides"]["2030-05-08T10:00:00"]["title"] == "Daily (moved)"
