@@ -255,3 +255,10 @@ def test_k10_an_occurrence_changed_in_outlook_makes_the_series_need_attention_no
     weekly.refresh_from_db()
     assert weekly.subject == "Weekly" and not weekly.recurrence_exceptions
     assert "changed or removed occurrences" in weekly.links.get().last_error
+
+
+def test_contacts_tasks_or_e_mail_filing_on_for_a_domino_environment_is_a_clear_settings_problem(crm):
+    assert crm.settings.connection_problems() == []
+    crm.configure(synchronize_contacts=True, synchronize_tasks=True)
+    problems = " ".join(crm.settings.connection_problems())
+    assert "Contacts cannot be synchronized with HCL Domino" in problems and "Tasks (To Do)" in problems

@@ -470,6 +470,16 @@ class SyncSettings(models.Model):
                 problems.append("Give the service account.")
             if not self.service_password:
                 problems.append("Give the service account's password.")
+            for on, what in (
+                (self.synchronize_contacts, "Contacts"),
+                (self.synchronize_tasks, "Tasks (To Do)"),
+                (self.file_emails, "E-mail filing"),
+            ):
+                if on:
+                    problems.append(
+                        f"{what} cannot be synchronized with HCL Domino mail files yet (docs/domino.md): "
+                        "turn it off for this environment."
+                    )
         if Backend.GRAPH in in_use and self.ca_bundle:
             # Checked on save too; the file may have changed since (replaced, removed).
             problem = ca_bundle_problem(self.ca_bundle)
