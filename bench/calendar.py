@@ -66,8 +66,8 @@ def mailboxes(prefix: str, users: int) -> list[str]:
 
 def plan(user: int, index: int, users: int, first_day, backend: str = "") -> dict:
     """Event ``index`` of user ``user``: single appointments, weekly series and meetings with two
-    other users, spread over the next weeks in the working hours of one zone. Over Domino the
-    series are single appointments (repeating entries are not synchronized there yet, docs/domino.md)."""
+    other users, spread over the next weeks in the working hours of one zone (``backend``: the
+    same plan for every backend)."""
     kind = index % 3
     day = first_day + timedelta(days=1 + index % 60)
     # Two others (fewer when there are not enough users): never the organizer, never one twice.
@@ -77,7 +77,7 @@ def plan(user: int, index: int, users: int, first_day, backend: str = "") -> dic
         "subject": f"{['Visit', 'Weekly', 'Meeting'][kind]} {user}-{index}",
         "start": start,
         "end": start + timedelta(minutes=30 if index % 2 else 60),
-        "recurrence": "FREQ=WEEKLY;COUNT=8" if kind == 1 and backend != "domino" else "",
+        "recurrence": "FREQ=WEEKLY;COUNT=8" if kind == 1 else "",
         "invite": list(others) if kind == 2 else [],
     }
 
