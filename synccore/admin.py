@@ -164,7 +164,9 @@ class SyncUserAdmin(EnvironmentScopedAdmin):
         "last_error",
         "last_error_at",
         "backoff_until",
-        "deletions_confirmed",
+        "contacts_limit_confirmed",
+        "calendar_limit_confirmed",
+        "tasks_limit_confirmed",
     ]
 
     @admin.display(description="address check")

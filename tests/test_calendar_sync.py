@@ -559,7 +559,7 @@ class TestSafetyLimitOnCrmDeletions:
         assert run.outcome == Outcome.HELD and "Held" in run.error
         assert Activity.objects.filter(pk__in=[a.pk for a in activities]).count() == 5
         assert calendar_pass(crm).outcome == Outcome.HELD  # read again until someone decides
-        crm.alice.deletions_confirmed = True
+        crm.alice.confirm_limits(["calendar"])
         crm.alice.save()
         run = calendar_pass(crm)
         assert (run.outcome, run.deleted) == (Outcome.SUCCESS, 5)

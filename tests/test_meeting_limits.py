@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from syncadmin.roles import ADMINISTRATOR
-from synccore.models import Attendee, Decision, Outcome, SyncUser
+from synccore.models import Attendee, Contact, Decision, Health, Outcome, SyncUser
 from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.preview import preview_passes
@@ -87,6 +87,34 @@ class TestMeetingMessageLimit:
         run = run_calendar_pass(crm.alice.pk)
         assert run.outcome == Outcome.HELD and "3 cancellations" in run.error
         assert events(crm) == ["Meeting 0", "Meeting 1", "Meeting 3"]  # the one without attendees went
+
+    def test_one_confirmation_releases_a_held_calendar_pass_and_a_held_contact_pass(self, crm, start):
+        # "Confirm" enqueues every kind; the contact pass may run first and must not use up the
+        # calendar's confirmation (one per kind).
+        crm.configure(meeting_message_limit=1, safety_limit_percent=20, safety_limit_minimum=3)
+        contacts = [f.contact(crm.env, first_name="Ann", last_name=f"Lee {i:02d}") for i in range(10)]
+        crm.contacts_pass()
+        Contact.objects.filter(pk__in=[c.pk for c in contacts[:6]]).update(synchronize=False)
+        assert crm.contacts_pass().outcome == Outcome.HELD
+        meeting(crm, start, "Review", invite=("carol@partner.example", "dave@partner.example"))
+        assert run_calendar_pass(crm.alice.pk).outcome == Outcome.HELD
+
+        runtime.confirm_deletions(crm.alice.pk)
+        run = crm.contacts_pass()
+        assert (run.outcome, run.deleted) == (Outcome.SUCCESS, 6)
+        run = run_calendar_pass(crm.alice.pk)
+        assert (run.outcome, run.created) == (Outcome.SUCCESS, 1)
+        assert events(crm) == ["Review"]
+
+        user = SyncUser.objects.get(pk=crm.alice.pk)
+        assert user.health == Health.HEALTHY and not user.deletions_confirmed
+        assert {kind: entry["state"] for kind, entry in user.kind_health.items()} == {
+            "contacts": "healthy",
+            "calendar": "healthy",
+        }
+        # Each confirmation counted for one pass: the next storm is held again.
+        meeting(crm, start + timedelta(hours=1), "Board", invite=("carol@partner.example", "erin@partner.example"))
+        assert run_calendar_pass(crm.alice.pk).outcome == Outcome.HELD
 
     def test_p4_a_limit_of_0_holds_nothing(self, crm, start):
         crm.configure(meeting_message_limit=0)

@@ -600,11 +600,23 @@ class SyncUser(models.Model):
         editable=False,
         help_text="Per kind: its state (healthy, backing_off, held, failing), since when and why.",
     )
-    deletions_confirmed = models.BooleanField(
+    # One confirmation per kind: a pass of one kind uses (and clears) its own only, so a contact
+    # pass cannot take away the calendar's confirmation when "Confirm" runs every kind.
+    contacts_limit_confirmed = models.BooleanField(
         default=False,
         editable=False,
-        help_text="An administrator allowed the next pass to delete beyond the safety limit, or to send "
-        "more meeting messages than the meeting message limit.",
+        help_text="An administrator allowed the next contact pass to delete beyond the safety limit.",
+    )
+    calendar_limit_confirmed = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="An administrator allowed the next calendar pass to delete beyond the safety limit, or "
+        "to send more meeting messages than the meeting message limit.",
+    )
+    tasks_limit_confirmed = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="An administrator allowed the next task pass to delete beyond the safety limit.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -632,6 +644,35 @@ class SyncUser(models.Model):
                 f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "linked_backend"
             ]
         super().save(*args, **kwargs)
+
+    # The kinds a pass of which can be held by a limit and confirmed (safety limit, P4).
+    CONFIRMABLE_KINDS = ("contacts", "calendar", "tasks")
+
+    @property
+    def deletions_confirmed(self) -> bool:
+        """Whether some kind's next pass is confirmed (the API's pinned ``deletions_confirmed``)."""
+        return any(self.limit_confirmed(kind) for kind in self.CONFIRMABLE_KINDS)
+
+    def limit_confirmed(self, kind: str) -> bool:
+        """An administrator allowed the next pass of this kind beyond the safety or meeting limit."""
+        kind = str(kind)
+        return kind in self.CONFIRMABLE_KINDS and getattr(self, f"{kind}_limit_confirmed")
+
+    def confirm_limits(self, kinds: list[str] | tuple[str, ...]) -> list[str]:
+        """Confirm the next pass of these kinds; the fields to save."""
+        fields = [f"{kind}_limit_confirmed" for kind in map(str, kinds) if kind in self.CONFIRMABLE_KINDS]
+        for field in fields:
+            setattr(self, field, True)
+        return fields
+
+    def use_confirmation(self, kind: str) -> None:
+        """A confirmation counts for one pass of its kind: cleared once that pass used it. Saved
+        as one column, so a pass of another kind running meanwhile keeps its own."""
+        if not self.limit_confirmed(kind):
+            return
+        field = f"{kind!s}_limit_confirmed"
+        setattr(self, field, False)
+        type(self).objects.filter(pk=self.pk).update(**{field: False}, updated_at=timezone.now())
 
     @property
     def contact_folder_name(self) -> str:

@@ -582,10 +582,17 @@ def users_in_health(environment_id: int, health: str) -> list[int]:
 
 
 def confirm_deletions(user_id: int) -> SyncUser:
-    """The administrator allows the next pass to delete beyond the safety limit (§5); it runs
-    now. Only the held kinds are cleared: another kind's failure stays (O1)."""
-    contacts.allow_deletions_beyond_limit(user_id)
-    _clear_states(user_id, (runs.HELD,))
+    """The administrator allows the next pass of each held kind beyond its limit (the safety limit
+    §5, the meeting message limit P4); they run now. Each kind gets its own confirmation, used by
+    its own pass, so the kinds' passes may run in any order. Nothing held (a confirmation ahead of
+    a pass): every kind's next pass is confirmed. Only the held kinds are cleared: another kind's
+    failure stays (O1)."""
+    with transaction.atomic():
+        user = SyncUser.objects.select_for_update().get(pk=user_id)
+        held = [kind for kind, entry in (user.kind_health or {}).items() if entry.get("state") == runs.HELD]
+        fields = user.confirm_limits(held or SyncUser.CONFIRMABLE_KINDS)
+        fields += runs.clear_kind_states(user, (runs.HELD,), at=timezone.now())
+        user.save(update_fields=[*fields, "updated_at"])
     _enqueue_now(user_id)
     return SyncUser.objects.get(pk=user_id)
 

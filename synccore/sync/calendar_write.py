@@ -45,6 +45,7 @@ from synccore.models import (
     FolderState,
     ItemLink,
     LinkState,
+    SyncKind,
     SyncRun,
 )
 from synccore.sync import actions
@@ -739,7 +740,7 @@ class CalendarWriter:
         if (
             count > self.settings.safety_limit_minimum
             and share > self.settings.safety_limit_percent
-            and not self.user.deletions_confirmed
+            and not self.user.limit_confirmed(SyncKind.CALENDAR)
         ):
             where = " (in the CRM, after deletions in Exchange)" if not deletes else ""
             self.run.error = (
@@ -780,9 +781,7 @@ class CalendarWriter:
                     self.run.deleted += 1
                 else:
                     self.item_failed(link, result.error)
-        if self.user.deletions_confirmed:
-            self.user.deletions_confirmed = False
-            self.user.save(update_fields=["deletions_confirmed", "updated_at"])
+        self.user.use_confirmation(SyncKind.CALENDAR)
         return False
 
     def absorb_own_writes(self, state: FolderState) -> None:

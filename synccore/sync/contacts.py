@@ -381,7 +381,7 @@ class ContactPass:
         )
         if not over:
             return True
-        if self.user.deletions_confirmed:
+        if self.user.limit_confirmed(SyncKind.CONTACTS):
             return True
         self.run.error = (
             f"Held: this pass would delete {remote_deletes} of {synced_count} synchronized contacts "
@@ -621,9 +621,8 @@ class ContactPass:
                 # that slipped in meanwhile still shows as a change key we did not write.
                 self.absorb_after_writes(state)
             state.save(update_fields=["sync_token", "updated_at"])
-        if allowed and self.user.deletions_confirmed:
-            self.user.deletions_confirmed = False
-            self.user.save(update_fields=["deletions_confirmed", "updated_at"])
+        if allowed:
+            self.user.use_confirmation(SyncKind.CONTACTS)
         purge_unlinked_tombstones(self.user.environment_id)
         return allowed
 
@@ -710,9 +709,9 @@ def run_contact_pass(
 
 
 def allow_deletions_beyond_limit(user_id: int) -> None:
-    """An administrator allows the next pass to delete beyond the safety limit."""
+    """An administrator allows the next contact pass to delete beyond the safety limit."""
     SyncUser.objects.filter(pk=user_id).update(
-        deletions_confirmed=True, health=Health.HEALTHY, updated_at=timezone.now()
+        contacts_limit_confirmed=True, health=Health.HEALTHY, updated_at=timezone.now()
     )
 
 

@@ -1,6 +1,7 @@
 """Meeting-message limits (P4): like the safety limit on deletions (DESIGN §5), a calendar pass that
 would send more invitations, or more cancellations, than ``meeting_message_limit`` holds them back
-until an administrator confirms (the same confirmation as for deletions: ``deletions_confirmed``).
+until an administrator confirms (the calendar's confirmation, as for its deletions:
+``SyncUser.calendar_limit_confirmed``).
 
 Invitations go out with the creates of the organizer's meetings and cancellations with the deletes
 of them; the calendar writer queues both to the end of the pass, so they are counted (once per
@@ -39,7 +40,7 @@ def hold_meeting_messages(writer: CalendarWriter) -> bool:
     ]
     if not over:
         return False
-    if user.deletions_confirmed:
+    if user.limit_confirmed("calendar"):
         writer.confirmation_used = True  # consumed once the pass is over (see ``consume_confirmation``)
         return False
     told = "; ".join(f"{count} {what}" for what, count, _ in over)
@@ -71,10 +72,8 @@ def hold_meeting_messages(writer: CalendarWriter) -> bool:
 
 def consume_confirmation(writer: CalendarWriter) -> None:
     """An administrator's confirmation counts for one pass: cleared once it was used."""
-    user = writer.user
-    if getattr(writer, "confirmation_used", False) and user.deletions_confirmed:
-        user.deletions_confirmed = False
-        user.save(update_fields=["deletions_confirmed", "updated_at"])
+    if getattr(writer, "confirmation_used", False):
+        writer.user.use_confirmation("calendar")
 
 
 def _recipients(link) -> list[str]:

@@ -197,9 +197,8 @@ class TaskPass(TaskWrites):
         elif self.wrote:
             self.absorb_own_writes(state)
         state.save()
-        if allowed and self.user.deletions_confirmed and any(s.kind == actions.DELETE and s.side == actions.EXCHANGE for s in steps):
-            self.user.deletions_confirmed = False
-            self.user.save(update_fields=["deletions_confirmed", "updated_at"])
+        if allowed and any(s.kind == actions.DELETE and s.side == actions.EXCHANGE for s in steps):
+            self.user.use_confirmation(SyncKind.TASKS)
         return allowed
 
     def links(self) -> list[ItemLink]:

@@ -31,6 +31,7 @@ from synccore.models import (
     FolderState,
     ItemLink,
     LinkState,
+    SyncKind,
     SyncRun,
     SyncUser,
     TaskStatus,
@@ -286,7 +287,7 @@ class TaskWrites:
         if (
             len(steps) > self.settings.safety_limit_minimum
             and share > self.settings.safety_limit_percent
-            and not self.user.deletions_confirmed
+            and not self.user.limit_confirmed(SyncKind.TASKS)
         ):
             self.run.error = (
                 f"Held: this pass would delete {len(steps)} of {synced} synchronized tasks ({share:.0f} %), "
