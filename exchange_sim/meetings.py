@@ -129,6 +129,11 @@ class Meetings:
             return
         shared = {k: copy.deepcopy(source.props[k]) for k in SHARED_PROPS if k in source.props}
         shared.setdefault("Organizer", self._mailbox_of(source.mailbox))
+        if "Recurrence" in shared:
+            # The invitee's series takes the organizer's exceptions as they are, none included
+            # (an update that writes the pattern and its exceptions at once keeps them).
+            shared.setdefault("_exceptions", {})
+            shared.setdefault("_deleted", [])
         for address in attendee_addresses(source.props):
             if address.lower() == source.mailbox.lower() or not self.store.has_mailbox(address):
                 continue
@@ -145,7 +150,9 @@ class Meetings:
                 made = self.store.create_item(calendar.id, "CalendarItem", props, context={"delivery": True})
                 self._request_in_inbox(address, made, shared, "NewMeetingRequest")
             else:
-                updated = self.store.update_item(existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True})
+                updated = self.store.update_item(
+                    existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True, "occurrence": "*"}
+                )
                 self._request_in_inbox(address, updated, shared, "FullUpdate")
         for address in cancel_for:
             if not self.store.has_mailbox(address):

@@ -6,6 +6,7 @@ an idle pass, and what the backend does not offer yet."""
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from synccore.mailbox.domino import client as domino_client
 from synccore.models import Activity, Attendee, Outcome
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.connection import check_user_connection, open_backend
+from synccore.sync.events import moment as ev_moment
 from tests.fixtures import factories as f
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("domino")]
@@ -219,21 +221,61 @@ def test_contacts_and_tasks_refuse_with_a_clear_message(crm):
         backend.ensure_task_folder(ALICE)
 
 
-def test_k10_a_crm_series_is_a_repeating_notes_entry_and_an_occurrence_change_is_refused(crm, start):
+def test_k10_a_crm_series_is_a_repeating_notes_entry_with_its_changed_and_removed_occurrences(crm, start):
     weekly = f.activity(crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3")
     assert calendar_pass(crm).created == 1
     uid = weekly.links.get().remote_id
     entry = notes(crm).get(f"/pim-v1/calendar/default/{uid}").json()
     assert entry["recurrenceRules"][0]["frequency"] == "weekly" and entry["recurrenceRules"][0]["count"] == 3
-    assert len(crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=4))) == 3
+    assert "recurrenceOverrides" not in entry
     quiet = calendar_pass(crm)
     assert (quiet.created, quiet.updated) == (0, 0)
-    weekly.recurrence_exdates = [(start + timedelta(weeks=1)).isoformat()]
+    second, third = start + timedelta(weeks=1), start + timedelta(weeks=2)
+    weekly.recurrence_exdates = [second.isoformat()]
+    weekly.recurrence_exceptions = [{"original_start": third.isoformat(), "subject": "Weekly (special)"}]
     weekly.save()
     run = calendar_pass(crm)
-    link = weekly.links.get()
-    assert run.outcome == Outcome.PARTIAL and "occurrences" in link.last_error, (run.outcome, link.last_error)
-    assert len(crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=4))) == 3  # unchanged
+    assert run.outcome == Outcome.SUCCESS and run.updated == 1, (run.outcome, run.error)
+    overrides = notes(crm).get(f"/pim-v1/calendar/default/{uid}").json()["recurrenceOverrides"]
+    zone = ZoneInfo(entry["timeZone"])
+    local = {when.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S"): when for when in (second, third)}
+    assert overrides == {
+        next(k for k, v in local.items() if v == second): {"excluded": True},
+        next(k for k, v in local.items() if v == third): {"title": "Weekly (special)"},
+    }
+    # The same series over EWS: the same exceptions (one store).
+    view = crm.mailbox().view(start - timedelta(hours=1), start + timedelta(weeks=4))
+    assert [(i.props["Start"], i.props["Subject"]) for i in view] == [(start, "Weekly"), (third, "Weekly (special)")]
+    quiet = calendar_pass(crm)
+    assert (quiet.created, quiet.updated, quiet.conflicts) == (0, 0, 0)
+
+
+def test_k10_occurrences_changed_and_removed_in_notes_reach_the_crm(crm, start):
+    weekly = f.activity(crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3")
+    calendar_pass(crm)
+    uid = weekly.links.get().remote_id
+    client = notes(crm)
+    entry = client.get(f"/pim-v1/calendar/default/{uid}").json()
+    zone = ZoneInfo(entry["timeZone"])
+    second, third = start + timedelta(weeks=1), start + timedelta(weeks=2)
+
+    def key(when):
+        return when.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
+
+    moved = third + timedelta(hours=2)
+    overrides = {key(second): {"excluded": True}, key(third): {"start": key(moved), "title": "Weekly (moved)"}}
+    answer = client.put(f"/pim-v1/calendar/default/{uid}", json={"recurrenceOverrides": overrides})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["recurrenceOverrides"][key(third)] == {"start": key(moved), "duration": "PT1H", "title": "Weekly (moved)"}
+    run = calendar_pass(crm)
+    assert run.outcome == Outcome.SUCCESS, (run.outcome, run.error)
+    weekly.refresh_from_db()
+    assert [ev_moment(d) for d in weekly.recurrence_exdates] == [second]
+    (exception,) = weekly.recurrence_exceptions
+    assert ev_moment(exception["original_start"]) == third and ev_moment(exception["start"]) == moved
+    assert exception["subject"] == "Weekly (moved)"
+    quiet = calendar_pass(crm)
+    assert (quiet.created, quiet.updated, quiet.conflicts) == (0, 0, 0)
 
 
 def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm):
@@ -243,18 +285,6 @@ def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm)
     aaron = f.sync_user(crm.env, "aaron@contoso.example")
     report = service.test_mailbox(aaron.pk)
     assert not report.ok and report.code == "mailbox_not_found", report
-
-
-def test_k10_an_occurrence_changed_in_outlook_makes_the_series_need_attention_not_diverge(crm, start):
-    weekly = f.activity(crm.env, subject="Weekly", start=start, organizer=crm.alice.employee, recurrence="FREQ=WEEKLY;COUNT=3")
-    calendar_pass(crm)
-    mailbox = crm.mailbox()
-    (series,) = mailbox.events()
-    mailbox.edit(mailbox.occurrence(series, 2), Subject="Weekly (moved)")
-    calendar_pass(crm)
-    weekly.refresh_from_db()
-    assert weekly.subject == "Weekly" and not weekly.recurrence_exceptions
-    assert "changed or removed occurrences" in weekly.links.get().last_error
 
 
 def test_contacts_tasks_or_e_mail_filing_on_for_a_domino_environment_is_a_clear_settings_problem(crm):

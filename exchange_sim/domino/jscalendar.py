@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -137,7 +138,7 @@ def entry_json(front: DominoFrontEnd, item: Item) -> dict[str, Any]:
         body["description"] = item.body_text
         body["descriptionContentType"] = "text/plain"
     if props.get("Location"):
-        body["locations"] = {_participant_id("location:" + props["Location"]): {"@type": "Location", "name": props["Location"]}}
+        body["locations"] = location_map(props["Location"])
     if props.get("IsCancelled"):
         body["status"] = "cancelled"
     if props.get("ReminderIsSet", True) and props.get("ReminderMinutesBeforeStart") is not None:
@@ -157,6 +158,11 @@ def entry_json(front: DominoFrontEnd, item: Item) -> dict[str, Any]:
         if overrides:
             body["recurrenceOverrides"] = overrides
     return body
+
+
+def location_map(name: str | None) -> dict[str, Any]:
+    """A location as JSCalendar's ``locations`` map (empty for none)."""
+    return {_participant_id("location:" + name): {"@type": "Location", "name": name}} if name else {}
 
 
 def _participants(item: Item) -> dict[str, Any]:
@@ -198,12 +204,12 @@ def _participants(item: Item) -> dict[str, Any]:
 
 # ---- writing --------------------------------------------------------------------------------------------
 def entry_changes(
-    data: dict[str, Any], current: Item | None, owner: str
+    data: dict[str, Any], current: Item | None, owner: str, new_changekey: Callable[[], str] | None = None
 ) -> tuple[dict[str, Any], list[str], dict[ExtendedKey, Any]]:
-    """A JSCalendar body as store writes (set, delete, extended). Properties left out stay as they are."""
-    unknown = set(data) - WRITABLE - {"recurrenceRules"}
-    if "recurrenceOverrides" in unknown:
-        raise DominoError(501, "Overrides of repeating entries are not implemented by the simulator.")
+    """A JSCalendar body as store writes (set, delete, extended). Properties left out stay as they
+    are; ``recurrenceOverrides``, when given, is the series' whole set of changed and removed
+    occurrences (``_exceptions`` and ``_deleted``)."""
+    unknown = set(data) - WRITABLE - {"recurrenceRules", "recurrenceOverrides"}
     if unknown:
         raise DominoError(400, f"Unknown property '{sorted(unknown)[0]}'.")
     if data.get("@type", "jsevent").lower() != "jsevent":
@@ -292,6 +298,12 @@ def entry_changes(
     start, end = set_props.get("Start", props.get("Start")), set_props.get("End", props.get("End"))
     if start is not None and end is not None and end < start:
         raise DominoError(400, "The end of an entry must not be before its start.")
+    if "recurrenceOverrides" in data:
+        from exchange_sim.domino.recurrence import parse_overrides
+
+        series = {k: v for k, v in {**props, **set_props}.items() if k not in delete}
+        exceptions, deleted = parse_overrides(data["recurrenceOverrides"] or {}, series, new_changekey or (lambda: ""))
+        set_props.update(_exceptions=exceptions, _deleted=deleted)
     return set_props, delete, extended
 
 

@@ -115,7 +115,7 @@ def list_entries(request: DominoRequest) -> Answer:
 def create_entry(request: DominoRequest) -> Answer:
     folder = default_calendar(request)
     data = request.json()
-    set_props, _, extended = entry_changes(data, None, request.mailbox)
+    set_props, _, extended = entry_changes(data, None, request.mailbox, request.store.new_changekey)
     if data.get("uid"):
         uid = str(data["uid"])
         if any(i.props.get("UID") == uid for i in request.store.live_items(folder.id, "CalendarItem")):
@@ -144,8 +144,11 @@ def update_entry(request: DominoRequest) -> Answer:
             request.store.delete_item(item.id, "MoveToDeletedItems", context=dict(QUIET))
         return 200, {"status": 200, "message": "Entry cancelled"}, {}
     data = {k: v for k, v in data.items() if k != "status"}
-    set_props, delete, extended = entry_changes(data, item, request.mailbox)
-    context = {**(SEND if send else QUIET), "written": frozenset(set_props)}
+    set_props, delete, extended = entry_changes(data, item, request.mailbox, request.store.new_changekey)
+    context: dict[str, Any] = {**(SEND if send else QUIET), "written": frozenset(set_props)}
+    if "recurrenceOverrides" in data:
+        # The overrides written are the series' whole set: a pattern written with them keeps them.
+        context["occurrence"] = "*"
     updated = request.store.update_item(item.id, set_props=set_props, delete_props=delete, set_extended=extended, context=context)
     return 200, entry_json(request.front, updated), {}
 

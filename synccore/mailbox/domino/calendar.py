@@ -25,7 +25,15 @@ from synccore.mailbox.base import (
     RemoteRef,
 )
 from synccore.mailbox.domino.client import DominoClient
-from synccore.mailbox.domino.translation import CalendarToken, entry_body, event_from_entry, ref_of, start_day
+from synccore.mailbox.domino.translation import (
+    OVERRIDE_FIELDS,
+    CalendarToken,
+    entry_body,
+    event_from_entry,
+    overrides_body,
+    ref_of,
+    start_day,
+)
 
 CALENDAR_ID = "default"
 CALENDAR_PATH = f"/pim-v1/calendar/{CALENDAR_ID}"
@@ -215,18 +223,10 @@ class CalendarOperations:
         params = {"send": "true" if send_updates else "false"}
         for ref, event, names in updates:
             names = set(names)
-            if names & set(base.OCCURRENCE_FIELDS):
-                results.append(
-                    ItemResult(
-                        error=base.InvalidItem(
-                            "Single occurrences of a repeating entry are not written to Domino yet (docs/domino.md).",
-                            code="RecurrenceNotSupported",
-                        )
-                    )
-                )
-                continue
             try:
-                body = entry_body(event, mailbox, names)
+                body = entry_body(event, mailbox, names - set(base.OCCURRENCE_FIELDS))
+                if event.recurrence and names & OVERRIDE_FIELDS:
+                    body["recurrenceOverrides"] = self._overrides(mailbox, ref, event, names)
                 entry = self.client.call("PUT", _entry_path(ref.item_id), mailbox, params=params, json=body)
             except base.ItemError as exc:
                 results.append(ItemResult(error=exc))
@@ -236,6 +236,22 @@ class CalendarOperations:
                 self._entries[(mailbox.lower(), ref.item_id)] = entry
             results.append(ItemResult(ref=new_ref))
         return results
+
+    def _overrides(self, mailbox: str, ref: RemoteRef, event: CalendarEvent, names: set[str]) -> dict[str, Any]:
+        """The series' whole ``recurrenceOverrides`` after this update (K10): JSCalendar writes
+        them as one property, so occurrences the update does not name keep their current
+        override (from this pass's listing, or read). Writing the pattern starts from none."""
+        current: dict[str, Any] = {}
+        if not names & set(base.PATTERN_FIELDS):
+            entry = self._entries.get((mailbox.lower(), ref.item_id))
+            if entry is None or (ref.change_key and str(entry.get("updated") or "") != ref.change_key):
+                entry = self._read(mailbox, ref.item_id)
+            if entry is None:
+                raise base.ItemNotFound(f"The entry {ref.item_id} is gone.", code="NotFound")
+            current = entry
+        return overrides_body(
+            event, names, current.get("recurrenceOverrides") or {}, str(current.get("timeZone") or "")
+        )
 
     def delete_events(
         self, mailbox: str, refs: Sequence[RemoteRef], *, send_cancellations: bool

@@ -3,7 +3,8 @@
 An entry is known by its ``uid`` (the id of ``/calendar/{calid}/{calentryid}``) and versioned by
 ``updated`` (the change key). The sync id rides in ``AdditionalFields.CrmSyncId``. Times: ``start``
 is a local date-time in ``timeZone`` (IANA), ``duration`` an ISO 8601 duration; an all-day entry
-has ``showWithoutTime`` and whole days.
+has ``showWithoutTime`` and whole days. A series is one entry: its rule in ``recurrenceRules``, its
+changed and removed occurrences in ``recurrenceOverrides``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ _PROPERTIES: dict[str, tuple[str, ...]] = {
     "attendees": ("participants",),
     "recurrence": ("recurrenceRules",),
 }
+# The engine's occurrence writes and the series fields whose writing drops the exceptions (K10).
+OVERRIDE_FIELDS = {*base.OCCURRENCE_FIELDS, *base.PATTERN_FIELDS}
 
 
 # --- The change token ---------------------------------------------------------------------------
@@ -134,10 +137,10 @@ def parse_utc(value: Any) -> datetime | None:
 def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> CalendarEvent:
     """A JSCalendar entry as the engine's event; InvalidItem for one it cannot read."""
     title = entry.get("title") or "(no subject)"
-    if entry.get("recurrenceOverrides") or len(entry.get("recurrenceRules") or []) > 1:
+    if len(entry.get("recurrenceRules") or []) > 1:
         raise base.InvalidItem(
-            f"“{title}” is a repeating Notes entry with changed or removed occurrences (or several rules): "
-            "those are not synchronized over Domino yet (docs/domino.md).",
+            f"“{title}” is a repeating Notes entry with several rules: those are not synchronized over "
+            "Domino (docs/domino.md).",
             code="RecurrenceNotSupported",
         )
     zone_name = str(entry.get("timeZone") or "UTC")
@@ -218,7 +221,108 @@ def event_from_entry(entry: dict[str, Any], mailbox: str, folder_id: str) -> Cal
             event.recurrence = recurrence.to_rrule(recurrence.parse_rrule(text, local.date()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise base.InvalidItem(f"“{title}” repeats in a way this product cannot read ({exc}).") from exc
+        try:
+            read_overrides(event, entry.get("recurrenceOverrides") or {}, zone)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise base.InvalidItem(f"“{title}” has a changed occurrence this product cannot read ({exc}).") from exc
     return event
+
+
+# --- Changed and removed occurrences (JSCalendar ``recurrenceOverrides``) ----------------------------
+#
+# An override is keyed by its occurrence's recurrence id: the original start, local in the series'
+# ``timeZone``. Its PatchObject says what differs from the generated occurrence: ``excluded`` (a
+# removed occurrence), ``start`` / ``duration`` (moved), ``title``, ``locations``.
+
+
+def _local_text(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _local_moment(text: Any, zone: ZoneInfo) -> datetime:
+    return datetime.fromisoformat(str(text).rstrip("Z")).replace(tzinfo=zone).astimezone(UTC)
+
+
+def parse_overrides(overrides: dict[str, Any], zone: ZoneInfo) -> dict[datetime, dict[str, Any]]:
+    """``recurrenceOverrides`` by original start (UTC); ValueError for one that is not a map."""
+    if not isinstance(overrides, dict):
+        raise ValueError("recurrenceOverrides is not a map")
+    return {_local_moment(key, zone): dict(patch or {}) for key, patch in overrides.items()}
+
+
+def read_overrides(event: CalendarEvent, overrides: dict[str, Any], zone: ZoneInfo) -> None:
+    """Fill a series' removed and changed occurrences from its overrides (K10). A subject or
+    location equal to the series' own is the series' (None), as Exchange's reads give them."""
+    length = event.end - event.start
+    for original, patch in sorted(parse_overrides(overrides, zone).items()):
+        if patch.get("excluded"):
+            event.deleted_occurrences.append(original)
+            continue
+        start = _local_moment(patch["start"], zone) if patch.get("start") else original
+        duration = parse_duration(patch["duration"]) if patch.get("duration") else length
+        end = start + duration
+        if event.is_all_day:  # whole local days, whatever DST does to the hours between
+            end = datetime.combine(start.astimezone(zone).date() + timedelta(days=max(duration.days, 1)), time.min, zone)
+            end = end.astimezone(UTC)
+        subject = str(patch["title"] or "") if "title" in patch else None
+        location = None
+        for pointer, value in patch.items():
+            if pointer.lstrip("/") == "locations":
+                names = [str(v.get("name") or "") for v in (value or {}).values() if isinstance(v, dict)]
+                location = names[0] if names else ""
+            elif pointer.lstrip("/").startswith("locations/") and pointer.endswith("/name"):
+                location = str(value or "")
+        event.modified_occurrences.append(
+            base.Occurrence(
+                original_start=original,
+                start=start,
+                end=end,
+                subject=None if subject is None or subject == event.subject else subject,
+                location=None if location is None or location == event.location else location,
+            )
+        )
+
+
+def occurrence_patch(occurrence: base.Occurrence, event: CalendarEvent, zone: ZoneInfo) -> dict[str, Any]:
+    """The PatchObject of one changed occurrence (empty: as the series generates it)."""
+    patch: dict[str, Any] = {}
+    length = event.end - event.start
+    if occurrence.start != occurrence.original_start or occurrence.end - occurrence.start != length:
+        patch["start"] = _local_text(occurrence.start, zone)
+        if event.is_all_day:
+            days = (occurrence.end.astimezone(zone).date() - occurrence.start.astimezone(zone).date()).days
+            patch["duration"] = f"P{max(days, 1)}D"
+        else:
+            patch["duration"] = duration_text(occurrence.end - occurrence.start)
+    if occurrence.subject is not None and occurrence.subject != event.subject:
+        patch["title"] = occurrence.subject
+    if occurrence.location is not None and occurrence.location != event.location:
+        patch["locations"] = {"1": {"@type": "Location", "name": occurrence.location}} if occurrence.location else {}
+    return patch
+
+
+def overrides_body(
+    event: CalendarEvent, names: set[str], current: dict[str, Any], current_zone: str
+) -> dict[str, Any]:
+    """The series' whole ``recurrenceOverrides`` after an update (K10): its current overrides
+    (none when the pattern or the series' times are written: the engine then lists again every
+    exception to keep, as Exchange drops them), with the listed occurrences removed or changed.
+    An occurrence changed back to the series' own loses its override."""
+    zone = _zone(event.time_zone or "UTC")
+    kept: dict[datetime, dict[str, Any]] = {}
+    if not names & set(base.PATTERN_FIELDS):
+        kept = parse_overrides(current, _zone(current_zone or "UTC"))
+    if "deleted_occurrences" in names:
+        for original in event.deleted_occurrences:
+            kept[original] = {"excluded": True}
+    if "modified_occurrences" in names:
+        for occurrence in event.modified_occurrences:
+            patch = occurrence_patch(occurrence, event, zone)
+            if patch:
+                kept[occurrence.original_start] = patch
+            else:
+                kept.pop(occurrence.original_start, None)
+    return {_local_text(original, zone): patch for original, patch in sorted(kept.items())}
 
 
 _SHORT_DAYS = ("mo", "tu", "we", "th", "fr", "sa", "su")
