@@ -8,15 +8,27 @@ import httpx
 import pytest
 
 from exchange_sim import Simulator
+from tests.fixtures import domino_schema
 
 ALICE = "alice@contoso.example"
 BOB = "bob@contoso.example"
 
 
+def valid_entries(response: httpx.Response) -> None:
+    """Every calendar entry the front end answers is a JSEvent of openapi.pim.json."""
+    path = response.request.url.path
+    if response.status_code != 200 or "/pim-v1/calendar/" not in path:
+        return
+    response.read()
+    body = response.json()
+    for entry in body if isinstance(body, list) else [body] if body.get("@type") == "jsevent" else []:
+        domino_schema.validate(entry, "JSEvent")
+
+
 def login(sim: Simulator, username: str = "", password: str = "") -> httpx.Client:
     if not username:
         username, password = sim.credentials
-    client = httpx.Client(base_url=sim.domino_url, timeout=10)
+    client = httpx.Client(base_url=sim.domino_url, timeout=10, event_hooks={"response": [valid_entries]})
     answer = client.post("/v1/auth", json={"username": username, "password": password})
     assert answer.status_code == 200, answer.text
     client.headers["Authorization"] = f"Bearer {answer.json()['bearer']}"
@@ -144,17 +156,20 @@ def test_faults_and_counters_work_for_domino_operations(exchange_sim: Simulator)
         client.get("/pim-v1/calendar/default/x", params={"mailboxid": ALICE})
 
 
-def test_bad_input_answers_400_and_recurrence_501(exchange_sim: Simulator) -> None:
+def test_bad_input_answers_400(exchange_sim: Simulator) -> None:
     client = login(exchange_sim)
     params = {"mailboxid": ALICE}
     assert client.post("/pim-v1/calendar/default", params=params, json={"title": "no start"}).status_code == 400
     assert client.post("/pim-v1/calendar/default", params=params, json=entry("x", duration="1 hour")).status_code == 400
     rule = [{"@type": "RecurrenceRule", "frequency": "weekly", "count": 3}]
-    overrides = {"2030-05-13T10:00:00": {"excluded": True}}
-    answer = client.post(
-        "/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule, recurrenceOverrides=overrides)
-    )
-    assert answer.status_code == 501
+    excluded_and_renamed = {"2030-05-13T10:00:00": {"excluded": True, "title": "x"}}
+    answer = client.post("/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule, recurrenceOverrides=excluded_and_renamed))
+    assert answer.status_code == 400
+    no_rule = client.post("/pim-v1/calendar/default", params=params, json=entry("x", recurrenceOverrides={"2030-05-13T10:00:00": {"excluded": True}}))
+    assert no_rule.status_code == 400
+    added = client.post("/pim-v1/calendar/default", params=params, json=entry("x", recurrenceRules=rule, recurrenceOverrides={"2030-05-14T10:00:00": {}}))
+    assert added.status_code == 501  # an added occurrence (an RDATE): not simulated
+    assert exchange_sim.user(ALICE).events() == []
 
 
 def test_a_repeating_entry_is_a_series_in_the_store_and_comes_back_as_its_rule(exchange_sim: Simulator) -> None:
@@ -179,3 +194,61 @@ def test_an_occurrence_removed_or_changed_in_outlook_shows_as_an_override(exchan
     read = client.get(f"/pim-v1/calendar/default/{body['uid']}", params={"mailboxid": ALICE}).json()
     assert read["recurrenceOverrides"]["2030-05-07T10:00:00"] == {"excluded": True}
     assert read["recurrenceOverrides"]["2030-05-08T10:00:00"]["title"] == "Daily (moved)"
+
+
+def test_overrides_written_over_domino_are_the_series_exceptions_seen_over_ews(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    params = {"mailboxid": ALICE}
+    rule = {"@type": "RecurrenceRule", "frequency": "daily", "count": 4}
+    overrides = {"2030-05-07T10:00:00": {"excluded": True}, "2030-05-08T10:00:00": {"title": "Moved", "start": "2030-05-08T14:00:00", "duration": "PT30M"}}
+    created = client.post("/pim-v1/calendar/default", params=params, json=entry("Daily", recurrenceRules=[rule], recurrenceOverrides=overrides))
+    assert created.status_code == 200, created.text
+    assert created.json()["recurrenceOverrides"] == overrides
+    alice = exchange_sim.user(ALICE)
+    view = alice.view(datetime(2030, 5, 1, tzinfo=UTC), datetime(2030, 6, 1, tzinfo=UTC))
+    assert [(i.props["Subject"], i.props["Start"].hour, i.props["End"] - i.props["Start"]) for i in view] == [
+        ("Daily", 8, timedelta(hours=1)),
+        ("Moved", 12, timedelta(minutes=30)),
+        ("Daily", 8, timedelta(hours=1)),
+    ]
+    uid = created.json()["uid"]
+    # The whole set is written at once: the removed occurrence back, another one renamed.
+    renamed = {"2030-05-09T10:00:00": {"title": "Last", "locations": {"1": {"@type": "Location", "name": "Room 9"}}}}
+    updated = client.put(f"/pim-v1/calendar/default/{uid}", params=params, json={"recurrenceOverrides": renamed}).json()
+    assert updated["recurrenceOverrides"] == {"2030-05-09T10:00:00": {"title": "Last", "locations": updated["recurrenceOverrides"]["2030-05-09T10:00:00"]["locations"]}}
+    (series,) = alice.events()
+    last = alice.occurrence(series, 4)
+    assert (last.props["Subject"], last.props["Location"]) == ("Last", "Room 9")
+    assert len(alice.view(datetime(2030, 5, 1, tzinfo=UTC), datetime(2030, 6, 1, tzinfo=UTC))) == 4
+    # An override written again as it is keeps the exception's change key (nothing moved there).
+    before = exchange_sim.store.item(series.id).props["_exceptions"]
+    client.put(f"/pim-v1/calendar/default/{uid}", params=params, json={"recurrenceOverrides": updated["recurrenceOverrides"], "title": "Daily 2"})
+    assert exchange_sim.store.item(series.id).props["_exceptions"] == before
+
+
+def test_a_new_rule_without_overrides_drops_them_and_with_them_keeps_them(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    params = {"mailboxid": ALICE}
+    rule = {"@type": "RecurrenceRule", "frequency": "daily", "count": 4}
+    overrides = {"2030-05-07T10:00:00": {"excluded": True}}
+    uid = client.post("/pim-v1/calendar/default", params=params, json=entry("Daily", recurrenceRules=[rule], recurrenceOverrides=overrides)).json()["uid"]
+    longer = {**rule, "count": 5}
+    kept = client.put(f"/pim-v1/calendar/default/{uid}", params=params, json={"recurrenceRules": [longer], "recurrenceOverrides": overrides}).json()
+    assert kept["recurrenceOverrides"] == overrides
+    dropped = client.put(f"/pim-v1/calendar/default/{uid}", params=params, json={"recurrenceRules": [rule]}).json()
+    assert "recurrenceOverrides" not in dropped  # as Exchange does when a pattern is written
+
+
+def test_an_organizers_overrides_reach_the_invitees_mail_file(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    participants = {
+        "a": {"@type": "Participant", "email": ALICE, "roles": {"owner": True, "chair": True}},
+        "b": {"@type": "Participant", "email": BOB, "roles": {"attendee": True}},
+    }
+    rule = {"@type": "RecurrenceRule", "frequency": "daily", "count": 3}
+    send = {"mailboxid": ALICE, "send": "true"}
+    uid = client.post("/pim-v1/calendar/default", params=send, json=entry("Meet", participants=participants, recurrenceRules=[rule])).json()["uid"]
+    overrides = {"2030-05-07T10:00:00": {"excluded": True}}
+    client.put(f"/pim-v1/calendar/default/{uid}", params=send, json={"recurrenceRules": [{**rule, "count": 4}], "recurrenceOverrides": overrides})
+    bob = client.get(f"/pim-v1/calendar/default/{uid}", params={"mailboxid": BOB}).json()
+    assert bob["recurrenceRules"][0]["count"] == 4 and bob["recurrenceOverrides"] == overrides
