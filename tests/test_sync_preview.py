@@ -5,7 +5,7 @@ what it said."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.apps import apps
@@ -14,17 +14,29 @@ from django.utils import timezone
 
 from syncadmin.models import AuditEntry
 from syncadmin.roles import OPERATOR
-from synccore.models import Attendee, SynchronizerState
+from synccore.models import Activity, Attendee, SynchronizerState
 from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.preview import preview_passes
+from synccore.sync.tasks import run_task_pass
 from tests.fixtures import factories as f
 from tests.fixtures.api import client_for, user_with_role
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
 
 WRITE_OPERATIONS = ("CreateItem", "UpdateItem", "DeleteItem", "MoveItem", "CreateFolder", "SendItem")
-GRAPH_RESOURCES = ("contacts", "events", "contactFolders", "calendars", "messages", "subscriptions")
+GRAPH_RESOURCES = (
+    "contacts",
+    "events",
+    "contactFolders",
+    "calendars",
+    "messages",
+    "subscriptions",
+    "todoLists",
+    "todoTasks",
+    "todoLinkedResources",
+)
+DUE = date(2027, 3, 10)
 
 
 @pytest.fixture
@@ -39,6 +51,18 @@ def meeting(crm, start, *, invite=("bob@contoso.example", "carol@partner.example
     for email in invite:
         Attendee.objects.create(activity=activity, email=email, type="employee", invite=True)
     return activity
+
+
+def task(crm, subject: str, **fields) -> Activity:
+    """A CRM task of Alice's, due on DUE (task dates are days)."""
+    midnight = datetime(DUE.year, DUE.month, DUE.day, tzinfo=UTC)
+    values = {"type": "task", "subject": subject, "due": DUE, "responsible": crm.alice.employee}
+    return f.activity(crm.env, start=midnight, **(values | fields))
+
+
+def outlook_tasks(crm) -> dict[str, str]:
+    """Alice's mailbox tasks: subject → status."""
+    return {t.props.get("Subject"): t.props.get("Status") for t in crm.mailbox().tasks()}
 
 
 def database() -> dict[str, list[dict]]:
@@ -166,6 +190,69 @@ class TestCalendar:
         run = run_calendar_pass(crm.alice.pk)
         assert (run.conflicts, run.deleted) == (1, 1)
         assert sorted(e.props["Subject"] for e in crm.mailbox().events()) == ["Partner sync", "Review"]
+
+
+class TestTasks:
+    @pytest.fixture(autouse=True)
+    def _tasks_on(self, crm):
+        crm.configure(synchronize_tasks=True)
+
+    def test_p1_a_first_task_pass_previewed_writes_nothing_and_the_real_pass_does_what_it_said(self, crm):
+        task(crm, "Call Ann")
+        task(crm, "Send the offer")
+        task(crm, "Done already", status="completed", completed_at=timezone.now())  # T2: never created
+        preview = previewed(crm, user_email=crm.alice.mailbox_email, kind="tasks")
+        summary = preview.summary()
+        assert (summary["would_create"], summary["would_update"], summary["would_delete"]) == (2, 0, 0)
+        assert actions_of(preview, "create") == ["Call Ann", "Send the offer"]
+        assert {a.pass_kind for a in preview.actions} == {"tasks"}
+        run = run_task_pass(crm.alice.pk)
+        assert (run.created, run.updated, run.deleted) == (2, 0, 0)
+        assert writes(crm.sim) > 0
+        assert sorted(outlook_tasks(crm)) == actions_of(preview, "create")
+
+    def test_p1_a_completion_each_way_a_deletion_and_an_import_previewed_then_done(self, crm):
+        completed_in_crm = task(crm, "Call Ann")
+        task(crm, "Send the offer")
+        deleted_in_crm = task(crm, "Book the room")
+        run_task_pass(crm.alice.pk)
+        completed_in_crm.status, completed_in_crm.completed_at = "completed", timezone.now()
+        completed_in_crm.save()
+        deleted_in_crm.retire()
+        (offer,) = [t for t in crm.mailbox().tasks() if t.props.get("Subject") == "Send the offer"]
+        crm.mailbox().complete_task(offer)
+        crm.mailbox().create_task("Visit Fabrikam", DueDate=DUE)
+
+        preview = previewed(crm, user_email=crm.alice.mailbox_email, kind="tasks")
+        summary = preview.summary()
+        assert (summary["would_create"], summary["would_update"], summary["would_delete"]) == (1, 2, 1)
+        assert actions_of(preview, "delete") == ["Book the room"]
+        assert actions_of(preview, "import") == ["Visit Fabrikam"]
+        changed = {a.action.item.subject: a.action for a in preview.actions if a.action.kind in ("update", "pull")}
+        assert sorted(changed) == ["Call Ann", "Send the offer"]
+        assert changed["Call Ann"].side == "exchange" and changed["Send the offer"].side == "crm"
+        assert changed["Call Ann"].fields["status"][1] == "completed"
+        assert changed["Send the offer"].fields["status"][1] == "completed"
+
+        run = run_task_pass(crm.alice.pk)
+        assert (run.created, run.updated, run.deleted) == (
+            summary["would_create"],
+            summary["would_update"],
+            summary["would_delete"],
+        )
+        assert outlook_tasks(crm) == {"Call Ann": "Completed", "Send the offer": "Completed", "Visit Fabrikam": "NotStarted"}
+        assert Activity.objects.get(subject="Send the offer").status == "completed"
+        assert Activity.objects.filter(subject="Visit Fabrikam", type="task").exists()
+
+    def test_p1_sync_now_kind_tasks_dry_run_ends_with_the_json_line_and_writes_nothing(self, crm, capsys):
+        task(crm, "Call Ann")
+        db_before, mail_before = database(), mailboxes(crm.sim)
+        call_command("sync_now", "--environment", crm.env.name, "--kind", "tasks", "--dry-run")
+        out = capsys.readouterr().out.strip().splitlines()
+        assert any("would create “Call Ann”" in line for line in out)
+        summary = json.loads(out[-1])
+        assert (summary["dry_run"], summary["would_create"]) == (True, 1)
+        assert (database(), mailboxes(crm.sim)) == (db_before, mail_before)
 
 
 class TestCommand:
