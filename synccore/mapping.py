@@ -194,9 +194,17 @@ DEFAULT_ROWS: tuple[DefaultRow, ...] = (
 # A record's ``custom_fields`` key is offered as the CRM field ``custom:<key>`` for every key in
 # use in the environment; it maps to a free Exchange field or to ``property:<Name>``, a named
 # extended property of the product's own property set (Outlook lists it among the item's
-# custom fields). Only the contact engine writes them (contacts and companies).
+# custom fields). The contact engine writes them for contacts and companies, the calendar engine for
+# activities (appointments and meetings) and the task engine for tasks.
 CUSTOM_PREFIX = "custom:"
-CUSTOM_ENTITIES = frozenset({CONTACT, COMPANY})
+CUSTOM_ENTITIES = frozenset({CONTACT, COMPANY, ACTIVITY, TASK})
+# The standard Exchange fields a custom activity or task field may fill (the others have a meaning
+# the engines depend on), with the custom type they take (None: any, written as text). Such a field
+# is free only while its own row is disabled: one enabled row per Exchange field.
+CUSTOM_STANDARD = {
+    ACTIVITY: {"location": None},
+    TASK: {"start": "date", "due": "date"},
+}
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 # Structured Exchange fields: only the matching structured CRM field fills them.
 STRUCTURED = frozenset({"business_address"})
@@ -239,8 +247,22 @@ def exchange_fields(entity: str, custom_keys: list[str] | tuple[str, ...] = ()) 
     return fields
 
 
-def pair_problem(entity: str, crm_field: str, exchange_field: str) -> str:
-    """Why this CRM field cannot fill this Exchange field ('' when it can)."""
+def pair_problem(entity: str, crm_field: str, exchange_field: str, custom_type: str | None = None) -> str:
+    """Why this CRM field cannot fill this Exchange field ('' when it can); ``custom_type``: the
+    type of a custom CRM field's key (text, number, date)."""
     if (crm_field in STRUCTURED) != (exchange_field in STRUCTURED):
         return "An address maps only to an address."
+    standard = CUSTOM_STANDARD.get(entity)
+    if standard is None or is_property(exchange_field):
+        return ""
+    if is_custom(crm_field):
+        if exchange_field not in standard:
+            names = ", ".join(EXCHANGE_FIELDS[entity][name] for name in standard)
+            return (
+                f"A custom {entity} field maps to an Outlook custom field (property:<Name>) or to one of: "
+                f"{names} (with its own row disabled)."
+            )
+        wanted = standard[exchange_field]
+        if wanted and custom_type and custom_type != wanted:
+            return f"{EXCHANGE_FIELDS[entity][exchange_field]} takes a {wanted} custom field only."
     return ""

@@ -179,9 +179,9 @@ class TestFullPass:
         read: list[str] = []
         real_get = backend.get_events
 
-        def counting_get(mailbox, refs):
+        def counting_get(mailbox, refs, properties=()):
             read.extend(ref.item_id for ref in refs)
-            return real_get(mailbox, refs)
+            return real_get(mailbox, refs, properties)
 
         backend.get_events = counting_get
         crm.sim.counters.reset()

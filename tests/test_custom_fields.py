@@ -4,12 +4,18 @@ named extended property of the product's property set, over EWS and Graph."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from exchange_sim.store import ExtendedKey
 from syncadmin.console.forms import FieldMappingForm, mapping_vocabulary
 from synccore import crmio
 from synccore.mailbox.base import PROPERTY_SET_ID
-from synccore.models import Contact, CustomField, FieldMapping
+from synccore.models import Activity, Contact, CustomField, FieldMapping
+from synccore.sync.calendar import run_calendar_pass
+from tests.fixtures import factories as f
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -246,3 +252,120 @@ def test_the_console_mapping_tab_offers_the_custom_keys(admin_client, admin_api,
     upsert(admin_api, env, "contacts", [{"external_id": "P-1", "last_name": "Lee", "custom_fields": {"region": "EMEA"}}])
     page = admin_client.get(f"/environments/{env.pk}/?tab=mapping").content.decode()
     assert "custom:region" in page and "property:region" in page
+
+
+# --- The calendar engine (activities), over both backends ---------------------------------------
+
+
+def _custom_row(crm, entity, key, exchange_field, value_type="text", **fields):
+    CustomField.register(crm.env.pk, entity, {key: value_type})
+    return FieldMapping.objects.create(
+        environment=crm.env,
+        entity=entity,
+        crm_field=f"custom:{key}",
+        exchange_field=exchange_field,
+        direction=fields.pop("direction", "both"),
+        **fields,
+    )
+
+
+def _visit(crm, **custom):
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=2)
+    return f.activity(
+        crm.env, subject="Visit", start=start, organizer=crm.alice.employee, location="Room 1", custom_fields=custom
+    )
+
+
+def _calendar_pass(crm):
+    return run_calendar_pass(crm.alice.pk)
+
+
+def _the_event(crm):
+    (event,) = crm.mailbox().events()
+    return event
+
+
+def _outlook_sets(crm, item, name, value):
+    key = ExtendedKey.create("String", property_set_id=PROPERTY_SET_ID, name=name)
+    crm.mailbox().set_extended(item, key, value)
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_activity_field_mapped_to_an_extended_property_round_trips(crm):
+    _custom_row(crm, "activity", "region", "property:Region")
+    activity = _visit(crm, region="EMEA")
+    assert _calendar_pass(crm).created == 1
+    assert _property(_the_event(crm), "Region") == "EMEA"
+
+    activity.custom_fields = {"region": "APAC"}
+    activity.save()
+    assert _calendar_pass(crm).updated == 1
+    assert _property(_the_event(crm), "Region") == "APAC"
+
+    _outlook_sets(crm, _the_event(crm), "Region", "LATAM")  # an Outlook edit of the custom field
+    _calendar_pass(crm)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"region": "LATAM"}
+    assert activity.location == "Room 1"
+    run = _calendar_pass(crm)
+    assert (run.updated, run.conflicts) == (0, 0)  # agreed: no ping-pong
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_activity_field_mapped_to_the_location_while_its_own_row_is_off(crm):
+    FieldMapping.objects.filter(environment=crm.env, entity="activity", crm_field="location").update(enabled=False)
+    _custom_row(crm, "activity", "room", "location")
+    activity = _visit(crm, room="Board room")
+    _calendar_pass(crm)
+    assert _the_event(crm).props["Location"] == "Board room"
+    crm.mailbox().edit(_the_event(crm), Location="Annex")
+    _calendar_pass(crm)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"room": "Annex"} and activity.location == "Room 1"
+    assert _calendar_pass(crm).updated == 0
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_disabled_custom_activity_row_is_neither_written_nor_compared(crm):
+    row = _custom_row(crm, "activity", "region", "property:Region", enabled=False)
+    activity = _visit(crm, region="EMEA")
+    _calendar_pass(crm)
+    assert _property(_the_event(crm), "Region") in (None, "")
+    _outlook_sets(crm, _the_event(crm), "Region", "LATAM")
+    activity.custom_fields = {"region": "APAC"}
+    activity.save()
+    run = _calendar_pass(crm)
+    assert (run.updated, run.conflicts) == (0, 0)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"region": "APAC"}  # the Outlook edit is not pulled
+    assert _property(_the_event(crm), "Region") == "LATAM"  # nor the CRM's value written
+    row.enabled = True
+    row.save()
+    _calendar_pass(crm)  # C8: the row is compared again; both sides agree once more
+    activity.refresh_from_db()
+    assert _property(_the_event(crm), "Region") == activity.custom_fields["region"]
+    assert _calendar_pass(crm).updated == 0
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_row_crm_to_exchange_writes_over_an_outlook_edit(crm):
+    _custom_row(crm, "activity", "region", "property:Region", direction="crm_to_exchange")
+    activity = _visit(crm, region="EMEA")
+    _calendar_pass(crm)
+    _outlook_sets(crm, _the_event(crm), "Region", "LATAM")
+    _calendar_pass(crm)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"region": "EMEA"}
+    assert _property(_the_event(crm), "Region") == "EMEA"
+
+
+@pytest.mark.backends("ews", "graph")
+def test_an_outlook_event_imports_with_its_custom_field(crm):
+    _custom_row(crm, "activity", "seats", "property:Seats", value_type="number")
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=3)
+    key = ExtendedKey.create("String", property_set_id=PROPERTY_SET_ID, name="Seats")
+    crm.mailbox().create_item("CalendarItem", "calendar", extended={key: "12"}, Subject="Lunch",
+                              Start=start, End=start + timedelta(hours=1))  # fmt: skip
+    _calendar_pass(crm)
+    assert Activity.objects.get(subject="Lunch").custom_fields == {"seats": 12}
+    assert _calendar_pass(crm).updated == 0

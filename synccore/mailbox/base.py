@@ -320,6 +320,9 @@ class CalendarEvent:
     sync_id: str = ""
     ref: RemoteRef | None = None
     last_modified: datetime | None = None
+    # Named extended properties of the product's property set (custom CRM fields): name → text.
+    # Written as ``property:<Name>`` fields; read only when ``get_events`` is asked for them.
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 EVENT_FIELDS = (
@@ -362,6 +365,8 @@ class TaskItem:
     sync_id: str = ""
     ref: RemoteRef | None = None
     last_modified: datetime | None = None
+    # As an event's: named extended properties (``property:<Name>``), where the backend has them.
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 # The fields of ``update_tasks`` (``completed_at`` follows ``status``: the server sets it).
@@ -479,6 +484,9 @@ class MailboxBackend(abc.ABC):
     requests: int = 0
     #: The push this backend offers; the operations of the other style refuse.
     push_style: ClassVar[PushStyle] = ""
+    #: The kinds whose items carry named extended properties of the product's set (custom CRM
+    #: fields mapped to ``property:<Name>``): "contact", "activity", "task".
+    PROPERTY_KINDS: ClassVar[frozenset[str]] = frozenset({"contact", "activity", "task"})
 
     @abc.abstractmethod
     def check(self, mailbox: str) -> list[str]:
@@ -547,8 +555,12 @@ class MailboxBackend(abc.ABC):
         keys; one deleted (gone, or in Deleted Items) or moved elsewhere is left out."""
 
     @abc.abstractmethod
-    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
-        """Read events whole, in input order; an item that is gone gives ItemNotFound."""
+    def get_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[CalendarEvent | MailboxError]:
+        """Read events whole, in input order; an item that is gone gives ItemNotFound.
+        ``properties``: the named extended properties of the product's set to read with them
+        (``CalendarEvent.properties``; a backend without them, ``PROPERTY_KINDS``, reads none)."""
 
     @abc.abstractmethod
     def create_events(
@@ -597,8 +609,11 @@ class MailboxBackend(abc.ABC):
         Raises InvalidSyncToken when the token is not accepted."""
 
     @abc.abstractmethod
-    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
-        """Read tasks whole, in input order; a task that is gone gives ItemNotFound."""
+    def get_tasks(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[TaskItem | MailboxError]:
+        """Read tasks whole, in input order; a task that is gone gives ItemNotFound.
+        ``properties``: as for ``get_events``."""
 
     @abc.abstractmethod
     def find_tasks_by_sync_ids(

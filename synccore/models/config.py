@@ -480,6 +480,7 @@ class SyncSettings(models.Model):
                         f"{what} cannot be synchronized with HCL Domino mail files yet (docs/domino.md): "
                         "turn it off for this environment."
                     )
+        problems += self.custom_property_problems(in_use)
         if Backend.GRAPH in in_use and self.ca_bundle:
             # Checked on save too; the file may have changed since (replaced, removed).
             problem = ca_bundle_problem(self.ca_bundle)
@@ -487,6 +488,28 @@ class SyncSettings(models.Model):
                 problems.append(problem)
         if not (self.synchronize_contacts or self.synchronize_activities or self.synchronize_tasks or self.file_emails):
             problems.append("Turn on contact, activity or task synchronization, or e-mail filing.")
+        return problems
+
+
+    def custom_property_problems(self, in_use: set[str]) -> list[str]:
+        """Mapping rows to an Outlook custom field (``property:<Name>``) a backend in use cannot
+        carry: HCL Domino has no extended properties, Microsoft To Do (tasks over Graph) neither."""
+        entities = []
+        if Backend.DOMINO in in_use and self.synchronize_activities:
+            entities.append((mapping.ACTIVITY, "Activities", "HCL Domino mail files"))
+        if Backend.GRAPH in in_use and self.synchronize_tasks:
+            entities.append((mapping.TASK, "Tasks", "Microsoft To Do (tasks over Graph)"))
+        problems = []
+        for entity, what, where in entities:
+            rows = FieldMapping.objects.filter(
+                environment_id=self.environment_id, entity=entity, enabled=True, exchange_field__startswith=mapping.PROPERTY_PREFIX
+            ).values_list("crm_field", flat=True)
+            if rows:
+                names = ", ".join(sorted(rows))
+                problems.append(
+                    f"{what}: {where} cannot carry Outlook custom fields (extended properties), so "
+                    f"{names} would not be synchronized: map them to a standard field or disable those rows."
+                )
         return problems
 
 
@@ -789,6 +812,15 @@ class FieldMapping(models.Model):
             self.environment.custom_fields.filter(entity=self.entity).values_list("key", flat=True)
         )
 
+    def custom_type(self) -> str | None:
+        """The type of this row's custom CRM field (None: not a custom field, or not in use)."""
+        if not (self.environment_id and mapping.is_custom(self.crm_field)):
+            return None
+        found = self.environment.custom_fields.filter(
+            entity=self.entity, key=mapping.custom_key(self.crm_field)
+        ).values_list("value_type", flat=True)
+        return next(iter(found), None)
+
     def clean(self) -> None:
         errors = {}
         keys = self.custom_keys()
@@ -802,7 +834,7 @@ class FieldMapping(models.Model):
         if not exchange_ok:
             errors["exchange_field"] = f"“{self.exchange_field}” is not an Exchange field of a {self.entity}."
         elif "crm_field" not in errors and (
-            problem := mapping.pair_problem(self.entity, self.crm_field, self.exchange_field)
+            problem := mapping.pair_problem(self.entity, self.crm_field, self.exchange_field, self.custom_type())
         ):
             errors["exchange_field"] = problem
         if self.direction != mapping.CRM_TO_EXCHANGE and self.entity not in mapping.TWO_WAY_ENTITIES:

@@ -148,6 +148,21 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+def from_text(text: str, value_type: str) -> Any:
+    """A text read from Exchange as a value of a custom field of this type (None: it is not one)."""
+    if value_type == CustomType.NUMBER:
+        try:
+            number = float(text.replace(",", "."))
+        except ValueError:
+            return None
+        if not math.isfinite(number):
+            return None
+        return int(number) if number.is_integer() and "." not in text and "," not in text else number
+    if value_type == CustomType.DATE:
+        return text if _as_date(text) is not None else None
+    return text[:MAX_TEXT]
+
+
 def check_record(record: Any, entity: str) -> dict[str, str]:
     """A record's ``custom_fields`` as a whole (a back-office edit), against the environment's
     types: returns the keys used for the first time; ValidationError names the problems."""

@@ -70,6 +70,8 @@ class CalendarPass(CalendarScope):
         self.ctx = ctx
         self.run = run
         self.full = ctx.full
+        if mapping.ACTIVITY not in backend.PROPERTY_KINDS:
+            self.flow = self.flow.without_properties()  # the settings check says so (Domino)
         self.planner = CalendarPlanner(self)
         self.writer = CalendarWriter(self, self.planner, backend, ctx, run)
 
@@ -138,7 +140,8 @@ class CalendarPass(CalendarScope):
         remote: dict[str, CalendarEvent] = {}
         for start in range(0, len(changed_refs), max(1, self.settings.batch_size)):
             batch = changed_refs[start : start + self.settings.batch_size]
-            for ref, event in zip(batch, self.backend.get_events(self.mailbox, batch), strict=True):
+            read = self.backend.get_events(self.mailbox, batch, self.flow.properties())
+            for ref, event in zip(batch, read, strict=True):
                 if isinstance(event, ItemNotFound):
                     deleted_ids.add(ref.item_id)
                 elif isinstance(event, InvalidItem):

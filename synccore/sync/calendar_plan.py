@@ -16,6 +16,7 @@ asks the planner again for that one item (see ``Step``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -39,9 +40,10 @@ from synccore.models import (
     SyncDirection,
     SyncUser,
 )
-from synccore.sync import actions
+from synccore.sync import actions, custom_rows
 from synccore.sync import events as ev
 from synccore.sync.actions import Action, ItemKey
+from synccore.sync.custom_rows import CustomRow
 
 CALENDAR_TYPES = (ActivityType.CALL, ActivityType.APPOINTMENT)
 FOREVER = datetime.max.replace(tzinfo=UTC)
@@ -64,6 +66,9 @@ class Flow:
     off: frozenset[str] = frozenset()  # CRM fields of disabled rows: neither written nor compared
     pushed_only: frozenset[str] = frozenset()  # normal-form fields never pulled (CRM → Exchange)
     pulled_only: frozenset[str] = frozenset()  # normal-form fields never pushed (Exchange → CRM)
+    # Enabled custom rows (``custom_rows.py``): a record's custom field in the normal form under
+    # the Exchange field's name (an extended property, or the location while its row is off).
+    custom: tuple[CustomRow, ...] = ()
 
     @property
     def imports(self) -> bool:
@@ -77,6 +82,18 @@ class Flow:
 
     def normal_off(self) -> set[str]:
         return {OPTIONAL_ROWS[name] for name in self.off if OPTIONAL_ROWS.get(name)}
+
+    def custom_fields(self) -> set[str]:
+        """The normal-form fields custom rows fill."""
+        return {row.field for row in self.custom}
+
+    def properties(self) -> list[str]:
+        """The extended properties a read of events asks for."""
+        return custom_rows.property_names(self.custom)
+
+    def without_properties(self) -> Flow:
+        """For a backend whose events carry no extended properties (Domino): those rows left out."""
+        return dataclasses.replace(self, custom=tuple(row for row in self.custom if not row.is_property))
 
     @classmethod
     def of(cls, env_id: int, direction: str) -> Flow:
@@ -93,11 +110,18 @@ class Flow:
                 pushed.add(OPTIONAL_ROWS[row.crm_field])
             elif OPTIONAL_ROWS[row.crm_field] and row.direction == mapping.EXCHANGE_TO_CRM:
                 pulled.add(OPTIONAL_ROWS[row.crm_field])
+        custom = custom_rows.load(env_id, mapping.ACTIVITY)
+        for row in custom:
+            if row.direction == mapping.CRM_TO_EXCHANGE:
+                pushed.add(row.field)
+            elif row.direction == mapping.EXCHANGE_TO_CRM:
+                pulled.add(row.field)
+        every = {*NORMAL_FIELDS, *(row.field for row in custom)}
         if direction == SyncDirection.CRM_TO_MAILBOX:
-            pushed, pulled = set(NORMAL_FIELDS), set()
+            pushed, pulled = every, set()
         elif direction == SyncDirection.MAILBOX_TO_CRM:
-            pushed, pulled = set(), set(NORMAL_FIELDS)
-        return cls(direction, frozenset(off), frozenset(pushed), frozenset(pulled))
+            pushed, pulled = set(), every
+        return cls(direction, frozenset(off), frozenset(pushed), frozenset(pulled), custom)
 
 
 @dataclass
@@ -107,6 +131,13 @@ class Target:
     invitations: bool  # the user organizes: attendees are written and Exchange sends invitations
     attendees: list[EventAttendee] = field(default_factory=list)
     with_comment: bool = True
+
+
+def remote_text(event: CalendarEvent, row: CustomRow) -> str:
+    """A custom row's field as the event holds it."""
+    if row.is_property:
+        return (event.properties.get(row.property_name) or "").strip()
+    return str(getattr(event, row.field, "") or "").strip()
 
 
 def _attendee_emails(target: Target) -> list[str] | None:
@@ -207,12 +238,17 @@ class CalendarScope:
     def crm_values(self, activity: Activity, target: Target, link: ItemLink | None = None) -> dict[str, Any]:
         series_from = link.series_from if link is not None else None
         values = ev.activity_values(activity, _attendee_emails(target), target.with_comment, series_from)
-        return self.mapped(values)
+        return self.with_custom(self.mapped(values), {row.field: row.crm_text(activity) for row in self.flow.custom})
 
     def mapped(self, values: dict[str, Any]) -> dict[str, Any]:
         """The normal form without the fields of disabled mapping rows (neither written nor compared)."""
         for name in self.flow.normal_off():
             values.pop(name, None)
+        return values
+
+    def with_custom(self, values: dict[str, Any], texts: dict[str, str]) -> dict[str, Any]:
+        """The normal form with the custom rows' fields (``texts``: normal-form field → text)."""
+        values.update(texts)
         return values
 
     # Exchange side
@@ -226,7 +262,8 @@ class CalendarScope:
         return not ev.in_window(event.start, event.end, event.recurrence, self.now, FOREVER, event.time_zone)
 
     def remote_values(self, event: CalendarEvent, target: Target) -> dict[str, Any]:
-        return self.mapped(ev.event_values(event, target.invitations, target.with_comment, self.me))
+        values = self.mapped(ev.event_values(event, target.invitations, target.with_comment, self.me))
+        return self.with_custom(values, {row.field: remote_text(event, row) for row in self.flow.custom})
 
     # Comparing with the snapshot
 
@@ -240,7 +277,12 @@ class CalendarScope:
         return ev.future(old, self.now, duration) != ev.future(new, self.now, duration)
 
     def changed_fields(self, snapshot: dict[str, Any], values: dict[str, Any]) -> set[str]:
-        return {k for k, v in values.items() if self.differs(k, snapshot.get(k, _MISSING), v, values)}
+        # A custom field the snapshot does not hold yet (its row is new) was empty: a row added
+        # re-writes the items that have a value for it, not every item (C8).
+        empty = self.flow.custom_fields()
+        return {
+            k for k, v in values.items() if self.differs(k, snapshot.get(k, "" if k in empty else _MISSING), v, values)
+        }
 
     def changed_remotely(self, link: ItemLink, event: CalendarEvent) -> bool:
         target = Target(invitations="attendees" in link.snapshot, with_comment="comment" in link.snapshot)

@@ -51,6 +51,7 @@ from synccore.models import (
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.calendar_plan import CalendarPlanner, CalendarScope, Step, Target
+from synccore.sync.custom_rows import CustomRow
 from synccore.sync.runs import PassContext
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,11 @@ class CalendarWriter:
             event.location = ""
         if "private" in off:
             event.is_private = False
+        for row in self.scope.flow.custom:
+            if row.is_property:
+                event.properties[row.property_name] = row.crm_text(activity)
+            else:
+                setattr(event, row.field, row.crm_text(activity))
         return event
 
     def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
@@ -368,7 +374,7 @@ class CalendarWriter:
         ref = RemoteRef(link.remote_id, link.remote_change_key, link.remote_folder_id)
         if event is None and "comment" in names:
             # The body is shared: read what Outlook wrote outside the markers before rewriting it.
-            current = self.backend.get_events(self.mailbox, [ref])[0]
+            current = self.backend.get_events(self.mailbox, [ref], self.scope.flow.properties())[0]
             event = current if isinstance(current, CalendarEvent) else None
         body_now = event.body if event is not None else ""
         new = self.event_for(activity, target, body_now, link)
@@ -538,6 +544,11 @@ class CalendarWriter:
         when both sides changed some (merged), else Exchange's."""
         values = self.scope.remote_values(event, target)
         fields = []
+        customs = [row for row in self.scope.flow.custom if row.field in names]
+        if customs:
+            self.take_custom(activity, customs, values)
+            fields.append("custom_fields")
+            names = names - {row.field for row in customs}
         if "subject" in names:
             activity.subject = values["subject"][:255] or activity.subject
             fields.append("subject")
@@ -567,6 +578,16 @@ class CalendarWriter:
         if "attendees" in names:
             self.pull_attendees(activity, event)
         self.run.updated += 1
+
+    def take_custom(self, activity: Activity, rows: list[CustomRow], values: dict[str, Any]) -> None:
+        """Outlook's values of custom rows into the activity's custom fields; a value that is not
+        of its key's type (a date stays a date) leaves the field as it is."""
+        for row in rows:
+            if not row.take(activity, values.get(row.field, "")):
+                log.warning(
+                    "%s: “%s” is not a %s for the custom field %s; not taken",
+                    self.mailbox, values.get(row.field), row.value_type, row.key,
+                )
 
     def set_occurrences(self, activity: Activity, wanted: dict[str, Any], duration: timedelta) -> None:
         """The CRM's exceptions become ``wanted`` for occurrences not yet over; those that are
@@ -637,8 +658,13 @@ class CalendarWriter:
         """K6: an event unknown to the CRM becomes an Appointment activity (the fields of disabled
         mapping rows left empty)."""
         off = self.scope.flow.off
+        imported = Activity(custom_fields={})
+        target = Target(invitations=False)
+        pulled = [row for row in self.scope.flow.custom if row.field not in self.scope.flow.pushed_only]
+        self.take_custom(imported, pulled, self.scope.remote_values(event, target) if pulled else {})
         with transaction.atomic():
             activity = Activity.objects.create(
+                custom_fields=imported.custom_fields,
                 environment=self.env,
                 type=ActivityType.APPOINTMENT,
                 synchronize=True,

@@ -69,6 +69,7 @@ class PreviewBackend(MailboxBackend):
     def __init__(self, inner: MailboxBackend) -> None:
         self.inner = inner
         self.push_style = inner.push_style
+        self.PROPERTY_KINDS = inner.PROPERTY_KINDS
         self.writes: list[Write] = []
         self.messages: list[Message] = []
         self._ids = itertools.count(1)
@@ -129,9 +130,11 @@ class PreviewBackend(MailboxBackend):
         real = [i for i in item_ids if not self._made_up(i)]
         return self.inner.calendar_present(mailbox, folder_id, real) if real else {}
 
-    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+    def get_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[CalendarEvent | MailboxError]:
         real = [ref for ref in refs if not self._made_up(ref.item_id)]
-        found = iter(self.inner.get_events(mailbox, real) if real else [])
+        found = iter(self.inner.get_events(mailbox, real, properties) if real else [])
         out: list[CalendarEvent | MailboxError] = []
         for ref in refs:
             if self._made_up(ref.item_id):
@@ -149,9 +152,11 @@ class PreviewBackend(MailboxBackend):
     def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         return self.inner.task_changes(mailbox, folder_id, token)
 
-    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
+    def get_tasks(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[TaskItem | MailboxError]:
         real = [ref for ref in refs if not self._made_up(ref.item_id)]
-        found = iter(self.inner.get_tasks(mailbox, real) if real else [])
+        found = iter(self.inner.get_tasks(mailbox, real, properties) if real else [])
         return [
             ItemNotFound(f"{ref.item_id} exists only in this preview") if self._made_up(ref.item_id) else next(found)
             for ref in refs

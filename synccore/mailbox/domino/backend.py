@@ -40,6 +40,8 @@ class DominoBackend(CalendarOperations, MailboxBackend):
     No push: the runtime polls at the pull interval (``push_style`` '')."""
 
     push_style: ClassVar[PushStyle] = ""
+    # Notes items carry no extended properties of ours (custom fields map to standard fields only).
+    PROPERTY_KINDS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
@@ -100,7 +102,9 @@ class DominoBackend(CalendarOperations, MailboxBackend):
     def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         _refuse("To Do (tasks)")
 
-    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | base.MailboxError]:
+    def get_tasks(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[TaskItem | base.MailboxError]:
         _refuse("To Do (tasks)")
 
     def find_tasks_by_sync_ids(

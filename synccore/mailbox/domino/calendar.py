@@ -154,7 +154,9 @@ class CalendarOperations:
                 out[uid] = str(entry.get("updated") or "")
         return out
 
-    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+    def get_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[CalendarEvent | MailboxError]:
         out: list[CalendarEvent | MailboxError] = []
         for ref in refs:
             entry = self._entries.get((mailbox.lower(), ref.item_id))

@@ -28,6 +28,8 @@ from synccore.mailbox.ews.translation import (
     ews_timezone,
     exception_ids,
     from_calendar_item,
+    property_field,
+    read_properties,
     to_calendar_item,
 )
 
@@ -96,9 +98,13 @@ class CalendarOperations:
                 present[item_id] = item.changekey or ""
         return present
 
-    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+    def get_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []
+        for name in properties:
+            property_field(name, CalendarItem)  # registered: a fetch reads every field of the class
         account = self.account(mailbox)
         items = self.call(
             lambda: list(
@@ -113,6 +119,7 @@ class CalendarOperations:
                 continue
             try:
                 event = from_calendar_item(item, ref.folder_id)
+                event.properties = read_properties(item, properties)
             except MailboxError as exc:
                 out.append(exc)
                 continue

@@ -17,7 +17,13 @@ from exchangelib.folders import Tasks
 from synccore.mailbox import base
 from synccore.mailbox.base import ChangePage, ConnectionConfig, ItemResult, MailboxError, RemoteRef, TaskItem
 from synccore.mailbox.ews.client import bulk_create, bulk_update, translate
-from synccore.mailbox.ews.translation import SYNC_ID_FIELD, SyncIdProperty
+from synccore.mailbox.ews.translation import (
+    SYNC_ID_FIELD,
+    SyncIdProperty,
+    property_field,
+    read_properties,
+    set_properties,
+)
 
 if SYNC_ID_FIELD not in {f.name for f in Task.FIELDS}:
     Task.register(SYNC_ID_FIELD, SyncIdProperty)
@@ -39,6 +45,9 @@ _FIELDNAMES = {
 def task_fieldnames(names: Iterable[str]) -> list[str]:
     out: list[str] = []
     for name in names:
+        if name.startswith(base.PROPERTY_PREFIX):
+            out.append(property_field(name[len(base.PROPERTY_PREFIX) :], Task))
+            continue
         out += [n for n in _FIELDNAMES[name] if n not in out]
     return out
 
@@ -60,6 +69,7 @@ def to_task(task: TaskItem, account: Account, folder=None) -> Task:
     )
     if task.sync_id:
         setattr(item, SYNC_ID_FIELD, task.sync_id)
+    set_properties(item, task.properties)
     return item
 
 
@@ -106,9 +116,13 @@ class TaskOperations:
     def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
         return self.contact_changes(mailbox, folder_id, token)
 
-    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
+    def get_tasks(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[TaskItem | MailboxError]:
         if not refs:
             return []
+        for name in properties:
+            property_field(name, Task)  # registered: a fetch reads every field of the class
         account = self.account(mailbox)
         items = self.call(
             lambda: list(account.fetch(ids=[(r.item_id, None) for r in refs], chunk_size=self.config.batch_size))
@@ -120,7 +134,9 @@ class TaskOperations:
             elif not isinstance(item, Task):
                 out.append(base.ItemNotFound(f"{ref.item_id} is not a task.", code="ErrorItemNotFound"))
             else:
-                out.append(from_task(item, ref.folder_id))
+                task = from_task(item, ref.folder_id)
+                task.properties = read_properties(item, properties)
+                out.append(task)
         return out
 
     def find_tasks_by_sync_ids(

@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from exchangelib import (
@@ -62,18 +63,29 @@ if SYNC_ID_FIELD not in {f.name for f in CalendarItem.FIELDS}:
 _PROPERTY_FIELD_PREFIX = "synccore_prop_"
 
 
-def property_field(name: str) -> str:
+def property_field(name: str, model: type = Contact) -> str:
     """The exchangelib field of the named extended property ``name`` of the product's property
-    set on contacts (a custom CRM field), registered on first use."""
+    set on ``model`` (Contact, CalendarItem, Task: a custom CRM field), registered on first use."""
     attr = _PROPERTY_FIELD_PREFIX + name
-    if attr not in {f.name for f in Contact.FIELDS}:
+    if attr not in {f.name for f in model.FIELDS}:
         prop = type(
             f"CustomProperty_{name}",
             (ExtendedProperty,),
             {"property_set_id": base.PROPERTY_SET_ID, "property_name": name, "property_type": "String"},
         )
-        Contact.register(attr, prop)
+        model.register(attr, prop)
     return attr
+
+
+def set_properties(item: Any, properties: dict[str, str]) -> None:
+    """An item's named extended properties (custom CRM fields); empty clears one."""
+    for name, value in properties.items():
+        setattr(item, property_field(name, type(item)), value or None)
+
+
+def read_properties(item: Any, names: Iterable[str]) -> dict[str, str]:
+    """The named extended properties an item was read with ('' for one it does not carry)."""
+    return {name: str(getattr(item, property_field(name, type(item)), None) or "") for name in names}
 
 
 # --- Translation of contact cards -------------------------------------------------------------
@@ -303,6 +315,7 @@ def to_calendar_item(event: CalendarEvent, account: Account, folder: Folder | No
         item.uid = event.uid
     if event.sync_id:
         setattr(item, SYNC_ID_FIELD, event.sync_id)
+    set_properties(item, event.properties)
     if event.ref:
         item.id, item.changekey = event.ref.item_id, event.ref.change_key or None
     return item
@@ -417,6 +430,9 @@ _IANA_ZONES = frozenset(zoneinfo.available_timezones())
 def event_fieldnames(names: Iterable[str]) -> list[str]:
     out: list[str] = []
     for name in names:
+        if name.startswith(base.PROPERTY_PREFIX):
+            out.append(property_field(name[len(base.PROPERTY_PREFIX) :], CalendarItem))
+            continue
         for field_name in _EVENT_FIELDS[name]:
             if field_name not in out:
                 out.append(field_name)

@@ -32,6 +32,8 @@ class GraphBackend(
     """A ``MailboxBackend`` over Graph: one client, the operations mixed in by subject."""
 
     push_style: ClassVar[PushStyle] = "webhook"
+    # Microsoft To Do has no extended properties (the sync id rides in a linkedResource).
+    PROPERTY_KINDS: ClassVar[frozenset[str]] = frozenset({"contact", "activity"})
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config

@@ -38,6 +38,7 @@ from synccore.mailbox.graph.translation import (
     deletion_results,
     event_body,
     event_from_graph,
+    expand_properties,
     graph_time,
     if_match,
     instance_span,
@@ -295,10 +296,12 @@ class CalendarOperations:
     def _event_url(self, mailbox: str, item_id: str) -> str:
         return f"{user_path(mailbox)}/events/{segment(item_id)}"
 
-    def get_events(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[CalendarEvent | MailboxError]:
+    def get_events(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []
-        query = odata_query(select=EVENT_SELECT, expand=EXPAND_SYNC_ID)
+        query = odata_query(select=EVENT_SELECT, expand=expand_properties(properties) if properties else EXPAND_SYNC_ID)
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}"}
         answers = self.client.batch(
             mailbox,
@@ -310,7 +313,7 @@ class CalendarOperations:
                 out.append(answer.error())
                 continue
             try:
-                out.append(event_from_graph(answer.body, ref.folder_id))
+                out.append(event_from_graph(answer.body, ref.folder_id, properties))
             except MailboxError as exc:
                 out.append(exc)
             except (ValueError, KeyError, TypeError) as exc:

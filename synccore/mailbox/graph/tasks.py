@@ -133,7 +133,10 @@ class TaskOperations:
         first = f"{self._tasks_url(mailbox, folder_id)}/delta?{odata_query(select='id')}"
         return self._delta(mailbox, first, token, folder_id)  # type: ignore[attr-defined]
 
-    def get_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[TaskItem | MailboxError]:
+    def get_tasks(
+        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
+    ) -> list[TaskItem | MailboxError]:
+        # To Do has no extended properties (PROPERTY_KINDS): ``properties`` reads nothing.
         if not refs:
             return []
         query = odata_query(expand="linkedResources")

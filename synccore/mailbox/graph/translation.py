@@ -48,6 +48,12 @@ def sync_id_filter(sync_id: str) -> str:
 EXPAND_SYNC_ID = f"singleValueExtendedProperties($filter=id eq {odata_string(SYNC_ID_PROPERTY_ID)})"
 
 
+def expand_properties(names: Iterable[str]) -> str:
+    """``$expand`` of the sync id and the named extended properties of the product's set."""
+    ids = [SYNC_ID_PROPERTY_ID, *(property_id(name) for name in names)]
+    return "singleValueExtendedProperties($filter=" + " or ".join(f"id eq {odata_string(i)}" for i in ids) + ")"
+
+
 def extended_value(entity: dict[str, Any], property_id: str) -> str:
     for prop in entity.get("singleValueExtendedProperties") or []:
         if str(prop.get("id", "")).lower() == property_id.lower():
@@ -371,12 +377,20 @@ def event_body(event: CalendarEvent, names: Iterable[str] | None = None) -> dict
             body["recurrence"] = rrule_to_recurrence(event.recurrence, first, zone_name)
         else:
             body["recurrence"] = None
-    if event.sync_id:
-        body["singleValueExtendedProperties"] = [{"id": SYNC_ID_PROPERTY_ID, "value": event.sync_id}]
+    extended = [{"id": SYNC_ID_PROPERTY_ID, "value": event.sync_id}] if event.sync_id else []
+    named = sorted(event.properties) if creating else [
+        n[len(base.PROPERTY_PREFIX) :] for n in sorted(names or ()) if n.startswith(base.PROPERTY_PREFIX)
+    ]
+    for name in named:
+        value = event.properties.get(name, "")
+        if value or not creating:  # Graph cannot remove an extended property: cleared is empty
+            extended.append({"id": property_id(name), "value": value})
+    if extended:
+        body["singleValueExtendedProperties"] = extended
     return body
 
 
-def event_from_graph(entity: dict[str, Any], folder_id: str) -> CalendarEvent:
+def event_from_graph(entity: dict[str, Any], folder_id: str, properties: Iterable[str] = ()) -> CalendarEvent:
     zone_name = iana_zone(entity.get("originalStartTimeZone") or "UTC")
     if zone_name is None:
         # Its times would shift across DST (and its dates could move): reported instead (K10).
@@ -415,6 +429,7 @@ def event_from_graph(entity: dict[str, Any], folder_id: str) -> CalendarEvent:
         sync_id=extended_value(entity, SYNC_ID_PROPERTY_ID),
         ref=RemoteRef(entity["id"], change_key_of(entity), folder_id),
         last_modified=parse_iso(entity.get("lastModifiedDateTime")),
+        properties={name: extended_value(entity, property_id(name)) for name in properties},
     )
     if event.is_all_day:
         event.start_date, event.end_date = _all_day_dates(entity)
