@@ -4,7 +4,7 @@ named extended property of the product's property set, over EWS and Graph."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -15,6 +15,7 @@ from synccore import crmio
 from synccore.mailbox.base import PROPERTY_SET_ID
 from synccore.models import Activity, Contact, CustomField, FieldMapping
 from synccore.sync.calendar import run_calendar_pass
+from synccore.sync.tasks import run_task_pass
 from tests.fixtures import factories as f
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
 
@@ -369,3 +370,95 @@ def test_an_outlook_event_imports_with_its_custom_field(crm):
     _calendar_pass(crm)
     assert Activity.objects.get(subject="Lunch").custom_fields == {"seats": 12}
     assert _calendar_pass(crm).updated == 0
+
+
+# --- The task engine ----------------------------------------------------------------------------
+
+DUE = date(2027, 3, 10)
+
+
+def _task(crm, **custom):
+    midnight = datetime(DUE.year, DUE.month, DUE.day, tzinfo=UTC)
+    return f.activity(
+        crm.env, type="task", subject="Call Ann", due=DUE, start=midnight, responsible=crm.alice.employee,
+        custom_fields=custom,
+    )  # fmt: skip
+
+
+def _task_pass(crm):
+    return run_task_pass(crm.alice.pk)
+
+
+@pytest.mark.backends("ews", "graph")
+def test_a_custom_task_date_mapped_to_the_start_day_round_trips(crm):
+    crm.configure(synchronize_tasks=True)
+    FieldMapping.objects.filter(environment=crm.env, entity="task", crm_field="start").update(enabled=False)
+    _custom_row(crm, "task", "kickoff", "start", value_type="date")
+    activity = _task(crm, kickoff="2027-03-01")
+    assert _task_pass(crm).created == 1
+    (item,) = crm.mailbox().tasks()
+    assert str(item.props["StartDate"])[:10] == "2027-03-01"
+
+    crm.mailbox().edit(item, StartDate=datetime(2027, 3, 4, tzinfo=UTC))  # an Outlook edit comes back
+    _task_pass(crm)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"kickoff": "2027-03-04"}
+    assert activity.due == DUE
+    assert _task_pass(crm).updated == 0
+
+
+def test_a_custom_task_field_mapped_to_an_extended_property_round_trips_over_ews(crm_ews):
+    crm = crm_ews
+    crm.configure(synchronize_tasks=True)
+    row = _custom_row(crm, "task", "region", "property:Region", enabled=False)
+    activity = _task(crm, region="EMEA")
+    _task_pass(crm)
+    (item,) = crm.mailbox().tasks()
+    assert _property(item, "Region") is None  # a disabled row is not written
+    row.enabled = True
+    row.save()
+    assert _task_pass(crm).updated == 1  # C8: enabled, it is written on the next pass
+    (item,) = crm.mailbox().tasks()
+    assert _property(item, "Region") == "EMEA"
+    _outlook_sets(crm, item, "Region", "LATAM")
+    _task_pass(crm)
+    activity.refresh_from_db()
+    assert activity.custom_fields == {"region": "LATAM"}
+    assert _task_pass(crm).updated == 0
+
+
+def test_to_do_and_domino_cannot_carry_custom_properties_and_the_settings_check_says_so(crm_graph):
+    crm = crm_graph
+    crm.configure(synchronize_tasks=True)
+    _custom_row(crm, "task", "region", "property:Region")
+    _custom_row(crm, "activity", "region", "property:Region")
+    problems = " ".join(crm.settings.connection_problems())
+    assert "Tasks: Microsoft To Do" in problems and "custom:region" in problems
+    assert "HCL Domino" not in problems
+    _task(crm, region="EMEA")
+    run = _task_pass(crm)  # left out, not failed
+    assert (run.created, run.failed) == (1, 0)
+    crm.configure(backend="domino", synchronize_tasks=False)
+    problems = " ".join(crm.settings.connection_problems())
+    assert "Activities: HCL Domino mail files cannot carry Outlook custom fields" in problems
+
+
+def test_the_mapping_offers_custom_activity_and_task_fields_and_checks_their_targets(admin_api, env):
+    url = f"/api/v1/environments/{env.pk}/field-mappings/"
+    CustomField.register(env.pk, "activity", {"room": "text"})
+    CustomField.register(env.pk, "task", {"kickoff": "date", "region": "text"})
+    vocabulary = mapping_vocabulary(env.pk)
+    assert ("custom:room", "Custom: room") in vocabulary["activity"]["crm"]
+    assert ("custom:kickoff", "Custom: kickoff") in vocabulary["task"]["crm"]
+
+    def post(entity, crm_field, exchange_field):
+        return admin_api.post(
+            url, {"entity": entity, "crm_field": crm_field, "exchange_field": exchange_field, "direction": "both"},
+            format="json",
+        )  # fmt: skip
+
+    assert post("activity", "custom:room", "property:Room").status_code == 201
+    assert post("activity", "custom:room", "subject").status_code == 400  # not a free field
+    assert post("task", "custom:region", "start").status_code == 400  # a day takes a date only
+    FieldMapping.objects.filter(environment=env, entity="task", crm_field="start").update(enabled=False)
+    assert post("task", "custom:kickoff", "start").status_code == 201

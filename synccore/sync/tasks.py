@@ -34,7 +34,7 @@ from synccore.models import (
     SyncRun,
     SyncUser,
 )
-from synccore.sync import actions
+from synccore.sync import actions, custom_rows
 from synccore.sync.runs import PassContext, execute_pass
 from synccore.sync.tasks_plan import Step, TaskPlanner, mapping_rows
 from synccore.sync.tasks_write import TaskWrites
@@ -62,8 +62,10 @@ class TaskPass(TaskWrites):
         self.run = run
         self.mailbox = user.mailbox_email
         self.now = timezone.now()
-        self.rows = mapping_rows(self.env.pk)
-        self.planner = TaskPlanner(user, self.rows)
+        # Custom rows to an extended property only where the backend's tasks have them (not To Do).
+        self.custom = custom_rows.load(self.env.pk, mapping.TASK, backend.PROPERTY_KINDS)
+        self.planner = TaskPlanner(user, mapping_rows(self.env.pk), self.custom)
+        self.rows = self.planner.rows
         self.folder_id = ""
         self.wrote = False
         self.removed: set[str] = set()
@@ -107,7 +109,8 @@ class TaskPass(TaskWrites):
         size = max(1, self.settings.batch_size)
         for start in range(0, len(refs), size):
             batch = refs[start : start + size]
-            for ref, task in zip(batch, self.backend.get_tasks(self.mailbox, batch), strict=True):
+            read = self.backend.get_tasks(self.mailbox, batch, custom_rows.property_names(self.custom))
+            for ref, task in zip(batch, read, strict=True):
                 if isinstance(task, ItemNotFound):
                     deleted.add(ref.item_id)
                 elif isinstance(task, MailboxError):

@@ -39,6 +39,7 @@ from synccore.models import (
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.actions import Action, ItemKey
+from synccore.sync.custom_rows import CustomRow
 
 # Normal-form fields, named as the Exchange side of the mapping (T3).
 FIELDS = ("subject", "body", "status", "due", "start", "importance")
@@ -125,6 +126,26 @@ def mapping_rows(env_id: int) -> dict[str, Row]:
     return rows
 
 
+def with_custom(rows: dict[str, Row], custom: tuple[CustomRow, ...]) -> dict[str, Row]:
+    """The rows with the custom ones (``custom_rows.py``): a custom field in the normal form under
+    its Exchange field's name, an extended property or a start or due day whose own row is off."""
+    out = dict(rows)
+    for row in custom:
+        out[row.field] = Row(True, row.direction != mapping.CRM_TO_EXCHANGE, row.direction != mapping.EXCHANGE_TO_CRM)
+    return out
+
+
+def custom_crm_value(row: CustomRow, activity: Activity) -> str | None:
+    text = row.crm_text(activity)
+    return text if row.is_property else (text or None)  # a day of the normal form, or None
+
+
+def custom_task_value(row: CustomRow, task: TaskItem) -> str | None:
+    if row.is_property:
+        return (task.properties.get(row.property_name) or "").strip()
+    return _iso(getattr(task, row.field, None))
+
+
 # --- Steps --------------------------------------------------------------------------------------
 
 _EXCHANGE_KINDS = {actions.CREATE, actions.UPDATE}
@@ -167,19 +188,22 @@ class Step:
 class TaskPlanner:
     """T1–T6 for one user: one function per direction; reads only, returns ``Step``\\ s."""
 
-    def __init__(self, user: SyncUser, rows: dict[str, Row]) -> None:
+    def __init__(self, user: SyncUser, rows: dict[str, Row], custom: tuple[CustomRow, ...] = ()) -> None:
         self.user = user
         self.settings = user.environment.settings
         self.direction = self.settings.tasks_direction
-        self.rows = rows
+        self.custom = custom
+        self.rows = with_custom(rows, custom)
         self.pushes = self.direction in _PUSHES
         self.pulls = self.direction in _PULLS
 
     def crm(self, activity: Activity) -> dict[str, Any]:
-        return {k: v for k, v in activity_values(activity).items() if self.rows[k].enabled}
+        values = {k: v for k, v in activity_values(activity).items() if self.rows[k].enabled}
+        return values | {row.field: custom_crm_value(row, activity) for row in self.custom}
 
     def remote(self, task: TaskItem) -> dict[str, Any]:
-        return {k: v for k, v in task_values(task).items() if self.rows[k].enabled}
+        values = {k: v for k, v in task_values(task).items() if self.rows[k].enabled}
+        return values | {row.field: custom_task_value(row, task) for row in self.custom}
 
     # Mailbox → CRM: a task the CRM has no link for (T4) ---------------------------------------
 
@@ -251,10 +275,11 @@ class TaskPlanner:
         reason = "Deleted in the mailbox; kept in the CRM and not written again."
         return [Step(actions.KEEP, "T6", reason, link=link, activity=activity)]
 
-    @staticmethod
-    def changed(snapshot: dict[str, Any], values: dict[str, Any]) -> set[str]:
-        """Fields that moved since the last agreement (all of them without one: an adopted task)."""
-        return {k for k, v in values.items() if snapshot.get(k, _MISSING) != v}
+    def changed(self, snapshot: dict[str, Any], values: dict[str, Any]) -> set[str]:
+        """Fields that moved since the last agreement (all of them without one: an adopted task).
+        A custom field the snapshot does not hold yet (its row is new) was empty (C8)."""
+        empty = {row.field: "" if row.is_property else None for row in self.custom}
+        return {k for k, v in values.items() if snapshot.get(k, empty.get(k, _MISSING)) != v}
 
     def compare(self, link: ItemLink, activity: Activity, task: TaskItem | None) -> list[Step]:
         """The three-way merge (K8) within the direction (T5) and the mapping rows (T3)."""

@@ -4,6 +4,7 @@ safety), updates, then deletions under the safety limit — and Outlook's own ta
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,8 +37,9 @@ from synccore.models import (
     SyncUser,
     TaskStatus,
 )
-from synccore.sync import actions
+from synccore.sync import actions, custom_rows
 from synccore.sync import events as ev
+from synccore.sync.custom_rows import CustomRow
 from synccore.sync.runs import PassContext
 from synccore.sync.tasks_plan import (
     EMAIL,
@@ -46,11 +48,15 @@ from synccore.sync.tasks_plan import (
     Step,
     TaskPlanner,
     activity_values,
+    custom_crm_value,
+    custom_task_value,
     day_of,
     remote_comment,
     start_day,
     zone_of,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TaskWrites:
@@ -65,6 +71,7 @@ class TaskWrites:
     mailbox: str
     now: datetime
     rows: dict[str, Row]
+    custom: tuple[CustomRow, ...]
     planner: TaskPlanner
     folder_id: str
     wrote: bool
@@ -180,6 +187,12 @@ class TaskWrites:
                 # K13: minutes before the start of the due day, in the task's zone.
                 midnight = datetime.combine(activity.due, time.min, zone_of(activity.time_zone))
                 task.reminder = (midnight - timedelta(minutes=minutes)).astimezone(UTC)
+        for row in self.custom:
+            value = custom_crm_value(row, activity)
+            if row.is_property:
+                task.properties[row.property_name] = value or ""
+            else:
+                setattr(task, row.field, day_of(value))
         return task
 
     def _batches(self, items: list) -> list[list]:
@@ -262,7 +275,7 @@ class TaskWrites:
     def _read(self, refs: list[RemoteRef]) -> list[TaskItem | MailboxError]:
         out: list[TaskItem | MailboxError] = []
         for batch in self._batches(refs):
-            out += self.backend.get_tasks(self.mailbox, batch)
+            out += self.backend.get_tasks(self.mailbox, batch, custom_rows.property_names(self.custom))
         return out
 
     def updated(self, step: Step, result: ItemResult) -> None:
@@ -330,6 +343,11 @@ class TaskWrites:
         """The named fields from the mailbox into the CRM (K8, T2)."""
         zone = zone_of(activity.time_zone)
         changed: list[str] = []
+        customs = [row for row in self.custom if row.field in names]
+        if customs:
+            self.take_custom(activity, customs, task)
+            changed.append("custom_fields")
+            names = names - {row.field for row in customs}
         if "subject" in names:
             activity.subject = (task.subject or "").strip()[:255] or activity.subject
             changed.append("subject")
@@ -343,12 +361,24 @@ class TaskWrites:
             self._set_status(activity, task, zone)
             changed += ["status", "completed_at"]
         if names & {"due", "start"}:
-            activity.due = task.due
-            self._set_start(activity, start_day(task.start, task.due), zone)
+            # A day a custom field fills is not the CRM task's own due day or start.
+            custom_days = {row.field for row in self.custom}
+            if "due" not in custom_days:
+                activity.due = task.due
+            own_start = start_day(task.start, activity.due) if "start" not in custom_days else None
+            self._set_start(activity, own_start, zone)
             changed += ["due", "start", "end"]
         if changed:
             activity.save(update_fields=[*changed, "updated_at"])
         self.run.updated += 1
+
+    def take_custom(self, activity: Activity, rows: list[CustomRow], task: TaskItem) -> None:
+        """The mailbox's values of custom rows into the task's custom fields (a value not of its
+        key's type leaves the field as it is)."""
+        for row in rows:
+            value = custom_task_value(row, task) or ""
+            if not row.take(activity, value):
+                log.warning("%s: “%s” is not a %s for the custom field %s; not taken", self.mailbox, value, row.value_type, row.key)
 
     def _set_status(self, activity: Activity, task: TaskItem, zone: ZoneInfo) -> None:
         if task.status == "completed":
@@ -390,6 +420,8 @@ class TaskWrites:
             )
             self._set_status(activity, task, zone)
             self._set_start(activity, start_day(task.start, task.due), zone)
+            activity.custom_fields = {}
+            self.take_custom(activity, [row for row in self.custom if self.rows[row.field].both_ways], task)
             activity.save()
             link = ItemLink(
                 environment=self.env, sync_user=self.user, kind=mapping.TASK, activity=activity, state=LinkState.SYNCED
