@@ -210,6 +210,12 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 STRUCTURED = frozenset({"business_address"})
 
 
+def registry_entity(entity: str) -> str:
+    """The entity whose custom keys a mapping entity offers: a task is an activity of type Task, so
+    it has the activities' keys (the CRM API and the back office record them as activity keys)."""
+    return ACTIVITY if entity == TASK else entity
+
+
 def is_custom(crm_field: str) -> bool:
     return crm_field.startswith(CUSTOM_PREFIX)
 

@@ -259,7 +259,7 @@ def test_the_console_mapping_tab_offers_the_custom_keys(admin_client, admin_api,
 
 
 def _custom_row(crm, entity, key, exchange_field, value_type="text", **fields):
-    CustomField.register(crm.env.pk, entity, {key: value_type})
+    CustomField.register(crm.env.pk, "activity", {key: value_type})  # tasks are activities: one registry
     return FieldMapping.objects.create(
         environment=crm.env,
         entity=entity,
@@ -445,8 +445,17 @@ def test_to_do_and_domino_cannot_carry_custom_properties_and_the_settings_check_
 
 def test_the_mapping_offers_custom_activity_and_task_fields_and_checks_their_targets(admin_api, env):
     url = f"/api/v1/environments/{env.pk}/field-mappings/"
-    CustomField.register(env.pk, "activity", {"room": "text"})
-    CustomField.register(env.pk, "task", {"kickoff": "date", "region": "text"})
+    upsert(
+        admin_api,
+        env,
+        "activities",
+        [
+            {
+                "external_id": "A-1", "type": "task", "subject": "Call", "start": "2026-12-01T09:00:00+00:00",
+                "end": "2026-12-01T09:00:00+00:00", "custom_fields": {"room": "B1", "kickoff": "2026-11-30", "region": "EMEA"},
+            }
+        ],
+    )  # fmt: skip
     vocabulary = mapping_vocabulary(env.pk)
     assert ("custom:room", "Custom: room") in vocabulary["activity"]["crm"]
     assert ("custom:kickoff", "Custom: kickoff") in vocabulary["task"]["crm"]

@@ -809,7 +809,9 @@ class FieldMapping(models.Model):
         if not self.environment_id or self.entity not in mapping.CUSTOM_ENTITIES:
             return []
         return list(
-            self.environment.custom_fields.filter(entity=self.entity).values_list("key", flat=True)
+            self.environment.custom_fields.filter(entity=mapping.registry_entity(self.entity)).values_list(
+                "key", flat=True
+            )
         )
 
     def custom_type(self) -> str | None:
@@ -817,7 +819,7 @@ class FieldMapping(models.Model):
         if not (self.environment_id and mapping.is_custom(self.crm_field)):
             return None
         found = self.environment.custom_fields.filter(
-            entity=self.entity, key=mapping.custom_key(self.crm_field)
+            entity=mapping.registry_entity(self.entity), key=mapping.custom_key(self.crm_field)
         ).values_list("value_type", flat=True)
         return next(iter(found), None)
 

@@ -50,6 +50,7 @@ class CustomField(models.Model):
 
     @classmethod
     def types(cls, environment_id: int, entity: str) -> dict[str, str]:
+        entity = mapping.registry_entity(entity)
         return dict(
             cls.objects.filter(environment_id=environment_id, entity=entity).values_list("key", "value_type")
         )
@@ -58,6 +59,7 @@ class CustomField(models.Model):
     def keys(cls, environment_id: int | None, entity: str) -> list[str]:
         if environment_id is None:
             return []
+        entity = mapping.registry_entity(entity)
         return list(
             cls.objects.filter(environment_id=environment_id, entity=entity).values_list("key", flat=True)
         )

@@ -550,7 +550,8 @@ class CalendarPlanner:
             return [Step(actions.CANCEL, "K7", reason, event=event, side=actions.CRM)]
         target = Target(invitations=False)
         values = self.scope.remote_values(event, target)
-        changed = {k for k, v in values.items() if link.snapshot.get(k, _MISSING) != v}
+        empty = self.scope.flow.custom_fields()  # a custom row added since: it was empty (C8)
+        changed = {k for k, v in values.items() if link.snapshot.get(k, "" if k in empty else _MISSING) != v}
         agree = Step(actions.AGREE, "K8", "Agreed.", link=link, event=event, values=values, ref=event.ref)
         if not changed:
             return [agree]
