@@ -109,6 +109,32 @@ def test_d2_invitations_go_out_from_the_organizers_mail_file(crm, start):
     assert copy.props["Organizer"]["EmailAddress"] == ALICE
 
 
+def test_d1_an_invitees_response_in_notes_reaches_the_organizers_entry_and_changes_nothing_else(crm, start):
+    activity = meeting(crm, start, subject="Kick-off")
+    calendar_pass(crm)
+    calendar_pass(crm, crm.bob)
+    uid = activity.links.get(sync_user=crm.alice).remote_id
+    path = f"/pim-v1/calendarresponse/default/{uid}"
+    assert notes(crm, BOB).post(path, json={"participantAction": "accepted"}).status_code == 200
+    backend = open_backend(crm.settings)
+    (event,) = backend.get_events(ALICE, [base.RemoteRef(uid, "", "default")])
+    assert [(a.email, a.response) for a in event.attendees] == [(BOB, "Accept")]
+    crm.sim.counters.reset()
+    for user in (crm.alice, crm.bob):  # a response is not a change (the decision table)
+        run = calendar_pass(crm, user)
+        assert (run.outcome, run.created, run.updated, run.deleted) == (Outcome.SUCCESS, 0, 0, 0), run.error
+    assert not crm.event_writes()
+    assert notes(crm, BOB).post(path, json={"participantAction": "declined"}).status_code == 200
+    for user in (crm.alice, crm.bob):
+        run = calendar_pass(crm, user)
+        assert (run.outcome, run.created, run.updated, run.deleted) == (Outcome.SUCCESS, 0, 0, 0), run.error
+    assert not crm.event_writes()
+    activity.refresh_from_db()
+    assert activity.subject == "Kick-off" and activity.attendees.filter(email=BOB).exists()
+    statuses = {p["email"]: p["participationStatus"] for p in notes(crm).get(path).json()["participants"].values()}
+    assert statuses[BOB] == "declined"
+
+
 def test_d1_a_meeting_deleted_in_notes_with_invitees_deletes_the_crm_activity(crm, start):
     activity = meeting(crm, start, subject="Review")
     calendar_pass(crm)

@@ -158,3 +158,31 @@ def delete_entry(request: DominoRequest) -> Answer:
     item = entry_item(request)
     request.store.delete_item(item.id, "MoveToDeletedItems", context=dict(QUIET))
     return 200, {"status": 200, "message": "Entry deleted"}, {}
+
+
+# ---- PIM: meeting responses -----------------------------------------------------------------------------
+RESPONSE_OF_ACTION = {"accepted": "Accept", "declined": "Decline", "tentative": "Tentative"}
+
+
+@route("GET", "/pim-v1/calendarresponse/{calid}/{calentryid}", "domino.calendar.responses")
+def get_responses(request: DominoRequest) -> Answer:
+    """The participants of an entry with their responses (CalendarEventNotification's shape)."""
+    return 200, {"participants": entry_json(request.front, entry_item(request)).get("participants") or {}}, {}
+
+
+@route("POST", "/pim-v1/calendarresponse/{calid}/{calentryid}", "domino.calendar.respond")
+def respond(request: DominoRequest) -> Answer:
+    """An invitee answers a meeting in their mail file: their copy takes the response, and the
+    organizer's entry records it (Domino mails the response to the organizer's mail file, as
+    Exchange does). Declined: the invitee's copy leaves the calendar."""
+    item = entry_item(request)
+    data = request.json()
+    action = str(data.get("participantAction") or "").lower()
+    if action in ("delegated", "counter"):
+        raise DominoError(501, f"A '{action}' response is not implemented by the simulator.")
+    if action not in RESPONSE_OF_ACTION:
+        raise DominoError(400, "'participantAction' must be accepted, declined or tentative.")
+    if meetings.is_organizer_copy(item):
+        raise DominoError(400, "The chair of a meeting does not respond to it.")
+    meetings.respond(request.store, item.id, RESPONSE_OF_ACTION[action], send=True)
+    return 200, {"status": 200, "message": f"Response '{action}' sent"}, {}

@@ -252,3 +252,31 @@ def test_an_organizers_overrides_reach_the_invitees_mail_file(exchange_sim: Simu
     client.put(f"/pim-v1/calendar/default/{uid}", params=send, json={"recurrenceRules": [{**rule, "count": 4}], "recurrenceOverrides": overrides})
     bob = client.get(f"/pim-v1/calendar/default/{uid}", params={"mailboxid": BOB}).json()
     assert bob["recurrenceRules"][0]["count"] == 4 and bob["recurrenceOverrides"] == overrides
+
+
+def test_an_invitee_responds_in_notes_and_the_organizers_entry_records_it(exchange_sim: Simulator) -> None:
+    client = login(exchange_sim)
+    participants = {
+        "a": {"@type": "Participant", "email": ALICE, "roles": {"owner": True, "chair": True}},
+        "b": {"@type": "Participant", "email": BOB, "roles": {"attendee": True}},
+    }
+    uid = client.post("/pim-v1/calendar/default", params={"mailboxid": ALICE, "send": "true"}, json=entry("Meet", participants=participants)).json()["uid"]
+    bob = login(exchange_sim, BOB, "bob-password")
+    path = f"/pim-v1/calendarresponse/default/{uid}"
+    assert bob.post(path, json={"participantAction": "counter"}).status_code == 501
+    assert client.post(path, params={"mailboxid": ALICE}, json={"participantAction": "accepted"}).status_code == 400  # the chair
+    answer = bob.post(path, json={"participantAction": "tentative", "participantComment": "maybe"})
+    assert answer.status_code == 200, answer.text
+    statuses = {p["email"]: p["participationStatus"] for p in client.get(f"/pim-v1/calendar/default/{uid}", params={"mailboxid": ALICE}).json()["participants"].values()}
+    assert statuses == {ALICE: "accepted", BOB: "tentative"}
+    mine = {p["email"]: p["participationStatus"] for p in bob.get(f"/pim-v1/calendar/default/{uid}").json()["participants"].values()}
+    assert mine[BOB] == "tentative"
+    responses = client.get(path, params={"mailboxid": ALICE}).json()["participants"]
+    assert {p["email"]: p["participationStatus"] for p in responses.values()} == statuses
+    for participant in responses.values():
+        domino_schema.validate(participant, "Participant")
+    (organizer_copy,) = exchange_sim.user(ALICE).events()  # the same response over EWS
+    assert [a["ResponseType"] for a in organizer_copy.props["RequiredAttendees"]] == ["Tentative"]
+    assert bob.post(path, json={"participantAction": "declined"}).status_code == 200
+    assert bob.get(f"/pim-v1/calendar/default/{uid}").status_code == 404  # left the calendar
+    assert exchange_sim.counters["domino.calendar.respond"] == 4

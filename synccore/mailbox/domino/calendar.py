@@ -95,6 +95,9 @@ class CalendarOperations:
         knows beyond it (a linked entry moved beyond the horizon stays watched). Entries first
         seen beyond the horizon are left for the day the window reaches them (K15)."""
         state = CalendarToken.load(token)
+        # A new pass: what earlier passes listed may have changed since (only this listing counts).
+        for key in [k for k in self._entries if k[0] == mailbox.lower()]:
+            del self._entries[key]
         start, end = self.calendar_window()
         horizon_day = (end - timedelta(microseconds=1)).date()
         known_last = state.last_day() if state else None
