@@ -20,10 +20,15 @@ urlpatterns = [
     path("environments/<int:pk>/test-mailboxes/", views.test_mailboxes, name="test-mailboxes"),
     path("environments/<int:pk>/re-enable/", views.reenable_users, name="re-enable-users"),
     path("environments/<int:pk>/settings/", views.save_settings, name="settings"),
+    path("environments/<int:pk>/settings/preview/", views.preview_settings, name="settings-preview"),
     path("environments/<int:pk>/users/add/", views.user_form, name="user-add"),
     path("environments/<int:pk>/users/<int:user_id>/edit/", views.user_form, name="user-edit"),
     path("environments/<int:pk>/users/<int:user_id>/<slug:action>/", views.user_action, name="user-action"),
     path("environments/<int:pk>/mappings/add/", views.mapping_save, name="mapping-add"),
+    path("environments/<int:pk>/mappings/add/preview/", views.preview_mapping, name="mapping-add-preview"),
+    path(
+        "environments/<int:pk>/mappings/<int:mapping_id>/preview/", views.preview_mapping, name="mapping-preview"
+    ),
     path("environments/<int:pk>/mappings/<int:mapping_id>/", views.mapping_save, name="mapping-save"),
     path(
         "environments/<int:pk>/mappings/<int:mapping_id>/delete/", views.mapping_delete, name="mapping-delete"

@@ -24,7 +24,17 @@ from syncadmin.console.summary import summarize
 from syncadmin.models import AuditAction, AuditEntry
 from syncadmin.roles import ADMINISTRATOR, OPERATOR, VIEWER, has_role
 from synccore.mailbox.base import MailboxError
-from synccore.models import Conflict, Environment, FieldMapping, ItemLink, LoopHold, SyncRun, SyncUser
+from synccore.models import (
+    Conflict,
+    Environment,
+    FieldMapping,
+    ItemLink,
+    LoopHold,
+    SyncRun,
+    SyncSettings,
+    SyncUser,
+)
+from synccore.models.config import SECRET_FIELDS
 from synccore.runtime import service as runtime
 from synccore.runtime.service import RuntimeServiceError
 
@@ -389,6 +399,75 @@ def save_settings(request: HttpRequest, pk: int) -> HttpResponse:
             request, f"Plain http is allowed ({names}): credentials cross the network unencrypted."
         )
     return redirect(_environment_url(pk, "filters" if filters else "settings"))
+
+
+# --- a configuration change previewed before it is saved (P1) ------------------------------------
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def preview_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """"Preview change" beside "Save" of the filters and the settings: nothing is saved."""
+    env = get_object_or_404(Environment.objects.select_related("settings"), pk=pk)
+    filters = request.POST.get("section") == "filters"
+    form_class = forms.FiltersForm if filters else forms.ConsoleSettingsForm
+    tab = "filters" if filters else "settings"
+
+    def build():
+        return form_class(request.POST, instance=SyncSettings.objects.get(pk=env.settings.pk))
+
+    form = build()
+    if not filters and any(request.POST.get(name) or request.POST.get(f"clear_{name}") for name in SECRET_FIELDS):
+        # A secret would have to travel back in the page to be saved after the preview.
+        messages.error(request, "A preview does not carry passwords or secrets: save the connection on its own.")
+        return _render_environment(request, env, settings_form=form, tab=tab)
+    if not form.is_valid():
+        messages.error(request, "Nothing to preview: see the messages below.")
+        return _render_environment(request, env, **{f"{tab}_form": form}, tab=tab)
+    what = "these filters" if filters else "these settings"
+    return _preview_change(request, env, lambda: build().save(), reverse("console:settings", args=[pk]), tab, what)
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def preview_mapping(request: HttpRequest, pk: int, mapping_id: int | None = None) -> HttpResponse:
+    """"Preview change" beside "Save" of a field mapping row (or "Add"): nothing is saved."""
+    env = get_object_or_404(Environment, pk=pk)
+    if mapping_id:
+        get_object_or_404(FieldMapping, pk=mapping_id, environment=env)
+
+    def build():
+        row = FieldMapping.objects.get(pk=mapping_id) if mapping_id else None
+        prefix = f"m{mapping_id}" if mapping_id else "new"
+        return forms.FieldMappingForm(request.POST, instance=row, environment=env, prefix=prefix)
+
+    form = build()
+    if not form.is_valid():
+        errors = "; ".join(m for ms in form.errors.values() for m in ms)
+        messages.error(request, f"Nothing to preview: {errors}")
+        return _render_environment(request, env, mapping_form=None if mapping_id else form, tab="mapping")
+    save_url = (
+        reverse("console:mapping-save", args=[pk, mapping_id]) if mapping_id else reverse("console:mapping-add", args=[pk])
+    )
+    return _preview_change(request, env, lambda: build().save(), save_url, "mapping", "this mapping")
+
+
+def _preview_change(request: HttpRequest, env: Environment, proposed, save_url: str, tab: str, what: str):
+    """What every active user's next pass would do once the posted form is saved; "Save this
+    change" posts the very same fields to the form's own save."""
+    result = runtime.preview_change(env.pk, proposed)
+    replay = [
+        (name, value) for name, values in request.POST.lists() if name != "csrfmiddlewaretoken" for value in values
+    ]
+    context = {
+        "env": env,
+        "preview": result,
+        "what": what,
+        "replay": replay,
+        "save_url": save_url,
+        "back_url": _environment_url(env.pk, tab),
+    }
+    return render(request, "console/preview_change.html", context)
 
 
 # --- sync users -----------------------------------------------------------------------------------

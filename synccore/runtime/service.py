@@ -239,6 +239,25 @@ def preview(
     }
 
 
+def preview_change(environment_id: int, proposed: Callable[[], object]) -> dict[str, Any]:
+    """P1 before a save: what the passes of every active user would do once a filter, mapping or
+    settings change is saved. ``proposed`` writes the unsaved change; it runs only inside the
+    preview's transactions, which are rolled back, so nothing is saved or written anywhere (also
+    while the synchronizer is stopped). The answer is ``preview``'s, with ``words`` (the summary
+    as a sentence) and ``mailboxes`` (how many mailboxes it would write in)."""
+    env = Environment.objects.get(pk=environment_id)
+    result = preview_passes(env.name, proposed=proposed)
+    return {
+        "summary": result.summary(),
+        "words": result.in_words(),
+        "mailboxes": result.mailboxes_affected(),
+        "errors": result.errors,
+        "messages": [message.as_dict() for message in result.messages],
+        "actions": [planned.as_dict() for planned in result.actions[:PREVIEW_PAGE_SIZE]],
+        "more": max(0, len(result.actions) - PREVIEW_PAGE_SIZE),
+    }
+
+
 def explain_item(environment_id: int, kind: str, external_id: str) -> dict[str, Any]:
     """P2: "why does this item look like this?" — a CRM record's links and the decisions passes
     took about it, newest first. Unknown environment or item: ``ObjectDoesNotExist`` (404)."""

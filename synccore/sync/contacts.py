@@ -205,7 +205,11 @@ def _item_key(link: ItemLink | None, item: Desired | None) -> ItemKey:
     record_id = item.record_id if item is not None else None
     if record_id is None and link is not None:
         record_id = link.contact_id if link.kind == mapping.CONTACT else link.company_id
-    name = (item.card.display_name or item.card.file_as) if item is not None else ""
+    if item is not None:
+        name = item.card.display_name or item.card.file_as
+    else:  # a removal or a move names the card as last written (no record read for it)
+        snapshot = (link.snapshot or {}) if link is not None else {}
+        name = snapshot.get("display_name") or snapshot.get("file_as") or ""
     entity = item.kind if item is not None else link.kind if link is not None else ""
     return ItemKey(record_id, link.remote_id if link is not None else "", name, entity)
 

@@ -6,17 +6,26 @@ database transaction that is rolled back at the end of each pass. So a decision 
 earlier write of the pass made (an imported meeting's UID, a stub, a link) sees it as the real pass
 would, and afterwards nothing is left: no link, token, run record, conflict or health change, no
 mailbox write. A preview leaves no run record of its own: it is an answer, not a pass that ran.
+
+A preview of a configuration change (``proposed``: a function that writes the unsaved filter,
+mapping or settings) applies it inside each pass's transaction, before the pass reads anything,
+and inside the one that chooses the passes (which kinds are on): the pass decides under the
+proposed configuration exactly as the real pass after the save would, and the rollback takes the
+change away with everything else. Per pass, not around the whole preview, so the database is held
+no longer than by a plain preview (SQLite's write lock is taken when a transaction begins).
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
 
-from synccore.models import Outcome, SyncKind
+from synccore.models import Outcome, SyncKind, SyncUser
 from synccore.sync import actions, limits
 from synccore.sync.actions import Action
 from synccore.sync.connection import open_user_backend
@@ -93,6 +102,39 @@ class Preview:
             "requests": self.requests,
         }
 
+    def mailboxes_affected(self) -> int:
+        """Mailboxes in which the passes would write (an Exchange-side action)."""
+        writes = set(VERBS) - {HOLD, actions.CONFLICT}
+        return len({p.user for p in self.actions if p.action.side == actions.EXCHANGE and p.action.kind in writes})
+
+    def in_words(self) -> str:
+        """The preview as a sentence: "would remove 3 contacts from 2 mailboxes and cancel 1 meeting
+        (2 cancellations)"; per kind of item, what it does and in how many mailboxes."""
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        mailboxes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for planned in self.actions:
+            verb = _verb(planned.action)
+            if verb is None:
+                continue
+            key = (verb, _noun(planned), planned.action.side)
+            counts[key] += 1
+            mailboxes[key].add(planned.user)
+        parts = [_phrase(*key, counts[key], len(mailboxes[key])) for key in sorted(counts, key=_order)]
+        messages = [
+            _count(number, label)
+            for number, label in (
+                (self._recipients(INVITATION), "invitation"),
+                (self._recipients(UPDATE), "meeting update"),
+                (self._recipients(CANCELLATION), "cancellation"),
+            )
+            if number
+        ]
+        if messages:
+            parts.append("send " + _joined(messages))
+        if not parts:
+            return "would change nothing, in any mailbox or in the CRM"
+        return "would " + _joined(parts)
+
     def _recipients(self, kind: str) -> int:
         return sum(len(message.recipients) for message in self.messages if message.kind == kind)
 
@@ -107,31 +149,119 @@ class Preview:
         return out
 
 
+# What a sentence says an action does, per side (None: left out of the sentence).
+VERBS = {
+    actions.CREATE: "add",
+    actions.IMPORT: "add",
+    actions.STUB: "add",
+    actions.RESTORE: "add",
+    actions.UPDATE: "update",
+    actions.PULL: "update",
+    actions.MOVE: "move",
+    actions.SPLIT: "update",
+    actions.END_SERIES: "update",
+    actions.DELETE: "remove",
+    actions.CANCEL: "cancel",
+    actions.CONFLICT: "resolve",
+    HOLD: "hold back",
+}
+CRM_PLACES = {"add": "into the CRM", "remove": "from the CRM"}
+VERB_ORDER = ["remove", "cancel", "add", "update", "move", "resolve", "hold back"]
+NOUNS = {SyncKind.CONTACTS: "contact", SyncKind.CALENDAR: "event", SyncKind.TASKS: "task"}
+
+
+def _verb(action: Action) -> str | None:
+    return VERBS.get(action.kind)
+
+
+def _noun(planned: PlannedAction) -> str:
+    action = planned.action
+    if action.kind == actions.CONFLICT:
+        return "conflict"
+    if action.kind == actions.CANCEL and action.side == actions.EXCHANGE:
+        return "meeting"
+    if action.item.entity == "company":
+        return "company card"
+    return NOUNS.get(planned.pass_kind, "item")
+
+
+def _order(key: tuple[str, str, str]) -> tuple[int, str, str]:
+    verb, noun, side = key
+    return (VERB_ORDER.index(verb), side != actions.EXCHANGE, noun)
+
+
+def _count(number: int, noun: str) -> str:
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun}" + ("es" if noun.endswith(("x", "s")) else "s")
+
+
+def _phrase(verb: str, noun: str, side: str, number: int, mailboxes: int) -> str:
+    what = _count(number, noun)
+    if noun == "conflict":
+        return f"{verb} {what}"
+    if side == actions.CRM:
+        return f"{verb} {what} {CRM_PLACES.get(verb, 'in the CRM')}"
+    preposition = {"add": "to", "remove": "from"}.get(verb, "in")
+    return f"{verb} {what} {preposition} {_count(mailboxes, 'mailbox')}"
+
+
+def _joined(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _plain(value: Any) -> Any:
     """A value as JSON carries it (dates as ISO text)."""
     return json.loads(json.dumps(value, default=str))
 
 
 def preview_passes(
-    environment_name: str, *, user_email: str | None = None, kind: str = "all", full: bool = False
+    environment_name: str,
+    *,
+    user_email: str | None = None,
+    kind: str = "all",
+    full: bool = False,
+    proposed: Callable[[], object] | None = None,
 ) -> Preview:
-    """Run the passes ``sync_now`` would run, as a preview. Raises UnknownTarget for bad arguments."""
-    environment, users = target_users(environment_name, user_email)
-    kinds = list(ALL_KINDS) if kind == "all" else [SyncKind(kind)]
-    preview = Preview(environment.name)
-    for user in users:
-        for one_kind in kinds:
-            if kind_enabled(user, one_kind):
-                _preview_one(preview, user, one_kind, full)
+    """Run the passes ``sync_now`` would run, as a preview; with ``proposed``, under the proposed
+    configuration it writes (rolled back). Raises UnknownTarget for bad arguments."""
+    chosen = _chosen_passes(environment_name, user_email, kind, proposed)
+    preview = Preview(environment_name)
+    for user, one_kind in chosen:
+        _preview_one(preview, user, one_kind, full, proposed)
     return preview
 
 
-def _preview_one(preview: Preview, user, kind: str, full: bool) -> None:
+def _chosen_passes(
+    environment_name: str, user_email: str | None, kind: str, proposed: Callable[[], object] | None
+) -> list[tuple[SyncUser, str]]:
+    """(user, kind) of every pass to preview: a kind switched on by the change is previewed, one
+    switched off is not (as the real passes after the save)."""
+
+    def choose() -> list[tuple[SyncUser, str]]:
+        _environment, users = target_users(environment_name, user_email)
+        kinds = list(ALL_KINDS) if kind == "all" else [SyncKind(kind)]
+        return [(user, one) for user in users for one in kinds if kind_enabled(user, one)]
+
+    if proposed is None:
+        return choose()
+    with transaction.atomic():
+        proposed()
+        chosen = choose()
+        transaction.set_rollback(True)
+    return chosen
+
+
+def _preview_one(
+    preview: Preview, user: SyncUser, kind: str, full: bool, proposed: Callable[[], object] | None = None
+) -> None:
     decided: list[Action] = []
     ctx = PassContext(trigger="manual", full=full, on_action=decided.append, record=False)
     backend = PreviewBackend(open_user_backend(user))
     try:
         with transaction.atomic():
+            if proposed is not None:
+                proposed()
             run = pass_runner(kind)(user.pk, ctx, backend)
             transaction.set_rollback(True)
     finally:
@@ -149,4 +279,6 @@ def _preview_one(preview: Preview, user, kind: str, full: bool) -> None:
         if held and action.kind in DELETES and action.side == actions.EXCHANGE:
             action = Action(HOLD, action.item, action.side, action.fields, run.error, "safety limit")
         preview.actions.append(PlannedAction(user.mailbox_email, str(kind), action))
-    preview.messages += [message for message in backend.messages if not (held and message.kind == CANCELLATION)]
+    preview.messages += [
+        message for message in backend.messages if not (held and message.kind == CANCELLATION)
+    ]
