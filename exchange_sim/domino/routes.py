@@ -1,4 +1,5 @@
-"""The routes of the Domino front end: ``/v1/auth`` (basis) and the PIM calendar (``/pim-v1``)."""
+"""The routes of the Domino front end: ``/v1/auth`` (basis), the PIM calendar (``/pim-v1``) and the PIM
+routes To Do items go through (``todo.py``: search, pimitem; a ``jstask`` posted to the calendar)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from exchange_sim import meetings
+from exchange_sim.domino import todo
 from exchange_sim.domino.frontend import DominoError, DominoRequest
 from exchange_sim.domino.jscalendar import entry_changes, entry_json
 from exchange_sim.store import Folder, Item
@@ -115,6 +117,8 @@ def list_entries(request: DominoRequest) -> Answer:
 def create_entry(request: DominoRequest) -> Answer:
     folder = default_calendar(request)
     data = request.json()
+    if str(data.get("@type") or "").lower() == "jstask":  # a To Do (todo.py)
+        return todo.create(request, data)
     set_props, _, extended = entry_changes(data, None, request.mailbox, request.store.new_changekey)
     if data.get("uid"):
         uid = str(data["uid"])
@@ -155,6 +159,9 @@ def update_entry(request: DominoRequest) -> Answer:
 
 @route("DELETE", "/pim-v1/calendar/{calid}/{calentryid}", "domino.calendar.delete")
 def delete_entry(request: DominoRequest) -> Answer:
+    task = todo.find_task(request, request.params["calentryid"]) if request.params.get("calid") == "default" else None
+    if task is not None:  # a To Do (todo.py)
+        return todo.delete(request, task)
     item = entry_item(request)
     request.store.delete_item(item.id, "MoveToDeletedItems", context=dict(QUIET))
     return 200, {"status": 200, "message": "Entry deleted"}, {}
@@ -186,3 +193,9 @@ def respond(request: DominoRequest) -> Answer:
         raise DominoError(400, "The chair of a meeting does not respond to it.")
     meetings.respond(request.store, item.id, RESPONSE_OF_ACTION[action], send=True)
     return 200, {"status": 200, "message": f"Response '{action}' sent"}, {}
+
+
+# ---- PIM: the generic routes To Do items go through (todo.py) ---------------------------------------------
+route("POST", "/pim-v1/search", "domino.search")(todo.search)
+route("GET", "/pim-v1/pimitem/{unid}", "domino.pimitem.get")(todo.get_item)
+route("PUT", "/pim-v1/pimitem/{unid}", "domino.pimitem.update")(todo.update_item)
