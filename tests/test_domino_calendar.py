@@ -239,12 +239,12 @@ def test_the_connection_check_logs_in_and_opens_the_calendar(crm):
     assert any("logged in" in line for line in report.tried)
 
 
-def test_contacts_and_tasks_refuse_with_a_clear_message(crm):
+def test_contacts_and_e_mail_filing_refuse_with_a_clear_message(crm):
     backend = open_backend(crm.settings)
     with pytest.raises(base.PermanentMailboxError, match="not synchronized with HCL Domino"):
         backend.ensure_contact_folder(ALICE, "")
-    with pytest.raises(base.PermanentMailboxError, match="To Do"):
-        backend.ensure_task_folder(ALICE)
+    with pytest.raises(base.PermanentMailboxError, match="E-mail filing"):
+        backend.message_changes(ALICE, "inbox", "")
 
 
 def test_k10_a_crm_series_is_a_repeating_notes_entry_with_its_changed_and_removed_occurrences(crm, start):
@@ -313,8 +313,10 @@ def test_test_and_enable_reaches_a_domino_mail_file_and_names_a_missing_one(crm)
     assert not report.ok and report.code == "mailbox_not_found", report
 
 
-def test_contacts_tasks_or_e_mail_filing_on_for_a_domino_environment_is_a_clear_settings_problem(crm):
+def test_contacts_or_e_mail_filing_on_for_a_domino_environment_is_a_clear_settings_problem_tasks_are_not(crm):
     assert crm.settings.connection_problems() == []
-    crm.configure(synchronize_contacts=True, synchronize_tasks=True)
+    crm.configure(synchronize_tasks=True)
+    assert crm.settings.connection_problems() == []  # To Do items sync over Domino (tests/test_tasks_sync.py)
+    crm.configure(synchronize_contacts=True, file_emails=True)
     problems = " ".join(crm.settings.connection_problems())
-    assert "Contacts cannot be synchronized with HCL Domino" in problems and "Tasks (To Do)" in problems
+    assert "Contacts cannot be synchronized with HCL Domino" in problems and "E-mail filing" in problems

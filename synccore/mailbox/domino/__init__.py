@@ -5,8 +5,10 @@
 - ``translation.py``: calendar events ⇄ JSCalendar ``jsevent`` JSON, the change token (ids and
   ``updated`` stamps of the window), the sync id in ``AdditionalFields.CrmSyncId``;
 - ``calendar.py``: the calendar operations;
-- ``backend.py``: ``DominoBackend``, which puts them together. Contacts, To Do and e-mail filing
-  are not offered yet (docs/domino.md): they refuse with ``NotSupportedOnDomino``.
+- ``tasks.py``: To Do items as tasks (PIM search for ids and stamps, ``pimitem``, a ``jstask`` in the
+  calendar), JSTask ⇄ the engine's task;
+- ``backend.py``: ``DominoBackend``, which puts them together. Contacts and e-mail filing are not
+  offered (docs/domino.md): they refuse with ``NotSupportedOnDomino``.
 """
 
 from synccore.mailbox.domino.backend import DominoBackend

@@ -1,4 +1,4 @@
-"""``DominoBackend``: the mailbox interface over the HCL Domino REST API (calendar so far)."""
+"""``DominoBackend``: the mailbox interface over the HCL Domino REST API (calendar and To Do)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from synccore.mailbox.base import (
     MessagePage,
     PushStyle,
     RemoteRef,
-    TaskItem,
 )
 from synccore.mailbox.domino.calendar import CalendarOperations
 from synccore.mailbox.domino.client import DominoClient
+from synccore.mailbox.domino.tasks import TaskOperations
 
 
 class NotSupportedOnDomino(base.PermanentMailboxError):
@@ -35,8 +35,8 @@ def _refuse(what: str) -> NoReturn:
     )
 
 
-class DominoBackend(CalendarOperations, MailboxBackend):
-    """A ``MailboxBackend`` over the Domino REST API: one client, calendar operations mixed in.
+class DominoBackend(CalendarOperations, TaskOperations, MailboxBackend):
+    """A ``MailboxBackend`` over the Domino REST API: one client, calendar and To Do operations mixed in.
     No push: the runtime polls at the pull interval (``push_style`` '')."""
 
     push_style: ClassVar[PushStyle] = ""
@@ -95,33 +95,6 @@ class DominoBackend(CalendarOperations, MailboxBackend):
 
     def delete_items(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
         _refuse("Contacts")
-
-    def ensure_task_folder(self, mailbox: str) -> str:
-        _refuse("To Do (tasks)")
-
-    def task_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
-        _refuse("To Do (tasks)")
-
-    def get_tasks(
-        self, mailbox: str, refs: Sequence[RemoteRef], properties: Sequence[str] = ()
-    ) -> list[TaskItem | base.MailboxError]:
-        _refuse("To Do (tasks)")
-
-    def find_tasks_by_sync_ids(
-        self, mailbox: str, folder_id: str, sync_ids: Sequence[str]
-    ) -> dict[str, RemoteRef]:
-        _refuse("To Do (tasks)")
-
-    def create_tasks(self, mailbox: str, folder_id: str, tasks: Sequence[TaskItem]) -> list[ItemResult]:
-        _refuse("To Do (tasks)")
-
-    def update_tasks(
-        self, mailbox: str, updates: Sequence[tuple[RemoteRef, TaskItem, Iterable[str]]]
-    ) -> list[ItemResult]:
-        _refuse("To Do (tasks)")
-
-    def delete_tasks(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[ItemResult]:
-        _refuse("To Do (tasks)")
 
     def message_changes(
         self, mailbox: str, folder: MailFolder, token: str, folder_id: str = ""
