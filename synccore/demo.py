@@ -355,7 +355,7 @@ def _configure_settings(
         s.oauth_client_id, s.oauth_client_secret = GRAPH_APP
     s.synchronize_contacts = True
     if domino is not None:
-        # Calendar only over Domino so far (docs/domino.md): contacts refuse there.
+        # Contacts are not offered over Domino (docs/domino.md): they refuse there.
         s.backend = Backend.DOMINO
         s.domino_url = domino.domino_url
         s.ca_bundle = domino.ca_bundle
