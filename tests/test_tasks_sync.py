@@ -1,6 +1,7 @@
 """Two-way task synchronization (rules T1–T6), CRM activities of type Task ⇄ the mailbox's tasks
-(EWS: the Tasks folder; Graph: the default Microsoft To Do list), against exchange_sim, using its
-user-side API to act as people in Outlook / To Do."""
+(EWS: the Tasks folder; Graph: the default Microsoft To Do list; Domino: Notes To Do items), against
+exchange_sim, using its user-side API to act as people in Outlook / To Do / Notes (one store: the
+same task). Domino's own To Do tests are in tests/test_domino_tasks.py."""
 
 from __future__ import annotations
 
