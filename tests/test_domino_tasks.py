@@ -14,9 +14,8 @@ from django.utils import timezone
 from synccore.mailbox.domino import tasks as domino_tasks
 from synccore.models import Activity, ItemLink, Outcome
 from synccore.sync.tasks import run_task_pass
-from tests.conftest import require
 from tests.fixtures import factories as f
-from tests.fixtures.domino_schema import pim_spec_path, validate
+from tests.fixtures.domino_schema import validate
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("domino")]
 ALICE = "alice@contoso.example"
@@ -50,7 +49,6 @@ def todo_of(crm, activity: Activity) -> dict:
 
 
 def test_d1_a_crm_task_becomes_a_notes_to_do_with_the_sync_id_valid_against_the_pim_spec(crm):
-    require(pim_spec_path() is not None, "../shared/domino-api/openapi.pim.json")
     activity = task(crm, priority="high", comment="Bring the offer")
     assert task_pass(crm).created == 1
     todo = todo_of(crm, activity)

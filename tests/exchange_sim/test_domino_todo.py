@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
-import pytest
 
 from exchange_sim import Simulator
 from tests.fixtures.domino_schema import validate
