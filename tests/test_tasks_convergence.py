@@ -1,7 +1,8 @@
 """The task synchronization converges, whatever people do on either side (T1–T6).
 
 A hypothesis ``RuleBasedStateMachine`` (the calendar machine's sibling) plays CRM users and
-Outlook / To Do users against two sync users' task folders in exchange_sim: creates, edits,
+Outlook / To Do / Notes users against two sync users' task folders in exchange_sim (over EWS, Graph
+and Domino): creates, edits,
 completions and reopenings, deletions, un-synchronizing and handing a task to the other employee,
 with the clock moving on, interleaved with task passes — some of them hit by faults (Exchange busy,
 a dropped connection, a crash right after a remote write, before the link is committed).
@@ -38,7 +39,7 @@ from hypothesis.stateful import (
 )
 
 from synccore import mapping
-from synccore.mailbox import graph
+from synccore.mailbox import domino, graph
 from synccore.mailbox.base import RemoteRef, TaskItem
 from synccore.models import Activity, ItemLink, LinkState, SyncRun
 from synccore.sync.connection import backend_for, connection_config
@@ -47,7 +48,7 @@ from synccore.sync.tasks import run_task_pass
 from synccore.sync.tasks_plan import TaskPlanner, mapping_rows
 from tests.conftest import IN_CI
 
-pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph", "domino")]
 
 BASE = datetime(2027, 3, 22, 7, 0, tzinfo=UTC)
 EXAMPLES = int(os.environ.get("TASKS_EXAMPLES", 200 if IN_CI else 15))
@@ -68,11 +69,15 @@ FAULT_OPERATIONS = {
         "update": "graph.todoTasks.update",
         "delete": "graph.todoTasks.delete",
     },
+    # Domino To Do items: listed by search, read and updated as pim items, made and deleted in the calendar.
+    "domino": {"changes": "domino.search", "read": "domino.pimitem.get", "create": "domino.calendar.create",
+               "update": "domino.pimitem.update", "delete": "domino.calendar.delete"},
 }  # fmt: skip
 GRAPH_BATCHED = ("read", "create", "update", "delete")
 TASK_WRITES = {
     "ews": ("CreateItem", "UpdateItem", "DeleteItem"),
     "graph": ("graph.todoTasks.create", "graph.todoTasks.update", "graph.todoTasks.delete"),
+    "domino": ("domino.calendar.create", "domino.pimitem.update", "domino.calendar.delete"),
 }
 IMPORTANCE = {"low": "Low", "normal": "Normal", "high": "High"}
 
@@ -136,6 +141,8 @@ class TaskMachine(RuleBasedStateMachine):
         if self.crm.is_graph:
             graph.forget_process_state()
             self.backend.client.drop_token()
+        if self.crm.backend == "domino":
+            domino.forget_process_state()
 
     def tasks(self) -> list[Activity]:
         return list(Activity.objects.filter(type="task").order_by("pk"))
