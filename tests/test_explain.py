@@ -18,6 +18,7 @@ from synccore.runtime import housekeeping
 from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
 from synccore.sync.preview import preview_passes
+from synccore.sync.tasks import run_task_pass
 from tests.fixtures import factories as f
 from tests.fixtures.api import client_for, user_with_role
 
@@ -102,6 +103,43 @@ class TestCalendar:
         f.activity(crm.env, subject="Dentist", start=start, organizer=crm.alice.employee)
         preview_passes(crm.env.name, user_email=crm.alice.mailbox_email, kind="calendar")
         assert Decision.objects.count() == recorded
+
+    def test_p2_a_calendar_create_carries_its_field_values(self, crm, start):
+        activity = meeting(crm, start, subject="Review", location="Room 1")
+        preview = preview_passes(crm.env.name, user_email=crm.alice.mailbox_email, kind="calendar")
+        (planned,) = [p.action for p in preview.actions if p.action.kind == "create"]
+        assert planned.fields["subject"] == (None, "Review")
+        assert planned.fields["location"] == (None, "Room 1")
+        assert planned.fields["attendees"][1] == ["bob@contoso.example"]
+        assert planned.fields["start"][0] is None and planned.fields["start"][1]
+        run = run_calendar_pass(crm.alice.pk)
+
+        (create,) = decisions_of(explained(crm, "activities", activity), run.pk)
+        assert create["action"] == "create"
+        assert create["fields"]["subject"] == {"before": None, "after": "Review"}
+        assert create["fields"]["location"] == {"before": None, "after": "Room 1"}
+        assert create["fields"]["attendees"] == {"before": None, "after": ["bob@contoso.example"]}
+        assert {"start", "end"} <= set(create["fields"])
+        assert "subject: None → 'Review'" in create["line"]
+
+    def test_p2_a_task_create_carries_its_field_values(self, crm):
+        crm.configure(synchronize_tasks=True)
+        due = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=3)
+        activity = f.activity(
+            crm.env, type="task", subject="Call back", start=due, due=due.date(), responsible=crm.alice.employee
+        )
+        run = run_task_pass(crm.alice.pk)
+        (create,) = decisions_of(explained(crm, "tasks", activity), run.pk)
+        assert create["action"] == "create"
+        assert create["fields"]["subject"] == {"before": None, "after": "Call back"}
+        # Written again after a deletion in Outlook (T6: an edit beats a delete): its fields too.
+        crm.mailbox().delete(crm.mailbox().tasks()[0])
+        activity.subject = "Still wanted"
+        activity.save()
+        run = run_task_pass(crm.alice.pk)
+        (create,) = decisions_of(explained(crm, "tasks", activity), run.pk)
+        assert (create["action"], create["rule"]) == ("create", "T6")
+        assert create["fields"]["subject"] == {"before": None, "after": "Still wanted"}
 
 
 class TestContacts:

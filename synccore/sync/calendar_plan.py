@@ -433,7 +433,31 @@ class CalendarPlanner:
     def new(self, activity: Activity, target: Target) -> Step | None:
         if not self.scope.activity_in_window(activity) or not self.scope.flow.exports:
             return None
-        return Step(actions.CREATE, "K3", "New in the CRM.", activity=activity, target=target)
+        return self.create("K3", "New in the CRM.", activity, target)
+
+    def create(
+        self,
+        rule: str,
+        reason: str,
+        activity: Activity,
+        target: Target,
+        link: ItemLink | None = None,
+        *,
+        recreate: bool = False,
+    ) -> Step:
+        """A create in Exchange, with the fields it writes (nothing before → the CRM's values), as
+        an update step carries its own: so a preview and Explain show what is created."""
+        values = self.scope.crm_values(activity, target, link)
+        return Step(
+            actions.CREATE,
+            rule,
+            reason,
+            link=link,
+            activity=activity,
+            target=target,
+            fields=actions.field_changes(set(values), {}, values),
+            recreate=recreate,
+        )
 
     # Both ways: a linked item ------------------------------------------------------------------
 
@@ -464,7 +488,7 @@ class CalendarPlanner:
             return []  # kept under the deletion policy; not re-created (K16)
         if not link.remote_id:
             if entry and s.activity_in_window(activity) and s.flow.exports:
-                return [Step(actions.CREATE, "K3", "Not yet in Exchange.", link=link, activity=activity, target=entry[1])]
+                return [self.create("K3", "Not yet in Exchange.", activity, entry[1], link)]
             return []
         if entry is None or activity.is_tombstone:
             return self.gone_from_crm(link, activity, event, gone)
@@ -521,14 +545,10 @@ class CalendarPlanner:
         crm = self.scope.crm_values(activity, target, link)
         if not self.scope.flow.imports:
             reason = "Deleted in Exchange; the calendar flows CRM → mailbox only: written again (T5)."
-            return [
-                Step(actions.CREATE, "T5", reason, link=link, activity=activity, target=target, recreate=True)
-            ]
+            return [self.create("T5", reason, activity, target, link, recreate=True)]
         if self.scope.changed_fields(link.snapshot, crm):
             reason = "Deleted in Exchange, changed in the CRM: an edit beats a delete."
-            return [
-                Step(actions.CREATE, "K9", reason, link=link, activity=activity, target=target, recreate=True)
-            ]
+            return [self.create("K9", reason, activity, target, link, recreate=True)]
         if link.snapshot.get("attendees"):
             reason = "The meeting was deleted in Exchange."
             return [Step(actions.DELETE, "K9", reason, link=link, activity=activity)]

@@ -171,6 +171,10 @@ class Step:
     def __post_init__(self) -> None:
         if not self.side:
             self.side = actions.EXCHANGE if self.kind in _EXCHANGE_KINDS else actions.CRM
+        if self.kind == actions.CREATE and not self.fields:
+            # What a create writes (nothing before), as an update carries its fields: for a
+            # preview and Explain, whichever path decided it (a first create, a lost one, T6).
+            self.fields = actions.field_changes(set(self.values), {}, self.values)
 
     def action(self) -> Action:
         activity = self.activity or (self.link.activity if self.link is not None else None)
