@@ -23,6 +23,11 @@ from tests.fixtures.admin_forms import change_form_data
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+def calendar_only(user, kind) -> bool:
+    # Calendar push alone here; tasks and e-mail push: tests/test_push_ews_tasks_email.py.
+    return kind == "calendar"
+
+
 def push_passes() -> list[tuple]:
     found = []
     for row in OrmQ.objects.order_by("id"):
@@ -45,7 +50,7 @@ def wait_for(predicate, timeout: float = 90):
 
 @pytest.fixture
 def listener(crm, monkeypatch):
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
     crm.sim.streaming.seconds_per_minute = 2  # a stream notices the listener's stop within 2 s
@@ -69,12 +74,15 @@ def test_the_listener_catches_up_on_connect_and_enqueues_a_pass_for_the_mailbox_
 
 
 def test_the_listener_holds_streams_only_for_running_environments_with_push_on(crm, monkeypatch):
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     crm.configure(push_enabled=True)
     assert push.wanted_streams() == {}  # stopped
     crm.env.set_state(SynchronizerState.RUNNING)
     streams = [user for users in push.wanted_streams().values() for user in users]
-    assert streams == [(crm.alice.pk, "alice@contoso.example"), (crm.bob.pk, "bob@contoso.example")]
+    assert streams == [
+        (crm.alice.pk, "alice@contoso.example", ("calendar",)),
+        (crm.bob.pk, "bob@contoso.example", ("calendar",)),
+    ]
     crm.configure(push_enabled=False)
     assert push.wanted_streams() == {}
 
@@ -102,7 +110,7 @@ def test_an_outlook_change_reaches_the_crm_without_waiting_for_the_pull_interval
 
 
 def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm, monkeypatch):
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
     crm.env.set_state(SynchronizerState.RUNNING)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
@@ -117,7 +125,7 @@ def test_a_crm_change_reaches_exchange_without_waiting_for_the_pull_interval(crm
 
 @pytest.mark.backends("ews", "graph")
 def test_finding4_an_activity_edited_in_the_admin_enqueues_the_push_pass(crm, monkeypatch, admin_client):
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     crm.configure(push_enabled=True, pull_interval=1, pull_interval_unit="days")
     crm.env.set_state(SynchronizerState.RUNNING)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
@@ -142,7 +150,7 @@ def test_finding4_an_activity_edited_in_the_admin_enqueues_the_push_pass(crm, mo
 @pytest.fixture
 def big_org(exchange_sim_factory, monkeypatch):
     """250 calendar users with push on, in a running environment, on a simulator of their own."""
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     emails = [f"user{i:03d}@contoso.example" for i in range(250)]
     sim = exchange_sim_factory(mailboxes=emails)
     sim.streaming.seconds_per_minute = 4  # a stream notices the listener's stop within 4 s
@@ -220,7 +228,7 @@ def _calendar_push(email: str, env_id: int) -> dict | None:
 
 
 def test_the_status_shows_each_calendar_users_stream_and_says_when_no_listener_runs(crm, monkeypatch):
-    monkeypatch.setattr(passes, "runnable_kind", lambda user, kind: True)
+    monkeypatch.setattr(passes, "runnable_kind", calendar_only)
     crm.configure(push_enabled=True)
     crm.env.set_state(SynchronizerState.RUNNING)
     crm.sim.streaming.seconds_per_minute = 2

@@ -12,7 +12,7 @@ Nothing here knows the ORM or the sync rules.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
@@ -461,9 +461,11 @@ class ConnectionConfig:
 
 
 # How a backend tells of changes as they happen (K14): "stream", the caller holds a connection
-# and reads it (``stream_calendar_changes``); "webhook", the server calls a URL of the product
+# and reads it (``stream_changes``); "webhook", the server calls a URL of the product
 # for each subscription (``create_subscription`` and its kin); "", no push: the caller polls.
 PushStyle = Literal["stream", "webhook", ""]
+# What a stream watches in a mailbox: the calendar, the task folder, the mail folders (e-mail filing).
+StreamKind = Literal["calendar", "tasks", "email"]
 
 
 @dataclass(frozen=True)
@@ -668,17 +670,18 @@ class MailboxBackend(abc.ABC):
     # A backend offers at most one style; the caller reads ``push_style`` and calls only that
     # style's operations. These defaults refuse, so a backend without push implements nothing.
 
-    def stream_calendar_changes(
+    def stream_changes(
         self,
-        mailboxes: Sequence[str],
+        watches: Mapping[str, Collection[StreamKind]],
         *,
         on_subscribed: Callable[[], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         connection_timeout_minutes: int = 1,
         on_unreachable: Callable[[str, MailboxError], None] | None = None,
-    ) -> Iterator[str]:
-        """Stream push: yield the address of each mailbox whose calendar changed, for as long as
-        the stream lives.
+    ) -> Iterator[tuple[str, StreamKind]]:
+        """Stream push: yield (mailbox, kind) for each change of a kind the mailbox is watched
+        for (``watches``: mailbox → its kinds), for as long as the stream lives. A burst of changes
+        read at once yields each (mailbox, kind) once.
 
         The stream has connections of its own, never this backend's pool (it holds one for
         minutes), and releases them when it ends. ``on_subscribed`` is called once the server
@@ -689,6 +692,26 @@ class MailboxBackend(abc.ABC):
         caller backs off and calls again.
         """
         raise self._push_not_supported("stream")
+
+    def stream_calendar_changes(
+        self,
+        mailboxes: Sequence[str],
+        *,
+        on_subscribed: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        connection_timeout_minutes: int = 1,
+        on_unreachable: Callable[[str, MailboxError], None] | None = None,
+    ) -> Iterator[str]:
+        """``stream_changes`` of the calendars alone: yield the address of each mailbox whose
+        calendar changed."""
+        changes = self.stream_changes(
+            dict.fromkeys(mailboxes, ("calendar",)),
+            on_subscribed=on_subscribed,
+            should_stop=should_stop,
+            connection_timeout_minutes=connection_timeout_minutes,
+            on_unreachable=on_unreachable,
+        )
+        return (mailbox for mailbox, _ in changes)
 
     @classmethod
     def events_resource(cls, mailbox: str) -> str:

@@ -1,15 +1,19 @@
-"""Push over EWS (K14): the listener's streaming subscriptions on the running environments' calendars.
+"""Push over EWS (K14): the listener's streaming subscriptions on the running environments' mailboxes.
 
-`run_listener` keeps one streaming connection per group of at most 200 calendar users of an
+`run_listener` keeps one streaming connection per group of at most 200 sync users of an
 environment (Exchange reads at most 200 subscriptions per GetStreamingEvents; the service account
 owns them all). Each group's first mailbox in address order is its anchor (Microsoft's affinity
-recipe, see `MailboxBackend.stream_calendar_changes` and its EWS implementation). Groups keep
-their members while they run, so a user who joins or leaves restarts one group, not every group
-of the environment. Each group runs in a thread with connections of its own, and enqueues a
-targeted calendar pass for the mailbox that changed. After every (re)connection it enqueues a
-catch-up pass for each of its mailboxes, because a stream cannot replay what happened while it
-was down. A broken stream reconnects with exponential back-off. Environments that stop, or turn
-push off, lose their threads at the next poll. A mailbox that cannot be subscribed to (no such
+recipe, see `MailboxBackend.stream_changes` and its EWS implementation). Each user's one
+subscription watches the kinds it is synchronized for that push carries (`PUSHED_KINDS`: the
+calendar, the Tasks folder with task sync on (T1), the mail folders with e-mail filing on (E1));
+the folder of each event tells its kind. Groups keep their members while they run, so a user who
+joins or leaves, or whose kinds change (calendar, tasks or filing turned on or off, for the
+environment or the user), restarts one group, not every group of the environment. Each group runs
+in a thread with connections of its own, and enqueues a targeted pass of the kind that changed for
+the mailbox that changed. After every (re)connection it enqueues a catch-up pass of each watched
+kind for each of its mailboxes, because a stream cannot replay what happened while it was down.
+A broken stream reconnects with exponential back-off. Environments that stop, or turn push off,
+lose their threads at the next poll. A mailbox that cannot be subscribed to (no such
 mailbox, no rights on it) is left out of its group's stream, which goes on without it, and streams
 in a group of its own that retries with a back-off of its own (O3): one missing mailbox never
 costs the others their push.
@@ -28,6 +32,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import close_old_connections, connection
+from django.db.models import Q
 from django.utils import timezone
 
 from synccore.mailbox.base import AccessDenied, MailboxBackend, MailboxError, MailboxNotFound
@@ -47,11 +52,44 @@ BACKOFF_MAX_S = 60.0
 BACKOFF_ALONE_MAX_S = 300.0
 
 
+# The kinds a stream carries: contacts flow one way (CRM → Exchange), as over Graph.
+PUSHED_KINDS = (SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL)
+
+# A member of a stream: (user id, mailbox, the kinds its subscription watches).
+Member = tuple[int, str, tuple[str, ...]]
+
+
+def pushed_kinds(user: SyncUser) -> tuple[str, ...]:
+    """The kinds of a user that its stream watches now (each on for the environment and the user)."""
+    return tuple(kind.value for kind in PUSHED_KINDS if passes.runnable_kind(user, kind))
+
+
+def _stream_users(env: Environment) -> dict[int, tuple[str, tuple[str, ...]]]:
+    """user id → (mailbox, kinds) of every user of a pushing environment that a stream watches."""
+    # A hybrid environment: only the mailboxes reached over EWS (H1); Graph's webhooks take the rest.
+    users = (
+        SyncUser.objects.filter(environment=env, active=True)
+        .filter(SyncUser.on_backend(Backend.EWS))
+        .select_related("environment__settings")
+    )
+    watched = {user.pk: (user.mailbox_email, pushed_kinds(user)) for user in users}
+    return {pk: found for pk, found in watched.items() if found[1]}
+
+
+def _pushing() -> Q:
+    """Running environments with push on and some kind that push carries on."""
+    return Q(state=SynchronizerState.RUNNING, settings__push_enabled=True) & (
+        Q(settings__synchronize_activities=True)
+        | Q(settings__synchronize_tasks=True)
+        | Q(settings__file_emails=True)
+    )
+
+
 def wanted_streams(
     held: Iterable[tuple[int, tuple[int, ...]]] = (),
     isolated: Iterable[int] = (),
-) -> dict[tuple[int, tuple[int, ...]], list[tuple[int, str]]]:
-    """(environment id, user ids) → [(user id, mailbox)] for every stream that should be held.
+) -> dict[tuple[int, tuple[int, ...]], list[Member]]:
+    """(environment id, user ids) → [(user id, mailbox, kinds)] for every stream that should be held.
 
     ``held`` are the streams held now: their groups are kept as they are, less the users who left,
     so a user who joins or leaves restarts (and catches up) one group, not all of them.
@@ -60,23 +98,17 @@ def wanted_streams(
     """
     isolated = set(isolated)
     streams = {}
-    envs = Environment.objects.filter(
-        state=SynchronizerState.RUNNING,
-        settings__push_enabled=True,
-        settings__synchronize_activities=True,
-    )
+    envs = Environment.objects.filter(_pushing()).select_related("settings")
     held_by_env: dict[int, list[tuple[int, ...]]] = {}
     for environment_id, user_ids in held:
         held_by_env.setdefault(environment_id, []).append(user_ids)
     for env in envs:
-        # A hybrid environment: only the mailboxes reached over EWS (H1); Graph's webhooks take the rest.
-        users = dict(
-            SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True)
-            .filter(SyncUser.on_backend(Backend.EWS))
-            .values_list("pk", "mailbox_email")
-        )
-        for group in plan_groups(users, held_by_env.get(env.pk, []), isolated):
-            streams[(env.pk, tuple(pk for pk, _ in group))] = group
+        users = _stream_users(env)
+        addresses = {pk: mailbox for pk, (mailbox, _) in users.items()}
+        for group in plan_groups(addresses, held_by_env.get(env.pk, []), isolated):
+            streams[(env.pk, tuple(pk for pk, _ in group))] = [
+                (pk, email, users[pk][1]) for pk, email in group
+            ]
     return streams
 
 
@@ -108,7 +140,7 @@ def plan_groups(
 
 def listen(
     environment_id: int,
-    users: list[tuple[int, str]],
+    users: list[Member],
     stop: threading.Event,
     report: Callable[[str, str], None] = lambda state, error: None,
     isolate: Callable[[int, str], None] | None = None,
@@ -120,7 +152,7 @@ def listen(
     member whose mailbox could not be subscribed to: the stream goes on without it, and the
     listener gives it a stream of its own at its next poll. A stream of one mailbox that cannot be
     subscribed to waits up to BACKOFF_ALONE_MAX_S between tries."""
-    by_mailbox = {email.lower(): pk for pk, email in users}
+    by_mailbox = {email.lower(): pk for pk, email, _ in users}
     wait = BACKOFF_FIRST_S
     most = BACKOFF_ALONE_MAX_S if len(users) == 1 else BACKOFF_MAX_S
 
@@ -133,8 +165,9 @@ def listen(
         nonlocal wait
         wait = BACKOFF_FIRST_S  # subscribed again: the next break starts a fresh back-off
         report(PushSubscriptionState.ACTIVE, "")
-        for pk, _ in users:
-            passes.push_calendar(pk)
+        for pk, _, kinds in users:
+            for kind in kinds:
+                passes.push_pass(pk, kind)
         connection.close()  # the stream may block for minutes: hold no database connection meanwhile
 
     while not stop.is_set():
@@ -144,15 +177,15 @@ def listen(
             backend = open_backend(env.settings, Backend.EWS)
             connection.close()
             # The stream has connections of its own, never the workers' nor another group's.
-            for mailbox in backend.stream_calendar_changes(
-                [email for _, email in users],
+            for mailbox, kind in backend.stream_changes(
+                {email: kinds for _, email, kinds in users},
                 on_subscribed=catch_up,
                 should_stop=stop.is_set,
                 on_unreachable=unreachable if isolate is not None else None,
             ):
                 user_id = by_mailbox.get(mailbox.lower())
                 if user_id:
-                    passes.push_calendar(user_id)
+                    passes.push_pass(user_id, kind)
                     connection.close()
         except (MailboxNotFound, AccessDenied) as exc:  # a stream of one mailbox that cannot be watched
             log.warning("no push for %s: %s; again in %.0f s", users[0][1], exc, wait)
@@ -189,7 +222,7 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
     (restarted once, at the next poll), and it streams alone, retrying with a back-off of its own,
     until its stream is subscribed; from then on its group is one like any other, which newcomers
     may join. A re-addressed user's group restarts with the new address."""
-    running: dict[tuple, tuple[threading.Thread, threading.Event, list[tuple[int, str]]]] = {}
+    running: dict[tuple, tuple[threading.Thread, threading.Event, list[Member]]] = {}
     states: dict[tuple, dict[str, str]] = {}
     # User id → (the address it failed with, why), written by the streams' threads.
     isolated: dict[int, tuple[str, str]] = {}
@@ -203,11 +236,12 @@ def run_listener(stop: threading.Event, *, poll_s: float = 5.0, on_change: Calla
             connection.close()
             for key in list(running):
                 if key not in wanted or running[key][2] != wanted[key]:
-                    # Environment stopped, push off, users changed (joined, left, re-addressed).
+                    # Environment stopped, push off, users changed (joined, left, re-addressed,
+                    # a kind turned on or off): the group subscribes anew.
                     running.pop(key)[1].set()
                     states.pop(key, None)
             for pk, (mailbox, _) in list(isolated.items()):
-                if not any((pk, mailbox) in users for users in wanted.values()):
+                if not any((pk, mailbox) == member[:2] for users in wanted.values() for member in users):
                     isolated.pop(pk)  # gone, or re-addressed: planned as anyone else from now on
             for key, users in wanted.items():
                 if key not in running:
@@ -251,8 +285,8 @@ def _state(state: str, error: str) -> dict[str, str]:
     return {"state": str(state), "error": error, "since": timezone.now().isoformat()}
 
 
-def _isolator(isolated: dict[int, tuple[str, str]], users: list[tuple[int, str]]) -> Callable[[int, str], None]:
-    addresses = dict(users)
+def _isolator(isolated: dict[int, tuple[str, str]], users: list[Member]) -> Callable[[int, str], None]:
+    addresses = {pk: email for pk, email, _ in users}
 
     def isolate(user_id: int, reason: str) -> None:
         isolated[user_id] = (addresses[user_id], reason)
@@ -267,15 +301,13 @@ def _reporter(states: dict[tuple, dict[str, str]], key: tuple) -> Callable[[str,
     return report
 
 
-def _publish(
-    wanted: dict[tuple, list[tuple[int, str]]], states: dict[tuple, dict[str, str]], poll_s: float
-) -> None:
+def _publish(wanted: dict[tuple, list[Member]], states: dict[tuple, dict[str, str]], poll_s: float) -> None:
     """Each environment's streams, per user, for the status; they expire if the listener dies."""
     ttl = max(30.0, 3 * poll_s)
     by_env: dict[int, dict[int, dict[str, str]]] = {}
     for key, users in wanted.items():
         state = states.get(key) or _state(PushSubscriptionState.CREATING, "")
-        by_env.setdefault(key[0], {}).update({pk: state for pk, _ in users})
+        by_env.setdefault(key[0], {}).update({pk: state for pk, _, _ in users})
     seen = {"listener": leases.worker_name(), "seen_at": timezone.now().isoformat()}
     try:
         cache.set(LISTENER_KEY, seen, ttl)
@@ -293,11 +325,12 @@ def _unpublish(environment_ids: set[int]) -> None:
 
 
 def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
-    """(user id, "calendar") → {"state", "expires_at", "error"} of its EWS stream, as published."""
+    """(user id, kind) → {"state", "expires_at", "error"} of its EWS stream, as published: one
+    stream per user carries each of its pushed kinds, so they share its state."""
     s = env.settings
     if not (
         s.push_enabled
-        and s.synchronize_activities
+        and (s.synchronize_activities or s.synchronize_tasks or s.file_emails)
         and env.state == SynchronizerState.RUNNING
     ):
         return {}
@@ -307,13 +340,8 @@ def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
     except Exception:
         log.warning("could not read the push streams' state", exc_info=True)
         return {}
-    users = (
-        SyncUser.objects.filter(environment=env, active=True, calendar_enabled=True)
-        .filter(SyncUser.on_backend(Backend.EWS))
-        .values_list("pk", flat=True)
-    )
     out = {}
-    for user_id in users:
+    for user_id, (_, kinds) in _stream_users(env).items():
         entry = (published.get("users") or {}).get(user_id)
         if entry is None and listener:
             entry = _state(PushSubscriptionState.CREATING, "")
@@ -322,9 +350,6 @@ def stream_status(env: Environment) -> dict[tuple[int, str], dict[str, Any]]:
                 PushSubscriptionState.FAILED,
                 "No push listener is running (python manage.py run_push_listener): pull only.",
             )
-        out[(user_id, SyncKind.CALENDAR.value)] = {
-            "state": entry["state"],
-            "expires_at": None,
-            "error": entry["error"],
-        }
+        for kind in kinds:
+            out[(user_id, kind)] = {"state": entry["state"], "expires_at": None, "error": entry["error"]}
     return out
