@@ -254,3 +254,75 @@ def test_with_several_mailbox_servers_a_group_keeps_affinity_through_the_anchors
     assert subs.get(first).server == subs.get(second).server == subs.server_of(anchor)
     threading.Timer(0.3, lambda: exchange_sim.user(other).create_event("Routed", *_hour())).start()
     assert _stream_ids(reader, [first, second], until=1) == [second]
+
+
+# --- Tasks and mail folders (the push listener's tasks and e-mail filing) -------------------------
+
+
+def _stream_events(reader, subscription_id, *, until: int) -> list:
+    """The events (no status) of one subscription on a stream, until `until` arrived."""
+    seen = []
+    for notification in reader.inbox.get_streaming_events(subscription_id, connection_timeout=1):
+        seen.extend(e for e in notification.events if not isinstance(e, StatusEvent))
+        if len(seen) >= until:
+            break
+    return seen
+
+
+def test_a_stream_on_the_tasks_inbox_and_sent_items_names_each_events_parent_folder(exchange_sim: Simulator):
+    from exchangelib.folders import FolderCollection
+    from exchangelib.properties import NewMailEvent
+
+    exchange_sim.streaming.seconds_per_minute = 5
+    account = connect(exchange_sim)
+    folders = [account.tasks, account.inbox, account.sent]
+    subscription_id = FolderCollection(account=account, folders=folders).subscribe_to_streaming()
+    reader = connect(exchange_sim, max_connections=1)
+    alice = exchange_sim.user("alice@contoso.example")
+
+    def change_later() -> None:
+        time.sleep(0.3)
+        exchange_sim.user("bob@contoso.example").create_task("Not Alice's")
+        alice.create_event("Not watched", *_hour())
+        alice.create_task("Call Ann")
+        alice.receive_message("Offer", "ann@fabrikam.example", categories=["CRM"])
+        alice.send_message("Reply", ["ann@fabrikam.example"])
+
+    threading.Thread(target=change_later).start()
+    seen = _stream_events(reader, subscription_id, until=4)
+    assert [(type(e).__name__, e.parent_folder_id.id) for e in seen] == [
+        ("CreatedEvent", account.tasks.id),
+        ("CreatedEvent", account.inbox.id),
+        ("NewMailEvent", account.inbox.id),  # as Exchange: a new message in the Inbox is new mail too
+        ("MovedEvent", account.sent.id),  # sent from a draft: it moves from Drafts into Sent Items
+    ]
+    assert seen[3].old_parent_folder_id.id == account.drafts.id
+    assert isinstance(seen[2], NewMailEvent) and seen[1].item_id.id == seen[2].item_id.id
+    assert exchange_sim.schema_violations == []
+
+
+def test_a_stream_on_all_folders_names_a_sub_folder_and_a_folder_created_in_the_inbox(exchange_sim: Simulator):
+    from exchangelib.services import SubscribeToStreaming
+
+    exchange_sim.streaming.seconds_per_minute = 5
+    account = connect(exchange_sim)
+    alice = exchange_sim.user("alice@contoso.example")
+    customers = alice.create_folder("Customers", "inbox", "IPF.Note")
+    subscription_id = SubscribeToStreaming(account=account).get(
+        folders=None, event_types=SubscribeToStreaming.EVENT_TYPES
+    )
+    reader = connect(exchange_sim, max_connections=1)
+
+    def change_later() -> None:
+        time.sleep(0.3)
+        alice.receive_message("Filed by a rule", "ann@fabrikam.example", folder="inbox/Customers")
+        alice.create_folder("Later", "inbox", "IPF.Note")
+
+    threading.Thread(target=change_later).start()
+    seen = _stream_events(reader, subscription_id, until=2)
+    assert [(type(e).__name__, e.parent_folder_id.id) for e in seen[:2]] == [
+        ("CreatedEvent", customers.id),  # no NewMailEvent: it is not in the Inbox itself
+        ("CreatedEvent", account.inbox.id),
+    ]
+    assert seen[0].item_id is not None and seen[1].folder_id is not None  # a message, then a folder
+    assert exchange_sim.schema_violations == []
