@@ -126,11 +126,12 @@ class StreamingOperations:
                         watched = subscriptions.get(notification.subscription_id)
                         if watched:
                             mailbox, folders = watched
-                            kinds: set[StreamKind] = set()
+                            # A burst read at once is one pass of each kind, in the order its
+                            # events came.
+                            kinds: dict[StreamKind, None] = {}
                             for event in notification.events:
-                                kinds |= event_kinds(event, folders)
-                            # A burst read at once is one pass of each kind: in a fixed order.
-                            for kind in sorted(kinds):
+                                kinds.update(dict.fromkeys(sorted(event_kinds(event, folders))))
+                            for kind in kinds:
                                 yield mailbox, kind
                         if should_stop():
                             return
