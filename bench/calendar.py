@@ -109,6 +109,9 @@ def setup(params: dict) -> dict:
     s = env.settings
     configure_backend(s, params["backend"], params)
     s.synchronize_activities, s.batch_size = True, 100
+    # An initial load of thousands of meetings is what the meeting message limit (P4) holds back
+    # until an administrator confirms: the bench measures the writes, so the limit is off.
+    s.meeting_message_limit = 0
     s.save()
     employees = []
     for address in mailboxes(params["prefix"] + "u", users):
