@@ -259,8 +259,11 @@ def pair_problem(entity: str, crm_field: str, exchange_field: str, custom_type: 
     if (crm_field in STRUCTURED) != (exchange_field in STRUCTURED):
         return "An address maps only to an address."
     standard = CUSTOM_STANDARD.get(entity)
-    if standard is None or is_property(exchange_field):
+    if standard is None:
         return ""
+    if is_property(exchange_field):
+        # The calendar and task engines carry their own fields in the item's own fields only.
+        return "" if is_custom(crm_field) else f"Only a custom field maps to an Outlook custom field for a {entity}."
     if is_custom(crm_field):
         if exchange_field not in standard:
             names = ", ".join(EXCHANGE_FIELDS[entity][name] for name in standard)

@@ -468,6 +468,7 @@ def test_the_mapping_offers_custom_activity_and_task_fields_and_checks_their_tar
 
     assert post("activity", "custom:room", "property:Room").status_code == 201
     assert post("activity", "custom:room", "subject").status_code == 400  # not a free field
+    assert post("activity", "location", "property:Room").status_code == 400  # custom fields only
     assert post("task", "custom:region", "start").status_code == 400  # a day takes a date only
     FieldMapping.objects.filter(environment=env, entity="task", crm_field="start").update(enabled=False)
     assert post("task", "custom:kickoff", "start").status_code == 201
