@@ -143,3 +143,31 @@ def test_a_foreign_token_reads_the_to_dos_again(crm):
     run = task_pass(crm)
     assert run.outcome == Outcome.SUCCESS and (run.created, run.deleted) == (0, 0)
     assert domino_tasks.TOKEN_PREFIX in FolderState.objects.get(pk=state.pk).sync_token
+
+
+def test_a_custom_task_field_cannot_ride_on_a_notes_to_do_and_the_settings_check_says_so(crm):
+    """Notes To Dos carry no extended properties of ours (PROPERTY_KINDS): a custom:<key> →
+    property:<Name> task row is left out, and named by the settings check."""
+    from synccore.models import CustomField, FieldMapping
+
+    assert crm.settings.connection_problems() == []
+    CustomField.register(crm.env.pk, "activity", {"region": "text"})
+    FieldMapping.objects.create(
+        environment=crm.env, entity="task", crm_field="custom:region", exchange_field="property:Region", direction="both"
+    )
+    problems = " ".join(crm.settings.connection_problems())
+    assert "Tasks: HCL Domino To Do items cannot carry Outlook custom fields" in problems and "custom:region" in problems
+    task(crm)
+    run = task_pass(crm)  # left out, not failed
+    assert (run.created, run.failed) == (1, 0)
+
+
+def test_a_401_burst_in_a_task_pass_is_survived_but_a_persistent_401_fails_it_as_permanent(crm):
+    task(crm)
+    crm.sim.faults.unauthorized(operation="domino.search")
+    run = task_pass(crm)
+    assert run.outcome == Outcome.SUCCESS and run.created == 1, run.error
+    crm.sim.faults.unauthorized(times=None, operation="domino.search")
+    run = task_pass(crm)
+    assert run.outcome == Outcome.FAILED and "401" in run.error
+    crm.sim.faults.clear()

@@ -496,6 +496,8 @@ class SyncSettings(models.Model):
             entities.append((mapping.ACTIVITY, "Activities", "HCL Domino mail files"))
         if Backend.GRAPH in in_use and self.synchronize_tasks:
             entities.append((mapping.TASK, "Tasks", "Microsoft To Do (tasks over Graph)"))
+        if Backend.DOMINO in in_use and self.synchronize_tasks:
+            entities.append((mapping.TASK, "Tasks", "HCL Domino To Do items"))
         problems = []
         for entity, what, where in entities:
             rows = FieldMapping.objects.filter(
