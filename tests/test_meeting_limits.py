@@ -116,6 +116,29 @@ class TestMeetingMessageLimit:
         meeting(crm, start + timedelta(hours=1), "Board", invite=("carol@partner.example", "erin@partner.example"))
         assert run_calendar_pass(crm.alice.pk).outcome == Outcome.HELD
 
+    def test_p4_a_pass_held_by_the_meeting_message_limit_shows_only_what_each_limit_holds(self, crm, start):
+        # The safety limit lets one deletion through; the meeting message limit holds the invitations.
+        crm.configure(meeting_message_limit=1, safety_limit_minimum=5)
+        old = f.activity(crm.env, subject="Old", start=start, organizer=crm.alice.employee)
+        f.activity(crm.env, subject="Kept", start=start + timedelta(hours=1), organizer=crm.alice.employee)
+        assert run_calendar_pass(crm.alice.pk).outcome == Outcome.SUCCESS
+        old.delete()
+        meeting(crm, start + timedelta(hours=2), "Review", invite=("carol@partner.example", "dave@partner.example"))
+
+        preview = preview_passes(crm.env.name, user_email=crm.alice.mailbox_email, kind="calendar")
+        by_kind = {(p.action.kind, p.action.item.subject, p.action.rule) for p in preview.actions}
+        assert ("hold", "Review", "P4 meeting message limit") in by_kind
+        assert ("delete", "Old", "K9") in by_kind
+        assert not any(p.action.rule == "safety limit" for p in preview.actions)
+        assert (preview.summary()["held"], preview.summary()["would_delete"]) == (1, 1)
+
+        run = run_calendar_pass(crm.alice.pk)
+        assert (run.outcome, run.deleted) == (Outcome.HELD, 1)  # done as previewed
+        assert events(crm) == ["Kept"]
+        decisions = {d.action: d for d in Decision.objects.filter(run=run)}
+        assert (decisions["delete"].subject, decisions["delete"].outcome) == ("Old", "done")
+        assert (decisions["hold"].subject, decisions["hold"].outcome) == ("Review", "held")
+
     def test_p4_a_limit_of_0_holds_nothing(self, crm, start):
         crm.configure(meeting_message_limit=0)
         for i in range(3):

@@ -769,6 +769,7 @@ class CalendarWriter:
             and not self.user.limit_confirmed(SyncKind.CALENDAR)
         ):
             where = " (in the CRM, after deletions in Exchange)" if not deletes else ""
+            self.ctx.held_deletions.update((actions.EXCHANGE, actions.CRM))  # both wait (see crm_deletes)
             self.run.error = (
                 f"Held: this pass would delete or cancel {count} of {synced} synchronized events{where} "
                 f"({share:.0f} %), more than the safety limit. An administrator must confirm the deletions."

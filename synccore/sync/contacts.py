@@ -387,6 +387,7 @@ class ContactPass:
             return True
         if self.user.limit_confirmed(SyncKind.CONTACTS):
             return True
+        self.ctx.held_deletions.add(actions.EXCHANGE)
         self.run.error = (
             f"Held: this pass would delete {remote_deletes} of {synced_count} synchronized contacts "
             f"({share:.0f} %), more than the safety limit of {self.settings.safety_limit_percent} % and "

@@ -57,7 +57,7 @@ KINDS = {
     "tasks": mapping.ACTIVITY,
     "task": mapping.ACTIVITY,
 }
-EXCHANGE_REMOVALS = {actions.DELETE, actions.CANCEL}
+REMOVALS = {actions.DELETE, actions.CANCEL}
 
 
 class UnknownItem(ObjectDoesNotExist):
@@ -90,6 +90,7 @@ class Recorder:
         self.kind = str(kind)
         self.gates = gates or []
         self.taken: list[Action] = []
+        self.held_deletions: set[str] | frozenset[str] = frozenset()
 
     def decide(self, action: Action) -> tuple[Action, bool]:
         """The action as it is taken (a gate may turn it into a hold) and whether it may be written."""
@@ -109,10 +110,12 @@ class Recorder:
                 del self.taken[index]
                 return
 
-    def flush(self) -> int:
-        """Store the decisions as ``Decision`` rows; the number stored."""
+    def flush(self, held_deletions: set[str] | frozenset[str] = frozenset()) -> int:
+        """Store the decisions as ``Decision`` rows; the number stored. ``held_deletions``: the
+        sides whose deletions the safety limit held back."""
         if not self.taken:
             return 0
+        self.held_deletions = held_deletions
         run, user = self.run, self.user
         resolved = self._records_by_remote_id()
         failed = self._failed_items()
@@ -161,7 +164,7 @@ class Recorder:
             return DecisionOutcome.HELD, action.reason
         if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
             return DecisionOutcome.FAILED, f"The pass stopped before its end; this may not have been written: {run.error}"
-        if run.outcome == Outcome.HELD and action.kind in EXCHANGE_REMOVALS and action.side == actions.EXCHANGE:
+        if action.kind in REMOVALS and action.side in self.held_deletions:
             return DecisionOutcome.HELD, run.error or "Held by the safety limit."
         if item_error is not None and action.kind != actions.SKIP:
             return DecisionOutcome.FAILED, item_error

@@ -270,15 +270,19 @@ def _preview_one(
     preview.requests += run.requests
     if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
         preview.errors.append(f"{user.mailbox_email} {kind}: {run.error}")
-    held = run.outcome == Outcome.HELD
+    # Only what the safety limit held shows as held by it: a pass held by the meeting message
+    # limit alone (P4) still deletes what it decided to.
+    held_sides = ctx.held_deletions
     # Held back by the meeting message limit (P4): the hold stands in for the create or cancel.
     limited = {a.item.record_id for a in decided if a.kind == HOLD and a.rule == limits.RULE}
     for action in decided:
         if action.kind in QUIET or (action.kind in CREATES | DELETES and action.item.record_id in limited):
             continue
-        if held and action.kind in DELETES and action.side == actions.EXCHANGE:
+        if action.kind in DELETES and action.side in held_sides:
             action = Action(HOLD, action.item, action.side, action.fields, run.error, "safety limit")
         preview.actions.append(PlannedAction(user.mailbox_email, str(kind), action))
     preview.messages += [
-        message for message in backend.messages if not (held and message.kind == CANCELLATION)
+        message
+        for message in backend.messages
+        if not (actions.EXCHANGE in held_sides and message.kind == CANCELLATION)
     ]

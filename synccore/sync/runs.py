@@ -50,6 +50,9 @@ class PassContext:
     recorder: Recorder | None = field(default=None, repr=False)
     # Why the pass held something back when it is not the safety limit (P4), for the user's state.
     held_reason: Readable | None = None
+    # The sides ("exchange", "crm") whose deletions the safety limit held back in this pass: a pass
+    # held by the meeting message limit alone (P4) holds none, whatever the run's outcome says.
+    held_deletions: set[str] = field(default_factory=set)
 
     def decided(self, action: Action) -> bool:
         """Tell a decision before it is written; False when it must not be written (held back)."""
@@ -226,7 +229,7 @@ def _recorded(ctx: PassContext, run: SyncRun) -> SyncRun:
     """The pass's decisions kept for Explain (P2); a failure to keep them never fails the pass."""
     if ctx.record and ctx.recorder is not None:
         try:
-            ctx.recorder.flush()
+            ctx.recorder.flush(held_deletions=ctx.held_deletions)
         except DatabaseError:
             log.exception("could not record the decisions of run %s", run.pk)
     return run

@@ -302,6 +302,7 @@ class TaskWrites:
             and share > self.settings.safety_limit_percent
             and not self.user.limit_confirmed(SyncKind.TASKS)
         ):
+            self.ctx.held_deletions.add(actions.EXCHANGE)
             self.run.error = (
                 f"Held: this pass would delete {len(steps)} of {synced} synchronized tasks ({share:.0f} %), "
                 "more than the safety limit. An administrator must confirm the deletions."
