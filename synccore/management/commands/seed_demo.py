@@ -25,7 +25,7 @@ class Command(BaseCommand):
             choices=["ews", "graph", "domino"],
             default="ews",
             help="ews (default), graph: Microsoft Graph with the demo app (demo-client / demo-secret), or "
-            "domino: the HCL Domino REST API with the demo service account (calendar only)",
+            "domino: the HCL Domino REST API with the demo service account (contacts off: not offered there)",
         )
         parser.add_argument(
             "--domino-url",
