@@ -543,8 +543,12 @@ class MailboxBackend(abc.ABC):
         """The id of the mailbox's default calendar."""
 
     @abc.abstractmethod
-    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
-        """Every calendar item (single or series master) changed since ``token``, all pages."""
+    def calendar_changes(
+        self, mailbox: str, folder_id: str, token: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
+        """Every calendar item (single or series master) changed since ``token``, all pages.
+        ``known``: the items the engine has linked, with the change keys it recorded (its own
+        writes among them); a backend may leave out, unread, what it finds still at that key."""
 
     @abc.abstractmethod
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:

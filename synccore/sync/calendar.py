@@ -85,7 +85,8 @@ class CalendarPass(CalendarScope):
         try:
             if self.full:
                 raise InvalidSyncToken("a full pass reads the folder again")
-            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token)
+            known = {i: link.remote_change_key for i, link in links_by_remote.items()}
+            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token, known)
         except InvalidSyncToken:
             if not self.full:
                 log.warning("calendar sync token of %s rejected; reading the folder again", self.mailbox)

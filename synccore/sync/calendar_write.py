@@ -822,7 +822,7 @@ class CalendarWriter:
             .values_list("remote_id", "remote_change_key")
         )
         try:
-            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token)
+            page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, state.sync_token, known)
         except InvalidSyncToken:
             return
         foreign = [

@@ -9,7 +9,7 @@ meeting's UID, a link made after a create) just as it would. Nothing leaves this
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -120,8 +120,10 @@ class PreviewBackend(MailboxBackend):
     def ensure_calendar_folder(self, mailbox: str) -> str:
         return self.inner.ensure_calendar_folder(mailbox)
 
-    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
-        return self.inner.calendar_changes(mailbox, folder_id, token)
+    def calendar_changes(
+        self, mailbox: str, folder_id: str, token: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
+        return self.inner.calendar_changes(mailbox, folder_id, token, known)
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:
         return self.inner.calendar_slice(mailbox, folder_id, start, end)

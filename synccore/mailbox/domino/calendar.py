@@ -10,7 +10,7 @@ pass is one request per mailbox (and a login per process and token lifetime).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -90,7 +90,9 @@ class CalendarOperations:
     def _list_window(self, mailbox: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         return self._list(mailbox, start.date(), (end - timedelta(microseconds=1)).date())
 
-    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+    def calendar_changes(
+        self, mailbox: str, folder_id: str, token: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         """One listing from yesterday to the horizon — or further, to the last entry the token
         knows beyond it (a linked entry moved beyond the horizon stays watched). Entries first
         seen beyond the horizon are left for the day the window reaches them (K15)."""

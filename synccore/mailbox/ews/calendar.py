@@ -4,7 +4,7 @@ occurrences addressed by InstanceIndex (K10)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from exchangelib import Account, CalendarItem, EWSDateTime
@@ -58,7 +58,9 @@ class CalendarOperations:
         account = self.account(mailbox)
         return self.call(Calendar.get_distinguished, self.root(account)).id
 
-    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+    def calendar_changes(
+        self, mailbox: str, folder_id: str, token: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         return self.contact_changes(mailbox, folder_id, token)
 
     def calendar_slice(self, mailbox: str, folder_id: str, start: datetime, end: datetime) -> list[RemoteRef]:

@@ -5,7 +5,7 @@ window (K15), removals checked one by one, series and their occurrences (K10), w
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -88,9 +88,15 @@ class CalendarOperations:
         changed: dict[str, RemoteRef],
         removed: set[str],
         masters: set[str],
+        known: Mapping[str, str] | None = None,
+        settled: dict[str, str] | None = None,
     ) -> str:
         """One calendarView delta round: singles as refs, occurrences and exceptions as their
-        series master's id; removals by id. Returns the deltaLink."""
+        series master's id; removals by id. Returns the deltaLink.
+
+        An occurrence carries its series master's change key until it becomes an exception: one
+        listed at the key the engine ``known``s for its master (the engine's own write, read back
+        by a round started before it) leaves the master unread, in ``settled`` with that key."""
         headers = {"Prefer": f"{IMMUTABLE_IDS}, {UTC_TIMES}, odata.maxpagesize={DELTA_PAGE_SIZE}"}
         page: dict[str, Any] = {}
         for page in self.client.pages(mailbox, url, headers=headers):
@@ -100,7 +106,16 @@ class CalendarOperations:
                     changed.pop(item_id, None)
                     removed.add(item_id)
                 elif entry.get("type") in ("occurrence", "exception") and entry.get("seriesMasterId"):
-                    masters.add(entry["seriesMasterId"])
+                    master_id, key = entry["seriesMasterId"], change_key_of(entry)
+                    if (
+                        settled is not None
+                        and entry["type"] == "occurrence"
+                        and key
+                        and (known or {}).get(master_id) == key
+                    ):
+                        settled[master_id] = key
+                    else:
+                        masters.add(master_id)
                 elif entry.get("type") == "seriesMaster":
                     masters.add(item_id)
                 else:
@@ -195,17 +210,23 @@ class CalendarOperations:
                 found[what][key] = RemoteRef(entry["id"], change_key_of(entry), folder_id)
         return found["sync"], found["uid"]
 
-    def calendar_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
+    def calendar_changes(
+        self, mailbox: str, folder_id: str, token: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         state = CalendarToken.load(token)
         start, end = self.calendar_window()
         changed: dict[str, RemoteRef] = {}
         removed: set[str] = set()
         touched: set[str] = set()
+        settled: dict[str, str] = {}  # series masters listed only at the key the engine knows
+        linked = known
         known = dict(state.masters) if state else {}
         link, window_end = "", end
         if state is not None:
             try:
-                link = self._calendar_round(mailbox, state.link, folder_id, changed, removed, touched)
+                link = self._calendar_round(
+                    mailbox, state.link, folder_id, changed, removed, touched, linked, settled
+                )
             except (base.ItemNotFound, base.InvalidItem) as exc:
                 raise base.InvalidSyncToken(str(exc), code=exc.code) from exc
             window_end = state.window_end
@@ -219,8 +240,16 @@ class CalendarOperations:
                 changed,
                 removed,
                 touched,
+                linked,
+                settled,
             )
             window_end = end
+        if removed:
+            touched |= settled.keys()  # every known master is checked then: read as before
+        else:
+            # Unchanged since the engine's write: watched like any master seen (a series deleted
+            # whole shows only as removed occurrences), not read now.
+            known.update({m: key for m, key in settled.items() if m not in touched})
         deleted = self._removals(mailbox, folder_id, removed, touched, known, changed)
         return ChangePage(
             changed=list(changed.values()),
