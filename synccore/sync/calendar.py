@@ -208,6 +208,7 @@ class CalendarPass(CalendarScope):
             if step is not None:
                 writer.carry_out([step])
 
+        writer.save_new_links()  # before any write, held ones too (as each was queued)
         messages_held = limits.hold_meeting_messages(writer)  # P4
         writer.write_creates()
         held = writer.write_deletes(links)

@@ -48,6 +48,7 @@ from synccore.models import (
     SyncKind,
     SyncRun,
 )
+from synccore.models.bulk import save_rows
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.calendar_plan import CalendarPlanner, CalendarScope, Step, Target
@@ -244,10 +245,11 @@ class CalendarWriter:
         return event
 
     def create(self, activity: Activity, target: Target, link: ItemLink | None) -> None:
-        """Queue a create: its link is committed now (pending, with the sync id the item will
-        carry), the item is written with the others in batches at the end of the pass."""
+        """Queue a create: its link is committed pending (with the sync id the item will carry)
+        before any write of the pass — a new one with the others of the pass in one insert (see
+        ``save_new_links``) — and the item is written with the others in batches at the end."""
         if link is None:
-            link = ItemLink.objects.create(
+            link = ItemLink(
                 environment=self.env,
                 sync_user=self.user,
                 kind=mapping.ACTIVITY,
@@ -275,15 +277,23 @@ class CalendarWriter:
                     link.sync_id = uuid.uuid4()
                     activity.meeting_uid = ""
                     Activity.all_objects.filter(pk=activity.pk).update(meeting_uid="")
-                ItemLink.objects.filter(pk=link.pk).update(
-                    series_from=present, sync_id=link.sync_id, updated_at=self.now
-                )
+                if link.pk is not None:  # a new one is inserted with these
+                    ItemLink.objects.filter(pk=link.pk).update(
+                        series_from=present, sync_id=link.sync_id, updated_at=self.now
+                    )
         self.creates.append((activity, target, link))
+
+    def save_new_links(self) -> None:
+        """The pending links of the queued creates not in the database yet, in one insert."""
+        new = [link for _, _, link in self.creates if link.pk is None]
+        if new:
+            ItemLink.objects.bulk_create(new)
 
     def write_creates(self) -> None:
         """The queued creates, in batches (one request per batch), meetings with invitations
         apart from the others (K3)."""
         while self.creates:
+            self.save_new_links()
             queued, self.creates = self.creates, []
             for invitations in (True, False):
                 batch = [entry for entry in queued if entry[1].invitations == invitations]
@@ -319,6 +329,9 @@ class CalendarWriter:
         results = self.backend.create_events(self.mailbox, self.folder_id, events, send_invitations=invitations)
         self.wrote = True
         created: list[tuple[Activity, Target]] = []
+        agreed: list[ItemLink] = []
+        server_uids: list[Activity] = []
+        exceptions: list[tuple[ItemLink, Activity, Target]] = []
         try:
             for (activity, target, link, crm), result in zip(ready, results, strict=True):
                 if not result.ok:
@@ -327,17 +340,26 @@ class CalendarWriter:
                 if target.invitations and result.uid and result.uid != activity.meeting_uid:
                     # The server chose the meeting's UID (Graph): invitee copies carry that one (K4, K7).
                     activity.meeting_uid = result.uid
-                    Activity.all_objects.filter(pk=activity.pk).update(meeting_uid=result.uid)
+                    server_uids.append(activity)
                 # A new series has no exceptions yet: they are written next, as an update (K10).
                 written = {**crm, "occurrences": {}} if "occurrences" in crm else crm
                 self.agree(link, written, result.ref)
-                link.save()
+                agreed.append(link)
                 self.run.created += 1
                 created.append((activity, target))
                 if self.scope.differs("occurrences", {}, crm.get("occurrences", {}), crm):
-                    self.push(link, activity, target, {"occurrences"}, None, counted=False)
+                    exceptions.append((link, activity, target))
         finally:
-            self.flag_attendees(created)
+            # The batch's answers in one transaction: the links as link.save() writes them.
+            with transaction.atomic():
+                save_rows(ItemLink, agreed)
+                if server_uids:
+                    Activity.all_objects.bulk_update(server_uids, ["meeting_uid"])
+            try:
+                for link, activity, target in exceptions:
+                    self.push(link, activity, target, {"occurrences"}, None, counted=False)
+            finally:
+                self.flag_attendees(created)
 
     def flag_attendees(self, created: list[tuple[Activity, Target]]) -> None:
         """K4, each attendee row on its own (an UPDATE of the rows, never a read and a save) so
