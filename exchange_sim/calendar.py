@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule
 
-from exchange_sim.store import Item, Store, StoreError, plain
+from exchange_sim.store import Item, Store, StoreError, plain, plain_copy
 
 # Windows time zone id -> IANA, for the zones the product and demo use (CLDR windowsZones, territory 001).
 WINDOWS_TO_IANA: dict[str, str] = {
@@ -181,8 +181,8 @@ def occurrences(master: Item, until: datetime | None = None) -> list[Occurrence]
 
 def occurrence_item(master: Item, occ: Occurrence) -> Item:
     """A transient Item for one occurrence, as EWS shows it (own id, master's UID, Type Occurrence/Exception)."""
-    props = {k: copy.deepcopy(v) for k, v in master.props.items() if k not in {"Recurrence", "_exceptions", "_deleted"}}
-    props.update(copy.deepcopy(occ.overrides or {}))
+    props = {k: plain_copy(v) for k, v in master.props.items() if k not in {"Recurrence", "_exceptions", "_deleted"}}
+    props.update(plain_copy(occ.overrides or {}))
     for name in [k for k, v in props.items() if v is None]:
         del props[name]  # cleared on this occurrence only
     props["Start"], props["End"] = occ.start, occ.end
@@ -197,7 +197,7 @@ def occurrence_item(master: Item, occ: Occurrence) -> Item:
         folder_id=master.folder_id,
         kind="CalendarItem",
         props=props,
-        extended=copy.deepcopy(master.extended),
+        extended=plain_copy(master.extended),
         created=master.created,
         modified=master.modified,
         created_seq=master.created_seq,
