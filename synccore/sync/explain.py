@@ -66,13 +66,17 @@ class UnknownItem(ObjectDoesNotExist):
 
 def plain(value: Any) -> Any:
     """A value as JSON carries it, long texts cut (a body is recognised by its start)."""
-    value = json.loads(json.dumps(value, default=str))
+    return _cut(json.loads(json.dumps(value, default=str)))
+
+
+def _cut(value: Any) -> Any:
+    """Long texts of a JSON value cut, at any depth (one JSON round trip for the whole value)."""
     if isinstance(value, str) and len(value) > MAX_TEXT:
         return value[:MAX_TEXT] + "…"
     if isinstance(value, list):
-        return [plain(v) for v in value]
+        return [_cut(v) for v in value]
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: _cut(v) for k, v in value.items()}
     return value
 
 
