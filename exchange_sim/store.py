@@ -165,18 +165,6 @@ def _as_int(value: int | str | None) -> int | None:
     return int(value, 16) if value.lower().startswith("0x") else int(value)
 
 
-@dataclass
-class Folder:
-    id: str
-    changekey: str
-    mailbox: str
-    parent_id: str | None
-    display_name: str
-    folder_class: str | None
-    distinguished: str | None = None
-    system: bool = False  # one of the folders every mailbox has: it cannot be deleted or moved
-
-
 # Values copied as they are: immutable, so a copy is the same value.
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, datetime, date, timedelta})
 
@@ -197,8 +185,31 @@ def plain_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+class PlainCopy:
+    """A store record whose deep copy (every read of the store makes one) copies its attributes
+    with ``plain_copy``."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        new = copy.copy(self)
+        for name, value in vars(self).items():
+            setattr(new, name, plain_copy(value))
+        return new
+
+
 @dataclass
-class Item:
+class Folder(PlainCopy):
+    id: str
+    changekey: str
+    mailbox: str
+    parent_id: str | None
+    display_name: str
+    folder_class: str | None
+    distinguished: str | None = None
+    system: bool = False  # one of the folders every mailbox has: it cannot be deleted or moved
+
+
+@dataclass
+class Item(PlainCopy):
     id: str
     changekey: str
     mailbox: str
@@ -212,12 +223,6 @@ class Item:
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.props.get(name, default)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Item:
-        new = copy.copy(self)
-        for name, value in vars(self).items():
-            setattr(new, name, plain_copy(value))
-        return new
 
     def extended_value(self, name: str | None = None, *, property_set_id: str | None = None, **kw: Any) -> Any:
         """The value of the extended property matching the given key parts (type not needed)."""
@@ -273,7 +278,7 @@ class Change:
 
 
 @dataclass
-class Mailbox:
+class Mailbox(PlainCopy):
     address: str
     display_name: str
     time_zone: str = "UTC"  # IANA id
