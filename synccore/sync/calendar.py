@@ -187,6 +187,7 @@ class CalendarPass(CalendarScope):
             writer.carry_out([step])
             if step.link is not None:  # adopted: compared as linked below
                 links_by_remote[item_id] = step.link
+        writer.mark_ignored()
 
         # Linked items: both ways.
         new = [pair for pk, pair in mine.items() if pk not in links_by_activity]

@@ -86,6 +86,7 @@ class CalendarWriter:
         # Activities Exchange's deletions retire (K9): under the same safety limit (an emptied
         # calendar is no reason to delete everything in the CRM).
         self.crm_deletes: list[tuple[ItemLink, Activity]] = []
+        self.ignored_uids: list[str] = []  # invitee copies of sync users' meetings (K4, K7)
 
     # --- Carrying out steps ---------------------------------------------------------------------
 
@@ -117,9 +118,7 @@ class CalendarWriter:
         elif kind == actions.IMPORT:
             self.import_event(event)
         elif kind == actions.IGNORE:
-            Attendee.objects.filter(
-                activity__environment=self.env, activity__meeting_uid=event.uid, email__iexact=self.me
-            ).update(synchronized=True, updated_at=self.now)
+            self.ignored_uids.append(event.uid)  # marked together (see mark_ignored)
         elif kind == actions.STUB:
             self.stub_for(event)
         elif kind == actions.CANCEL and link is None:
@@ -159,6 +158,15 @@ class CalendarWriter:
         else:  # pragma: no cover - a kind the planner does not give for calendar items
             raise ValueError(f"no writer for {kind}")
         return True, None
+
+    def mark_ignored(self) -> None:
+        """K4: this attendee has the meetings whose invitee copies were ignored — their
+        attendee rows marked synchronized, a few hundred meetings to a query."""
+        uids, self.ignored_uids = list(dict.fromkeys(self.ignored_uids)), []
+        for start in range(0, len(uids), 500):
+            Attendee.objects.filter(
+                activity__environment=self.env, activity__meeting_uid__in=uids[start : start + 500], email__iexact=self.me
+            ).update(synchronized=True, updated_at=self.now)
 
     def write_pull(self, step: Step) -> Target | None:
         activity = step.activity
