@@ -20,6 +20,7 @@ class AuditAction(models.TextChoices):
     SYNC_NOW = "sync_now", "Sync now"
     CONFLICT_RESOLVED = "conflict_resolved", "Conflict resolved"
     ITEMS_RETRIED = "items_retried", "Items retried"
+    ITEM_DISMISSED = "item_dismissed", "Attention item dismissed"
     ITEMS_REMOVED = "items_removed", "Synchronized items removed from a mailbox"
     CRM_WRITE = "crm_write", "CRM data written through the API"
     TEST_MAILBOXES = "test_mailboxes", "Mailboxes tested"

@@ -13,8 +13,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from synccore.mailbox.base import MailMessage
+from syncadmin.models import AuditEntry
+from synccore.mailbox.base import InvalidItem, MailMessage
 from synccore.models import Activity, ActivityType, FolderState, Outcome
+from synccore.runtime import service
+from synccore.sync import email as email_sync
 from synccore.sync.connection import backend_for, connection_config
 from synccore.sync.email import EmailFilingDisabled, run_email_pass
 from synccore.sync.preview import preview_passes
@@ -416,5 +419,124 @@ def test_e3_a_message_that_cannot_be_read_is_an_item_error_never_a_failed_pass(f
     assert (run.outcome, run.created, run.skipped) == (Outcome.PARTIAL, 1, 1)
     assert "Gone meanwhile" in run.error
     assert [a.subject for a in filed()] == ["Kept"]
+    assert service.unfiled_messages(filing.env.pk) == []  # deleted: nothing left for a person to file
     filing.alice.refresh_from_db()
     assert filing.alice.kind_health["email"]["state"] == "healthy"
+
+
+# --- Messages that could not be filed, in "Needs attention" (issue 19) --------------------------------
+
+TOO_LARGE = "The message exceeds the maximum supported size."
+
+
+def refusing(mailbox, subject: str):
+    """The mailbox would not give the message of that subject (as Exchange does for a too-large one)."""
+    read = mailbox.get_messages
+
+    def get_messages(address, refs):
+        results = read(address, refs)
+        return [
+            InvalidItem(TOO_LARGE, code="ErrorMessageSizeExceeded")
+            if isinstance(r, MailMessage) and r.subject == subject
+            else r
+            for r in results
+        ]
+
+    mailbox.get_messages = get_messages
+    return mailbox
+
+
+def attention_page(crm, client) -> str:
+    client.force_login(user_with_role("administrator"))
+    return client.get(f"/environments/{crm.env.pk}/?tab=attention").content.decode()
+
+
+def test_a_message_the_mailbox_will_not_give_is_listed_in_needs_attention_with_a_link_and_dismissed(
+    filing, mailbox, client
+):
+    user = filing.mailbox()
+    user.receive_message("Huge offer", ANN, categories=["CRM"])
+    user.receive_message("Kept", ANN, categories=["CRM"])
+    user.receive_message("Not marked", ANN)  # the rules do not file it: normal, never listed
+    user.create_item("Message", "drafts", Subject="Draft", ToRecipients=[{"EmailAddress": ANN}], Categories=["CRM"])
+    run = run_email_pass(filing.alice.pk, None, refusing(mailbox, "Huge offer"))
+    assert (run.outcome, run.created, run.skipped) == (Outcome.PARTIAL, 1, 1)
+    assert "Huge offer" in run.error  # still counted in the run, as before
+
+    (unfiled,) = service.unfiled_messages(filing.env.pk)
+    assert (unfiled.subject, unfiled.sender, unfiled.folder) == ("Huge offer", ANN, "inbox")
+    assert TOO_LARGE in unfiled.reason and "enter it in the CRM by hand" in unfiled.reason
+    assert "ItemID=" in unfiled.web_link and "viewmodel=ReadMessageItem" in unfiled.web_link
+
+    page = attention_page(filing, client)
+    assert "E-mails that could not be filed" in page
+    row = page.split(f'data-unfiled="{unfiled.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert "“Huge offer” in alice@contoso.example was not filed." in row
+    assert 'data-action="open-message"' in row and 'data-action="dismiss-unfiled"' in row
+
+    api = client_for(user_with_role("administrator"))
+    url = f"/api/v1/environments/{filing.env.pk}/attention/"
+    (item,) = api.get(url).json()["results"]
+    assert (item["kind"], item["state"], item["item"], item["user"]) == (
+        "email",
+        "unfiled",
+        "Huge offer",
+        filing.alice.mailbox_email,
+    )
+    assert TOO_LARGE in item["last_error"] and item["message"]["web_link"] == unfiled.web_link
+    assert item["message"]["message_id"].startswith("<")
+    assert api.get(url, {"state": "unfiled"}).json()["count"] == 1
+    assert api.get(url, {"state": "failed"}).json()["count"] == 0
+
+    response = api.post(f"{url}unfiled/{unfiled.pk}/dismiss/")
+    assert response.status_code == 200 and response.json()["subject"] == "Huge offer"
+    assert api.get(url).json()["count"] == 0
+    assert service.unfiled_messages(filing.env.pk) == []
+    assert "E-mails that could not be filed" not in attention_page(filing, client)
+    assert AuditEntry.objects.filter(action="item_dismissed", via="api").count() == 1
+    assert api.post(f"{url}unfiled/{unfiled.pk}/dismiss/").status_code == 404
+
+
+def test_an_unfiled_message_leaves_the_list_once_filed_or_deleted_and_returns_when_it_fails_anew(
+    filing, mailbox, client
+):
+    user = filing.mailbox()
+    huge = user.receive_message("Huge offer", ANN, categories=["CRM"])
+    gone = user.receive_message("Huge invoice", ANN, categories=["CRM"])
+    run_email_pass(filing.alice.pk, None, refusing(refusing(mailbox, "Huge offer"), "Huge invoice"))
+    assert sorted(m.subject for m in service.unfiled_messages(filing.env.pk)) == ["Huge invoice", "Huge offer"]
+
+    # Dismissed from the console; the person takes the category off and sets it again: it fails anew.
+    (offer,) = [m for m in service.unfiled_messages(filing.env.pk) if m.subject == "Huge offer"]
+    attention_page(filing, client)
+    assert client.post(f"/environments/{filing.env.pk}/unfiled/{offer.pk}/dismiss/").status_code == 302
+    assert [m.subject for m in service.unfiled_messages(filing.env.pk)] == ["Huge invoice"]
+    user.categorize(huge)
+    user.categorize(huge, "CRM")
+    run_email_pass(filing.alice.pk, None, mailbox)
+    assert sorted(m.subject for m in service.unfiled_messages(filing.env.pk)) == ["Huge invoice", "Huge offer"]
+
+    # Deleted in Outlook: nothing left to file. Marked again once the mailbox gives it: filed.
+    user.delete(gone, hard=True)
+    user.categorize(huge)
+    user.categorize(huge, "CRM")
+    email_pass(filing)
+    assert [a.subject for a in filed()] == ["Huge offer"]
+    assert service.unfiled_messages(filing.env.pk) == []
+
+
+def test_an_activity_the_crm_refuses_is_listed_with_the_reason(filing, monkeypatch):
+    make = email_sync.activity_for
+
+    def activity_for(filing_, message, user, sync_settings):
+        if message.subject == "Odd":
+            raise ValueError("the start is out of range")
+        return make(filing_, message, user, sync_settings)
+
+    monkeypatch.setattr(email_sync, "activity_for", activity_for)
+    filing.mailbox().receive_message("Odd", ANN, categories=["CRM"])
+    run = email_pass(filing)
+    assert (run.created, run.skipped) == (0, 1)
+    (unfiled,) = service.unfiled_messages(filing.env.pk)
+    assert unfiled.subject == "Odd" and unfiled.reason.startswith("The CRM refused the activity made of it")
+    assert "the start is out of range" in unfiled.reason

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from synccore.models import Conflict, FieldMapping, ItemLink, LoopHold, SyncRun
+from synccore.models import Conflict, FieldMapping, ItemLink, LoopHold, SyncRun, UnfiledMessage
 from synccore.runtime import service as runtime
 from synccore.sync.connection import ConnectionReport
 from tests.fixtures import factories
@@ -52,6 +52,7 @@ MATRIX = [
     ("get", "/api/v1/environments/{environment_pk}/attention/", V, None),
     ("get", "/api/v1/environments/{environment_pk}/attention/{id}/", V, None),
     ("post", "/api/v1/environments/{environment_pk}/attention/{id}/retry/", A, None),
+    ("post", "/api/v1/environments/{environment_pk}/attention/unfiled/{unfiled_pk}/dismiss/", A, None),
     ("get", "/api/v1/audit/", V, None),
     ("get", "/api/v1/environments/{environment_pk}/field-mappings/", V, None),
     (
@@ -114,9 +115,13 @@ def world(monkeypatch):
     hold = LoopHold.objects.create(
         environment=env, sync_user=alice, pass_kind="calendar", entity="activity", record_id=activity.pk
     )
+    unfiled = UnfiledMessage.objects.create(
+        environment=env, sync_user=alice, remote_id="AAMk-1", subject="Offer", reason="Too large."
+    )
     return {
         "id": env.pk,
         "hold_id": hold.pk,
+        "unfiled_id": unfiled.pk,
         "environment_pk": env.pk,
         "user_id": alice.pk,
         "run_id": run.pk,
@@ -128,7 +133,7 @@ def world(monkeypatch):
 
 def _path(template: str, ids: dict) -> str:
     path = template.replace("{environment_pk}", str(ids["environment_pk"])).replace("{external_id}", "X-1")
-    path = path.replace("{kind}", "activities")
+    path = path.replace("{kind}", "activities").replace("{unfiled_pk}", str(ids["unfiled_id"]))
     for segment, key in (
         ("/users/{id}/", "user_id"),
         ("/runs/{id}/", "run_id"),
@@ -206,6 +211,7 @@ CONSOLE = [
     ("explain", "get", V, {"kind": "activities", "external_id": "X-1"}),
     ("run", "get", V, {"run_id": "run_id"}),
     ("release-loop", "post", A, {"hold_id": "hold_id"}),
+    ("dismiss-unfiled", "post", A, {"unfiled_id": "unfiled_id"}),
 ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from exchange_sim import mail
 from exchange_sim.graph.api import (
@@ -61,7 +62,7 @@ RECIPIENTS = {
 MESSAGE_PROPS = {
     "id", "createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "receivedDateTime", "sentDateTime",
     "hasAttachments", "internetMessageId", "subject", "bodyPreview", "importance", "parentFolderId", "isRead", "isDraft",
-    "body", "sender", "from", "toRecipients", "ccRecipients", "bccRecipients", "replyTo",
+    "body", "sender", "from", "toRecipients", "ccRecipients", "bccRecipients", "replyTo", "webLink",
 }  # fmt: skip
 DRAFT_ONLY = {"subject", "body", *RECIPIENTS}
 ANY_MESSAGE = {"categories", "isRead", "importance"}
@@ -179,6 +180,8 @@ def message_json(request: GraphRequest, item: Item, attachments: list[str] | Non
         "from": address_json(props.get("From")) if props.get("From") else None,
         **{name: [address_json(m) for m in props.get(element) or []] for name, element in RECIPIENTS.items()},
         "replyTo": [address_json(m) for m in props.get("ReplyTo") or []],
+        # As Exchange Online answers it: the message in Outlook on the web (read-only).
+        "webLink": f"https://outlook.office365.com/owa/?ItemID={quote(request.graph_id(item.id, item), safe='')}&exvsurl=1&viewmodel=ReadMessageItem",
     }
     if attachments is not None:
         rendered = [attachment_json(item, a) for a in props.get("Attachments") or []]

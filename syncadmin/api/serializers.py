@@ -6,6 +6,7 @@ import copy
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from syncadmin.models import AuditEntry
@@ -18,6 +19,7 @@ from synccore.models import (
     SyncRun,
     SyncSettings,
     SyncUser,
+    UnfiledMessage,
 )
 from synccore.models.config import SECRET_FIELDS
 
@@ -405,10 +407,25 @@ class ConflictSerializer(serializers.ModelSerializer):
         return str(record) if record is not None else ""
 
 
+class UnfiledMessageSerializer(serializers.ModelSerializer):
+    """The message of an attention item of state ``unfiled`` (issue 19)."""
+
+    class Meta:
+        model = UnfiledMessage
+        fields = ["remote_id", "message_id", "folder", "subject", "sender", "sent_at", "web_link"]
+        read_only_fields = fields
+
+
 class AttentionItemSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="sync_user.mailbox_email", read_only=True)
+    # Strings, not the link's enums: an e-mail that could not be filed is kind "email", state "unfiled".
+    kind = serializers.CharField(read_only=True, help_text="contact, company, activity, task; email (unfiled)")
+    state = serializers.CharField(read_only=True, help_text="failed, skipped, held, not_found, ambiguous; unfiled")
     item = serializers.SerializerMethodField()
     external_id = serializers.SerializerMethodField()
+    message = serializers.SerializerMethodField(
+        help_text="For an e-mail that could not be filed (state unfiled): the message; else null."
+    )
 
     class Meta:
         model = ItemLink
@@ -422,6 +439,7 @@ class AttentionItemSerializer(serializers.ModelSerializer):
             "last_error",
             "last_error_at",
             "updated_at",
+            "message",
         ]
         read_only_fields = fields
 
@@ -432,6 +450,30 @@ class AttentionItemSerializer(serializers.ModelSerializer):
     def get_external_id(self, obj) -> str:
         record = obj.crm_record
         return record.external_id if record is not None else ""
+
+    @extend_schema_field(UnfiledMessageSerializer(allow_null=True))
+    def get_message(self, obj) -> dict | None:
+        return None
+
+
+class UnfiledAttentionItemSerializer(serializers.Serializer):
+    """An e-mail that could not be filed, in the shape of the other attention items: kind
+    ``email``, state ``unfiled``, ``last_error`` the sentence saying why and what to do, no CRM
+    record (``item`` is the subject); dismissed with ``POST …/attention/unfiled/{id}/dismiss/``."""
+
+    def to_representation(self, instance: UnfiledMessage) -> dict:
+        return {
+            "id": instance.pk,
+            "user": instance.sync_user.mailbox_email,
+            "kind": "email",
+            "item": instance.subject,
+            "external_id": "",
+            "state": "unfiled",
+            "last_error": instance.reason,
+            "last_error_at": serializers.DateTimeField().to_representation(instance.last_seen_at),
+            "updated_at": serializers.DateTimeField().to_representation(instance.last_seen_at),
+            "message": UnfiledMessageSerializer(instance).data,
+        }
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

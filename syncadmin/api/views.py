@@ -522,11 +522,20 @@ class ConflictViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
 # --- items needing attention, and the audit log ------------------------------------------------------
 
 
+UNFILED = "unfiled"
+
+
 @extend_schema(tags=["attention"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
 @extend_schema_view(
     list=extend_schema(
-        parameters=[OpenApiParameter("state", OpenApiTypes.STR, enum=["failed", "skipped", "held"])],
-        description="Items that failed, were skipped for bad input, or are held by the safety limit.",
+        parameters=[
+            OpenApiParameter(
+                "state", OpenApiTypes.STR, enum=["failed", "skipped", "held", "not_found", "ambiguous", UNFILED]
+            )
+        ],
+        description="Items that failed, were skipped for bad input, or are held by the safety limit; and "
+        "e-mails that could not be filed (kind email, state unfiled, `message` set: dismiss them with "
+        "`POST …/attention/unfiled/{unfiled_pk}/dismiss/`; their ids are not item ids). Newest first.",
     )
 )
 class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
@@ -540,10 +549,51 @@ class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
         ).select_related("sync_user", "contact", "company", "activity")
         state = self.request.query_params.get("state") if self.action == "list" else None
         if state is not None:
-            if state not in runtime.ATTENTION_LINK_STATES:
-                raise serializers.ValidationError({"state": ["One of failed, skipped, held, not_found."]})
+            if state not in (*runtime.ATTENTION_LINK_STATES, UNFILED):
+                raise serializers.ValidationError(
+                    {"state": ["One of failed, skipped, held, not_found, ambiguous, unfiled."]}
+                )
             links = links.filter(state=state)
         return links.order_by("-updated_at", "-pk")
+
+    def list(self, request, *args, **kwargs):
+        """Item links and unfiled e-mails in one list, newest first, paged together: the page is
+        chosen on (time, which, id) alone, then only its rows are read."""
+        links = self.get_queryset()
+        state = request.query_params.get("state")
+        unfiled = runtime.unfiled_messages_query(self.environment.pk)
+        keys = [] if state == UNFILED else [(at, 0, pk) for pk, at in links.values_list("pk", "updated_at")]
+        if state in (None, UNFILED):
+            keys += [(at, 1, pk) for pk, at in unfiled.values_list("pk", "last_seen_at")]
+        keys.sort(reverse=True)
+        page = self.paginate_queryset(keys)
+        link_rows = links.in_bulk([pk for _, which, pk in page if which == 0])
+        unfiled_rows = unfiled.in_bulk([pk for _, which, pk in page if which == 1])
+        context = self.get_serializer_context()
+        data = [
+            s.AttentionItemSerializer(link_rows[pk], context=context).data
+            if which == 0
+            else s.UnfiledAttentionItemSerializer(unfiled_rows[pk], context=context).data
+            for _, which, pk in page
+        ]
+        return self.get_paginated_response(data)
+
+    @extend_schema(parameters=[OpenApiParameter("unfiled_pk", OpenApiTypes.INT, OpenApiParameter.PATH)], request=None,
+                   responses={200: s.UnfiledMessageSerializer})  # fmt: skip
+    @action(detail=False, methods=["post"], url_path=r"unfiled/(?P<unfiled_pk>[0-9]+)/dismiss")
+    def dismiss_unfiled(self, request, environment_pk=None, unfiled_pk=None):
+        """An e-mail that could not be filed, dealt with by a person: no longer listed (until a later
+        pass fails on it anew)."""
+        unfiled = get_object_or_404(runtime.unfiled_messages_query(self.environment.pk), pk=unfiled_pk)
+        dismissed = audit.audited(
+            request.user,
+            AuditAction.ITEM_DISMISSED,
+            self.environment,
+            lambda: runtime.dismiss_unfiled_message(unfiled.pk, request.user.get_username()),
+            target=str(unfiled),
+            via="api",
+        )
+        return Response(s.UnfiledMessageSerializer(dismissed).data)
 
     @extend_schema(request=None, responses={202: s.StatusSerializer, 409: CONFLICT_409})
     @action(detail=True, methods=["post"])

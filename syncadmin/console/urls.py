@@ -38,6 +38,9 @@ urlpatterns = [
     ),
     path("environments/<int:pk>/items/<int:link_id>/retry/", views.retry_item, name="retry"),
     path("environments/<int:pk>/loops/<int:hold_id>/release/", views.release_loop, name="release-loop"),
+    path(
+        "environments/<int:pk>/unfiled/<int:unfiled_id>/dismiss/", views.dismiss_unfiled, name="dismiss-unfiled"
+    ),
     path("environments/<int:pk>/runs/<int:run_id>/", views.run_decisions, name="run"),
     path(
         "environments/<int:pk>/items/<slug:kind>/<str:external_id>/explain/",

@@ -33,6 +33,7 @@ from synccore.models import (
     SyncRun,
     SyncSettings,
     SyncUser,
+    UnfiledMessage,
 )
 from synccore.models.config import SECRET_FIELDS
 from synccore.runtime import service as runtime
@@ -284,6 +285,7 @@ def _render_environment(
         .order_by("-updated_at")[:200],
         "attention_users": [u for u in users if u.health in runtime.ATTENTION_HEALTH],
         "attention_filings": runtime.ambiguous_filings(env.pk),
+        "attention_unfiled": runtime.unfiled_messages(env.pk),
         "attention_loops": runtime.loop_holds(env.pk),
         "attention_entries": _attention_entries(status_body, users),
         "attention_secret": status_body["secret"] if status_body["secret"]["state"] in ("expiring", "expired") else None,
@@ -339,6 +341,7 @@ def _tabs(context: dict) -> list[tuple[str, str, int]]:
         "attention": len(context["attention_items"])
         + len(context["attention_entries"])
         + len(context["attention_filings"])
+        + len(context["attention_unfiled"])
         + len(context["attention_loops"])
         + (1 if context["attention_secret"] else 0),
     }
@@ -652,6 +655,22 @@ def release_loop(request: HttpRequest, pk: int, hold_id: int) -> HttpResponse:
         target=str(hold),
     )
     messages.success(request, f"Released: {released.subject or released.entity} is synchronized again.")
+    return redirect(_environment_url(pk, "attention"))
+
+
+@require_POST
+@role_required(ADMINISTRATOR)
+def dismiss_unfiled(request: HttpRequest, pk: int, unfiled_id: int) -> HttpResponse:
+    """A message that could not be filed, dealt with by a person: no longer listed."""
+    unfiled = get_object_or_404(UnfiledMessage, pk=unfiled_id, environment_id=pk)
+    audit.audited(
+        request.user,
+        AuditAction.ITEM_DISMISSED,
+        unfiled.environment,
+        lambda: runtime.dismiss_unfiled_message(unfiled.pk, request.user.get_username()),
+        target=str(unfiled),
+    )
+    messages.success(request, f"Dismissed: “{unfiled.subject}” is no longer listed.")
     return redirect(_environment_url(pk, "attention"))
 
 

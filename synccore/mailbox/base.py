@@ -406,6 +406,8 @@ class MailMessage:
     body: str = ""
     attachment_names: list[str] = field(default_factory=list)
     ref: RemoteRef | None = None
+    # The message in Outlook on the web, when the server tells it (Graph's ``webLink``), else "".
+    web_link: str = ""
 
 
 @dataclass
@@ -663,6 +665,10 @@ class MailboxBackend(abc.ABC):
     @abc.abstractmethod
     def get_messages(self, mailbox: str, refs: Sequence[RemoteRef]) -> list[MailMessage | MailboxError]:
         """Messages with their text body and attachment names, in batches; one result per ref."""
+
+    def message_web_link(self, mailbox: str, message: MailMessage) -> str:
+        """Where a person opens the message in Outlook on the web; "" when the backend cannot tell."""
+        return message.web_link
 
     @abc.abstractmethod
     def set_message_categories(

@@ -41,6 +41,7 @@ from synccore.models.state import (
     SyncKind,
     SyncRun,
     Trigger,
+    UnfiledMessage,
 )
 
 __all__ = [
@@ -87,5 +88,6 @@ __all__ = [
     "TaskPriority",
     "TaskStatus",
     "Trigger",
+    "UnfiledMessage",
     "UserLease",
 ]

@@ -251,3 +251,35 @@ class Conflict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field} on {self.link}"
+
+
+class UnfiledMessage(models.Model):
+    """A message a pass meant to file (marked, or chosen by track all) but could not (issue 19): an
+    item error a person can act on — the mailbox would not give the message (too large, damaged),
+    the CRM refused the activity, or it has no Internet message id. Listed in "Needs attention"
+    until a later pass files it, the message is deleted, or an administrator dismisses it. Messages
+    that are simply not filed (no category, a draft, before the start day) are never listed."""
+
+    environment = models.ForeignKey("synccore.Environment", on_delete=models.CASCADE, related_name="+")
+    sync_user = models.ForeignKey("synccore.SyncUser", on_delete=models.CASCADE, related_name="unfiled_messages")
+    remote_id = models.TextField(help_text="The message's item id in the mailbox.")
+    message_id = models.TextField(blank=True, help_text="The Internet message id, when it has one.")
+    folder = models.CharField(max_length=20, blank=True)
+    subject = models.CharField(max_length=255, blank=True)
+    sender = models.CharField(max_length=320, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(help_text="Why it could not be filed, and what to do.")
+    web_link = models.TextField(blank=True, help_text="The message in Outlook on the web, when the backend tells.")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    dismissed_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["sync_user", "remote_id"], name="unfiledmessage_one_per_item"),
+        ]
+
+    def __str__(self) -> str:
+        return f"e-mail “{self.subject}” of {self.sync_user} not filed"

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from synccore.models import (
@@ -38,6 +38,7 @@ from synccore.models import (
     SyncRun,
     SyncUser,
     Trigger,
+    UnfiledMessage,
 )
 from synccore.runtime import alerts, config, leases, passes, push, queue, scheduling
 from synccore.runtime.push import graph as graph_push
@@ -395,6 +396,22 @@ def test_mailbox(user_id: int) -> ConnectionReport:
 def ambiguous_filings(environment_id: int) -> list[Activity]:
     """Filed e-mails waiting for a person to link them (E4, O2): at most 200, newest first."""
     return list(email.ambiguous_filings(environment_id)[:200])
+
+
+def unfiled_messages(environment_id: int) -> list[UnfiledMessage]:
+    """E-mails a pass could not file and a person can act on (issue 19, O2): at most 200, newest first."""
+    return list(email.unfiled_messages(environment_id)[:200])
+
+
+def unfiled_messages_query(environment_id: int) -> QuerySet[UnfiledMessage]:
+    """The same, every one (the API pages them)."""
+    return email.unfiled_messages(environment_id)
+
+
+def dismiss_unfiled_message(unfiled_id: int, dismissed_by: str) -> UnfiledMessage:
+    """The administrator dealt with a message that could not be filed: no longer listed (until a
+    later pass fails on it anew)."""
+    return email.dismiss_unfiled(unfiled_id, dismissed_by)
 
 
 def status(environment_id: int) -> dict[str, Any]:

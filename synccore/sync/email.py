@@ -22,7 +22,12 @@ and adds the filed category to every filed message in one batch.
   category; nothing else is ever written to the mailbox, and nothing is unfiled.
 
 A message that cannot be filed (no Internet message id, an unreadable body) is an item error with
-its reason, never a failed pass.
+its reason, never a failed pass. Those a person can act on are listed one by one in "Needs
+attention" (``UnfiledMessage``, see ``note_unfiled``): the message has no Internet message id, the
+mailbox would not give it (too large, damaged: an item error), or the CRM refused its activity. A
+message deleted between the two reads is not listed (nothing is left to file), nor is any message
+the rules simply do not file (no category, a draft, before the start day, no CRM address under
+track all): those are the normal case, not a problem.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from synccore.models import (
     SyncRun,
     SyncSettings,
     SyncUser,
+    UnfiledMessage,
 )
 from synccore.sync import actions, events
 from synccore.sync.actions import Action, ItemKey
@@ -67,6 +73,26 @@ from synccore.sync.runs import PassContext, execute_pass
 log = logging.getLogger(__name__)
 
 SUBJECT_LIMIT = 255
+
+NO_MESSAGE_ID = (
+    "It has no Internet message id, so it cannot be filed once for every mailbox that holds it. "
+    "Enter it in the CRM by hand, then dismiss it here."
+)
+
+
+def unreadable(error: MailboxError) -> str:
+    return (
+        f"Exchange would not give the message to the synchronizer ({error}). If it is very large or "
+        "damaged, enter it in the CRM by hand and dismiss it here; to try again, take its category off "
+        "and set it again in Outlook."
+    )
+
+
+def refused(error: Exception) -> str:
+    return (
+        f"The CRM refused the activity made of it ({error}). Fix what it names, then take the "
+        "message's category off and set it again in Outlook; or enter it by hand and dismiss it here."
+    )
 
 
 class EmailFilingDisabled(Exception):
@@ -292,6 +318,9 @@ class EmailPass:
         self.settings = user.environment.settings
         self.mailbox = user.mailbox_email
         self.item_errors: list[str] = []
+        # Messages a person can act on, for "Needs attention": (headers, why and what to do).
+        self.unfiled: list[tuple[MailMessage, str]] = []
+        self.gone: set[str] = set()  # item ids the mailbox reported deleted
 
     def execute(self) -> bool:
         states, messages = self.read_changes()
@@ -306,8 +335,10 @@ class EmailPass:
         self.tell(decided)
         self.run.skipped += len(decided.errors)
         self.item_errors += [f"{m.subject or m.message_id}: {reason}" for m, reason in decided.errors]
+        self.unfiled += [(m, NO_MESSAGE_ID) for m, _ in decided.errors]
         self.run.progress_total = len(decided.to_file)
         filed = self.file(decided.to_file)
+        note_unfiled(self.user, self.backend, self.unfiled, [*filed, *decided.to_mark], self.gone)
         written = self.mark([*filed, *decided.to_mark])
         for state in states:
             key = state.remote_folder_id or state.folder_name
@@ -354,6 +385,7 @@ class EmailPass:
                     one.delete()  # a sub-folder deleted since it was listed
                     continue
                 one.sync_token = page.token
+                self.gone.update(page.deleted)
                 states.append(one)
                 for message in page.messages:
                     message.folder = root
@@ -395,6 +427,8 @@ class EmailPass:
             if isinstance(message, MailboxError):
                 self.run.skipped += 1
                 self.item_errors.append(f"{filing.header.subject}: {message}")
+                if not isinstance(message, ItemNotFound):  # deleted meanwhile: nothing left to file
+                    self.unfiled.append((filing.header, unreadable(message)))
                 continue
             message.folder = filing.header.folder  # a sub-folder's message is read as the Inbox's
             try:
@@ -408,6 +442,7 @@ class EmailPass:
             except (ValueError, TypeError) as exc:
                 self.run.skipped += 1
                 self.item_errors.append(f"{filing.header.subject}: the message could not be filed ({exc}).")
+                self.unfiled.append((filing.header, refused(exc)))
                 continue
             self.run.created += 1
             self.run.progress_done += 1
@@ -442,6 +477,59 @@ class EmailPass:
             return
         if all(m.ref is not None and m.ref.change_key in change_keys for m in page.messages):
             state.sync_token = page.token
+
+
+def note_unfiled(
+    user: SyncUser,
+    backend: MailboxBackend,
+    problems: Sequence[tuple[MailMessage, str]],
+    filed: Sequence[MailMessage],
+    gone: set[str],
+) -> None:
+    """Keep "Needs attention"'s list of messages that could not be filed true: this pass's problems
+    listed (again, if dismissed before: the message changed and failed anew), and those filed now —
+    from any mailbox of the environment (E5) — or deleted from the mailbox taken off."""
+    now = timezone.now()
+    for message, reason in problems:
+        if message.ref is None:
+            continue
+        sender = message.sender.address if message.sender else ""
+        UnfiledMessage.objects.update_or_create(
+            sync_user=user,
+            remote_id=message.ref.item_id,
+            defaults={
+                "environment_id": user.environment_id,
+                "message_id": message.message_id,
+                "folder": message.folder,
+                "subject": (message.subject or "")[:SUBJECT_LIMIT],
+                "sender": sender[:320],
+                "sent_at": when_of(message),
+                "reason": reason,
+                "web_link": backend.message_web_link(user.mailbox_email, message),
+                "last_seen_at": now,
+                "dismissed_at": None,
+                "dismissed_by": "",
+            },
+        )
+    message_ids = {m.message_id for m in filed if m.message_id}
+    remote_ids = {m.ref.item_id for m in filed if m.ref} | gone
+    if message_ids:
+        UnfiledMessage.objects.filter(environment_id=user.environment_id, message_id__in=message_ids).delete()
+    if remote_ids:
+        UnfiledMessage.objects.filter(sync_user=user, remote_id__in=remote_ids).delete()
+
+
+def unfiled_messages(environment_id: int) -> QuerySet[UnfiledMessage]:
+    """Messages that could not be filed and were not dismissed ("Needs attention"), newest first."""
+    return UnfiledMessage.objects.filter(environment_id=environment_id, dismissed_at=None).select_related("sync_user")
+
+
+def dismiss_unfiled(unfiled_id: int, dismissed_by: str) -> UnfiledMessage:
+    """An administrator dealt with it (filed by hand, or it does not matter): no longer listed."""
+    unfiled = UnfiledMessage.objects.get(pk=unfiled_id)
+    unfiled.dismissed_at, unfiled.dismissed_by = timezone.now(), dismissed_by
+    unfiled.save(update_fields=["dismissed_at", "dismissed_by"])
+    return unfiled
 
 
 def ambiguous_filings(environment_id: int) -> QuerySet[Activity]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
 
 from exchangelib import Message
 from exchangelib.folders import DEEP, FolderCollection, Inbox, SentItems
@@ -96,6 +97,15 @@ class MessageOperations:
                 id=cls.DISTINGUISHED_FOLDER_ID, mailbox=Mailbox(email_address=account.primary_smtp_address)
             ),
         )
+
+    def message_web_link(self, mailbox: str, message: MailMessage) -> str:
+        """Outlook on the web beside the EWS endpoint (``/owa``), the message opened by its item id
+        as Exchange's own ``WebClientReadFormQueryString`` does; "" without a configured EWS URL."""
+        endpoint = urlsplit(self.config.ews_url or "")
+        if not (endpoint.scheme and endpoint.netloc and message.ref):
+            return ""
+        item = quote(message.ref.item_id, safe="")
+        return f"{endpoint.scheme}://{endpoint.netloc}/owa/?ItemID={item}&exvsurl=1&viewmodel=ReadMessageItem"
 
     def message_changes(self, mailbox: str, folder: MailFolder, token: str, folder_id: str = "") -> MessagePage:
         target = self.folder(self.account(mailbox), folder_id) if folder_id else self.mail_folder(mailbox, folder)

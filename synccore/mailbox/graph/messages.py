@@ -32,7 +32,7 @@ from synccore.mailbox.graph.translation import change_key_of
 
 HEADERS = (
     "id,changeKey,subject,categories,internetMessageId,isDraft,from,sender,toRecipients,ccRecipients,"
-    "sentDateTime,receivedDateTime,hasAttachments"
+    "sentDateTime,receivedDateTime,hasAttachments,webLink"
 )
 TEXT_BODY = {"Prefer": f'{IMMUTABLE_IDS}, outlook.body-content-type="text"'}
 
@@ -64,6 +64,7 @@ def from_graph(entity: dict[str, Any], folder: MailFolder, folder_id: str = "", 
         is_draft=bool(entity.get("isDraft")),
         has_attachments=bool(entity.get("hasAttachments")),
         ref=RemoteRef(entity["id"], change_key_of(entity), folder_id or folder),
+        web_link=entity.get("webLink") or "",
     )
     if full:
         message.body = ((entity.get("body") or {}).get("content") or "").strip()
