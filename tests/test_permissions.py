@@ -212,6 +212,9 @@ CONSOLE = [
     ("run", "get", V, {"run_id": "run_id"}),
     ("release-loop", "post", A, {"hold_id": "hold_id"}),
     ("dismiss-unfiled", "post", A, {"unfiled_id": "unfiled_id"}),
+    ("settings-preview", "post", A, {}),
+    ("mapping-add-preview", "post", A, {}),
+    ("mapping-preview", "post", A, {"mapping_id": "mapping_id"}),
 ]
 
 
