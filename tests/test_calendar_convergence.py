@@ -39,6 +39,7 @@ from hypothesis.stateful import (
 
 from synccore.mailbox import graph
 from synccore.mailbox.base import CalendarEvent, Series
+from synccore.mailbox.domino import client as domino_client
 from synccore.models import Activity, Attendee, ItemLink, LinkState, SyncKind, SyncRun
 from synccore.sync import events as ev
 from synccore.sync.calendar import CalendarPass, run_calendar_pass
@@ -46,7 +47,7 @@ from synccore.sync.connection import backend_for, connection_config
 from synccore.sync.runs import PassContext
 from tests.conftest import IN_CI
 
-pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph")]
+pytestmark = [pytest.mark.django_db, pytest.mark.backends("ews", "graph", "domino")]
 
 # A Monday a week before Europe/Berlin leaves winter time (28 March 2027).
 BASE = datetime(2027, 3, 22, 7, 0, tzinfo=UTC)
@@ -80,6 +81,13 @@ FAULT_OPERATIONS = {
         "create": "graph.events.create",
         "update": "graph.events.update",
         "delete": "graph.events.delete",
+    },
+    "domino": {
+        "changes": "domino.calendar.list",
+        "read": "domino.calendar.get",
+        "create": "domino.calendar.create",
+        "update": "domino.calendar.update",
+        "delete": "domino.calendar.delete",
     },
 }
 GRAPH_BATCHED = ("read", "create", "update", "delete")
@@ -183,6 +191,8 @@ class CalendarMachine(RuleBasedStateMachine):
         if self.crm.is_graph:
             graph.forget_process_state()
             self.backend.client.drop_token()
+        elif self.crm.backend == "domino":  # the JWT's lifetime runs on the simulator's clock
+            domino_client.forget_process_state()
 
     def new_subject(self) -> str:
         return f"Item {next(self.subjects)}"

@@ -183,6 +183,20 @@ def test_an_idle_calendar_pass_costs_at_most_two_requests_per_user(crm, start):
     assert counters["domino.calendar.list"] == 2
 
 
+def test_a_backend_kept_across_passes_reads_what_changed_since_its_last_listing(crm, start):
+    """The entries a listing answered serve that pass's reads; the next pass's listing replaces
+    them, so a read by id (no stamp to compare) does not answer an older version."""
+    activity = f.activity(crm.env, subject="Visit", start=start, organizer=crm.alice.employee)
+    backend = open_backend(crm.settings)
+    run_calendar_pass(crm.alice.pk, backend=backend)
+    uid = activity.links.get().remote_id
+    notes(crm).put(f"/pim-v1/calendar/default/{uid}", json={"title": "Visit (Notes)"})
+    notes(crm).delete(f"/pim-v1/calendar/default/{uid}")
+    run_calendar_pass(crm.alice.pk, backend=backend)
+    (gone,) = backend.get_events(ALICE, [base.RemoteRef(uid, "", "default")])
+    assert isinstance(gone, base.ItemNotFound)
+
+
 def test_a_token_expired_on_the_server_is_renewed_once_and_the_pass_completes(crm, start):
     calendar_pass(crm)
     crm.sim.domino.expire_tokens()
