@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from syncadmin.models import AuditEntry
 from synccore.mailbox.base import InvalidItem, MailMessage
-from synccore.models import Activity, ActivityType, FolderState, Outcome
+from synccore.models import Activity, ActivityType, Decision, FolderState, Outcome
 from synccore.runtime import service
 from synccore.sync import email as email_sync
-from synccore.sync.connection import backend_for, connection_config
+from synccore.sync.connection import backend_for, connection_config, open_user_backend
 from synccore.sync.email import EmailFilingDisabled, run_email_pass
 from synccore.sync.preview import preview_passes
 from synccore.sync.runs import PassContext
@@ -540,3 +540,28 @@ def test_an_activity_the_crm_refuses_is_listed_with_the_reason(filing, monkeypat
     (unfiled,) = service.unfiled_messages(filing.env.pk)
     assert unfiled.subject == "Odd" and unfiled.reason.startswith("The CRM refused the activity made of it")
     assert "the start is out of range" in unfiled.reason
+
+
+class FailingCategories:
+    """The real backend, except that writing the filed category fails the pass (P2)."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str):
+        if name == "set_message_categories":
+            raise RuntimeError("injected failure before the categories were written")
+        return getattr(self._backend, name)
+
+
+def test_p2_a_failed_pass_records_what_it_wrote_before_the_failure_as_done(filing):
+    filing.mailbox().receive_message("Offer", ANN, categories=["CRM"])
+    backend = FailingCategories(open_user_backend(filing.alice))
+    try:
+        run = run_email_pass(filing.alice.pk, backend=backend)
+    finally:
+        backend._backend.close()
+    assert run.outcome == Outcome.FAILED
+    assert [a.subject for a in filed()] == ["Offer"]
+    recorded = {d.action: d.outcome for d in Decision.objects.filter(run=run)}
+    assert recorded == {"create": "done", "update": "failed"}  # filed, but not marked as filed

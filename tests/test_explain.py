@@ -17,6 +17,8 @@ from synccore.models import Activity, Attendee, Decision
 from synccore.runtime import housekeeping
 from synccore.runtime import service as runtime
 from synccore.sync.calendar import run_calendar_pass
+from synccore.sync.connection import open_user_backend
+from synccore.sync.contacts import run_contact_pass
 from synccore.sync.preview import preview_passes
 from synccore.sync.tasks import run_task_pass
 from tests.fixtures import factories as f
@@ -140,6 +142,99 @@ class TestCalendar:
         (create,) = decisions_of(explained(crm, "tasks", activity), run.pk)
         assert (create["action"], create["rule"]) == ("create", "T6")
         assert create["fields"]["subject"] == {"before": None, "after": "Still wanted"}
+
+
+class FailingWrites:
+    """The real backend, except that its ``n``-th call of ``name`` fails the pass: before the
+    request, or (``after``) once it reached Exchange, as a crash before the link is committed."""
+
+    def __init__(self, backend, name: str, n: int, *, after: bool = False) -> None:
+        self._backend, self._name, self._left, self._after = backend, name, n, after
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._backend, name)
+        if name != self._name:
+            return attribute
+
+        def write(*args, **kwargs):
+            self._left -= 1
+            if self._left == 0 and not self._after:
+                raise RuntimeError("injected failure before a remote write")
+            result = attribute(*args, **kwargs)
+            if self._left == 0:
+                raise RuntimeError("injected crash after a remote write")
+            return result
+
+        return write
+
+
+def outcomes(run) -> dict[str, tuple[str, str]]:
+    return {d.subject: (d.action, d.outcome) for d in Decision.objects.filter(run=run)}
+
+
+class TestFailedPass:
+    @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+    def test_p2_a_failed_pass_records_what_it_wrote_before_the_failure_as_done(self, crm, start, after):
+        crm.configure(batch_size=1)
+        for i in range(3):
+            f.activity(crm.env, subject=f"Visit {i}", start=start + timedelta(hours=i), organizer=crm.alice.employee)
+        crm.mailbox().create_event(subject="Lunch", start=start, end=start + timedelta(hours=1))
+        backend = FailingWrites(open_user_backend(crm.alice), "create_events", 2, after=after)
+        try:
+            run = run_calendar_pass(crm.alice.pk, backend=backend)
+        finally:
+            backend.close()
+        assert run.outcome == "failed" and "injected" in run.error
+
+        recorded = outcomes(run)
+        written = sorted(e.props["Subject"] for e in crm.mailbox().events() if e.props["Subject"] != "Lunch")
+        assert recorded["Lunch"] == ("import", "done")  # written at once, before the creates
+        done = sorted(subject for subject, (action, outcome) in recorded.items() if (action, outcome) == ("create", "done"))
+        failed = sorted(subject for subject, (action, outcome) in recorded.items() if outcome == "failed")
+        assert len(done) == 1 and set(done) <= set(written)
+        assert len(failed) == 2 and set(done) | set(failed) == {"Visit 0", "Visit 1", "Visit 2"}
+        # The create that reached Exchange before the crash is not confirmed: failed, said so.
+        assert len(written) == (2 if after else 1)
+        (line,) = {d.detail for d in Decision.objects.filter(run=run, outcome="failed")}
+        assert line.startswith("The pass stopped before this was confirmed written") and "injected" in line
+
+        # The next pass writes the rest and adopts what the crash left: every create done once.
+        run = run_calendar_pass(crm.alice.pk)
+        assert sorted(e.props["Subject"] for e in crm.mailbox().events()) == ["Lunch", "Visit 0", "Visit 1", "Visit 2"]
+        assert all(outcome == "done" for _, outcome in outcomes(run).values())
+
+    def test_p2_a_failed_contact_pass_records_what_it_wrote_before_the_failure_as_done(self, crm):
+        crm.configure(batch_size=1)
+        for i in range(3):
+            f.contact(crm.env, first_name="Ann", last_name=f"Lee {i}")
+        backend = FailingWrites(open_user_backend(crm.alice), "create_contacts", 2)
+        try:
+            run = run_contact_pass(crm.alice.pk, backend=backend)
+        finally:
+            backend.close()
+        assert run.outcome == "failed"
+        recorded = outcomes(run)
+        (written,) = [c.props["DisplayName"] for c in crm.mailbox().contacts()]
+        assert recorded.pop(written) == ("create", "done")
+        assert sorted(recorded.values()) == [("create", "failed")] * 2
+
+    def test_p2_a_failed_task_pass_records_what_it_wrote_before_the_failure_as_done(self, crm):
+        crm.configure(synchronize_tasks=True, batch_size=1)
+        due = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=3)
+        for i in range(3):
+            f.activity(
+                crm.env, type="task", subject=f"Call {i}", start=due, due=due.date(), responsible=crm.alice.employee
+            )
+        backend = FailingWrites(open_user_backend(crm.alice), "create_tasks", 2)
+        try:
+            run = run_task_pass(crm.alice.pk, backend=backend)
+        finally:
+            backend.close()
+        assert run.outcome == "failed"
+        recorded = outcomes(run)
+        (written,) = [t.props["Subject"] for t in crm.mailbox().tasks()]
+        assert recorded.pop(written) == ("create", "done")
+        assert sorted(recorded.values()) == [("create", "failed")] * 2
 
 
 class TestContacts:

@@ -51,11 +51,14 @@ from synccore.models import (
 from synccore.models.bulk import save_rows
 from synccore.sync import actions
 from synccore.sync import events as ev
+from synccore.sync.actions import ItemKey
 from synccore.sync.calendar_plan import CalendarPlanner, CalendarScope, Step, Target
 from synccore.sync.custom_rows import CustomRow
 from synccore.sync.runs import PassContext
 
 log = logging.getLogger(__name__)
+
+REMOVALS = {actions.CANCEL, actions.DELETE}
 
 
 class CalendarWriter:
@@ -96,12 +99,20 @@ class CalendarWriter:
         for step in steps:
             if step.kind == actions.UPDATE and retarget is not None:
                 step.target = retarget
-            if not self.ctx.decided(step.action()):
+            action = step.action()
+            if not self.ctx.decided(action):
                 continue  # held back (the loop detector, P3): not written
             done, new_target = self.write(step)
+            if not self.queued(step):
+                self.ctx.carried_out(action.item, {action.kind})
             retarget = new_target or retarget
             if done and step.then is not None:
                 self.carry_out(step.then())
+
+    @staticmethod
+    def queued(step: Step) -> bool:
+        """Written at the end of the pass (creates, deletions), not by ``write``."""
+        return step.kind == actions.CREATE or (step.kind in REMOVALS and step.link is not None)
 
     def write(self, step: Step) -> tuple[bool, Target | None]:
         """One step; returns whether it was written (a follow-up may come) and, after a pull of
@@ -363,6 +374,8 @@ class CalendarWriter:
                 save_rows(ItemLink, agreed)
                 if server_uids:
                     Activity.all_objects.bulk_update(server_uids, ["meeting_uid"])
+            for activity, _ in created:  # their links are committed: done even if the pass fails later
+                self.ctx.carried_out(ItemKey(activity.pk), {actions.CREATE})
             try:
                 for link, activity, target in exceptions:
                     self.push(link, activity, target, {"occurrences"}, None, counted=False)
@@ -808,6 +821,7 @@ class CalendarWriter:
         for link, activity in self.crm_deletes:
             link.delete()
             activity.retire()  # a tombstone: the outside CRM reads the deletion
+            self.ctx.carried_out(ItemKey(activity.pk), REMOVALS)
             self.run.deleted += 1
         ended = [
             link
@@ -821,6 +835,7 @@ class CalendarWriter:
             result = self.end_series(ref, found) if isinstance(found, CalendarEvent) else ItemResult(error=found)
             if result.ok or isinstance(result.error, ItemNotFound):
                 link.delete()
+                self.ctx.carried_out(ItemKey(link.activity_id), REMOVALS)
                 self.run.deleted += 1
             else:
                 self.item_failed(link, result.error)
@@ -835,6 +850,7 @@ class CalendarWriter:
             for link, result in zip(batch, results, strict=True):
                 if result.ok:
                     link.delete()
+                    self.ctx.carried_out(ItemKey(link.activity_id), REMOVALS)
                     self.run.deleted += 1
                 else:
                     self.item_failed(link, result.error)

@@ -439,9 +439,11 @@ class ContactPass:
             with transaction.atomic():
                 ItemLink.objects.filter(pk__in=done).delete()
                 save_links([link for link, _ in failed])
+            self._carried([link for link, result in zip(batch, results, strict=True) if result.ok])
             self.run.deleted += len(done)
             self._progress(self.run.progress_done + len(batch))
         ItemLink.objects.filter(pk__in=[link.pk for link in deletes if not link.remote_id]).delete()
+        self._carried([link for link in deletes if not link.remote_id])
 
     def write_moves(self, moves: list[ItemLink], folder_id: str) -> None:
         for batch in self._batches(moves):
@@ -462,6 +464,7 @@ class ContactPass:
                 else:
                     self._item_failed(link, result.error)
             save_links(batch)
+            self._carried([link for link, result in zip(batch, results, strict=True) if result.ok])
             self._progress(self.run.progress_done + len(batch))
 
     def write_creates(
@@ -550,7 +553,14 @@ class ContactPass:
                 self._item_failed(link, result.error)
             changed.append(link)
         save_links(changed)
+        self._carried([link for (link, _), result in zip(batch, results, strict=True) if result.ok and id(link) not in skip])
         self._progress(self.run.progress_done + len(batch))
+
+    def _carried(self, links: list[ItemLink]) -> None:
+        """These links' decisions were written: done even if the pass fails later (P2)."""
+        for link in links:
+            kind, record_id = _record_key(link)
+            self.ctx.carried_out(ItemKey(record_id, entity=kind))
 
     def _reload_pks(self, links: list[ItemLink]) -> None:
         pks = dict(
@@ -576,6 +586,7 @@ class ContactPass:
         # A skipped item keeps a link row so the reason shows in the console; it has no remote item.
         ItemLink.objects.bulk_create([link for link in links if link.pk is None])
         save_links([link for link in links if link.pk is not None])
+        self._carried(links)
 
     # The pass --------------------------------------------------------------------------------
 

@@ -363,6 +363,7 @@ class EmailPass:
                 self.ctx.decided(Action(actions.UPDATE, key, actions.EXCHANGE, fields, rule="E6"))
         for message, reason in decided.errors:
             self.ctx.decided(Action(actions.SKIP, ItemKey(subject=message.subject), actions.CRM, reason=reason, rule="E3"))
+            self.ctx.carried_out(ItemKey(subject=message.subject), {actions.SKIP})  # nothing to write
 
     def read_changes(self) -> tuple[list[FolderState], list[MailMessage]]:
         """The changes of the Inbox, Sent Items and their sub-folders; sub-folders are listed again
@@ -438,6 +439,7 @@ class EmailPass:
             except IntegrityError:
                 # Filed meanwhile from another mailbox (E5): this copy only gets the category.
                 filed.append(filing.header)
+                self._carried(filing.header, actions.CREATE)
                 continue
             except (ValueError, TypeError) as exc:
                 self.run.skipped += 1
@@ -447,7 +449,12 @@ class EmailPass:
             self.run.created += 1
             self.run.progress_done += 1
             filed.append(filing.header)
+            self._carried(filing.header, actions.CREATE)
         return filed
+
+    def _carried(self, message: MailMessage, kind: str) -> None:
+        """This message's decision of ``kind`` was written: done even if the pass fails later (P2)."""
+        self.ctx.carried_out(ItemKey(remote_id=message.ref.item_id if message.ref else ""), {kind})
 
     def mark(self, messages: Sequence[MailMessage]) -> dict[str, set[str]]:
         """The filed category on each filed message, in one batch (E6); the change keys written,
@@ -463,6 +470,7 @@ class EmailPass:
         for (ref, _), result in zip(changes, self.backend.set_message_categories(self.mailbox, changes), strict=True):
             if result.ok and result.ref is not None:
                 written.setdefault(ref.folder_id, set()).add(result.ref.change_key)
+                self.ctx.carried_out(ItemKey(remote_id=ref.item_id), {actions.UPDATE})
             else:
                 log.info("could not mark %s as filed in %s: %s", ref.item_id, self.mailbox, result.error)
         return written

@@ -14,7 +14,7 @@ a person asks about, so an idle pass records nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -37,7 +37,7 @@ from synccore.models import (
     SyncUser,
 )
 from synccore.sync import actions
-from synccore.sync.actions import Action
+from synccore.sync.actions import Action, ItemKey
 
 # Nothing changes for a person: only the agreement moves.
 QUIET = {actions.AGREE}
@@ -94,6 +94,10 @@ class Recorder:
         self.kind = str(kind)
         self.gates = gates or []
         self.taken: list[Action] = []
+        # What was written before the pass ended (by ``id`` of the action in ``taken``), and the
+        # decisions still waiting for their write, by item: a failed pass's outcomes stay true.
+        self.carried: set[int] = set()
+        self._waiting: dict[tuple[str, Any], list[Action]] = {}
         self.held_deletions: set[str] | frozenset[str] = frozenset()
 
     def decide(self, action: Action) -> tuple[Action, bool]:
@@ -105,7 +109,23 @@ class Recorder:
                 break
         if action.kind not in QUIET:
             self.taken.append(action)
+            if allowed:
+                self._waiting.setdefault(_item_key(action.item), []).append(action)
         return action, allowed
+
+    def carried_out(self, item: ItemKey, kinds: Collection[str] | None = None) -> None:
+        """The item's waiting decisions (of ``kinds``, or all) were written."""
+        key = _item_key(item)
+        waiting = self._waiting.get(key)
+        if not waiting:
+            return
+        left = []
+        for action in waiting:
+            if kinds is None or action.kind in kinds:
+                self.carried.add(id(action))
+            else:
+                left.append(action)
+        self._waiting[key] = left
 
     def supersede(self, kind: str, record_id: int | None) -> None:
         """A decision taken earlier in the pass was not carried out after all (a limit held it)."""
@@ -166,10 +186,10 @@ class Recorder:
         run = self.run
         if action.kind == actions.HOLD:
             return DecisionOutcome.HELD, action.reason
-        if run.outcome in (Outcome.FAILED, Outcome.ABORTED):
-            return DecisionOutcome.FAILED, f"The pass stopped before its end; this may not have been written: {run.error}"
         if action.kind in REMOVALS and action.side in self.held_deletions:
             return DecisionOutcome.HELD, run.error or "Held by the safety limit."
+        if run.outcome in (Outcome.FAILED, Outcome.ABORTED) and id(action) not in self.carried:
+            return DecisionOutcome.FAILED, f"The pass stopped before this was confirmed written: {run.error}"
         if item_error is not None and action.kind != actions.SKIP:
             return DecisionOutcome.FAILED, item_error
         return DecisionOutcome.DONE, ""
@@ -202,6 +222,14 @@ class Recorder:
                 for pk, external_id in model.all_objects.filter(pk__in=ids).values_list("pk", "external_id"):
                     out[(entity, pk)] = external_id
         return out
+
+
+def _item_key(item: ItemKey) -> tuple[str, Any]:
+    """One item of a pass: its CRM record when it has one (as its engine names it), else its
+    Exchange item (an import decided before its record exists)."""
+    if item.record_id is not None:
+        return (item.entity, item.record_id)
+    return ("", item.remote_id)
 
 
 def _record_of(link: ItemLink) -> tuple[str, int]:

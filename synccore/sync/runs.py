@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 from synccore.mailbox.base import MailboxBackend, MailboxError
 from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync import relink
-from synccore.sync.actions import Action
+from synccore.sync.actions import Action, ItemKey
 from synccore.sync.connection import open_user_backend, server_name
 from synccore.sync.explain import Recorder
 from synccore.sync.loops import LoopDetector
@@ -62,6 +62,12 @@ class PassContext:
         if self.on_action is not None:
             self.on_action(action)
         return allowed
+
+    def carried_out(self, item: ItemKey, kinds: Collection[str] | None = None) -> None:
+        """The decisions taken about ``item`` (of ``kinds``) were written: recorded as done even
+        when the pass fails later (P2)."""
+        if self.recorder is not None:
+            self.recorder.carried_out(item, kinds)
 
     def checkpoint(self) -> None:
         """Called between write batches: an item boundary where a pass may stop cleanly."""

@@ -93,6 +93,7 @@ class TaskWrites:
                 deletes.append(step)
             else:
                 self.write_crm(step)
+                self.ctx.carried_out(step.action().item, {kind})
         self.write_creates(creates)
         self.write_updates(updates)
         return self.write_deletes(deletes, links)
@@ -237,6 +238,7 @@ class TaskWrites:
                 link.activity = step.activity
                 self.agree(link, self.planner.crm(step.activity), result.ref)
                 link.save()
+                self.ctx.carried_out(step.action().item, {actions.CREATE})
                 self.run.created += 1
 
     def _masked(self, task: TaskItem, names: set[str]) -> TaskItem:
@@ -283,6 +285,7 @@ class TaskWrites:
         if result.ok:
             self.agree(link, step.values, result.ref)
             link.save()
+            self.ctx.carried_out(step.action().item, {actions.UPDATE})
             self.run.updated += 1
         elif isinstance(result.error, ItemNotFound):
             # Deleted meanwhile: the next pass reads the deletion and decides (T6).
@@ -317,6 +320,7 @@ class TaskWrites:
             for step, result in zip(batch, results, strict=True):
                 if result.ok:
                     step.link.delete()
+                    self.ctx.carried_out(step.action().item, {actions.DELETE})
                     self.run.deleted += 1
                 else:
                     self.item_failed(step.link, result.error)
