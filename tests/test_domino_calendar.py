@@ -334,3 +334,14 @@ def test_contacts_or_e_mail_filing_on_for_a_domino_environment_is_a_clear_settin
     crm.configure(synchronize_contacts=True, file_emails=True)
     problems = " ".join(crm.settings.connection_problems())
     assert "Contacts cannot be synchronized with HCL Domino" in problems and "E-mail filing" in problems
+
+
+def test_k10_a_notes_entry_with_several_rules_is_reported_not_read_by_its_first():
+    from synccore.mailbox.domino.translation import event_from_entry
+
+    rules = [{"@type": "RecurrenceRule", "frequency": "weekly"}, {"@type": "RecurrenceRule", "frequency": "monthly"}]
+    entry = {"uid": "U1", "title": "Twice", "start": "2030-05-06T10:00:00", "timeZone": "UTC", "duration": "PT1H"}
+    with pytest.raises(base.InvalidItem, match="several rules"):
+        event_from_entry({**entry, "recurrenceRules": rules}, ALICE, "default")
+    one = event_from_entry({**entry, "recurrenceRules": rules[:1]}, ALICE, "default")
+    assert "FREQ=WEEKLY" in one.recurrence
