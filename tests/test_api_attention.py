@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from syncadmin.models import AuditEntry
-from synccore.models import ItemLink, SyncUser
+from synccore.models import ItemLink, LoopHold, SyncUser
 from synccore.runtime import service as runtime
 from tests.fixtures import factories
 from tests.fixtures.api import *  # noqa: F403  (fixtures)
@@ -113,3 +113,42 @@ def test_an_audit_filter_by_an_environment_id_that_is_not_ascii_digits_or_too_la
 
 def test_a_sync_user_id_too_large_for_the_database_is_a_404(viewer_api, env):
     assert viewer_api.get(url(env, "users/" + "9" * 30 + "/")).status_code == 404
+
+
+def test_p3_items_the_loop_detector_holds_are_listed_with_their_kind_and_reason(viewer_api, env, failed_item):
+    contact = factories.contact(env, external_id="P-LOOP", first_name="Ann", last_name="Loop")
+    hold = LoopHold.objects.create(
+        environment=env,
+        sync_user=failed_item.sync_user,
+        pass_kind="contacts",
+        entity="contact",
+        record_id=contact.pk,
+        external_id="P-LOOP",
+        subject="Ann Loop",
+        fields={"job_title": ["Buyer", "CFO"]},
+        history=[{"run": 1, "fields": {"job_title": ["Buyer", "CFO"]}}],
+    )
+    LoopHold.objects.create(  # released: no longer listed
+        environment=env, sync_user=failed_item.sync_user, pass_kind="contacts", entity="contact",
+        record_id=contact.pk, external_id="P-LOOP", released_at=hold.held_at,
+    )  # fmt: skip
+    body = viewer_api.get(url(env, "attention/")).json()
+    assert body["count"] == 2
+    by_state = {item["state"]: item for item in body["results"]}
+    link = by_state["skipped"]  # the existing entries keep their shape
+    assert (link["external_id"], link["message"], link["loop"]) == ("P-BAD", None, None)
+    held = by_state["loop"]
+    assert (held["id"], held["kind"], held["item"], held["external_id"], held["user"]) == (
+        hold.pk,
+        "contact",
+        "Ann Loop",
+        "P-LOOP",
+        "alice@contoso.example",
+    )
+    assert held["last_error"].startswith("Held by the loop detector: job_title went back and forth")
+    assert held["loop"]["pass_kind"] == "contacts"
+    assert held["loop"]["fields"] == {"job_title": ["Buyer", "CFO"]}
+    assert held["loop"]["release"] == f"/api/v1/environments/{env.pk}/items/contacts/P-LOOP/release/"
+    only = viewer_api.get(url(env, "attention/?state=loop")).json()
+    assert [item["id"] for item in only["results"]] == [hold.pk]
+    assert [i["state"] for i in viewer_api.get(url(env, "attention/?state=skipped")).json()["results"]] == ["skipped"]

@@ -16,6 +16,7 @@ from synccore.models import (
     Environment,
     FieldMapping,
     ItemLink,
+    LoopHold,
     SyncRun,
     SyncSettings,
     SyncUser,
@@ -416,15 +417,37 @@ class UnfiledMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class LoopHoldSerializer(serializers.ModelSerializer):
+    """The hold of an attention item of state ``loop`` (P3): the pass that held it, the fields
+    that flip with the values they flip between, the writes that flipped; released with ``release``."""
+
+    pass_kind = serializers.CharField(read_only=True, help_text="contacts, calendar, tasks")
+    release = serializers.SerializerMethodField(help_text="POST here to release the item (administrator).")
+
+    class Meta:
+        model = LoopHold
+        fields = ["pass_kind", "entity", "fields", "history", "held_at", "release"]
+        read_only_fields = fields
+
+    def get_release(self, obj: LoopHold) -> str:
+        kind = {"contact": "contacts", "company": "companies"}.get(obj.entity, "activities")
+        return f"/api/v1/environments/{obj.environment_id}/items/{kind}/{obj.external_id}/release/"
+
+
 class AttentionItemSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="sync_user.mailbox_email", read_only=True)
     # Strings, not the link's enums: an e-mail that could not be filed is kind "email", state "unfiled".
     kind = serializers.CharField(read_only=True, help_text="contact, company, activity, task; email (unfiled)")
-    state = serializers.CharField(read_only=True, help_text="failed, skipped, held, not_found, ambiguous; unfiled")
+    state = serializers.CharField(
+        read_only=True, help_text="failed, skipped, held, not_found, ambiguous; unfiled; loop (held by the loop detector)"
+    )
     item = serializers.SerializerMethodField()
     external_id = serializers.SerializerMethodField()
     message = serializers.SerializerMethodField(
         help_text="For an e-mail that could not be filed (state unfiled): the message; else null."
+    )
+    loop = serializers.SerializerMethodField(
+        help_text="For an item the loop detector holds (state loop, P3): the hold; else null."
     )
 
     class Meta:
@@ -440,6 +463,7 @@ class AttentionItemSerializer(serializers.ModelSerializer):
             "last_error_at",
             "updated_at",
             "message",
+            "loop",
         ]
         read_only_fields = fields
 
@@ -453,6 +477,10 @@ class AttentionItemSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(UnfiledMessageSerializer(allow_null=True))
     def get_message(self, obj) -> dict | None:
+        return None
+
+    @extend_schema_field(LoopHoldSerializer(allow_null=True))
+    def get_loop(self, obj) -> dict | None:
         return None
 
 
@@ -473,6 +501,34 @@ class UnfiledAttentionItemSerializer(serializers.Serializer):
             "last_error_at": serializers.DateTimeField().to_representation(instance.last_seen_at),
             "updated_at": serializers.DateTimeField().to_representation(instance.last_seen_at),
             "message": UnfiledMessageSerializer(instance).data,
+            "loop": None,
+        }
+
+
+class LoopAttentionItemSerializer(serializers.Serializer):
+    """An item the loop detector holds (P3), in the shape of the other attention items: kind its
+    CRM record's (contact, company, activity), state ``loop``, ``last_error`` the sentence the
+    console shows, ``loop`` the hold; its id is the hold's, not an item link's."""
+
+    def to_representation(self, instance: LoopHold) -> dict:
+        flips = ", ".join(sorted(instance.fields)) or "its fields"
+        at = serializers.DateTimeField().to_representation(instance.held_at)
+        return {
+            "id": instance.pk,
+            "user": instance.sync_user.mailbox_email,
+            "kind": instance.entity,
+            "item": instance.subject,
+            "external_id": instance.external_id,
+            "state": "loop",
+            "last_error": (
+                f"Held by the loop detector: {flips} went back and forth between the same values over "
+                "several passes; something outside writes it back. Not written until released: fix the "
+                "writer first."
+            ),
+            "last_error_at": at,
+            "updated_at": at,
+            "message": None,
+            "loop": LoopHoldSerializer(instance).data,
         }
 
 

@@ -523,6 +523,7 @@ class ConflictViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
 
 
 UNFILED = "unfiled"
+LOOP = "loop"
 
 
 @extend_schema(tags=["attention"], parameters=[ENVIRONMENT_PARAM, ID_PARAM])
@@ -530,12 +531,17 @@ UNFILED = "unfiled"
     list=extend_schema(
         parameters=[
             OpenApiParameter(
-                "state", OpenApiTypes.STR, enum=["failed", "skipped", "held", "not_found", "ambiguous", UNFILED]
+                "state",
+                OpenApiTypes.STR,
+                enum=["failed", "skipped", "held", "not_found", "ambiguous", UNFILED, LOOP],
             )
         ],
-        description="Items that failed, were skipped for bad input, or are held by the safety limit; and "
+        description="Items that failed, were skipped for bad input, or are held by the safety limit; "
         "e-mails that could not be filed (kind email, state unfiled, `message` set: dismiss them with "
-        "`POST …/attention/unfiled/{unfiled_pk}/dismiss/`; their ids are not item ids). Newest first.",
+        "`POST …/attention/unfiled/{unfiled_pk}/dismiss/`; their ids are not item ids); and items the "
+        "loop detector holds (P3: state loop, kind the CRM record's, `loop` set: release them with "
+        "`POST` to its `release`, `…/items/{kind}/{external_id}/release/`; their ids are the holds'). "
+        "Newest first.",
     )
 )
 class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
@@ -549,33 +555,34 @@ class AttentionViewSet(EnvironmentScoped, viewsets.ReadOnlyModelViewSet):
         ).select_related("sync_user", "contact", "company", "activity")
         state = self.request.query_params.get("state") if self.action == "list" else None
         if state is not None:
-            if state not in (*runtime.ATTENTION_LINK_STATES, UNFILED):
+            if state not in (*runtime.ATTENTION_LINK_STATES, UNFILED, LOOP):
                 raise serializers.ValidationError(
-                    {"state": ["One of failed, skipped, held, not_found, ambiguous, unfiled."]}
+                    {"state": ["One of failed, skipped, held, not_found, ambiguous, unfiled, loop."]}
                 )
             links = links.filter(state=state)
         return links.order_by("-updated_at", "-pk")
 
     def list(self, request, *args, **kwargs):
-        """Item links and unfiled e-mails in one list, newest first, paged together: the page is
-        chosen on (time, which, id) alone, then only its rows are read."""
+        """Item links, unfiled e-mails and loop holds in one list, newest first, paged together:
+        the page is chosen on (time, which, id) alone, then only its rows are read."""
         links = self.get_queryset()
         state = request.query_params.get("state")
         unfiled = runtime.unfiled_messages_query(self.environment.pk)
-        keys = [] if state == UNFILED else [(at, 0, pk) for pk, at in links.values_list("pk", "updated_at")]
+        holds = runtime.loop_holds_query(self.environment.pk)
+        keys = [] if state in (UNFILED, LOOP) else [(at, 0, pk) for pk, at in links.values_list("pk", "updated_at")]
         if state in (None, UNFILED):
             keys += [(at, 1, pk) for pk, at in unfiled.values_list("pk", "last_seen_at")]
+        if state in (None, LOOP):
+            keys += [(at, 2, pk) for pk, at in holds.values_list("pk", "held_at")]
         keys.sort(reverse=True)
         page = self.paginate_queryset(keys)
-        link_rows = links.in_bulk([pk for _, which, pk in page if which == 0])
-        unfiled_rows = unfiled.in_bulk([pk for _, which, pk in page if which == 1])
+        rows = {
+            which: query.in_bulk([pk for _, one, pk in page if one == which])
+            for which, query in enumerate((links, unfiled, holds))
+        }
+        serializer = {0: s.AttentionItemSerializer, 1: s.UnfiledAttentionItemSerializer, 2: s.LoopAttentionItemSerializer}
         context = self.get_serializer_context()
-        data = [
-            s.AttentionItemSerializer(link_rows[pk], context=context).data
-            if which == 0
-            else s.UnfiledAttentionItemSerializer(unfiled_rows[pk], context=context).data
-            for _, which, pk in page
-        ]
+        data = [serializer[which](rows[which][pk], context=context).data for _, which, pk in page]
         return self.get_paginated_response(data)
 
     @extend_schema(parameters=[OpenApiParameter("unfiled_pk", OpenApiTypes.INT, OpenApiParameter.PATH)], request=None,

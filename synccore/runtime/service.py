@@ -276,6 +276,11 @@ def loop_holds(environment_id: int) -> list[LoopHold]:
     return loops.open_holds(environment_id)
 
 
+def loop_holds_query(environment_id: int) -> QuerySet[LoopHold]:
+    """P3: the open holds of an environment, as a query (the API pages them with the rest)."""
+    return LoopHold.objects.filter(environment_id=environment_id, released_at__isnull=True).select_related("sync_user")
+
+
 def release_loop_hold(hold_id: int, released_by: str) -> LoopHold:
     """P3: one click after a fix — the item is decided afresh by a full pass of its kind for its
     mailbox, now when the synchronizer runs (else at its first pass after a start)."""
