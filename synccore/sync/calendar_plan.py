@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from synccore import mapping
 from synccore.mailbox.base import Attendee as EventAttendee
-from synccore.mailbox.base import CalendarEvent, RemoteRef, Series
+from synccore.mailbox.base import CalendarEvent, InvalidItem, RemoteRef, Series
 from synccore.models import (
     Activity,
     ActivityType,
@@ -447,7 +447,10 @@ class CalendarPlanner:
     ) -> Step:
         """A create in Exchange, with the fields it writes (nothing before → the CRM's values), as
         an update step carries its own: so a preview and Explain show what is created."""
-        values = self.scope.crm_values(activity, target, link)
+        try:
+            values = self.scope.crm_values(activity, target, link)
+        except InvalidItem:
+            values = {}  # the writer meets the same bad input and records it on the item (K10)
         return Step(
             actions.CREATE,
             rule,
