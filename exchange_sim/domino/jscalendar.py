@@ -203,6 +203,20 @@ def _participants(item: Item) -> dict[str, Any]:
 
 
 # ---- writing --------------------------------------------------------------------------------------------
+def title_and_description(data: dict[str, Any], set_props: dict[str, Any], delete: list[str]) -> None:
+    """A JSCalendar object's ``title`` and ``description`` as the store's Subject and Body (an entry
+    and a To Do alike); an emptied description removes the body."""
+    if "title" in data:
+        set_props["Subject"] = str(data["title"] or "")
+    if "description" in data:
+        text = str(data["description"] or "")
+        html = str(data.get("descriptionContentType") or "text/plain").lower() == "text/html"
+        if text:
+            set_props["Body"] = {"type": "HTML" if html else "Text", "content": text}
+        else:
+            delete.append("Body")
+
+
 def entry_changes(
     data: dict[str, Any], current: Item | None, owner: str, new_changekey: Callable[[], str] | None = None
 ) -> tuple[dict[str, Any], list[str], dict[ExtendedKey, Any]]:
@@ -217,15 +231,7 @@ def entry_changes(
     props = current.props if current is not None else {}
     set_props: dict[str, Any] = {}
     delete: list[str] = []
-    if "title" in data:
-        set_props["Subject"] = str(data["title"] or "")
-    if "description" in data:
-        text = str(data["description"] or "")
-        html = str(data.get("descriptionContentType") or "text/plain").lower() == "text/html"
-        if text:
-            set_props["Body"] = {"type": "HTML" if html else "Text", "content": text}
-        else:
-            delete.append("Body")
+    title_and_description(data, set_props, delete)
     zone_name = data.get("timeZone") or (iana_of(props.get("StartTimeZone")) if current else "UTC")
     zone = ZoneInfo(iana_of(store_zone(zone_name)))
     all_day = bool(data.get("showWithoutTime", props.get("IsAllDayEvent", False)))

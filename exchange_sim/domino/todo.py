@@ -164,15 +164,9 @@ def task_changes(data: dict[str, Any], current: Item | None) -> tuple[dict[str, 
         raise DominoError(400, "A To Do is a '@type': 'jstask'.")
     set_props: dict[str, Any] = {}
     delete: list[str] = []
-    if "title" in data:
-        set_props["Subject"] = str(data["title"] or "")
-    if "description" in data:
-        text = str(data["description"] or "")
-        html = str(data.get("descriptionContentType") or "text/plain").lower() == "text/html"
-        if text:
-            set_props["Body"] = {"type": "HTML" if html else "Text", "content": text}
-        else:
-            delete.append("Body")
+    from exchange_sim.domino.jscalendar import title_and_description
+
+    title_and_description(data, set_props, delete)
     for name, element in (("due", "DueDate"), ("start", "StartDate")):
         if name in data:
             day = _day(data[name], name)

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from synccore.mailbox import base
 from synccore.mailbox.base import ChangePage, ConnectionConfig, ItemResult, MailboxError, RemoteRef, TaskItem
 from synccore.mailbox.domino.client import DominoClient
+from synccore.mailbox.domino.translation import parse_utc
 
 TODO_FOLDER = "todo"  # the mail file's To Do items (a Notes view, not a folder the API names)
 SEARCH_PATH = "/pim-v1/search"
@@ -55,16 +56,6 @@ def _read_day(value: Any) -> date | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date()
     except ValueError:
         return None
-
-
-def _read_utc(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def todo_body(task: TaskItem, names: Iterable[str] | None = None) -> dict[str, Any]:
@@ -110,7 +101,7 @@ def task_from_todo(todo: dict[str, Any], folder_id: str) -> TaskItem:
     for alert in (todo.get("alerts") or {}).values():
         trigger = (alert or {}).get("trigger") or {}
         if trigger.get("@type") == "AbsoluteTrigger":
-            reminder = _read_utc(trigger.get("when"))
+            reminder = parse_utc(trigger.get("when"))
             break
     return TaskItem(
         subject=str(todo.get("title") or ""),
@@ -123,7 +114,7 @@ def task_from_todo(todo: dict[str, Any], folder_id: str) -> TaskItem:
         reminder=reminder,
         sync_id=str((todo.get("AdditionalFields") or {}).get(SYNC_ID_FIELD) or ""),
         ref=RemoteRef(str(todo["uid"]), str(todo.get("updated") or ""), folder_id),
-        last_modified=_read_utc(todo.get("updated")),
+        last_modified=parse_utc(todo.get("updated")),
     )
 
 
