@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from synccore.mailbox.base import TransientMailboxError
 from synccore.models import Activity, Attendee, Conflict, ItemLink, LinkState, Outcome
-from synccore.sync.calendar import CalendarSyncDisabled, run_calendar_pass
+from synccore.sync.calendar import CalendarPass, CalendarSyncDisabled, run_calendar_pass
 from synccore.sync.connection import open_backend
 from tests.fixtures import factories as f
 
@@ -366,6 +367,25 @@ class TestDeletions:
         crm.mailbox().delete(crm.mailbox().events()[0], hard=True)
         calendar_pass(crm)
         assert ItemLink.objects.get(activity=new).state == LinkState.DELETED_REMOTE
+        assert crm.mailbox().events() == []
+
+    def test_k9_an_event_a_failed_pass_created_and_outlook_deleted_is_seen_deleted(self, crm, start, monkeypatch):
+        # The failed pass keeps the old token, and Exchange reports no deletion of an item created
+        # after the token it is given: the next pass reads what the failed one linked.
+        activity = f.activity(crm.env, subject="Focus time", start=start, organizer=crm.alice.employee)
+        original = CalendarPass.decide_and_write
+
+        def written_then_dropped(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            raise TransientMailboxError("connection dropped after the writes")
+
+        monkeypatch.setattr(CalendarPass, "decide_and_write", written_then_dropped)
+        assert calendar_pass(crm).outcome == Outcome.FAILED
+        monkeypatch.setattr(CalendarPass, "decide_and_write", original)
+        crm.mailbox().delete(crm.mailbox().events()[0], hard=True)
+        calendar_pass(crm)
+        assert ItemLink.objects.get(activity=activity).state == LinkState.DELETED_REMOTE
+        assert calendar_pass(crm).outcome == Outcome.SUCCESS
         assert crm.mailbox().events() == []
 
     @pytest.mark.parametrize("recurrence", ["", "FREQ=WEEKLY;COUNT=5"], ids=["single", "series"])
