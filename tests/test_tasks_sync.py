@@ -15,6 +15,7 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from synccore import mapping
+from synccore.mailbox.base import TransientMailboxError
 from synccore.models import (
     Activity,
     FieldMapping,
@@ -31,7 +32,7 @@ from synccore.runtime import service as runtime
 from synccore.runtime.push import graph as graph_push
 from synccore.sync.preview import preview_passes
 from synccore.sync.service import run_passes
-from synccore.sync.tasks import TaskSyncDisabled, run_task_pass
+from synccore.sync.tasks import TaskPass, TaskSyncDisabled, run_task_pass
 from tests.fixtures import factories as f
 from tests.fixtures.crm import connection_fields
 
@@ -336,6 +337,27 @@ class TestT6Deletions:
         assert Activity.objects.filter(pk=activity.pk).exists()
         assert ItemLink.objects.get(activity=activity).state == LinkState.DELETED_REMOTE
         assert outlook(crm) == []
+        quiet(crm)
+
+    def test_t6_a_task_a_failed_pass_created_and_outlook_deleted_is_seen_deleted(self, crm, monkeypatch):
+        # The failed pass keeps the old token, and no token reports the deletion of an item
+        # created after it: the next pass reads what the failed one linked.
+        task(crm, "First")
+        task_pass(crm)
+        activity = task(crm, "Second")
+        original = TaskPass.write
+
+        def written_then_dropped(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            raise TransientMailboxError("connection dropped after the writes")
+
+        monkeypatch.setattr(TaskPass, "write", written_then_dropped)
+        assert task_pass(crm).outcome == Outcome.FAILED
+        monkeypatch.setattr(TaskPass, "write", original)
+        crm.mailbox().delete(next(t for t in outlook(crm) if t.props.get("Subject") == "Second"))
+        task_pass(crm)
+        assert ItemLink.objects.get(activity=activity).state == LinkState.DELETED_REMOTE
+        assert subjects(crm) == ["First"]
         quiet(crm)
 
     def test_t6_deleted_in_outlook_deletes_the_crm_task_under_the_delete_policy(self, crm):

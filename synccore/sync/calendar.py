@@ -19,7 +19,6 @@ bodies and our own writes never come back as changes (K8: no ping-pong).
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from synccore import mapping
 from synccore.mailbox.base import (
@@ -35,7 +34,6 @@ from synccore.models import (
     Activity,
     FolderState,
     ItemLink,
-    Outcome,
     SyncDirection,
     SyncKind,
     SyncRun,
@@ -49,7 +47,7 @@ from synccore.sync.calendar_plan import (
     Target,
 )
 from synccore.sync.calendar_write import CalendarWriter
-from synccore.sync.runs import PassContext, execute_pass
+from synccore.sync.runs import PassContext, execute_pass, unconfirmed_links
 
 __all__ = ["CALENDAR_TYPES", "CalendarPass", "CalendarSyncDisabled", "Target", "run_calendar_pass"]
 
@@ -110,33 +108,8 @@ class CalendarPass(CalendarScope):
             or links_by_remote[ref.item_id].remote_change_key != ref.change_key
         ]
         deleted = set(page.deleted)
-        return changed + self.unconfirmed(state, links_by_remote, changed, deleted), deleted
-
-    def unconfirmed(
-        self, state: FolderState, links_by_remote: dict[str, ItemLink], changed: list[RemoteRef], deleted: set[str]
-    ) -> list[RemoteRef]:
-        """Links written since a pass that kept the old token (it failed, or was held) are read
-        again: an item such a pass linked and Outlook deleted since was created and deleted after
-        the token, which Exchange then never reports."""
-        since = self.token_kept_since()
-        if since is None:
-            return []
         seen = {ref.item_id for ref in changed} | deleted
-        return [
-            RemoteRef(remote_id, link.remote_change_key, state.remote_folder_id)
-            for remote_id, link in links_by_remote.items()
-            if remote_id not in seen and link.updated_at >= since
-        ]
-
-    def token_kept_since(self) -> datetime | None:
-        """When the first calendar pass after the last one that saved its token began, if any."""
-        runs = SyncRun.objects.filter(sync_user=self.user, kind=SyncKind.CALENDAR).exclude(pk=self.run.pk)
-        saved = runs.filter(outcome__in=[Outcome.SUCCESS, Outcome.PARTIAL]).order_by("-pk").first()
-        unsaved = runs.exclude(outcome__in=[Outcome.SUCCESS, Outcome.PARTIAL])
-        if saved is not None:
-            unsaved = unsaved.filter(pk__gt=saved.pk)
-        first = unsaved.order_by("pk").only("started_at").first()
-        return first.started_at if first is not None else None
+        return changed + unconfirmed_links(self.run, state.remote_folder_id, links_by_remote, seen), deleted
 
     # --- The pass ----------------------------------------------------------------------------
 

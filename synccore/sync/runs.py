@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError
 from django.utils import timezone
 
-from synccore.mailbox.base import MailboxBackend, MailboxError
-from synccore.models import Health, Outcome, SyncKind, SyncRun, SyncUser
+from synccore.mailbox.base import MailboxBackend, MailboxError, RemoteRef
+from synccore.models import Health, ItemLink, Outcome, SyncKind, SyncRun, SyncUser
 from synccore.sync import relink
 from synccore.sync.actions import Action, ItemKey
 from synccore.sync.connection import open_user_backend, server_name
@@ -200,6 +200,34 @@ def _backoff_seconds(user: SyncUser, error: MailboxError) -> float:
     )
     wait = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, failures - 1))
     return max(wait, error.retry_after or 0)
+
+
+def token_kept_since(run: SyncRun) -> datetime | None:
+    """When the first pass of ``run``'s user and kind after the last one that saved its token
+    began (a failed or held pass keeps the old token), or None when the last one saved it."""
+    runs = SyncRun.objects.filter(sync_user_id=run.sync_user_id, kind=run.kind).exclude(pk=run.pk)
+    saved = runs.filter(outcome__in=[Outcome.SUCCESS, Outcome.PARTIAL]).order_by("-pk").first()
+    unsaved = runs.exclude(outcome__in=[Outcome.SUCCESS, Outcome.PARTIAL])
+    if saved is not None:
+        unsaved = unsaved.filter(pk__gt=saved.pk)
+    first = unsaved.order_by("pk").only("started_at").first()
+    return first.started_at if first is not None else None
+
+
+def unconfirmed_links(
+    run: SyncRun, folder_id: str, by_remote: Mapping[str, ItemLink], seen: Collection[str]
+) -> list[RemoteRef]:
+    """The linked items to read again beside a token's changes: those written since a pass that
+    kept the old token. An item such a pass linked and the user deleted since was created and
+    deleted after that token, which Exchange (and Graph) then never report."""
+    since = token_kept_since(run)
+    if since is None:
+        return []
+    return [
+        RemoteRef(remote_id, link.remote_change_key, folder_id)
+        for remote_id, link in by_remote.items()
+        if remote_id not in seen and link.updated_at >= since
+    ]
 
 
 def execute_pass(

@@ -35,7 +35,7 @@ from synccore.models import (
     SyncUser,
 )
 from synccore.sync import actions, custom_rows
-from synccore.sync.runs import PassContext, execute_pass
+from synccore.sync.runs import PassContext, execute_pass, unconfirmed_links
 from synccore.sync.tasks_plan import Step, TaskPlanner, mapping_rows
 from synccore.sync.tasks_write import TaskWrites
 
@@ -102,7 +102,9 @@ class TaskPass(TaskWrites):
             # A read from the start lists the folder whole: a linked task it lacks is gone (also one
             # created after the token a crashed pass left, whose deletion no token reports).
             return changed, set(by_remote) - {ref.item_id for ref in page.changed}
-        return changed, set(page.deleted)
+        deleted = set(page.deleted)
+        seen = {ref.item_id for ref in changed} | deleted
+        return changed + unconfirmed_links(self.run, state.remote_folder_id, by_remote, seen), deleted
 
     def read_tasks(self, refs: list[RemoteRef], by_remote: dict[str, ItemLink], deleted: set[str]) -> dict[str, TaskItem]:
         out: dict[str, TaskItem] = {}
