@@ -60,7 +60,9 @@ def test_a_created_task_reads_back_with_its_days_importance_and_sync_id(crm, mai
     assert item.props["Subject"] == "Call Ann 0000"
 
 
-def test_t2_completing_is_the_servers_and_reopening_drops_the_completion_day(crm, mailbox):
+def test_t2_completing_is_the_servers_and_reopening_drops_the_completion_day(crm, mailbox, clock):
+    # Noon: the completion day is the mailbox's, and near midnight UTC that is already tomorrow in Berlin.
+    clock.set(datetime(2027, 3, 1, 12, tzinfo=UTC), frozen=True)
     address = crm.alice.mailbox_email
     folder = mailbox.ensure_task_folder(address)
     (ref,) = created(mailbox, address, folder, [a_task()])
@@ -68,7 +70,7 @@ def test_t2_completing_is_the_servers_and_reopening_drops_the_completion_day(crm
     assert done.ok, done.error
     (task,) = mailbox.get_tasks(address, [done.ref])
     assert task.status == "completed"
-    assert task.completed_at == crm.sim.clock.now().astimezone(UTC).date()
+    assert task.completed_at == date(2027, 3, 1)
     (reopened,) = mailbox.update_tasks(address, [(done.ref, TaskItem(status="open"), ("status",))])
     assert reopened.ok, reopened.error
     (task,) = mailbox.get_tasks(address, [reopened.ref])
