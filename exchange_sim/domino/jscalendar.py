@@ -217,6 +217,19 @@ def title_and_description(data: dict[str, Any], set_props: dict[str, Any], delet
             delete.append("Body")
 
 
+def additional_fields(data: dict[str, Any], current: Item | None) -> dict[ExtendedKey, Any]:
+    """``AdditionalFields`` (an entry's and a To Do's) as string extended properties, keeping the
+    key of one the item already has."""
+    extended: dict[ExtendedKey, Any] = {}
+    fields = data.get("AdditionalFields") or {}
+    if not isinstance(fields, dict):
+        raise DominoError(400, "'AdditionalFields' must be an object.")
+    for name, value in fields.items():
+        key = next((k for k in (current.extended if current else {}) if k.name == name), None)
+        extended[key or ExtendedKey.create("String", distinguished_set="PublicStrings", name=str(name))] = str(value)
+    return extended
+
+
 def entry_changes(
     data: dict[str, Any], current: Item | None, owner: str, new_changekey: Callable[[], str] | None = None
 ) -> tuple[dict[str, Any], list[str], dict[ExtendedKey, Any]]:
@@ -294,13 +307,7 @@ def entry_changes(
             set_props["Recurrence"] = parse_rules(data["recurrenceRules"], first.astimezone(zone).date())
         else:
             delete.append("Recurrence")
-    extended: dict[ExtendedKey, Any] = {}
-    fields = data.get("AdditionalFields") or {}
-    if not isinstance(fields, dict):
-        raise DominoError(400, "'AdditionalFields' must be an object.")
-    for name, value in fields.items():
-        key = next((k for k in (current.extended if current else {}) if k.name == name), None)
-        extended[key or ExtendedKey.create("String", distinguished_set="PublicStrings", name=str(name))] = str(value)
+    extended = additional_fields(data, current)
     start, end = set_props.get("Start", props.get("Start")), set_props.get("End", props.get("End"))
     if start is not None and end is not None and end < start:
         raise DominoError(400, "The end of an entry must not be before its start.")

@@ -199,13 +199,9 @@ def task_changes(data: dict[str, Any], current: Item | None) -> tuple[dict[str, 
             set_props["ReminderDueBy"] = when
     if "privacy" in data:
         set_props["Sensitivity"] = "Private" if data["privacy"] in ("private", "secret") else "Normal"
-    extended: dict[ExtendedKey, Any] = {}
-    fields = data.get("AdditionalFields") or {}
-    if not isinstance(fields, dict):
-        raise DominoError(400, "'AdditionalFields' must be an object.")
-    for name, value in fields.items():
-        key = next((k for k in (current.extended if current else {}) if k.name == name), None)
-        extended[key or ExtendedKey.create("String", distinguished_set="PublicStrings", name=str(name))] = str(value)
+    from exchange_sim.domino.jscalendar import additional_fields
+
+    extended = additional_fields(data, current)
     return set_props, delete, extended
 
 
