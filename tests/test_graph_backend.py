@@ -4,6 +4,8 @@ $batch. The rules themselves run over both backends in the contact and calendar 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from datetime import timedelta
 
@@ -134,6 +136,56 @@ class TestThrottling:
         assert again.outcome == Outcome.FAILED and again.requests == 0  # not asked before its time
         assert crm_graph.sim.counters.for_mailbox(ALICE) == 0
         assert crm_graph.contacts_pass(crm_graph.bob).outcome == Outcome.SUCCESS  # bob was not throttled
+
+
+    def test_writes_go_4_batches_at_once_within_the_mailbox_concurrency(self, crm_graph, monkeypatch):
+        # Graph answers 429 beyond 4 requests at once per app and mailbox: the backend sends up
+        # to 4 $batch requests together and never a fifth.
+        crm_graph.sim.graph.throttling.concurrency = 4
+        crm_graph.configure(batch_size=200)
+        make_contacts(crm_graph, 200)
+        together = threading.Barrier(4, timeout=30)  # passed only if 4 are in flight at once
+        in_flight, most, arrived = [0], [0], [0]
+        lock = threading.Lock()
+        send = client.GraphClient.send
+
+        def counted_send(self, mailbox, method, url, **kwargs):
+            if url != "/$batch":
+                return send(self, mailbox, method, url, **kwargs)
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+                arrived[0] += 1
+                first = arrived[0] <= together.parties
+            try:
+                if first:
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        together.wait()
+                return send(self, mailbox, method, url, **kwargs)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+        monkeypatch.setattr(client.GraphClient, "send", counted_send)
+        crm_graph.sim.request_log.enabled = True
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.created == 200
+        assert not together.broken and most[0] == 4
+        assert crm_graph.sim.counters["graph.$batch"] == 10
+        assert '"status": 429' not in batch_statuses(crm_graph)
+        assert len(crm_graph.mailbox().contacts()) == 200
+
+    def test_a_stricter_concurrency_limit_is_waited_out_and_the_pass_completes(self, crm_graph, waits):
+        crm_graph.sim.graph.throttling.concurrency = 1
+        crm_graph.sim.faults.latency_ms = 20  # the batches overlap in the simulator
+        crm_graph.configure(batch_size=100)
+        make_contacts(crm_graph, 100)
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.created == 100
+        assert crm_graph.sim.counters.sub_requests("graph.contacts.create") >= 100
+        surnames = sorted(i.props["Surname"] for i in crm_graph.mailbox().contacts())
+        assert surnames == [f"Lee {i:04d}" for i in range(100)]  # each once
+        assert crm_graph.contacts_pass().requests <= 2
 
 
 class TestSyncTokens:

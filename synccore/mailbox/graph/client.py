@@ -5,8 +5,9 @@ Choices that matter (see docs/exchange-online.md):
   pass in a warm worker costs no token request; a 401 drops the cached token and retries once
   with a fresh one; a burst of 401s (three within 30 s) is a credentials error, as over EWS;
 - one pooled httpx client per backend (keep-alive; HTTP/1.1: ``$batch`` already multiplexes);
-- every write goes through ``$batch``, at most 20 requests each; throttled sub-requests are
-  retried on their own after their ``Retry-After``;
+- every write goes through ``$batch``, at most 20 requests each, up to 4 of them at once (Graph's
+  MailboxConcurrency; a process-wide slot per app and mailbox keeps every request of the process
+  within it); throttled sub-requests are retried on their own after their ``Retry-After``;
 - ``Retry-After`` is honoured per app and mailbox, process-wide: a mailbox that was told to wait
   is not asked again before its time, by any pass; a wait longer than the configured maximum
   raises ``Throttled`` with the server's figure, and the engine backs off;
@@ -25,6 +26,7 @@ import ssl
 import threading
 import time as clock
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +44,7 @@ from synccore.mailbox.counting import RequestCounter
 DEFAULT_ENDPOINT = "https://graph.microsoft.com/v1.0"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 BATCH_LIMIT = 20  # Graph's limit of requests per $batch
+CONCURRENCY = 4  # Graph's MailboxConcurrency: requests in flight per app and mailbox
 PAGE_SIZE = 1000  # $top of lists (Graph's largest)
 DELTA_PAGE_SIZE = 200  # odata.maxpagesize of delta rounds: Exchange Online serves at most 200
 
@@ -129,6 +132,17 @@ def forget_process_state() -> None:
 
 _resume_at: dict[tuple[str, str, str], float] = {}
 _resume_lock = threading.Lock()
+# Requests in flight per app and mailbox, process-wide: concurrent passes of one mailbox (its
+# contacts and its calendar) share Graph's 4 as well.
+_slots: dict[tuple[str, str, str], threading.BoundedSemaphore] = {}
+
+
+def _slot(key: tuple[str, str, str]) -> threading.BoundedSemaphore:
+    with _resume_lock:
+        slot = _slots.get(key)
+        if slot is None:
+            slot = _slots[key] = threading.BoundedSemaphore(CONCURRENCY)
+        return slot
 
 
 def _retry_after_seconds(headers: httpx.Headers | dict[str, str], default: float) -> float:
@@ -319,8 +333,12 @@ class GraphClient:
             event_hooks={"request": [self._count]},
         )
         self._requests = 0
+        self._count_lock = threading.Lock()
         self._token: str = ""
+        self._token_lock = threading.RLock()
+        self._refusals = 0  # tokens dropped so far: a 401 to an already dropped token is not counted
         self._recent_401s: list[float] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     # Counting ------------------------------------------------------------------------------
 
@@ -329,7 +347,8 @@ class GraphClient:
         return self._requests
 
     def _count(self, request: httpx.Request) -> None:
-        self._requests += 1
+        with self._count_lock:
+            self._requests += 1
 
     # Tokens ----------------------------------------------------------------------------------
 
@@ -355,6 +374,12 @@ class GraphClient:
         """An app-only token for Graph, from the process's cache when it is still good."""
         if self._token:
             return self._token
+        with self._token_lock:  # the $batch threads of a call fetch one token, not one each
+            if self._token:
+                return self._token
+            return self._fetch_token()
+
+    def _fetch_token(self) -> str:
         before = _token_requests_sent()
         try:
             app = self._app()
@@ -367,7 +392,8 @@ class GraphClient:
                     f"The token authority {self.authority} is not answering ({exc})."
                 ) from exc
         finally:
-            self._requests += _token_requests_sent() - before
+            with self._count_lock:
+                self._requests += _token_requests_sent() - before
         if "access_token" not in result:
             raise self._token_error(result)
         self._token = result["access_token"]
@@ -398,6 +424,7 @@ class GraphClient:
     def drop_token(self) -> None:
         """The server refused our token: forget it here and in the shared cache."""
         self._token = ""
+        self._refusals += 1
         try:
             app = _token_app(self.authority, self.config, self._verify)
         except Exception:  # nothing cached when the app cannot even be built
@@ -411,8 +438,16 @@ class GraphClient:
         for entry in stale:
             cache.remove_at(entry)
 
-    def _unauthorized(self, answer: Answer, patience: _Patience) -> None:
-        """A 401: drop the token and go on (a fresh one is fetched), unless it is a burst."""
+    def _unauthorized(self, answer: Answer, patience: _Patience, refusals: int) -> None:
+        """A 401: drop the token and go on (a fresh one is fetched), unless it is a burst.
+        ``refusals`` is the count of dropped tokens when the refused request was sent: a token
+        another thread of the call has already dropped is not refused twice."""
+        with self._token_lock:
+            if refusals != self._refusals:
+                return
+            self._count_401(answer, patience)
+
+    def _count_401(self, answer: Answer, patience: _Patience) -> None:
         now = monotonic()
         self._recent_401s = [t for t in self._recent_401s if now - t < UNAUTHORIZED_WINDOW_S] + [now]
         self.drop_token()
@@ -484,12 +519,16 @@ class GraphClient:
         patience = patience or _Patience(self.config.max_wait_s)
         absolute = self._absolute(url)
         attempt = 0
+        slot = _slot(self._throttle_key(mailbox))
         while True:
             self._wait_turn(mailbox, patience)
-            request_headers = {"Prefer": IMMUTABLE_IDS, "Authorization": f"Bearer {self.access_token()}"}
+            with self._token_lock:
+                refusals, token = self._refusals, self.access_token()
+            request_headers = {"Prefer": IMMUTABLE_IDS, "Authorization": f"Bearer {token}"}
             request_headers.update(headers or {})
             try:
-                response = self._http.request(method, absolute, json=body, headers=request_headers)
+                with slot:
+                    response = self._http.request(method, absolute, json=body, headers=request_headers)
             except httpx.ConnectError as exc:
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise self._tls_error(absolute, exc) from exc
@@ -500,7 +539,7 @@ class GraphClient:
                 continue
             answer = Answer(response.status_code, _json(response), dict(response.headers))
             if answer.status == 401:
-                self._unauthorized(answer, patience)
+                self._unauthorized(answer, patience, refusals)
                 continue
             if answer.status in THROTTLE_STATUSES:
                 attempt += 1
@@ -540,7 +579,9 @@ class GraphClient:
             url = page.get("@odata.nextLink", "")
 
     def batch(self, mailbox: str, calls: Sequence[Call], *, idempotent: bool | None = None) -> list[Answer]:
-        """Run calls through $batch, at most 20 per request; one answer per call, in order.
+        """Run calls through $batch, at most 20 per request and up to 4 requests at once; one
+        answer per call, in order. The calls of one batch are independent of each other (no
+        ``dependsOn``): a write that must follow another is made by a later call.
 
         Sub-requests that are throttled are sent again after their Retry-After (within the
         configured wait); a 401 drops the token and sends them again; mailbox-wide refusals
@@ -553,19 +594,19 @@ class GraphClient:
         while pending:
             again: list[int] = []
             waits: list[float] = []
-            for start in range(0, len(pending), BATCH_LIMIT):
-                chunk = pending[start : start + BATCH_LIMIT]
-                outer = self.send(
-                    mailbox,
-                    "POST",
-                    "/$batch",
-                    body={"requests": [self._sub_request(str(i), calls[i]) for i in chunk]},
-                    idempotent=safe,
-                    patience=patience,
-                )
+            chunks = [pending[start : start + BATCH_LIMIT] for start in range(0, len(pending), BATCH_LIMIT)]
+            self._wait_turn(mailbox, patience)  # once for the round, not once per thread
+            refusals = self._refusals
+            outers = self._send_batches(
+                mailbox,
+                [{"requests": [self._sub_request(str(i), calls[i]) for i in chunk]} for chunk in chunks],
+                safe,
+                patience,
+            )
+            unauthorized = None
+            for chunk, outer in zip(chunks, outers, strict=True):
                 if not outer.ok:
                     raise outer.error()
-                unauthorized = None
                 for item in (outer.body or {}).get("responses", []):
                     index = int(item["id"])
                     answer = Answer(int(item.get("status", 500)), item.get("body"), item.get("headers") or {})
@@ -583,8 +624,8 @@ class GraphClient:
                 missing = [i for i in chunk if answers[i] is None and i not in again]
                 if missing:  # a server that left sub-requests unanswered: ask again
                     again.extend(missing)
-                if unauthorized is not None:
-                    self._unauthorized(unauthorized, patience)
+            if unauthorized is not None:  # the round's requests went with one token: one refusal
+                self._unauthorized(unauthorized, patience, refusals)
             if not again:
                 break
             rounds += 1
@@ -602,6 +643,29 @@ class GraphClient:
             pending = sorted(set(again))
         return [a if a is not None else Answer(500) for a in answers]
 
+    def _send_batches(
+        self, mailbox: str, bodies: list[dict[str, Any]], safe: bool, patience: _Patience
+    ) -> list[Answer]:
+        """The $batch requests of one round, up to 4 at once (latency is most of a write's cost);
+        answers in order, the first error (in order) raised once every request has ended."""
+        if len(bodies) == 1:
+            return [self.send(mailbox, "POST", "/$batch", body=bodies[0], idempotent=safe, patience=patience)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="graph-batch")
+        futures: list[Future[Answer]] = [
+            self._pool.submit(self.send, mailbox, "POST", "/$batch", body=body, idempotent=safe, patience=patience)
+            for body in bodies
+        ]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            # An error: what has not started is not sent, and nothing runs on after the call.
+            for future in futures:
+                future.cancel()
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()
+
     @staticmethod
     def _sub_request(request_id: str, call: Call) -> dict[str, Any]:
         headers = {"Prefer": IMMUTABLE_IDS, **call.headers}
@@ -612,6 +676,8 @@ class GraphClient:
         return sub
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._http.close()
 
 
