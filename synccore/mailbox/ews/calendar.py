@@ -22,7 +22,8 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
-from synccore.mailbox.ews.client import FIND_PAGE, item_result, serialize_once, translate
+from synccore.mailbox.ews.client import FIND_PAGE, Serialized, item_result, serialize_once, translate
+from synccore.mailbox.ews.fastxml import calendar_item_xml
 from synccore.mailbox.ews.translation import (
     event_fieldnames,
     ews_timezone,
@@ -163,9 +164,14 @@ class CalendarOperations:
             return []
         account = self.account(mailbox)
         folder = self.folder(account, folder_id)
-        prepared: list[CalendarItem | MailboxError] = []
+        prepared: list[CalendarItem | Serialized | MailboxError] = []
         for event in events:
             try:
+                # Built straight from the event where fastxml covers it; else by exchangelib.
+                element = calendar_item_xml(event, account.version)
+                if element is not None:
+                    prepared.append(Serialized(element, account))
+                    continue
                 prepared.append(checked(to_calendar_item(event, account, folder), account, create=True))
             except MailboxError as exc:
                 prepared.append(exc)

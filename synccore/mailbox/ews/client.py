@@ -17,6 +17,7 @@ import requests
 import requests.adapters
 from exchangelib import Build, FaultTolerance
 from exchangelib import errors as ews_errors
+from exchangelib.properties import EWSElement
 from exchangelib.protocol import BaseProtocol
 
 from synccore.mailbox import base
@@ -177,7 +178,8 @@ def bulk_create(
     for value in values:
         try:
             item = build(value)
-            serialize_once(item, account.version)  # what exchangelib refuses fails this item only
+            if not isinstance(item, Serialized):
+                serialize_once(item, account.version)  # what exchangelib refuses fails this item only
             items.append(item)
         except BAD_INPUT as exc:
             items.append(exc)
@@ -217,6 +219,20 @@ def bulk_update(
         ItemResult(error=bad_input(p)) if isinstance(p, Exception) else item_result(next(results), ref.folder_id)
         for (ref, _, _), p in zip(updates, prepared, strict=True)
     ]
+
+
+class Serialized(EWSElement):
+    """An item to create whose XML is already built (fastxml.py): exchangelib's CreateItem takes
+    it for an item (it asks only for its account and its element)."""
+
+    __slots__ = ("_element", "account")
+
+    def __init__(self, element: Any, account: Any) -> None:  # no EWSElement fields to set
+        self._element = element
+        self.account = account
+
+    def to_xml(self, version: Any) -> Any:
+        return self._element
 
 
 def serialize_once(item: Any, version: Any) -> None:
