@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from synccore.mailbox.base import TransientMailboxError
@@ -465,6 +467,41 @@ class TestCost:
         run = calendar_pass(crm)
         assert run.requests <= 2 and crm.sim.counters.total() <= 2
 
+
+    def test_a_calendar_pass_makes_as_many_queries_for_many_events_as_for_few(
+        self, crm, start, django_assert_max_num_queries
+    ):
+        def add(first: int, count: int) -> None:  # appointments, series and meetings
+            for i in range(first, first + count):
+                activity = f.activity(
+                    crm.env,
+                    subject=f"A{i}",
+                    start=start + timedelta(hours=i),
+                    organizer=crm.alice.employee,
+                    recurrence="FREQ=WEEKLY;COUNT=4" if i % 3 == 1 else "",
+                )
+                if i % 3 == 2:
+                    Attendee.objects.create(
+                        activity=activity, email=crm.alice.employee.email, type="employee", meeting_organizer=True
+                    )
+                    Attendee.objects.create(activity=activity, email="bob@contoso.example", type="employee")
+
+        def queries() -> int:
+            with CaptureQueriesContext(connection) as captured:
+                assert calendar_pass(crm).outcome == Outcome.SUCCESS
+            return len(captured)
+
+        add(0, 3)
+        calendar_pass(crm)
+        add(3, 3)
+        with django_assert_max_num_queries(40):
+            first_of_few = queries()
+        with django_assert_max_num_queries(25):
+            idle_with_few = queries()
+        add(6, 15)
+        first_of_many = queries()
+        idle_with_many = queries()
+        assert (first_of_many, idle_with_many) == (first_of_few, idle_with_few)
 
     def test_new_events_are_created_in_batches_meetings_apart(self, crm, start):
         crm.configure(batch_size=2)

@@ -461,6 +461,8 @@ class Activity(CrmRecord):
                 violation_error_message="This e-mail is already filed in this environment.",
             ),
         ]
+        # A calendar pass selects its mailbox's activities by address, case-insensitively.
+        indexes = [models.Index(Lower("organizer_email"), name="activity_organizer_email_ci")]
 
     def __str__(self) -> str:
         return f"{self.get_type_display()}: {self.subject}"
@@ -545,6 +547,8 @@ class Attendee(models.Model):
                 violation_error_message="This address is already an attendee of the activity.",
             ),
         ]
+        # A calendar pass selects its mailbox's activities by address, case-insensitively.
+        indexes = [models.Index(Lower("email"), name="attendee_email_ci")]
 
     def __str__(self) -> str:
         return self.name or self.email

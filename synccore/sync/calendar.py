@@ -121,11 +121,8 @@ class CalendarPass(CalendarScope):
             state.remote_folder_id = self.backend.ensure_calendar_folder(self.mailbox)
             state.sync_token, state.window_end = "", None
         self.writer.folder_id = state.remote_folder_id
-        links = list(
-            ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY)
-            .select_related("activity__organizer")
-            .prefetch_related("activity__attendees")
-        )
+        # Their activities are loaded with this mailbox's own (``my_activities``), once read.
+        links = list(ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY))
         links_by_remote = {link.remote_id: link for link in links if link.remote_id}
         links_by_activity = {link.activity_id: link for link in links}
 
@@ -154,7 +151,7 @@ class CalendarPass(CalendarScope):
                 else:
                     remote[ref.item_id] = event
 
-        mine = self.my_activities()
+        mine = self.my_activities(links)
         held = self.decide_and_write(links, links_by_remote, links_by_activity, mine, remote, deleted_ids)
         if held and self.writer.crm_deletes:
             # Exchange reports a deletion once: the token stays where it was, so the next pass

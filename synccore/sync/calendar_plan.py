@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Prefetch, Q
+from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from synccore import mapping
@@ -31,8 +33,10 @@ from synccore.mailbox.base import CalendarEvent, InvalidItem, RemoteRef, Series
 from synccore.models import (
     Activity,
     ActivityType,
+    Attendee,
     ConflictChoice,
     ConflictPolicy,
+    Employee,
     FieldMapping,
     ItemLink,
     LinkState,
@@ -140,6 +144,25 @@ def remote_text(event: CalendarEvent, row: CustomRow) -> str:
     return str(getattr(event, row.field, "") or "").strip()
 
 
+# Where a pass keeps the attendees it loaded with an activity (a list, cheaper than the related
+# manager's cache, which builds a query set per activity).
+LOADED_ATTENDEES = "loaded_attendees"
+# A filed e-mail's fields (E3): never read by a calendar pass.
+EMAIL_FIELDS = ("body", "sender", "recipients", "attachment_names", "filing_candidates")
+
+
+def attendees_of(activity: Activity) -> list[Attendee]:
+    """The activity's attendees, as the pass loaded them (read when it did not)."""
+    loaded = activity.__dict__.get(LOADED_ATTENDEES)
+    return loaded if loaded is not None else list(activity.attendees.all())
+
+
+def forget_attendees(activity: Activity) -> None:
+    """The activity's attendees changed: read again when next asked."""
+    activity.__dict__.pop(LOADED_ATTENDEES, None)
+    getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
+
+
 def _attendee_emails(target: Target) -> list[str] | None:
     return sorted({a.email for a in target.attendees}) if target.invitations else None
 
@@ -180,7 +203,7 @@ class CalendarScope:
             return activity.organizer.email.lower()
         if activity.organizer_email:
             return activity.organizer_email.lower()
-        for attendee in activity.attendees.all():
+        for attendee in attendees_of(activity):
             if attendee.meeting_organizer and attendee.email:
                 return attendee.email.lower()
         return ""
@@ -191,7 +214,7 @@ class CalendarScope:
             return None
         organizer = self.organizer_of(activity)
         invited = [
-            a for a in activity.attendees.all() if a.invite and a.email and a.email.lower() != organizer
+            a for a in attendees_of(activity) if a.invite and a.email and a.email.lower() != organizer
         ]
         if organizer in self.sync_users:
             if organizer != self.me:
@@ -204,25 +227,47 @@ class CalendarScope:
             return Target(invitations=False)
         return None
 
-    def my_activities(self) -> dict[int, tuple[Activity, Target]]:
-        mine = (
-            Q(organizer__email__iexact=self.me)
-            | Q(organizer_email__iexact=self.me)
-            | Q(attendees__email__iexact=self.me)
+    def my_activity_ids(self) -> set[int]:
+        """The activities that may be this mailbox's: its address is their organizer's or one of
+        their attendees' (``target_for_me`` decides). Matched on lowercased addresses, which
+        indexes serve, rather than on every activity of the environment."""
+        me = self.me
+        addressed = (
+            Q(organizer_id__in=Employee.all_objects.filter(Exact(Lower("email"), me)).values("pk"))
+            | Q(Exact(Lower("organizer_email"), me))
+            | Q(pk__in=Attendee.objects.filter(Exact(Lower("email"), me)).values("activity_id"))
         )
-        candidates = (
+        return set(
             Activity.objects.filter(
-                environment=self.env, type__in=CALENDAR_TYPES, synchronize=True, is_stub=False
+                addressed, environment=self.env, type__in=CALENDAR_TYPES, synchronize=True, is_stub=False
             )
-            .filter(pk__in=Activity.objects.filter(mine).values("pk"))
-            .select_related("organizer")
-            .prefetch_related("attendees")
+            .order_by()
+            .values_list("pk", flat=True)
         )
+
+    def my_activities(self, links: list[ItemLink] | None = None) -> dict[int, tuple[Activity, Target]]:
+        """This mailbox's activities with how it carries each (K3). With ``links``, their
+        activities (tombstones too) are loaded in the same queries and set on them: one instance
+        per activity for the whole pass."""
+        ids = self.my_activity_ids()
+        wanted = ids | {link.activity_id for link in links or ()}
+        # The organizer prefetched, not joined: one instance per employee, not one per activity.
+        # Their attendees as plain lists (``attendees_of``), the organizer prefetched rather than
+        # joined (one instance per employee); a filed e-mail's fields are not the calendar's.
+        activities = (
+            Activity.all_objects.filter(pk__in=wanted)
+            .defer(*EMAIL_FIELDS)
+            .prefetch_related("organizer", Prefetch("attendees", to_attr=LOADED_ATTENDEES))
+        )
+        loaded = {activity.pk: activity for activity in activities}
+        for link in links or ():
+            if link.activity_id in loaded:
+                link.activity = loaded[link.activity_id]
         out = {}
-        for activity in candidates:
-            target = self.target_for_me(activity)
+        for pk, activity in loaded.items():  # newest first, as new ones are created
+            target = self.target_for_me(activity) if pk in ids else None
             if target is not None:
-                out[activity.pk] = (activity, target)
+                out[pk] = (activity, target)
         return out
 
     def activity_in_window(self, activity: Activity) -> bool:

@@ -52,7 +52,14 @@ from synccore.models.bulk import save_rows
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.actions import ItemKey
-from synccore.sync.calendar_plan import CalendarPlanner, CalendarScope, Step, Target
+from synccore.sync.calendar_plan import (
+    CalendarPlanner,
+    CalendarScope,
+    Step,
+    Target,
+    attendees_of,
+    forget_attendees,
+)
 from synccore.sync.custom_rows import CustomRow
 from synccore.sync.runs import PassContext
 
@@ -186,13 +193,13 @@ class CalendarWriter:
         if step.first:
             self.pull_attendees(activity, step.event)
             self.run.updated += 1
-            getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
+            forget_attendees(activity)
             return None
         self.pull(activity, step.event, step.names, step.target, step.occurrences)
         if not step.retarget:
             return None
         # Who is invited decides what is written (K3, K12): ask again after the pull.
-        getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
+        forget_attendees(activity)
         return self.scope.target_for_me(activity) or step.target
 
     def conflict(self, link: ItemLink, name: str, crm_value: Any, exchange_value: Any, choice: str) -> None:
@@ -657,7 +664,7 @@ class CalendarWriter:
 
     def pull_attendees(self, activity: Activity, event: CalendarEvent) -> None:
         wanted = {a.email.lower(): a for a in event.attendees if a.email.lower() != self.me}
-        existing = {a.email.lower(): a for a in activity.attendees.all() if not a.meeting_organizer}
+        existing = {a.email.lower(): a for a in attendees_of(activity) if not a.meeting_organizer}
         removed, _ = Attendee.objects.filter(
             pk__in=[a.pk for e, a in existing.items() if e not in wanted and a.invite]
         ).delete()

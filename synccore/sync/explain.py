@@ -65,7 +65,20 @@ class UnknownItem(ObjectDoesNotExist):
 
 
 def plain(value: Any) -> Any:
-    """A value as JSON carries it, long texts cut (a body is recognised by its start)."""
+    """A value as JSON carries it, long texts cut (a body is recognised by its start).
+
+    Every decision is recorded (P2), so the values JSON holds as they are (texts, numbers, lists,
+    dicts with text keys) are walked, not serialized and parsed again; anything else takes the
+    JSON round trip, which turns it into what JSON makes of it (a moment into its text)."""
+    kind = type(value)
+    if kind is str:
+        return value[:MAX_TEXT] + "…" if len(value) > MAX_TEXT else value
+    if value is None or kind is bool or kind is int or kind is float:
+        return value
+    if kind is list or kind is tuple:
+        return [plain(v) for v in value]
+    if kind is dict and all(type(k) is str for k in value):
+        return {k: plain(v) for k, v in value.items()}
     return _cut(json.loads(json.dumps(value, default=str)))
 
 
