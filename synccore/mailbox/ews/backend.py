@@ -50,6 +50,7 @@ from synccore.mailbox.ews.client import (
     FIND_PAGE,
     SERVER_BUILD,
     SYNC_PAGE,
+    Serialized,
     SyncRetryPolicy,
     bulk_create,
     bulk_update,
@@ -57,6 +58,7 @@ from synccore.mailbox.ews.client import (
     requests_sent,
     translate,
 )
+from synccore.mailbox.ews.fastxml import contact_xml
 from synccore.mailbox.ews.messages import MessageOperations
 from synccore.mailbox.ews.streaming import StreamingOperations
 from synccore.mailbox.ews.tasks import TaskOperations
@@ -280,12 +282,18 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
             return []
         account = self.account(mailbox)
         folder = self.folder(account, folder_id)
+
+        def build(card: ContactCard) -> Contact | Serialized:
+            # Built straight from the card where fastxml covers it; else by exchangelib.
+            element = contact_xml(card, account.version)
+            return to_contact(card, account, folder) if element is None else Serialized(element, account)
+
         return bulk_create(
             self.call,
             account,
             folder,
             cards,
-            lambda card: to_contact(card, account, folder),
+            build,
             folder_id=folder_id,
             chunk_size=self.config.batch_size,
         )
