@@ -107,6 +107,27 @@ class TestTokensInPasses:
         assert crm_graph.sim.counters["graph.token"] == 2
 
 
+    def test_a_token_that_expires_under_concurrent_batches_is_fetched_again_once(self, crm_graph, monkeypatch):
+        # The refused token is dropped once for all the batches sent with it: neither a token
+        # request per batch nor a burst of 401s read as bad credentials.
+        crm_graph.configure(batch_size=100)
+        f.contact(crm_graph.env, last_name="First")
+        assert crm_graph.contacts_pass().outcome == Outcome.SUCCESS  # the token is fetched
+        make_contacts(crm_graph, 100)
+        create = graph.GraphBackend.create_contacts
+
+        def expiring(self, *args, **kwargs):
+            crm_graph.sim.graph.expire_tokens()
+            return create(self, *args, **kwargs)
+
+        monkeypatch.setattr(graph.GraphBackend, "create_contacts", expiring)
+        crm_graph.sim.counters.reset()
+        run = crm_graph.contacts_pass()
+        assert run.outcome == Outcome.SUCCESS and run.created == 100
+        assert crm_graph.sim.counters["graph.token"] == 1
+        assert len(crm_graph.mailbox().contacts()) == 101
+
+
 class TestThrottling:
     def test_429_with_retry_after_is_waited_out_and_the_pass_completes(self, crm_graph, waits):
         make_contacts(crm_graph, 5)
