@@ -394,10 +394,14 @@ class CalendarWriter:
         passes of different users never overwrite each other; a batch's rows in two queries."""
         if not created:
             return
-        invited = Q()
+        # One term per attendee list (a user's meetings often invite the same people), not per meeting.
+        lists: dict[tuple[str, ...], list[int]] = {}
         for activity, target in created:
             if target.invitations:
-                invited |= Q(activity=activity, email__in=[a.email for a in target.attendees])
+                lists.setdefault(tuple(sorted({a.email for a in target.attendees})), []).append(activity.pk)
+        invited = Q()
+        for emails, ids in lists.items():
+            invited |= Q(activity__in=ids, email__in=emails)
         if invited:
             Attendee.objects.filter(invited).exclude(email__iexact=self.me).update(
                 sent_to_synchronizer=True, updated_at=self.now

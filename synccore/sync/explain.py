@@ -36,6 +36,7 @@ from synccore.models import (
     SyncRun,
     SyncUser,
 )
+from synccore.models.bulk import insert_rows
 from synccore.sync import actions
 from synccore.sync.actions import Action, ItemKey
 
@@ -192,7 +193,7 @@ class Recorder:
                     at=run.finished_at or run.started_at,
                 )
             )
-        Decision.objects.bulk_create(rows, batch_size=500)
+        insert_rows(Decision, rows)
         return len(rows)
 
     def _outcome(self, action: Action, item_error: str | None) -> tuple[str, str]:
