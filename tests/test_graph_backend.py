@@ -209,6 +209,22 @@ class TestThrottling:
         assert crm_graph.contacts_pass().requests <= 2
 
 
+    def test_a_batch_lost_among_concurrent_ones_fails_the_pass_and_the_next_makes_nothing_twice(self, crm_graph):
+        # The other batches of the round were written: the next pass adopts those by their sync
+        # ids and creates only what the lost one carried.
+        crm_graph.configure(batch_size=100)
+        make_contacts(crm_graph, 100)
+        crm_graph.sim.faults.drop_connection(times=1, operation="graph.$batch")
+        first = crm_graph.contacts_pass()
+        assert first.outcome != Outcome.SUCCESS
+        # The batches already under way were written (a queued one is not sent after the error).
+        assert 0 < len(crm_graph.mailbox().contacts()) < 100
+        again = crm_graph.contacts_pass()
+        assert again.outcome == Outcome.SUCCESS
+        surnames = sorted(i.props["Surname"] for i in crm_graph.mailbox().contacts())
+        assert surnames == [f"Lee {i:04d}" for i in range(100)]
+
+
 class TestSyncTokens:
     def test_410_gone_leads_to_a_full_reconcile_with_no_duplicates(self, crm_graph):
         make_contacts(crm_graph, 4, job_title="Buyer")
