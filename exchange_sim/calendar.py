@@ -9,6 +9,8 @@ series' start time zone, so a 10:00 Berlin weekly meeting stays at 10:00 local a
 from __future__ import annotations
 
 import copy
+import functools
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -83,17 +85,32 @@ def zone_for(windows_id: str | None) -> ZoneInfo:
 
 
 def iso_key(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = when.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad such a year, isoformat does: keep strftime's text
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is several times cheaper than strftime (a calendar view keys every occurrence)
+    return utc.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def occurrence_id(master_id: str, original_start: datetime) -> str:
     return f"{master_id}.OC{iso_key(original_start)}"
 
 
+_STAMP = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def split_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
+    # Cached: a calendarView delta round splits every id of its window, twice (the answer is immutable).
     master, sep, stamp = item_id.rpartition(".OC")
     if not sep:
         return None
+    found = _STAMP.fullmatch(stamp)
+    if found:  # the text iso_key writes, read without strptime (slow); anything else as strptime reads it
+        try:
+            return master, datetime(*map(int, found.groups()), tzinfo=UTC)
+        except ValueError:
+            pass
     try:
         return master, datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
@@ -300,10 +317,10 @@ def complete_calendar_defaults(store: Store, item: Item) -> None:
     props.setdefault("IsAllDayEvent", False)
     props.setdefault("Sensitivity", "Normal")
     if not props.get("Organizer"):
-        owner = store.mailbox(item.mailbox)
+        owner = store.live_mailbox(item.mailbox)
         props["Organizer"] = {"Name": owner.display_name, "EmailAddress": owner.address, "RoutingType": "SMTP", "MailboxType": "Mailbox"}
     if props.get("Start") and not props.get("StartTimeZone"):
-        props["StartTimeZone"] = windows_zone_for(store.mailbox(item.mailbox).time_zone)
+        props["StartTimeZone"] = windows_zone_for(store.live_mailbox(item.mailbox).time_zone)
     if props.get("End") and not props.get("EndTimeZone"):
         props["EndTimeZone"] = props.get("StartTimeZone")
     if props.get("IsAllDayEvent") and props.get("Start") and props.get("End"):

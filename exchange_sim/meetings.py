@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
-from exchange_sim.store import Item, Store, StoreError
+from exchange_sim.store import Item, Store, StoreError, plain_copy
 
 SEND_TO_ALL = {"SendToAllAndSaveCopy", "SendOnlyToAll", "SendToChangedAndSaveCopy", "SendOnlyToChanged"}
 SHARED_PROPS = (
@@ -127,7 +127,7 @@ class Meetings:
             source = self.store.item(organizer_item_id)
         except StoreError:  # deleted before a delayed delivery ran
             return
-        shared = {k: copy.deepcopy(source.props[k]) for k in SHARED_PROPS if k in source.props}
+        shared = {k: plain_copy(source.props[k]) for k in SHARED_PROPS if k in source.props}
         shared.setdefault("Organizer", self._mailbox_of(source.mailbox))
         if "Recurrence" in shared:
             # The invitee's series takes the organizer's exceptions as they are, none included
@@ -163,7 +163,7 @@ class Meetings:
 
     def _request_in_inbox(self, address: str, calendar_copy: Item, shared: dict[str, Any], kind: str) -> None:
         """The MeetingRequest message Exchange puts in the attendee's Inbox beside the calendar copy."""
-        props = {k: copy.deepcopy(v) for k, v in shared.items() if k in REQUEST_PROPS}
+        props = {k: plain_copy(v) for k, v in shared.items() if k in REQUEST_PROPS}
         props.update(
             {
                 "ItemClass": "IPM.Schedule.Meeting.Request",
@@ -207,10 +207,10 @@ class Meetings:
     def copy_in(self, address: str, uid: str) -> Item | None:
         """The calendar item with this UID in a mailbox (any folder but Deleted Items)."""
         deleted = self.store.distinguished_folder(address, "deleteditems").id
-        return self.store.find_item(address, "CalendarItem", lambda i: i.props.get("UID") == uid and i.folder_id != deleted)
+        return self.store.find_item_with(address, "CalendarItem", "UID", uid, lambda i: i.folder_id != deleted)
 
     def _mailbox_of(self, address: str) -> dict[str, str]:
-        mailbox = self.store.mailbox(address)
+        mailbox = self.store.live_mailbox(address)
         return {"Name": mailbox.display_name, "EmailAddress": mailbox.address, "RoutingType": "SMTP", "MailboxType": "Mailbox"}
 
     # ---- attendee side ---------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class Meetings:
             if not save_copy:
                 return None
             subject = item.props.get("Subject") or ""
-            props = {k: copy.deepcopy(item.props[k]) for k in REQUEST_PROPS if k in item.props}
+            props = {k: plain_copy(item.props[k]) for k in REQUEST_PROPS if k in item.props}
             props.update(
                 {
                     "Subject": subject if subject.startswith("Canceled: ") else f"Canceled: {subject}",

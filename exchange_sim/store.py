@@ -100,6 +100,9 @@ DISTINGUISHED_FOLDERS: tuple[tuple[str, str | None, str, str | None], ...] = tup
 # MAPI property tags that name an item field: kind, field, entry ([MS-OXPROPS] PidTagBusinessFaxNumber)
 TAGGED_FIELDS: dict[int, tuple[str, str, str]] = {0x3A24: ("Contact", "PhoneNumbers", "BusinessFax")}
 
+# Properties Store.find_item_with finds items by without reading a whole mailbox.
+INDEXED_PROPS = ("UID", "_TransactionId")
+
 # Length limits of string properties: a longer subject is cut, a longer name part refused on update.
 SUBJECT_LIMIT = 255
 NAME_LIMIT = 255
@@ -190,9 +193,10 @@ class PlainCopy:
     with ``plain_copy``."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        new = copy.copy(self)
-        for name, value in vars(self).items():
-            setattr(new, name, plain_copy(value))
+        # What copy.copy and setattr would do, without their cost (__reduce_ex__): the records are
+        # plain dataclasses whose state is their __dict__.
+        new = object.__new__(type(self))
+        new.__dict__.update({name: plain_copy(value) for name, value in self.__dict__.items()})
         return new
 
 
@@ -337,6 +341,11 @@ class Store:
         self.extensions: dict[str, Any] = {}  # behaviour layered on the store (meetings, subscriptions)
         self.secret = uuid.uuid4().hex  # signs sync states, so a corrupt one is detected
         self.loads = 0  # state files loaded: indexes kept beside the store rebuild after one
+        # Items by (mailbox, property, value) for the INDEXED_PROPS (live items, by object id), for
+        # find_item_with; built on first use, kept by _record (every write is journalled), checked
+        # against the item at each lookup.
+        self._by_prop: dict[tuple[str, str, str], dict[int, Item]] | None = None
+        self._by_prop_loads = -1
 
     # ---- ids -----------------------------------------------------------------------------------
     def _new_id(self, prefix: bytes) -> str:
@@ -370,6 +379,10 @@ class Store:
     def _record(self, **kw: Any) -> Change:
         change = Change(seq=self._next_seq(), when=self.clock.now(), **kw)
         self._journal.append(change)
+        if self._by_prop is not None and not change.is_folder and change.op != "deleted":
+            written = self._items.get(change.id)
+            if written is not None:
+                self._index_props(written)
         for listener in list(self._listeners):
             listener(change)
         return change
@@ -432,6 +445,11 @@ class Store:
     def mailbox(self, address: str) -> Mailbox:
         with self._lock:
             return copy.deepcopy(self._mailbox(address))
+
+    def live_mailbox(self, address: str) -> Mailbox:
+        """The mailbox without a copy (its folder map makes one costly), for readers that do not change it."""
+        with self._lock:
+            return self._mailbox(address)
 
     def mailboxes(self) -> list[Mailbox]:
         with self._lock:
@@ -603,6 +621,10 @@ class Store:
             found = [i for i in self._by_folder.get(folder_id, {}).values() if kind is None or i.kind == kind]
             return copy.deepcopy(found)
 
+    def live_item(self, item_id: str) -> Item:
+        """``item`` without the copy, for front ends that read under `store.lock` and change nothing."""
+        return self._item(item_id)
+
     def live_items(self, folder_id: str, kind: str | None = None) -> list[Item]:
         """Items without copying, for front ends that read under `store.lock` and copy only what they return."""
         self._folder(folder_id)
@@ -623,6 +645,44 @@ class Store:
                 if item.kind == kind and predicate(item):
                     return copy.deepcopy(item)
             return None
+
+    def find_item_with(
+        self, address: str, kind: str, prop: str, value: str, predicate: Callable[[Item], bool] | None = None
+    ) -> Item | None:
+        """``find_item`` for the first item of a mailbox whose `prop` (one of INDEXED_PROPS) is
+        `value` and that satisfies `predicate`, without reading the whole mailbox: meeting delivery
+        looks up the invitees' copies by UID, an event create its transaction id, for every event."""
+        with self._lock:
+            mailbox = self._mailbox(address)
+            if value and prop in INDEXED_PROPS:
+                found = [
+                    item
+                    for item in self._prop_index().get((mailbox.address.lower(), prop, value), {}).values()
+                    if self._items.get(item.id) is item
+                    and item.mailbox == mailbox.address
+                    and item.kind == kind
+                    and item.props.get(prop) == value
+                    and (predicate is None or predicate(item))
+                ]
+                if len(found) <= 1:
+                    return copy.deepcopy(found[0]) if found else None
+            # several (the first in the mailbox's order is the answer), or no value: read them all
+            return self.find_item(address, kind, lambda i: i.props.get(prop) == value and (predicate is None or predicate(i)))
+
+    def _prop_index(self) -> dict[tuple[str, str, str], dict[int, Item]]:
+        if self._by_prop is None or self._by_prop_loads != self.loads:
+            self._by_prop, self._by_prop_loads = {}, self.loads
+            for item in self._items.values():
+                self._index_props(item)
+        return self._by_prop
+
+    def _index_props(self, item: Item) -> None:
+        if self._by_prop is None:
+            return
+        for prop in INDEXED_PROPS:
+            value = item.props.get(prop)
+            if value and isinstance(value, str):
+                self._by_prop.setdefault((item.mailbox.lower(), prop, value), {})[id(item)] = item
 
     def _mailbox_items(self, address: str) -> list[Item]:
         return [i for i in self._by_mailbox.get(address.lower(), {}).values() if i.mailbox == address]
@@ -1049,8 +1109,16 @@ def _check_well_formed(object_id: str) -> None:
         raise StoreError("ErrorInvalidIdMalformed", "Id is malformed.")
 
 
+_PLAIN_ATOMS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def plain(value: Any) -> Any:
     """Datetimes as plain aware UTC datetimes (callers may pass subclasses such as exchangelib's)."""
+    kind = type(value)
+    if kind in _PLAIN_ATOMS:  # most values: answered before the isinstance checks below
+        return value
+    if kind is datetime and value.tzinfo is UTC and not value.fold:  # already what the code below makes
+        return value
     if isinstance(value, datetime):
         offset = value.utcoffset() or timedelta(0)
         naive = datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)

@@ -200,7 +200,7 @@ class DominoFrontEnd:
             raise DominoError(404, f"No mail file for '{request.mailbox}'.")
         if not account.service_account and (account.mailbox or "").lower() != request.mailbox.lower():
             raise DominoError(403, "Nice try chap, ask before next time: no delegation to this mail file.")
-        request.mailbox = sim.store.mailbox(request.mailbox).address
+        request.mailbox = sim.store.live_mailbox(request.mailbox).address
         try:
             with sim.store.lock:
                 return route.handler(request)

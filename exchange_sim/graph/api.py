@@ -51,7 +51,8 @@ class GraphResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
     def payload(self) -> bytes:
-        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
+        # check_circular off: a body is a tree the handlers just built (the same text, faster)
+        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":"), check_circular=False).encode()
 
 
 @dataclass
@@ -147,19 +148,36 @@ def split_path(path: str) -> list[str]:
     return segments
 
 
+# ROUTES by their number of segments, in registration order, each part as (parameter name, None) or
+# (None, lower-case literal): a request no longer tries the hundreds of routes one by one.
+_by_length: dict[int, list[tuple[Route, tuple[tuple[str | None, str | None], ...]]]] = {}
+_indexed = 0
+
+
+def _routes_of_length(length: int) -> list[tuple[Route, tuple[tuple[str | None, str | None], ...]]]:
+    global _by_length, _indexed
+    if _indexed != len(ROUTES):  # routes are registered at import; index again if more came
+        index: dict[int, list[tuple[Route, tuple[tuple[str | None, str | None], ...]]]] = {}
+        count = len(ROUTES)
+        for candidate in ROUTES[:count]:
+            parts = tuple((p[1:-1], None) if p.startswith("{") else (None, p.lower()) for p in candidate.parts)
+            index.setdefault(len(parts), []).append((candidate, parts))
+        _by_length, _indexed = index, count
+    return _by_length.get(length, [])
+
+
 def match(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
     """The route for this path: the one with the most literal segments (``contacts/delta`` beats ``contacts/{id}``)."""
     best: tuple[int, Route, dict[str, str]] | None = None
     found_path = False
-    for candidate in ROUTES:
-        if len(candidate.parts) != len(segments):
-            continue
+    lowered = [segment.lower() for segment in segments]
+    for candidate, parts in _routes_of_length(len(segments)):
         params: dict[str, str] = {}
         literals = 0
-        for part, segment in zip(candidate.parts, segments, strict=True):
-            if part.startswith("{"):
-                params[part[1:-1]] = segment
-            elif part.lower() != segment.lower():
+        for (param, literal), segment, low in zip(parts, segments, lowered, strict=True):
+            if param is not None:
+                params[param] = segment
+            elif literal != low:
                 break
             else:
                 literals += 1

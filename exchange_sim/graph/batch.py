@@ -99,7 +99,8 @@ def _answer(entry_id: str, response: GraphResponse) -> dict[str, Any]:
 
 def run_batch(front: GraphFrontEnd, app: App, body: bytes, headers: Headers, base_url: str) -> tuple[GraphResponse, list[str]]:
     """(the batch answer, the mailboxes its sub-requests addressed)."""
-    requests = _order(_parse(body))
+    parsed = _parse(body)
+    requests = _order(parsed)
     answers: dict[str, dict[str, Any]] = {}
     failed: set[str] = set()
     mailboxes: list[str] = []
@@ -130,5 +131,5 @@ def run_batch(front: GraphFrontEnd, app: App, body: bytes, headers: Headers, bas
         if response.status >= 400:
             failed.add(entry_id.lower())
         answers[entry_id] = _answer(entry_id, response)
-    original_order = [answers[str(e["id"])] for e in json.loads(body)["requests"]]
+    original_order = [answers[str(e["id"])] for e in parsed]
     return GraphResponse(200, {"responses": original_order}, {}), mailboxes

@@ -56,14 +56,15 @@ def _changes(request: GraphRequest, previous: Round, current: dict[str, str]) ->
 
 def _instance(request: GraphRequest, store_id: str, until: datetime, series: dict[str, Any]) -> Any:
     """The item or occurrence behind a page entry (the round's occurrences start by `until`); None when
-    it is gone. `series` keeps each master's occurrences for the page (a page lists many of a series)."""
+    it is gone. `series` keeps each master's occurrences for the page (a page lists many of a series).
+    Items are read live (the handler holds the store lock and only renders them)."""
     split = calendar.split_occurrence_id(store_id)
     try:
         if split is None:
-            return request.store.item(store_id)
+            return request.store.live_item(store_id)
         master_id, original = split
         if master_id not in series:
-            master = request.store.item(master_id)
+            master = request.store.live_item(master_id)
             expanded = calendar.occurrences(master, until=until) if master.props.get("Recurrence") else []
             series[master_id] = (master, {o.original_start: o for o in expanded})
         master, by_start = series[master_id]

@@ -564,12 +564,14 @@ def _create_event(request: GraphRequest) -> GraphResponse:
     set_props, _, set_extended = event_changes(request.json(), None)
     transaction = set_props.get("_TransactionId")
     if transaction:
-        for existing in request.store.live_items(folder.id, "CalendarItem"):
-            if existing.props.get("_TransactionId") == transaction:
-                return entity(request, request.store.item(existing.id), 201)
+        # the first in the folder's order is the first in the mailbox's order among the folder's items
+        existing = request.store.find_item_with(folder.mailbox, "CalendarItem", "_TransactionId", transaction, lambda i: i.folder_id == folder.id)
+        if existing is not None:
+            return entity(request, existing, 201)
+    # the copy create_item returns is taken after its hooks (meeting delivery): the event as stored
     item = request.store.create_item(folder.id, "CalendarItem", set_props, set_extended, context=dict(SEND))
     location = request.url(f"users/{request.params['user']}/events/{request.graph_id(item.id, item)}")
-    return entity(request, request.store.item(item.id), 201, {"Location": location})
+    return entity(request, item, 201, {"Location": location})
 
 
 def _get_event(request: GraphRequest) -> GraphResponse:

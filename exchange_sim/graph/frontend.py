@@ -87,7 +87,7 @@ class GraphFrontEnd:
         """A mailbox address from a user id (GUID) or address; 404 ErrorInvalidUser otherwise."""
         store = self.sim.store
         if store.has_mailbox(ref):
-            return store.mailbox(ref).address
+            return store.live_mailbox(ref).address
         for mailbox in store.mailboxes():
             if user_id(mailbox.address) == ref.lower():
                 return mailbox.address

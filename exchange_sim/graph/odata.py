@@ -6,6 +6,7 @@ is rendered to, so a filter sees exactly the property names and values a client 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,13 @@ def parse_expand(text: str | None) -> list[str] | None:
     """The extended property ids to expand: [] none asked, None all of them (no filter)."""
     if not text:
         return []
+    # a client sends the same $expand with every request: parse it once (the filter parser is slow)
+    ids = _parse_expand(text)
+    return None if ids is None else list(ids)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_expand(text: str) -> tuple[str, ...] | None:
     match = _EXPAND.match(text)
     if not match:
         raise bad_request(f"Parsing OData Select and Expand failed: Could not find a property named '{text.split('(')[0].strip()}'.")
@@ -160,7 +168,7 @@ def parse_expand(text: str | None) -> list[str] | None:
             raise bad_request("The $filter of singleValueExtendedProperties supports only \"id eq '...'\" (or several with or).")
 
     collect(node)
-    return ids
+    return tuple(ids)
 
 
 # ---- $filter ------------------------------------------------------------------------------------------
