@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -117,7 +119,7 @@ def split_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
         return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Occurrence:
     index: int  # 1-based position in the pattern (deleted ones count)
     original_start: datetime
@@ -177,8 +179,41 @@ def _relative(pattern: dict[str, Any]) -> dict[str, Any]:
     return {"byweekday": rrule.weekday(WEEKDAYS[days], which)}
 
 
+# Expanded series by what an expansion reads (see occurrences): a calendar view or delta round expands
+# every series of the window, and the invitees' copies of a series expand as the organizer's does.
+_EXPANDED: OrderedDict[tuple[Any, ...], tuple[Occurrence, ...]] = OrderedDict()
+_EXPANDED_LOCK = threading.Lock()
+_EXPANDED_LIMIT = 4096
+
+
 def occurrences(master: Item, until: datetime | None = None) -> list[Occurrence]:
     """The series' occurrences in order, up to `until` (UTC) for a series without end."""
+    props = master.props
+    # Everything _expand reads; the instants only (an expansion reads no datetime's zone but through
+    # StartTimeZone), the nested values by their text (which shows their datetimes' zones).
+    key = (
+        props["Start"],
+        props["End"],
+        props.get("StartTimeZone"),
+        until,
+        repr(props["Recurrence"]),
+        repr(props.get("_exceptions")),
+        repr(props.get("_deleted")),
+    )
+    with _EXPANDED_LOCK:
+        found = _EXPANDED.get(key)
+        if found is not None:
+            _EXPANDED.move_to_end(key)
+            return list(found)
+    expanded = tuple(_expand(master, until))
+    with _EXPANDED_LOCK:
+        _EXPANDED[key] = expanded
+        while len(_EXPANDED) > _EXPANDED_LIMIT:
+            _EXPANDED.popitem(last=False)
+    return list(expanded)
+
+
+def _expand(master: Item, until: datetime | None) -> list[Occurrence]:
     zone = zone_for(master.props.get("StartTimeZone"))
     duration = master.props["End"] - master.props["Start"]
     exceptions: dict[str, dict[str, Any]] = master.props.get("_exceptions") or {}
@@ -189,7 +224,8 @@ def occurrences(master: Item, until: datetime | None = None) -> list[Occurrence]
         if until is not None and original > until:
             break
         key = iso_key(original)
-        override = exceptions.get(key)
+        # a copy: the expansion is kept (occurrences) and must not follow later writes to the master
+        override = plain_copy(exceptions[key]) if key in exceptions else None
         start = override.get("Start", original) if override else original
         end = override.get("End", original + duration) if override else original + duration
         result.append(Occurrence(index, original, start, end, override, key in deleted))

@@ -7,6 +7,7 @@ Contacts cannot be moved through v1.0: a client moves one by creating it elsewhe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -238,8 +239,10 @@ def contact_json(request: GraphRequest, item: Item, expand: list[str] | None = N
     return body
 
 
+@functools.lru_cache(maxsize=256)
 def body_text(markup: str) -> str:
-    """The body as plain text (Exchange keeps it as HTML; a line break is one <br> plus the source's CRLF)."""
+    """The body as plain text (Exchange keeps it as HTML; a line break is one <br> plus the source's CRLF).
+    Cached: every event answered renders its bodyPreview, and many share a body."""
     return html_to_text(re.sub(r"(?i)<br\s*/?>\r?\n", "<br>", markup))
 
 

@@ -6,6 +6,7 @@ the calendar layer knows it, else the IANA name (which the calendar layer accept
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,6 +43,14 @@ def iana_for(name: str | None) -> str:
 
 
 def zone(name: str | None) -> ZoneInfo:
+    if isinstance(name, str):
+        return _zone(name)
+    return ZoneInfo(iana_for(name))
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    # every start and end answered names its zone: look the name up once (an unknown one raises, uncached)
     return ZoneInfo(iana_for(name))
 
 
