@@ -124,7 +124,8 @@ class Meetings:
     def deliver(self, organizer_item_id: str, cancel_for: set[str] | frozenset[str] = frozenset()) -> None:
         """Create or update the invitee copies of a meeting (the organizer's copy is the source)."""
         try:
-            source = self.store.item(organizer_item_id)
+            # read live (delivery runs under the store lock, and copies what it takes below)
+            source = self.store.live_item(organizer_item_id)
         except StoreError:  # deleted before a delayed delivery ran
             return
         shared = {k: plain_copy(source.props[k]) for k in SHARED_PROPS if k in source.props}
@@ -146,14 +147,14 @@ class Meetings:
                     "LegacyFreeBusyStatus": "Tentative",
                     "IsResponseRequested": True,
                 }
-                calendar = self.store.distinguished_folder(address, "calendar")
-                made = self.store.create_item(calendar.id, "CalendarItem", props, context={"delivery": True})
+                calendar = self.store.distinguished_folder_id(address, "calendar")
+                made = self.store.add_item(calendar, "CalendarItem", props, context={"delivery": True})
                 self._request_in_inbox(address, made, shared, "NewMeetingRequest")
             else:
                 updated = self.store.update_item(
                     existing.id, set_props={**shared, "IsCancelled": False}, context={"delivery": True, "occurrence": "*"}
                 )
-                self._request_in_inbox(address, updated, shared, "FullUpdate")
+                self._request_in_inbox(address, updated.id, shared, "FullUpdate")
         for address in cancel_for:
             if not self.store.has_mailbox(address):
                 continue  # someone outside the simulator: nothing to cancel here
@@ -161,7 +162,7 @@ class Meetings:
             if existing is not None:
                 self._mark_cancelled(existing)
 
-    def _request_in_inbox(self, address: str, calendar_copy: Item, shared: dict[str, Any], kind: str) -> None:
+    def _request_in_inbox(self, address: str, calendar_copy_id: str, shared: dict[str, Any], kind: str) -> None:
         """The MeetingRequest message Exchange puts in the attendee's Inbox beside the calendar copy."""
         props = {k: plain_copy(v) for k, v in shared.items() if k in REQUEST_PROPS}
         props.update(
@@ -172,11 +173,11 @@ class Meetings:
                 "IsResponseRequested": True,
                 "MeetingRequestType": kind,
                 "IntendedFreeBusyStatus": "Busy",
-                "_calendar_item": calendar_copy.id,
+                "_calendar_item": calendar_copy_id,
             }
         )
-        inbox = self.store.distinguished_folder(address, "inbox")
-        self.store.create_item(inbox.id, "MeetingRequest", props, context={"delivery": True})
+        inbox = self.store.distinguished_folder_id(address, "inbox")
+        self.store.add_item(inbox, "MeetingRequest", props, context={"delivery": True})
 
     def calendar_item_of(self, request: Item) -> Item:
         """The attendee's calendar copy a MeetingRequest stands for."""
@@ -206,7 +207,7 @@ class Meetings:
 
     def copy_in(self, address: str, uid: str) -> Item | None:
         """The calendar item with this UID in a mailbox (any folder but Deleted Items)."""
-        deleted = self.store.distinguished_folder(address, "deleteditems").id
+        deleted = self.store.distinguished_folder_id(address, "deleteditems")
         return self.store.find_item_with(address, "CalendarItem", "UID", uid, lambda i: i.folder_id != deleted)
 
     def _mailbox_of(self, address: str) -> dict[str, str]:

@@ -470,6 +470,15 @@ class Store:
             except KeyError:
                 raise StoreError("ErrorFolderNotFound", f"No distinguished folder {name}") from None
 
+    def distinguished_folder_id(self, address: str, name: str) -> str:
+        """``distinguished_folder(...).id`` without the copy of the folder."""
+        with self._lock:
+            mailbox = self._mailbox(address)
+            try:
+                return self._folders[mailbox.distinguished[name]].id
+            except KeyError:
+                raise StoreError("ErrorFolderNotFound", f"No distinguished folder {name}") from None
+
     def folder(self, folder_id: str) -> Folder:
         with self._lock:
             return copy.deepcopy(self._folder(folder_id))
@@ -698,6 +707,26 @@ class Store:
     ) -> Item:
         """Create an item. `context` carries protocol-level intent (e.g. send_meeting_invitations)."""
         with self._lock:
+            return copy.deepcopy(self._create_item(folder_id, kind, props, extended, context))
+
+    def add_item(
+        self,
+        folder_id: str,
+        kind: str,
+        props: dict[str, Any],
+        extended: dict[ExtendedKey, Any] | None = None,
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> str:
+        """``create_item`` answering the new item's id only, without the copy of it (meeting delivery
+        writes several items per meeting and needs no more)."""
+        with self._lock:
+            return self._create_item(folder_id, kind, props, extended, context).id
+
+    def _create_item(
+        self, folder_id: str, kind: str, props: dict[str, Any], extended: dict[ExtendedKey, Any] | None, context: dict[str, Any] | None
+    ) -> Item:
+        with self._lock:
             folder = self._folder(folder_id)
             now = self.clock.now()
             item = Item(
@@ -718,7 +747,7 @@ class Store:
             change = self._record(mailbox=item.mailbox, op="created", is_folder=False, id=item.id, folder_id=folder.id)
             item.created_seq = change.seq
             self._run_hooks("after_create", item, context or {})
-            return copy.deepcopy(item)
+            return item
 
     def update_item(
         self,
