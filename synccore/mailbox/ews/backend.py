@@ -56,6 +56,7 @@ from synccore.mailbox.ews.client import (
     bulk_update,
     item_result,
     requests_sent,
+    sync_item_ids,
     translate,
 )
 from synccore.mailbox.ews.fastxml import contact_xml
@@ -215,20 +216,14 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
     # Reading -------------------------------------------------------------------------------
 
     def contact_changes(self, mailbox: str, folder_id: str, token: str) -> ChangePage:
-        folder = self.folder(self.account(mailbox), folder_id)
-        page = ChangePage()
-
-        def consume() -> None:
-            for change_type, item in folder.sync_items(
-                sync_state=token or None, only_fields=[], max_changes_returned=SYNC_PAGE
-            ):
-                if change_type == "delete":
-                    page.deleted.append(item.id)
-                elif change_type in ("create", "update"):
-                    page.changed.append(RemoteRef(item.id, item.changekey or "", folder_id))
-
-        self.call(consume)
-        page.token = folder.item_sync_state or ""
+        account = self.account(mailbox)
+        changes, state = self.call(sync_item_ids, account, self.folder(account, folder_id), token or None, SYNC_PAGE)
+        page = ChangePage(token=state)
+        for change_type, item_id, change_key in changes:
+            if change_type == "delete":
+                page.deleted.append(item_id)
+            elif change_type in ("create", "update"):
+                page.changed.append(RemoteRef(item_id, change_key or "", folder_id))
         return page
 
     def list_synced_items(self, mailbox: str, folder_id: str) -> dict[str, RemoteRef]:

@@ -22,7 +22,14 @@ from synccore.mailbox.base import (
     MailboxError,
     RemoteRef,
 )
-from synccore.mailbox.ews.client import FIND_PAGE, Serialized, item_result, serialize_once, translate
+from synccore.mailbox.ews.client import (
+    FIND_PAGE,
+    Serialized,
+    create_items,
+    item_result,
+    serialize_once,
+    translate,
+)
 from synccore.mailbox.ews.fastxml import calendar_item_xml
 from synccore.mailbox.ews.translation import (
     event_fieldnames,
@@ -179,9 +186,10 @@ class CalendarOperations:
         send = SEND_TO_ALL_AND_SAVE_COPY if send_invitations else SEND_TO_NONE
         results = iter(
             self.call(
-                account.bulk_create,
-                folder=folder,
-                items=valid,
+                create_items,
+                account,
+                folder,
+                valid,
                 send_meeting_invitations=send,
                 chunk_size=self.config.batch_size,
             )

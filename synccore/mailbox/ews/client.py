@@ -17,8 +17,10 @@ import requests
 import requests.adapters
 from exchangelib import Build, FaultTolerance
 from exchangelib import errors as ews_errors
-from exchangelib.properties import EWSElement
+from exchangelib.items import ID_ONLY, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.properties import EWSElement, ItemId
 from exchangelib.protocol import BaseProtocol
+from exchangelib.services import CreateItem, SyncFolderItems
 
 from synccore.mailbox import base
 from synccore.mailbox.base import ItemResult, MailboxError, RemoteRef
@@ -184,7 +186,7 @@ def bulk_create(
         except BAD_INPUT as exc:
             items.append(exc)
     valid = [item for item in items if not isinstance(item, Exception)]
-    results = iter(call(account.bulk_create, folder=folder, items=valid, chunk_size=chunk_size))
+    results = iter(call(create_items, account, folder, valid, chunk_size=chunk_size))
     return [
         ItemResult(error=bad_input(item)) if isinstance(item, Exception) else item_result(next(results), folder_id)
         for item in items
@@ -233,6 +235,77 @@ class Serialized(EWSElement):
 
     def to_xml(self, version: Any) -> Any:
         return self._element
+
+
+# --- Services whose answers are read for ids only ------------------------------------------------
+#
+# exchangelib's own services, requests, retries, throttling back-off and per-item error handling
+# included (EWSService._get_elements); only the reading of each answered item differs: its ItemId
+# instead of a whole exchangelib item built field by field (issue 17: ~13 % of a calendar pass).
+
+_ITEM_ID = ItemId.response_tag()
+
+
+def _ids(elem: Any) -> tuple[str | None, str | None]:
+    found = elem.find(_ITEM_ID)
+    return (None, None) if found is None else (found.get("Id"), found.get("ChangeKey"))
+
+
+class _IdOnlyCreateItem(CreateItem):
+    def _elem_to_obj(self, elem: Any) -> Any:
+        return elem if isinstance(elem, bool) else _ids(elem)
+
+
+def create_items(
+    account: Any, folder: Any, items: Sequence[Any], *, chunk_size: int, send_meeting_invitations: str = SEND_TO_NONE
+) -> list[Any]:
+    """``account.bulk_create`` answering (id, change key) per item, or its error, in order."""
+    if not items:
+        return []
+    service = _IdOnlyCreateItem(account=account, chunk_size=chunk_size)
+    return list(
+        service.call(
+            items=items,
+            folder=folder,
+            message_disposition=SAVE_ONLY,
+            send_meeting_invitations=send_meeting_invitations,
+        )
+    )
+
+
+class _IdOnlySyncFolderItems(SyncFolderItems):
+    def _elem_to_obj(self, elem: Any) -> tuple[str, str | None, str | None]:
+        change_type = self.change_types_map[elem.tag]
+        if change_type in (self.DELETE, self.READ_FLAG_CHANGE):
+            return (change_type, *_ids(elem))
+        return (change_type, *_ids(elem[0]))  # the item's element, whatever its type
+
+
+def sync_item_ids(account: Any, folder: Any, sync_state: str | None, page_size: int) -> tuple[list[Any], str]:
+    """``folder.sync_items(only_fields=[])`` read for ids: every change since ``sync_state`` as
+    (change type, item id, change key) and the new sync state. Pages as exchangelib pages (until
+    IncludesLastItemInRange, or a sync state that does not move)."""
+    service = _IdOnlySyncFolderItems(account=account)
+    changes: list[Any] = []
+    while True:
+        for change in service.call(
+            folder=folder,
+            shape=ID_ONLY,
+            additional_fields=set(),
+            sync_state=sync_state,
+            ignore=None,
+            max_changes_returned=page_size,
+            sync_scope=None,
+        ):
+            if isinstance(change, Exception):
+                raise change
+            changes.append(change)
+        if service.sync_state == sync_state:
+            break
+        sync_state = service.sync_state
+        if service.includes_last_item_in_range:
+            break
+    return changes, service.sync_state or ""
 
 
 def serialize_once(item: Any, version: Any) -> None:
