@@ -17,12 +17,12 @@ asks the planner again for that one item (see ``Step``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Prefetch, Q
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -144,23 +144,42 @@ def remote_text(event: CalendarEvent, row: CustomRow) -> str:
     return str(getattr(event, row.field, "") or "").strip()
 
 
-# Where a pass keeps the attendees it loaded with an activity (a list, cheaper than the related
-# manager's cache, which builds a query set per activity).
+# Where a pass keeps the attendees it loaded with its activities: plain rows, read only (a model
+# instance per attendee, and the related manager's cache, cost more than the pass's decisions).
 LOADED_ATTENDEES = "loaded_attendees"
-# A filed e-mail's fields (E3): never read by a calendar pass.
-EMAIL_FIELDS = ("body", "sender", "recipients", "attachment_names", "filing_candidates")
 
 
-def attendees_of(activity: Activity) -> list[Attendee]:
+@dataclass(frozen=True, slots=True)
+class AttendeeRow:
+    """What the pass reads of an attendee (``Attendee``); writes go to the rows by key."""
+
+    pk: int
+    email: str
+    name: str
+    invite: bool
+    meeting_organizer: bool
+
+    @classmethod
+    def load(cls, activity_ids: Collection[int]) -> dict[int, list[AttendeeRow]]:
+        """The activities' attendees by activity, in the model's order."""
+        out: dict[int, list[AttendeeRow]] = {}
+        rows = Attendee.objects.filter(activity_id__in=activity_ids).values_list(
+            "activity_id", "pk", "email", "name", "invite", "meeting_organizer"
+        )
+        for activity_id, *row in rows:
+            out.setdefault(activity_id, []).append(cls(*row))
+        return out
+
+
+def attendees_of(activity: Activity) -> list[AttendeeRow]:
     """The activity's attendees, as the pass loaded them (read when it did not)."""
     loaded = activity.__dict__.get(LOADED_ATTENDEES)
-    return loaded if loaded is not None else list(activity.attendees.all())
+    return loaded if loaded is not None else AttendeeRow.load([activity.pk]).get(activity.pk, [])
 
 
 def forget_attendees(activity: Activity) -> None:
     """The activity's attendees changed: read again when next asked."""
     activity.__dict__.pop(LOADED_ATTENDEES, None)
-    getattr(activity, "_prefetched_objects_cache", {}).pop("attendees", None)
 
 
 def _attendee_emails(target: Target) -> list[str] | None:
@@ -252,14 +271,12 @@ class CalendarScope:
         ids = self.my_activity_ids()
         wanted = ids | {link.activity_id for link in links or ()}
         # The organizer prefetched, not joined: one instance per employee, not one per activity.
-        # Their attendees as plain lists (``attendees_of``), the organizer prefetched rather than
-        # joined (one instance per employee); a filed e-mail's fields are not the calendar's.
-        activities = (
-            Activity.all_objects.filter(pk__in=wanted)
-            .defer(*EMAIL_FIELDS)
-            .prefetch_related("organizer", Prefetch("attendees", to_attr=LOADED_ATTENDEES))
-        )
+        # The organizer prefetched rather than joined: one instance per employee, not per activity.
+        activities = Activity.all_objects.filter(pk__in=wanted).prefetch_related("organizer")
         loaded = {activity.pk: activity for activity in activities}
+        attendees = AttendeeRow.load(wanted)
+        for pk, activity in loaded.items():
+            activity.__dict__[LOADED_ATTENDEES] = attendees.get(pk, [])
         for link in links or ():
             if link.activity_id in loaded:
                 link.activity = loaded[link.activity_id]

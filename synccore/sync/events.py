@@ -8,6 +8,7 @@ from between the body markers (K12), attendees as sorted lowercase addresses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -60,6 +61,12 @@ class _Text(HTMLParser):
             self.parts.append(data)
 
 
+# Pure functions of text that every pass computes again for every item (the normal forms of both
+# sides): cached across passes.
+CACHED = 4096
+
+
+@functools.lru_cache(maxsize=CACHED)
 def body_text(body: str) -> str:
     """A body as plain text: Exchange turns text bodies into HTML, so compare text only."""
     if "<" in body and ">" in body:
@@ -127,6 +134,7 @@ def normal_rrule(rule: str) -> str:
     return ";".join(parts)
 
 
+@functools.lru_cache(maxsize=CACHED)
 def canonical_rrule(rule: str, start: datetime, time_zone: str) -> str:
     """One spelling per pattern: what the first start implies is written out (a weekly rule's
     day, a monthly rule's day of the month), INTERVAL=1 and WKST dropped, UNTIL as the local day
@@ -402,6 +410,7 @@ def in_window(
     return nxt is not None and nxt + (end - start) > now
 
 
+@functools.lru_cache(maxsize=CACHED)
 def unrepresentable(rrule: str, start: datetime, time_zone: str = "UTC") -> bool:
     """Whether no backend can write this series (``mailbox.recurrence`` and its limits)."""
     try:
