@@ -15,7 +15,7 @@ from lxml import etree
 from synccore.mailbox import base
 from synccore.mailbox.base import Attendee, CalendarEvent, ContactCard, PostalAddress
 from synccore.mailbox.ews.fastxml import calendar_item_xml, contact_xml
-from synccore.mailbox.ews.translation import to_calendar_item, to_contact
+from synccore.mailbox.ews.translation import ews_timezone, to_calendar_item, to_contact
 from tests.fixtures.ews_offline import offline_account
 
 ACCOUNT = offline_account()
@@ -225,3 +225,13 @@ def test_ordinary_contacts_take_the_fast_path() -> None:
     element = contact_xml(card, VERSION)
     assert element is not None
     assert canonical(element) == canonical(to_contact(card, ACCOUNT).to_xml(version=VERSION))
+
+
+def test_a_zone_once_used_is_the_one_exchangelib_gets_again():
+    # zoneinfo holds an EWSTimeZone only weakly: without the product's hold, exchangelib's own
+    # EWSTimeZone(key) (its parsing of every item read) would load the zone file anew each time.
+    zone = ews_timezone("Pacific/Chatham")
+    assert ews_timezone("Pacific/Chatham") is zone
+    assert EWSTimeZone("Pacific/Chatham") is zone
+    with pytest.raises(base.InvalidItem):
+        ews_timezone("Nowhere/Unknown")

@@ -266,13 +266,34 @@ def recurrence_to_rrule(ews: Recurrence) -> str:
     )
 
 
+# Every zone this process has used, held. zoneinfo caches a subclass's instances (EWSTimeZone)
+# only weakly, so each EWSTimeZone(key) whose last instance is gone reads and parses the zone file
+# again (~75 µs; thousands per pass, in exchangelib's parsing too). Held here, each is a cache hit.
+_ZONES: dict[str, EWSTimeZone] = {}
+
+
+def keep_zone(zone: Any) -> None:
+    """Hold an EWSTimeZone exchangelib made (e.g. from an item it read) for later lookups."""
+    if isinstance(zone, EWSTimeZone):
+        _ZONES.setdefault(zone.key, zone)
+
+
 def ews_timezone(name: str) -> EWSTimeZone:
+    key = name or "UTC"
+    zone = _ZONES.get(key)
+    if zone is not None:
+        return zone
     try:
-        return EWSTimeZone(name or "UTC")
+        zone = EWSTimeZone(key)
     except Exception as exc:  # exchangelib raises its own UnknownTimeZone
         raise base.InvalidItem(
             f"Unknown time zone “{name}”: the event is not written rather than shifted."
         ) from exc
+    _ZONES[key] = zone
+    return zone
+
+
+ews_timezone("UTC")
 
 
 def to_calendar_item(event: CalendarEvent, account: Account, folder: Folder | None = None) -> CalendarItem:
@@ -334,6 +355,7 @@ def from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
             f"“{item.subject or '(no subject)'}” uses a time zone this product does not know; "
             "it is not synchronized rather than shifted."
         )
+    keep_zone(getattr(item, "_start_timezone", None))
     tz_name = item._start_timezone.key if getattr(item, "_start_timezone", None) else "UTC"
     event = CalendarEvent(
         subject=item.subject or "",
