@@ -169,9 +169,12 @@ def _routes_of_length(length: int) -> list[tuple[Route, tuple[tuple[str | None, 
 def match(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
     """The route for this path: the one with the most literal segments (``contacts/delta`` beats ``contacts/{id}``)."""
     best: tuple[int, Route, dict[str, str]] | None = None
-    found_path = False
     lowered = [segment.lower() for segment in segments]
-    for candidate, parts in _routes_of_length(len(segments)):
+    routes = _routes_of_length(len(segments))
+    # this method's routes first; the others only tell a wrong method (405) from an unknown path
+    for candidate, parts in routes:
+        if candidate.method != method:
+            continue
         params: dict[str, str] = {}
         literals = 0
         for (param, literal), segment, low in zip(parts, segments, lowered, strict=True):
@@ -182,13 +185,13 @@ def match(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | No
             else:
                 literals += 1
         else:
-            found_path = True
-            if candidate.method == method and (best is None or literals > best[0]):
+            if best is None or literals > best[0]:
                 best = (literals, candidate, params)
     if best is not None:
         return best[1], best[2]
-    if found_path:
-        raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+    for _, parts in routes:
+        if all(param is not None or literal == low for (param, literal), low in zip(parts, lowered, strict=True)):
+            raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
     return None
 
 

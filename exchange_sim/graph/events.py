@@ -568,8 +568,8 @@ def _create_event(request: GraphRequest) -> GraphResponse:
         existing = request.store.find_item_with(folder.mailbox, "CalendarItem", "_TransactionId", transaction, lambda i: i.folder_id == folder.id)
         if existing is not None:
             return entity(request, existing, 201)
-    # the copy create_item returns is taken after its hooks (meeting delivery): the event as stored
-    item = request.store.create_item(folder.id, "CalendarItem", set_props, set_extended, context=dict(SEND))
+    # rendered live, as stored after the create's hooks (meeting delivery): the handler holds the store lock
+    item = request.store.live_item(request.store.add_item(folder.id, "CalendarItem", set_props, set_extended, context=dict(SEND)))
     location = request.url(f"users/{request.params['user']}/events/{request.graph_id(item.id, item)}")
     return entity(request, item, 201, {"Location": location})
 
