@@ -298,7 +298,8 @@ def create_item(ctx: RequestContext, req: Element) -> Element:
             else:
                 ctx.check_mailbox(ctx.target)
                 folder = ctx.store.distinguished_folder(ctx.target, DEFAULT_FOLDER_FOR_KIND.get(kind, "drafts"))
-            item = ctx.store.create_item(folder.id, kind, props, extended, context=flags)
+            # the stored item, not a copy: only its id and change key are answered (under the store lock)
+            item = ctx.store.live_item(ctx.store.add_item(folder.id, kind, props, extended, context=flags))
             if sending:
                 # sent at once: Exchange answers no item (the sent copy has an id of its own)
                 copy_to = ctx.folder(saved[0]).id if saved is not None else None
