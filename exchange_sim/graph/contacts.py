@@ -387,7 +387,8 @@ def _list(request: GraphRequest, folder: Folder, context: str) -> GraphResponse:
 
 def _create(request: GraphRequest, folder: Folder) -> GraphResponse:
     set_props, _, set_extended = contact_changes(request.json(), None)
-    item = request.store.create_item(folder.id, "Contact", set_props, set_extended)
+    # rendered live, as stored (the handler holds the store lock): no copy of it
+    item = request.store.live_item(request.store.add_item(folder.id, "Contact", set_props, set_extended))
     location = request.url(f"users/{request.params['user']}/contacts/{request.graph_id(item.id, item)}")
     return entity(request, item, 201, {"Location": location})
 
