@@ -80,6 +80,12 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 SYNC_LEASE_SECONDS = env.float("SYNC_LEASE_SECONDS", default=300.0)
 # Run rows, task results, audit entries and unlinked tombstones older than this are pruned daily.
 SYNC_RETENTION_DAYS = env.float("SYNC_RETENTION_DAYS", default=30.0)
+# Passes a worker process runs at once (threads): a pass mostly waits on Exchange, so threads
+# overlap its waits with other passes' work. 1 runs them one after the other.
+PASS_THREADS = env.int("PASS_THREADS", default=8)
+# Passes at once per EWS service account across every worker (Exchange's EWSMaxConcurrency is
+# 27 connections per account; raise only with the server's throttling policy).
+SYNC_EWS_CONCURRENT_PASSES = env.int("SYNC_EWS_CONCURRENT_PASSES", default=27)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -18,6 +18,10 @@ def run_pass(user_id: int, kind: str, trigger: str = "schedule", full: bool = Fa
     return service.run_pass(user_id, kind, trigger, full)
 
 
+def run_passes(user_ids: list[int], kind: str, trigger: str = "schedule", full: bool = False) -> list[str]:
+    return service.run_pass_batch(user_ids, kind, trigger, full)
+
+
 def audit_environment(environment_id: int) -> int:
     return scheduling.audit_environment(environment_id)
 

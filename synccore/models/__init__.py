@@ -30,7 +30,13 @@ from synccore.models.crm import (
 )
 from synccore.models.custom import CustomField, CustomType
 from synccore.models.decisions import Decision, DecisionOutcome, LoopHold
-from synccore.models.runtime import AlertState, GraphSubscription, PushSubscriptionState, UserLease
+from synccore.models.runtime import (
+    AlertState,
+    ConnectionSlot,
+    GraphSubscription,
+    PushSubscriptionState,
+    UserLease,
+)
 from synccore.models.state import (
     Conflict,
     ConflictChoice,
@@ -57,6 +63,7 @@ __all__ = [
     "Conflict",
     "ConflictChoice",
     "ConflictPolicy",
+    "ConnectionSlot",
     "Contact",
     "Country",
     "CustomField",

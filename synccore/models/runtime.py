@@ -35,6 +35,24 @@ class UserLease(models.Model):
         return f"lease of {self.sync_user_id}: {self.holder or 'free'}"
 
 
+class ConnectionSlot(models.Model):
+    """One of the N connections an Exchange service account may have open at once (EWS: 27 by
+    default). A pass holds one slot while it runs; slots are taken, renewed and released by
+    conditional UPDATEs like the lease, so the cap holds across worker processes and machines,
+    and the slot of a worker that died expires."""
+
+    account = models.CharField(max_length=300, help_text="backend, service account and server.")
+    index = models.PositiveSmallIntegerField()
+    holder = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "index"], name="unique_connection_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.account} slot {self.index}: {self.holder or 'free'}"
+
+
 class PushSubscriptionState(models.TextChoices):
     CREATING = "creating", "Being created"
     ACTIVE = "active", "Active"

@@ -32,6 +32,22 @@ def foreground_wait_s() -> float:
     return _conf("SYNC_NOW_WAIT_SECONDS", 60)
 
 
+def pass_threads() -> int:
+    """Passes one worker process runs at once (threads); the tick's batches are this big."""
+    return max(1, int(_conf("PASS_THREADS", 8)))
+
+
+def ews_concurrent_passes() -> int:
+    """Passes at once per EWS service account, over every worker (EWSMaxConcurrency: 27)."""
+    return max(1, int(_conf("SYNC_EWS_CONCURRENT_PASSES", 27)))
+
+
+def slot_wait_s() -> float:
+    """How long a pass waits for a free connection of its service account before it is queued
+    again."""
+    return _conf("SYNC_SLOT_WAIT_SECONDS", 120)
+
+
 def drift_audit_hours() -> float:
     """How often each mailbox's drift audit runs (issue 16, finding 9); 0 turns it off."""
     return _conf("SYNC_DRIFT_AUDIT_HOURS", 24)

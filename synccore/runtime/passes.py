@@ -8,9 +8,11 @@ holder for a re-run, so a push notification arriving during a pass is never drop
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
+from django.db import connections
 from django.utils import timezone
 
 from synccore.mailbox.base import MailboxError
@@ -24,7 +26,7 @@ from synccore.models import (
     Trigger,
     UserLease,
 )
-from synccore.runtime import config, leases, queue
+from synccore.runtime import config, leases, queue, slots
 from synccore.sync import drift
 from synccore.sync.runs import PassAborted, PassContext
 from synccore.sync.service import kind_enabled, pass_runner
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 KINDS = (SyncKind.CONTACTS, SyncKind.CALENDAR, SyncKind.TASKS, SyncKind.EMAIL)
 AUTOMATIC = (Trigger.SCHEDULE, Trigger.START, Trigger.PUSH)
 RUN_PASS = "synccore.tasks.run_pass"
+RUN_PASSES = "synccore.tasks.run_passes"
 
 
 def active_users(env: Environment) -> list[SyncUser]:
@@ -76,6 +79,27 @@ def enqueue_pass(
     queue.enqueue(RUN_PASS, user.pk, str(kind), str(trigger), full, broker=broker)
 
 
+def enqueue_passes(
+    users: list[SyncUser], kind: SyncKind | str, *, full: bool, trigger: str, broker: Any = None, mark: bool = True
+) -> None:
+    """The passes of one kind for several mailboxes, in tasks of PASS_THREADS mailboxes each: a
+    worker runs a task's passes at once (`run_passes`). ``mark``: note them enqueued now (a tick
+    has claimed them already)."""
+    if not users:
+        return
+    if mark:
+        for user in users:
+            leases.ensure(user.pk)
+        UserLease.objects.filter(sync_user_id__in=[u.pk for u in users]).update(**{enqueued_field(kind): timezone.now()})
+    size = config.pass_threads()
+    for start in range(0, len(users), size):
+        batch = [user.pk for user in users[start : start + size]]
+        if len(batch) == 1:
+            queue.enqueue(RUN_PASS, batch[0], str(kind), str(trigger), full, broker=broker)
+        else:
+            queue.enqueue(RUN_PASSES, batch, str(kind), str(trigger), full, broker=broker)
+
+
 def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False) -> str:
     """Run one pass for one mailbox under its lease. Returns what happened, for the task result."""
     user = SyncUser.objects.select_related("environment__settings").filter(pk=user_id).first()
@@ -91,11 +115,33 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
         return f"skipped: {reason}"
     holder = leases.new_holder()
     ttl = config.lease_ttl_s()
+    account = slots.account_key(user)
+    if account and not slots.wait_for(account, holder, config.ews_concurrent_passes(), ttl, config.slot_wait_s()):
+        # Every connection of the service account busy for long: queued again, never dropped.
+        queue.enqueue(RUN_PASS, user.pk, str(kind), str(trigger), full)
+        return "deferred: every connection of the service account is in use"
+    try:
+        result, held = _run_leased(user, env, kind, trigger, full, holder, ttl, account)
+    finally:
+        if account:
+            slots.release(account, holder)
+    if not held:
+        return result
+    for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
+        queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
+    return result
+
+
+def _run_leased(
+    user: SyncUser, env: Environment, kind: str, trigger: str, full: bool, holder: str, ttl: float, account: str
+) -> tuple[str, bool]:
+    """The pass under the mailbox's lease: what happened, and whether it ran (then re-runs asked
+    for meanwhile are handed out)."""
     if not leases.acquire(user.pk, holder, ttl):
         # Busy: ask the holder to run this kind again when done, rather than dropping the change.
         leases.request_rerun(user.pk, kind, trigger)
         if not leases.acquire(user.pk, holder, ttl):  # the holder may have finished meanwhile
-            return "deferred: another worker holds this mailbox"
+            return "deferred: another worker holds this mailbox", False
         leases.take_reruns_of(user.pk, kind)
     try:
         # Read again under the lease: a stop that came after the first look must not be followed
@@ -103,7 +149,7 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
         # at its next item boundary.
         state = Environment.objects.filter(pk=env.pk).values_list("state", flat=True).first()
         if state is None or halted(state, trigger):
-            return f"skipped: the synchronizer is {state}"
+            return f"skipped: the synchronizer is {state}", False
         leases.close_orphaned_runs(user.pk)
         began_running = state == SynchronizerState.RUNNING
 
@@ -111,6 +157,8 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
             # Before each write batch: keep the lease, or stop before writing without it.
             if not leases.renew(user.pk, holder, ttl):
                 raise PassAborted("The lease on this mailbox was lost (taken over after expiry).")
+            if account:
+                slots.renew(account, holder, ttl)
             state = Environment.objects.filter(pk=env.pk).values_list("state", flat=True).first()
             return state == SynchronizerState.STOPPING or (
                 began_running and state != SynchronizerState.RUNNING
@@ -119,12 +167,51 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
         ctx = PassContext(trigger=trigger, full=full, should_stop=should_stop)
         run = pass_runner(kind)(user.pk, ctx)
         SyncRun.objects.filter(pk=run.pk).update(worker=leases.worker_name())
-        result = f"{run.outcome}"
+        return f"{run.outcome}", True
     finally:
         leases.release(user.pk, holder)
-    for rerun_kind, rerun_trigger in leases.take_reruns(user.pk):
-        queue.enqueue(RUN_PASS, user.pk, rerun_kind, rerun_trigger, False)
-    return result
+
+
+def run_passes(
+    user_ids: list[int], kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False, *, threads: int | None = None
+) -> list[str]:
+    """Several mailboxes' passes of one kind at once, each as `run_pass` runs it (its lease, its
+    service account's slot), on up to `threads` threads (default: the runtime's PASS_THREADS).
+    A pass that raises is logged and reported in its place; the others run on. Returns what
+    happened to each, in the order of `user_ids`."""
+    threads = min(threads or config.pass_threads(), len(user_ids))
+    if threads <= 1:
+        return [_run_guarded(user_id, kind, trigger, full) for user_id in user_ids]
+    results: list[str] = [""] * len(user_ids)
+    todo = list(enumerate(user_ids))
+    todo_lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            while True:
+                with todo_lock:
+                    if not todo:
+                        return
+                    index, user_id = todo.pop(0)
+                results[index] = _run_guarded(user_id, kind, trigger, full)
+        finally:
+            # Django opens one connection per thread: this thread's must not outlive it.
+            connections.close_all()
+
+    pool = [threading.Thread(target=work, name=f"pass-{kind}-{n}") for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return results
+
+
+def _run_guarded(user_id: int, kind: str, trigger: str, full: bool) -> str:
+    try:
+        return run_pass(user_id, kind, trigger, full)
+    except Exception as exc:  # one pass's failure never stops the passes beside it
+        log.exception("the %s pass of sync user %s failed", kind, user_id)
+        return f"failed: {exc}"
 
 
 def run_foreground(user: SyncUser, kind: str, ctx: PassContext, *, wait_s: float | None = None) -> SyncRun | None:

@@ -1,9 +1,10 @@
 """The schedules of a running environment (django-q2), and the tick they fire.
 
 One django-q2 Schedule per running environment fires a tick every minute (the scheduler's own
-resolution). The tick enqueues one task per (sync user, kind) that is due under the interval as
-it is configured *now*: so changing the interval while running takes effect at the next tick,
-without a restart, whatever the unit.
+resolution). The tick enqueues the passes of each (sync user, kind) that is due under the interval
+as it is configured *now*: so changing the interval while running takes effect at the next tick,
+without a restart, whatever the unit. A task carries up to PASS_THREADS mailboxes of one kind,
+whose passes its worker runs at once (`passes.run_passes`).
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ def schedule_environment(env: Environment) -> None:
     # them together and one would have to defer its pass to the end of the queue.
     users = [user for user in passes.active_users(env) if not passes.skip_reason(user, Trigger.START)]
     for kind in passes.KINDS:
-        for user in users:
-            if passes.runnable_kind(user, kind):
-                passes.enqueue_pass(user, kind, full=False, trigger=Trigger.START, broker=broker)
+        due = [user for user in users if passes.runnable_kind(user, kind)]
+        passes.enqueue_passes(due, kind, full=False, trigger=Trigger.START, broker=broker)
     if config.tick_seconds_in_tests():
         queue.enqueue(TICK, env.pk, tick_schedule.pk, broker=broker)
     push.schedule(env)
@@ -71,6 +71,7 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
     for user in users:
         leases.ensure(user.pk)
     for kind in passes.KINDS:  # kind by kind: see schedule_environment
+        due = []
         for user in users:
             if not passes.runnable_kind(user, kind):
                 continue
@@ -82,10 +83,10 @@ def tick(environment_id: int, chain_schedule_id: int | None = None) -> int:
                 .update(**{name: now})
             )
             if claimed:
-                queue.enqueue(
-                    passes.RUN_PASS, user.pk, kind.value, Trigger.SCHEDULE.value, False, broker=broker
-                )
-                enqueued += 1
+                due.append(user)
+        # In tasks of PASS_THREADS mailboxes, each task's passes run at once on one worker.
+        passes.enqueue_passes(due, kind, full=False, trigger=Trigger.SCHEDULE, broker=broker, mark=False)
+        enqueued += len(due)
     alerts.observe_quietly(env.pk)  # O6: push lost or back, a secret about to expire, …
     if chain_schedule_id and config.tick_seconds_in_tests():
         _chain_tick(env, chain_schedule_id)

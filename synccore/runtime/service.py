@@ -317,6 +317,18 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
     return result
 
 
+def run_pass_batch(
+    user_ids: list[int], kind: str, trigger: str = Trigger.SCHEDULE, full: bool = False, *, threads: int | None = None
+) -> list[str]:
+    """A worker's passes of one kind for several mailboxes at once (`passes.run_passes`), then
+    what changed is told (O6), once per environment rather than once per pass."""
+    results = passes.run_passes(user_ids, kind, trigger, full, threads=threads)
+    ran = [user_id for user_id, result in zip(user_ids, results, strict=True) if not result.startswith("skipped")]
+    for environment_id in SyncUser.objects.filter(pk__in=ran).values_list("environment_id", flat=True).distinct():
+        alerts.observe_quietly(environment_id)
+    return results
+
+
 def send_test_alert(environment_id: int, requested_by: str = "") -> list[str]:
     """O6: a test alert on the environment's channels (on a worker); the channels it goes to."""
     channels = alerts.send_test(environment_id, requested_by)
