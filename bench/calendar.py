@@ -4,11 +4,13 @@ own process with simulated latency — compared with a naive baseline in the sam
 the same events with one request per event — over EWS and over Microsoft Graph.
 
     .venv/bin/python bench/calendar.py [--users 50] [--events 200] [--latency-ms 20]
-                                       [--backends ews,graph] [--full]
+                                       [--backends ews,graph] [--full] [--threads N]
 
 The initial synchronization is every user's first pass plus one more round (meetings written by
 later users land in earlier users' calendars and are read then); the idle pass is the round after.
-Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The last
+Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The sync
+steps run the users' passes as a worker runs a task of them (`service.run_pass_batch`), at once on
+the runtime's PASS_THREADS threads unless ``--threads`` says otherwise (1: one after the other). The last
 line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
 naive_wall_s, wall_ratio, idle_requests, peak_rss_mb; with --full also full_requests, full_wall_s,
 full_updated: a full pass of every user after the idle one): the figures of the first backend measured
@@ -94,7 +96,7 @@ def run_worker(mode: str) -> None:
         call_command("migrate", verbosity=0)
         print(json.dumps(setup(params)))
     elif mode == "sync":
-        print(json.dumps(sync_all(full=params.get("full") == "1")))
+        print(json.dumps(sync_all(full=params.get("full") == "1", threads=int(params.get("threads") or 0) or None)))
     elif mode == "naive":
         print(json.dumps(naive(params)))
 
@@ -152,21 +154,29 @@ def setup(params: dict) -> dict:
     return {"activities": len(activities), "attendees": len(attendees)}
 
 
-def sync_all(full: bool = False) -> dict:
-    from synccore.models import SyncUser
-    from synccore.sync.calendar import run_calendar_pass
-    from synccore.sync.runs import PassContext
+def sync_all(full: bool = False, threads: int | None = None) -> dict:
+    """Every user's calendar pass, as a worker runs a task of them: the runtime's own
+    `run_pass_batch`, its passes at once on ``threads`` threads (default: the runtime's)."""
+    from django.db.models import Max
+
+    from synccore.models import SyncKind, SyncRun, SyncUser, Trigger
+    from synccore.runtime import config, service
 
     fetch_token(SyncUser.objects.select_related("environment__settings").first().environment.settings)
-    totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
-    outcomes = set()
+    threads = threads or config.pass_threads()
+    users = list(SyncUser.objects.order_by("mailbox_email").values_list("pk", flat=True))
+    last_run = SyncRun.objects.aggregate(last=Max("pk"))["last"] or 0
     meter = Meter()
-    for user in SyncUser.objects.order_by("mailbox_email"):
-        run = run_calendar_pass(user.pk, PassContext(full=full))
-        outcomes.add(run.outcome)
+    results = service.run_pass_batch(users, SyncKind.CALENDAR, Trigger.MANUAL, full, threads=threads)
+    measured = meter.stop()
+    totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
+    runs = list(SyncRun.objects.filter(pk__gt=last_run))
+    for run in runs:
         for name in totals:
             totals[name] += getattr(run, name)
-    return {**totals, **meter.stop(), "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb()}
+    # A pass that never made a run row (deferred, failed before it began) shows as its result.
+    outcomes = {run.outcome for run in runs} | {r for r in results if r not in {run.outcome for run in runs}}
+    return {**totals, **measured, "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb(), "threads": threads}
 
 
 def naive(params: dict) -> dict:
@@ -207,12 +217,13 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
     params = {**endpoints, "backend": backend, "prefix": f"{backend}-", "users": str(args.users),
               "events": str(args.events), "first_day": first_day}  # fmt: skip
     worker("setup", **params)
-    first = worker("sync")
+    sync = {"threads": str(args.threads or "")}
+    first = worker("sync", **sync)
     # Meetings written by later users' first passes land in earlier users' calendars: the
     # initial synchronization ends with the round that reads those invitations.
-    settle = worker("sync")
-    idle = worker("sync")
-    full = worker("sync", **{**params, "full": "1"}) if args.full else None
+    settle = worker("sync", **sync)
+    idle = worker("sync", **sync)
+    full = worker("sync", **{**params, **sync, "full": "1"}) if args.full else None
     naive_run = worker("naive", **params)
     for run in (first, settle, idle, *([full] if full else [])):
         if run["failed"] or run["outcomes"] != ["success"]:
@@ -221,6 +232,7 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
     wall = first["wall_s"] + settle["wall_s"]
     initial = {key: first[key] + settle[key] for key in ("wall_s", "cpu_s", "sim_cpu_s")}
     events = args.users * args.events
+    print(f"{backend} passes at once: {first['threads']} (threads; 1 runs them one after the other)")
     print(
         f"{backend} initial sync: {args.users} users, {first['created']} events created, "
         f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), {wall:.1f} s"
@@ -240,6 +252,7 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
         **cpu_figures(naive_run, events, "naive_"),
         "idle_cpu_s": round(idle["cpu_s"], 2),
         "idle_sim_cpu_s": round(idle["sim_cpu_s"], 2),
+        "threads": first["threads"],
         "requests": requests,
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(requests, 1), 1),
@@ -263,6 +276,9 @@ def main() -> None:
         "--backends", default="ews,graph", help="comma-separated: ews, graph, domino (default ews,graph)"
     )
     parser.add_argument("--full", action="store_true", help="also time a full pass of every user (Sync all)")
+    parser.add_argument(
+        "--threads", type=int, help="passes at once in the sync steps (default: the runtime's PASS_THREADS; 1: serial)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

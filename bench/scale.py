@@ -1,5 +1,7 @@
 """Scale-out benchmark: one scheduler tick for N sync users (contacts and calendar), processed by a
-real `manage.py qcluster` with 1 worker, then from scratch with 4 workers.
+real `manage.py qcluster` with 1 worker, then from scratch with 4 workers; each worker runs the
+passes of a task at once on the runtime's PASS_THREADS threads (``--threads`` sets them; 1: one
+after the other), at most SYNC_EWS_CONCURRENT_PASSES (27) at once over all workers.
 
 exchange_sim runs as its own process with simulated network latency; the database is PostgreSQL
 (as in production) unless ``--database sqlite``. Each worker count gets a fresh database and a
@@ -9,6 +11,7 @@ tick until the last pass has finished.
 
     .venv/bin/python bench/scale.py [--users 200] [--latency-ms 50] [--contacts 20]
                                     [--activities 2] [--database postgres|sqlite] [--idle]
+                                    [--threads N]
 
 With ``--idle`` (users 2,000 by default, no contacts or activities unless given): every user's
 first passes run in a tick without latency first, then the measured tick is one of idle passes
@@ -125,8 +128,11 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
     totals = runs.aggregate(requests=Sum("requests"))
     spans = [(r.finished_at - r.started_at).total_seconds() for r in runs.only("started_at", "finished_at")]
     deferred = sum(
-        str(task.result).startswith("deferred")
-        for task in Task.objects.filter(func="synccore.tasks.run_pass", started__gte=began)
+        str(result).startswith("deferred")
+        for task in Task.objects.filter(
+            func__in=("synccore.tasks.run_pass", "synccore.tasks.run_passes"), started__gte=began
+        )
+        for result in (task.result if isinstance(task.result, list) else [task.result])
     )
     outcomes = {
         outcome: runs.filter(outcome=outcome).count() for outcome in runs.values_list("outcome", flat=True)
@@ -145,13 +151,17 @@ def one_tick(env, expected: int, sim: SimProcess, cluster: Managed) -> dict:
 
 
 def measure(args: argparse.Namespace, workers: int) -> dict:
+    threads = {"PASS_THREADS": str(args.threads)} if args.threads else {}
     mailboxes = [f"user{i:04d}@contoso.example" for i in range(args.users)]
     sim = SimProcess(mailboxes, 0)  # no latency while the data is set up
     cluster = None
     try:
         with fresh_database(args.database) as database_url:
-            configure_environment(database_url, Q_WORKERS=str(workers))
+            configure_environment(database_url, Q_WORKERS=str(workers), **threads)
             django_setup()
+            from synccore.runtime import config
+
+            result_threads = config.pass_threads()
             env = setup(sim, mailboxes, args.contacts, args.activities, outlook_events=not args.idle)
             cluster = Managed("qcluster", log_name=f"bench-scale-{workers}")
             wait_until(lambda: cluster_ready(workers), timeout=120, every=0.5, what="the cluster")
@@ -170,8 +180,9 @@ def measure(args: argparse.Namespace, workers: int) -> dict:
             cluster.stop()
         sim.stop()
     result["users_per_min"] = args.users / (result["seconds"] / 60)
+    result["threads"] = result_threads
     print(
-        f"{workers} worker(s): {args.users} users in {result['seconds']:.1f} s = "
+        f"{workers} worker(s) x {result_threads} thread(s): {args.users} users in {result['seconds']:.1f} s = "
         f"{result['users_per_min']:.1f} users/min; outcomes {result['outcomes']}; "
         f"{result['workers_used']} worker process(es) ran passes; {result['requests_per_pass']:.1f} requests "
         f"and {result['mean_pass_s']:.2f} s per pass on average; {result['deferred']} deferred (lease taken); "
@@ -190,6 +201,7 @@ def main() -> None:
     parser.add_argument("--activities", type=int, help="CRM activities organised by each user (2; 0 with --idle)")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--idle", action="store_true", help="measure a tick of idle passes (after the first ones)")
+    parser.add_argument("--threads", type=int, help="passes at once per worker (default: the runtime's PASS_THREADS)")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # one worker count, in this process
     args = parser.parse_args()
     if args.users is None:
@@ -221,6 +233,7 @@ def main() -> None:
         "idle": args.idle,
         "latency_ms": args.latency_ms,
         "database": args.database,
+        "threads_per_worker": one["threads"],
         "contacts_per_user": args.contacts,
         "activities_per_user": args.activities,
         "seconds_1_worker": round(one["seconds"], 1),
