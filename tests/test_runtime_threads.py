@@ -11,9 +11,11 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from synccore.models import ConnectionSlot, Outcome, SynchronizerState, SyncRun, Trigger, UserLease
-from synccore.runtime import passes, slots
+from synccore.runtime import passes, scheduling, slots
 from synccore.runtime import service as runtime
 from tests.fixtures import factories as f
 from tests.runtime_cluster import Cluster, manage, runtime_env, wait_for
@@ -38,6 +40,18 @@ def four_users(crm):
     crm.configure(synchronize_activities=False)
     f.contact(crm.env, first_name="Ann", last_name="Lee")
     return [crm.alice, crm.bob, *(f.sync_user(crm.env, email) for email in OTHERS)]
+
+
+def test_a_tick_enqueues_the_due_passes_in_tasks_of_pass_threads_mailboxes(crm, four_users, settings):
+    settings.PASS_THREADS = 3
+    crm.env.set_state(SynchronizerState.RUNNING)
+    assert scheduling.tick(crm.env.pk) == 4
+    tasks = [SignedPackage.loads(row.payload) for row in OrmQ.objects.order_by("id")]
+    ids = [u.pk for u in four_users]
+    assert [(t["func"], tuple(t["args"])) for t in tasks] == [
+        ("synccore.tasks.run_passes", (ids[:3], "contacts", "schedule", False)),
+        ("synccore.tasks.run_pass", (ids[3], "contacts", "schedule", False)),
+    ]
 
 
 def test_a_failing_pass_in_one_thread_never_stops_the_others(crm, four_users, monkeypatch):
