@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('synccore', '0026_unfiled_messages'),
+        ('synccore', '0027_activity_attendee_email_ci'),
     ]
 
     operations = [
