@@ -1,12 +1,13 @@
 """Connection slots: at most N passes at once per EWS service account, over every worker thread,
 process and machine (Exchange's EWSMaxConcurrency allows 27 connections per account).
 
-A pass sends one request at a time, so bounding passes bounds connections. A slot is a row taken,
+A pass over EWS sends one request at a time, so bounding passes bounds connections. A slot is a row taken,
 renewed and released by conditional UPDATEs, as the mailbox lease is (atomic on PostgreSQL and
 SQLite, no row locks); the slot of a worker that died expires with the pass's lease time.
 
 Graph needs no slot: its limit (4 requests at once per app and mailbox) already holds because a
-mailbox is synchronized by one pass at a time (its lease) and a pass sends one request at a time.
+mailbox is synchronized by one pass at a time (its lease) and the Graph backend sends at most 4
+requests of a mailbox at once.
 """
 
 from __future__ import annotations
