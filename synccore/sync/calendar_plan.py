@@ -204,11 +204,12 @@ class CalendarScope:
         )
         # The horizon moves once a day, so each day's new slice is read once (K15).
         self.horizon_end = datetime.combine(horizon_day, time.min, UTC)
+        # Whose calendars are synchronized (K3, K7): addresses only, no row per user every pass.
         self.sync_users = {
-            u.mailbox_email.lower(): u
-            for u in SyncUser.objects.filter(
+            email.lower()
+            for email in SyncUser.objects.filter(
                 environment=self.env, active=True, calendar_enabled=True
-            ).select_related("employee")
+            ).values_list("mailbox_email", flat=True)
         }
         self.domains = self.settings.organisation_domains()
         self.flow = Flow.of(self.env.pk, self.settings.calendar_direction)
