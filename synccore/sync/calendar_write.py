@@ -48,7 +48,7 @@ from synccore.models import (
     SyncKind,
     SyncRun,
 )
-from synccore.models.bulk import save_rows
+from synccore.models.bulk import save_rows, update_fields
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.actions import ItemKey
@@ -349,7 +349,7 @@ class CalendarWriter:
             ready.append((activity, target, link, crm))
             events.append(event)
         if new_uids:  # one query for the batch, before its request
-            Activity.all_objects.bulk_update(new_uids, ["meeting_uid"])
+            update_fields(Activity, new_uids, ["meeting_uid"])
         if not events:
             return
         results = self.backend.create_events(self.mailbox, self.folder_id, events, send_invitations=invitations)
@@ -380,7 +380,7 @@ class CalendarWriter:
             with transaction.atomic():
                 save_rows(ItemLink, agreed)
                 if server_uids:
-                    Activity.all_objects.bulk_update(server_uids, ["meeting_uid"])
+                    update_fields(Activity, server_uids, ["meeting_uid"])
             for activity, _ in created:  # their links are committed: done even if the pass fails later
                 self.ctx.carried_out(ItemKey(activity.pk), {actions.CREATE})
             try:
