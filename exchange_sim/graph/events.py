@@ -134,8 +134,11 @@ def answer_zone(request: GraphRequest) -> tuple[str, Any]:
     return name, zone(name)
 
 
-def when_json(request: GraphRequest, instant: datetime, all_day: bool, event_zone: str | None) -> dict[str, str]:
-    label, target = answer_zone(request)
+def when_json(
+    request: GraphRequest, instant: datetime, all_day: bool, event_zone: str | None, answer: tuple[str, Any] | None = None
+) -> dict[str, str]:
+    """`answer`: answer_zone(request), when the caller has it already."""
+    label, target = answer or answer_zone(request)
     if all_day:  # floating: the event's own midnight, labelled with the zone asked for
         local = instant.astimezone(calendar.zone_for(event_zone)).replace(tzinfo=None)
     else:
@@ -318,7 +321,11 @@ def event_json(request: GraphRequest, item: Item, expand: list[str] | None = Non
     kind = _item_type(request.store, item)
     all_day = bool(props.get("IsAllDayEvent"))
     zone_id = props.get("StartTimeZone")
-    text = body_text(item.body_html) if props.get("Body") else ""
+    # each once: an event answers its id, its body and its zone twice
+    html = item.body_html
+    text = body_text(html) if props.get("Body") else ""
+    graph_id = request.graph_id(item.id, item)
+    answer = answer_zone(request)
     location = props.get("Location") or ""
     organizer = props.get("Organizer") or {}
     is_organizer = meetings.is_organizer_copy(item)
@@ -326,7 +333,7 @@ def event_json(request: GraphRequest, item: Item, expand: list[str] | None = Non
     master_id = props.get("_occurrence_of")
     body: dict[str, Any] = {
         "@odata.etag": etag(item.changekey),
-        "id": request.graph_id(item.id, item),
+        "id": graph_id,
         "createdDateTime": utc_text(item.created),
         "lastModifiedDateTime": utc_text(item.modified),
         "changeKey": item.changekey,
@@ -349,7 +356,7 @@ def event_json(request: GraphRequest, item: Item, expand: list[str] | None = Non
         "seriesMasterId": request.graph_id(master_id) if master_id else None,
         "showAs": SHOW_AS.get(props.get("LegacyFreeBusyStatus") or "Busy", "busy"),
         "type": kind,
-        "webLink": f"https://outlook.office365.com/owa/?itemid={request.graph_id(item.id, item)}&exvsurl=1&path=/calendar/item",
+        "webLink": f"https://outlook.office365.com/owa/?itemid={graph_id}&exvsurl=1&path=/calendar/item",
         "onlineMeetingUrl": None,
         "isOnlineMeeting": False,
         "onlineMeetingProvider": "unknown",
@@ -357,9 +364,9 @@ def event_json(request: GraphRequest, item: Item, expand: list[str] | None = Non
         "isDraft": False,
         "hideAttendees": False,
         "responseStatus": {"response": RESPONSE.get(my_response, "none"), "time": NO_TIME},
-        "body": {"contentType": "text", "content": text} if request.prefer.text_body else {"contentType": "html", "content": item.body_html},
-        "start": when_json(request, props["Start"], all_day, zone_id),
-        "end": when_json(request, props["End"], all_day, zone_id),
+        "body": {"contentType": "text", "content": text} if request.prefer.text_body else {"contentType": "html", "content": html},
+        "start": when_json(request, props["Start"], all_day, zone_id, answer),
+        "end": when_json(request, props["End"], all_day, zone_id, answer),
         "location": {"displayName": location, "locationType": "default", "uniqueIdType": "unknown", "address": {}, "coordinates": {}},
         "locations": [{"displayName": location, "locationType": "default", "uniqueId": location, "uniqueIdType": "private"}] if location else [],
         "recurrence": recurrence_json(item) if kind == "seriesMaster" else None,
