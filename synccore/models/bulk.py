@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from django.db import connection, models, transaction
 
+READ_BACK = 900  # keys read back per query (SQLite takes at most 999 parameters in old builds)
+
 
 def save_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None:
     """What ``row.save()`` writes for each row (every field but the key and ``auto_now_add``
@@ -62,3 +64,20 @@ def update_fields(model: type[models.Model], rows: Sequence[models.Model], names
     params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def insert_keyed_rows(model: type[models.Model], rows: Sequence[models.Model], key: str) -> None:
+    """``insert_rows``, then each row's primary key read back by ``key``, a unique field the rows
+    carry: the rows as ``bulk_create`` leaves them, at a fraction of its CPU."""
+    if not rows:
+        return
+    insert_rows(model, rows)
+    attname = model._meta.get_field(key).attname
+    by_key = {getattr(row, attname): row for row in rows}
+    keys = list(by_key)
+    for start in range(0, len(keys), READ_BACK):
+        chunk = keys[start : start + READ_BACK]
+        for value, pk in model._default_manager.filter(**{f"{key}__in": chunk}).values_list(key, "pk"):
+            row = by_key[value]
+            row.pk = pk
+            row._state.adding, row._state.db = False, connection.alias

@@ -48,7 +48,7 @@ from synccore.models import (
     SyncKind,
     SyncRun,
 )
-from synccore.models.bulk import save_rows, update_fields
+from synccore.models.bulk import insert_keyed_rows, save_rows, update_fields
 from synccore.sync import actions
 from synccore.sync import events as ev
 from synccore.sync.actions import ItemKey
@@ -311,9 +311,7 @@ class CalendarWriter:
 
     def save_new_links(self) -> None:
         """The pending links of the queued creates not in the database yet, in one insert."""
-        new = [link for _, _, link in self.creates if link.pk is None]
-        if new:
-            ItemLink.objects.bulk_create(new)
+        insert_keyed_rows(ItemLink, [link for _, _, link in self.creates if link.pk is None], "sync_id")
 
     def write_creates(self) -> None:
         """The queued creates, in batches (one request per batch), meetings with invitations
