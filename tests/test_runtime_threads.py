@@ -114,8 +114,26 @@ def test_a_slot_is_one_holders_until_released_or_expired(crm):
 
 
 @pytest.mark.backends("graph")
-def test_graph_passes_take_no_slot_the_mailbox_lease_bounds_them(crm):
-    assert slots.account_key(crm.alice) == ""
+def test_graph_passes_at_once_stay_within_4_requests_per_app_and_mailbox(crm, four_users):
+    assert slots.account_key(crm.alice) == ""  # no slot: the mailbox's lease and the backend bound it
+    for i in range(100):  # several $batch requests per mailbox, which the backend sends side by side
+        f.contact(crm.env, first_name="Kim", last_name=f"Batch {i:03d}")
+    crm.sim.graph.throttling.concurrency = 4  # Graph answers 429 beyond it
+    enter, throttled = crm.sim.graph.throttling.enter, []
+
+    def counted(app, mailbox):
+        try:
+            enter(app, mailbox)
+        except Exception:
+            throttled.append(mailbox)
+            raise
+
+    crm.sim.graph.throttling.enter = counted
+    results = runtime.run_pass_batch([u.pk for u in four_users], "contacts", Trigger.MANUAL, threads=4)
+    assert results == ["success"] * 4
+    assert throttled == []
+    for user in four_users:
+        assert len(crm.mailbox(user).contacts()) == 101
 
 
 @pytest.mark.slow
