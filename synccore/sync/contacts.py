@@ -44,6 +44,7 @@ from synccore.models import (
     SyncSettings,
     SyncUser,
 )
+from synccore.models.bulk import insert_keyed_rows
 from synccore.sync import actions, cards
 from synccore.sync.actions import Action, ItemKey
 from synccore.sync.connection import open_user_backend
@@ -474,10 +475,7 @@ class ContactPass:
             return
         # Commit fresh links (with their sync ids) before anything reaches Exchange.
         new_links = [link for link, _ in creates if link.pk is None]
-        if new_links:
-            ItemLink.objects.bulk_create(new_links)
-            if any(link.pk is None for link in new_links):  # backends without RETURNING
-                self._reload_pks(new_links)
+        insert_keyed_rows(ItemLink, new_links, "sync_id")
         # A create of an earlier pass may have reached Exchange before a crash (or before a
         # transport error): find it by its sync id and adopt it instead of duplicating.
         fresh = {id(link) for link in new_links}
@@ -561,13 +559,6 @@ class ContactPass:
         for link in links:
             kind, record_id = _record_key(link)
             self.ctx.carried_out(ItemKey(record_id, entity=kind))
-
-    def _reload_pks(self, links: list[ItemLink]) -> None:
-        pks = dict(
-            ItemLink.objects.filter(sync_id__in=[link.sync_id for link in links]).values_list("sync_id", "pk")
-        )
-        for link in links:
-            link.pk = pks[link.sync_id]
 
     def record_skips(self, skips: list[tuple[ItemLink | None, Desired]]) -> None:
         links = []
