@@ -459,6 +459,9 @@ class ConnectionConfig:
     batch_size: int = 100
     max_wait_s: float = 120.0  # longest retry wait; stays under the task timeout
     timeout_s: float = 60.0
+    # HTTP connections to one EWS endpoint and account in this process (exchangelib's pool): a
+    # worker running several passes at once needs one each, within EWS's 27 per service account.
+    max_connections: int = 4
     calendar_horizon_days: int = 90  # the calendar window ahead (Graph's calendarView is bounded)
 
 

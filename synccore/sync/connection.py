@@ -34,6 +34,8 @@ def connection_config(sync_settings: SyncSettings, backend: str = "") -> Connect
         calendar_horizon_days=sync_settings.calendar_horizon_days,
         # The longest retry wait stays well under the task timeout, so a pass ends on its own.
         max_wait_s=min(120.0, django_settings.Q_TIMEOUT / 4),
+        # One connection per pass a worker runs at once (PASS_THREADS), never over EWS's 27.
+        max_connections=min(27, max(4, int(getattr(django_settings, "PASS_THREADS", 4)))),
     )
 
 

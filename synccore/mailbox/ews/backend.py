@@ -91,7 +91,7 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
             auth_type=self._auth_type(config),
             version=Version(build=SERVER_BUILD),
             retry_policy=SyncRetryPolicy(max_wait=config.max_wait_s),
-            max_connections=4,
+            max_connections=config.max_connections,
         )
         self._accounts: dict[str, Account] = {}
         self._requests_at_start = requests_sent()
@@ -133,7 +133,7 @@ class EwsBackend(CalendarOperations, TaskOperations, MessageOperations, Streamin
                     auth_type=OAUTH2,
                     version=Version(build=SERVER_BUILD),
                     retry_policy=SyncRetryPolicy(max_wait=self.config.max_wait_s),
-                    max_connections=4,
+                    max_connections=self.config.max_connections,
                 )
             account = Account(
                 primary_smtp_address=mailbox,
