@@ -21,15 +21,11 @@ def save_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None:
         for f in model._meta.concrete_fields
         if not f.primary_key and not getattr(f, "auto_now_add", False)
     ]
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"
     params = []
     for row in rows:
         row._prepare_related_fields_for_save(operation_name="save")
         params.append([f.get_db_prep_save(f.pre_save(row, False), connection) for f in fields] + [row.pk])
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    _update_by_pk(model, fields, params, savepoint=True)
 
 
 def insert_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None:
@@ -58,11 +54,19 @@ def update_fields(model: type[models.Model], rows: Sequence[models.Model], names
     if not rows:
         return
     fields = [model._meta.get_field(name) for name in names]
+    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
+    _update_by_pk(model, fields, params)
+
+
+def _update_by_pk(
+    model: type[models.Model], fields: Sequence[models.Field], params: list[list], *, savepoint: bool = False
+) -> None:
+    """One UPDATE of ``fields`` by primary key, executed for every row's values (each ending with
+    its key), in one transaction."""
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"
-    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=savepoint), connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
 
