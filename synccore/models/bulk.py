@@ -2,11 +2,149 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.operations import BaseDatabaseOperations
 
 READ_BACK = 900  # keys read back per query (SQLite takes at most 999 parameters in old builds)
+
+# --- A row's values as Django's save() hands them to the driver, at a fraction of its CPU ------
+#
+# Django prepares each value of each row through several calls per field (get_db_prep_save,
+# get_db_prep_value, get_prep_value, to_python, the backend's adapt_*), looked up through the
+# thread's connection proxy each time. For the types a pass actually stores, most of that is the
+# identity or one backend call: each field's preparation is worked out once per statement, by
+# value type; any other value (a naive datetime, a lazy text, a bool in an integer column) takes
+# Django's own path. Only for the backends this was checked against (test_bulk_rows.py compares
+# every field of every model with Django's own preparation).
+
+_Convert = Callable[[Any], Any] | None  # None: the value is handed over as it is
+DJANGO: Any = object()  # the value goes through field.get_db_prep_save
+
+
+class Preparation(dict[type, Any]):
+    """Value type → its conversion (``_Convert``), or ``DJANGO``. A text field hands any text
+    over as it is, choices' members (str subclasses) too: those are found on first use."""
+
+    def __init__(self, known: dict[type, _Convert] | None = None, *, texts: bool = False) -> None:
+        super().__init__(known or {})
+        self.texts = texts
+
+    def __missing__(self, kind: type) -> Any:
+        found = None if self.texts and issubclass(kind, str) else DJANGO
+        self[kind] = found
+        return found
+
+_TEXT = (models.CharField, models.TextField, models.EmailField, models.URLField, models.SlugField)
+_INTEGER = (
+    models.IntegerField,
+    models.BigIntegerField,
+    models.SmallIntegerField,
+    models.PositiveIntegerField,
+    models.PositiveSmallIntegerField,
+    models.PositiveBigIntegerField,
+)
+_AUTO = (models.AutoField, models.BigAutoField, models.SmallAutoField)
+_JSON_TYPES = (dict, list, str, int, float, bool)
+_CHECKED_VENDORS = {"sqlite", "postgresql"}
+
+
+def fast_preparation(field: models.Field, conn: BaseDatabaseWrapper) -> Preparation:
+    """How ``field.get_db_prep_save`` turns values of each type listed (exactly that type, not a
+    subclass, but for texts) into what the driver gets; other types go through Django."""
+    if conn.vendor not in _CHECKED_VENDORS:
+        return Preparation()
+    # CharField.to_python leaves any str as it is (choices' members too).
+    return Preparation(_known(field, conn), texts=type(field) in _TEXT)
+
+
+def _known(field: models.Field, conn: BaseDatabaseWrapper) -> dict[type, _Convert]:
+    ops, kind = conn.ops, type(field)
+    if kind in _TEXT:
+        return {type(None): None, str: None}
+    if kind is models.BooleanField:
+        return {type(None): None, bool: None}
+    if kind in _INTEGER:
+        if type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value:
+            return {type(None): None, int: None}
+        adapt, internal = ops.adapt_integerfield_value, field.get_internal_type()
+        return {type(None): None, int: lambda v: adapt(v, internal)}
+    if kind in _AUTO:
+        if type(ops).validate_autopk_value is BaseDatabaseOperations.validate_autopk_value:
+            return {type(None): None, int: None}
+        return {}
+    if kind is models.DateTimeField:
+        adapt_moment, slow = ops.adapt_datetimefield_value, field.get_db_prep_save
+
+        def moment(v: datetime.datetime) -> Any:
+            # An aware moment is what get_prep_value leaves as it is; a naive one warns there.
+            return adapt_moment(v) if v.utcoffset() is not None else slow(v, conn)
+
+        return {type(None): None, datetime.datetime: moment}
+    if kind is models.DateField:
+        return {type(None): None, datetime.date: ops.adapt_datefield_value}
+    if kind is models.JSONField:
+        adapt_json, encoder = ops.adapt_json_value, field.encoder
+        return {type(None): None} | dict.fromkeys(_JSON_TYPES, lambda v: adapt_json(v, encoder))
+    if kind is models.UUIDField:
+        return {type(None): None, uuid.UUID: None if conn.features.has_native_uuid_field else _hex}
+    if kind in (models.ForeignKey, models.OneToOneField):
+        # A key's value goes to its target field; "" means NULL there, so texts take Django's path.
+        target = _known(field.target_field, conn)
+        target.pop(str, None)
+        return target
+    return {}
+
+
+def _hex(value: uuid.UUID) -> str:
+    return value.hex
+
+
+def _plain_read(field: models.Field) -> bool:
+    """Whether ``field.pre_save`` only reads the attribute (no ``auto_now`` stamp)."""
+    if type(field).pre_save is models.Field.pre_save:
+        return True
+    return type(field) in (models.DateTimeField, models.DateField) and not (field.auto_now or field.auto_now_add)
+
+
+def _values_of(
+    rows: Sequence[models.Model],
+    fields: Sequence[models.Field],
+    conn: BaseDatabaseWrapper,
+    *,
+    add: bool = False,
+    operation: str | None = None,
+) -> list[list[Any]]:
+    """Each row's values of ``fields`` as ``field.get_db_prep_save(field.pre_save(row, add))``
+    gives them, the row's related fields checked first as ``operation`` (save, bulk_create)
+    checks them; without an operation, the values as they are (no check, no ``auto_now``)."""
+    plan = [(f.attname, operation is None or _plain_read(f), f, fast_preparation(f, conn)) for f in fields]
+    out = []
+    for row in rows:
+        # The check acts only on related objects the row holds (its fields cache).
+        if operation is not None and row._state.__dict__.get("fields_cache"):
+            row._prepare_related_fields_for_save(operation_name=operation)
+        own = row.__dict__
+        values = []
+        for attname, plain, field, fast in plan:
+            if plain:
+                value = own[attname] if attname in own else getattr(row, attname)
+            else:
+                value = field.pre_save(row, add)
+            convert = fast[type(value)]
+            if convert is None:
+                values.append(value)
+            elif convert is DJANGO:
+                values.append(field.get_db_prep_save(value, conn))
+            else:
+                values.append(convert(value))
+        out.append(values)
+    return out
 
 
 def save_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None:
@@ -21,10 +159,10 @@ def save_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None:
         for f in model._meta.concrete_fields
         if not f.primary_key and not getattr(f, "auto_now_add", False)
     ]
-    params = []
-    for row in rows:
-        row._prepare_related_fields_for_save(operation_name="save")
-        params.append([f.get_db_prep_save(f.pre_save(row, False), connection) for f in fields] + [row.pk])
+    conn = connections[DEFAULT_DB_ALIAS]
+    params = _values_of(rows, fields, conn, operation="save")
+    for values, row in zip(params, rows, strict=True):
+        values.append(row.pk)
     _update_by_pk(model, fields, params, savepoint=True)
 
 
@@ -35,15 +173,13 @@ def insert_rows(model: type[models.Model], rows: Sequence[models.Model]) -> None
     if not rows:
         return
     fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.generated]
-    quote = connection.ops.quote_name
+    conn = connections[DEFAULT_DB_ALIAS]
+    quote = conn.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
-    params = []
-    for row in rows:
-        row._prepare_related_fields_for_save(operation_name="bulk_create")
-        params.append([f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields])
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    params = _values_of(rows, fields, conn, add=True, operation="bulk_create")
+    with transaction.atomic(savepoint=False), conn.cursor() as cursor:
         cursor.executemany(sql, params)
 
 
@@ -54,7 +190,9 @@ def update_fields(model: type[models.Model], rows: Sequence[models.Model], names
     if not rows:
         return
     fields = [model._meta.get_field(name) for name in names]
-    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
+    params = _values_of(rows, fields, connections[DEFAULT_DB_ALIAS])
+    for values, row in zip(params, rows, strict=True):
+        values.append(row.pk)
     _update_by_pk(model, fields, params)
 
 
@@ -63,10 +201,11 @@ def _update_by_pk(
 ) -> None:
     """One UPDATE of ``fields`` by primary key, executed for every row's values (each ending with
     its key), in one transaction."""
-    quote = connection.ops.quote_name
+    conn = connections[DEFAULT_DB_ALIAS]
+    quote = conn.ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     sql = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"
-    with transaction.atomic(savepoint=savepoint), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=savepoint), conn.cursor() as cursor:
         cursor.executemany(sql, params)
 
 
@@ -84,4 +223,4 @@ def insert_keyed_rows(model: type[models.Model], rows: Sequence[models.Model], k
         for value, pk in model._default_manager.filter(**{f"{key}__in": chunk}).values_list(key, "pk"):
             row = by_key[value]
             row.pk = pk
-            row._state.adding, row._state.db = False, connection.alias
+            row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS

@@ -175,8 +175,9 @@ class Recorder:
             rows.append(
                 Decision(
                     environment_id=user.environment_id,
-                    sync_user=user,
-                    run=run,
+                    # Keys, not the rows: nothing related held that the insert would check.
+                    sync_user_id=user.pk,
+                    run_id=run.pk,
                     pass_kind=self.kind,
                     entity=entity,
                     record_id=record_id,
