@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from exchangelib import Account, CalendarItem, EWSDateTime
+from exchangelib import Account, CalendarItem, EWSDateTime, Folder
 from exchangelib import errors as ews_errors
 from exchangelib.folders import Calendar
 from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY, SEND_TO_NONE
@@ -92,6 +92,7 @@ class CalendarOperations:
             lambda: list(
                 account.fetch(
                     ids=[(i, None) for i in item_ids],
+                    folder=self.folder(account, folder_id),
                     only_fields=["parent_folder_id", "changekey"],
                     chunk_size=self.config.batch_size,
                 )
@@ -116,9 +117,14 @@ class CalendarOperations:
         for name in properties:
             property_field(name, CalendarItem)  # registered: a fetch reads every field of the class
         account = self.account(mailbox)
+        # The calendar validates the fields: exchangelib's default asks the server for the root
+        # folder first, one request more per pass that reads.
+        validation = self.folder(account, refs[0].folder_id)
         items = self.call(
             lambda: list(
-                account.fetch(ids=[(r.item_id, None) for r in refs], chunk_size=self.config.batch_size)
+                account.fetch(
+                    ids=[(r.item_id, None) for r in refs], folder=validation, chunk_size=self.config.batch_size
+                )
             )
         )
         out: list[CalendarEvent | MailboxError] = []
@@ -140,11 +146,11 @@ class CalendarOperations:
                 for occurrence, occurrence_id in zip(event.modified_occurrences, ids, strict=False)
             ]
         if exceptions:
-            self._read_exceptions(account, exceptions)
+            self._read_exceptions(account, exceptions, validation)
         return out
 
     def _read_exceptions(
-        self, account: Account, exceptions: list[tuple[base.Occurrence, str, CalendarEvent]]
+        self, account: Account, exceptions: list[tuple[base.Occurrence, str, CalendarEvent]], validation: Folder
     ) -> None:
         """Subject and location of modified occurrences, in one more request per batch (a master
         lists only their times)."""
@@ -152,6 +158,7 @@ class CalendarOperations:
             lambda: list(
                 account.fetch(
                     ids=[(occurrence_id, None) for _, occurrence_id, _ in exceptions],
+                    folder=validation,
                     only_fields=["subject", "location"],
                     chunk_size=self.config.batch_size,
                 )

@@ -124,8 +124,15 @@ class TaskOperations:
         for name in properties:
             property_field(name, Task)  # registered: a fetch reads every field of the class
         account = self.account(mailbox)
+        # The Tasks folder validates the fields: exchangelib's default asks the server for the root
+        # folder first, one request more per pass that reads.
+        validation = self.folder(account, refs[0].folder_id)
         items = self.call(
-            lambda: list(account.fetch(ids=[(r.item_id, None) for r in refs], chunk_size=self.config.batch_size))
+            lambda: list(
+                account.fetch(
+                    ids=[(r.item_id, None) for r in refs], folder=validation, chunk_size=self.config.batch_size
+                )
+            )
         )
         out: list[TaskItem | MailboxError] = []
         for ref, item in zip(refs, items, strict=True):
