@@ -148,6 +148,10 @@ class FolderState(models.Model):
     folder_name = models.CharField(max_length=255, blank=True, help_text="Empty: the distinguished folder.")
     remote_folder_id = models.TextField(blank=True)
     sync_token = models.TextField(blank=True, help_text="EWS SyncState or Graph deltaLink.")
+    # Others' changes a pass saw while reading back its own writes (another pass's invitation
+    # landing meanwhile): the token moves past them, and the next pass reads them from here
+    # instead of paging through this pass's writes again. [[item id, change key], ...]
+    pending_changes = models.JSONField(default=list, blank=True)
     window_start = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

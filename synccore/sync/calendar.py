@@ -92,7 +92,7 @@ class CalendarPass(CalendarScope):
                 log.warning("calendar sync token of %s rejected; reading the folder again", self.mailbox)
             page = self.backend.calendar_changes(self.mailbox, state.remote_folder_id, "")
             known = {ref.item_id for ref in page.changed}
-            state.sync_token = page.token
+            state.sync_token, state.pending_changes = page.token, []  # read with the rest
             # A first read may cover only the window (Graph): what it lacks is looked up, and only
             # what is no longer in the calendar is gone.
             missing = [i for i in links_by_remote if i not in known]
@@ -101,9 +101,18 @@ class CalendarPass(CalendarScope):
             changed += [RemoteRef(i, key, state.remote_folder_id) for i, key in present.items()]
             return changed, set(missing) - present.keys()
         state.sync_token = page.token
+        # What the last pass saw of others while reading back its own writes: the token has
+        # moved past it. Listed again (or deleted) since, the page's word is newer.
+        reported = {ref.item_id for ref in page.changed} | set(page.deleted)
+        pending = [
+            RemoteRef(item_id, change_key, state.remote_folder_id)
+            for item_id, change_key in state.pending_changes
+            if item_id not in reported
+        ]
+        state.pending_changes = []
         changed = [
             ref
-            for ref in page.changed
+            for ref in [*page.changed, *pending]
             if ref.item_id not in links_by_remote
             or links_by_remote[ref.item_id].remote_change_key != ref.change_key
         ]
@@ -119,7 +128,7 @@ class CalendarPass(CalendarScope):
         )
         if not state.remote_folder_id:
             state.remote_folder_id = self.backend.ensure_calendar_folder(self.mailbox)
-            state.sync_token, state.window_end = "", None
+            state.sync_token, state.window_end, state.pending_changes = "", None, []
         self.writer.folder_id = state.remote_folder_id
         # Their activities are loaded with this mailbox's own (``my_activities``), once read.
         links = list(ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY))

@@ -870,7 +870,11 @@ class CalendarWriter:
         """Advance the token past our own writes; a foreign edit meanwhile stays visible because
         its change key differs from the one we recorded. Our own deletions are absorbed too: a
         token left before this pass's creates would never report their deletion (Exchange reports
-        no Delete for an item created after the token), and the link would point at nothing."""
+        no Delete for an item created after the token), and the link would point at nothing.
+
+        Others' changes seen meanwhile (passes at once: another mailbox's invitations landing
+        here) are kept for the next pass, which reads them beside its token's changes: leaving
+        the token behind for them would make it page through all of this pass's writes again."""
         known = dict(
             ItemLink.objects.filter(sync_user=self.user, kind=mapping.ACTIVITY)
             .exclude(remote_id="")
@@ -883,5 +887,6 @@ class CalendarWriter:
         foreign = [
             ref for ref in page.changed if ref.item_id not in known or known[ref.item_id] != ref.change_key
         ]
-        if not foreign and set(page.deleted) <= self.removed:
+        if set(page.deleted) <= self.removed:
             state.sync_token = page.token
+            state.pending_changes += [[ref.item_id, ref.change_key] for ref in foreign]

@@ -250,8 +250,8 @@ def apply(relinking: Relinking) -> None:
                 state.remote_folder_id = relinking.task_folder
             else:
                 state.remote_folder_id = ""  # another kind's folder is looked up again by its pass
-            state.sync_token = ""
-            state.save(update_fields=["remote_folder_id", "sync_token", "updated_at"])
+            state.sync_token, state.pending_changes = "", []  # the old protocol's ids
+            state.save(update_fields=["remote_folder_id", "sync_token", "pending_changes", "updated_at"])
         SyncUser.objects.filter(pk=user.pk).update(linked_backend=relinking.backend, updated_at=now)
     user.linked_backend = relinking.backend
     log.info(
