@@ -347,8 +347,9 @@ def parse_extended_property(elem: Element) -> tuple[ExtendedKey, Any]:
     return key, elem.findtext(t("Value")) or ""
 
 
-def wanted_elements(item: Item, shape: Shape) -> set[str]:
-    wanted = shape.elements() | {"ItemId"}
+def wanted_elements(item: Item, shape: Shape, elements: set[str] | None = None) -> set[str]:
+    """`elements`: shape.elements(), when the caller has it already."""
+    wanted = (shape.elements() if elements is None else elements) | {"ItemId"}
     if shape.base in {"Default", "AllProperties"}:
         wanted |= set(item.props) | {"ParentFolderId", "DateTimeCreated", "LastModifiedTime", "Size"}
     return wanted
@@ -377,10 +378,15 @@ def render_item(
     kind = tag or item.kind
     elem = sub(parent, t(kind))
     values = item_values(item, computed)
-    wanted = wanted_elements(item, shape) | set(computed or {}) & shape.elements()
+    elements = shape.elements()  # once per item: a shape names a hundred properties
+    wanted = wanted_elements(item, shape, elements) | set(computed or {}) & elements
     if shape.base in {"Default", "AllProperties"}:
         wanted |= set(computed or {})
     for name, typ in ORDER.get(kind, ORDER["Item"]):
+        # the kind's order names well over a hundred elements, an item has a few dozen: the others
+        # (all but ExtendedProperty, which answers the shape's extended properties) go at once
+        if name not in wanted and name != "ExtendedProperty":
+            continue
         if name in {"ItemId", "ParentFolderId"} and not with_id:
             continue  # an attached item has neither
         if name == "ItemId":

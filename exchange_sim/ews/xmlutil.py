@@ -31,8 +31,13 @@ def local(elem: Element) -> str:
     return etree.QName(elem).localname
 
 
+_SubElement = etree.SubElement
+
+
 def sub(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:
-    child = etree.SubElement(parent, tag, {k: v for k, v in attrs.items() if v is not None})
+    # most elements of an answer carry no attribute: no attribute map is built for them (the
+    # answers' builders call this tens of times per item)
+    child = _SubElement(parent, tag, {k: v for k, v in attrs.items() if v is not None}) if attrs else _SubElement(parent, tag)
     if text is not None:
         child.text = text
     return child

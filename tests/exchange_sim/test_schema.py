@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import copy
 import urllib.request
 
 from lxml import etree
 
 from exchange_sim import Simulator
+from exchange_sim.ews.xmlutil import SOAP
 from exchange_sim.schema import SchemaValidator
 from tests.conftest import ews_schema_dir, require
 
@@ -79,3 +81,19 @@ def test_naive_times_are_read_in_the_time_zone_context(exchange_sim: Simulator):
     assert status == 200
     [event] = exchange_sim.user("alice@contoso.example").events()
     assert event.props["Start"].hour == 8  # 10:00 Berlin summer time is 08:00 UTC
+
+
+def test_validation_in_place_leaves_the_envelope_as_it_was_and_finds_what_a_copy_finds():
+    schema_dir = ews_schema_dir()
+    require(schema_dir is not None, "EWS schema folder (EWS_SCHEMA_DIR)")
+    validator = SchemaValidator(schema_dir)
+    good = "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id='inbox'/></m:FolderIds></m:GetFolder>"
+    bad = "<m:GetFolder><m:FolderShape><t:BaseShape>Everything</t:BaseShape></m:FolderShape></m:GetFolder>"
+    for body, expected in ((good, 0), (bad, 1)):
+        envelope = etree.fromstring(ENVELOPE.format(body=body))
+        before = etree.tostring(envelope)
+        found = validator.validate(envelope, "request", "GetFolder")
+        assert etree.tostring(envelope) == before
+        # what the element copied into a document of its own answers
+        copied = etree.ElementTree(copy.deepcopy(envelope.find(f"{{{SOAP}}}Body")[0]))
+        assert len(found) == expected == (0 if validator._schema.validate(copied) else 1)
