@@ -164,7 +164,8 @@ class Meetings:
 
     def _request_in_inbox(self, address: str, calendar_copy_id: str, shared: dict[str, Any], kind: str) -> None:
         """The MeetingRequest message Exchange puts in the attendee's Inbox beside the calendar copy."""
-        props = {k: plain_copy(v) for k, v in shared.items() if k in REQUEST_PROPS}
+        # `shared` is deliver's own copy, and the store copies what it stores: no copy of it here
+        props = {k: v for k, v in shared.items() if k in REQUEST_PROPS}
         props.update(
             {
                 "ItemClass": "IPM.Schedule.Meeting.Request",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import bisect
 import copy
+import functools
 import hashlib
 import html
 import itertools
@@ -179,10 +180,11 @@ def plain_copy(value: Any) -> Any:
     kind = type(value)
     if kind in _ATOMS:
         return value
+    # the atoms among a container's values (most of them) are taken without a call for each
     if kind is dict:
-        return {k: plain_copy(v) for k, v in value.items()}
+        return {k: v if type(v) in _ATOMS else plain_copy(v) for k, v in value.items()}
     if kind is list:
-        return [plain_copy(v) for v in value]
+        return [v if type(v) in _ATOMS else plain_copy(v) for v in value]
     if kind is tuple:
         return tuple(plain_copy(v) for v in value)
     return copy.deepcopy(value)
@@ -289,8 +291,10 @@ class Mailbox(PlainCopy):
     distinguished: dict[str, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1024)
 def text_to_html(text: str) -> str:
-    """A plain-text body as Exchange converts it for BodyType HTML."""
+    """A plain-text body as Exchange converts it for BodyType HTML. Cached: every Graph answer of an
+    event or contact with a text body converts it (a str keeps its hash, so a hit costs no reading of it)."""
     lines = html.escape(text).split("\n")
     inner = "<br>\r\n".join(lines)
     return (
@@ -1148,6 +1152,12 @@ def plain(value: Any) -> Any:
         return value
     if kind is datetime and value.tzinfo is UTC and not value.fold:  # already what the code below makes
         return value
+    # plain dicts and lists (what the front ends write) as the isinstance checks below take them, their
+    # atoms without a call for each
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN_ATOMS else plain(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _PLAIN_ATOMS else plain(v) for v in value]
     if isinstance(value, datetime):
         offset = value.utcoffset() or timedelta(0)
         naive = datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)

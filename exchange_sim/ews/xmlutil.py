@@ -28,7 +28,10 @@ def t(name: str) -> str:
 
 
 def local(elem: Element) -> str:
-    return etree.QName(elem).localname
+    tag = elem.tag
+    if type(tag) is str:  # "{namespace}name" or "name": read without a QName object per element
+        return tag.rpartition("}")[2]
+    return etree.QName(elem).localname  # a comment or processing instruction: as QName takes it
 
 
 _SubElement = etree.SubElement

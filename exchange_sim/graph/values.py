@@ -12,7 +12,7 @@ def utc_text(when: datetime | None) -> str | None:
     """createdDateTime & co.: ``2027-03-28T10:00:00Z``."""
     if when is None:
         return None
-    utc = when.astimezone(UTC)
+    utc = when if when.tzinfo is UTC else when.astimezone(UTC)  # the store's times are UTC already
     if utc.year < 1000:  # strftime does not pad such a year, isoformat does: keep strftime's text
         return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
     return utc.replace(tzinfo=None, microsecond=0).isoformat() + "Z"  # strftime is several times slower
