@@ -470,22 +470,28 @@ class CalendarOperations:
             out.append(values)
         return out
 
-    def _occurrence_span(self, event: CalendarEvent) -> tuple[datetime, datetime] | None:
+    def _occurrence_span(self, event: CalendarEvent) -> tuple[datetime, list[datetime]] | None:
         """The original starts whose exceptions are read: from the series' first (a pass that
         ends a series begun in the past rewrites its pattern and lists its past exceptions again,
-        K15) to its end, at most a year beyond the calendar window."""
+        K15) to its end, at most a year beyond the calendar window. The span's end and the
+        pattern's starts up to it (one expansion serves both); None for a pattern that cannot be
+        expanded or has no occurrence."""
         _, window_end = self.calendar_window()
         limit = window_end + timedelta(days=366)
-        last = None
+        starts: list[datetime] = []
         try:
-            for last in base.Series(event.recurrence, event.start, event.time_zone).starts():
-                if last > limit:
+            for start in base.Series(event.recurrence, event.start, event.time_zone).starts():
+                if start > limit:
                     break
+                starts.append(start)
+            else:
+                if not starts:
+                    return None
+                limit = starts[-1]
         except (ValueError, TypeError, KeyError, zoneinfo.ZoneInfoNotFoundError):
             return None
-        if last is None:
-            return None
-        return event.start, min(last, limit)
+        # The pattern counts from the start's whole second: a start with a fraction is past it.
+        return limit, [start for start in starts if start >= event.start]
 
     def _read_occurrences(self, mailbox: str, events: Sequence[CalendarEvent]) -> None:
         """Fill each series' modified and deleted occurrences: Graph v1.0 lists them as the
@@ -495,11 +501,11 @@ class CalendarOperations:
         todo = [e for e in events if spans[id(e)] is not None]
         margin = timedelta(days=7)  # an exception moved a little out of the span still counts
         wanted = [
-            (e.ref.item_id, spans[id(e)][0] - margin, spans[id(e)][1] + (e.end - e.start) + margin)
+            (e.ref.item_id, e.start - margin, spans[id(e)][0] + (e.end - e.start) + margin)
             for e in todo
         ]
         for event, instances in zip(todo, self._instances(mailbox, wanted), strict=True):
-            first, last = spans[id(event)]
+            first, starts = event.start, spans[id(event)][1]
             present: set[datetime] = set()
             for instance in instances:
                 original = parse_iso(instance.get("originalStart"))
@@ -520,12 +526,7 @@ class CalendarOperations:
                         location=location if location != event.location.strip() else None,
                     )
                 )
-            series = base.Series(event.recurrence, event.start, event.time_zone)
-            for original in series.starts(after=first):
-                if original > last:
-                    break
-                if original not in present:
-                    event.deleted_occurrences.append(original)
+            event.deleted_occurrences += [original for original in starts if original not in present]
 
     def _update_series(
         self, mailbox: str, ref: RemoteRef, event: CalendarEvent, names: set[str], send: bool
