@@ -537,7 +537,8 @@ class GraphClient:
             except httpx.TransportError as exc:
                 attempt = self._transport_retry(exc, attempt, idempotent, patience)
                 continue
-            answer = Answer(response.status_code, _json(response), dict(response.headers))
+            # items(): one pass over the headers (dict(headers) looks each name up again).
+            answer = Answer(response.status_code, _json(response), dict(response.headers.items()))
             if answer.status == 401:
                 self._unauthorized(answer, patience, refusals)
                 continue
