@@ -136,6 +136,15 @@ def test_graph_passes_at_once_stay_within_4_requests_per_app_and_mailbox(crm, fo
         assert len(crm.mailbox(user).contacts()) == 101
 
 
+@pytest.mark.backends("graph")
+def test_graph_passes_at_once_in_a_cold_worker_ask_for_one_token(crm, four_users):
+    # No token cached in this process yet (the crm fixture forgot them): the first pass asks.
+    crm.sim.counters.reset()
+    results = runtime.run_pass_batch([u.pk for u in four_users], "contacts", Trigger.MANUAL, threads=4)
+    assert results == ["success"] * 4
+    assert crm.sim.counters["graph.token"] == 1
+
+
 @pytest.mark.slow
 @pytest.mark.dbbehaviour
 def test_one_worker_runs_a_ticks_passes_at_once_within_the_cap(exchange_sim_factory, tmp_path):

@@ -88,6 +88,9 @@ class _TokenSession(requests.Session):
 
 _apps: dict[tuple[str, str, str, str], msal.ConfidentialClientApplication] = {}
 _apps_lock = threading.Lock()
+# One token request at a time per application: passes at once in a cold worker would otherwise
+# each miss the empty cache and ask for a token of their own (id of the application: its lock).
+_token_locks: dict[int, threading.Lock] = {}
 
 
 def _authority_is_microsofts(authority: str) -> bool:
@@ -124,6 +127,7 @@ def forget_process_state() -> None:
     gets a new cache key anyway)."""
     with _apps_lock:
         _apps.clear()
+        _token_locks.clear()
     with _resume_lock:
         _resume_at.clear()
 
@@ -384,7 +388,9 @@ class GraphClient:
         try:
             app = self._app()
             try:
-                result = app.acquire_token_for_client(scopes=[self.scope])
+                # The first fetches, the others find its token in the cache.
+                with _token_locks.setdefault(id(app), threading.Lock()):
+                    result = app.acquire_token_for_client(scopes=[self.scope])
             except requests.exceptions.SSLError as exc:
                 raise self._tls_error(self.authority, exc) from exc
             except requests.RequestException as exc:
