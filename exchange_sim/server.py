@@ -111,6 +111,14 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        buffered = getattr(self, "_headers_buffer", None)
+        if buffered is not None and self.request_version != "HTTP/0.9":
+            # the header block and the body in one write (end_headers' blank line, then the body):
+            # one TLS record and one send instead of two per answer
+            buffered.append(b"\r\n")
+            buffered.append(body)
+            self.flush_headers()
+            return
         self.end_headers()
         self.wfile.write(body)
 
@@ -203,7 +211,8 @@ class EwsRequestHandler(BaseHTTPRequestHandler):
         out_envelope = self._envelope(response_root, status == 200 or response_root.tag != f"{{{SOAP}}}Fault")
         sim.validate(out_envelope, "response", operation)
         payload = etree.tostring(out_envelope, xml_declaration=True, encoding="utf-8")
-        sim.request_log.add(LoggedRequest(operation, self.headers.get("X-AnchorMailbox"), status, body.decode("utf-8", "replace"), payload.decode()))
+        if sim.request_log.enabled:  # off by default: no text of the whole request and answer for nothing
+            sim.request_log.add(LoggedRequest(operation, self.headers.get("X-AnchorMailbox"), status, body.decode("utf-8", "replace"), payload.decode()))
         self.send_bytes(status, payload, headers=self.response_headers)
 
     def _answer(self, header: Any, request: Any, operation: str, user: Any, invalid: bool) -> tuple[int | None, Any]:

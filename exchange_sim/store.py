@@ -315,7 +315,9 @@ def normalize_html(markup: str) -> str:
     return markup
 
 
+@functools.lru_cache(maxsize=1024)
 def html_to_text(markup: str) -> str:
+    # Cached: EWS answers an item's TextBody, and BodyType Text its body, with every read of it.
     text = re.sub(r"(?is)<(head|style|script)\b.*?</\1>", "", markup)
     text = re.sub(r"(?i)<br\s*/?>", "\n", text)
     text = re.sub(r"(?i)</(p|div)>", "\n", text)

@@ -70,8 +70,10 @@ class RequestContext:
         self.check_mailbox(folder.mailbox)
         return folder
 
-    def item(self, item_id: str) -> Item:
-        item = self.store.item(item_id)
+    def item(self, item_id: str, *, live: bool = False) -> Item:
+        """`live`: the stored item, not a copy, for an operation that only answers it (handlers run
+        under the store lock)."""
+        item = self.store.live_item(item_id) if live else self.store.item(item_id)
         self.check_mailbox(item.mailbox)
         return item
 
@@ -332,8 +334,9 @@ def send_item(ctx: RequestContext, req: Element) -> Element:
     return out.root
 
 
-def resolve_item_ref(ctx: RequestContext, ref: Element) -> tuple[Item, str | None]:
-    """An ItemId, OccurrenceItemId or RecurringMasterItemId into (item, the change key sent)."""
+def resolve_item_ref(ctx: RequestContext, ref: Element, *, live: bool = False) -> tuple[Item, str | None]:
+    """An ItemId, OccurrenceItemId or RecurringMasterItemId into (item, the change key sent); `live`:
+    a stored item as it is (see RequestContext.item)."""
     name = local(ref)
     resolver = ctx.extras.get("resolve_item_ref")
     if name in {"OccurrenceItemId", "RecurringMasterItemId"} and resolver:
@@ -346,7 +349,7 @@ def resolve_item_ref(ctx: RequestContext, ref: Element) -> tuple[Item, str | Non
         found = occurrence(ctx, item_id)
         if found is not None:
             return found, ref.get("ChangeKey")
-    return ctx.item(item_id), ref.get("ChangeKey")
+    return ctx.item(item_id, live=live), ref.get("ChangeKey")
 
 
 def check_changekey(changekey: str | None) -> None:
@@ -367,7 +370,7 @@ def get_item(ctx: RequestContext, req: Element) -> Element:
     shape = parse_shape(req.find(m("ItemShape")))
     for ref in req.find(m("ItemIds")):
         try:
-            item, _ = resolve_item_ref(ctx, ref)
+            item, _ = resolve_item_ref(ctx, ref, live=True)  # only rendered
             render(sub(out.success(), m("Items")), ctx, item, shape)
         except StoreError as err:
             out.error(err, "Items")

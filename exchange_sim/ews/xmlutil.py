@@ -60,7 +60,10 @@ def text_of(parent: Element, tag: str, default: str | None = None) -> str | None
 def format_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad such a year, isoformat does: keep strftime's text
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.isoformat()[:19] + "Z"  # the same text, several times faster than strftime
 
 
 def parse_datetime(text: str) -> datetime:

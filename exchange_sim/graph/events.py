@@ -139,10 +139,11 @@ def when_json(
 ) -> dict[str, str]:
     """`answer`: answer_zone(request), when the caller has it already."""
     label, target = answer or answer_zone(request)
+    # local_text reads the wall clock of an aware time: no replace() of the zone here
     if all_day:  # floating: the event's own midnight, labelled with the zone asked for
-        local = instant.astimezone(calendar.zone_for(event_zone)).replace(tzinfo=None)
+        local = instant.astimezone(calendar.zone_for(event_zone))
     else:
-        local = instant.astimezone(target).replace(tzinfo=None)
+        local = instant.astimezone(target)
     return {"dateTime": local_text(local), "timeZone": label}
 
 
@@ -492,16 +493,18 @@ def resolve_calendar(request: GraphRequest, ref: str | None) -> Folder:
     return mailbox_folder(request, ref, "calendar", "IPF.Appointment")
 
 
-def event_item(request: GraphRequest, graph_id: str) -> Item:
-    """An event (a single, a series master, or an occurrence/exception) of the request's mailbox."""
+def event_item(request: GraphRequest, graph_id: str, *, live: bool = False) -> Item:
+    """An event (a single, a series master, or an occurrence/exception) of the request's mailbox.
+    `live`: a single or master as stored, not a copy, for a handler that only renders it (under the
+    store lock, as the routes run)."""
     assert request.mailbox is not None
     store_id = request.store_id(graph_id)
     split = calendar.split_occurrence_id(store_id)
     if split is not None:
-        master = request.store.item(split[0])
+        master = request.store.live_item(split[0]) if live else request.store.item(split[0])
         _check_event(request, master)
         return calendar.find_occurrence(request.store, split[0], original=split[1])
-    item = request.store.item(store_id)
+    item = request.store.live_item(store_id) if live else request.store.item(store_id)
     _check_event(request, item)
     return item
 
@@ -582,7 +585,7 @@ def _create_event(request: GraphRequest) -> GraphResponse:
 
 
 def _get_event(request: GraphRequest) -> GraphResponse:
-    return entity(request, event_item(request, request.params["id"]))
+    return entity(request, event_item(request, request.params["id"], live=True))
 
 
 def _update_event(request: GraphRequest) -> GraphResponse:

@@ -36,20 +36,9 @@ class Prefer:
 
     @classmethod
     def parse(cls, values: list[str]) -> Prefer:
-        prefer = cls()
-        for value in values:
-            for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", value):
-                name, _, raw = part.strip().partition("=")
-                arg = raw.strip().strip('"')
-                key = name.strip().lower()
-                if key == "idtype" and arg.lower() == "immutableid":
-                    prefer.immutable_ids = True
-                elif key == "odata.maxpagesize" and arg.isdigit():
-                    prefer.max_page_size = int(arg)
-                elif key == "outlook.timezone" and arg:
-                    prefer.time_zone = arg
-                elif key == "outlook.body-content-type":
-                    prefer.text_body = arg.lower() == "text"
+        # a client sends the same few Prefer headers with every request: each is split once
+        immutable_ids, max_page_size, time_zone, text_body = _prefer_parts(tuple(values))
+        prefer = cls(immutable_ids, max_page_size, time_zone, text_body)
         if prefer.immutable_ids:
             prefer.applied.append('IdType="ImmutableId"')
         if prefer.time_zone:
@@ -57,6 +46,26 @@ class Prefer:
         if prefer.text_body:
             prefer.applied.append('outlook.body-content-type="text"')
         return prefer
+
+
+@functools.lru_cache(maxsize=256)
+def _prefer_parts(values: tuple[str, ...]) -> tuple[bool, int | None, str | None, bool]:
+    """(immutable ids, max page size, time zone, text body) of Prefer header values."""
+    prefer = Prefer()
+    for value in values:
+        for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", value):
+            name, _, raw = part.strip().partition("=")
+            arg = raw.strip().strip('"')
+            key = name.strip().lower()
+            if key == "idtype" and arg.lower() == "immutableid":
+                prefer.immutable_ids = True
+            elif key == "odata.maxpagesize" and arg.isdigit():
+                prefer.max_page_size = int(arg)
+            elif key == "outlook.timezone" and arg:
+                prefer.time_zone = arg
+            elif key == "outlook.body-content-type":
+                prefer.text_body = arg.lower() == "text"
+    return prefer.immutable_ids, prefer.max_page_size, prefer.time_zone, prefer.text_body
 
 
 @dataclass
