@@ -27,16 +27,17 @@ from synccore.mailbox.ews.client import (
     Serialized,
     create_items,
     item_result,
+    read_items,
     serialize_once,
     translate,
 )
+from synccore.mailbox.ews.fastread import EventReader, ReadEvent, event_fields
 from synccore.mailbox.ews.fastxml import calendar_item_xml
 from synccore.mailbox.ews.translation import (
     event_fieldnames,
     ews_timezone,
     exception_ids,
     from_calendar_item,
-    property_field,
     read_properties,
     to_calendar_item,
 )
@@ -114,18 +115,16 @@ class CalendarOperations:
     ) -> list[CalendarEvent | MailboxError]:
         if not refs:
             return []
-        for name in properties:
-            property_field(name, CalendarItem)  # registered: a fetch reads every field of the class
         account = self.account(mailbox)
-        # The calendar validates the fields: exchangelib's default asks the server for the root
-        # folder first, one request more per pass that reads.
-        validation = self.folder(account, refs[0].folder_id)
+        # Read from the answer's XML (fastread.py) where it can; exchangelib builds the rest.
+        reader = EventReader(properties)
         items = self.call(
-            lambda: list(
-                account.fetch(
-                    ids=[(r.item_id, None) for r in refs], folder=validation, chunk_size=self.config.batch_size
-                )
-            )
+            read_items,
+            account,
+            [(r.item_id, None) for r in refs],
+            event_fields(properties),
+            reader,
+            chunk_size=self.config.batch_size,
         )
         out: list[CalendarEvent | MailboxError] = []
         exceptions: list[tuple[base.Occurrence, str, CalendarEvent]] = []
@@ -133,20 +132,25 @@ class CalendarOperations:
             if isinstance(item, Exception):
                 out.append(translate(item))
                 continue
-            try:
-                event = from_calendar_item(item, ref.folder_id)
-                event.properties = read_properties(item, properties)
-            except MailboxError as exc:
-                out.append(exc)
-                continue
+            if isinstance(item, ReadEvent):
+                event, ids = item.event, item.exception_ids
+                event.ref = RemoteRef(event.ref.item_id, event.ref.change_key, ref.folder_id)
+            else:
+                try:
+                    event = from_calendar_item(item, ref.folder_id)
+                    event.properties = read_properties(item, properties)
+                except MailboxError as exc:
+                    out.append(exc)
+                    continue
+                ids = exception_ids(item)
             out.append(event)
-            ids = exception_ids(item)
             exceptions += [
                 (occurrence, occurrence_id, event)
                 for occurrence, occurrence_id in zip(event.modified_occurrences, ids, strict=False)
             ]
         if exceptions:
-            self._read_exceptions(account, exceptions, validation)
+            # The calendar validates the fields: exchangelib's default asks for the root folder first.
+            self._read_exceptions(account, exceptions, self.folder(account, refs[0].folder_id))
         return out
 
     def _read_exceptions(

@@ -378,7 +378,7 @@ def from_calendar_item(item: CalendarItem, folder_id: str) -> CalendarEvent:
         zone = ZoneInfo(tz_name) if tz_name in _IANA_ZONES else UTC
         event.start_date = _plain_date(item.start)
         event.start = datetime.combine(event.start_date, datetime.min.time(), zone).astimezone(UTC)
-        event.end_date = _all_day_end(event.start, item, zone)
+        event.end_date = all_day_end(event.start, item.duration, item.end, zone)
         event.end = datetime.combine(event.end_date, datetime.min.time(), zone).astimezone(UTC)
     else:
         event.start, event.end = _utc(item.start), _utc(item.end)
@@ -416,13 +416,14 @@ def _plain_date(value: date) -> date:
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
-def _all_day_end(start: datetime, item: CalendarItem, zone) -> date:
-    """The (exclusive) end day of an all-day item. exchangelib turns the end into a date by taking
-    24 hours off the end in UTC, which lands a day early when the last day is 23 hours long (the
-    spring DST change): the start plus the item's Duration is exact."""
-    match = _DURATION.match(item.duration or "")
+def all_day_end(start: datetime, duration: str | None, last: date | None, zone) -> date:
+    """The (exclusive) end day of an all-day item from its start, its Duration and its last day
+    as exchangelib reads it. exchangelib turns the end into a date by taking 24 hours off the end
+    in UTC, which lands a day early when the last day is 23 hours long (the spring DST change):
+    the start plus the item's Duration is exact."""
+    match = _DURATION.match(duration or "")
     if not match:
-        return _plain_date(item.end) + timedelta(days=1)
+        return _plain_date(last) + timedelta(days=1)
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     end = (start + timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)).astimezone(zone)
     return end.date() if end.time() == datetime.min.time() else end.date() + timedelta(days=1)
