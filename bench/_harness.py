@@ -201,6 +201,57 @@ def run_step(script: str, mode: str, **params: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_steps_at_once(script: str, mode: str, parts: list[dict[str, str]]) -> dict:
+    """Run ``script --worker mode`` in one fresh process per entry of ``parts`` (its params), as a
+    cluster's worker processes run at once. Each process sets itself up (Django, its connections),
+    says it is ready (`step_ready`) and waits; the clock starts when all are ready. The answer: each
+    process's JSON under "parts", the wall time from the start until the last one ended
+    (``wall_s``) and the simulator's CPU over that time (``sim_cpu_s``)."""
+    barrier = tempfile.mkdtemp(prefix="bench-barrier-")
+    procs = [
+        subprocess.Popen(
+            [PYTHON, script, "--worker", mode],
+            cwd=PROJECT,
+            env={**os.environ, "BENCH_PARAMS": json.dumps(params), "BENCH_BARRIER": barrier, "BENCH_PART": str(n)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, params in enumerate(parts)
+    ]
+    go = Path(barrier) / "go"
+    while len(list(Path(barrier).glob("ready-*"))) < len(procs):
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.01)
+    sim_pid = int(os.environ.get("BENCH_SIM_PID") or 0)
+    sim_started = cpu_seconds(pid=sim_pid) if sim_pid else 0.0
+    started = time.time()
+    go.touch()
+    answers = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            for other in procs:
+                other.kill()
+            raise SystemExit(f"worker {mode} failed:\n{err[-3000:]}")
+        answers.append(json.loads(out.strip().splitlines()[-1]))
+    sim = (cpu_seconds(pid=sim_pid) - sim_started) if sim_pid else 0.0
+    wall = max(a["ended_at"] for a in answers) - started
+    return {"parts": answers, "wall_s": wall, "sim_cpu_s": sim}
+
+
+def step_ready() -> None:
+    """In a step process started by `run_steps_at_once`: say it is ready, and wait until every
+    process of the step is."""
+    barrier = os.environ.get("BENCH_BARRIER")
+    if not barrier:
+        return
+    (Path(barrier) / f"ready-{os.environ['BENCH_PART']}").touch()
+    while not (Path(barrier) / "go").exists():
+        time.sleep(0.005)
+
+
 def step_params() -> dict:
     return json.loads(os.environ["BENCH_PARAMS"])
 

@@ -5,12 +5,17 @@ the same events with one request per event — over EWS and over Microsoft Graph
 
     .venv/bin/python bench/calendar.py [--users 50] [--events 200] [--latency-ms 20]
                                        [--backends ews,graph] [--full] [--threads N]
+                                       [--workers N]
 
 The initial synchronization is every user's first pass plus one more round (meetings written by
 later users land in earlier users' calendars and are read then); the idle pass is the round after.
-Each measured step runs in a fresh process, so its peak RSS is the synchronizer's own. The sync
-steps run the users' passes as a worker runs a task of them (`service.run_pass_batch`), at once on
-the runtime's PASS_THREADS threads unless ``--threads`` says otherwise (1: one after the other). The last
+Each measured step runs in fresh processes, so its peak RSS is the synchronizer's own. The sync
+steps run the users' passes as the product's cluster runs them: its worker processes at once
+(Q_WORKERS, 2 by default; ``--workers``), each taking every N-th user and running their passes as a
+worker runs a task of them (`service.run_pass_batch`), at once on the runtime's PASS_THREADS threads
+(``--threads``; ``--workers 1 --threads 1`` runs them one after the other). The clock starts when
+every process has set itself up and stops when the last one ends; the product's CPU is the sum
+over the processes. The last
 line printed is one JSON object (pinned keys: requests, naive_requests, request_ratio, wall_s,
 naive_wall_s, wall_ratio, idle_requests, peak_rss_mb; with --full also full_requests, full_wall_s,
 full_updated: a full pass of every user after the idle one): the figures of the first backend measured
@@ -36,6 +41,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -49,9 +55,11 @@ from _harness import (
     parse_backends,
     peak_rss_mb,
     run_step,
+    run_steps_at_once,
     start_simulator,
     step_django,
     step_params,
+    step_ready,
     stop_simulator,
 )
 
@@ -96,7 +104,9 @@ def run_worker(mode: str) -> None:
         call_command("migrate", verbosity=0)
         print(json.dumps(setup(params)))
     elif mode == "sync":
-        print(json.dumps(sync_all(full=params.get("full") == "1", threads=int(params.get("threads") or 0) or None)))
+        threads = int(params.get("threads") or 0) or None
+        part, parts = int(params.get("part") or 0), int(params.get("parts") or 1)
+        print(json.dumps(sync_all(full=params.get("full") == "1", threads=threads, part=part, parts=parts)))
     elif mode == "naive":
         print(json.dumps(naive(params)))
 
@@ -154,9 +164,10 @@ def setup(params: dict) -> dict:
     return {"activities": len(activities), "attendees": len(attendees)}
 
 
-def sync_all(full: bool = False, threads: int | None = None) -> dict:
-    """Every user's calendar pass, as a worker runs a task of them: the runtime's own
-    `run_pass_batch`, its passes at once on ``threads`` threads (default: the runtime's)."""
+def sync_all(full: bool = False, threads: int | None = None, part: int = 0, parts: int = 1) -> dict:
+    """The calendar passes of every ``parts``-th user from ``part`` on, as one worker process runs
+    them: the runtime's own `run_pass_batch`, its passes at once on ``threads`` threads (default:
+    the runtime's). The other parts run in processes of their own at the same time."""
     from django.db.models import Max
 
     from synccore.models import SyncKind, SyncRun, SyncUser, Trigger
@@ -164,19 +175,41 @@ def sync_all(full: bool = False, threads: int | None = None) -> dict:
 
     fetch_token(SyncUser.objects.select_related("environment__settings").first().environment.settings)
     threads = threads or config.pass_threads()
-    users = list(SyncUser.objects.order_by("mailbox_email").values_list("pk", flat=True))
+    users = list(SyncUser.objects.order_by("mailbox_email").values_list("pk", flat=True))[part::parts]
     last_run = SyncRun.objects.aggregate(last=Max("pk"))["last"] or 0
+    step_ready()
     meter = Meter()
     results = service.run_pass_batch(users, SyncKind.CALENDAR, Trigger.MANUAL, full, threads=threads)
     measured = meter.stop()
+    ended_at = time.time()
     totals = {"requests": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0, "skipped": 0}
-    runs = list(SyncRun.objects.filter(pk__gt=last_run))
+    runs = list(SyncRun.objects.filter(pk__gt=last_run, sync_user_id__in=users))
     for run in runs:
         for name in totals:
             totals[name] += getattr(run, name)
     # A pass that never made a run row (deferred, failed before it began) shows as its result.
     outcomes = {run.outcome for run in runs} | {r for r in results if r not in {run.outcome for run in runs}}
-    return {**totals, **measured, "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb(), "threads": threads}
+    return {**totals, **measured, "outcomes": sorted(outcomes), "peak_rss_mb": peak_rss_mb(), "threads": threads,
+            "ended_at": ended_at}  # fmt: skip
+
+
+def sync_round(workers: int, **params: str) -> dict:
+    """Every user's calendar pass, in ``workers`` processes at once (as a cluster's worker
+    processes run them), each taking every ``workers``-th user: the parts' counts summed, the
+    wall time from the start until the last part ended, the simulator's CPU over that time."""
+    step = run_steps_at_once(__file__, "sync", [{**params, "part": str(n), "parts": str(workers)} for n in range(workers)])
+    answers = step["parts"]
+    total = {key: sum(a[key] for a in answers) for key in ("requests", "created", "updated", "deleted", "failed",
+                                                           "skipped", "cpu_s")}  # fmt: skip
+    return {
+        **total,
+        "wall_s": step["wall_s"],
+        "sim_cpu_s": step["sim_cpu_s"],
+        "outcomes": sorted({o for a in answers for o in a["outcomes"]}),
+        "peak_rss_mb": max(a["peak_rss_mb"] for a in answers),
+        "threads": answers[0]["threads"],
+        "workers": workers,
+    }
 
 
 def naive(params: dict) -> dict:
@@ -210,6 +243,14 @@ def naive(params: dict) -> dict:
 # --- Driver -------------------------------------------------------------------------------------
 
 
+def default_workers() -> int:
+    """The cluster's worker processes as the product is configured (Q_WORKERS; 2 by default)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from syncadmin import settings
+
+    return int(settings.Q_CLUSTER["workers"])
+
+
 def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> dict:
     """One backend's figures: its own database, its own mailboxes."""
     workdir = tempfile.mkdtemp(prefix=f"bench-calendar-{backend}-")
@@ -218,12 +259,13 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
               "events": str(args.events), "first_day": first_day}  # fmt: skip
     worker("setup", **params)
     sync = {"threads": str(args.threads or "")}
-    first = worker("sync", **sync)
-    # Meetings written by later users' first passes land in earlier users' calendars: the
+    workers = args.workers or default_workers()
+    first = sync_round(workers, **sync)
+    # Meetings written by other users' first passes land in their invitees' calendars: the
     # initial synchronization ends with the round that reads those invitations.
-    settle = worker("sync", **sync)
-    idle = worker("sync", **sync)
-    full = worker("sync", **{**params, **sync, "full": "1"}) if args.full else None
+    settle = sync_round(workers, **sync)
+    idle = sync_round(workers, **sync)
+    full = sync_round(workers, **{**sync, "full": "1"}) if args.full else None
     naive_run = worker("naive", **params)
     for run in (first, settle, idle, *([full] if full else [])):
         if run["failed"] or run["outcomes"] != ["success"]:
@@ -232,7 +274,8 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
     wall = first["wall_s"] + settle["wall_s"]
     initial = {key: first[key] + settle[key] for key in ("wall_s", "cpu_s", "sim_cpu_s")}
     events = args.users * args.events
-    print(f"{backend} passes at once: {first['threads']} (threads; 1 runs them one after the other)")
+    print(f"{backend} passes at once: {workers} worker process(es) x {first['threads']} threads "
+          "(1 x 1 runs them one after the other)")  # fmt: skip
     print(
         f"{backend} initial sync: {args.users} users, {first['created']} events created, "
         f"{first['requests']} + {settle['requests']} requests (first passes + invitations read), {wall:.1f} s"
@@ -253,6 +296,7 @@ def measure(backend: str, args, endpoints: dict[str, str], first_day: str) -> di
         "idle_cpu_s": round(idle["cpu_s"], 2),
         "idle_sim_cpu_s": round(idle["sim_cpu_s"], 2),
         "threads": first["threads"],
+        "workers": workers,
         "requests": requests,
         "naive_requests": naive_run["requests"],
         "request_ratio": round(naive_run["requests"] / max(requests, 1), 1),
@@ -278,6 +322,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also time a full pass of every user (Sync all)")
     parser.add_argument(
         "--threads", type=int, help="passes at once in the sync steps (default: the runtime's PASS_THREADS; 1: serial)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="worker processes in the sync steps (default: the cluster's Q_WORKERS, 2)"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
