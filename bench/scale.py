@@ -14,8 +14,9 @@ tick until the last pass has finished.
                                     [--threads N]
 
 With ``--idle`` (users 2,000 by default, no contacts or activities unless given): every user's
-first passes run in a tick without latency first, then the measured tick is one of idle passes
-(each asks the mailbox what changed and hears "nothing"): what a worker sustains in steady state.
+first passes run once, in a tick without latency, then the measured ticks are ones of idle passes
+(each asks the mailbox what changed and hears "nothing"), by a cluster of 1 worker and then one of
+4 on the same database and mailboxes: what a worker sustains in steady state.
 
 The last line printed is one JSON object (pinned keys: users, users_per_min_1_worker,
 users_per_min_4_workers, speedup = users_per_min_4_workers / users_per_min_1_worker), with what
@@ -165,9 +166,6 @@ def measure(args: argparse.Namespace, workers: int) -> dict:
             env = setup(sim, mailboxes, args.contacts, args.activities, outlook_events=not args.idle)
             cluster = Managed("qcluster", log_name=f"bench-scale-{workers}")
             wait_until(lambda: cluster_ready(workers), timeout=120, every=0.5, what="the cluster")
-            if args.idle:
-                first = one_tick(env, 2 * args.users, sim, cluster)  # first passes, without latency
-                print(f"{workers} worker(s): first passes of {args.users} users (no latency) in {first['seconds']:.1f} s")
             sim.call("POST", "latency", {"ms": args.latency_ms})
             result = one_tick(env, 2 * args.users, sim, cluster)
             cluster.stop()
@@ -181,14 +179,62 @@ def measure(args: argparse.Namespace, workers: int) -> dict:
         sim.stop()
     result["users_per_min"] = args.users / (result["seconds"] / 60)
     result["threads"] = result_threads
+    report(args, workers, result)
+    return result
+
+
+def measure_idle(args: argparse.Namespace, worker_counts: tuple[int, ...] = (1, 4)) -> dict[int, dict]:
+    """--idle: every user's first passes once (a cluster of the largest worker count, no latency),
+    then one tick of idle passes per worker count, each by a cluster of that many workers started
+    for it, on the same database and mailboxes (an idle tick changes nothing the next one sees)."""
+    threads = {"PASS_THREADS": str(args.threads)} if args.threads else {}
+    mailboxes = [f"user{i:04d}@contoso.example" for i in range(args.users)]
+    sim = SimProcess(mailboxes, 0)
+    results: dict[int, dict] = {}
+    cluster = None
+    try:
+        with fresh_database(args.database) as database_url:
+            configure_environment(database_url, **threads)
+            django_setup()
+            from synccore.runtime import config
+
+            env = setup(sim, mailboxes, args.contacts, args.activities, outlook_events=False)
+            most = max(worker_counts)
+            cluster = Managed("qcluster", log_name="bench-scale-first", Q_WORKERS=str(most))
+            wait_until(lambda: cluster_ready(most), timeout=120, every=0.5, what="the cluster")
+            first = one_tick(env, 2 * args.users, sim, cluster)  # first passes, without latency
+            print(f"first passes of {args.users} users ({most} workers, no latency) in {first['seconds']:.1f} s", flush=True)
+            cluster.stop()
+            sim.call("POST", "latency", {"ms": args.latency_ms})
+            for workers in worker_counts:
+                cluster = Managed("qcluster", log_name=f"bench-scale-{workers}", Q_WORKERS=str(workers))
+                wait_until(lambda: cluster_ready(workers), timeout=120, every=0.5, what="the cluster")  # noqa: B023
+                result = one_tick(env, 2 * args.users, sim, cluster)
+                cluster.stop()
+                cluster = None
+                result["users_per_min"] = args.users / (result["seconds"] / 60)
+                result["threads"] = config.pass_threads()
+                report(args, workers, result)
+                results[workers] = result
+            from django import db
+
+            db.connections.close_all()
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        sim.stop()
+    return results
+
+
+def report(args: argparse.Namespace, workers: int, result: dict) -> None:
     print(
-        f"{workers} worker(s) x {result_threads} thread(s): {args.users} users in {result['seconds']:.1f} s = "
+        f"{workers} worker(s) x {result['threads']} thread(s): {args.users} users in {result['seconds']:.1f} s = "
         f"{result['users_per_min']:.1f} users/min; outcomes {result['outcomes']}; "
         f"{result['workers_used']} worker process(es) ran passes; {result['requests_per_pass']:.1f} requests "
         f"and {result['mean_pass_s']:.2f} s per pass on average; {result['deferred']} deferred (lease taken); "
-        f"CPU: simulator {result['cpu_s_simulator']:.1f} s, cluster {result['cpu_s_cluster']:.1f} s"
+        f"CPU: simulator {result['cpu_s_simulator']:.1f} s, cluster {result['cpu_s_cluster']:.1f} s",
+        flush=True,
     )
-    return result
 
 
 def main() -> None:
@@ -226,8 +272,12 @@ def main() -> None:
         print("\n".join(lines[:-1]))
         return json.loads(lines[-1])
 
-    one = run(1)
-    four = run(4)
+    if args.idle:
+        both = measure_idle(args)
+        one, four = both[1], both[4]
+    else:
+        one = run(1)
+        four = run(4)
     result = {
         "users": args.users,
         "idle": args.idle,
