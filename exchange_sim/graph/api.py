@@ -7,6 +7,7 @@ A handler takes a `GraphRequest` and returns a `GraphResponse` (or raises `Graph
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -134,6 +135,12 @@ def route(method: str, pattern: str, operation: str, *, roles: tuple[str, ...] =
 
 
 def split_path(path: str) -> list[str]:
+    return list(_split_path(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_path(path: str) -> tuple[str, ...]:
+    # cached: a client sends the same paths again and again (a $batch of creates one per event)
     segments = []
     for raw in path.split("/"):
         segment = unquote(raw)
@@ -145,7 +152,7 @@ def split_path(path: str) -> list[str]:
         if segment.endswith("()"):
             segment = segment[:-2]
         segments.append(segment)
-    return segments
+    return tuple(segments)
 
 
 # ROUTES by their number of segments, in registration order, each part as (parameter name, None) or
@@ -168,6 +175,14 @@ def _routes_of_length(length: int) -> list[tuple[Route, tuple[tuple[str | None, 
 
 def match(method: str, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
     """The route for this path: the one with the most literal segments (``contacts/delta`` beats ``contacts/{id}``)."""
+    # looked up once per method, path and set of routes (a 405 is not kept: it is raised again);
+    # each request gets parameters of its own
+    found = _match(method, tuple(segments), len(ROUTES))
+    return None if found is None else (found[0], dict(found[1]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _match(method: str, segments: tuple[str, ...], _routes: int) -> tuple[Route, dict[str, str]] | None:
     best: tuple[int, Route, dict[str, str]] | None = None
     lowered = [segment.lower() for segment in segments]
     routes = _routes_of_length(len(segments))
