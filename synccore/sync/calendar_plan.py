@@ -147,6 +147,23 @@ def remote_text(event: CalendarEvent, row: CustomRow) -> str:
 # Where a pass keeps the attendees it loaded with its activities: plain rows, read only (a model
 # instance per attendee, and the related manager's cache, cost more than the pass's decisions).
 LOADED_ATTENDEES = "loaded_attendees"
+# Columns of filed e-mails and tasks, which no calendar pass reads, left unread: each JSON or
+# moment column costs a conversion per activity and pass (read on access, should one be).
+NOT_CALENDAR = (
+    "direction",
+    "message_id",
+    "sender",
+    "recipients",
+    "sent_at",
+    "body",
+    "attachment_names",
+    "filing_candidates",
+    "status",
+    "due",
+    "completed_at",
+    "priority",
+    "responsible",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +288,8 @@ class CalendarScope:
         per activity for the whole pass."""
         ids = self.my_activity_ids()
         wanted = ids | {link.activity_id for link in links or ()}
-        # The organizer prefetched, not joined: one instance per employee, not one per activity.
         # The organizer prefetched rather than joined: one instance per employee, not per activity.
-        activities = Activity.all_objects.filter(pk__in=wanted).prefetch_related("organizer")
+        activities = Activity.all_objects.filter(pk__in=wanted).defer(*NOT_CALENDAR).prefetch_related("organizer")
         loaded = {activity.pk: activity for activity in activities}
         attendees = AttendeeRow.load(wanted)
         for pk, activity in loaded.items():
