@@ -190,3 +190,25 @@ def test_a_row_holding_an_unsaved_related_object_is_refused_as_save_refuses_it()
     link = ItemLink(**link_values(env, user, Activity(environment=env, subject="not saved")))
     with pytest.raises(ValueError, match="unsaved related object"):
         insert_rows(ItemLink, [link])
+
+
+def test_a_row_given_its_related_object_after_that_was_saved_takes_its_key_as_save_does():
+    env = f.environment()
+    user = f.sync_user(env)
+    activity = Activity(environment=env, subject="later", start=datetime(2026, 5, 1, 9, tzinfo=UTC))
+    activity.end = activity.start + timedelta(hours=1)
+    link = ItemLink(**link_values(env, user, activity))
+    activity.save()  # the link still holds no key for it
+    insert_keyed_rows(ItemLink, [link], "sync_id")
+    assert ItemLink.objects.get(pk=link.pk).activity_id == activity.pk
+
+
+def test_a_row_whose_key_was_changed_forgets_the_related_object_it_held_as_save_does():
+    env = f.environment()
+    user = f.sync_user(env)
+    first, second = f.activity(env), f.activity(env)
+    link = ItemLink.objects.create(**link_values(env, user, first))
+    link.activity_id = second.pk
+    save_rows(ItemLink, [link])
+    assert ItemLink.objects.get(pk=link.pk).activity_id == second.pk
+    assert link.activity == second  # read again by its key, not the one held before

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.operations import BaseDatabaseOperations
@@ -80,6 +81,14 @@ def _known(field: models.Field, conn: BaseDatabaseWrapper) -> dict[type, _Conver
         return {}
     if kind is models.DateTimeField:
         adapt_moment, slow = ops.adapt_datetimefield_value, field.get_db_prep_save
+        if conn.vendor == "sqlite" and settings.USE_TZ and _sqlite_moments(ops):
+            # SQLite's adapter: the moment as naive text in the connection's zone.
+            zone = conn.timezone
+
+            def moment(v: datetime.datetime) -> Any:
+                return str(v.astimezone(zone).replace(tzinfo=None)) if v.utcoffset() is not None else slow(v, conn)
+
+            return {type(None): None, datetime.datetime: moment}
 
         def moment(v: datetime.datetime) -> Any:
             # An aware moment is what get_prep_value leaves as it is; a naive one warns there.
@@ -101,6 +110,13 @@ def _known(field: models.Field, conn: BaseDatabaseWrapper) -> dict[type, _Conver
     return {}
 
 
+def _sqlite_moments(ops: BaseDatabaseOperations) -> bool:
+    """Whether moments go through SQLite's own adapter (imported here: the backend imports models)."""
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    return type(ops).adapt_datetimefield_value is DatabaseOperations.adapt_datetimefield_value
+
+
 def _hex(value: uuid.UUID) -> str:
     return value.hex
 
@@ -110,6 +126,38 @@ def _plain_read(field: models.Field) -> bool:
     if type(field).pre_save is models.Field.pre_save:
         return True
     return type(field) in (models.DateTimeField, models.DateField) and not (field.auto_now or field.auto_now_add)
+
+
+def _relations(row: models.Model) -> list[tuple[str, str, str, Collection[Any]]] | None:
+    """The model's relations as save()'s check of related objects reads them (cache name, own
+    key, the related object's key, empty values); None when it has others (generic relations)."""
+    meta = row._meta
+    if meta.private_fields:
+        return None
+    return [
+        (f.cache_name, f.attname, f.target_field.attname, f.empty_values)
+        for f in meta.concrete_fields
+        if f.is_relation
+    ]
+
+
+def _related_in_step(row: models.Model, relations: list[tuple[str, str, str, Collection[Any]]] | None) -> bool:
+    """Whether save()'s check of the related objects the row holds would find nothing to do: each
+    is saved and its key is the row's (the check raises, or sets or forgets, only otherwise)."""
+    if relations is None:
+        return False
+    cache = row._state.__dict__.get("fields_cache")
+    if not cache:
+        return True
+    own = row.__dict__
+    for name, attname, target, empty in relations:
+        held = cache.get(name)
+        if held is None:
+            continue
+        key, value = held.pk, own.get(attname)
+        if key is None or type(key) is tuple or value in empty or getattr(held, target) != value:
+            return False
+    return True
 
 
 def _values_of(
@@ -124,10 +172,10 @@ def _values_of(
     gives them, the row's related fields checked first as ``operation`` (save, bulk_create)
     checks them; without an operation, the values as they are (no check, no ``auto_now``)."""
     plan = [(f.attname, operation is None or _plain_read(f), f, fast_preparation(f, conn)) for f in fields]
+    relations = _relations(rows[0]) if rows and operation is not None else []
     out = []
     for row in rows:
-        # The check acts only on related objects the row holds (its fields cache).
-        if operation is not None and row._state.__dict__.get("fields_cache"):
+        if operation is not None and not _related_in_step(row, relations):
             row._prepare_related_fields_for_save(operation_name=operation)
         own = row.__dict__
         values = []
