@@ -231,11 +231,14 @@ def former_get_events(ews: EwsBackend, refs, properties) -> list[Any]:
             out.append(exc)
             continue
         out.append(event)
-        exceptions += list(zip(event.modified_occurrences, exception_ids(item), [event] * 99, strict=False))
+        exceptions += [
+            (occurrence, occurrence_id, event)
+            for occurrence, occurrence_id in zip(
+                event.modified_occurrences, exception_ids(item), strict=False
+            )
+        ]
     if exceptions:
-        ews._read_exceptions(
-            account, [(o, i, e) for o, i, e in exceptions], ews.folder(account, refs[0].folder_id)
-        )
+        ews._read_exceptions(account, exceptions, ews.folder(account, refs[0].folder_id))
     return out
 
 
