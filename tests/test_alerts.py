@@ -273,3 +273,54 @@ def test_o6_the_console_sends_a_test_alert(alerting, mailoutbox, client):
     assert "A test alert of Sync test is on its way" in page
     run_deliveries()
     assert len(mailoutbox) == 1 and len(receiver.posts) == 1
+
+
+def test_o6_after_a_task_of_passes_only_its_users_are_read_whatever_the_size_of_the_environment(crm):
+    """A tick of 2,000 mailboxes is 250 tasks: if each read every user's state, the tick would
+    cost the square of the environment's size."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.fixtures import factories as f
+
+    crm.env.set_state(SynchronizerState.RUNNING)
+    alerts.observe(crm.env.pk)
+
+    def queries_after_a_pass() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            alerts.observe(crm.env.pk, [crm.alice.pk])
+        return [q["sql"] for q in captured]
+
+    before = queries_after_a_pass()
+    for n in range(30):
+        f.sync_user(crm.env, f"extra{n}@contoso.example")
+    alerts.observe(crm.env.pk)
+    after = queries_after_a_pass()
+    assert len(after) == len(before)
+    # Rows of users and of their alert states are read for the task's users only (the others'
+    # troubled states are counted, not loaded).
+    reads = [sql for sql in after if sql.startswith("SELECT") and "COUNT(" not in sql.upper()]
+    for table in ("synccore_syncuser", "synccore_alertstate"):
+        read = [sql for sql in reads if f'FROM "{table}"' in sql]
+        assert read and all(" IN (" in sql for sql in read), read
+
+
+def test_o6_after_a_task_of_passes_the_environment_stays_degraded_by_a_user_outside_it(alerting, mailoutbox):
+    crm, _ = alerting
+    crm.env.set_state(SynchronizerState.RUNNING)
+    assert alerts.observe(crm.env.pk) == []
+    break_mailbox(crm.alice)
+    runtime.run_pass_batch([crm.alice.pk, crm.bob.pk], "contacts", "manual", threads=1)
+    assert sorted(e["event"] for e in alerts_told(crm)) == ["environment_degraded", "user_unhealthy"]
+    # Bob's passes alone: Alice, unhealthy as last seen, keeps the environment degraded.
+    runtime.run_pass_batch([crm.bob.pk], "contacts", "manual", threads=1)
+    assert AlertState.objects.get(environment=crm.env, subject="environment").state == "degraded"
+    # Alice mended: her task's observation sees the environment healthy again.
+    SyncUser.objects.filter(pk=crm.alice.pk).update(mailbox_email="alice@contoso.example")
+    runtime.run_pass_batch([crm.alice.pk], "contacts", "manual", threads=1)
+    assert AlertState.objects.get(environment=crm.env, subject="environment").state == "healthy"
+    assert "user_recovered" in [e["event"] for e in alerts_told(crm)]
+
+
+def alerts_told(crm) -> list[dict]:
+    return [event for args in deliveries() if args[0] == crm.env.pk for event in args[1]]

@@ -19,6 +19,7 @@ that fails is tried again later (RETRY_MINUTES), and each delivery is recorded i
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import date, timedelta
 
 import httpx
@@ -70,12 +71,12 @@ _BAD_USER = (runs.HELD, runs.FAILING)
 # --- What an environment looks like now ----------------------------------------------------------
 
 
-def _environment_state(env: Environment, user_states: dict[str, str]) -> tuple[str, str]:
+def _environment_state(env: Environment, troubled: int) -> tuple[str, str]:
+    """The environment's health, ``troubled`` of its users' kinds needing attention."""
     if env.state == SynchronizerState.FAILED:
         return "failed", env.state_reason
     if env.state != SynchronizerState.RUNNING:
         return "stopped", ""
-    troubled = sum(1 for state in user_states.values() if state in runs.NEEDS_ATTENTION)
     if troubled:
         return "degraded", f"{troubled} of the users' kinds are not healthy (see Needs attention)."
     return "healthy", ""
@@ -99,21 +100,9 @@ def secret_state(env: Environment, today: date) -> tuple[str, str]:
 
 def current_states(env: Environment) -> dict[str, dict[str, str]]:
     """subject → {"state", "reason", "user", "kind"} of everything alerts watch."""
-    out: dict[str, dict[str, str]] = {}
     users = list(SyncUser.objects.filter(environment=env).order_by("pk"))
-    user_states: dict[str, str] = {}
-    for user in users:
-        user.environment = env
-        for kind in passes.KINDS:
-            state = runs.kind_state(user, kind.value, kind_enabled(user, kind))
-            subject = f"user:{user.pk}:{kind.value}"
-            user_states[subject] = str(state["state"])
-            out[subject] = {
-                "state": str(state["state"]),
-                "reason": str(state["reason"] or ""),
-                "user": user.mailbox_email,
-                "kind": kind.value,
-            }
+    out = _user_states(env, users)
+    troubled = sum(1 for entry in out.values() if entry["state"] in runs.NEEDS_ATTENTION)
     emails = {user.pk: user.mailbox_email for user in users}
     for (user_id, kind), entry in push.status_by_user(env).items():
         if user_id in emails:
@@ -123,18 +112,58 @@ def current_states(env: Environment) -> dict[str, dict[str, str]]:
                 "user": emails[user_id],
                 "kind": kind,
             }
-    state, reason = _environment_state(env, user_states)
-    out["environment"] = {"state": state, "reason": reason, "user": "", "kind": ""}
+    out["environment"] = _environment_entry(env, troubled)
     state, reason = secret_state(env, timezone.localdate())
     out["secret"] = {"state": state, "reason": reason, "user": "", "kind": ""}
+    out["items"] = _items_entry(env)
+    return out
+
+
+def states_after_passes(env: Environment, user_ids: Collection[int]) -> dict[str, dict[str, str]]:
+    """What passes of ``user_ids`` can have changed: their users' kinds, the environment's health
+    (every other user's kinds as last observed) and the items needing attention. Not every user
+    of the environment: a tick's tasks of PASS_THREADS mailboxes would each read them all."""
+    users = list(SyncUser.objects.filter(environment=env, pk__in=list(user_ids)).order_by("pk"))
+    out = _user_states(env, users)
+    others = (
+        AlertState.objects.filter(environment=env, subject__startswith="user:", state__in=runs.NEEDS_ATTENTION)
+        .exclude(subject__in=list(out))
+        .count()
+    )
+    troubled = others + sum(1 for entry in out.values() if entry["state"] in runs.NEEDS_ATTENTION)
+    out["environment"] = _environment_entry(env, troubled)
+    out["items"] = _items_entry(env)
+    return out
+
+
+def _user_states(env: Environment, users: list[SyncUser]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for user in users:
+        user.environment = env
+        for kind in passes.KINDS:
+            state = runs.kind_state(user, kind.value, kind_enabled(user, kind))
+            out[f"user:{user.pk}:{kind.value}"] = {
+                "state": str(state["state"]),
+                "reason": str(state["reason"] or ""),
+                "user": user.mailbox_email,
+                "kind": kind.value,
+            }
+    return out
+
+
+def _environment_entry(env: Environment, troubled: int) -> dict[str, str]:
+    state, reason = _environment_state(env, troubled)
+    return {"state": state, "reason": reason, "user": "", "kind": ""}
+
+
+def _items_entry(env: Environment) -> dict[str, str]:
     items = ItemLink.objects.filter(environment=env, state__in=ATTENTION_ITEMS).count()
-    out["items"] = {
+    return {
         "state": "some" if items else "none",
         "reason": f"{items} items could not be synchronized (see Needs attention)." if items else "",
         "user": "",
         "kind": "",
     }
-    return out
 
 
 def _event(subject: str, state: str, alerted: bool) -> tuple[str, bool]:
@@ -164,14 +193,21 @@ def _event(subject: str, state: str, alerted: bool) -> tuple[str, bool]:
 # --- Observing: one message per change of state --------------------------------------------------
 
 
-def observe(environment_id: int) -> list[dict[str, str]]:
-    """Tell the changes since the last observation (enqueued for delivery); returns them."""
+def observe(environment_id: int, user_ids: Collection[int] | None = None) -> list[dict[str, str]]:
+    """Tell the changes since the last observation (enqueued for delivery); returns them. With
+    ``user_ids`` (the mailboxes whose passes just ran), only what those passes can have changed
+    (`states_after_passes`); the tick observes everything."""
     env = Environment.objects.select_related("settings").filter(pk=environment_id).first()
     if env is None:
         return []
     now = timezone.now()
-    current = current_states(env)
-    stored = {row.subject: row for row in AlertState.objects.filter(environment=env)}
+    if user_ids is None:
+        current = current_states(env)
+        rows = AlertState.objects.filter(environment=env)
+    else:
+        current = states_after_passes(env, user_ids)
+        rows = AlertState.objects.filter(environment=env, subject__in=list(current))
+    stored = {row.subject: row for row in rows}
     events = []
     for subject, entry in current.items():
         row = stored.pop(subject, None)
@@ -203,7 +239,7 @@ def observe(environment_id: int) -> list[dict[str, str]]:
                     "at": now.isoformat(),
                 }
             )
-    if stored:  # users deleted or gone out of push: forgotten without a word
+    if stored and user_ids is None:  # users deleted or gone out of push: forgotten without a word
         AlertState.objects.filter(pk__in=[row.pk for row in stored.values()]).delete()
     s = env.settings
     if events and (s.alert_addresses() or s.alert_webhook_url):
@@ -232,10 +268,10 @@ def send_test(environment_id: int, requested_by: str) -> list[str]:
     return channels
 
 
-def observe_quietly(environment_id: int) -> None:
+def observe_quietly(environment_id: int, user_ids: Collection[int] | None = None) -> None:
     """`observe` where a failure must not spoil the caller's work (a pass, a tick)."""
     try:
-        observe(environment_id)
+        observe(environment_id, user_ids)
     except Exception:
         log.exception("alerts of environment %s not observed", environment_id)
 

@@ -313,7 +313,7 @@ def run_pass(user_id: int, kind: str, trigger: str = Trigger.SCHEDULE, full: boo
     if not result.startswith("skipped"):
         environment_id = SyncUser.objects.filter(pk=user_id).values_list("environment_id", flat=True).first()
         if environment_id:
-            alerts.observe_quietly(environment_id)
+            alerts.observe_quietly(environment_id, [user_id])
     return result
 
 
@@ -324,8 +324,11 @@ def run_pass_batch(
     what changed is told (O6), once per environment rather than once per pass."""
     results = passes.run_passes(user_ids, kind, trigger, full, threads=threads)
     ran = [user_id for user_id, result in zip(user_ids, results, strict=True) if not result.startswith("skipped")]
-    for environment_id in SyncUser.objects.filter(pk__in=ran).values_list("environment_id", flat=True).distinct():
-        alerts.observe_quietly(environment_id)
+    by_environment: dict[int, list[int]] = {}
+    for user_id, environment_id in SyncUser.objects.filter(pk__in=ran).values_list("pk", "environment_id"):
+        by_environment.setdefault(environment_id, []).append(user_id)
+    for environment_id, users in by_environment.items():
+        alerts.observe_quietly(environment_id, users)
     return results
 
 
