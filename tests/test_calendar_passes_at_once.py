@@ -62,15 +62,22 @@ def passes(users: list[SyncUser], threads: int) -> None:
 
 
 def first_passes_at_once(users: list[SyncUser], monkeypatch) -> None:
-    """Every pass has written (and sent its invitations) before any reads its writes back: the
-    order passes at once may run in, made certain."""
-    barrier, absorb = threading.Barrier(len(users), timeout=60), CalendarWriter.absorb_own_writes
+    """Every pass has read its calendar before any writes, and every pass has written (and sent
+    its invitations) before any reads its writes back: the order passes at once may run in, made
+    certain (a thread that started late would otherwise read the others' invitations first)."""
+    read, wrote = threading.Barrier(len(users), timeout=60), threading.Barrier(len(users), timeout=60)
+    create, absorb = CalendarWriter.write_creates, CalendarWriter.absorb_own_writes
+
+    def create_after_the_others_read(writer, *args, **kwargs):
+        read.wait()
+        return create(writer, *args, **kwargs)
 
     def absorb_after_the_others_wrote(writer, state):
-        barrier.wait()
+        wrote.wait()
         absorb(writer, state)
 
     with monkeypatch.context() as m:
+        m.setattr(CalendarWriter, "write_creates", create_after_the_others_read)
         m.setattr(CalendarWriter, "absorb_own_writes", absorb_after_the_others_wrote)
         passes(users, threads=len(users))
 
