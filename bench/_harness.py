@@ -398,7 +398,9 @@ def parse_backends(parser: Any, value: str, allowed: tuple[str, ...] = ("ews", "
 
 
 def cpu_seconds(*, pid: int | None = None, group: int | None = None) -> float:
-    """CPU time (user + system) used so far by one process, or by every process of a group."""
+    """CPU time (user + system) used so far by one process, or by every process of a group, the
+    group's exited processes included (a django-q2 worker recycled after its 500 tasks counts in
+    its parent's children's time)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     entries = [Path(f"/proc/{pid}")] if pid is not None else Path("/proc").iterdir()
@@ -413,6 +415,8 @@ def cpu_seconds(*, pid: int | None = None, group: int | None = None) -> float:
         if group is not None and int(fields[2]) != group:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks
+        if group is not None:  # cutime, cstime: the exited children it waited for
+            total += (int(fields[13]) + int(fields[14])) / ticks
     return total
 
 
