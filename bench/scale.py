@@ -163,7 +163,7 @@ def measure(args: argparse.Namespace, workers: int) -> dict:
             from synccore.runtime import config
 
             result_threads = config.pass_threads()
-            env = setup(sim, mailboxes, args.contacts, args.activities, outlook_events=not args.idle)
+            env = setup(sim, mailboxes, args.contacts, args.activities)
             cluster = Managed("qcluster", log_name=f"bench-scale-{workers}")
             wait_until(lambda: cluster_ready(workers), timeout=120, every=0.5, what="the cluster")
             sim.call("POST", "latency", {"ms": args.latency_ms})
@@ -257,7 +257,9 @@ def main() -> None:
     if args.activities is None:
         args.activities = 0 if args.idle else 2
     if args.measure:
-        print(json.dumps(measure(args, args.measure)))
+        # --idle in one process: its first passes, then the idle tick, by this many workers.
+        result = measure_idle(args, (args.measure,))[args.measure] if args.idle else measure(args, args.measure)
+        print(json.dumps(result))
         return
 
     # Each worker count in a process of its own: Django's settings (the database) are per process.
